@@ -1,0 +1,186 @@
+//! Command line, compatible with netsniff-ng's flowtop, plus flowtop's own
+//! options.
+
+use clap::{ArgAction, Parser};
+use std::path::PathBuf;
+
+use crate::flow::model::proto;
+use crate::flow::Selection;
+
+/// top-like view of the connections the kernel's netfilter conntrack tracks.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "flowtop",
+    version,
+    disable_version_flag = true,
+    about = "top-like view of the connections the kernel's netfilter conntrack tracks",
+    after_help = "Selection: by default IPv4 and IPv6 TCP flows are shown. Any of -T -U -D -I -S selects \
+exactly those protocols; any of -4 -6 selects exactly those families.\n\n\
+Examples:\n  flowtop --once              the TCP table, once, as text\n  \
+flowtop -46TUIS --json      every flow and its changes as JSON lines\n\n\
+Needs CAP_NET_ADMIN (run as root). If conntrack tracks nothing in this network namespace, enable it with \
+e.g.: nft add table inet t; nft add chain inet t c '{ type filter hook input priority 0; }'; \
+nft add rule inet t c ct state established accept"
+)]
+pub struct Args {
+    /// Show IPv4 flows (default: both families)
+    #[arg(short = '4', long = "ipv4")]
+    pub ipv4: bool,
+    /// Show IPv6 flows (default: both families)
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+    /// Show TCP flows (the default protocol)
+    #[arg(short = 'T', long = "tcp")]
+    pub tcp: bool,
+    /// Show UDP and UDP-lite flows
+    #[arg(short = 'U', long = "udp")]
+    pub udp: bool,
+    /// Show DCCP flows
+    #[arg(short = 'D', long = "dccp")]
+    pub dccp: bool,
+    /// Show ICMP and ICMPv6 flows
+    #[arg(short = 'I', long = "icmp")]
+    pub icmp: bool,
+    /// Show SCTP flows
+    #[arg(short = 'S', long = "sctp")]
+    pub sctp: bool,
+    /// Show every protocol, including ones flowtop has no name for (shown by number)
+    #[arg(long = "all-protocols")]
+    pub all_protocols: bool,
+    /// Do not look up host names
+    #[arg(short = 'n', long = "no-dns")]
+    pub no_dns: bool,
+    /// Do not look up GeoIP locations
+    #[arg(short = 'G', long = "no-geoip")]
+    pub no_geoip: bool,
+    /// Also show the source address and port, not only the destination
+    #[arg(short = 's', long = "show-src")]
+    pub show_src: bool,
+    /// Show rates in bits/s instead of bytes/s
+    #[arg(short = 'b', long = "bits")]
+    pub bits: bool,
+    /// Update the GeoIP databases and exit
+    #[arg(short = 'u', long = "update")]
+    pub update: bool,
+    /// Refresh interval in seconds: re-dump (counters, rates) this often
+    #[arg(short = 't', long = "interval", value_name = "SECONDS", default_value = "1", value_parser = parse_interval)]
+    pub interval: f64,
+    /// Print the version and exit
+    #[arg(short = 'v', long = "version", action = ArgAction::Version)]
+    pub version: Option<bool>,
+    /// Print newline-delimited JSON (one object per flow event) instead of the screen
+    #[arg(long)]
+    pub json: bool,
+    /// Print the table once, after the initial dump, and exit
+    #[arg(long)]
+    pub once: bool,
+    /// Leave net.netfilter.nf_conntrack_acct and nf_conntrack_timestamp alone
+    #[arg(long = "no-sysctl")]
+    pub no_sysctl: bool,
+    /// Initial kernel receive buffer of the event socket, in bytes (it grows on overruns)
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    pub rcvbuf: usize,
+    /// Directory of the state file that remembers the sysctl values to restore
+    #[arg(long = "state-dir", value_name = "DIR", default_value = crate::sysctl::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+}
+
+fn parse_interval(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim_end_matches('s').parse().map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !(0.1..=86_400.0).contains(&v) {
+        return Err("the interval must be between 0.1 and 86400 seconds".into());
+    }
+    Ok(v)
+}
+
+impl Args {
+    /// The families and protocols selected, with the original's defaults.
+    pub fn selection(&self) -> Selection {
+        if self.all_protocols {
+            let mut sel = Selection::everything();
+            self.apply_families(&mut sel);
+            return sel;
+        }
+        let mut sel = Selection::none();
+        let any_proto = self.tcp || self.udp || self.dccp || self.icmp || self.sctp;
+        if self.tcp || !any_proto {
+            sel = sel.with_proto(proto::TCP);
+        }
+        if self.udp {
+            sel = sel.with_proto(proto::UDP).with_proto(proto::UDPLITE);
+        }
+        if self.dccp {
+            sel = sel.with_proto(proto::DCCP);
+        }
+        if self.icmp {
+            sel = sel.with_proto(proto::ICMP).with_proto(proto::ICMPV6);
+        }
+        if self.sctp {
+            sel = sel.with_proto(proto::SCTP);
+        }
+        self.apply_families(&mut sel);
+        sel
+    }
+
+    fn apply_families(&self, sel: &mut Selection) {
+        let any_family = self.ipv4 || self.ipv6;
+        sel.ipv4 = self.ipv4 || !any_family;
+        sel.ipv6 = self.ipv6 || !any_family;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::Family;
+
+    fn parse(args: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("flowtop").chain(args.iter().copied())).expect("parses")
+    }
+
+    #[test]
+    fn default_selection_is_tcp_on_both_families() {
+        let s = parse(&[]).selection();
+        assert!(s.family(Family::Ipv4) && s.family(Family::Ipv6));
+        assert_eq!(s.proto_names(), vec!["tcp"]);
+    }
+
+    #[test]
+    fn protocol_flags_select_exactly_those() {
+        let s = parse(&["-U", "-I"]).selection();
+        assert_eq!(s.proto_names(), vec!["icmp", "udp", "icmpv6", "udplite"]);
+        let s = parse(&["-46TUDIS"]).selection();
+        assert_eq!(s.proto_names().len(), 7);
+    }
+
+    #[test]
+    fn a_family_flag_alone_keeps_the_tcp_default() {
+        let s = parse(&["-6"]).selection();
+        assert!(!s.family(Family::Ipv4) && s.family(Family::Ipv6));
+        assert_eq!(s.proto_names(), vec!["tcp"]);
+        assert_eq!(s.dump_family(), 10);
+    }
+
+    #[test]
+    fn long_names_match_the_original() {
+        let a = parse(&[
+            "--ipv4", "--ipv6", "--tcp", "--udp", "--dccp", "--icmp", "--sctp", "--no-dns", "--no-geoip",
+            "--show-src", "--bits", "--interval", "2",
+        ]);
+        assert!(a.ipv4 && a.ipv6 && a.tcp && a.udp && a.dccp && a.icmp && a.sctp);
+        assert!(a.no_dns && a.no_geoip && a.show_src && a.bits);
+        assert_eq!(a.interval, 2.0);
+    }
+
+    #[test]
+    fn bad_interval_is_refused() {
+        assert!(Args::try_parse_from(["flowtop", "-t", "0"]).is_err());
+        assert!(Args::try_parse_from(["flowtop", "-t", "soon"]).is_err());
+    }
+
+    #[test]
+    fn version_flag_is_lowercase_v() {
+        let e = Args::try_parse_from(["flowtop", "-v"]).expect_err("version exits");
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
+    }
+}

@@ -1,0 +1,6 @@
+//! ctnetlink: attributes, message decoding, the socket and the sources.
+
+pub mod attrs;
+pub mod decode;
+pub mod socket;
+pub mod source;

@@ -1,0 +1,195 @@
+//! The flow model: what one conntrack entry is, independent of how it was
+//! read (netlink) or shown (JSON, text, screen).
+
+use std::net::IpAddr;
+
+/// Address family of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
+}
+
+/// IP protocol numbers flowtop names.
+pub mod proto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const DCCP: u8 = 33;
+    pub const ICMPV6: u8 = 58;
+    pub const SCTP: u8 = 132;
+    pub const UDPLITE: u8 = 136;
+
+    /// The protocol's name, or `None` for protocols shown by number.
+    pub fn name(p: u8) -> Option<&'static str> {
+        Some(match p {
+            TCP => "tcp",
+            UDP => "udp",
+            UDPLITE => "udplite",
+            SCTP => "sctp",
+            DCCP => "dccp",
+            ICMP => "icmp",
+            ICMPV6 => "icmpv6",
+            _ => return None,
+        })
+    }
+
+    /// Whether the protocol's tuple carries ports.
+    pub fn has_ports(p: u8) -> bool {
+        matches!(p, TCP | UDP | UDPLITE | SCTP | DCCP)
+    }
+}
+
+/// The ICMP identity of a tuple (ICMP has no ports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Icmp {
+    pub icmp_type: u8,
+    pub code: u8,
+    pub id: u16,
+}
+
+/// One direction of a connection as conntrack sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    pub icmp: Option<Icmp>,
+}
+
+/// Packet and byte counters of both directions (present only when
+/// `nf_conntrack_acct` was on when the entry was created).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    pub orig_packets: u64,
+    pub orig_bytes: u64,
+    pub reply_packets: u64,
+    pub reply_bytes: u64,
+}
+
+/// A protocol state as the kernel numbers it, per protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtoState {
+    Tcp(u8),
+    Sctp(u8),
+    Dccp(u8),
+}
+
+impl ProtoState {
+    /// The state's name as conntrack(8) prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProtoState::Tcp(s) => match s {
+                0 => "NONE",
+                1 => "SYN_SENT",
+                2 => "SYN_RECV",
+                3 => "ESTABLISHED",
+                4 => "FIN_WAIT",
+                5 => "CLOSE_WAIT",
+                6 => "LAST_ACK",
+                7 => "TIME_WAIT",
+                8 => "CLOSE",
+                9 => "SYN_SENT2",
+                _ => "UNKNOWN",
+            },
+            ProtoState::Sctp(s) => match s {
+                0 => "NONE",
+                1 => "CLOSED",
+                2 => "COOKIE_WAIT",
+                3 => "COOKIE_ECHOED",
+                4 => "ESTABLISHED",
+                5 => "SHUTDOWN_SENT",
+                6 => "SHUTDOWN_RECD",
+                7 => "SHUTDOWN_ACK_SENT",
+                8 => "HEARTBEAT_SENT",
+                9 => "HEARTBEAT_ACKED",
+                _ => "UNKNOWN",
+            },
+            ProtoState::Dccp(s) => match s {
+                0 => "NONE",
+                1 => "REQUEST",
+                2 => "RESPOND",
+                3 => "PARTOPEN",
+                4 => "OPEN",
+                5 => "CLOSEREQ",
+                6 => "CLOSING",
+                7 => "TIMEWAIT",
+                8 => "IGNORE",
+                9 => "INVALID",
+                _ => "UNKNOWN",
+            },
+        }
+    }
+}
+
+/// Conntrack status bits (`enum ip_conntrack_status`) by name.
+pub const STATUS_FLAGS: &[(u32, &str)] = &[
+    (1 << 0, "EXPECTED"),
+    (1 << 1, "SEEN_REPLY"),
+    (1 << 2, "ASSURED"),
+    (1 << 3, "CONFIRMED"),
+    (1 << 4, "SRC_NAT"),
+    (1 << 5, "DST_NAT"),
+    (1 << 6, "SEQ_ADJUST"),
+    (1 << 7, "SRC_NAT_DONE"),
+    (1 << 8, "DST_NAT_DONE"),
+    (1 << 9, "DYING"),
+    (1 << 10, "FIXED_TIMEOUT"),
+    (1 << 11, "TEMPLATE"),
+    (1 << 12, "UNTRACKED"),
+    (1 << 13, "HELPER"),
+    (1 << 14, "OFFLOAD"),
+    (1 << 15, "HW_OFFLOAD"),
+];
+
+/// Names of the status bits set in `status`.
+pub fn status_names(status: u32) -> impl Iterator<Item = &'static str> {
+    STATUS_FLAGS.iter().filter(move |(bit, _)| status & bit != 0).map(|(_, name)| *name)
+}
+
+/// One conntrack entry as decoded from the kernel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flow {
+    /// Conntrack id: unique among live entries, the table's key.
+    pub id: u32,
+    pub family: Family,
+    pub proto: u8,
+    pub state: Option<ProtoState>,
+    pub orig: Tuple,
+    pub reply: Tuple,
+    pub status: u32,
+    pub mark: u32,
+    pub zone: u16,
+    /// Seconds until the kernel expires the entry, as of the reading.
+    pub timeout: Option<u32>,
+    pub counters: Option<Counters>,
+    /// Creation time, nanoseconds since the Unix epoch (`nf_conntrack_timestamp`).
+    pub start_ns: Option<u64>,
+}
+
+impl Flow {
+    pub fn status_names(&self) -> impl Iterator<Item = &'static str> {
+        status_names(self.status)
+    }
+
+    /// Whether the entry's visible properties differ (what makes a re-dump
+    /// worth an `update` event).
+    pub fn differs_from(&self, other: &Flow) -> bool {
+        self.state != other.state
+            || self.counters != other.counters
+            || self.status != other.status
+            || self.mark != other.mark
+            || self.orig != other.orig
+            || self.reply != other.reply
+    }
+}

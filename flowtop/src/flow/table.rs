@@ -1,0 +1,486 @@
+//! The flow table: the one owner of every flow, fed with conntrack events and
+//! dumps, reporting each visible change to a callback (the output).
+//!
+//! Consistency rules, because a dump is not an atomic snapshot and events and
+//! dumps come through different sockets:
+//! - entries are keyed by conntrack id, so a flow seen twice is one flow;
+//! - a dump marks what it sees; when it ends, entries it did not see and no
+//!   event touched since it began are swept (their DESTROY was lost);
+//! - an entry destroyed while a dump runs is not resurrected by that dump;
+//! - an entry whose timeout ran out is expired even when DESTROY is late.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use super::model::{proto, Flow};
+use super::rate::RateMeter;
+use crate::conntrack::decode::CtEventKind;
+
+/// What a change means to a consumer of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// Present in the first dump: existed before flowtop started.
+    Snapshot,
+    New,
+    Update,
+    Destroy,
+}
+
+impl EventKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Snapshot => "snapshot",
+            EventKind::New => "new",
+            EventKind::Update => "update",
+            EventKind::Destroy => "destroy",
+        }
+    }
+}
+
+/// A flow and what the table knows about it beyond the kernel's record.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub flow: Flow,
+    pub rate: RateMeter,
+    /// When flowtop first saw the entry.
+    pub first_seen: Instant,
+    /// When the kernel will expire it, as of the last reading.
+    deadline: Option<Instant>,
+    /// Generation of the last dump that listed it.
+    dump_gen: u64,
+    /// Generation current when an event last touched it.
+    event_gen: u64,
+}
+
+/// Counters the header and the stats line show.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableStats {
+    pub dumps: u64,
+    pub resyncs: u64,
+    pub overruns: u64,
+    pub swept: u64,
+    pub expired: u64,
+    pub malformed: u64,
+}
+
+/// Table configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct TableConfig {
+    /// Shortest time rates are measured over (half the refresh interval).
+    pub rate_window: Duration,
+    /// Slack after a kernel timeout before flowtop expires the entry itself.
+    pub expiry_grace: Duration,
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        TableConfig { rate_window: Duration::from_millis(500), expiry_grace: Duration::from_secs(2) }
+    }
+}
+
+/// The flow table.
+#[derive(Debug)]
+pub struct FlowTable {
+    entries: HashMap<u32, Entry>,
+    config: TableConfig,
+    /// Generation of the dump in progress (or of the last one).
+    gen: u64,
+    dump_running: bool,
+    /// Whether the running dump resyncs after an overrun.
+    dump_is_resync: bool,
+    /// Ids destroyed while the current dump runs.
+    tombstones: HashSet<u32>,
+    pub stats: TableStats,
+}
+
+impl FlowTable {
+    pub fn new(config: TableConfig) -> Self {
+        FlowTable {
+            entries: HashMap::new(),
+            config,
+            gen: 0,
+            dump_running: false,
+            dump_is_resync: false,
+            tombstones: HashSet::new(),
+            stats: TableStats::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn get(&self, id: u32) -> Option<&Entry> {
+        self.entries.get(&id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    pub fn dump_running(&self) -> bool {
+        self.dump_running
+    }
+
+    /// Starts a dump; returns its generation. `resync` marks a dump after an
+    /// overrun, whose finds and sweeps are reported as `new` / `destroy`.
+    pub fn begin_dump(&mut self, resync: bool) -> u64 {
+        self.gen += 1;
+        self.dump_running = true;
+        self.dump_is_resync = resync;
+        self.tombstones.clear();
+        self.stats.dumps += 1;
+        if resync {
+            self.stats.resyncs += 1;
+        }
+        self.gen
+    }
+
+    /// Applies one entry of the dump `gen`.
+    pub fn apply_dump_entry(&mut self, gen: u64, flow: Flow, now: Instant, out: &mut impl FnMut(EventKind, &Entry)) {
+        if gen != self.gen || self.tombstones.contains(&flow.id) {
+            return;
+        }
+        let first_dump = gen == 1;
+        let config = self.config;
+        match self.entries.get_mut(&flow.id) {
+            Some(e) => {
+                e.dump_gen = gen;
+                if refresh(e, flow, now, &config) {
+                    out(EventKind::Update, e);
+                }
+            }
+            None => {
+                let mut e = new_entry(flow, now, &config);
+                e.dump_gen = gen;
+                let kind = if first_dump { EventKind::Snapshot } else { EventKind::New };
+                out(kind, &e);
+                self.entries.insert(e.flow.id, e);
+            }
+        }
+    }
+
+    /// Ends dump `gen`: sweeps what it no longer holds.
+    pub fn end_dump(&mut self, gen: u64, out: &mut impl FnMut(EventKind, &Entry)) {
+        if gen != self.gen {
+            return;
+        }
+        self.dump_running = false;
+        self.tombstones.clear();
+        let stale: Vec<u32> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.dump_gen != gen && e.event_gen < gen)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some(e) = self.entries.remove(&id) {
+                self.stats.swept += 1;
+                out(EventKind::Destroy, &e);
+            }
+        }
+    }
+
+    /// Abandons a dump that failed: nothing is swept.
+    pub fn abort_dump(&mut self, gen: u64) {
+        if gen == self.gen {
+            self.dump_running = false;
+        }
+    }
+
+    /// Applies a live conntrack event.
+    pub fn apply_event(&mut self, kind: CtEventKind, flow: Flow, now: Instant, out: &mut impl FnMut(EventKind, &Entry)) {
+        let config = self.config;
+        let gen = self.gen;
+        match kind {
+            CtEventKind::New | CtEventKind::Update => match self.entries.get_mut(&flow.id) {
+                Some(e) => {
+                    e.event_gen = gen;
+                    if refresh(e, flow, now, &config) {
+                        out(EventKind::Update, e);
+                    }
+                }
+                None => {
+                    let mut e = new_entry(flow, now, &config);
+                    e.event_gen = gen;
+                    out(EventKind::New, &e);
+                    self.entries.insert(e.flow.id, e);
+                }
+            },
+            CtEventKind::Destroy => {
+                if self.dump_running {
+                    self.tombstones.insert(flow.id);
+                }
+                if let Some(mut e) = self.entries.remove(&flow.id) {
+                    // DESTROY carries the final counters; keep what we knew otherwise.
+                    if let Some(c) = flow.counters {
+                        e.rate.observe(c, now, config.rate_window);
+                        e.flow.counters = Some(c);
+                    }
+                    out(EventKind::Destroy, &e);
+                }
+            }
+        }
+    }
+
+    /// Removes entries whose kernel timeout ran out (plus grace).
+    pub fn expire(&mut self, now: Instant, out: &mut impl FnMut(EventKind, &Entry)) {
+        let grace = self.config.expiry_grace;
+        let expired: Vec<u32> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.deadline.is_some_and(|d| now > d + grace))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(e) = self.entries.remove(&id) {
+                self.stats.expired += 1;
+                out(EventKind::Destroy, &e);
+            }
+        }
+    }
+
+    /// Counts of flows by protocol and by state, for headers.
+    pub fn aggregates(&self) -> Aggregates {
+        let mut agg = Aggregates::default();
+        for e in self.entries.values() {
+            let p = proto::name(e.flow.proto).map_or_else(|| e.flow.proto.to_string(), str::to_owned);
+            *agg.by_proto.entry(p).or_default() += 1;
+            if let Some(s) = e.flow.state {
+                *agg.by_state.entry(s.name()).or_default() += 1;
+            }
+        }
+        agg
+    }
+}
+
+/// Flow counts per protocol and per state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Aggregates {
+    pub by_proto: std::collections::BTreeMap<String, usize>,
+    pub by_state: std::collections::BTreeMap<&'static str, usize>,
+}
+
+fn deadline(flow: &Flow, now: Instant) -> Option<Instant> {
+    flow.timeout.map(|t| now + Duration::from_secs(u64::from(t)))
+}
+
+fn new_entry(flow: Flow, now: Instant, config: &TableConfig) -> Entry {
+    let mut rate = RateMeter::new();
+    if let Some(c) = flow.counters {
+        rate.observe(c, now, config.rate_window);
+    }
+    Entry { deadline: deadline(&flow, now), flow, rate, first_seen: now, dump_gen: 0, event_gen: 0 }
+}
+
+/// Merges a new reading into an entry; true when something visible changed.
+fn refresh(e: &mut Entry, mut flow: Flow, now: Instant, config: &TableConfig) -> bool {
+    e.deadline = deadline(&flow, now).or(e.deadline);
+    // NEW/UPDATE events carry no counters and sometimes no timestamp: keep the
+    // ones we have rather than forgetting them.
+    if flow.counters.is_none() {
+        flow.counters = e.flow.counters;
+    }
+    if flow.start_ns.is_none() {
+        flow.start_ns = e.flow.start_ns;
+    }
+    let rates_changed = match flow.counters {
+        Some(c) => {
+            let before = e.rate.rates;
+            e.rate.observe(c, now, config.rate_window);
+            e.rate.rates != before
+        }
+        None => false,
+    };
+    let changed = flow.differs_from(&e.flow) || rates_changed;
+    e.flow = flow;
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::model::{Counters, Family, ProtoState, Tuple};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn flow(id: u32) -> Flow {
+        let a = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        let b = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+        Flow {
+            id,
+            family: Family::Ipv4,
+            proto: proto::TCP,
+            state: Some(ProtoState::Tcp(3)),
+            orig: Tuple { src: a, dst: b, sport: Some(40000), dport: Some(80), icmp: None },
+            reply: Tuple { src: b, dst: a, sport: Some(80), dport: Some(40000), icmp: None },
+            status: 0b1110,
+            mark: 0,
+            zone: 0,
+            timeout: Some(300),
+            counters: Some(Counters::default()),
+            start_ns: None,
+        }
+    }
+
+    type Log = Vec<(EventKind, u32)>;
+
+    fn rec(log: &mut Log) -> impl FnMut(EventKind, &Entry) + '_ {
+        |k, e| log.push((k, e.flow.id))
+    }
+
+    #[test]
+    fn first_dump_is_snapshot_then_events_are_new_update_destroy() {
+        let now = Instant::now();
+        let mut t = FlowTable::new(TableConfig::default());
+        let mut log = Log::new();
+        let g = t.begin_dump(false);
+        t.apply_dump_entry(g, flow(1), now, &mut rec(&mut log));
+        t.end_dump(g, &mut rec(&mut log));
+        t.apply_event(CtEventKind::New, flow(2), now, &mut rec(&mut log));
+        let mut f2 = flow(2);
+        f2.state = Some(ProtoState::Tcp(7));
+        t.apply_event(CtEventKind::Update, f2, now, &mut rec(&mut log));
+        t.apply_event(CtEventKind::Destroy, flow(2), now, &mut rec(&mut log));
+        assert_eq!(
+            log,
+            vec![
+                (EventKind::Snapshot, 1),
+                (EventKind::New, 2),
+                (EventKind::Update, 2),
+                (EventKind::Destroy, 2)
+            ]
+        );
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn duplicate_new_for_known_id_is_not_a_second_flow() {
+        let now = Instant::now();
+        let mut t = FlowTable::new(TableConfig::default());
+        let mut log = Log::new();
+        t.apply_event(CtEventKind::New, flow(5), now, &mut rec(&mut log));
+        t.apply_event(CtEventKind::New, flow(5), now, &mut rec(&mut log));
+        assert_eq!(log, vec![(EventKind::New, 5)]);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn resync_sweeps_what_the_dump_lost_and_keeps_what_events_touched() {
+        let now = Instant::now();
+        let mut t = FlowTable::new(TableConfig::default());
+        let mut log = Log::new();
+        let g = t.begin_dump(false);
+        for id in [1, 2, 3] {
+            t.apply_dump_entry(g, flow(id), now, &mut rec(&mut log));
+        }
+        t.end_dump(g, &mut rec(&mut log));
+        log.clear();
+        // Resync: the kernel now holds 1 and 4; 5 is created during the dump.
+        let g = t.begin_dump(true);
+        t.apply_event(CtEventKind::New, flow(5), now, &mut rec(&mut log));
+        t.apply_dump_entry(g, flow(1), now, &mut rec(&mut log));
+        t.apply_dump_entry(g, flow(4), now, &mut rec(&mut log));
+        t.end_dump(g, &mut rec(&mut log));
+        log.sort_by_key(|(_, id)| *id);
+        assert_eq!(
+            log,
+            vec![(EventKind::Destroy, 2), (EventKind::Destroy, 3), (EventKind::New, 4), (EventKind::New, 5)]
+        );
+        let mut ids: Vec<u32> = t.iter().map(|e| e.flow.id).collect();
+        ids.sort();
+        assert_eq!(ids, vec![1, 4, 5]);
+        assert_eq!(t.stats.swept, 2);
+    }
+
+    #[test]
+    fn destroyed_during_dump_is_not_resurrected() {
+        let now = Instant::now();
+        let mut t = FlowTable::new(TableConfig::default());
+        let mut log = Log::new();
+        t.apply_event(CtEventKind::New, flow(9), now, &mut rec(&mut log));
+        let g = t.begin_dump(false);
+        t.apply_event(CtEventKind::Destroy, flow(9), now, &mut rec(&mut log));
+        t.apply_dump_entry(g, flow(9), now, &mut rec(&mut log));
+        t.end_dump(g, &mut rec(&mut log));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn redump_with_changed_counters_is_an_update_with_rates() {
+        let t0 = Instant::now();
+        let mut t = FlowTable::new(TableConfig::default());
+        let mut log = Log::new();
+        let g = t.begin_dump(false);
+        t.apply_dump_entry(g, flow(1), t0, &mut rec(&mut log));
+        t.end_dump(g, &mut rec(&mut log));
+        let mut f = flow(1);
+        f.counters = Some(Counters { orig_packets: 10, orig_bytes: 4000, reply_packets: 5, reply_bytes: 2000 });
+        let g = t.begin_dump(false);
+        t.apply_dump_entry(g, f.clone(), t0 + Duration::from_secs(2), &mut rec(&mut log));
+        t.end_dump(g, &mut rec(&mut log));
+        assert_eq!(log.last(), Some(&(EventKind::Update, 1)));
+        let e = t.get(1).expect("entry");
+        assert_eq!(e.rate.rates.orig_bytes, 2000.0);
+        assert_eq!(e.rate.rates.reply_bytes, 1000.0);
+        // Unchanged counters: the rate falls to zero once, then nothing more.
+        log.clear();
+        for s in [4, 6] {
+            let g = t.begin_dump(false);
+            t.apply_dump_entry(g, f.clone(), t0 + Duration::from_secs(s), &mut rec(&mut log));
+            t.end_dump(g, &mut rec(&mut log));
+        }
+        assert_eq!(log, vec![(EventKind::Update, 1)]);
+        assert_eq!(t.get(1).expect("entry").rate.rates.orig_bytes, 0.0);
+    }
+
+    #[test]
+    fn events_without_counters_keep_the_known_counters() {
+        let now = Instant::now();
+        let mut t = FlowTable::new(TableConfig::default());
+        let mut log = Log::new();
+        let mut f = flow(1);
+        f.counters = Some(Counters { orig_packets: 1, orig_bytes: 60, reply_packets: 0, reply_bytes: 0 });
+        t.apply_event(CtEventKind::New, f, now, &mut rec(&mut log));
+        let mut u = flow(1);
+        u.counters = None;
+        u.state = Some(ProtoState::Tcp(4));
+        t.apply_event(CtEventKind::Update, u, now, &mut rec(&mut log));
+        assert_eq!(t.get(1).expect("entry").flow.counters.map(|c| c.orig_bytes), Some(60));
+    }
+
+    #[test]
+    fn timed_out_entries_expire_without_destroy() {
+        let now = Instant::now();
+        let mut t = FlowTable::new(TableConfig::default());
+        let mut log = Log::new();
+        let mut f = flow(1);
+        f.timeout = Some(10);
+        t.apply_event(CtEventKind::New, f, now, &mut rec(&mut log));
+        t.apply_event(CtEventKind::New, flow(2), now, &mut rec(&mut log));
+        t.expire(now + Duration::from_secs(11), &mut rec(&mut log));
+        assert_eq!(t.len(), 2, "inside the grace period");
+        t.expire(now + Duration::from_secs(13), &mut rec(&mut log));
+        assert_eq!(t.len(), 1);
+        assert_eq!(log.last(), Some(&(EventKind::Destroy, 1)));
+        assert_eq!(t.stats.expired, 1);
+    }
+
+    #[test]
+    fn aggregates_count_by_proto_and_state() {
+        let now = Instant::now();
+        let mut t = FlowTable::new(TableConfig::default());
+        let mut f = flow(2);
+        f.proto = proto::UDP;
+        f.state = None;
+        t.apply_event(CtEventKind::New, flow(1), now, &mut |_, _| {});
+        t.apply_event(CtEventKind::New, f, now, &mut |_, _| {});
+        let a = t.aggregates();
+        assert_eq!(a.by_proto.get("tcp"), Some(&1));
+        assert_eq!(a.by_proto.get("udp"), Some(&1));
+        assert_eq!(a.by_state.get("ESTABLISHED"), Some(&1));
+    }
+}

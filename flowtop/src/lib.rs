@@ -1,0 +1,257 @@
+//! flowtop: a top-like view of the connections netfilter conntrack tracks.
+//!
+//! Layers, each with one owner: `conntrack` reads the kernel (sockets,
+//! decoding, source threads), `flow` is the pure model and table, `engine`
+//! wires sources to the table and the output, `output` formats, `sysctl`
+//! guards the kernel settings flowtop changes.
+
+pub mod cli;
+pub mod conntrack;
+pub mod engine;
+pub mod flow;
+pub mod output;
+pub mod sysctl;
+
+use std::io::{self, BufWriter, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+use clap::Parser;
+
+use cli::Args;
+use conntrack::socket::{CtSocket, SocketError};
+use conntrack::source;
+use flow::table::{EventKind, FlowTable};
+use output::json::{now_ts, JsonWriter};
+
+/// flowtop's version, as `-v` prints it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What the process should exit with, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Privileges(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Entry point of the binary.
+pub fn run() -> ExitCode {
+    let args = Args::parse();
+    install_panic_hook();
+    match run_with(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(RunError::Usage(msg)) => {
+            eprintln!("flowtop: {msg}");
+            ExitCode::from(2)
+        }
+        Err(RunError::Privileges(msg)) => {
+            eprintln!("{msg}");
+            ExitCode::from(1)
+        }
+        Err(RunError::Other(e)) => {
+            eprintln!("flowtop: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Restores the kernel settings before the default hook reports the panic.
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        sysctl::restore_active();
+        default(info);
+    }));
+}
+
+/// The one-paragraph message for a missing CAP_NET_ADMIN.
+pub fn privileges_message(what: &str) -> String {
+    format!(
+        "flowtop: permission denied while {what}.\n\n\
+         flowtop reads the kernel's connection tracking table over netlink (ctnetlink), which needs the \
+         CAP_NET_ADMIN capability in this network namespace. Run it as root (for example `sudo flowtop`), \
+         or give the binary the capability: `sudo setcap cap_net_admin+ep \"$(command -v flowtop)\"` \
+         (then it also needs --no-sysctl, or root, to turn on conntrack accounting)."
+    )
+}
+
+fn map_socket_error(e: SocketError) -> RunError {
+    match e {
+        SocketError::PermissionDenied(what) => RunError::Privileges(privileges_message(what)),
+        other => RunError::Other(other.into()),
+    }
+}
+
+fn kernel_release() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_owned())
+}
+
+fn meta_line(args: &Args, ts: &str) -> serde_json::Value {
+    let sel = args.selection();
+    let mut families = Vec::new();
+    if sel.ipv4 {
+        families.push("ipv4");
+    }
+    if sel.ipv6 {
+        families.push("ipv6");
+    }
+    serde_json::json!({
+        "event": "meta",
+        "ts": ts,
+        "version": VERSION,
+        "kernel": kernel_release(),
+        "attribution": "unavailable",
+        "attribution_reason": "process attribution is not built into this version",
+        "families": families,
+        "protocols": sel.proto_names(),
+        "interval_s": args.interval,
+    })
+}
+
+fn run_with(args: &Args) -> Result<(), RunError> {
+    if args.update {
+        return Err(RunError::Usage(
+            "-u/--update (GeoIP database download) is not available in this version yet".into(),
+        ));
+    }
+    if !args.once && !args.json {
+        return Err(RunError::Usage(
+            "the interactive screen is not available in this version yet: use --once (a table) or --json (a live stream)"
+                .into(),
+        ));
+    }
+    if args.once {
+        run_once(args)
+    } else {
+        run_json_stream(args)
+    }
+}
+
+fn state_paths(args: &Args) -> Result<sysctl::Paths, RunError> {
+    sysctl::Paths::system(&args.state_dir).map_err(|e| RunError::Other(anyhow::anyhow!("reading the network namespace: {e}")))
+}
+
+/// `--once`: one dump, one table, exit.
+fn run_once(args: &Args) -> Result<(), RunError> {
+    let sel = args.selection();
+    let mut sock = CtSocket::open().map_err(map_socket_error)?;
+    let _ = sock.set_kernel_rcvbuf(args.rcvbuf);
+    if !args.no_sysctl {
+        // A one-shot run changes nothing, but repairs what a killed run left.
+        match state_paths(args).and_then(|p| sysctl::repair(&p).map_err(|e| RunError::Other(e.into()))) {
+            Ok(repaired) if !repaired.is_empty() => {
+                eprintln!("flowtop: restored conntrack settings left changed by a killed flowtop: {repaired:?}");
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("flowtop: could not check for settings left by a killed flowtop: {e}"),
+        }
+    }
+    let mut table = FlowTable::new(engine::table_config(interval(args)));
+    let gen = table.begin_dump(false);
+    let now = Instant::now();
+    let summary = source::run_dump(&mut sock, &sel, 1, |flows| {
+        for f in flows {
+            table.apply_dump_entry(gen, f, now, &mut |_, _| {});
+        }
+        true
+    })
+    .map_err(map_socket_error)?
+    .unwrap_or_default();
+    table.end_dump(gen, &mut |_, _| {});
+    if summary.total == 0 {
+        eprintln!("{}", engine::EMPTY_TABLE_HINT);
+    }
+    if summary.malformed > 0 {
+        eprintln!(
+            "flowtop: skipped {} malformed conntrack message(s): {}",
+            summary.malformed,
+            summary.first_error.unwrap_or_default()
+        );
+    }
+    let stdout = io::stdout().lock();
+    let result = if args.json { print_once_json(args, &table, stdout) } else { print_once_text(args, &table, stdout) };
+    match result {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(RunError::Other(e.into())),
+        _ => Ok(()),
+    }
+}
+
+fn print_once_json(args: &Args, table: &FlowTable, out: impl Write) -> io::Result<()> {
+    let (ts, wall) = now_ts();
+    let mut w = JsonWriter::new(BufWriter::with_capacity(1 << 16, out));
+    w.value(&meta_line(args, &ts))?;
+    let mut entries: Vec<_> = table.iter().collect();
+    entries.sort_unstable_by_key(|e| e.flow.id);
+    for e in entries {
+        w.flow(EventKind::Snapshot, e, &ts, wall)?;
+    }
+    w.flush()
+}
+
+fn print_once_text(args: &Args, table: &FlowTable, out: impl Write) -> io::Result<()> {
+    let mut out = BufWriter::new(out);
+    let agg = table.aggregates();
+    writeln!(out, "{}", output::text::summary(VERSION, table.len(), &agg, "unavailable"))?;
+    writeln!(out)?;
+    let mut entries: Vec<_> = table.iter().collect();
+    let opts = output::text::TextOptions { show_src: args.show_src, bits: args.bits };
+    out.write_all(output::text::table(&mut entries, SystemTime::now(), opts).as_bytes())?;
+    out.flush()
+}
+
+fn interval(args: &Args) -> Duration {
+    Duration::from_secs_f64(args.interval)
+}
+
+/// `--json`: live stream until a signal.
+fn run_json_stream(args: &Args) -> Result<(), RunError> {
+    let events = CtSocket::open().map_err(map_socket_error)?;
+    events.subscribe_events().map_err(map_socket_error)?;
+    if let Err(e) = events.set_kernel_rcvbuf(args.rcvbuf) {
+        eprintln!("flowtop: could not set the event receive buffer: {e}");
+    }
+    let dumper = CtSocket::open().map_err(map_socket_error)?;
+    let _guard = if args.no_sysctl {
+        None
+    } else {
+        let paths = state_paths(args)?;
+        match sysctl::SysctlGuard::engage(paths) {
+            Ok((guard, report)) => {
+                if !report.repaired.is_empty() {
+                    eprintln!(
+                        "flowtop: restored conntrack settings left changed by a killed flowtop: {:?}",
+                        report.repaired
+                    );
+                }
+                for f in &report.failed {
+                    eprintln!("flowtop: could not turn on {f}; counters or start times may be missing");
+                }
+                Some(guard)
+            }
+            Err(e) => {
+                eprintln!("flowtop: not changing conntrack settings (state file unavailable: {e})");
+                None
+            }
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RunError::Other(e.into()))?;
+    let (ts, _) = now_ts();
+    let mut out = JsonWriter::new(BufWriter::with_capacity(1 << 16, io::stdout().lock()));
+    let meta = out.value(&meta_line(args, &ts)).and_then(|()| out.flush());
+    if let Err(e) = meta {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            return Ok(());
+        }
+        return Err(RunError::Other(e.into()));
+    }
+    let cfg = engine::StreamConfig { sel: args.selection(), interval: interval(args) };
+    runtime.block_on(engine::run_stream(cfg, events, dumper, &mut out))?;
+    Ok(())
+}

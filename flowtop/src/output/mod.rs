@@ -1,0 +1,5 @@
+//! Headless outputs: JSON lines and the batch text table.
+
+pub mod format;
+pub mod json;
+pub mod text;

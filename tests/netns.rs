@@ -1,0 +1,737 @@
+//! Root-only integration tests of the `flowtop` binary, each in its own
+//! network namespaces. Plain `cargo test` skips them; run them as root with
+//! `cargo test -p flowtop --test netns -- --ignored --test-threads=1`
+//! (which `cargo xtask test` does).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+// ---------------------------------------------------------------------------
+// 1. --once --json against conntrack -L
+
+/// Differences between a `conntrack -L` entry and flowtop's flow object.
+fn diff_entry(ct: &CtEntry, f: &Value) -> Vec<String> {
+    let get = |k: &str| f.get(k).cloned().unwrap_or(json!("<missing>"));
+    // Addresses compare as parsed IpAddr (re-displayed), so formatting differences do not matter.
+    let addr = |k: &str| jaddr(f, k).map_or_else(|| get(k), |a| json!(a.to_string()));
+    let mut want_got = vec![
+        ("family", json!(ct.family), get("family")),
+        ("proto", json!(ct.proto), get("proto")),
+        ("src", json!(ct.src.to_string()), addr("src")),
+        ("dst", json!(ct.dst.to_string()), addr("dst")),
+        ("sport", json!(ct.sport), get("sport")),
+        ("dport", json!(ct.dport), get("dport")),
+        ("reply_src", json!(ct.reply_src.to_string()), addr("reply_src")),
+        ("reply_dst", json!(ct.reply_dst.to_string()), addr("reply_dst")),
+        ("reply_sport", json!(ct.reply_sport), get("reply_sport")),
+        ("reply_dport", json!(ct.reply_dport), get("reply_dport")),
+        ("state", json!(ct.state), get("state")),
+        ("mark", json!(ct.mark), get("mark")),
+    ];
+    if let Some((t, c, i)) = ct.icmp {
+        want_got.push(("icmp_type", json!(t), get("icmp_type")));
+        want_got.push(("icmp_code", json!(c), get("icmp_code")));
+        want_got.push(("icmp_id", json!(i), get("icmp_id")));
+    }
+    let mut d: Vec<String> = want_got
+        .into_iter()
+        .filter(|(_, want, got)| want != got)
+        .map(|(k, want, got)| format!("{k}: conntrack {want}, flowtop {got}"))
+        .collect();
+    let status: Vec<&str> = f
+        .get("status")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if status.contains(&"ASSURED") != ct.assured {
+        d.push(format!(
+            "status: conntrack assured={}, flowtop {status:?}",
+            ct.assured
+        ));
+    }
+    if status.contains(&"SEEN_REPLY") == ct.unreplied {
+        d.push(format!(
+            "status: conntrack unreplied={}, flowtop {status:?}",
+            ct.unreplied
+        ));
+    }
+    if ju64(f, "timeout").is_none_or(|t| t.abs_diff(ct.timeout) > 5) {
+        d.push(format!(
+            "timeout (±5 s): conntrack {}, flowtop {}",
+            ct.timeout,
+            get("timeout")
+        ));
+    }
+    d
+}
+
+/// (id, state) pairs: two listings with equal pairs saw the same table.
+fn fingerprint(list: &[CtEntry]) -> BTreeSet<(u32, Option<String>)> {
+    list.iter().map(|e| (e.id, e.state.clone())).collect()
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn once_json_matches_conntrack_list() {
+    let (client, server) = Netns::pair();
+    let _srv = Agent::server(&server, 5001);
+    let mut cl = Agent::client(&client);
+
+    // TCP held open (v4 with data, v6), one closed TCP (TIME_WAIT), UDP, ICMP.
+    let (c4, _) = cl.tcp_connect(SERVER_V4, 5001);
+    cl.tcp_send(c4, 1000);
+    let _c6 = cl.tcp_connect(SERVER_V6, 5001);
+    let (closed, _) = cl.tcp_connect(SERVER_V4, 5001);
+    cl.tcp_close(closed);
+    cl.udp_exchange(SERVER_V4, 5001);
+    cl.udp_exchange(SERVER_V6, 5001);
+    cl.ping(SERVER_V4, 4242);
+    cl.ping(SERVER_V6, 4343);
+    // Public addresses and SCTP only through conntrack -I.
+    client.conntrack(
+        "-I -s 8.8.8.8 -d 1.1.1.1 -p tcp --sport 40000 --dport 443 --state ESTABLISHED -t 300 -u ASSURED",
+    );
+    client.conntrack("-I -s 2001:4860:4860::8888 -d 2606:4700:4700::1111 -p tcp --sport 40001 --dport 443 --state SYN_SENT -t 300");
+    client.conntrack("-I -s 8.8.8.8 -d 1.1.1.1 -p sctp --sport 40000 --dport 443 --orig-vtag 1 --reply-vtag 2 --state ESTABLISHED -t 300 -u ASSURED");
+
+    // The two dumps are not atomic: retry until the table did not change
+    // while flowtop read it.
+    let mut attempt = 0;
+    let (list, run) = loop {
+        attempt += 1;
+        let before = client.conntrack_list();
+        let run = flowtop_once(&client, &["--once", "--json", "-46TUIS"]);
+        let after = client.conntrack_list();
+        if fingerprint(&before) == fingerprint(&after) || attempt == 3 {
+            break (after, run);
+        }
+    };
+    run.assert_ok("flowtop --once --json -46TUIS");
+
+    // The setup must have produced what we compare against.
+    let protos: BTreeSet<(&str, &str)> = list
+        .iter()
+        .map(|e| (e.family.as_str(), e.proto.as_str()))
+        .collect();
+    for want in [
+        ("ipv4", "tcp"),
+        ("ipv6", "tcp"),
+        ("ipv4", "udp"),
+        ("ipv6", "udp"),
+        ("ipv4", "icmp"),
+        ("ipv6", "icmpv6"),
+        ("ipv4", "sctp"),
+    ] {
+        assert!(
+            protos.contains(&want),
+            "test setup: conntrack -L has no {want:?} entry: {list:#?}"
+        );
+    }
+    assert!(
+        list.len() >= 10,
+        "test setup: expected >= 10 entries, conntrack -L shows {}: {list:#?}",
+        list.len()
+    );
+
+    let flows = run.flows();
+    let mut by_id: BTreeMap<u32, &Value> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for f in &flows {
+        match flow_id(f) {
+            Some(id) => {
+                if by_id.insert(id, f).is_some() {
+                    problems.push(format!("id {id} printed twice"));
+                }
+            }
+            None => problems.push(format!("flow without numeric id: {f}")),
+        }
+    }
+    for ct in &list {
+        match by_id.get(&ct.id) {
+            None => problems.push(format!("missing in flowtop: {ct:?}")),
+            Some(f) => {
+                for d in diff_entry(ct, f) {
+                    problems.push(format!(
+                        "id {} ({} {} -> {}): {d}",
+                        ct.id, ct.proto, ct.src, ct.dst
+                    ));
+                }
+            }
+        }
+    }
+    let kernel_ids = ids(&list);
+    for (id, f) in &by_id {
+        if !kernel_ids.contains(id) {
+            problems.push(format!(
+                "flowtop printed an entry conntrack -L does not list: {f}"
+            ));
+        }
+    }
+    if flows.len() != list.len() {
+        problems.push(format!(
+            "entry count: conntrack -L {}, flowtop {}",
+            list.len(),
+            flows.len()
+        ));
+    }
+    assert!(
+        problems.is_empty(),
+        "flowtop --once --json -46TUIS disagrees with conntrack -L:\n  {}\n--- conntrack -L:\n{}\n--- flowtop:\n{}\n--- stderr:\n{}",
+        problems.join("\n  "),
+        list.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>().join("\n"),
+        run.stdout,
+        run.stderr
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 2. selection flags
+
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn selection_flags() {
+    let ns = Netns::with_conntrack();
+    let tcp = "-p tcp --sport 40000 --dport 443 --state ESTABLISHED -u ASSURED";
+    let udp = "-p udp --sport 40000 --dport 53";
+    let udplite = "-p udplite --sport 40000 --dport 5000";
+    let sctp = "-p sctp --sport 40000 --dport 3868 --orig-vtag 1 --reply-vtag 2 --state ESTABLISHED";
+    let v4 = "-s 203.0.113.1 -d 198.51.100.1";
+    let v6 = "-s 2001:db8::10 -d 2001:db8::20";
+    for fam in [v4, v6] {
+        for p in [tcp, udp, udplite, sctp] {
+            ns.conntrack(&format!("-I {fam} {p} -t 300"));
+        }
+    }
+    ns.conntrack(&format!(
+        "-I {v4} -p icmp --icmp-type 8 --icmp-code 0 --icmp-id 7 -t 300"
+    ));
+    ns.conntrack(&format!(
+        "-I {v6} -p icmpv6 --icmpv6-type 128 --icmpv6-code 0 --icmpv6-id 7 -t 300"
+    ));
+
+    let list = ns.conntrack_list();
+    assert_eq!(list.len(), 10, "test setup: conntrack -L: {list:#?}");
+
+    type Sel = fn(&CtEntry) -> bool;
+    let cases: [(&[&str], &str, Sel); 8] = [
+        (&[], "default: tcp, both families", |e| e.proto == "tcp"),
+        (&["-4"], "ipv4 tcp", |e| e.family == "ipv4" && e.proto == "tcp"),
+        (&["-6", "-U"], "ipv6 udp+udplite", |e| {
+            e.family == "ipv6" && (e.proto == "udp" || e.proto == "udplite")
+        }),
+        (&["-S"], "sctp, both families", |e| e.proto == "sctp"),
+        (&["-I"], "icmp+icmpv6", |e| {
+            e.proto == "icmp" || e.proto == "icmpv6"
+        }),
+        (&["-6"], "ipv6 tcp", |e| e.family == "ipv6" && e.proto == "tcp"),
+        (&["-4", "-U", "-S"], "ipv4 udp+udplite+sctp", |e| {
+            e.family == "ipv4" && matches!(e.proto.as_str(), "udp" | "udplite" | "sctp")
+        }),
+        (&["-4", "-6", "-T", "-U", "-I", "-S"], "everything", |_| true),
+    ];
+    let mut problems = Vec::new();
+    for (flags, what, sel) in cases {
+        let mut args = vec!["--once", "--json"];
+        args.extend_from_slice(flags);
+        let ctx = format!("flowtop {}", args.join(" "));
+        let run = flowtop_once(&ns, &args);
+        run.assert_ok(&ctx);
+        let want: BTreeSet<u32> = list.iter().filter(|e| sel(e)).map(|e| e.id).collect();
+        let got: BTreeSet<u32> = run.flows().iter().filter_map(|f| flow_id(f)).collect();
+        if want != got || run.flows().len() != want.len() {
+            let show = |ids: &BTreeSet<u32>| -> Vec<String> {
+                list.iter()
+                    .filter(|e| ids.contains(&e.id))
+                    .map(|e| format!("{} {}", e.family, e.proto))
+                    .collect()
+            };
+            let missing: BTreeSet<u32> = want.difference(&got).copied().collect();
+            let extra: BTreeSet<u32> = got.difference(&want).copied().collect();
+            problems.push(format!(
+                "{ctx} ({what}): missing {:?}, unexpected {:?}, {} lines for {} entries",
+                show(&missing),
+                run.flows()
+                    .iter()
+                    .filter(|f| flow_id(f).is_some_and(|i| extra.contains(&i)))
+                    .map(|f| format!("{} {}", f["family"], f["proto"]))
+                    .collect::<Vec<_>>(),
+                run.flows().len(),
+                want.len()
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "selection flags:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 3. streaming: new / destroy / SIGINT
+
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn json_stream_new_update_destroy() {
+    let ns = Netns::with_conntrack();
+    // A sentinel present before start: once its snapshot is out, the initial
+    // dump is done and later insertions must arrive as events.
+    ns.conntrack("-I -s 203.0.113.9 -d 198.51.100.9 -p tcp --sport 1000 --dport 80 --state ESTABLISHED -t 300 -u ASSURED");
+    // Not selected by -T: must never show up.
+    ns.conntrack("-I -s 203.0.113.9 -d 198.51.100.9 -p udp --sport 1000 --dport 53 -t 300");
+
+    let mut ft = Flowtop::start(&ns, &["--json", "-t", "1", "-T"]);
+    let snap = ft.wait_for("snapshot of the sentinel", WAIT, |v| {
+        event(v) == "snapshot" && has_tuple(v, "tcp", "203.0.113.9", 1000, "198.51.100.9", 80)
+    });
+    assert_eq!(
+        flow_id(&snap),
+        Some(ns.conntrack_id("tcp", "203.0.113.9", 1000, "198.51.100.9", 80)),
+        "sentinel id: {snap}"
+    );
+
+    ns.conntrack(
+        "-I -s 8.8.8.8 -d 1.1.1.1 -p tcp --sport 40000 --dport 443 --state ESTABLISHED -t 300 -u ASSURED",
+    );
+    let kernel_id = ns.conntrack_id("tcp", "8.8.8.8", 40000, "1.1.1.1", 443);
+    let new = ft.wait_for("`new` for 8.8.8.8:40000 -> 1.1.1.1:443", WAIT, |v| {
+        event(v) == "new" && has_tuple(v, "tcp", "8.8.8.8", 40000, "1.1.1.1", 443)
+    });
+    let mut problems = Vec::new();
+    if flow_id(&new) != Some(kernel_id) {
+        problems.push(format!("id {:?}, kernel says {kernel_id}", new.get("id")));
+    }
+    if jstr(&new, "family") != Some("ipv4") {
+        problems.push(format!("family {:?}", new.get("family")));
+    }
+    if jstr(&new, "state") != Some("ESTABLISHED") {
+        problems.push(format!("state {:?}", new.get("state")));
+    }
+    if !jstr(&new, "ts").is_some_and(|t| t.contains('T')) {
+        problems.push(format!("ts is not RFC 3339: {:?}", new.get("ts")));
+    }
+    if !problems.is_empty() {
+        ft.fail(&format!("`new` event {new}: {}", problems.join("; ")));
+    }
+
+    ns.conntrack("-D -p tcp -s 8.8.8.8 -d 1.1.1.1 --sport 40000 --dport 443");
+    let destroy = ft.wait_for("`destroy` for the deleted entry", WAIT, |v| {
+        event(v) == "destroy" && flow_id(v) == Some(kernel_id)
+    });
+    if !has_tuple(&destroy, "tcp", "8.8.8.8", 40000, "1.1.1.1", 443) {
+        ft.fail(&format!("destroy event has another tuple: {destroy}"));
+    }
+    ft.stop();
+    if let Some(bad) = ft
+        .lines
+        .iter()
+        .find(|v| is_flow_event(v) && jstr(v, "proto") != Some("tcp"))
+    {
+        let bad = bad.clone();
+        ft.fail(&format!("-T printed a non-tcp flow: {bad}"));
+    }
+    let sentinel = snap["id"].clone();
+    if let Some(bad) = ft
+        .lines
+        .iter()
+        .find(|v| event(v) == "destroy" && v["id"] == sentinel)
+    {
+        let bad = bad.clone();
+        ft.fail(&format!("destroy for the sentinel that still exists: {bad}"));
+    }
+    if !ft.bad.is_empty() {
+        ft.fail("non-JSON stdout lines");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 4. counters
+
+fn is_positive(v: &Value, key: &str) -> bool {
+    v.get(key).and_then(Value::as_f64).is_some_and(|x| x > 0.0)
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn counters_grow_in_updates() {
+    let (client, server) = Netns::pair();
+    client.set_acct_ts("0", "0");
+    let _srv = Agent::server(&server, 5002);
+    let mut ft = Flowtop::start(&client, &["--json", "-t", "1", "-T"]);
+    assert_eq!(
+        client.acct_ts(),
+        ("1".into(), "1".into()),
+        "flowtop did not enable acct/timestamp before its meta line"
+    );
+
+    let mut cl = Agent::client(&client);
+    let (c, lport) = cl.tcp_connect(SERVER_V4, 5002);
+    let this = move |v: &Value| is_flow_event(v) && has_tuple(v, "tcp", CLIENT_V4, lport, SERVER_V4, 5002);
+
+    cl.tcp_send(c, 100_000);
+    let first = ft.wait_for(
+        "an event with orig_bytes >= 100000 after the first burst",
+        WAIT,
+        |v| this(v) && event(v) != "destroy" && ju64(v, "orig_bytes").is_some_and(|b| b >= 100_000),
+    );
+    let b1 = ju64(&first, "orig_bytes").unwrap_or_default();
+
+    cl.tcp_send(c, 100_000);
+    let second = ft.wait_for(
+        "an `update` with orig_bytes grown by the second burst",
+        WAIT,
+        |v| this(v) && event(v) == "update" && ju64(v, "orig_bytes").is_some_and(|b| b >= b1 + 100_000),
+    );
+
+    // Some update of this flow reports a rate > 0 (may come with a later dump).
+    let rate_seen = ft
+        .lines
+        .iter()
+        .any(|v| this(v) && event(v) == "update" && is_positive(v, "orig_rate_bps"))
+        || ft
+            .try_wait_for(Duration::from_secs(4), |v| {
+                this(v) && event(v) == "update" && is_positive(v, "orig_rate_bps")
+            })
+            .is_some();
+    if !rate_seen {
+        ft.fail("no `update` of the flow with orig_rate_bps > 0");
+    }
+    let mut problems = Vec::new();
+    for key in ["orig_packets", "reply_packets", "reply_bytes"] {
+        if ju64(&second, key).is_none_or(|n| n == 0) {
+            problems.push(format!("{key} is {:?}", second.get(key)));
+        }
+    }
+    if !jstr(&second, "start").is_some_and(|s| s.contains('T')) {
+        problems.push(format!(
+            "start is {:?} although nf_conntrack_timestamp=1",
+            second.get("start")
+        ));
+    }
+    if !second.get("duration_s").is_some_and(Value::is_number) {
+        problems.push(format!("duration_s is {:?}", second.get("duration_s")));
+    }
+    if !problems.is_empty() {
+        ft.fail(&format!("update {second}: {}", problems.join("; ")));
+    }
+    ft.stop();
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn counters_null_when_accounting_was_off() {
+    let ns = Netns::with_conntrack();
+    let ins = |sport: &str| {
+        ns.conntrack(&format!("-I -s 203.0.113.5 -d 198.51.100.5 -p tcp --sport {sport} --dport 80 --state ESTABLISHED -t 300 -u ASSURED"));
+    };
+    ns.set_acct_ts("0", "0");
+    ins("1111"); // no accounting extension
+    ns.set_acct_ts("1", "0");
+    ins("2222"); // with (zero) counters
+    ns.set_acct_ts("0", "0");
+
+    let run = flowtop_once(&ns, &["--once", "--json", "--no-sysctl"]);
+    run.assert_ok("flowtop --once --json --no-sysctl");
+    assert_eq!(
+        ns.acct_ts(),
+        ("0".into(), "0".into()),
+        "--no-sysctl changed the sysctls"
+    );
+    let find = |sport: u16| -> &Value {
+        run.flows()
+            .into_iter()
+            .find(|v| has_tuple(v, "tcp", "203.0.113.5", sport, "198.51.100.5", 80))
+            .unwrap_or_else(|| panic!("no flow with sport {sport}:\n{}", run.stdout))
+    };
+    let counters = ["orig_packets", "orig_bytes", "reply_packets", "reply_bytes"];
+    let off = find(1111);
+    let on = find(2222);
+    for key in counters {
+        assert_eq!(
+            off.get(key),
+            Some(&Value::Null),
+            "entry created with acct=0: {key} must be null: {off}"
+        );
+        assert!(
+            on.get(key).is_some_and(Value::is_u64),
+            "entry created with acct=1: {key} must be a number: {on}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 5. overrun and resync
+
+fn overrun_reported(ft: &Flowtop) -> bool {
+    let markers = ["overrun", "enobufs", "no buffer space", "resync", "lost"];
+    let has = |s: &str| {
+        let s = s.to_lowercase();
+        markers.iter().any(|m| s.contains(m))
+    };
+    has(&ft.stderr()) || ft.lines.iter().any(|v| !is_flow_event(v) && has(&v.to_string()))
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn overrun_resyncs_to_kernel_state() {
+    let ns = Netns::with_conntrack();
+    // Keep the flood's entries alive for the whole comparison.
+    ns.sysctl_set("net.netfilter.nf_conntrack_udp_timeout", "120");
+    let mut ft = Flowtop::start(&ns, &["--json", "-t", "2", "-U", "--rcvbuf", "4096"]);
+    let mut cl = Agent::client(&ns);
+    cl.udp_flood("127.0.0.1", 20000, 5000);
+
+    let kernel_udp = || -> BTreeSet<u32> {
+        ns.conntrack_list()
+            .iter()
+            .filter(|e| e.proto == "udp" || e.proto == "udplite")
+            .map(|e| e.id)
+            .collect()
+    };
+    let k = kernel_udp();
+    assert!(
+        k.len() >= 4000,
+        "test setup: the flood made only {} udp entries",
+        k.len()
+    );
+
+    let mut last = (BTreeSet::new(), BTreeSet::new());
+    let converged = poll_until(Duration::from_secs(20), Duration::from_millis(500), || {
+        ft.pump();
+        let alive = alive_ids(&ft.lines);
+        let kernel = kernel_udp();
+        if alive == kernel {
+            Some(())
+        } else {
+            last = (alive, kernel);
+            None
+        }
+    });
+    if converged.is_none() {
+        let (alive, kernel) = &last;
+        let missing: Vec<_> = kernel.difference(alive).take(10).collect();
+        let extra: Vec<_> = alive.difference(kernel).take(10).collect();
+        let msg = format!(
+            "after 20 s flowtop believes {} ids alive, the kernel has {}; {} missing (e.g. {missing:?}), {} extra (e.g. {extra:?}); overrun reported: {}",
+            alive.len(),
+            kernel.len(),
+            kernel.difference(alive).count(),
+            alive.difference(kernel).count(),
+            overrun_reported(&ft)
+        );
+        ft.fail(&msg);
+    }
+    if !overrun_reported(&ft) {
+        ft.fail("state converged, but flowtop reported no overrun (nothing about overrun/ENOBUFS/resync on stderr or in a non-flow line)");
+    }
+    ft.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 6. sysctls
+
+const ACCT: &str = "net.netfilter.nf_conntrack_acct";
+
+fn ns_inode(ns: &Netns) -> String {
+    let md = std::fs::metadata(format!("/run/netns/{}", ns.name))
+        .unwrap_or_else(|e| panic!("stat /run/netns/{}: {e}", ns.name));
+    std::os::unix::fs::MetadataExt::ino(&md).to_string()
+}
+
+/// Files under /run/flowtop whose name contains the namespace's inode.
+fn state_files(inode: &str) -> Vec<String> {
+    std::fs::read_dir("/run/flowtop")
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(inode))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn sysctls_restored_on_signals() {
+    let ns = Netns::with_conntrack();
+    let inode = ns_inode(&ns);
+    let cases = [
+        ("SIGINT", libc::SIGINT, ("0", "0")),
+        ("SIGTERM", libc::SIGTERM, ("0", "0")),
+        ("SIGHUP", libc::SIGHUP, ("0", "0")),
+        ("SIGINT", libc::SIGINT, ("1", "0")),
+    ];
+    for (name, sig, (acct, ts)) in cases {
+        ns.set_acct_ts(acct, ts);
+        let mut ft = Flowtop::start(&ns, &["--json"]);
+        let running = ns.acct_ts();
+        if running != ("1".into(), "1".into()) {
+            ft.fail(&format!(
+                "after the meta line acct/timestamp are {running:?}, expected (1, 1)"
+            ));
+        }
+        let files_while_running = state_files(&inode);
+        ft.signal(sig);
+        let st = ft.wait_exit(Duration::from_secs(10));
+        if sig != libc::SIGHUP && !st.success() {
+            ft.fail(&format!("{name}: expected exit status 0, got {st}"));
+        }
+        let after = ns.acct_ts();
+        if after != (acct.to_string(), ts.to_string()) {
+            ft.fail(&format!(
+                "{name} (exit {st}): sysctls are {after:?} afterwards, expected ({acct}, {ts})"
+            ));
+        }
+        if !files_while_running.is_empty() {
+            let left = state_files(&inode);
+            if !left.is_empty() {
+                ft.fail(&format!(
+                    "{name}: state files left in /run/flowtop after a clean exit: {left:?}"
+                ));
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn sysctls_restored_by_next_run_after_sigkill() {
+    let ns = Netns::with_conntrack();
+    ns.set_acct_ts("0", "0");
+    let mut ft = Flowtop::start(&ns, &["--json"]);
+    let running = ns.acct_ts();
+    if running != ("1".into(), "1".into()) {
+        ft.fail(&format!(
+            "after the meta line acct/timestamp are {running:?}, expected (1, 1)"
+        ));
+    }
+    ft.signal(libc::SIGKILL);
+    ft.wait_exit(Duration::from_secs(10));
+    assert_eq!(
+        ns.acct_ts(),
+        ("1".into(), "1".into()),
+        "after SIGKILL nothing can have restored the sysctls"
+    );
+
+    let run = flowtop_once(&ns, &["--once", "--json"]);
+    run.assert_ok("flowtop --once --json after a SIGKILLed run");
+    assert_eq!(
+        ns.acct_ts(),
+        ("0".into(), "0".into()),
+        "the run after SIGKILL must restore the values saved by the killed run\nstderr:\n{}",
+        run.stderr
+    );
+    // And a further run finds nothing stale.
+    flowtop_once(&ns, &["--once", "--json"]).assert_ok("second --once");
+    assert_eq!(
+        ns.acct_ts(),
+        ("0".into(), "0".into()),
+        "a second --once changed the sysctls"
+    );
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn no_sysctl_leaves_sysctls_alone() {
+    let ns = Netns::with_conntrack();
+    for (acct, ts) in [("0", "0"), ("0", "1")] {
+        ns.set_acct_ts(acct, ts);
+        let want = (acct.to_string(), ts.to_string());
+        let mut ft = Flowtop::start(&ns, &["--json", "--no-sysctl"]);
+        let running = ns.acct_ts();
+        if running != want {
+            ft.fail(&format!(
+                "--no-sysctl: sysctls are {running:?} while running, expected {want:?}"
+            ));
+        }
+        ft.stop();
+        assert_eq!(ns.acct_ts(), want, "--no-sysctl: sysctls changed after SIGINT");
+        flowtop_once(&ns, &["--once", "--json", "--no-sysctl"]).assert_ok("--once --no-sysctl");
+        assert_eq!(ns.acct_ts(), want, "--once --no-sysctl changed the sysctls");
+    }
+    // The sysctl of acct must be untouched too by a --no-sysctl run killed hard.
+    ns.sysctl_set(ACCT, "0");
+    let mut ft = Flowtop::start(&ns, &["--json", "--no-sysctl"]);
+    ft.signal(libc::SIGKILL);
+    ft.wait_exit(Duration::from_secs(10));
+    flowtop_once(&ns, &["--once", "--json", "--no-sysctl"]).assert_ok("--once --no-sysctl after SIGKILL");
+    assert_eq!(
+        ns.sysctl_get(ACCT),
+        "0",
+        "--no-sysctl runs changed nf_conntrack_acct"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 7. without CAP_NET_ADMIN
+
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn without_cap_net_admin_exits_1_with_message() {
+    let ns = Netns::with_conntrack();
+    ns.conntrack("-I -s 203.0.113.1 -d 198.51.100.1 -p udp --sport 1 --dport 2 -t 300");
+    let before = ns.acct_ts();
+    for mode in [&["--once", "--json"][..], &["--json"][..]] {
+        let mut args = vec![
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            FLOWTOP,
+        ];
+        args.extend_from_slice(mode);
+        let mut cmd = ns.cmd("setpriv", &args);
+        cmd.env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE");
+        let run = run_to_end(cmd, Duration::from_secs(15));
+        let ctx = format!(
+            "unprivileged flowtop {}: exit {}\nstderr:\n{}\nstdout:\n{}",
+            mode.join(" "),
+            run.status,
+            run.stderr,
+            run.stdout
+        );
+        assert_eq!(run.status.code(), Some(1), "{ctx}");
+        assert!(
+            run.stderr.contains("CAP_NET_ADMIN"),
+            "stderr does not mention CAP_NET_ADMIN: {ctx}"
+        );
+        assert!(!run.stderr.contains("panicked"), "it panicked: {ctx}");
+        assert!(
+            !run.stderr.to_lowercase().contains("backtrace"),
+            "it printed a backtrace: {ctx}"
+        );
+        assert!(
+            run.lines.iter().all(|v| !is_flow_event(v)),
+            "it printed flows: {ctx}"
+        );
+    }
+    assert_eq!(ns.acct_ts(), before, "an unprivileged run changed the sysctls");
+}
+
+// ---------------------------------------------------------------------------
+// 8. empty namespace
+
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn empty_namespace_hints_how_to_enable_conntrack() {
+    let ns = Netns::new(); // no nft rule: conntrack tracks nothing here
+    let before = ns.acct_ts();
+    let run = flowtop_once(&ns, &["--once", "--json"]);
+    run.assert_ok("flowtop --once --json in an empty namespace");
+    assert!(
+        run.flows().is_empty(),
+        "flows in an empty namespace:\n{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("nft") || run.stderr.contains("iptables"),
+        "no hint (mentioning nft or iptables) on how to enable conntrack; stderr:\n{}",
+        run.stderr
+    );
+    assert_eq!(ns.acct_ts(), before, "--once did not restore the sysctls");
+}
