@@ -86,7 +86,10 @@ pub struct Args {
 }
 
 fn parse_interval(s: &str) -> Result<f64, String> {
-    let v: f64 = s.trim_end_matches('s').parse().map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    let v: f64 = s
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
     if !(0.1..=86_400.0).contains(&v) {
         return Err("the interval must be between 0.1 and 86400 seconds".into());
     }
@@ -164,8 +167,19 @@ mod tests {
     #[test]
     fn long_names_match_the_original() {
         let a = parse(&[
-            "--ipv4", "--ipv6", "--tcp", "--udp", "--dccp", "--icmp", "--sctp", "--no-dns", "--no-geoip",
-            "--show-src", "--bits", "--interval", "2",
+            "--ipv4",
+            "--ipv6",
+            "--tcp",
+            "--udp",
+            "--dccp",
+            "--icmp",
+            "--sctp",
+            "--no-dns",
+            "--no-geoip",
+            "--show-src",
+            "--bits",
+            "--interval",
+            "2",
         ]);
         assert!(a.ipv4 && a.ipv6 && a.tcp && a.udp && a.dccp && a.icmp && a.sctp);
         assert!(a.no_dns && a.no_geoip && a.show_src && a.bits);
@@ -182,5 +196,17 @@ mod tests {
     fn version_flag_is_lowercase_v() {
         let e = Args::try_parse_from(["flowtop", "-v"]).expect_err("version exits");
         assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
+    }
+}
+
+#[cfg(test)]
+mod help_snapshot {
+    use super::Args;
+    use clap::CommandFactory;
+
+    #[test]
+    fn help_text_snapshot() {
+        let help = Args::command().term_width(100).render_help().to_string();
+        insta::assert_snapshot!("help", help);
     }
 }

@@ -13,6 +13,9 @@
 //! see `build.rs`), or loading/attaching fails (not root, lockdown, no
 //! tracefs ...), the status says `available: false` with a human reason.
 
+// Without the object the loading code is only reached by the unit tests.
+#![cfg_attr(flowtop_no_ebpf, allow(dead_code))]
+
 use std::io;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -42,11 +45,21 @@ pub struct EbpfStatus {
 
 impl EbpfStatus {
     fn attached(programs: Vec<String>) -> Self {
-        Self { available: true, mode: MODE_EBPF, programs, reason: None }
+        Self {
+            available: true,
+            mode: MODE_EBPF,
+            programs,
+            reason: None,
+        }
     }
 
     fn unavailable(reason: String) -> Self {
-        Self { available: false, mode: MODE_UNAVAILABLE, programs: Vec::new(), reason: Some(reason) }
+        Self {
+            available: false,
+            mode: MODE_UNAVAILABLE,
+            programs: Vec::new(),
+            reason: Some(reason),
+        }
     }
 }
 
@@ -79,7 +92,9 @@ impl EbpfAttachment {
                 let per_cpu = array
                     .get(&slot, 0)
                     .map_err(|e| format!("reading {MAP_STATE_COUNTS}[{slot}] failed: {e:?}"))?;
-                Ok(per_cpu.iter().fold(StateCounter::default(), |acc, c| acc.merge(*c)))
+                Ok(per_cpu
+                    .iter()
+                    .fold(StateCounter::default(), |acc, c| acc.merge(*c)))
             })
             .collect()
     }
@@ -117,7 +132,10 @@ pub fn attach() -> (EbpfStatus, Option<EbpfAttachment>) {
 /// [`attach`] for a given object file image.
 fn attach_object(object: &[u8]) -> (EbpfStatus, Option<EbpfAttachment>) {
     match load_and_attach(object) {
-        Ok(attachment) => (EbpfStatus::attached(attachment.programs.clone()), Some(attachment)),
+        Ok(attachment) => (
+            EbpfStatus::attached(attachment.programs.clone()),
+            Some(attachment),
+        ),
         Err(reason) => (EbpfStatus::unavailable(with_privilege_hint(reason)), None),
     }
 }
@@ -127,8 +145,7 @@ fn load_and_attach(object: &[u8]) -> Result<EbpfAttachment, String> {
 
     // aya's Display of these errors hides the cause (errno, verifier log,
     // missing file): keep the Debug form in the reason.
-    let mut ebpf = aya::Ebpf::load(object)
-        .map_err(|e| format!("loading the eBPF object failed: {e:?}"))?;
+    let mut ebpf = aya::Ebpf::load(object).map_err(|e| format!("loading the eBPF object failed: {e:?}"))?;
     let program: &mut TracePoint = ebpf
         .program_mut(PROG_INET_SOCK_SET_STATE)
         .ok_or_else(|| format!("the eBPF object has no program {PROG_INET_SOCK_SET_STATE}"))?
@@ -138,9 +155,11 @@ fn load_and_attach(object: &[u8]) -> Result<EbpfAttachment, String> {
         .load()
         .map_err(|e| format!("loading program {PROG_INET_SOCK_SET_STATE} failed: {e:?}"))?;
     ensure_tracefs()?;
-    program.attach(TRACEPOINT_CATEGORY, TRACEPOINT_NAME).map_err(|e| {
-        format!("attaching to tracepoint {TRACEPOINT_CATEGORY}/{TRACEPOINT_NAME} failed: {e:?}")
-    })?;
+    program
+        .attach(TRACEPOINT_CATEGORY, TRACEPOINT_NAME)
+        .map_err(|e| {
+            format!("attaching to tracepoint {TRACEPOINT_CATEGORY}/{TRACEPOINT_NAME} failed: {e:?}")
+        })?;
     let programs = vec![format!("tracepoint/{TRACEPOINT_CATEGORY}/{TRACEPOINT_NAME}")];
     Ok(EbpfAttachment { ebpf, programs })
 }
@@ -191,7 +210,9 @@ fn ensure_tracefs() -> Result<(), String> {
     if tracefs_mounted() {
         Ok(())
     } else {
-        Err(format!("tracefs mounted at {TRACEFS} but it has no events directory"))
+        Err(format!(
+            "tracefs mounted at {TRACEFS} but it has no events directory"
+        ))
     }
 }
 
@@ -247,7 +268,10 @@ mod tests {
         let (status, attachment) = attach();
         let reason = assert_unavailable(&status, attachment.as_ref());
         assert!(reason.contains("built without the eBPF object"), "{reason}");
-        assert!(reason.contains("FLOWTOP_NO_EBPF") || reason.contains("cargo xtask setup"), "{reason}");
+        assert!(
+            reason.contains("FLOWTOP_NO_EBPF") || reason.contains("cargo xtask setup"),
+            "{reason}"
+        );
         assert_eq!(probe(), status);
     }
 
@@ -325,7 +349,12 @@ mod tests {
         ensure_tracefs().expect("tracefs");
         let dir = [TRACEFS, "/sys/kernel/debug/tracing"]
             .into_iter()
-            .map(|d| Path::new(d).join("events").join(TRACEPOINT_CATEGORY).join(TRACEPOINT_NAME))
+            .map(|d| {
+                Path::new(d)
+                    .join("events")
+                    .join(TRACEPOINT_CATEGORY)
+                    .join(TRACEPOINT_NAME)
+            })
             .find(|d| d.is_dir())
             .expect("tracepoint directory");
         let format = std::fs::read_to_string(dir.join("format")).expect("format file");

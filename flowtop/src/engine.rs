@@ -37,7 +37,10 @@ pub enum Stop {
 
 /// The table configuration for a refresh interval.
 pub fn table_config(interval: Duration) -> TableConfig {
-    TableConfig { rate_window: interval / 2, ..TableConfig::default() }
+    TableConfig {
+        rate_window: interval / 2,
+        ..TableConfig::default()
+    }
 }
 
 /// The hint printed when conntrack tracks nothing in this namespace.

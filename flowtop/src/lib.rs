@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod conntrack;
+pub mod ebpf;
 pub mod engine;
 pub mod flow;
 pub mod output;
@@ -87,7 +88,9 @@ fn map_socket_error(e: SocketError) -> RunError {
 }
 
 fn kernel_release() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_owned())
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .map(|s| s.trim().to_owned())
 }
 
 fn meta_line(args: &Args, ts: &str) -> serde_json::Value {
@@ -132,7 +135,8 @@ fn run_with(args: &Args) -> Result<(), RunError> {
 }
 
 fn state_paths(args: &Args) -> Result<sysctl::Paths, RunError> {
-    sysctl::Paths::system(&args.state_dir).map_err(|e| RunError::Other(anyhow::anyhow!("reading the network namespace: {e}")))
+    sysctl::Paths::system(&args.state_dir)
+        .map_err(|e| RunError::Other(anyhow::anyhow!("reading the network namespace: {e}")))
 }
 
 /// `--once`: one dump, one table, exit.
@@ -144,7 +148,9 @@ fn run_once(args: &Args) -> Result<(), RunError> {
         // A one-shot run changes nothing, but repairs what a killed run left.
         match state_paths(args).and_then(|p| sysctl::repair(&p).map_err(|e| RunError::Other(e.into()))) {
             Ok(repaired) if !repaired.is_empty() => {
-                eprintln!("flowtop: restored conntrack settings left changed by a killed flowtop: {repaired:?}");
+                eprintln!(
+                    "flowtop: restored conntrack settings left changed by a killed flowtop: {repaired:?}"
+                );
             }
             Ok(_) => {}
             Err(e) => eprintln!("flowtop: could not check for settings left by a killed flowtop: {e}"),
@@ -173,7 +179,11 @@ fn run_once(args: &Args) -> Result<(), RunError> {
         );
     }
     let stdout = io::stdout().lock();
-    let result = if args.json { print_once_json(args, &table, stdout) } else { print_once_text(args, &table, stdout) };
+    let result = if args.json {
+        print_once_json(args, &table, stdout)
+    } else {
+        print_once_text(args, &table, stdout)
+    };
     match result {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(RunError::Other(e.into())),
         _ => Ok(()),
@@ -195,10 +205,17 @@ fn print_once_json(args: &Args, table: &FlowTable, out: impl Write) -> io::Resul
 fn print_once_text(args: &Args, table: &FlowTable, out: impl Write) -> io::Result<()> {
     let mut out = BufWriter::new(out);
     let agg = table.aggregates();
-    writeln!(out, "{}", output::text::summary(VERSION, table.len(), &agg, "unavailable"))?;
+    writeln!(
+        out,
+        "{}",
+        output::text::summary(VERSION, table.len(), &agg, "unavailable")
+    )?;
     writeln!(out)?;
     let mut entries: Vec<_> = table.iter().collect();
-    let opts = output::text::TextOptions { show_src: args.show_src, bits: args.bits };
+    let opts = output::text::TextOptions {
+        show_src: args.show_src,
+        bits: args.bits,
+    };
     out.write_all(output::text::table(&mut entries, SystemTime::now(), opts).as_bytes())?;
     out.flush()
 }
@@ -251,7 +268,10 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
         }
         return Err(RunError::Other(e.into()));
     }
-    let cfg = engine::StreamConfig { sel: args.selection(), interval: interval(args) };
+    let cfg = engine::StreamConfig {
+        sel: args.selection(),
+        interval: interval(args),
+    };
     runtime.block_on(engine::run_stream(cfg, events, dumper, &mut out))?;
     Ok(())
 }

@@ -128,7 +128,10 @@ fn read_setting(paths: &Paths, name: &str) -> io::Result<String> {
 }
 
 fn write_setting(paths: &Paths, name: &str, value: &str) -> io::Result<()> {
-    let mut f = OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(paths.proc_dir.join(name))?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(paths.proc_dir.join(name))?;
     f.write_all(value.as_bytes())
 }
 
@@ -142,7 +145,10 @@ fn lock_state(paths: &Paths) -> io::Result<File> {
             )))
         }
         Ok(_) => {}
-        Err(_) => fs::DirBuilder::new().recursive(true).mode(0o700).create(&paths.state_dir)?,
+        Err(_) => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&paths.state_dir)?,
     }
     let f = OpenOptions::new()
         .read(true)
@@ -233,7 +239,14 @@ impl SysctlGuard {
         if let Ok(mut active) = ACTIVE.lock() {
             *active = Some(paths.clone());
         }
-        Ok((SysctlGuard { paths, pid, active: true }, report))
+        Ok((
+            SysctlGuard {
+                paths,
+                pid,
+                active: true,
+            },
+            report,
+        ))
     }
 
     /// Restores the settings now (idempotent).
@@ -309,7 +322,11 @@ mod tests {
             for s in SETTINGS {
                 fs::write(proc_dir.join(s), "0\n").expect("write");
             }
-            let paths = Paths { proc_dir, state_dir: dir.join("state"), netns: 4026531840 };
+            let paths = Paths {
+                proc_dir,
+                state_dir: dir.join("state"),
+                netns: 4026531840,
+            };
             Fixture { dir, paths }
         }
         fn value(&self, name: &str) -> String {
@@ -326,7 +343,10 @@ mod tests {
     #[test]
     fn state_file_round_trips() {
         let st = State {
-            saved: vec![("nf_conntrack_acct".into(), "0".into()), ("nf_conntrack_timestamp".into(), "1".into())],
+            saved: vec![
+                ("nf_conntrack_acct".into(), "0".into()),
+                ("nf_conntrack_timestamp".into(), "1".into()),
+            ],
             holders: vec![12, 34],
         };
         assert_eq!(State::parse(&st.render()), st);
@@ -356,7 +376,10 @@ mod tests {
         // A killed instance: values turned on, its pid no longer a flowtop.
         fs::create_dir_all(&fx.paths.state_dir).expect("mkdir");
         let st = State {
-            saved: vec![("nf_conntrack_acct".into(), "0".into()), ("nf_conntrack_timestamp".into(), "0".into())],
+            saved: vec![
+                ("nf_conntrack_acct".into(), "0".into()),
+                ("nf_conntrack_timestamp".into(), "0".into()),
+            ],
             holders: vec![u32::MAX - 1],
         };
         fs::write(fx.paths.state_file(), st.render()).expect("write");
@@ -376,6 +399,10 @@ mod tests {
         fs::create_dir_all(&target).expect("mkdir");
         std::os::unix::fs::symlink(&target, &fx.paths.state_dir).expect("symlink");
         assert!(SysctlGuard::engage(fx.paths.clone()).is_err());
-        assert_eq!(fx.value("nf_conntrack_acct"), "0", "nothing changed when the state cannot be saved");
+        assert_eq!(
+            fx.value("nf_conntrack_acct"),
+            "0",
+            "nothing changed when the state cannot be saved"
+        );
     }
 }

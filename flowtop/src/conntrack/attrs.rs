@@ -8,8 +8,8 @@
 //! round-trip byte for byte.
 
 use netlink_packet_core::{
-    emit_u16_be, emit_u32_be, emit_u64_be, parse_u16_be, parse_u32_be, parse_u64_be, parse_u8,
-    DecodeError, DefaultNla, Emitable, ErrorContext, Nla, NlaBuffer, NlasIterator, Parseable,
+    emit_u16_be, emit_u32_be, emit_u64_be, parse_u16_be, parse_u32_be, parse_u64_be, parse_u8, DecodeError,
+    DefaultNla, Emitable, ErrorContext, Nla, NlaBuffer, NlasIterator, Parseable,
 };
 
 /// Top-level attribute numbers (`enum ctattr_type` in the kernel's uapi).
@@ -90,7 +90,6 @@ pub fn default_nla_value(nla: &DefaultNla) -> Vec<u8> {
     value
 }
 
-
 /// One member of `CTA_COUNTERS_ORIG` / `CTA_COUNTERS_REPLY`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CounterAttr {
@@ -136,10 +135,16 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for CounterAttr {
     fn parse(buf: &NlaBuffer<&'a T>) -> Result<Self, DecodeError> {
         let payload = buf.value();
         Ok(match kind_of(buf) {
-            CTA_COUNTERS_PACKETS => Self::Packets(parse_u64_be(payload).context("invalid CTA_COUNTERS_PACKETS")?),
+            CTA_COUNTERS_PACKETS => {
+                Self::Packets(parse_u64_be(payload).context("invalid CTA_COUNTERS_PACKETS")?)
+            }
             CTA_COUNTERS_BYTES => Self::Bytes(parse_u64_be(payload).context("invalid CTA_COUNTERS_BYTES")?),
-            CTA_COUNTERS32_PACKETS => Self::Packets32(parse_u32_be(payload).context("invalid CTA_COUNTERS32_PACKETS")?),
-            CTA_COUNTERS32_BYTES => Self::Bytes32(parse_u32_be(payload).context("invalid CTA_COUNTERS32_BYTES")?),
+            CTA_COUNTERS32_PACKETS => {
+                Self::Packets32(parse_u32_be(payload).context("invalid CTA_COUNTERS32_PACKETS")?)
+            }
+            CTA_COUNTERS32_BYTES => {
+                Self::Bytes32(parse_u32_be(payload).context("invalid CTA_COUNTERS32_BYTES")?)
+            }
             _ => Self::Other(DefaultNla::parse(buf)?),
         })
     }
@@ -231,7 +236,10 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for IcmpTupleAttr 
     fn parse(buf: &NlaBuffer<&'a T>) -> Result<Self, DecodeError> {
         let payload = buf.value();
         let kind = kind_of(buf);
-        let v6 = matches!(kind, CTA_PROTO_ICMPV6_ID | CTA_PROTO_ICMPV6_TYPE | CTA_PROTO_ICMPV6_CODE);
+        let v6 = matches!(
+            kind,
+            CTA_PROTO_ICMPV6_ID | CTA_PROTO_ICMPV6_TYPE | CTA_PROTO_ICMPV6_CODE
+        );
         Ok(match kind {
             CTA_PROTO_ICMP_ID | CTA_PROTO_ICMPV6_ID => Self::Id {
                 v6,
@@ -290,7 +298,9 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for SctpInfoAttr {
     fn parse(buf: &NlaBuffer<&'a T>) -> Result<Self, DecodeError> {
         let payload = buf.value();
         Ok(match kind_of(buf) {
-            CTA_PROTOINFO_SCTP_STATE => Self::State(parse_u8(payload).context("invalid CTA_PROTOINFO_SCTP_STATE")?),
+            CTA_PROTOINFO_SCTP_STATE => {
+                Self::State(parse_u8(payload).context("invalid CTA_PROTOINFO_SCTP_STATE")?)
+            }
             CTA_PROTOINFO_SCTP_VTAG_ORIGINAL => {
                 Self::VtagOriginal(parse_u32_be(payload).context("invalid CTA_PROTOINFO_SCTP_VTAG_ORIGINAL")?)
             }
@@ -342,8 +352,12 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for DccpInfoAttr {
     fn parse(buf: &NlaBuffer<&'a T>) -> Result<Self, DecodeError> {
         let payload = buf.value();
         Ok(match kind_of(buf) {
-            CTA_PROTOINFO_DCCP_STATE => Self::State(parse_u8(payload).context("invalid CTA_PROTOINFO_DCCP_STATE")?),
-            CTA_PROTOINFO_DCCP_ROLE => Self::Role(parse_u8(payload).context("invalid CTA_PROTOINFO_DCCP_ROLE")?),
+            CTA_PROTOINFO_DCCP_STATE => {
+                Self::State(parse_u8(payload).context("invalid CTA_PROTOINFO_DCCP_STATE")?)
+            }
+            CTA_PROTOINFO_DCCP_ROLE => {
+                Self::Role(parse_u8(payload).context("invalid CTA_PROTOINFO_DCCP_ROLE")?)
+            }
             CTA_PROTOINFO_DCCP_HANDSHAKE_SEQ => {
                 Self::HandshakeSeq(parse_u64_be(payload).context("invalid CTA_PROTOINFO_DCCP_HANDSHAKE_SEQ")?)
             }
@@ -412,9 +426,7 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for ExtraAttr {
         let payload = buf.value();
         Ok(match kind_of(buf) {
             CTA_COUNTERS_ORIG => Self::CountersOrig(parse_nested(payload, "invalid CTA_COUNTERS_ORIG")?),
-            CTA_COUNTERS_REPLY => {
-                Self::CountersReply(parse_nested(payload, "invalid CTA_COUNTERS_REPLY")?)
-            }
+            CTA_COUNTERS_REPLY => Self::CountersReply(parse_nested(payload, "invalid CTA_COUNTERS_REPLY")?),
             CTA_USE => Self::Use(parse_u32_be(payload).context("invalid CTA_USE")?),
             CTA_ID => Self::Id(parse_u32_be(payload).context("invalid CTA_ID")?),
             CTA_ZONE => Self::Zone(parse_u16_be(payload).context("invalid CTA_ZONE")?),
@@ -492,12 +504,21 @@ mod tests {
 
     #[test]
     fn extra_attributes_round_trip() {
-        roundtrip(ExtraAttr::CountersOrig(vec![CounterAttr::Packets(7), CounterAttr::Bytes(1 << 40)]));
-        roundtrip(ExtraAttr::CountersReply(vec![CounterAttr::Packets32(3), CounterAttr::Bytes32(99)]));
+        roundtrip(ExtraAttr::CountersOrig(vec![
+            CounterAttr::Packets(7),
+            CounterAttr::Bytes(1 << 40),
+        ]));
+        roundtrip(ExtraAttr::CountersReply(vec![
+            CounterAttr::Packets32(3),
+            CounterAttr::Bytes32(99),
+        ]));
         roundtrip(ExtraAttr::Use(1));
         roundtrip(ExtraAttr::Id(0xdead_beef));
         roundtrip(ExtraAttr::Zone(42));
-        roundtrip(ExtraAttr::Timestamp(vec![TimestampAttr::Start(1_700_000_000_000_000_000), TimestampAttr::Stop(5)]));
+        roundtrip(ExtraAttr::Timestamp(vec![
+            TimestampAttr::Start(1_700_000_000_000_000_000),
+            TimestampAttr::Stop(5),
+        ]));
         roundtrip(ExtraAttr::Other(DefaultNla::new(99, vec![1, 2, 3])));
         roundtrip(ExtraProtoInfo::Sctp(vec![
             SctpInfoAttr::State(3),
@@ -510,7 +531,10 @@ mod tests {
             DccpInfoAttr::HandshakeSeq(77),
         ]));
         roundtrip(IcmpTupleAttr::Id { v6: true, id: 513 });
-        roundtrip(IcmpTupleAttr::Type { v6: false, icmp_type: 8 });
+        roundtrip(IcmpTupleAttr::Type {
+            v6: false,
+            icmp_type: 8,
+        });
         roundtrip(IcmpTupleAttr::Code { v6: true, code: 0 });
     }
 
@@ -523,7 +547,10 @@ mod tests {
             0x0c, 0x00, 0x02, 0x00, 0, 0, 0, 0, 0, 0, 1, 2, // bytes
         ];
         let parsed = ExtraAttr::parse(&NlaBuffer::new_checked(&bytes[..]).expect("nla")).expect("parse");
-        assert_eq!(parsed, ExtraAttr::CountersOrig(vec![CounterAttr::Packets(2), CounterAttr::Bytes(0x0102)]));
+        assert_eq!(
+            parsed,
+            ExtraAttr::CountersOrig(vec![CounterAttr::Packets(2), CounterAttr::Bytes(0x0102)])
+        );
     }
 
     #[test]
@@ -532,4 +559,56 @@ mod tests {
         let bytes = [0x06, 0x00, 0x0c, 0x00, 0xaa, 0xbb, 0, 0];
         assert!(ExtraAttr::parse(&NlaBuffer::new_checked(&bytes[..]).expect("nla")).is_err());
     }
+}
+
+/// Any top-level conntrack attribute: the crate's typed ones, or ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CtAttr {
+    Known(netlink_packet_netfilter::conntrack::ConntrackAttribute),
+    Extra(ExtraAttr),
+}
+
+impl Nla for CtAttr {
+    fn value_len(&self) -> usize {
+        match self {
+            Self::Known(a) => a.value_len(),
+            Self::Extra(a) => a.value_len(),
+        }
+    }
+    fn kind(&self) -> u16 {
+        match self {
+            Self::Known(a) => a.kind(),
+            Self::Extra(a) => a.kind(),
+        }
+    }
+    fn emit_value(&self, buffer: &mut [u8]) {
+        match self {
+            Self::Known(a) => a.emit_value(buffer),
+            Self::Extra(a) => a.emit_value(buffer),
+        }
+    }
+    fn is_nested(&self) -> bool {
+        match self {
+            Self::Known(a) => a.is_nested(),
+            Self::Extra(a) => a.is_nested(),
+        }
+    }
+}
+
+impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for CtAttr {
+    fn parse(buf: &NlaBuffer<&'a T>) -> Result<Self, DecodeError> {
+        Ok(match kind_of(buf) {
+            CTA_TUPLE_ORIG | CTA_TUPLE_REPLY | CTA_STATUS | CTA_PROTOINFO | CTA_TIMEOUT | CTA_MARK => {
+                Self::Known(netlink_packet_netfilter::conntrack::ConntrackAttribute::parse(
+                    buf,
+                )?)
+            }
+            _ => Self::Extra(ExtraAttr::parse(buf)?),
+        })
+    }
+}
+
+/// Parses every top-level attribute of a conntrack message body.
+pub fn parse_all(attrs: &[u8]) -> Result<Vec<CtAttr>, DecodeError> {
+    parse_nested(attrs, "invalid conntrack attribute")
 }

@@ -47,16 +47,26 @@ pub struct CtSocket {
 
 impl CtSocket {
     pub fn open() -> Result<Self, SocketError> {
-        let mut sock =
-            Socket::new(NETLINK_NETFILTER).map_err(|e| SocketError::io("opening a netfilter netlink socket", e))?;
-        sock.bind_auto().map_err(|e| SocketError::io("binding the netlink socket", e))?;
-        Ok(CtSocket { sock, buf: vec![0; RECV_BUFFER] })
+        let mut sock = Socket::new(NETLINK_NETFILTER)
+            .map_err(|e| SocketError::io("opening a netfilter netlink socket", e))?;
+        sock.bind_auto()
+            .map_err(|e| SocketError::io("binding the netlink socket", e))?;
+        Ok(CtSocket {
+            sock,
+            buf: vec![0; RECV_BUFFER],
+        })
     }
 
     /// Joins the NEW, UPDATE and DESTROY groups (needs CAP_NET_ADMIN).
     pub fn subscribe_events(&self) -> Result<(), SocketError> {
-        for group in [NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, NFNLGRP_CONNTRACK_DESTROY] {
-            self.sock.add_membership(group).map_err(|e| SocketError::io("subscribing to conntrack events", e))?;
+        for group in [
+            NFNLGRP_CONNTRACK_NEW,
+            NFNLGRP_CONNTRACK_UPDATE,
+            NFNLGRP_CONNTRACK_DESTROY,
+        ] {
+            self.sock
+                .add_membership(group)
+                .map_err(|e| SocketError::io("subscribing to conntrack events", e))?;
         }
         Ok(())
     }
@@ -94,7 +104,9 @@ impl CtSocket {
     /// Asks for a dump of `family` (0 = both).
     pub fn request_dump(&self, family: u8, seq: u32) -> Result<(), SocketError> {
         let msg = decode::dump_request(family, seq);
-        self.sock.send(&msg, 0).map_err(|e| SocketError::io("requesting a conntrack dump", e))?;
+        self.sock
+            .send(&msg, 0)
+            .map_err(|e| SocketError::io("requesting a conntrack dump", e))?;
         Ok(())
     }
 

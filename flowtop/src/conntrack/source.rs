@@ -41,39 +41,43 @@ pub fn spawn_events(
     sel: Selection,
     tx: mpsc::Sender<SourceMsg>,
 ) -> io::Result<thread::JoinHandle<()>> {
-    thread::Builder::new().name("ct-events".into()).spawn(move || loop {
-        let msg = match sock.recv() {
-            Ok(datagram) => {
-                let mut batch = Vec::new();
-                let mut bad = None;
-                decode::for_each_message(datagram, &sel, |m| match m {
-                    Ok(Message::Flow(kind, flow)) => batch.push((kind, flow)),
-                    Ok(_) => {}
-                    Err(e) => bad = Some(e.to_string()),
-                });
-                if let Some(e) = bad {
-                    if tx.blocking_send(SourceMsg::Malformed(e)).is_err() {
-                        return;
+    thread::Builder::new()
+        .name("ct-events".into())
+        .spawn(move || loop {
+            let msg = match sock.recv() {
+                Ok(datagram) => {
+                    let mut batch = Vec::new();
+                    let mut bad = None;
+                    decode::for_each_message(datagram, &sel, |m| match m {
+                        Ok(Message::Flow(kind, flow)) => batch.push((kind, flow)),
+                        Ok(_) => {}
+                        Err(e) => bad = Some(e.to_string()),
+                    });
+                    if let Some(e) = bad {
+                        if tx.blocking_send(SourceMsg::Malformed(e)).is_err() {
+                            return;
+                        }
                     }
+                    if batch.is_empty() {
+                        continue;
+                    }
+                    SourceMsg::Events(batch)
                 }
-                if batch.is_empty() {
-                    continue;
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    let current = sock.kernel_rcvbuf().unwrap_or(0);
+                    let grown = sock
+                        .set_kernel_rcvbuf((current * 2).clamp(1 << 16, MAX_RCVBUF))
+                        .unwrap_or(current);
+                    SourceMsg::Overrun { rcvbuf: grown }
                 }
-                SourceMsg::Events(batch)
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => SourceMsg::Fatal(format!("reading conntrack events: {e}")),
+            };
+            let fatal = matches!(msg, SourceMsg::Fatal(_));
+            if tx.blocking_send(msg).is_err() || fatal {
+                return;
             }
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                let current = sock.kernel_rcvbuf().unwrap_or(0);
-                let grown = sock.set_kernel_rcvbuf((current * 2).clamp(1 << 16, MAX_RCVBUF)).unwrap_or(current);
-                SourceMsg::Overrun { rcvbuf: grown }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => SourceMsg::Fatal(format!("reading conntrack events: {e}")),
-        };
-        let fatal = matches!(msg, SourceMsg::Fatal(_));
-        if tx.blocking_send(msg).is_err() || fatal {
-            return;
-        }
-    })
+        })
 }
 
 /// A request for the dump thread.
@@ -102,10 +106,16 @@ pub fn spawn_dumper(
                     if let Some(e) = summary.first_error {
                         let _ = tx.blocking_send(SourceMsg::Malformed(e));
                     }
-                    SourceMsg::DumpDone { gen, total: summary.total }
+                    SourceMsg::DumpDone {
+                        gen,
+                        total: summary.total,
+                    }
                 }
                 Ok(None) => return, // the engine is gone
-                Err(e) => SourceMsg::DumpFailed { gen, error: e.to_string() },
+                Err(e) => SourceMsg::DumpFailed {
+                    gen,
+                    error: e.to_string(),
+                },
             };
             if tx.blocking_send(msg).is_err() {
                 return;
@@ -139,7 +149,12 @@ pub fn run_dump(
         let datagram = match sock.recv() {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(SocketError::Io { what: WHAT, source: e }),
+            Err(e) => {
+                return Err(SocketError::Io {
+                    what: WHAT,
+                    source: e,
+                })
+            }
         };
         let mut flows = Vec::new();
         let mut done = false;
@@ -166,7 +181,10 @@ pub fn run_dump(
             return Err(if code == -libc::EPERM {
                 SocketError::PermissionDenied(WHAT)
             } else {
-                SocketError::Io { what: WHAT, source: io::Error::from_raw_os_error(-code) }
+                SocketError::Io {
+                    what: WHAT,
+                    source: io::Error::from_raw_os_error(-code),
+                }
             });
         }
         if done {

@@ -19,12 +19,20 @@ pub struct Selection {
 impl Selection {
     /// An empty selection (nothing shown) to build on.
     pub fn none() -> Self {
-        Selection { ipv4: false, ipv6: false, protos: [0; 4] }
+        Selection {
+            ipv4: false,
+            ipv6: false,
+            protos: [0; 4],
+        }
     }
 
     /// Every family and every protocol, known or not.
     pub fn everything() -> Self {
-        Selection { ipv4: true, ipv6: true, protos: [u64::MAX; 4] }
+        Selection {
+            ipv4: true,
+            ipv6: true,
+            protos: [u64::MAX; 4],
+        }
     }
 
     pub fn with_proto(mut self, p: u8) -> Self {

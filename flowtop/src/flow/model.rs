@@ -154,7 +154,10 @@ pub const STATUS_FLAGS: &[(u32, &str)] = &[
 
 /// Names of the status bits set in `status`.
 pub fn status_names(status: u32) -> impl Iterator<Item = &'static str> {
-    STATUS_FLAGS.iter().filter(move |(bit, _)| status & bit != 0).map(|(_, name)| *name)
+    STATUS_FLAGS
+        .iter()
+        .filter(move |(bit, _)| status & bit != 0)
+        .map(|(_, name)| *name)
 }
 
 /// One conntrack entry as decoded from the kernel.

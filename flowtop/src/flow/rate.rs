@@ -30,7 +30,11 @@ pub struct RateMeter {
 
 impl RateMeter {
     pub fn new() -> Self {
-        RateMeter { base: None, rates: Rates::default(), measured: false }
+        RateMeter {
+            base: None,
+            rates: Rates::default(),
+            measured: false,
+        }
     }
 
     /// Feeds one counter reading taken at `now`. Returns whether the rates
@@ -86,7 +90,12 @@ mod tests {
     use super::*;
 
     fn c(ob: u64, rb: u64) -> Counters {
-        Counters { orig_packets: ob / 100, orig_bytes: ob, reply_packets: rb / 100, reply_bytes: rb }
+        Counters {
+            orig_packets: ob / 100,
+            orig_bytes: ob,
+            reply_packets: rb / 100,
+            reply_bytes: rb,
+        }
     }
 
     #[test]

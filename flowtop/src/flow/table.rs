@@ -74,7 +74,10 @@ pub struct TableConfig {
 
 impl Default for TableConfig {
     fn default() -> Self {
-        TableConfig { rate_window: Duration::from_millis(500), expiry_grace: Duration::from_secs(2) }
+        TableConfig {
+            rate_window: Duration::from_millis(500),
+            expiry_grace: Duration::from_secs(2),
+        }
     }
 }
 
@@ -141,7 +144,13 @@ impl FlowTable {
     }
 
     /// Applies one entry of the dump `gen`.
-    pub fn apply_dump_entry(&mut self, gen: u64, flow: Flow, now: Instant, out: &mut impl FnMut(EventKind, &Entry)) {
+    pub fn apply_dump_entry(
+        &mut self,
+        gen: u64,
+        flow: Flow,
+        now: Instant,
+        out: &mut impl FnMut(EventKind, &Entry),
+    ) {
         if gen != self.gen || self.tombstones.contains(&flow.id) {
             return;
         }
@@ -157,7 +166,11 @@ impl FlowTable {
             None => {
                 let mut e = new_entry(flow, now, &config);
                 e.dump_gen = gen;
-                let kind = if first_dump { EventKind::Snapshot } else { EventKind::New };
+                let kind = if first_dump {
+                    EventKind::Snapshot
+                } else {
+                    EventKind::New
+                };
                 out(kind, &e);
                 self.entries.insert(e.flow.id, e);
             }
@@ -193,7 +206,13 @@ impl FlowTable {
     }
 
     /// Applies a live conntrack event.
-    pub fn apply_event(&mut self, kind: CtEventKind, flow: Flow, now: Instant, out: &mut impl FnMut(EventKind, &Entry)) {
+    pub fn apply_event(
+        &mut self,
+        kind: CtEventKind,
+        flow: Flow,
+        now: Instant,
+        out: &mut impl FnMut(EventKind, &Entry),
+    ) {
         let config = self.config;
         let gen = self.gen;
         match kind {
@@ -274,7 +293,14 @@ fn new_entry(flow: Flow, now: Instant, config: &TableConfig) -> Entry {
     if let Some(c) = flow.counters {
         rate.observe(c, now, config.rate_window);
     }
-    Entry { deadline: deadline(&flow, now), flow, rate, first_seen: now, dump_gen: 0, event_gen: 0 }
+    Entry {
+        deadline: deadline(&flow, now),
+        flow,
+        rate,
+        first_seen: now,
+        dump_gen: 0,
+        event_gen: 0,
+    }
 }
 
 /// Merges a new reading into an entry; true when something visible changed.
@@ -315,8 +341,20 @@ mod tests {
             family: Family::Ipv4,
             proto: proto::TCP,
             state: Some(ProtoState::Tcp(3)),
-            orig: Tuple { src: a, dst: b, sport: Some(40000), dport: Some(80), icmp: None },
-            reply: Tuple { src: b, dst: a, sport: Some(80), dport: Some(40000), icmp: None },
+            orig: Tuple {
+                src: a,
+                dst: b,
+                sport: Some(40000),
+                dport: Some(80),
+                icmp: None,
+            },
+            reply: Tuple {
+                src: b,
+                dst: a,
+                sport: Some(80),
+                dport: Some(40000),
+                icmp: None,
+            },
             status: 0b1110,
             mark: 0,
             zone: 0,
@@ -388,7 +426,12 @@ mod tests {
         log.sort_by_key(|(_, id)| *id);
         assert_eq!(
             log,
-            vec![(EventKind::Destroy, 2), (EventKind::Destroy, 3), (EventKind::New, 4), (EventKind::New, 5)]
+            vec![
+                (EventKind::Destroy, 2),
+                (EventKind::Destroy, 3),
+                (EventKind::New, 4),
+                (EventKind::New, 5)
+            ]
         );
         let mut ids: Vec<u32> = t.iter().map(|e| e.flow.id).collect();
         ids.sort();
@@ -418,7 +461,12 @@ mod tests {
         t.apply_dump_entry(g, flow(1), t0, &mut rec(&mut log));
         t.end_dump(g, &mut rec(&mut log));
         let mut f = flow(1);
-        f.counters = Some(Counters { orig_packets: 10, orig_bytes: 4000, reply_packets: 5, reply_bytes: 2000 });
+        f.counters = Some(Counters {
+            orig_packets: 10,
+            orig_bytes: 4000,
+            reply_packets: 5,
+            reply_bytes: 2000,
+        });
         let g = t.begin_dump(false);
         t.apply_dump_entry(g, f.clone(), t0 + Duration::from_secs(2), &mut rec(&mut log));
         t.end_dump(g, &mut rec(&mut log));
@@ -443,13 +491,21 @@ mod tests {
         let mut t = FlowTable::new(TableConfig::default());
         let mut log = Log::new();
         let mut f = flow(1);
-        f.counters = Some(Counters { orig_packets: 1, orig_bytes: 60, reply_packets: 0, reply_bytes: 0 });
+        f.counters = Some(Counters {
+            orig_packets: 1,
+            orig_bytes: 60,
+            reply_packets: 0,
+            reply_bytes: 0,
+        });
         t.apply_event(CtEventKind::New, f, now, &mut rec(&mut log));
         let mut u = flow(1);
         u.counters = None;
         u.state = Some(ProtoState::Tcp(4));
         t.apply_event(CtEventKind::Update, u, now, &mut rec(&mut log));
-        assert_eq!(t.get(1).expect("entry").flow.counters.map(|c| c.orig_bytes), Some(60));
+        assert_eq!(
+            t.get(1).expect("entry").flow.counters.map(|c| c.orig_bytes),
+            Some(60)
+        );
     }
 
     #[test]

@@ -14,7 +14,8 @@ pub fn rfc3339_ns(ns: u64) -> String {
 
 /// Whole seconds from `start_ns` to `now` (0 when the clock is behind).
 pub fn age_secs(start_ns: u64, now: SystemTime) -> u64 {
-    now.duration_since(UNIX_EPOCH + Duration::from_nanos(start_ns)).map_or(0, |d| d.as_secs())
+    now.duration_since(UNIX_EPOCH + Duration::from_nanos(start_ns))
+        .map_or(0, |d| d.as_secs())
 }
 
 /// `1.5K`, `12M`: powers of 1024, as top does.

@@ -60,7 +60,8 @@ pub fn table(entries: &mut [&Entry], now: SystemTime, opts: TextOptions) -> Stri
         let mut row = vec![
             proto::name(f.proto).map_or_else(|| f.proto.to_string(), str::to_owned),
             f.state.map_or("-", |s| s.name()).to_owned(),
-            f.start_ns.map_or_else(|| "n/a".to_owned(), |s| human_age(age_secs(s, now))),
+            f.start_ns
+                .map_or_else(|| "n/a".to_owned(), |s| human_age(age_secs(s, now))),
         ];
         if opts.show_src {
             row.push(endpoint(&f.orig.src, f.orig.sport));
@@ -74,11 +75,19 @@ pub fn table(entries: &mut [&Entry], now: SystemTime, opts: TextOptions) -> Stri
         row.push(if mirrored {
             "-".to_owned()
         } else {
-            format!("{}<-{}", endpoint(&f.reply.dst, f.reply.dport), endpoint(&f.reply.src, f.reply.sport))
+            format!(
+                "{}<-{}",
+                endpoint(&f.reply.dst, f.reply.dport),
+                endpoint(&f.reply.src, f.reply.sport)
+            )
         });
         match f.counters {
             Some(c) => {
-                row.push(format!("{}/{}", human_bytes(c.orig_bytes as f64), human_bytes(c.reply_bytes as f64)));
+                row.push(format!(
+                    "{}/{}",
+                    human_bytes(c.orig_bytes as f64),
+                    human_bytes(c.reply_bytes as f64)
+                ));
                 row.push(match e.rate.measured_rates() {
                     Some(r) => format!(
                         "{}/{}{suffix}",
@@ -96,8 +105,9 @@ pub fn table(entries: &mut [&Entry], now: SystemTime, opts: TextOptions) -> Stri
         rows.push(row);
     }
     let cols = rows[0].len();
-    let widths: Vec<usize> =
-        (0..cols).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for r in &rows {
         let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
@@ -105,4 +115,139 @@ pub fn table(entries: &mut [&Entry], now: SystemTime, opts: TextOptions) -> Stri
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conntrack::decode::CtEventKind;
+    use crate::flow::model::{Counters, Family, Flow, ProtoState, Tuple};
+    use crate::flow::table::{FlowTable, TableConfig};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    use std::time::{Duration, Instant, UNIX_EPOCH};
+
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    }
+
+    fn sample_table() -> FlowTable {
+        let t0 = Instant::now();
+        let start = 1_700_000_000_000_000_000u64;
+        let mut t = FlowTable::new(TableConfig::default());
+        let tcp = Flow {
+            id: 1,
+            family: Family::Ipv4,
+            proto: proto::TCP,
+            state: Some(ProtoState::Tcp(3)),
+            orig: Tuple {
+                src: v4(192, 0, 2, 1),
+                dst: v4(198, 51, 100, 7),
+                sport: Some(40000),
+                dport: Some(443),
+                icmp: None,
+            },
+            reply: Tuple {
+                src: v4(198, 51, 100, 7),
+                dst: v4(192, 0, 2, 1),
+                sport: Some(443),
+                dport: Some(40000),
+                icmp: None,
+            },
+            status: 0b1110,
+            mark: 0,
+            zone: 0,
+            timeout: Some(300),
+            counters: Some(Counters {
+                orig_packets: 10,
+                orig_bytes: 2048,
+                reply_packets: 20,
+                reply_bytes: 3 << 20,
+            }),
+            start_ns: Some(start),
+        };
+        let mut nat = tcp.clone();
+        nat.id = 2;
+        nat.counters = None;
+        nat.start_ns = None;
+        nat.reply.src = v4(10, 0, 0, 9);
+        nat.reply.sport = Some(8443);
+        let a6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+        let b6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2));
+        let udp6 = Flow {
+            id: 3,
+            family: Family::Ipv6,
+            proto: proto::UDP,
+            state: None,
+            orig: Tuple {
+                src: a6,
+                dst: b6,
+                sport: Some(5353),
+                dport: Some(53),
+                icmp: None,
+            },
+            reply: Tuple {
+                src: b6,
+                dst: a6,
+                sport: Some(53),
+                dport: Some(5353),
+                icmp: None,
+            },
+            status: 0b1000,
+            timeout: Some(30),
+            counters: Some(Counters {
+                orig_packets: 1,
+                orig_bytes: 80,
+                reply_packets: 0,
+                reply_bytes: 0,
+            }),
+            start_ns: Some(start + 30_000_000_000),
+            ..tcp.clone()
+        };
+        for f in [tcp.clone(), nat, udp6] {
+            t.apply_event(CtEventKind::New, f, t0, &mut |_, _| {});
+        }
+        // A second reading two seconds later gives the TCP flow its rates.
+        let mut later = tcp;
+        later.counters = Some(Counters {
+            orig_packets: 12,
+            orig_bytes: 4096,
+            reply_packets: 30,
+            reply_bytes: (3 << 20) + 20480,
+        });
+        t.apply_event(
+            CtEventKind::Update,
+            later,
+            t0 + Duration::from_secs(2),
+            &mut |_, _| {},
+        );
+        t
+    }
+
+    #[test]
+    fn batch_table_snapshot() {
+        let t = sample_table();
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_125);
+        let mut entries: Vec<_> = t.iter().collect();
+        let text = table(
+            &mut entries,
+            now,
+            TextOptions {
+                show_src: true,
+                bits: false,
+            },
+        );
+        insta::assert_snapshot!("batch_table_with_source", text);
+        let mut entries: Vec<_> = t.iter().collect();
+        let text = table(
+            &mut entries,
+            now,
+            TextOptions {
+                show_src: false,
+                bits: true,
+            },
+        );
+        insta::assert_snapshot!("batch_table_bits", text);
+        let summary = summary("0.1.0", t.len(), &t.aggregates(), "unavailable");
+        insta::assert_snapshot!("batch_summary", summary);
+    }
 }
