@@ -509,6 +509,45 @@ mod tests {
         }
     }
 
+    /// DCCP conntrack is not in the test kernel, so its entry is built from
+    /// typed attributes and decoded back.
+    #[test]
+    fn dccp_entry_built_from_typed_attributes_decodes() {
+        use netlink_packet_core::{DefaultNla, NLA_F_NESTED};
+        use netlink_packet_netfilter::conntrack::{ConntrackAttribute, Protocol};
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
+        let tuple = |s: IpAddr, d: IpAddr, sp: u16, dp: u16| {
+            vec![
+                NfTuple::Ip(vec![IPTuple::SourceAddress(s), IPTuple::DestinationAddress(d)]),
+                NfTuple::Proto(vec![
+                    ProtoTuple::Protocol(Protocol::Dccp),
+                    ProtoTuple::SourcePort(sp),
+                    ProtoTuple::DestinationPort(dp),
+                ]),
+            ]
+        };
+        let dccp = ExtraProtoInfo::Dccp(vec![attrs::DccpInfoAttr::State(4), attrs::DccpInfoAttr::Role(0)]);
+        let mut inner = vec![0u8; dccp.buffer_len()];
+        dccp.emit(&mut inner);
+        let attrs_list = vec![
+            attrs::CtAttr::Known(ConntrackAttribute::CtaTupleOrig(tuple(a, b, 5000, 6000))),
+            attrs::CtAttr::Known(ConntrackAttribute::CtaTupleReply(tuple(b, a, 6000, 5000))),
+            attrs::CtAttr::Extra(ExtraAttr::Other(DefaultNla::new(
+                attrs::CTA_PROTOINFO | NLA_F_NESTED,
+                inner,
+            ))),
+            attrs::CtAttr::Extra(ExtraAttr::Id(4242)),
+        ];
+        let mut body = vec![0u8; attrs_list.as_slice().buffer_len()];
+        attrs_list.as_slice().emit(&mut body);
+        let flow = decode_flow(Family::Ipv4, &body).expect("decodes");
+        assert_eq!(flow.proto, proto::DCCP);
+        assert_eq!(flow.id, 4242);
+        assert_eq!(flow.state.map(|s| s.name()), Some("OPEN"));
+        assert_eq!((flow.orig.sport, flow.reply.sport), (Some(5000), Some(6000)));
+    }
+
     #[test]
     fn dump_request_is_a_ctnetlink_get_dump() {
         let req = dump_request(AF_INET6, 9);
