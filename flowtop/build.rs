@@ -33,10 +33,18 @@ fn main() {
         println!("cargo::rerun-if-changed={}", dir.join("Cargo.toml").display());
         println!("cargo::rerun-if-changed={}", dir.join("src").display());
     }
-    println!("cargo::rerun-if-changed={}", workspace.join("Cargo.lock").display());
+    println!(
+        "cargo::rerun-if-changed={}",
+        workspace.join("Cargo.lock").display()
+    );
 
     if env::var_os("FLOWTOP_NO_EBPF").is_some_and(|v| v == "1") {
         return no_ebpf("disabled by FLOWTOP_NO_EBPF=1", None);
+    }
+    // aya-build's own switch would skip the build but leave no object behind.
+    println!("cargo::rerun-if-env-changed=AYA_BUILD_SKIP");
+    if env::var_os("AYA_BUILD_SKIP").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
+        return no_ebpf("disabled by AYA_BUILD_SKIP", None);
     }
 
     // The toolchain running this build; the eBPF crate is built with the same one.
@@ -95,18 +103,22 @@ fn main() {
         // a broken toolchain, e.g. an LLVM mismatch): fail loudly.
         panic!(
             "building the eBPF object failed: {err:#}\n\
-             (set FLOWTOP_NO_EBPF=1 to build flowtop without eBPF attribution)"
+             (`cargo xtask setup` repairs the toolchain, e.g. a bpf-linker built for another LLVM \
+             than rustc's; FLOWTOP_NO_EBPF=1 builds flowtop without eBPF attribution)"
         );
     }
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
+    let object = out_dir.join(EBPF_PACKAGE);
+    assert!(object.is_file(), "aya-build did not produce {}", object.display());
 }
 
 /// Builds without the eBPF object: one warning, a cfg and the reason.
 fn no_ebpf(why: &str, toolchain: Option<&str>) {
     let fix = match toolchain {
-        Some(tc) => format!(
-            "run `cargo xtask setup` (installs bpf-linker and rust-src for `{tc}`), then rebuild"
-        ),
-        None => "unset FLOWTOP_NO_EBPF and rebuild".to_owned(),
+        Some(tc) => {
+            format!("run `cargo xtask setup` (installs bpf-linker and rust-src for `{tc}`), then rebuild")
+        }
+        None => "unset FLOWTOP_NO_EBPF / AYA_BUILD_SKIP and rebuild".to_owned(),
     };
     let reason = format!("built without the eBPF object: {why}");
     println!("cargo:warning=eBPF process attribution unavailable: {why}; to enable it, {fix}");

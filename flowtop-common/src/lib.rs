@@ -177,11 +177,26 @@ mod tests {
 
     #[test]
     fn merge_sums_counts_and_keeps_a_nonzero_oldstate() {
-        let a = StateCounter { transitions: 3, ipv6: 1, last_oldstate: 2, _pad: 0 };
-        let b = StateCounter { transitions: 4, ipv6: 0, last_oldstate: 0, _pad: 0 };
+        let a = StateCounter {
+            transitions: 3,
+            ipv6: 1,
+            last_oldstate: 2,
+            _pad: 0,
+        };
+        let b = StateCounter {
+            transitions: 4,
+            ipv6: 0,
+            last_oldstate: 0,
+            _pad: 0,
+        };
         let m = a.merge(b);
         assert_eq!((m.transitions, m.ipv6, m.last_oldstate), (7, 1, 2));
-        let c = StateCounter { transitions: 1, ipv6: 1, last_oldstate: 7, _pad: 0 };
+        let c = StateCounter {
+            transitions: 1,
+            ipv6: 1,
+            last_oldstate: 7,
+            _pad: 0,
+        };
         assert_eq!(m.merge(c).last_oldstate, 7);
         assert_eq!(m.merge(c).transitions, 8);
     }

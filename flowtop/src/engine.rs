@@ -6,14 +6,14 @@
 
 use std::io::{self, Write};
 use std::sync::mpsc as std_mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::conntrack::socket::CtSocket;
 use crate::conntrack::source::{self, DumpRequest, SourceMsg};
-use crate::flow::table::{EventKind, FlowTable, TableConfig};
+use crate::flow::table::{Entry, EventKind, FlowTable, TableConfig};
 use crate::flow::Selection;
 use crate::output::json::{now_ts, JsonWriter};
 
@@ -54,123 +54,208 @@ fn is_broken_pipe(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::BrokenPipe
 }
 
-/// Streams flow events as JSON lines until a signal or a fatal error.
+/// The signals that end a stream, registered before anything is changed so
+/// that none of them can kill flowtop with the kernel settings changed.
+pub struct Signals {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+    quit: Signal,
+}
+
+impl Signals {
+    /// Registers the handlers; must run inside a tokio runtime context.
+    pub fn install() -> io::Result<Signals> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+            quit: signal(SignalKind::quit())?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.hup.recv() => "SIGHUP",
+            _ = self.quit.recv() => "SIGQUIT",
+        }
+    }
+}
+
+/// Writes table changes as JSON lines, keeping the first write error.
+struct Emitter<'a, W: Write> {
+    out: &'a mut JsonWriter<W>,
+    ts: String,
+    wall: SystemTime,
+    error: Option<io::Error>,
+}
+
+impl<'a, W: Write> Emitter<'a, W> {
+    fn new(out: &'a mut JsonWriter<W>) -> Self {
+        let (ts, wall) = now_ts();
+        Emitter {
+            out,
+            ts,
+            wall,
+            error: None,
+        }
+    }
+
+    fn emit(&mut self, kind: EventKind, e: &Entry) {
+        if self.error.is_none() {
+            self.error = self.out.flow(kind, e, &self.ts, self.wall).err();
+        }
+    }
+
+    fn finish(self) -> io::Result<()> {
+        match self.error {
+            Some(e) => Err(e),
+            None => self.out.flush(),
+        }
+    }
+}
+
+/// The engine's state besides the sources.
+struct Engine {
+    table: FlowTable,
+    dump_tx: std_mpsc::Sender<DumpRequest>,
+    rcvbuf: usize,
+    /// An overrun happened while a dump ran: resync once it ends.
+    resync_pending: bool,
+    warned_malformed: bool,
+}
+
+impl Engine {
+    fn start_dump(&mut self, resync: bool) -> anyhow::Result<()> {
+        let gen = self.table.begin_dump(resync);
+        self.dump_tx
+            .send(DumpRequest { gen })
+            .map_err(|_| anyhow::anyhow!("the dump thread stopped"))
+    }
+
+    /// Applies one source message; returns whether a stats line is due.
+    fn handle<W: Write>(
+        &mut self,
+        msg: SourceMsg,
+        now: Instant,
+        em: &mut Emitter<'_, W>,
+    ) -> anyhow::Result<bool> {
+        let table = &mut self.table;
+        let mut sink = |k: EventKind, e: &Entry| em.emit(k, e);
+        match msg {
+            SourceMsg::Events(batch) => {
+                for (kind, flow) in batch {
+                    table.apply_event(kind, flow, now, &mut sink);
+                }
+            }
+            SourceMsg::DumpChunk { gen, flows } => {
+                for flow in flows {
+                    table.apply_dump_entry(gen, flow, now, &mut sink);
+                }
+            }
+            SourceMsg::DumpDone { gen, total } => {
+                table.end_dump(gen, &mut sink);
+                if gen == 1 && total == 0 {
+                    eprintln!("{EMPTY_TABLE_HINT}");
+                }
+                if self.resync_pending {
+                    self.resync_pending = false;
+                    self.start_dump(true)?;
+                    return Ok(true);
+                }
+            }
+            SourceMsg::DumpFailed { gen, error } => {
+                table.abort_dump(gen);
+                eprintln!("flowtop: conntrack dump failed, keeping the last table: {error}");
+            }
+            SourceMsg::Overrun { rcvbuf } => {
+                // Events were lost: the table can be trusted again only after a
+                // full dump that starts after the loss.
+                table.stats.overruns += 1;
+                self.rcvbuf = rcvbuf;
+                if table.dump_running() {
+                    self.resync_pending = true;
+                } else {
+                    self.start_dump(true)?;
+                }
+                return Ok(true);
+            }
+            SourceMsg::Malformed(reason) => {
+                table.stats.malformed += 1;
+                if !self.warned_malformed {
+                    self.warned_malformed = true;
+                    eprintln!(
+                        "flowtop: skipped a malformed conntrack message ({reason}); further ones are only counted"
+                    );
+                }
+            }
+            SourceMsg::Fatal(reason) => anyhow::bail!("{reason}"),
+        }
+        Ok(false)
+    }
+
+    /// Once per interval: expire timed-out entries, start a re-dump.
+    fn tick<W: Write>(&mut self, now: Instant, em: &mut Emitter<'_, W>) -> anyhow::Result<()> {
+        self.table.expire(now, &mut |k, e| em.emit(k, e));
+        if !self.table.dump_running() {
+            self.start_dump(false)?;
+        }
+        Ok(())
+    }
+}
+
+/// Streams flow events as JSON lines until a signal or a fatal error. The
+/// caller has printed the meta line.
 pub async fn run_stream<W: Write>(
     cfg: StreamConfig,
     events: CtSocket,
     dumper: CtSocket,
+    mut signals: Signals,
     out: &mut JsonWriter<W>,
 ) -> anyhow::Result<Stop> {
     let (tx, mut rx) = mpsc::channel(CHANNEL_DEPTH);
     let (dump_tx, dump_rx) = std_mpsc::channel::<DumpRequest>();
-    let mut rcvbuf = events.kernel_rcvbuf().unwrap_or(0);
+    let rcvbuf = events.kernel_rcvbuf().unwrap_or(0);
     source::spawn_events(events, cfg.sel.clone(), tx.clone())?;
     source::spawn_dumper(dumper, cfg.sel.clone(), dump_rx, tx)?;
 
-    let mut table = FlowTable::new(table_config(cfg.interval));
-    let mut resync_pending = false;
-    let mut warned_malformed = false;
-    let gen = table.begin_dump(false);
-    dump_tx.send(DumpRequest { gen })?;
-
+    let mut engine = Engine {
+        table: FlowTable::new(table_config(cfg.interval)),
+        dump_tx,
+        rcvbuf,
+        resync_pending: false,
+        warned_malformed: false,
+    };
+    engine.start_dump(false)?;
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick fires at once; the initial dump is already asked for
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
-    let mut sigquit = signal(SignalKind::quit())?;
 
     loop {
-        let (ts, wall) = now_ts();
-        let now = Instant::now();
-        let mut write_err: Option<io::Error> = None;
-        let mut emit = |kind: EventKind, e: &crate::flow::table::Entry| {
-            if write_err.is_none() {
-                if let Err(err) = out.flow(kind, e, &ts, wall) {
-                    write_err = Some(err);
-                }
-            }
-        };
-        tokio::select! {
+        let written = tokio::select! {
             msg = rx.recv() => {
                 let Some(msg) = msg else {
                     anyhow::bail!("the conntrack sources stopped");
                 };
-                let mut show_stats = false;
-                match msg {
-                    SourceMsg::Events(batch) => {
-                        for (kind, flow) in batch {
-                            table.apply_event(kind, flow, now, &mut emit);
-                        }
-                    }
-                    SourceMsg::DumpChunk { gen, flows } => {
-                        for flow in flows {
-                            table.apply_dump_entry(gen, flow, now, &mut emit);
-                        }
-                    }
-                    SourceMsg::DumpDone { gen, total } => {
-                        table.end_dump(gen, &mut emit);
-                        if gen == 1 && total == 0 {
-                            eprintln!("{EMPTY_TABLE_HINT}");
-                        }
-                        if resync_pending {
-                            resync_pending = false;
-                            let gen = table.begin_dump(true);
-                            dump_tx.send(DumpRequest { gen })?;
-                            show_stats = true;
-                        }
-                    }
-                    SourceMsg::DumpFailed { gen, error } => {
-                        table.abort_dump(gen);
-                        eprintln!("flowtop: conntrack dump failed, keeping the last table: {error}");
-                    }
-                    SourceMsg::Overrun { rcvbuf: grown } => {
-                        // Events were lost: the table can only be trusted again after a
-                        // full dump that starts after the loss.
-                        table.stats.overruns += 1;
-                        rcvbuf = grown;
-                        if table.dump_running() {
-                            resync_pending = true;
-                        } else {
-                            let gen = table.begin_dump(true);
-                            dump_tx.send(DumpRequest { gen })?;
-                        }
-                        show_stats = true;
-                    }
-                    SourceMsg::Malformed(reason) => {
-                        table.stats.malformed += 1;
-                        if !warned_malformed {
-                            warned_malformed = true;
-                            eprintln!("flowtop: skipped a malformed conntrack message ({reason}); \
-                                       further ones are only counted");
-                        }
-                    }
-                    SourceMsg::Fatal(reason) => anyhow::bail!("{reason}"),
+                // Time is taken when the message is handled, not when waiting began.
+                let mut em = Emitter::new(out);
+                let stats_due = engine.handle(msg, Instant::now(), &mut em)?;
+                if stats_due && em.error.is_none() {
+                    let t = &engine.table;
+                    em.error = em.out.stats(&em.ts, t.len(), &t.stats, engine.rcvbuf).err();
                 }
-                drop(emit);
-                if show_stats && write_err.is_none() {
-                    write_err = out.stats(&ts, table.len(), &table.stats, rcvbuf).err();
-                }
+                em.finish()
             }
             _ = tick.tick() => {
-                table.expire(now, &mut emit);
-                drop(emit);
-                if !table.dump_running() {
-                    let gen = table.begin_dump(false);
-                    dump_tx.send(DumpRequest { gen })?;
-                }
+                let mut em = Emitter::new(out);
+                engine.tick(Instant::now(), &mut em)?;
+                em.finish()
             }
-            _ = sigint.recv() => return finish(out, Stop::Signal("SIGINT")),
-            _ = sigterm.recv() => return finish(out, Stop::Signal("SIGTERM")),
-            _ = sighup.recv() => return finish(out, Stop::Signal("SIGHUP")),
-            _ = sigquit.recv() => return finish(out, Stop::Signal("SIGQUIT")),
-        }
-        let flushed = match write_err {
-            Some(e) => Err(e),
-            None => out.flush(),
+            name = signals.recv() => return finish(out, Stop::Signal(name)),
         };
-        match flushed {
+        match written {
             Ok(()) => {}
             Err(e) if is_broken_pipe(&e) => return Ok(Stop::OutputClosed),
             Err(e) => return Err(e.into()),

@@ -226,6 +226,16 @@ fn interval(args: &Args) -> Duration {
 
 /// `--json`: live stream until a signal.
 fn run_json_stream(args: &Args) -> Result<(), RunError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RunError::Other(e.into()))?;
+    // Signal handlers first: from here on SIGINT/SIGTERM/SIGHUP/SIGQUIT end the
+    // run through the normal path, which restores the kernel settings.
+    let signals = {
+        let _ctx = runtime.enter();
+        engine::Signals::install().map_err(|e| RunError::Other(e.into()))?
+    };
     let events = CtSocket::open().map_err(map_socket_error)?;
     events.subscribe_events().map_err(map_socket_error)?;
     if let Err(e) = events.set_kernel_rcvbuf(args.rcvbuf) {
@@ -235,43 +245,42 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
     let _guard = if args.no_sysctl {
         None
     } else {
-        let paths = state_paths(args)?;
-        match sysctl::SysctlGuard::engage(paths) {
-            Ok((guard, report)) => {
-                if !report.repaired.is_empty() {
-                    eprintln!(
-                        "flowtop: restored conntrack settings left changed by a killed flowtop: {:?}",
-                        report.repaired
-                    );
-                }
-                for f in &report.failed {
-                    eprintln!("flowtop: could not turn on {f}; counters or start times may be missing");
-                }
-                Some(guard)
-            }
-            Err(e) => {
-                eprintln!("flowtop: not changing conntrack settings (state file unavailable: {e})");
-                None
-            }
-        }
+        engage_sysctls(args)?
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| RunError::Other(e.into()))?;
     let (ts, _) = now_ts();
     let mut out = JsonWriter::new(BufWriter::with_capacity(1 << 16, io::stdout().lock()));
-    let meta = out.value(&meta_line(args, &ts)).and_then(|()| out.flush());
-    if let Err(e) = meta {
-        if e.kind() == io::ErrorKind::BrokenPipe {
-            return Ok(());
-        }
-        return Err(RunError::Other(e.into()));
+    match out.value(&meta_line(args, &ts)).and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+        Err(e) => return Err(RunError::Other(e.into())),
     }
     let cfg = engine::StreamConfig {
         sel: args.selection(),
         interval: interval(args),
     };
-    runtime.block_on(engine::run_stream(cfg, events, dumper, &mut out))?;
+    runtime.block_on(engine::run_stream(cfg, events, dumper, signals, &mut out))?;
     Ok(())
+}
+
+/// Turns the conntrack settings on for the run; the guard restores them.
+fn engage_sysctls(args: &Args) -> Result<Option<sysctl::SysctlGuard>, RunError> {
+    let paths = state_paths(args)?;
+    match sysctl::SysctlGuard::engage(paths) {
+        Ok((guard, report)) => {
+            if !report.repaired.is_empty() {
+                eprintln!(
+                    "flowtop: restored conntrack settings left changed by a killed flowtop: {:?}",
+                    report.repaired
+                );
+            }
+            for f in &report.failed {
+                eprintln!("flowtop: could not turn on {f}; counters or start times may be missing");
+            }
+            Ok(Some(guard))
+        }
+        Err(e) => {
+            eprintln!("flowtop: not changing conntrack settings (state file unavailable: {e})");
+            Ok(None)
+        }
+    }
 }

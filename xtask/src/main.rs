@@ -1,1 +1,168 @@
-fn main() {}
+//! flowtop's task runner: `cargo xtask <command>` (alias in .cargo/config.toml).
+
+mod bench;
+mod cmd;
+mod setup;
+
+use std::env;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [args]
+
+commands:
+  setup              install what building (with eBPF) and testing need: Debian packages
+                     (as root), rust-src for the current toolchain, bpf-linker; fast no-op
+                     when everything is present
+  run [--] ARGS      setup if needed, build flowtop (release) and run it with ARGS
+  test               setup if needed, then fmt check, clippy (workspace and flowtop-ebpf),
+                     tests, and as root the root-only tests (network namespaces, eBPF)
+  bench NAME [ARGS]  run the benchmark NAME
+  help               this text
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let (command, rest) = match args.split_first() {
+        Some((command, rest)) => (command.as_str(), rest),
+        None => ("help", &[][..]),
+    };
+    let result = match command {
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        "setup" => setup::ensure(setup::Need::All),
+        "run" => run_flowtop(rest),
+        "test" => test(),
+        "bench" => match rest.split_first() {
+            Some((name, bench_args)) => bench::run(name, bench_args),
+            None => {
+                eprint!("xtask bench: missing benchmark NAME\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
+        other => {
+            eprint!("xtask: unknown command {other:?}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask {command}: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `run [--] ARGS`: build the release binary and replace xtask with it, so
+/// stdio, signals and the exit status are flowtop's own.
+fn run_flowtop(args: &[String]) -> Result<()> {
+    use std::os::unix::process::CommandExt as _;
+
+    let args = match args.split_first() {
+        Some((dashdash, rest)) if dashdash == "--" => rest,
+        _ => args,
+    };
+    setup::ensure(setup::Need::All)?;
+    cmd::run(cmd::cargo().args(["build", "--release", "-p", "flowtop"]))?;
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| cmd::root_dir().join("target"));
+    let bin = target_dir.join("release").join("flowtop");
+    // exec only returns on failure.
+    let err = std::process::Command::new(&bin).args(args).exec();
+    Err(err).with_context(|| format!("cannot execute {}", bin.display()))
+}
+
+/// `test`: every check CI runs, failing fast.
+fn test() -> Result<()> {
+    let started = Instant::now();
+    let root = cmd::is_root();
+    let need = if root {
+        setup::Need::All
+    } else {
+        setup::Need::BuildOnly
+    };
+
+    let cargo = |args: &[&str]| {
+        let mut c = cmd::cargo();
+        c.args(args);
+        c
+    };
+    type Step = Box<dyn FnOnce() -> Result<()>>;
+    let mut steps: Vec<(&str, Step)> = vec![
+        ("setup", Box::new(move || setup::ensure(need))),
+        (
+            "cargo fmt --all -- --check",
+            Box::new(move || cmd::run(&mut cargo(&["fmt", "--all", "--", "--check"]))),
+        ),
+        (
+            "cargo clippy --workspace --all-targets -- -D warnings",
+            Box::new(move || {
+                cmd::run(&mut cargo(&[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]))
+            }),
+        ),
+        (
+            // Its own pass: with the workspace, feature unification would give
+            // flowtop-common's `user` feature (aya, std) to the eBPF crate too.
+            "cargo clippy -p flowtop-ebpf -- -D warnings",
+            Box::new(move || {
+                cmd::run(&mut cargo(&[
+                    "clippy",
+                    "-p",
+                    "flowtop-ebpf",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]))
+            }),
+        ),
+        (
+            "cargo test --workspace",
+            Box::new(move || cmd::run(&mut cargo(&["test", "--workspace"]))),
+        ),
+    ];
+    if root {
+        steps.push((
+            "cargo test --workspace -- --ignored --test-threads=1 (root-only tests)",
+            Box::new(move || {
+                cmd::run(&mut cargo(&[
+                    "test",
+                    "--workspace",
+                    "--",
+                    "--ignored",
+                    "--test-threads=1",
+                ]))
+            }),
+        ));
+    }
+
+    let total = steps.len();
+    for (i, (name, step)) in steps.into_iter().enumerate() {
+        println!("\n==> xtask test [{}/{total}] {name}", i + 1);
+        let step_started = Instant::now();
+        step().with_context(|| format!("step {}/{total} `{name}` FAILED", i + 1))?;
+        println!("==> ok: {name} [{:.1} s]", step_started.elapsed().as_secs_f64());
+    }
+    if !root {
+        let bar = "!".repeat(78);
+        println!("\n{bar}\nSKIPPED root-only integration tests: not root\n(run `cargo xtask test` as root to include them)\n{bar}");
+    }
+    println!(
+        "\n==> xtask test: all steps passed [{:.0} s]",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
