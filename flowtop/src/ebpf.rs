@@ -154,12 +154,16 @@ fn load_and_attach(object: &[u8]) -> Result<EbpfAttachment, String> {
     program
         .load()
         .map_err(|e| format!("loading program {PROG_INET_SOCK_SET_STATE} failed: {e:?}"))?;
-    ensure_tracefs()?;
-    program
-        .attach(TRACEPOINT_CATEGORY, TRACEPOINT_NAME)
-        .map_err(|e| {
-            format!("attaching to tracepoint {TRACEPOINT_CATEGORY}/{TRACEPOINT_NAME} failed: {e:?}")
-        })?;
+    let mounted_here = ensure_tracefs()?;
+    let attached = program.attach(TRACEPOINT_CATEGORY, TRACEPOINT_NAME);
+    // The attachment holds a perf event fd; tracefs was only needed to look
+    // up the tracepoint id, so a mount flowtop made is undone at once.
+    if mounted_here {
+        unmount_tracefs();
+    }
+    attached.map_err(|e| {
+        format!("attaching to tracepoint {TRACEPOINT_CATEGORY}/{TRACEPOINT_NAME} failed: {e:?}")
+    })?;
     let programs = vec![format!("tracepoint/{TRACEPOINT_CATEGORY}/{TRACEPOINT_NAME}")];
     Ok(EbpfAttachment { ebpf, programs })
 }
@@ -175,6 +179,13 @@ fn with_privilege_hint(reason: String) -> String {
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
+fn unmount_tracefs() {
+    // SAFETY: a valid NUL-terminated path; MNT_DETACH never blocks.
+    unsafe {
+        libc::umount2(c"/sys/kernel/tracing".as_ptr(), libc::MNT_DETACH);
+    }
+}
+
 fn tracefs_mounted() -> bool {
     [TRACEFS, "/sys/kernel/debug/tracing"]
         .iter()
@@ -183,12 +194,13 @@ fn tracefs_mounted() -> bool {
 
 /// Tracepoint attachment reads the event id from tracefs, which is not always
 /// mounted (it is not on the reference machine). Mount it at its standard
-/// place if needed; it is left mounted, as systemd would have it.
-fn ensure_tracefs() -> Result<(), String> {
+/// place if needed; returns whether flowtop mounted it, so the caller can
+/// unmount it once attached (flowtop leaves no kernel state behind).
+fn ensure_tracefs() -> Result<bool, String> {
     static LOCK: Mutex<()> = Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
     if tracefs_mounted() {
-        return Ok(());
+        return Ok(false);
     }
     // SAFETY: all pointers are valid NUL-terminated strings; data may be NULL.
     let rc = unsafe {
@@ -208,8 +220,9 @@ fn ensure_tracefs() -> Result<(), String> {
         ));
     }
     if tracefs_mounted() {
-        Ok(())
+        Ok(true)
     } else {
+        unmount_tracefs();
         Err(format!(
             "tracefs mounted at {TRACEFS} but it has no events directory"
         ))
@@ -346,7 +359,7 @@ mod tests {
     #[test]
     #[ignore = "needs root: run by cargo xtask test"]
     fn the_record_layout_matches_the_kernel_format_file() {
-        ensure_tracefs().expect("tracefs");
+        let mounted_here = ensure_tracefs().expect("tracefs");
         let dir = [TRACEFS, "/sys/kernel/debug/tracing"]
             .into_iter()
             .map(|d| {
@@ -358,6 +371,9 @@ mod tests {
             .find(|d| d.is_dir())
             .expect("tracepoint directory");
         let format = std::fs::read_to_string(dir.join("format")).expect("format file");
+        if mounted_here {
+            unmount_tracefs();
+        }
         // Lines look like: "field:__u16 sport;	offset:24;	size:2;	signed:0;"
         let field = |name: &str| -> Option<(usize, usize)> {
             format.lines().find_map(|line| {

@@ -93,7 +93,9 @@ fn kernel_release() -> Option<String> {
         .map(|s| s.trim().to_owned())
 }
 
-fn meta_line(args: &Args, ts: &str) -> serde_json::Value {
+/// The first JSON line. `ebpf` is None when it was not probed (`--once`:
+/// loading the kernel's BTF costs more than the whole dump of a small table).
+fn meta_line(args: &Args, ts: &str, ebpf: Option<&ebpf::EbpfStatus>) -> serde_json::Value {
     let sel = args.selection();
     let mut families = Vec::new();
     if sel.ipv4 {
@@ -109,6 +111,11 @@ fn meta_line(args: &Args, ts: &str) -> serde_json::Value {
         "kernel": kernel_release(),
         "attribution": "unavailable",
         "attribution_reason": "process attribution is not built into this version",
+        "ebpf": ebpf.map(|e| serde_json::json!({
+            "available": e.available,
+            "programs": e.programs,
+            "reason": e.reason,
+        })),
         "families": families,
         "protocols": sel.proto_names(),
         "interval_s": args.interval,
@@ -193,7 +200,7 @@ fn run_once(args: &Args) -> Result<(), RunError> {
 fn print_once_json(args: &Args, table: &FlowTable, out: impl Write) -> io::Result<()> {
     let (ts, wall) = now_ts();
     let mut w = JsonWriter::new(BufWriter::with_capacity(1 << 16, out));
-    w.value(&meta_line(args, &ts))?;
+    w.value(&meta_line(args, &ts, None))?;
     let mut entries: Vec<_> = table.iter().collect();
     entries.sort_unstable_by_key(|e| e.flow.id);
     for e in entries {
@@ -249,7 +256,10 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
     };
     let (ts, _) = now_ts();
     let mut out = JsonWriter::new(BufWriter::with_capacity(1 << 16, io::stdout().lock()));
-    match out.value(&meta_line(args, &ts)).and_then(|()| out.flush()) {
+    match out
+        .value(&meta_line(args, &ts, Some(&ebpf::probe())))
+        .and_then(|()| out.flush())
+    {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
         Err(e) => return Err(RunError::Other(e.into())),
