@@ -45,7 +45,7 @@ pub fn table_config(interval: Duration) -> TableConfig {
 
 /// The hint printed when conntrack tracks nothing in this namespace.
 pub const EMPTY_TABLE_HINT: &str = "flowtop: the conntrack table of this network namespace is empty. \
-Conntrack only tracks a namespace once a rule uses it, e.g.:\n  \
+If you expected flows: conntrack only tracks a namespace once a rule uses it, e.g.:\n  \
 nft add table inet flowtop; nft add chain inet flowtop in '{ type filter hook input priority 0; }'; \
 nft add rule inet flowtop in ct state established,related accept\n\
 or: iptables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT";

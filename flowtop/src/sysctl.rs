@@ -31,8 +31,13 @@ pub const DEFAULT_STATE_DIR: &str = "/run/flowtop";
 pub struct Paths {
     pub proc_dir: PathBuf,
     pub state_dir: PathBuf,
-    /// Key of the network namespace (inode of /proc/self/ns/net).
+    /// Key of the network namespace (inode of /proc/self/ns/net). The kernel
+    /// reuses inode numbers of deleted namespaces, so it only names the file.
     pub netns: u64,
+    /// The namespace's cookie (SO_NETNS_COOKIE, Linux >= 5.14): never reused
+    /// during a boot, so a state file left by a deleted namespace that had the
+    /// same inode is recognised and discarded instead of applied.
+    pub netns_cookie: Option<u64>,
 }
 
 impl Paths {
@@ -43,6 +48,7 @@ impl Paths {
             proc_dir: PathBuf::from("/proc/sys/net/netfilter"),
             state_dir: state_dir.to_owned(),
             netns,
+            netns_cookie: netns_cookie(),
         })
     }
 
@@ -51,9 +57,32 @@ impl Paths {
     }
 }
 
+/// The cookie of this process's network namespace, when the kernel has them.
+pub fn netns_cookie() -> Option<u64> {
+    // SAFETY: socket/getsockopt/close with valid pointers and sizes.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let mut cookie: u64 = 0;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        );
+        libc::close(fd);
+        (rc == 0).then_some(cookie)
+    }
+}
+
 /// The saved values and the PIDs holding them, as stored in the state file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
+    pub netns_cookie: Option<u64>,
     pub saved: Vec<(String, String)>,
     pub holders: Vec<u32>,
 }
@@ -68,6 +97,7 @@ impl State {
             }
             let mut parts = line.splitn(2, ' ');
             match (parts.next(), parts.next()) {
+                (Some("netns_cookie"), Some(c)) => st.netns_cookie = c.trim().parse().ok(),
                 (Some("holder"), Some(pid)) => {
                     if let Ok(pid) = pid.trim().parse() {
                         st.holders.push(pid);
@@ -84,6 +114,9 @@ impl State {
 
     pub fn render(&self) -> String {
         let mut out = String::from("# flowtop: sysctl values to restore when the last holder exits\n");
+        if let Some(c) = self.netns_cookie {
+            out.push_str(&format!("netns_cookie {c}\n"));
+        }
         for (k, v) in &self.saved {
             out.push_str(&format!("{k} {v}\n"));
         }
@@ -165,11 +198,23 @@ fn lock_state(paths: &Paths) -> io::Result<File> {
     Ok(f)
 }
 
-fn read_state(f: &mut File) -> io::Result<State> {
+/// Reads the state; a state written in another namespace that happened to
+/// have the same inode number reads as empty (its values are not ours).
+fn read_state(paths: &Paths, f: &mut File) -> io::Result<State> {
     let mut text = String::new();
     f.seek(SeekFrom::Start(0))?;
     f.read_to_string(&mut text)?;
-    Ok(State::parse(&text))
+    let st = State::parse(&text);
+    match (st.netns_cookie, paths.netns_cookie) {
+        (Some(theirs), Some(ours)) if theirs != ours => Ok(State {
+            netns_cookie: Some(ours),
+            ..State::default()
+        }),
+        _ => Ok(State {
+            netns_cookie: paths.netns_cookie.or(st.netns_cookie),
+            ..st
+        }),
+    }
 }
 
 fn write_state(f: &mut File, st: &State) -> io::Result<()> {
@@ -202,7 +247,7 @@ pub fn repair(paths: &Paths) -> io::Result<Vec<(String, String)>> {
         return Ok(Vec::new());
     }
     let mut f = lock_state(paths)?;
-    let mut st = read_state(&mut f)?;
+    let mut st = read_state(paths, &mut f)?;
     let repaired = repair_locked(paths, &mut f, &mut st)?;
     if st.holders.is_empty() {
         let _ = fs::remove_file(paths.state_file());
@@ -217,7 +262,7 @@ impl SysctlGuard {
         let pid = std::process::id();
         let mut report = EngageReport::default();
         let mut f = lock_state(&paths)?;
-        let mut st = read_state(&mut f)?;
+        let mut st = read_state(&paths, &mut f)?;
         report.repaired = repair_locked(&paths, &mut f, &mut st)?;
         if st.holders.is_empty() {
             st.saved.clear();
@@ -273,7 +318,7 @@ impl Drop for SysctlGuard {
 /// Removes `pid` from the holders; the last one restores the saved values.
 fn release(paths: &Paths, pid: u32) -> io::Result<()> {
     let mut f = lock_state(paths)?;
-    let mut st = read_state(&mut f)?;
+    let mut st = read_state(paths, &mut f)?;
     let proc_root = Path::new("/proc");
     st.holders.retain(|&p| p != pid && holder_alive(proc_root, p));
     if st.holders.is_empty() {
@@ -326,6 +371,7 @@ mod tests {
                 proc_dir,
                 state_dir: dir.join("state"),
                 netns: 4026531840,
+                netns_cookie: Some(7),
             };
             Fixture { dir, paths }
         }
@@ -343,6 +389,7 @@ mod tests {
     #[test]
     fn state_file_round_trips() {
         let st = State {
+            netns_cookie: Some(99),
             saved: vec![
                 ("nf_conntrack_acct".into(), "0".into()),
                 ("nf_conntrack_timestamp".into(), "1".into()),
@@ -376,6 +423,7 @@ mod tests {
         // A killed instance: values turned on, its pid no longer a flowtop.
         fs::create_dir_all(&fx.paths.state_dir).expect("mkdir");
         let st = State {
+            netns_cookie: Some(7),
             saved: vec![
                 ("nf_conntrack_acct".into(), "0".into()),
                 ("nf_conntrack_timestamp".into(), "0".into()),
@@ -390,6 +438,33 @@ mod tests {
         assert_eq!(repaired.len(), 2);
         assert_eq!(fx.value("nf_conntrack_acct"), "0");
         assert!(!fx.paths.state_file().exists());
+    }
+
+    #[test]
+    fn state_of_another_namespace_with_the_same_inode_is_not_applied() {
+        let fx = Fixture::new("reused-inode");
+        fs::create_dir_all(&fx.paths.state_dir).expect("mkdir");
+        // Left by a killed flowtop in a deleted namespace (cookie 6) whose
+        // inode number the kernel gave to ours (cookie 7).
+        let st = State {
+            netns_cookie: Some(6),
+            saved: vec![("nf_conntrack_acct".into(), "0".into())],
+            holders: vec![u32::MAX - 1],
+        };
+        fs::write(fx.paths.state_file(), st.render()).expect("write");
+        fs::write(fx.paths.proc_dir.join("nf_conntrack_acct"), "1").expect("write");
+        assert!(repair(&fx.paths).expect("repair").is_empty());
+        assert_eq!(
+            fx.value("nf_conntrack_acct"),
+            "1",
+            "our namespace's value is untouched"
+        );
+        assert!(!fx.paths.state_file().exists(), "the foreign state is discarded");
+        // Engaging saves our own value, and restores it.
+        {
+            let _g = SysctlGuard::engage(fx.paths.clone()).expect("engage");
+        }
+        assert_eq!(fx.value("nf_conntrack_acct"), "1");
     }
 
     #[test]

@@ -167,6 +167,11 @@ static NEXT_NS: AtomicU32 = AtomicU32::new(0);
 /// A named network namespace, deleted on drop.
 pub struct Netns {
     pub name: String,
+    inode: u64,
+    /// On drop, also remove flowtop's state files for this namespace's inode
+    /// (left by a killed flowtop), so a later namespace that gets the same
+    /// inode number does not inherit them.
+    pub clean_state_on_drop: bool,
 }
 
 impl Netns {
@@ -176,9 +181,21 @@ impl Netns {
         let n = NEXT_NS.fetch_add(1, Ordering::SeqCst);
         let name = format!("ft-{}-{}", std::process::id(), n);
         check_output(host("ip", &["netns", "add", &name]));
-        let ns = Netns { name };
+        let mut ns = Netns {
+            name,
+            inode: 0,
+            clean_state_on_drop: true,
+        };
+        ns.inode = ns.inode();
         ns.ip(&["link", "set", "lo", "up"]);
         ns
+    }
+
+    /// Inode of the namespace (what `/proc/self/ns/net` shows inside it).
+    pub fn inode(&self) -> u64 {
+        let path = format!("/run/netns/{}", self.name);
+        let md = std::fs::metadata(&path).unwrap_or_else(|e| panic!("stat {path}: {e}"));
+        std::os::unix::fs::MetadataExt::ino(&md)
     }
 
     /// A fresh namespace in which conntrack tracks traffic.
@@ -331,7 +348,31 @@ impl Drop for Netns {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        if self.clean_state_on_drop && self.inode != 0 {
+            for f in state_files(self.inode) {
+                let _ = std::fs::remove_file(f);
+            }
+        }
     }
+}
+
+/// Directory of flowtop's sysctl state files.
+pub const STATE_DIR: &str = "/run/flowtop";
+
+/// Paths of files in [`STATE_DIR`] whose name contains `inode` as a number.
+pub fn state_files(inode: u64) -> Vec<std::path::PathBuf> {
+    let inode = inode.to_string();
+    let Ok(rd) = std::fs::read_dir(STATE_DIR) else {
+        return Vec::new();
+    };
+    rd.filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.split(|c: char| !c.is_ascii_digit())
+                .any(|part| part == inode)
+        })
+        .map(|e| e.path())
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -547,6 +588,93 @@ fn parse_lines(stdout: &str) -> (Vec<Value>, Vec<String>) {
     (good, bad)
 }
 
+/// Keys every flow object carries (null when unknown).
+pub const FLOW_KEYS: &[&str] = &[
+    "event",
+    "ts",
+    "id",
+    "family",
+    "proto",
+    "state",
+    "src",
+    "sport",
+    "dst",
+    "dport",
+    "reply_src",
+    "reply_sport",
+    "reply_dst",
+    "reply_dport",
+    "status",
+    "mark",
+    "zone",
+    "timeout",
+    "orig_packets",
+    "orig_bytes",
+    "reply_packets",
+    "reply_bytes",
+    "start",
+    "duration_s",
+    "orig_rate_bps",
+    "reply_rate_bps",
+    "pid",
+    "comm",
+    "exe",
+    "uid",
+    "attribution",
+    "src_host",
+    "dst_host",
+    "src_country",
+    "src_city",
+    "dst_country",
+    "dst_city",
+    "service",
+];
+
+/// Keys of [`FLOW_KEYS`] (plus `icmp_*` for icmp/icmpv6) that `v` lacks.
+pub fn missing_keys(v: &Value) -> Vec<&'static str> {
+    let icmp = matches!(jstr(v, "proto"), Some("icmp" | "icmpv6"));
+    let extra: &[&'static str] = if icmp {
+        &["icmp_type", "icmp_code", "icmp_id"]
+    } else {
+        &[]
+    };
+    FLOW_KEYS
+        .iter()
+        .chain(extra)
+        .copied()
+        .filter(|k| v.get(*k).is_none())
+        .collect()
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time such as
+/// `2026-11-30T02:14:41.328262Z` (also accepts `+00:00`).
+pub fn rfc3339_secs(s: &str) -> Option<f64> {
+    let s = s.strip_suffix('Z').or_else(|| s.strip_suffix("+00:00"))?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut t = time.split(':');
+    let (hh, mm) = (t.next()?.parse::<i64>().ok()?, t.next()?.parse::<i64>().ok()?);
+    let ss: f64 = t.next()?.parse().ok()?;
+    // days from civil (proleptic Gregorian), Howard Hinnant's algorithm
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60) as f64 + ss)
+}
+
+/// Now, in seconds since the epoch.
+pub fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
 /// Checks the first line is the meta object, panics otherwise.
 pub fn assert_meta(v: &Value, context: &str) {
     assert_eq!(
@@ -610,6 +738,8 @@ impl Finished {
                 "snapshot",
                 "{context}: --once printed a non-snapshot line: {f}"
             );
+            let missing = missing_keys(f);
+            assert!(missing.is_empty(), "{context}: flow lacks keys {missing:?}: {f}");
         }
         self
     }
