@@ -180,7 +180,29 @@ pub struct Flow {
     pub start_ns: Option<u64>,
 }
 
+/// What identifies a live conntrack entry: its id together with a hash of
+/// its original tuple. The id alone is a 32-bit hash of the kernel's object
+/// and collides on large tables; the original tuple is unique among live
+/// entries and never changes, and events and dumps both carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub id: u32,
+    tuple_hash: u64,
+}
+
 impl Flow {
+    /// The table key of this entry.
+    pub fn key(&self) -> FlowKey {
+        use std::hash::{Hash, Hasher};
+        // Fixed keys: the hash must be the same for every reading of a flow.
+        let mut h = std::hash::DefaultHasher::new();
+        (self.proto, self.zone, &self.orig).hash(&mut h);
+        FlowKey {
+            id: self.id,
+            tuple_hash: h.finish(),
+        }
+    }
+
     pub fn status_names(&self) -> impl Iterator<Item = &'static str> {
         status_names(self.status)
     }

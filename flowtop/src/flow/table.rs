@@ -3,7 +3,9 @@
 //!
 //! Consistency rules, because a dump is not an atomic snapshot and events and
 //! dumps come through different sockets:
-//! - entries are keyed by conntrack id, so a flow seen twice is one flow;
+//! - entries are keyed by conntrack id and original tuple, so a flow seen
+//!   twice is one flow (the id alone is a 32-bit hash: at 300 000 entries
+//!   about ten pairs of live entries share one);
 //! - a dump marks what it sees; when it ends, entries it did not see and no
 //!   event touched since it began are swept (their DESTROY was lost);
 //! - an entry destroyed while a dump runs is not resurrected by that dump;
@@ -12,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use super::model::{proto, Flow};
+use super::model::{proto, Flow, FlowKey};
 use super::rate::RateMeter;
 use crate::conntrack::decode::CtEventKind;
 
@@ -84,7 +86,7 @@ impl Default for TableConfig {
 /// The flow table.
 #[derive(Debug)]
 pub struct FlowTable {
-    entries: HashMap<u32, Entry>,
+    entries: HashMap<FlowKey, Entry>,
     config: TableConfig,
     /// Generation of the dump in progress (or of the last one).
     gen: u64,
@@ -92,7 +94,7 @@ pub struct FlowTable {
     /// Whether the running dump resyncs after an overrun.
     dump_is_resync: bool,
     /// Ids destroyed while the current dump runs.
-    tombstones: HashSet<u32>,
+    tombstones: HashSet<FlowKey>,
     pub stats: TableStats,
 }
 
@@ -117,8 +119,8 @@ impl FlowTable {
         self.entries.is_empty()
     }
 
-    pub fn get(&self, id: u32) -> Option<&Entry> {
-        self.entries.get(&id)
+    pub fn get(&self, key: FlowKey) -> Option<&Entry> {
+        self.entries.get(&key)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Entry> {
@@ -151,12 +153,13 @@ impl FlowTable {
         now: Instant,
         out: &mut impl FnMut(EventKind, &Entry),
     ) {
-        if gen != self.gen || self.tombstones.contains(&flow.id) {
+        let key = flow.key();
+        if gen != self.gen || self.tombstones.contains(&key) {
             return;
         }
         let first_dump = gen == 1;
         let config = self.config;
-        match self.entries.get_mut(&flow.id) {
+        match self.entries.get_mut(&key) {
             Some(e) => {
                 e.dump_gen = gen;
                 if refresh(e, flow, now, &config) {
@@ -172,7 +175,7 @@ impl FlowTable {
                     EventKind::New
                 };
                 out(kind, &e);
-                self.entries.insert(e.flow.id, e);
+                self.entries.insert(key, e);
             }
         }
     }
@@ -184,7 +187,7 @@ impl FlowTable {
         }
         self.dump_running = false;
         self.tombstones.clear();
-        let stale: Vec<u32> = self
+        let stale: Vec<FlowKey> = self
             .entries
             .iter()
             .filter(|(_, e)| e.dump_gen != gen && e.event_gen < gen)
@@ -215,8 +218,9 @@ impl FlowTable {
     ) {
         let config = self.config;
         let gen = self.gen;
+        let key = flow.key();
         match kind {
-            CtEventKind::New | CtEventKind::Update => match self.entries.get_mut(&flow.id) {
+            CtEventKind::New | CtEventKind::Update => match self.entries.get_mut(&key) {
                 Some(e) => {
                     e.event_gen = gen;
                     if refresh(e, flow, now, &config) {
@@ -227,14 +231,14 @@ impl FlowTable {
                     let mut e = new_entry(flow, now, &config);
                     e.event_gen = gen;
                     out(EventKind::New, &e);
-                    self.entries.insert(e.flow.id, e);
+                    self.entries.insert(key, e);
                 }
             },
             CtEventKind::Destroy => {
                 if self.dump_running {
-                    self.tombstones.insert(flow.id);
+                    self.tombstones.insert(key);
                 }
-                if let Some(mut e) = self.entries.remove(&flow.id) {
+                if let Some(mut e) = self.entries.remove(&key) {
                     // DESTROY carries the final counters; keep what we knew otherwise.
                     if let Some(c) = flow.counters {
                         e.rate.observe(c, now, config.rate_window);
@@ -249,7 +253,7 @@ impl FlowTable {
     /// Removes entries whose kernel timeout ran out (plus grace).
     pub fn expire(&mut self, now: Instant, out: &mut impl FnMut(EventKind, &Entry)) {
         let grace = self.config.expiry_grace;
-        let expired: Vec<u32> = self
+        let expired: Vec<FlowKey> = self
             .entries
             .iter()
             .filter(|(_, e)| e.deadline.is_some_and(|d| now > d + grace))
@@ -440,6 +444,24 @@ mod tests {
     }
 
     #[test]
+    fn two_live_entries_sharing_an_id_are_two_flows() {
+        let now = Instant::now();
+        let mut t = FlowTable::new(TableConfig::default());
+        let mut log = Log::new();
+        let a = flow(77);
+        let mut b = flow(77);
+        b.orig.sport = Some(40001);
+        let g = t.begin_dump(false);
+        t.apply_dump_entry(g, a.clone(), now, &mut rec(&mut log));
+        t.apply_dump_entry(g, b.clone(), now, &mut rec(&mut log));
+        t.end_dump(g, &mut rec(&mut log));
+        assert_eq!(t.len(), 2);
+        t.apply_event(CtEventKind::Destroy, b, now, &mut rec(&mut log));
+        assert_eq!(t.len(), 1);
+        assert!(t.get(a.key()).is_some());
+    }
+
+    #[test]
     fn destroyed_during_dump_is_not_resurrected() {
         let now = Instant::now();
         let mut t = FlowTable::new(TableConfig::default());
@@ -471,7 +493,7 @@ mod tests {
         t.apply_dump_entry(g, f.clone(), t0 + Duration::from_secs(2), &mut rec(&mut log));
         t.end_dump(g, &mut rec(&mut log));
         assert_eq!(log.last(), Some(&(EventKind::Update, 1)));
-        let e = t.get(1).expect("entry");
+        let e = t.get(f.key()).expect("entry");
         assert_eq!(e.rate.rates.orig_bytes, 2000.0);
         assert_eq!(e.rate.rates.reply_bytes, 1000.0);
         // Unchanged counters: the rate falls to zero once, then nothing more.
@@ -482,7 +504,7 @@ mod tests {
             t.end_dump(g, &mut rec(&mut log));
         }
         assert_eq!(log, vec![(EventKind::Update, 1)]);
-        assert_eq!(t.get(1).expect("entry").rate.rates.orig_bytes, 0.0);
+        assert_eq!(t.get(flow(1).key()).expect("entry").rate.rates.orig_bytes, 0.0);
     }
 
     #[test]
@@ -503,7 +525,11 @@ mod tests {
         u.state = Some(ProtoState::Tcp(4));
         t.apply_event(CtEventKind::Update, u, now, &mut rec(&mut log));
         assert_eq!(
-            t.get(1).expect("entry").flow.counters.map(|c| c.orig_bytes),
+            t.get(flow(1).key())
+                .expect("entry")
+                .flow
+                .counters
+                .map(|c| c.orig_bytes),
             Some(60)
         );
     }
