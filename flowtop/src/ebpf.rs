@@ -141,11 +141,28 @@ fn attach_object(object: &[u8]) -> (EbpfStatus, Option<EbpfAttachment>) {
 }
 
 fn load_and_attach(object: &[u8]) -> Result<EbpfAttachment, String> {
+    // Quietly first: a verifier log buffer costs ~16 MB of peak memory. Only
+    // when the kernel refuses is the load repeated with the log, so that the
+    // reason carries the verifier's explanation.
+    match load_and_attach_with(object, aya::VerifierLogLevel::DISABLE) {
+        Ok(attachment) => Ok(attachment),
+        Err(_) => load_and_attach_with(object, aya::VerifierLogLevel::default()),
+    }
+}
+
+fn load_and_attach_with(object: &[u8], log: aya::VerifierLogLevel) -> Result<EbpfAttachment, String> {
     use aya::programs::TracePoint;
 
     // aya's Display of these errors hides the cause (errno, verifier log,
     // missing file): keep the Debug form in the reason.
-    let mut ebpf = aya::Ebpf::load(object).map_err(|e| format!("loading the eBPF object failed: {e:?}"))?;
+    // No kernel BTF: the program reads a tracepoint record, whose layout is
+    // stable, and has no CO-RE relocations; parsing vmlinux BTF would cost
+    // ~0.3 s and ~36 MB of peak memory for nothing.
+    let mut ebpf = aya::EbpfLoader::new()
+        .btf(None)
+        .verifier_log_level(log)
+        .load(object)
+        .map_err(|e| format!("loading the eBPF object failed: {e:?}"))?;
     let program: &mut TracePoint = ebpf
         .program_mut(PROG_INET_SOCK_SET_STATE)
         .ok_or_else(|| format!("the eBPF object has no program {PROG_INET_SOCK_SET_STATE}"))?

@@ -7,9 +7,10 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_micros(t).to_string()
 }
 
-/// RFC 3339 of a conntrack start timestamp (ns since the epoch), seconds precision.
-pub fn rfc3339_ns(ns: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
+/// RFC 3339 of a conntrack start timestamp (ns since the epoch), seconds
+/// precision, as a value to write (no allocation).
+pub fn rfc3339_ns(ns: u64) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_nanos(ns))
 }
 
 /// Whole seconds from `start_ns` to `now` (0 when the clock is behind).
@@ -64,7 +65,10 @@ mod tests {
 
     #[test]
     fn timestamps() {
-        assert_eq!(rfc3339_ns(1_700_000_000_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(
+            rfc3339_ns(1_700_000_000_000_000_000).to_string(),
+            "2023-11-14T22:13:20Z"
+        );
         assert_eq!(age_secs(1_000_000_000, UNIX_EPOCH + Duration::from_secs(61)), 60);
         assert_eq!(age_secs(u64::MAX, UNIX_EPOCH), 0);
     }
