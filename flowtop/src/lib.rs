@@ -10,19 +10,18 @@ pub mod conntrack;
 pub mod ebpf;
 pub mod engine;
 pub mod flow;
+pub mod once;
 pub mod output;
 pub mod sysctl;
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter};
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use clap::Parser;
 
 use cli::Args;
 use conntrack::socket::{CtSocket, SocketError};
-use conntrack::source;
-use flow::table::{EventKind, FlowTable};
 use output::json::{now_ts, JsonWriter};
 
 /// flowtop's version, as `-v` prints it.
@@ -80,7 +79,7 @@ pub fn privileges_message(what: &str) -> String {
     )
 }
 
-fn map_socket_error(e: SocketError) -> RunError {
+pub(crate) fn map_socket_error(e: SocketError) -> RunError {
     match e {
         SocketError::PermissionDenied(what) => RunError::Privileges(privileges_message(what)),
         other => RunError::Other(other.into()),
@@ -95,7 +94,7 @@ fn kernel_release() -> Option<String> {
 
 /// The first JSON line. `ebpf` is None when it was not probed (`--once`:
 /// loading the kernel's BTF costs more than the whole dump of a small table).
-fn meta_line(args: &Args, ts: &str, ebpf: Option<&ebpf::EbpfStatus>) -> serde_json::Value {
+pub(crate) fn meta_line(args: &Args, ts: &str, ebpf: Option<&ebpf::EbpfStatus>) -> serde_json::Value {
     let sel = args.selection();
     let mut families = Vec::new();
     if sel.ipv4 {
@@ -135,99 +134,18 @@ fn run_with(args: &Args) -> Result<(), RunError> {
         ));
     }
     if args.once {
-        run_once(args)
+        once::run(args)
     } else {
         run_json_stream(args)
     }
 }
 
-fn state_paths(args: &Args) -> Result<sysctl::Paths, RunError> {
+pub(crate) fn state_paths(args: &Args) -> Result<sysctl::Paths, RunError> {
     sysctl::Paths::system(&args.state_dir)
         .map_err(|e| RunError::Other(anyhow::anyhow!("reading the network namespace: {e}")))
 }
 
-/// `--once`: one dump, one table, exit.
-fn run_once(args: &Args) -> Result<(), RunError> {
-    let sel = args.selection();
-    let mut sock = CtSocket::open().map_err(map_socket_error)?;
-    let _ = sock.set_kernel_rcvbuf(args.rcvbuf);
-    if !args.no_sysctl {
-        // A one-shot run changes nothing, but repairs what a killed run left.
-        match state_paths(args).and_then(|p| sysctl::repair(&p).map_err(|e| RunError::Other(e.into()))) {
-            Ok(repaired) if !repaired.is_empty() => {
-                eprintln!(
-                    "flowtop: restored conntrack settings left changed by a killed flowtop: {repaired:?}"
-                );
-            }
-            Ok(_) => {}
-            Err(e) => eprintln!("flowtop: could not check for settings left by a killed flowtop: {e}"),
-        }
-    }
-    let mut table = FlowTable::new(engine::table_config(interval(args)));
-    let gen = table.begin_dump(false);
-    let now = Instant::now();
-    let summary = source::run_dump(&mut sock, &sel, 1, |flows| {
-        for f in flows {
-            table.apply_dump_entry(gen, f, now, &mut |_, _| {});
-        }
-        true
-    })
-    .map_err(map_socket_error)?
-    .unwrap_or_default();
-    table.end_dump(gen, &mut |_, _| {});
-    if summary.total == 0 {
-        eprintln!("{}", engine::EMPTY_TABLE_HINT);
-    }
-    if summary.malformed > 0 {
-        eprintln!(
-            "flowtop: skipped {} malformed conntrack message(s): {}",
-            summary.malformed,
-            summary.first_error.unwrap_or_default()
-        );
-    }
-    let stdout = io::stdout().lock();
-    let result = if args.json {
-        print_once_json(args, &table, stdout)
-    } else {
-        print_once_text(args, &table, stdout)
-    };
-    match result {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(RunError::Other(e.into())),
-        _ => Ok(()),
-    }
-}
-
-fn print_once_json(args: &Args, table: &FlowTable, out: impl Write) -> io::Result<()> {
-    let (ts, wall) = now_ts();
-    let mut w = JsonWriter::new(BufWriter::with_capacity(1 << 16, out));
-    w.value(&meta_line(args, &ts, None))?;
-    let mut entries: Vec<_> = table.iter().collect();
-    entries.sort_unstable_by_key(|e| e.flow.id);
-    for e in entries {
-        w.flow(EventKind::Snapshot, e, &ts, wall)?;
-    }
-    w.flush()
-}
-
-fn print_once_text(args: &Args, table: &FlowTable, out: impl Write) -> io::Result<()> {
-    let mut out = BufWriter::new(out);
-    let agg = table.aggregates();
-    writeln!(
-        out,
-        "{}",
-        output::text::summary(VERSION, table.len(), &agg, "unavailable")
-    )?;
-    writeln!(out)?;
-    let mut entries: Vec<_> = table.iter().collect();
-    let opts = output::text::TextOptions {
-        show_src: args.show_src,
-        bits: args.bits,
-    };
-    out.write_all(output::text::table(&mut entries, SystemTime::now(), opts).as_bytes())?;
-    out.flush()
-}
-
-fn interval(args: &Args) -> Duration {
+pub(crate) fn interval(args: &Args) -> Duration {
     Duration::from_secs_f64(args.interval)
 }
 

@@ -6,7 +6,8 @@ use std::time::SystemTime;
 
 use super::format::{age_secs, rfc3339};
 use super::line::LineBuf;
-use crate::flow::model::proto;
+use crate::flow::model::{proto, Flow};
+use crate::flow::rate::Rates;
 use crate::flow::table::{Entry, EventKind, TableStats};
 
 /// Writes JSON lines to any writer; the caller flushes per batch.
@@ -40,8 +41,20 @@ impl<W: Write> JsonWriter<W> {
 
     /// Writes one flow event.
     pub fn flow(&mut self, kind: EventKind, e: &Entry, ts: &str, now: SystemTime) -> io::Result<()> {
+        self.reading(kind, &e.flow, e.rate.measured_rates(), ts, now)
+    }
+
+    /// Writes one flow event for a flow outside the table (`--once`).
+    pub fn reading(
+        &mut self,
+        kind: EventKind,
+        flow: &Flow,
+        rates: Option<Rates>,
+        ts: &str,
+        now: SystemTime,
+    ) -> io::Result<()> {
         self.line.clear();
-        write_flow(&mut self.line, kind, e, ts, now);
+        write_flow(&mut self.line, kind, flow, rates, ts, now);
         self.out.write_all(&self.line)
     }
 
@@ -71,10 +84,15 @@ fn round3(v: f64) -> f64 {
 /// through serde: key names are constants that need no escaping, and this is
 /// the hot path of a million-entry dump (it halved the instructions per
 /// flow). The serde struct in the tests is the reference it must match.
-pub fn write_flow(buf: &mut Vec<u8>, kind: EventKind, e: &Entry, ts: &str, now: SystemTime) {
-    let f = &e.flow;
+pub fn write_flow(
+    buf: &mut Vec<u8>,
+    kind: EventKind,
+    f: &Flow,
+    rates: Option<Rates>,
+    ts: &str,
+    now: SystemTime,
+) {
     let c = f.counters;
-    let rates = e.rate.measured_rates();
     let mut w = LineBuf::new(buf);
     w.first_key("event");
     w.plain_str(kind.name());
@@ -427,7 +445,7 @@ mod tests {
                 EventKind::Destroy,
             ] {
                 let mut buf = Vec::new();
-                write_flow(&mut buf, kind, e, ts, now);
+                write_flow(&mut buf, kind, &e.flow, e.rate.measured_rates(), ts, now);
                 assert_eq!(buf.last(), Some(&b'\n'));
                 assert_eq!(buf.iter().filter(|&&b| b == b'\n').count(), 1);
                 let fast: serde_json::Value = serde_json::from_slice(&buf).expect("valid JSON");

@@ -1,0 +1,148 @@
+//! `--once`: one dump of the table, printed, then exit.
+//!
+//! JSON is streamed like `conntrack -L` streams its text: a dump thread
+//! receives and decodes while this thread deduplicates and writes, so the
+//! kernel's work, the decoding and the formatting overlap, and memory holds
+//! one key per flow instead of the table. The text table needs every flow
+//! before it can sort, so it builds the table.
+
+use std::collections::HashSet;
+use std::io::{self, BufWriter, Write};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Instant, SystemTime};
+
+use crate::cli::Args;
+use crate::conntrack::socket::CtSocket;
+use crate::conntrack::source::{self, DumpSummary};
+use crate::flow::model::{Flow, FlowKey};
+use crate::flow::table::{EventKind, FlowTable};
+use crate::output::json::{now_ts, JsonWriter};
+use crate::{engine, map_socket_error, meta_line, output, state_paths, sysctl, RunError, VERSION};
+
+/// Chunks (one per netlink datagram) in flight between the two threads.
+const CHUNKS_IN_FLIGHT: usize = 64;
+
+pub fn run(args: &Args) -> Result<(), RunError> {
+    let mut sock = CtSocket::open().map_err(map_socket_error)?;
+    if !args.no_sysctl {
+        repair_settings_left_by_a_killed_run(args);
+    }
+    let stdout = io::stdout().lock();
+    let (summary, written) = if args.json {
+        stream_json(args, sock, stdout)?
+    } else {
+        let (table, summary) = dump_into_table(args, &mut sock)?;
+        (summary, print_text(args, &table, stdout))
+    };
+    if summary.total == 0 {
+        eprintln!("{}", engine::EMPTY_TABLE_HINT);
+    }
+    if summary.malformed > 0 {
+        eprintln!(
+            "flowtop: skipped {} malformed conntrack message(s): {}",
+            summary.malformed,
+            summary.first_error.unwrap_or_default()
+        );
+    }
+    match written {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(RunError::Other(e.into())),
+        _ => Ok(()),
+    }
+}
+
+/// A one-shot run changes no settings (they only affect entries created
+/// later), but it does put back what a killed streaming run left changed.
+fn repair_settings_left_by_a_killed_run(args: &Args) {
+    match state_paths(args).and_then(|p| sysctl::repair(&p).map_err(|e| RunError::Other(e.into()))) {
+        Ok(repaired) if !repaired.is_empty() => {
+            eprintln!("flowtop: restored conntrack settings left changed by a killed flowtop: {repaired:?}");
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("flowtop: could not check for settings left by a killed flowtop: {e}"),
+    }
+}
+
+/// Dumps on a second thread and writes JSON lines as chunks arrive. Returns
+/// the dump summary and the outcome of writing (kept apart: a closed pipe
+/// is not a dump failure).
+fn stream_json(
+    args: &Args,
+    mut sock: CtSocket,
+    out: impl Write,
+) -> Result<(DumpSummary, io::Result<()>), RunError> {
+    let sel = args.selection();
+    let (tx, rx) = mpsc::sync_channel::<Vec<Flow>>(CHUNKS_IN_FLIGHT);
+    let dumper = thread::Builder::new()
+        .name("ct-dump".into())
+        .spawn(move || source::run_dump(&mut sock, &sel, 1, |flows| tx.send(flows).is_ok()))
+        .map_err(|e| RunError::Other(e.into()))?;
+
+    let (ts, wall) = now_ts();
+    let mut w = JsonWriter::new(BufWriter::with_capacity(1 << 16, out));
+    let mut written: io::Result<()> = Ok(());
+    let mut meta_done = false;
+    // A dump is not an atomic snapshot: an entry can come twice.
+    let mut seen: HashSet<FlowKey, foldhash::fast::RandomState> = HashSet::default();
+    for chunk in rx.iter() {
+        // The meta line waits for the first entries, so a refused dump
+        // prints the error alone.
+        if !meta_done {
+            meta_done = true;
+            written = w.value(&meta_line(args, &ts, None));
+        }
+        for flow in &chunk {
+            if written.is_ok() && seen.insert(flow.key()) {
+                written = w.reading(EventKind::Snapshot, flow, None, &ts, wall);
+            }
+        }
+        if written.is_err() {
+            break; // dropping the receiver stops the dump thread
+        }
+    }
+    drop(rx);
+    let summary = dumper
+        .join()
+        .map_err(|_| RunError::Other(anyhow::anyhow!("the dump thread panicked")))?
+        .map_err(map_socket_error)?
+        .unwrap_or_default();
+    if !meta_done {
+        written = w.value(&meta_line(args, &ts, None));
+    }
+    Ok((summary, written.and_then(|()| w.flush())))
+}
+
+fn dump_into_table(args: &Args, sock: &mut CtSocket) -> Result<(FlowTable, DumpSummary), RunError> {
+    let sel = args.selection();
+    let mut table = FlowTable::new(engine::table_config(crate::interval(args)));
+    let gen = table.begin_dump(false);
+    let now = Instant::now();
+    let summary = source::run_dump(sock, &sel, 1, |flows| {
+        for f in flows {
+            table.apply_dump_entry(gen, f, now, &mut |_, _| {});
+        }
+        true
+    })
+    .map_err(map_socket_error)?
+    .unwrap_or_default();
+    table.end_dump(gen, &mut |_, _| {});
+    Ok((table, summary))
+}
+
+fn print_text(args: &Args, table: &FlowTable, out: impl Write) -> io::Result<()> {
+    let mut out = BufWriter::new(out);
+    let agg = table.aggregates();
+    writeln!(
+        out,
+        "{}",
+        output::text::summary(VERSION, table.len(), &agg, "unavailable")
+    )?;
+    writeln!(out)?;
+    let mut entries: Vec<_> = table.iter().collect();
+    let opts = output::text::TextOptions {
+        show_src: args.show_src,
+        bits: args.bits,
+    };
+    out.write_all(output::text::table(&mut entries, SystemTime::now(), opts).as_bytes())?;
+    out.flush()
+}
