@@ -117,11 +117,40 @@ impl<'a, W: Write> Emitter<'a, W> {
     }
 }
 
+/// Spaces periodic re-dumps so that dumping takes at most half the time:
+/// after a dump that took D, the next periodic one waits at least D. On small
+/// tables this never delays the `-t` interval; on a million entries, whose
+/// dump takes longer than a second, it keeps flowtop from dumping
+/// back to back at a full core. Resyncs after overruns are not delayed.
+#[derive(Debug, Default)]
+struct DumpPacing {
+    started: Option<Instant>,
+    /// End of the last dump and what it cost.
+    last: Option<(Instant, Duration)>,
+}
+
+impl DumpPacing {
+    fn started(&mut self, now: Instant) {
+        self.started = Some(now);
+    }
+
+    fn ended(&mut self, now: Instant) {
+        if let Some(t0) = self.started.take() {
+            self.last = Some((now, now.saturating_duration_since(t0)));
+        }
+    }
+
+    fn may_start(&self, now: Instant) -> bool {
+        self.last.is_none_or(|(end, cost)| now >= end + cost)
+    }
+}
+
 /// The engine's state besides the sources.
 struct Engine {
     table: FlowTable,
     dump_tx: std_mpsc::Sender<DumpRequest>,
     rcvbuf: usize,
+    pacing: DumpPacing,
     /// An overrun happened while a dump ran: resync once it ends.
     resync_pending: bool,
     warned_malformed: bool,
@@ -129,6 +158,7 @@ struct Engine {
 
 impl Engine {
     fn start_dump(&mut self, resync: bool) -> anyhow::Result<()> {
+        self.pacing.started(Instant::now());
         let gen = self.table.begin_dump(resync);
         self.dump_tx
             .send(DumpRequest { gen })
@@ -157,6 +187,7 @@ impl Engine {
             }
             SourceMsg::DumpDone { gen, total } => {
                 table.end_dump(gen, &mut sink);
+                self.pacing.ended(now);
                 if gen == 1 && total == 0 {
                     eprintln!("{EMPTY_TABLE_HINT}");
                 }
@@ -168,6 +199,7 @@ impl Engine {
             }
             SourceMsg::DumpFailed { gen, error } => {
                 table.abort_dump(gen);
+                self.pacing.ended(now);
                 eprintln!("flowtop: conntrack dump failed, keeping the last table: {error}");
             }
             SourceMsg::Overrun { rcvbuf } => {
@@ -199,7 +231,7 @@ impl Engine {
     /// Once per interval: expire timed-out entries, start a re-dump.
     fn tick<W: Write>(&mut self, now: Instant, em: &mut Emitter<'_, W>) -> anyhow::Result<()> {
         self.table.expire(now, &mut |k, e| em.emit(k, e));
-        if !self.table.dump_running() {
+        if !self.table.dump_running() && self.pacing.may_start(now) {
             self.start_dump(false)?;
         }
         Ok(())
@@ -225,6 +257,7 @@ pub async fn run_stream<W: Write>(
         table: FlowTable::new(table_config(cfg.interval)),
         dump_tx,
         rcvbuf,
+        pacing: DumpPacing::default(),
         resync_pending: false,
         warned_malformed: false,
     };
@@ -267,5 +300,25 @@ fn finish<W: Write>(out: &mut JsonWriter<W>, stop: Stop) -> anyhow::Result<Stop>
     match out.flush() {
         Err(e) if !is_broken_pipe(&e) => Err(e.into()),
         _ => Ok(stop),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacing_waits_as_long_as_the_last_dump_took() {
+        let t0 = Instant::now();
+        let mut p = DumpPacing::default();
+        assert!(p.may_start(t0));
+        p.started(t0);
+        p.ended(t0 + Duration::from_millis(1500)); // a slow dump
+        assert!(!p.may_start(t0 + Duration::from_millis(2000)));
+        assert!(p.may_start(t0 + Duration::from_millis(3000)));
+        // A fast dump does not delay the next tick.
+        p.started(t0 + Duration::from_secs(3));
+        p.ended(t0 + Duration::from_millis(3020));
+        assert!(p.may_start(t0 + Duration::from_secs(4)));
     }
 }
