@@ -130,15 +130,12 @@ fn dump_into_table(args: &Args, sock: &mut CtSocket) -> Result<(FlowTable, DumpS
 }
 
 fn print_text(args: &Args, table: &FlowTable, out: impl Write) -> io::Result<()> {
+    let snap = table.snapshot();
     let mut out = BufWriter::new(out);
-    let agg = table.aggregates();
-    writeln!(
-        out,
-        "{}",
-        output::text::summary(VERSION, table.len(), &agg, "unavailable")
-    )?;
+    let summary = output::text::summary(VERSION, snap.flows.len(), &snap.aggregates, "unavailable");
+    writeln!(out, "{summary}")?;
     writeln!(out)?;
-    let mut entries: Vec<_> = table.iter().collect();
+    let mut entries: Vec<_> = snap.flows.iter().collect();
     let opts = output::text::TextOptions {
         show_src: args.show_src,
         bits: args.bits,

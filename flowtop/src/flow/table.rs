@@ -285,6 +285,27 @@ impl FlowTable {
     }
 }
 
+/// An immutable copy of the table for views (the batch table now, the
+/// screen later): taken by the table's owner and shared behind an `Arc`, so a
+/// view reads it without a lock while the table moves on.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub flows: Vec<Entry>,
+    pub stats: TableStats,
+    pub aggregates: Aggregates,
+}
+
+impl FlowTable {
+    /// Copies the table into a [`Snapshot`].
+    pub fn snapshot(&self) -> std::sync::Arc<Snapshot> {
+        std::sync::Arc::new(Snapshot {
+            flows: self.entries.values().cloned().collect(),
+            stats: self.stats,
+            aggregates: self.aggregates(),
+        })
+    }
+}
+
 /// Flow counts per protocol and per state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Aggregates {
@@ -553,6 +574,20 @@ mod tests {
         assert_eq!(t.len(), 1);
         assert_eq!(log.last(), Some(&(EventKind::Destroy, 1)));
         assert_eq!(t.stats.expired, 1);
+    }
+
+    #[test]
+    fn a_snapshot_does_not_move_with_the_table() {
+        let now = Instant::now();
+        let mut t = FlowTable::new(TableConfig::default());
+        t.apply_event(CtEventKind::New, flow(1), now, &mut |_, _| {});
+        let snap = t.snapshot();
+        t.apply_event(CtEventKind::Destroy, flow(1), now, &mut |_, _| {});
+        t.apply_event(CtEventKind::New, flow(2), now, &mut |_, _| {});
+        assert_eq!(snap.flows.len(), 1);
+        assert_eq!(snap.flows[0].flow.id, 1);
+        assert_eq!(snap.aggregates.by_proto.get("tcp"), Some(&1));
+        assert_eq!(t.snapshot().flows[0].flow.id, 2);
     }
 
     #[test]

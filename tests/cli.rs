@@ -1,0 +1,85 @@
+//! Command-line behaviour that needs neither root nor a kernel conntrack:
+//! these run in plain `cargo test`, as any user.
+
+use std::process::Command;
+
+fn flowtop(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_flowtop"))
+        .args(args)
+        .output()
+        .expect("flowtop runs")
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn version_short_and_long() {
+    for flag in ["-v", "--version"] {
+        let o = flowtop(&[flag]);
+        assert!(o.status.success(), "{flag}: {}", stderr(&o));
+        assert_eq!(
+            stdout(&o).trim(),
+            format!("flowtop {}", env!("CARGO_PKG_VERSION"))
+        );
+    }
+}
+
+#[test]
+fn help_lists_every_flag_of_the_original() {
+    let o = flowtop(&["-h"]);
+    assert!(o.status.success());
+    let help = stdout(&o);
+    for (short, long) in [
+        ("-4", "--ipv4"),
+        ("-6", "--ipv6"),
+        ("-T", "--tcp"),
+        ("-U", "--udp"),
+        ("-D", "--dccp"),
+        ("-I", "--icmp"),
+        ("-S", "--sctp"),
+        ("-n", "--no-dns"),
+        ("-G", "--no-geoip"),
+        ("-s", "--show-src"),
+        ("-b", "--bits"),
+        ("-u", "--update"),
+        ("-t", "--interval"),
+        ("-v", "--version"),
+        ("-h", "--help"),
+    ] {
+        assert!(
+            help.contains(&format!("{short}, {long}")),
+            "missing {short}, {long} in:\n{help}"
+        );
+    }
+    assert_eq!(stdout(&flowtop(&["--help"])), help);
+}
+
+#[test]
+fn bad_usage_exits_2_with_a_message() {
+    let o = flowtop(&["--no-such-flag"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--no-such-flag"));
+    let o = flowtop(&["-t", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("interval"), "{}", stderr(&o));
+}
+
+#[test]
+fn screen_and_update_are_refused_honestly_until_they_exist() {
+    let o = flowtop(&[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--once") && stderr(&o).contains("--json"),
+        "{}",
+        stderr(&o)
+    );
+    let o = flowtop(&["-u"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--update"), "{}", stderr(&o));
+}
