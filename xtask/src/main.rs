@@ -2,6 +2,7 @@
 
 mod bench;
 mod cmd;
+mod degrade;
 mod setup;
 
 use std::env;
@@ -20,6 +21,8 @@ commands:
   run [--] ARGS      setup if needed, build flowtop (release) and run it with ARGS
   test               setup if needed, then fmt check, clippy (workspace and flowtop-ebpf),
                      tests, and as root the root-only tests (network namespaces, eBPF)
+  check-degraded     build and test flowtop with bpf-linker hidden from PATH: one warning,
+                     eBPF reported unavailable (part of `test`)
   bench NAME [ARGS]  run the benchmark NAME
   help               this text
 ";
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         "setup" => setup::ensure(setup::Need::All),
         "run" => run_flowtop(rest),
         "test" => test(),
+        "check-degraded" => degrade::check(),
         "bench" => match rest.split_first() {
             Some((name, bench_args)) => bench::run(name, bench_args),
             None => {
@@ -132,6 +136,10 @@ fn test() -> Result<()> {
         (
             "cargo test --workspace",
             Box::new(move || cmd::run(&mut cargo(&["test", "--workspace"]))),
+        ),
+        (
+            "build and test flowtop with bpf-linker hidden (the degraded build)",
+            Box::new(degrade::check),
         ),
     ];
     if root {
