@@ -80,6 +80,9 @@ pub struct Args {
     /// Initial kernel receive buffer of the event socket, in bytes (it grows on overruns)
     #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
     pub rcvbuf: usize,
+    /// How flows get their process: auto (best available), ebpf, procfs (periodic /proc scans), off
+    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+    pub attribution: crate::attribution::Mode,
     /// Directory of the state file that remembers the sysctl values to restore
     #[arg(long = "state-dir", value_name = "DIR", default_value = crate::sysctl::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,

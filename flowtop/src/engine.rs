@@ -25,6 +25,8 @@ const CHANNEL_DEPTH: usize = 256;
 pub struct StreamConfig {
     pub sel: Selection,
     pub interval: Duration,
+    /// Run the /proc scanner for process attribution.
+    pub procfs_attribution: bool,
 }
 
 /// Why the stream ended without an error.
@@ -214,6 +216,7 @@ impl Engine {
                 }
                 return Ok(true);
             }
+            SourceMsg::Sockets(index) => table.set_index(index, &mut sink),
             SourceMsg::Malformed(reason) => {
                 table.stats.malformed += 1;
                 if !self.warned_malformed {
@@ -251,6 +254,12 @@ pub async fn run_stream<W: Write>(
     let (dump_tx, dump_rx) = std_mpsc::channel::<DumpRequest>();
     let rcvbuf = events.kernel_rcvbuf().unwrap_or(0);
     source::spawn_events(events, cfg.sel.clone(), tx.clone())?;
+    if cfg.procfs_attribution {
+        let tx = tx.clone();
+        crate::attribution::spawn_procfs_scanner(cfg.interval, move |index| {
+            tx.blocking_send(SourceMsg::Sockets(index)).is_ok()
+        })?;
+    }
     source::spawn_dumper(dumper, cfg.sel.clone(), dump_rx, tx)?;
 
     let mut engine = Engine {

@@ -5,6 +5,7 @@
 //! wires sources to the table and the output, `output` formats, `sysctl`
 //! guards the kernel settings flowtop changes.
 
+pub mod attribution;
 pub mod cli;
 pub mod conntrack;
 pub mod ebpf;
@@ -108,8 +109,8 @@ pub(crate) fn meta_line(args: &Args, ts: &str, ebpf: Option<&ebpf::EbpfStatus>) 
         "ts": ts,
         "version": VERSION,
         "kernel": kernel_release(),
-        "attribution": "unavailable",
-        "attribution_reason": "process attribution is not built into this version",
+        "attribution": attribution_mode(args).name(),
+        "attribution_reason": attribution_mode(args).reason(),
         "ebpf": ebpf.map(|e| serde_json::json!({
             "available": e.available,
             "programs": e.programs,
@@ -121,7 +122,49 @@ pub(crate) fn meta_line(args: &Args, ts: &str, ebpf: Option<&ebpf::EbpfStatus>) 
     })
 }
 
+/// The attribution actually used for a requested mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attribution {
+    Procfs { requested: bool },
+    Off,
+}
+
+impl Attribution {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Attribution::Procfs { .. } => "procfs",
+            Attribution::Off => "off",
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Attribution::Procfs { requested: true } => "--attribution procfs: periodic /proc scans",
+            Attribution::Procfs { requested: false } => {
+                "eBPF socket attribution is not built into this version yet: periodic /proc scans \
+                 (short-lived processes can be missed)"
+            }
+            Attribution::Off => "--attribution off",
+        }
+    }
+}
+
+pub(crate) fn attribution_mode(args: &Args) -> Attribution {
+    match args.attribution {
+        attribution::Mode::Off => Attribution::Off,
+        attribution::Mode::Procfs => Attribution::Procfs { requested: true },
+        attribution::Mode::Auto | attribution::Mode::Ebpf => Attribution::Procfs { requested: false },
+    }
+}
+
 fn run_with(args: &Args) -> Result<(), RunError> {
+    if args.attribution == attribution::Mode::Ebpf {
+        return Err(RunError::Usage(
+            "--attribution ebpf: eBPF socket attribution is not available in this version yet \
+             (use auto or procfs)"
+                .into(),
+        ));
+    }
     if args.update {
         return Err(RunError::Usage(
             "-u/--update (GeoIP database download) is not available in this version yet".into(),
@@ -185,6 +228,7 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
     let cfg = engine::StreamConfig {
         sel: args.selection(),
         interval: interval(args),
+        procfs_attribution: attribution_mode(args) != Attribution::Off,
     };
     runtime.block_on(engine::run_stream(cfg, events, dumper, signals, &mut out))?;
     Ok(())

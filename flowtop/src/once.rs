@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Instant, SystemTime};
 
+use crate::attribution;
 use crate::cli::Args;
 use crate::conntrack::socket::CtSocket;
 use crate::conntrack::source::{self, DumpSummary};
@@ -78,6 +79,8 @@ fn stream_json(
         .spawn(move || source::run_dump(&mut sock, &sel, 1, |flows| tx.send(flows).is_ok()))
         .map_err(|e| RunError::Other(e.into()))?;
 
+    // The /proc scan runs here while the dump thread works.
+    let index = (crate::attribution_mode(args) != crate::Attribution::Off).then(attribution::scan_procfs);
     let (ts, wall) = now_ts();
     let mut w = JsonWriter::new(BufWriter::with_capacity(1 << 16, out));
     let mut written: io::Result<()> = Ok(());
@@ -93,7 +96,8 @@ fn stream_json(
         }
         for flow in &chunk {
             if written.is_ok() && seen.insert(flow.key()) {
-                written = w.reading(EventKind::Snapshot, flow, None, &ts, wall);
+                let owner = index.as_ref().and_then(|i| i.lookup(flow));
+                written = w.reading(EventKind::Snapshot, flow, None, owner.as_deref(), &ts, wall);
             }
         }
         if written.is_err() {
@@ -115,6 +119,9 @@ fn stream_json(
 fn dump_into_table(args: &Args, sock: &mut CtSocket) -> Result<(FlowTable, DumpSummary), RunError> {
     let sel = args.selection();
     let mut table = FlowTable::new(engine::table_config(crate::interval(args)));
+    if crate::attribution_mode(args) != crate::Attribution::Off {
+        table.set_index(std::sync::Arc::new(attribution::scan_procfs()), &mut |_, _| {});
+    }
     let gen = table.begin_dump(false);
     let now = Instant::now();
     let summary = source::run_dump(sock, &sel, 1, |flows| {
@@ -132,7 +139,8 @@ fn dump_into_table(args: &Args, sock: &mut CtSocket) -> Result<(FlowTable, DumpS
 fn print_text(args: &Args, table: &FlowTable, out: impl Write) -> io::Result<()> {
     let snap = table.snapshot();
     let mut out = BufWriter::new(out);
-    let summary = output::text::summary(VERSION, snap.flows.len(), &snap.aggregates, "unavailable");
+    let mode = crate::attribution_mode(args).name();
+    let summary = output::text::summary(VERSION, snap.flows.len(), &snap.aggregates, mode);
     writeln!(out, "{summary}")?;
     writeln!(out)?;
     let mut entries: Vec<_> = snap.flows.iter().collect();

@@ -1064,6 +1064,11 @@ impl Agent {
         a
     }
 
+    /// The agent's process id (`ip netns exec` execs python in place).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A client that takes commands (see `agent.py`).
     pub fn client(ns: &Netns) -> Agent {
         Agent::spawn(ns, &["client"])

@@ -29,6 +29,8 @@ pub enum SourceMsg {
     DumpDone { gen: u64, total: u64 },
     /// Dump `gen` failed; the table keeps what it had.
     DumpFailed { gen: u64, error: String },
+    /// A new socket index from an attribution source.
+    Sockets(std::sync::Arc<crate::attribution::index::SocketIndex>),
     /// A message could not be decoded (skipped, counted).
     Malformed(String),
     /// The source cannot go on.

@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 
 use super::model::{proto, Flow, FlowKey};
 use super::rate::RateMeter;
+use crate::attribution::index::SocketIndex;
+use crate::attribution::Owner;
 use crate::conntrack::decode::CtEventKind;
+use std::sync::Arc;
 
 /// What a change means to a consumer of the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +51,8 @@ impl EventKind {
 pub struct Entry {
     pub flow: Flow,
     pub rate: RateMeter,
+    /// The process owning the local socket, once known (kept after it exits).
+    pub owner: Option<Arc<Owner>>,
     /// When flowtop first saw the entry.
     pub first_seen: Instant,
     /// When the kernel will expire it, as of the last reading.
@@ -99,6 +104,8 @@ pub struct FlowTable {
     dump_is_resync: bool,
     /// Ids destroyed while the current dump runs.
     tombstones: HashSet<FlowKey, FastState>,
+    /// The latest socket index, asked when a flow appears.
+    index: Option<Arc<SocketIndex>>,
     pub stats: TableStats,
 }
 
@@ -111,6 +118,7 @@ impl FlowTable {
             dump_running: false,
             dump_is_resync: false,
             tombstones: HashSet::default(),
+            index: None,
             stats: TableStats::default(),
         }
     }
@@ -171,7 +179,7 @@ impl FlowTable {
                 }
             }
             None => {
-                let mut e = new_entry(flow, now, &config);
+                let mut e = new_entry(flow, now, &config, self.index.as_deref());
                 e.dump_gen = gen;
                 let kind = if first_dump {
                     EventKind::Snapshot
@@ -232,7 +240,7 @@ impl FlowTable {
                     }
                 }
                 None => {
-                    let mut e = new_entry(flow, now, &config);
+                    let mut e = new_entry(flow, now, &config, self.index.as_deref());
                     e.event_gen = gen;
                     out(EventKind::New, &e);
                     self.entries.insert(key, e);
@@ -269,6 +277,20 @@ impl FlowTable {
                 out(EventKind::Destroy, &e);
             }
         }
+    }
+
+    /// Takes a new socket index: flows still without an owner are looked up
+    /// again, and each one attributed now is reported as an update.
+    pub fn set_index(&mut self, index: Arc<SocketIndex>, out: &mut impl FnMut(EventKind, &Entry)) {
+        for e in self.entries.values_mut() {
+            if e.owner.is_none() {
+                if let Some(o) = index.lookup(&e.flow) {
+                    e.owner = Some(o);
+                    out(EventKind::Update, e);
+                }
+            }
+        }
+        self.index = Some(index);
     }
 
     /// Counts of flows by protocol and by state, for headers.
@@ -317,15 +339,17 @@ fn deadline(flow: &Flow, now: Instant) -> Option<Instant> {
     flow.timeout.map(|t| now + Duration::from_secs(u64::from(t)))
 }
 
-fn new_entry(flow: Flow, now: Instant, config: &TableConfig) -> Entry {
+fn new_entry(flow: Flow, now: Instant, config: &TableConfig, index: Option<&SocketIndex>) -> Entry {
     let mut rate = RateMeter::new();
     if let Some(c) = flow.counters {
         rate.observe(c, now, config.rate_window);
     }
+    let owner = index.and_then(|i| i.lookup(&flow));
     Entry {
         deadline: deadline(&flow, now),
         flow,
         rate,
+        owner,
         first_seen: now,
         dump_gen: 0,
         event_gen: 0,

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use super::format::{age_secs, rfc3339};
 use super::line::LineBuf;
+use crate::attribution::Owner;
 use crate::flow::model::{proto, Flow};
 use crate::flow::rate::Rates;
 use crate::flow::table::{Entry, EventKind, TableStats};
@@ -41,7 +42,14 @@ impl<W: Write> JsonWriter<W> {
 
     /// Writes one flow event.
     pub fn flow(&mut self, kind: EventKind, e: &Entry, ts: &str, now: SystemTime) -> io::Result<()> {
-        self.reading(kind, &e.flow, e.rate.measured_rates(), ts, now)
+        self.reading(
+            kind,
+            &e.flow,
+            e.rate.measured_rates(),
+            e.owner.as_deref(),
+            ts,
+            now,
+        )
     }
 
     /// Writes one flow event for a flow outside the table (`--once`).
@@ -50,11 +58,12 @@ impl<W: Write> JsonWriter<W> {
         kind: EventKind,
         flow: &Flow,
         rates: Option<Rates>,
+        owner: Option<&Owner>,
         ts: &str,
         now: SystemTime,
     ) -> io::Result<()> {
         self.line.clear();
-        write_flow(&mut self.line, kind, flow, rates, ts, now);
+        write_flow(&mut self.line, kind, flow, rates, owner, ts, now);
         self.out.write_all(&self.line)
     }
 
@@ -89,6 +98,7 @@ pub fn write_flow(
     kind: EventKind,
     f: &Flow,
     rates: Option<Rates>,
+    owner: Option<&Owner>,
     ts: &str,
     now: SystemTime,
 ) {
@@ -164,13 +174,25 @@ pub fn write_flow(
     w.opt_float(rates.map(|r| round3(r.orig_packets)));
     w.key("reply_rate_pps");
     w.opt_float(rates.map(|r| round3(r.reply_packets)));
-    // Filled by later stages (attribution, enrichment); null until then.
+    w.key("pid");
+    w.opt_uint(owner.map(|o| u64::from(o.pid)));
+    // Process names and paths are chosen by whoever runs the process: escaped.
+    w.key("comm");
+    match owner {
+        Some(o) => w.escaped_str(&o.comm),
+        None => w.null(),
+    }
+    w.key("exe");
+    match owner.and_then(|o| o.exe.as_deref()) {
+        Some(exe) => w.escaped_str(exe),
+        None => w.null(),
+    }
+    w.key("uid");
+    w.opt_uint(owner.map(|o| u64::from(o.uid)));
+    w.key("attribution");
+    w.opt_plain_str(owner.map(|o| o.how.name()));
+    // Filled by the enrichment stage; null until then.
     for k in [
-        "pid",
-        "comm",
-        "exe",
-        "uid",
-        "attribution",
         "src_host",
         "dst_host",
         "src_country",
@@ -313,11 +335,11 @@ mod tests {
             reply_rate_bps: rates.map(|r| round3(r.reply_bytes)),
             orig_rate_pps: rates.map(|r| round3(r.orig_packets)),
             reply_rate_pps: rates.map(|r| round3(r.reply_packets)),
-            pid: None,
-            comm: None,
-            exe: None,
-            uid: None,
-            attribution: None,
+            pid: e.owner.as_ref().map(|o| o.pid),
+            comm: e.owner.as_ref().map(|o| o.comm.as_str()),
+            exe: e.owner.as_ref().and_then(|o| o.exe.as_deref()),
+            uid: e.owner.as_ref().map(|o| o.uid),
+            attribution: e.owner.as_ref().map(|o| o.how.name()),
             src_host: None,
             dst_host: None,
             src_country: None,
@@ -429,6 +451,26 @@ mod tests {
             t0 + Duration::from_millis(3000),
             &mut |_, _| {},
         );
+        // An owner with a hostile name: escaped in JSON, equal to serde's escaping.
+        let mut idx = crate::attribution::index::SocketIndex::default();
+        idx.insert(
+            proto::TCP,
+            "192.0.2.1:1".parse().expect("sa"),
+            "198.51.100.255:65535".parse().expect("sa"),
+            false,
+            std::sync::Arc::new(Owner {
+                pid: 4242,
+                comm: "evil\u{1b}[2J\"name\n\\".into(),
+                exe: Some("/usr/bin/ev\"il".into()),
+                uid: 1000,
+                how: crate::attribution::How::Ebpf,
+            }),
+        );
+        t.set_index(std::sync::Arc::new(idx), &mut |_, _| {});
+        assert!(
+            t.iter().any(|e| e.owner.is_some()),
+            "the index attributed the TCP flow"
+        );
         t
     }
 
@@ -445,7 +487,15 @@ mod tests {
                 EventKind::Destroy,
             ] {
                 let mut buf = Vec::new();
-                write_flow(&mut buf, kind, &e.flow, e.rate.measured_rates(), ts, now);
+                write_flow(
+                    &mut buf,
+                    kind,
+                    &e.flow,
+                    e.rate.measured_rates(),
+                    e.owner.as_deref(),
+                    ts,
+                    now,
+                );
                 assert_eq!(buf.last(), Some(&b'\n'));
                 assert_eq!(buf.iter().filter(|&&b| b == b'\n').count(), 1);
                 let fast: serde_json::Value = serde_json::from_slice(&buf).expect("valid JSON");

@@ -47,7 +47,7 @@ pub fn table(entries: &mut [&Entry], now: SystemTime, opts: TextOptions) -> Stri
         total(b).cmp(&total(a)).then(a.flow.id.cmp(&b.flow.id))
     });
     let mut rows: Vec<Vec<String>> = Vec::with_capacity(entries.len() + 1);
-    let mut header = vec!["PROTO", "STATE", "AGE"];
+    let mut header = vec!["PROCESS", "PID", "PROTO", "STATE", "AGE"];
     if opts.show_src {
         header.push("SOURCE");
     }
@@ -57,7 +57,13 @@ pub fn table(entries: &mut [&Entry], now: SystemTime, opts: TextOptions) -> Stri
     let suffix = if opts.bits { "b/s" } else { "B/s" };
     for e in entries.iter() {
         let f = &e.flow;
+        let (process, pid) = match &e.owner {
+            Some(o) => (crate::attribution::sanitise(&o.comm), o.pid.to_string()),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
         let mut row = vec![
+            process,
+            pid,
             proto::name(f.proto).map_or_else(|| f.proto.to_string(), str::to_owned),
             f.state.map_or("-", |s| s.name()).to_owned(),
             f.start_ns
