@@ -151,6 +151,154 @@ pub mod record_offsets {
     const _: () = assert!(SADDR == 32 && DADDR == 36 && SADDR_V6 == 40 && DADDR_V6 == 56);
 }
 
+// ---------------------------------------------------------------------------
+// Socket ownership events (cgroup programs -> ring buffer)
+// ---------------------------------------------------------------------------
+
+/// `cgroup/sock_create` program: one [`SockEvent`] of kind
+/// [`SOCK_EVENT_CREATED`] per AF_INET/AF_INET6 socket(2), in the creating
+/// process's context.
+pub const PROG_SOCK_CREATE: &str = "flowtop_sock_create";
+/// `cgroup_skb/egress` program: one [`SockEvent`] of kind
+/// [`SOCK_EVENT_TUPLE`] per socket and distinct address tuple it sends from.
+pub const PROG_SOCK_EGRESS: &str = "flowtop_sock_egress";
+/// Ring buffer of [`SockEvent`]s written by both programs.
+pub const MAP_SOCK_EVENTS: &str = "SOCK_EVENTS";
+/// Size of [`MAP_SOCK_EVENTS`] in bytes (a power-of-two multiple of the page
+/// size): about 11 900 events.
+pub const SOCK_EVENTS_BYTES: u32 = 1 << 20;
+/// LRU hash, [`SockTupleKey`] -> 0: the (socket, tuple) pairs the egress
+/// program has reported, so steady traffic costs one lookup per packet and
+/// no event.
+pub const MAP_SOCK_SEEN: &str = "SOCK_SEEN";
+/// Capacity of [`MAP_SOCK_SEEN`]. When more (socket, tuple) pairs than this
+/// are active, the least recently used are forgotten and reported again (a
+/// duplicate TUPLE event) when they next send.
+pub const SOCK_SEEN_ENTRIES: u32 = 65536;
+/// Per-CPU array with one `u64`: events dropped because [`MAP_SOCK_EVENTS`]
+/// was full.
+pub const MAP_SOCK_EVENTS_LOST: &str = "SOCK_EVENTS_LOST";
+
+/// [`SockEvent::kind`]: a socket was created (socket(2)).
+pub const SOCK_EVENT_CREATED: u32 = 1;
+/// [`SockEvent::kind`]: a socket sent a packet with an address tuple not
+/// reported for it before.
+pub const SOCK_EVENT_TUPLE: u32 = 2;
+
+/// IP protocol numbers as they appear in [`SockEvent::protocol`].
+pub const IPPROTO_ICMP: u16 = 1;
+pub const IPPROTO_TCP: u16 = 6;
+pub const IPPROTO_UDP: u16 = 17;
+pub const IPPROTO_ICMPV6: u16 = 58;
+pub const IPPROTO_UDPLITE: u16 = 136;
+
+/// One socket ownership event, as written to [`MAP_SOCK_EVENTS`].
+///
+/// `cookie` (the kernel's socket cookie, unique per socket for the boot) is
+/// the join key between a CREATED event (who) and TUPLE events (what).
+///
+/// Valid fields per kind:
+/// - both: `kind`, `cookie`, `protocol`, `family`.
+/// - [`SOCK_EVENT_CREATED`]: `tgid`, `uid`, `comm` (of the process calling
+///   socket(2)), `netns_cookie`. The tuple fields are zero.
+/// - [`SOCK_EVENT_TUPLE`]: `local_*`, `remote_*`, and `uid` = the socket's
+///   owner uid (`sk_uid`). `tgid`, `comm` and `netns_cookie` are zero: the
+///   packet may be sent from softirq context, where the current task is
+///   unrelated.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockEvent {
+    /// [`SOCK_EVENT_CREATED`] or [`SOCK_EVENT_TUPLE`].
+    pub kind: u32,
+    /// Process (thread group) id of the creator (CREATED only).
+    pub tgid: u32,
+    /// CREATED: the creator's uid; TUPLE: the socket's owner uid.
+    pub uid: u32,
+    /// `IPPROTO_*` of the socket (6 tcp, 17 udp, 136 udplite, 1 icmp,
+    /// 58 icmpv6, raw sockets: their protocol; 0 unknown).
+    pub protocol: u16,
+    /// Socket family: [`AF_INET`] or [`AF_INET6`]. An AF_INET6 socket talking
+    /// IPv4 has v4-mapped addresses (`::ffff:a.b.c.d`).
+    pub family: u16,
+    /// `bpf_get_socket_cookie` of the socket: the join key.
+    pub cookie: u64,
+    /// Cookie of the socket's network namespace (CREATED; 0 if unavailable).
+    pub netns_cookie: u64,
+    /// `comm` of the creating thread, NUL-padded (CREATED).
+    pub comm: [u8; 16],
+    /// Host byte order (TUPLE). For ping sockets: the echo identifier.
+    pub local_port: u16,
+    /// Host byte order (TUPLE). 0 for protocols without ports.
+    pub remote_port: u16,
+    /// Explicit padding; always zero.
+    pub _pad: u32,
+    /// Network byte order; IPv4 in the first 4 bytes, the rest zero (TUPLE).
+    pub local_addr: [u8; 16],
+    /// Network byte order; IPv4 in the first 4 bytes, the rest zero (TUPLE).
+    pub remote_addr: [u8; 16],
+}
+
+const _: () = assert!(size_of::<SockEvent>() == 88);
+const _: () = assert!(core::mem::align_of::<SockEvent>() == 8);
+
+/// Byte offsets of [`SockEvent`] (a layout check for both sides).
+pub mod sock_event_offsets {
+    use super::SockEvent as E;
+    use core::mem::offset_of;
+
+    pub const KIND: usize = offset_of!(E, kind);
+    pub const TGID: usize = offset_of!(E, tgid);
+    pub const UID: usize = offset_of!(E, uid);
+    pub const PROTOCOL: usize = offset_of!(E, protocol);
+    pub const FAMILY: usize = offset_of!(E, family);
+    pub const COOKIE: usize = offset_of!(E, cookie);
+    pub const NETNS_COOKIE: usize = offset_of!(E, netns_cookie);
+    pub const COMM: usize = offset_of!(E, comm);
+    pub const LOCAL_PORT: usize = offset_of!(E, local_port);
+    pub const REMOTE_PORT: usize = offset_of!(E, remote_port);
+    pub const LOCAL_ADDR: usize = offset_of!(E, local_addr);
+    pub const REMOTE_ADDR: usize = offset_of!(E, remote_addr);
+
+    const _: () = assert!(KIND == 0 && TGID == 4 && UID == 8 && PROTOCOL == 12 && FAMILY == 14);
+    const _: () = assert!(COOKIE == 16 && NETNS_COOKIE == 24 && COMM == 32);
+    const _: () = assert!(LOCAL_PORT == 48 && REMOTE_PORT == 50);
+    const _: () = assert!(LOCAL_ADDR == 56 && REMOTE_ADDR == 72);
+}
+
+impl SockEvent {
+    /// `comm` up to its first NUL.
+    pub fn comm_bytes(&self) -> &[u8] {
+        let end = self.comm.iter().position(|&b| b == 0).unwrap_or(self.comm.len());
+        &self.comm[..end]
+    }
+}
+
+/// An address tuple of a socket, as reported in a TUPLE event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockTuple {
+    /// Network byte order, as in [`SockEvent::local_addr`].
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+    /// Host byte order.
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub protocol: u16,
+    pub family: u16,
+}
+
+const _: () = assert!(size_of::<SockTuple>() == 40);
+
+/// Key of [`MAP_SOCK_SEEN`]: a socket cookie and one tuple it sent with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockTupleKey {
+    pub cookie: u64,
+    pub tuple: SockTuple,
+}
+
+const _: () = assert!(size_of::<SockTupleKey>() == 48);
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: both types are `#[repr(C)]`, `Copy`, consist only of integers
@@ -159,6 +307,12 @@ mod user {
     unsafe impl aya::Pod for super::StateCounter {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::InetSockSetStateRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockTuple {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockTupleKey {}
 }
 
 #[cfg(test)]

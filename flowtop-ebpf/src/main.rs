@@ -1,9 +1,17 @@
 //! flowtop's eBPF programs, built for `bpfel-unknown-none` by `flowtop/build.rs`
 //! (aya-build) and embedded into the `flowtop` binary.
 //!
-//! Current program: `tracepoint/sock/inet_sock_set_state`, which counts socket
-//! state transitions per new state into a per-CPU array. The tracepoint record
-//! layout is a stable kernel ABI, so no CO-RE relocations are needed.
+//! Programs:
+//! - `tracepoint/sock/inet_sock_set_state`: counts socket state transitions
+//!   per new state into a per-CPU array. The tracepoint record layout is a
+//!   stable kernel ABI, so no CO-RE relocations are needed.
+//! - `cgroup/sock_create` ([`flowtop_sock_create`]): a CREATED
+//!   [`SockEvent`] per AF_INET/AF_INET6 socket, in the creator's context.
+//! - `cgroup_skb/egress` ([`flowtop_sock_egress`]): a TUPLE [`SockEvent`]
+//!   per (socket, address tuple) the first time a packet is sent with it.
+//!
+//! The cgroup programs read only the UAPI context structs (`bpf_sock`,
+//! `__sk_buff`), which the kernel rewrites for itself: no CO-RE needed either.
 //!
 //! On any target other than bpf the crate is an ordinary (std) binary whose
 //! `main` only says so: that keeps `cargo clippy -p flowtop-ebpf` on the host
@@ -11,13 +19,24 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+use core::ptr::{addr_of, read_volatile};
+
 use aya_ebpf::{
-    macros::{map, tracepoint},
-    maps::PerCpuArray,
-    programs::TracePointContext,
+    bindings::{bpf_sock, BPF_ANY},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_sk_fullsock},
+    },
+    macros::{cgroup_skb, cgroup_sock, map, tracepoint},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+    programs::{SkBuffContext, SockContext, TracePointContext},
     EbpfContext as _,
 };
-use flowtop_common::{state_slot, InetSockSetStateRecord, StateCounter, AF_INET6, STATE_SLOTS};
+use flowtop_common::{
+    state_slot, InetSockSetStateRecord, SockEvent, SockTuple, SockTupleKey, StateCounter, AF_INET, AF_INET6,
+    IPPROTO_UDP, IPPROTO_UDPLITE, SOCK_EVENTS_BYTES, SOCK_EVENT_CREATED, SOCK_EVENT_TUPLE, SOCK_SEEN_ENTRIES,
+    STATE_SLOTS,
+};
 
 /// Per CPU: transitions into each TCP state, indexed by `state_slot(newstate)`.
 /// Name must match `flowtop_common::MAP_STATE_COUNTS`.
@@ -60,6 +79,261 @@ fn count_transition(ctx: &TracePointContext) {
         }
         (*counter).last_oldstate = oldstate as u32;
     }
+}
+
+// ---------------------------------------------------------------------------
+// Socket ownership events
+// ---------------------------------------------------------------------------
+
+/// CREATED and TUPLE events. Name must match `flowtop_common::MAP_SOCK_EVENTS`.
+#[map]
+static SOCK_EVENTS: RingBuf = RingBuf::with_byte_size(SOCK_EVENTS_BYTES, 0);
+
+/// (cookie, tuple) pairs already reported by the egress program. Name must
+/// match `flowtop_common::MAP_SOCK_SEEN`.
+#[map]
+static SOCK_SEEN: LruHashMap<SockTupleKey, u32> = LruHashMap::with_max_entries(SOCK_SEEN_ENTRIES, 0);
+
+/// Slot 0: events dropped because the ring buffer was full. Name must match
+/// `flowtop_common::MAP_SOCK_EVENTS_LOST`.
+#[map]
+static SOCK_EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn count_lost() {
+    if let Some(lost) = SOCK_EVENTS_LOST.get_ptr_mut(0) {
+        // SAFETY: pointer from a successful per-CPU array lookup; cgroup
+        // programs run with migration disabled.
+        unsafe { *lost = (*lost).wrapping_add(1) };
+    }
+}
+
+/// Reads one field of a kernel context struct with a single load of exactly
+/// the field's size: the verifier rewrites context accesses field by field
+/// and refuses loads that LLVM might otherwise merge or widen.
+macro_rules! ctx_read {
+    ($ptr:expr, $($field:tt)+) => {
+        // SAFETY: `$ptr` is a context pointer the verifier tracks (program
+        // context or a checked bpf_sock); the access is rewritten by the
+        // kernel and checked at load time.
+        unsafe { read_volatile(addr_of!((*$ptr).$($field)+)) }
+    };
+}
+
+/// `cgroup/sock_create`: runs in socket(2), in the creating thread's
+/// context. Name must match `flowtop_common::PROG_SOCK_CREATE`. Always
+/// allows the socket.
+#[cgroup_sock(sock_create)]
+pub fn flowtop_sock_create(ctx: SockContext) -> i32 {
+    on_sock_create(&ctx);
+    1
+}
+
+#[inline(always)]
+fn on_sock_create(ctx: &SockContext) {
+    let sk: *mut bpf_sock = ctx.sock;
+    let family = ctx_read!(sk, family);
+    if family != u32::from(AF_INET) && family != u32::from(AF_INET6) {
+        return;
+    }
+    let protocol = ctx_read!(sk, protocol);
+    let Some(mut entry) = SOCK_EVENTS.reserve::<SockEvent>(0) else {
+        count_lost();
+        return;
+    };
+    // SAFETY: both helpers take the program context (a bpf_sock here) and
+    // have no other preconditions.
+    let (cookie, netns_cookie) = unsafe {
+        (
+            bpf_get_socket_cookie(ctx.as_ptr()),
+            bpf_get_netns_cookie(ctx.as_ptr()),
+        )
+    };
+    entry.write(SockEvent {
+        kind: SOCK_EVENT_CREATED,
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        uid: bpf_get_current_uid_gid() as u32,
+        protocol: protocol as u16,
+        family: family as u16,
+        cookie,
+        netns_cookie,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        ..SockEvent::default()
+    });
+    entry.submit(0);
+}
+
+/// `cgroup_skb/egress`: every packet a socket sends. Name must match
+/// `flowtop_common::PROG_SOCK_EGRESS`. Always lets the packet pass.
+#[cgroup_skb(egress)]
+pub fn flowtop_sock_egress(ctx: SkBuffContext) -> i32 {
+    on_egress(&ctx);
+    1
+}
+
+#[inline(always)]
+fn on_egress(ctx: &SkBuffContext) {
+    let skb = ctx.skb.skb;
+    let sk = ctx_read!(skb, __bindgen_anon_2.sk);
+    if sk.is_null() {
+        return;
+    }
+    // SAFETY: `sk` is the non-NULL socket of the packet; the helper returns
+    // NULL for request and timewait sockets.
+    let sk = unsafe { bpf_sk_fullsock(sk) };
+    if sk.is_null() {
+        return;
+    }
+    let family = ctx_read!(sk, family);
+    let protocol = ctx_read!(sk, protocol) as u16;
+    let mut key = SockTupleKey::default();
+    let t = &mut key.tuple;
+    t.family = family as u16;
+    t.protocol = protocol;
+    t.local_port = ctx_read!(sk, src_port) as u16;
+    t.remote_port = u16::from_be(ctx_read!(sk, dst_port));
+    if family == u32::from(AF_INET) {
+        // src_ip4/dst_ip4 hold the address in network byte order: their
+        // in-memory bytes are the address bytes.
+        t.local_addr = v4(ctx_read!(sk, src_ip4).to_ne_bytes());
+        t.remote_addr = v4(ctx_read!(sk, dst_ip4).to_ne_bytes());
+    } else if family == u32::from(AF_INET6) {
+        t.local_addr = v6([
+            ctx_read!(sk, src_ip6[0]),
+            ctx_read!(sk, src_ip6[1]),
+            ctx_read!(sk, src_ip6[2]),
+            ctx_read!(sk, src_ip6[3]),
+        ]);
+        t.remote_addr = v6([
+            ctx_read!(sk, dst_ip6[0]),
+            ctx_read!(sk, dst_ip6[1]),
+            ctx_read!(sk, dst_ip6[2]),
+            ctx_read!(sk, dst_ip6[3]),
+        ]);
+    } else {
+        return;
+    }
+    // An unconnected UDP socket has no peer in the socket: take this
+    // packet's addresses and ports from its headers.
+    if t.remote_port == 0 && (protocol == IPPROTO_UDP || protocol == IPPROTO_UDPLITE) {
+        tuple_from_packet(ctx, family, t);
+    }
+
+    // SAFETY: the helper takes the program context (the skb) and returns
+    // the cookie of skb->sk (allocating it on first use).
+    key.cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let key = &key;
+    if SOCK_SEEN.get_ptr(key).is_some() {
+        return;
+    }
+    let Some(mut entry) = SOCK_EVENTS.reserve::<SockEvent>(0) else {
+        // Not remembered as seen: the next packet tries again.
+        count_lost();
+        return;
+    };
+    // A full map evicts its least recently used entry; an error here only
+    // means a later packet reports the tuple again.
+    let _ = SOCK_SEEN.insert(key, 0, u64::from(BPF_ANY));
+    let t = &key.tuple;
+    entry.write(SockEvent {
+        kind: SOCK_EVENT_TUPLE,
+        uid: ctx.get_socket_uid(),
+        protocol: t.protocol,
+        family: t.family,
+        cookie: key.cookie,
+        local_port: t.local_port,
+        remote_port: t.remote_port,
+        local_addr: t.local_addr,
+        remote_addr: t.remote_addr,
+        ..SockEvent::default()
+    });
+    entry.submit(0);
+}
+
+#[inline(always)]
+fn v4(a: [u8; 4]) -> [u8; 16] {
+    [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+}
+
+/// An IPv4 address as IPv4-mapped IPv6 (`::ffff:a.b.c.d`).
+#[inline(always)]
+fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+}
+
+#[inline(always)]
+fn v6(w: [u32; 4]) -> [u8; 16] {
+    let (a, b, c, d) = (
+        w[0].to_ne_bytes(),
+        w[1].to_ne_bytes(),
+        w[2].to_ne_bytes(),
+        w[3].to_ne_bytes(),
+    );
+    [
+        a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2], d[3],
+    ]
+}
+
+/// Fills `t`'s addresses and ports from the packet's IP and UDP headers
+/// (for cgroup_skb, offset 0 is the IP header). Leaves `t` unchanged for
+/// anything it cannot parse: non-first fragments, IPv6 extension headers.
+#[inline(always)]
+fn tuple_from_packet(ctx: &SkBuffContext, family: u32, t: &mut SockTuple) {
+    let Ok(first) = ctx.load::<u8>(0) else {
+        return;
+    };
+    let l4_offset;
+    let (local, remote);
+    if first >> 4 == 4 {
+        let Ok(h) = ctx.load::<[u8; 20]>(0) else {
+            return;
+        };
+        let ihl = usize::from(h[0] & 0x0f) * 4;
+        let fragment_offset = u16::from_be_bytes([h[6], h[7]]) & 0x1fff;
+        if ihl < 20 || fragment_offset != 0 || !is_udp(h[9]) {
+            return;
+        }
+        let (src, dst) = ([h[12], h[13], h[14], h[15]], [h[16], h[17], h[18], h[19]]);
+        // An AF_INET6 socket sending IPv4 reports v4-mapped addresses, like
+        // its connected peers.
+        if family == u32::from(AF_INET6) {
+            (local, remote) = (v4_mapped(src), v4_mapped(dst));
+        } else {
+            (local, remote) = (v4(src), v4(dst));
+        }
+        l4_offset = ihl;
+    } else if first >> 4 == 6 {
+        let Ok(h) = ctx.load::<[u8; 40]>(0) else {
+            return;
+        };
+        if !is_udp(h[6]) {
+            return;
+        }
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        let mut i = 0;
+        while i < 16 {
+            src[i] = h[8 + i];
+            dst[i] = h[24 + i];
+            i += 1;
+        }
+        (local, remote) = (src, dst);
+        l4_offset = 40;
+    } else {
+        return;
+    }
+    let Ok(ports) = ctx.load::<[u8; 4]>(l4_offset) else {
+        return;
+    };
+    t.local_addr = local;
+    t.remote_addr = remote;
+    t.local_port = u16::from_be_bytes([ports[0], ports[1]]);
+    t.remote_port = u16::from_be_bytes([ports[2], ports[3]]);
+}
+
+#[inline(always)]
+fn is_udp(next_header: u8) -> bool {
+    u16::from(next_header) == IPPROTO_UDP || u16::from(next_header) == IPPROTO_UDPLITE
 }
 
 #[cfg(target_arch = "bpf")]

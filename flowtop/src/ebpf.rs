@@ -1,13 +1,15 @@
 //! eBPF side of flowtop: loads the object built by `build.rs` from
 //! `flowtop-ebpf` and attaches its programs.
 //!
-//! Current program: `tracepoint/sock/inet_sock_set_state`, which counts socket
-//! state transitions (see [`EbpfAttachment::state_counts`]). It is the base for
-//! attributing sockets to processes later.
-//!
-//! Use [`probe`] once at start-up: it attaches the programs, keeps them
-//! attached for the rest of the process and reports an [`EbpfStatus`]. Use
-//! [`attach`] to own the attachment instead (dropping it detaches).
+//! Programs:
+//! - `tracepoint/sock/inet_sock_set_state`, which counts socket state
+//!   transitions (see [`EbpfAttachment::state_counts`]). Use [`probe`] once at
+//!   start-up: it attaches it, keeps it attached for the rest of the process
+//!   and reports an [`EbpfStatus`]. Use [`attach`] to own the attachment
+//!   instead (dropping it detaches).
+//! - socket ownership events: `cgroup/sock_create` and `cgroup_skb/egress`
+//!   on the cgroup2 root, feeding a ring buffer of
+//!   [`SockEvent`](flowtop_common::SockEvent)s; see [`start_sock_events`].
 //!
 //! When flowtop was built without the eBPF toolchain (`cfg(flowtop_no_ebpf)`,
 //! see `build.rs`), or loading/attaching fails (not root, lockdown, no
@@ -17,11 +19,15 @@
 #![cfg_attr(flowtop_no_ebpf, allow(dead_code))]
 
 use std::io;
-use std::path::Path;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use flowtop_common::{
-    StateCounter, MAP_STATE_COUNTS, PROG_INET_SOCK_SET_STATE, STATE_SLOTS, TRACEPOINT_CATEGORY,
+    SockEvent, StateCounter, MAP_SOCK_EVENTS, MAP_SOCK_EVENTS_LOST, MAP_SOCK_SEEN, MAP_STATE_COUNTS,
+    PROG_INET_SOCK_SET_STATE, PROG_SOCK_CREATE, PROG_SOCK_EGRESS, STATE_SLOTS, TRACEPOINT_CATEGORY,
     TRACEPOINT_NAME,
 };
 
@@ -150,19 +156,49 @@ fn load_and_attach(object: &[u8]) -> Result<EbpfAttachment, String> {
     }
 }
 
+/// Which programs of the object a load is for: the maps only the other
+/// programs use are created at their smallest size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoadFor {
+    StateCounts,
+    SockEvents,
+}
+
+/// Parses the object and creates its maps (programs are loaded separately).
+fn load_object(object: &[u8], log: aya::VerifierLogLevel, purpose: LoadFor) -> Result<aya::Ebpf, String> {
+    // No kernel BTF: the programs read a tracepoint record, whose layout is
+    // stable, and UAPI context structs the kernel rewrites itself; they have
+    // no CO-RE relocations, and parsing vmlinux BTF would cost ~0.3 s and
+    // ~36 MB of peak memory for nothing.
+    let mut loader = aya::EbpfLoader::new();
+    loader.btf(None).verifier_log_level(log);
+    if purpose == LoadFor::StateCounts {
+        // Every map of the object is created: keep the socket-event maps
+        // (1 MiB ring buffer, 64 Ki-entry LRU) at a token size.
+        loader
+            .map_max_entries(MAP_SOCK_EVENTS, page_size())
+            .map_max_entries(MAP_SOCK_SEEN, 64);
+    }
+    // aya's Display of these errors hides the cause (errno, verifier log,
+    // missing file): keep the Debug form in the reason.
+    loader
+        .load(object)
+        .map_err(|e| format!("loading the eBPF object failed: {e:?}"))
+}
+
+fn page_size() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(size)
+        .ok()
+        .filter(|s| s.is_power_of_two())
+        .unwrap_or(4096)
+}
+
 fn load_and_attach_with(object: &[u8], log: aya::VerifierLogLevel) -> Result<EbpfAttachment, String> {
     use aya::programs::TracePoint;
 
-    // aya's Display of these errors hides the cause (errno, verifier log,
-    // missing file): keep the Debug form in the reason.
-    // No kernel BTF: the program reads a tracepoint record, whose layout is
-    // stable, and has no CO-RE relocations; parsing vmlinux BTF would cost
-    // ~0.3 s and ~36 MB of peak memory for nothing.
-    let mut ebpf = aya::EbpfLoader::new()
-        .btf(None)
-        .verifier_log_level(log)
-        .load(object)
-        .map_err(|e| format!("loading the eBPF object failed: {e:?}"))?;
+    let mut ebpf = load_object(object, log, LoadFor::StateCounts)?;
     let program: &mut TracePoint = ebpf
         .program_mut(PROG_INET_SOCK_SET_STATE)
         .ok_or_else(|| format!("the eBPF object has no program {PROG_INET_SOCK_SET_STATE}"))?
@@ -191,6 +227,343 @@ fn with_privilege_hint(reason: String) -> String {
         reason
     } else {
         format!("{reason} (not running as root: loading eBPF needs root or CAP_BPF+CAP_PERFMON)")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Socket ownership events
+// ---------------------------------------------------------------------------
+
+/// Most events handed to `deliver` in one call.
+const SOCK_EVENTS_BATCH: usize = 4096;
+/// How long the reader thread waits for the ring buffer before it checks
+/// whether it should stop.
+const SOCK_EVENTS_POLL: Duration = Duration::from_millis(100);
+
+/// Running socket ownership events (see [`start_sock_events`]). The cgroup
+/// programs stay attached while this lives; dropping it stops the reader
+/// thread (waiting for a `deliver` call in progress) and detaches them.
+pub struct SockEventsHandle {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    /// Holds the programs and their links (dropped after the thread).
+    ebpf: aya::Ebpf,
+    programs: Vec<String>,
+    cgroup: PathBuf,
+}
+
+impl std::fmt::Debug for SockEventsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SockEventsHandle")
+            .field("programs", &self.programs)
+            .field("cgroup", &self.cgroup)
+            .field("running", &self.is_running())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SockEventsHandle {
+    /// Attached programs, as `type/attach point` (e.g. `cgroup/sock_create`).
+    pub fn programs(&self) -> &[String] {
+        &self.programs
+    }
+
+    /// The cgroup2 directory the programs are attached to.
+    pub fn cgroup(&self) -> &Path {
+        &self.cgroup
+    }
+
+    /// False once the reader thread has ended (`deliver` returned false, or
+    /// polling the ring buffer failed).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Events the programs dropped because the ring buffer was full (summed
+    /// over CPUs). A dropped TUPLE is retried by the socket's next packet; a
+    /// dropped CREATED is lost.
+    pub fn lost_events(&self) -> Result<u64, String> {
+        let map = self
+            .ebpf
+            .map(MAP_SOCK_EVENTS_LOST)
+            .ok_or_else(|| format!("eBPF object has no map {MAP_SOCK_EVENTS_LOST}"))?;
+        let array = aya::maps::PerCpuArray::<_, u64>::try_from(map)
+            .map_err(|e| format!("map {MAP_SOCK_EVENTS_LOST} has an unexpected type: {e:?}"))?;
+        let per_cpu = array
+            .get(&0, 0)
+            .map_err(|e| format!("reading {MAP_SOCK_EVENTS_LOST} failed: {e:?}"))?;
+        Ok(per_cpu.iter().copied().fold(0u64, u64::wrapping_add))
+    }
+}
+
+impl Drop for SockEventsHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        // `ebpf` drops next: its programs detach from the cgroup.
+    }
+}
+
+/// The cookie of this process's network namespace (to tell own CREATED
+/// events from other namespaces'), when the kernel has netns cookies.
+pub fn own_netns_cookie() -> Option<u64> {
+    crate::sysctl::netns_cookie()
+}
+
+/// The cgroup2 directory to attach to: `/sys/fs/cgroup/unified` (hybrid
+/// hierarchy) or `/sys/fs/cgroup` when that is a cgroup2 mount, else the
+/// first cgroup2 mount in `/proc/self/mounts`.
+pub fn cgroup2_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    cgroup2_root_in(&mounts)
+}
+
+fn cgroup2_root_in(mounts: &str) -> Option<PathBuf> {
+    let cgroup2: Vec<&str> = mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_source, target, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+            (fstype == "cgroup2").then_some(target)
+        })
+        .collect();
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .find(|p| cgroup2.contains(p))
+        .or_else(|| cgroup2.first().copied())
+        .map(PathBuf::from)
+}
+
+/// A cgroup2 mount flowtop made for attaching, removed when dropped.
+struct TemporaryCgroup2 {
+    dir: PathBuf,
+}
+
+impl TemporaryCgroup2 {
+    fn mount() -> Result<Self, String> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        let dir = PathBuf::from(format!("/run/flowtop/cgroup2-{}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("no cgroup2 mount, and creating {} failed: {e}", dir.display()))?;
+        let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+            .map_err(|_| "bad cgroup2 mount path".to_owned())?;
+        // SAFETY: valid NUL-terminated strings; data may be NULL.
+        let rc = unsafe {
+            libc::mount(
+                c"cgroup2".as_ptr(),
+                target.as_ptr(),
+                c"cgroup2".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            let _ = std::fs::remove_dir(&dir);
+            return Err(format!(
+                "no cgroup2 mount, and mounting one at {} failed: {err}",
+                dir.display()
+            ));
+        }
+        Ok(TemporaryCgroup2 { dir })
+    }
+}
+
+impl Drop for TemporaryCgroup2 {
+    fn drop(&mut self) {
+        if let Ok(target) = std::ffi::CString::new(self.dir.as_os_str().as_encoded_bytes()) {
+            // SAFETY: a valid NUL-terminated path; MNT_DETACH never blocks.
+            unsafe {
+                libc::umount2(target.as_ptr(), libc::MNT_DETACH);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Decodes one ring buffer record (None if it is too short).
+fn parse_sock_event(record: &[u8]) -> Option<SockEvent> {
+    if record.len() < std::mem::size_of::<SockEvent>() {
+        return None;
+    }
+    // SAFETY: the record holds at least size_of::<SockEvent>() bytes, the
+    // read is unaligned, and SockEvent is plain integers (any bit pattern is
+    // valid).
+    Some(unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<SockEvent>()) })
+}
+
+/// Loads the socket-event programs, attaches them to the cgroup2 root (so
+/// they see every socket of the machine, in every network namespace) and
+/// starts a thread that hands batches of events to `deliver` as they
+/// arrive, until `deliver` returns false or the handle is dropped.
+///
+/// Event semantics are documented on [`SockEvent`]: join CREATED (who) and
+/// TUPLE (what) events by `cookie`.
+pub fn start_sock_events(
+    deliver: impl FnMut(Vec<SockEvent>) -> bool + Send + 'static,
+) -> Result<SockEventsHandle, String> {
+    #[cfg(flowtop_no_ebpf)]
+    {
+        drop(deliver);
+        Err(NO_OBJECT_REASON.to_owned())
+    }
+    #[cfg(not(flowtop_no_ebpf))]
+    {
+        start_sock_events_object(OBJECT, deliver)
+    }
+}
+
+fn start_sock_events_object(
+    object: &[u8],
+    deliver: impl FnMut(Vec<SockEvent>) -> bool + Send + 'static,
+) -> Result<SockEventsHandle, String> {
+    // `ip netns exec` gives its command a private /sys without the cgroup
+    // mounts: then flowtop mounts cgroup2 itself, only for the attach.
+    let temporary = match cgroup2_root() {
+        Some(_) => None,
+        None => Some(TemporaryCgroup2::mount()?),
+    };
+    let cgroup = match (&temporary, cgroup2_root()) {
+        (Some(t), _) => t.dir.clone(),
+        (None, Some(root)) => root,
+        (None, None) => return Err("no cgroup2 hierarchy is mounted".to_owned()),
+    };
+    // Quietly first, then with the verifier log for the reason (as attach()).
+    let attached = attach_sock_programs(object, &cgroup, aya::VerifierLogLevel::DISABLE)
+        .or_else(|_| attach_sock_programs(object, &cgroup, aya::VerifierLogLevel::default()));
+    // The links hold the cgroup itself, not the mount: undo ours at once.
+    drop(temporary);
+    let (mut ebpf, programs) = attached.map_err(with_privilege_hint)?;
+    let map = ebpf
+        .take_map(MAP_SOCK_EVENTS)
+        .ok_or_else(|| format!("the eBPF object has no map {MAP_SOCK_EVENTS}"))?;
+    let ring = aya::maps::RingBuf::try_from(map)
+        .map_err(|e| format!("map {MAP_SOCK_EVENTS} is not a ring buffer: {e:?}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = std::thread::Builder::new()
+        .name("flowtop-sockev".to_owned())
+        .spawn({
+            let stop = Arc::clone(&stop);
+            move || read_sock_events(ring, &stop, deliver)
+        })
+        .map_err(|e| format!("starting the socket event thread failed: {e}"))?;
+    Ok(SockEventsHandle {
+        stop,
+        thread: Some(thread),
+        ebpf,
+        programs,
+        cgroup,
+    })
+}
+
+fn attach_sock_programs(
+    object: &[u8],
+    cgroup: &Path,
+    log: aya::VerifierLogLevel,
+) -> Result<(aya::Ebpf, Vec<String>), String> {
+    use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock};
+
+    let mut ebpf = load_object(object, log, LoadFor::SockEvents)?;
+    let cgroup_dir = std::fs::File::open(cgroup)
+        .map_err(|e| format!("opening the cgroup2 root {} failed: {e}", cgroup.display()))?;
+    // Ours must run next to programs that systemd or others attach further
+    // down the tree (and not stop them from attaching). From 5.7 aya attaches
+    // through a bpf_link, which always has multi-attach semantics and takes
+    // no flags (BPF_F_ALLOW_MULTI there is EINVAL); before, through
+    // BPF_PROG_ATTACH, which needs the flag.
+    let links =
+        aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 7, 0));
+    let mode = if links {
+        CgroupAttachMode::Single
+    } else {
+        CgroupAttachMode::AllowMultiple
+    };
+
+    let create: &mut CgroupSock = ebpf
+        .program_mut(PROG_SOCK_CREATE)
+        .ok_or_else(|| format!("the eBPF object has no program {PROG_SOCK_CREATE}"))?
+        .try_into()
+        .map_err(|e| format!("{PROG_SOCK_CREATE} is not a cgroup/sock program: {e:?}"))?;
+    create
+        .load()
+        .map_err(|e| format!("loading program {PROG_SOCK_CREATE} failed: {e:?}"))?;
+    create.attach(&cgroup_dir, mode).map_err(|e| {
+        format!(
+            "attaching {PROG_SOCK_CREATE} (cgroup/sock_create) to {} failed: {e:?}",
+            cgroup.display()
+        )
+    })?;
+
+    let egress: &mut CgroupSkb = ebpf
+        .program_mut(PROG_SOCK_EGRESS)
+        .ok_or_else(|| format!("the eBPF object has no program {PROG_SOCK_EGRESS}"))?
+        .try_into()
+        .map_err(|e| format!("{PROG_SOCK_EGRESS} is not a cgroup_skb program: {e:?}"))?;
+    egress
+        .load()
+        .map_err(|e| format!("loading program {PROG_SOCK_EGRESS} failed: {e:?}"))?;
+    egress
+        .attach(&cgroup_dir, CgroupSkbAttachType::Egress, mode)
+        .map_err(|e| {
+            format!(
+                "attaching {PROG_SOCK_EGRESS} (cgroup_skb/egress) to {} failed: {e:?}",
+                cgroup.display()
+            )
+        })?;
+    let programs = vec!["cgroup/sock_create".to_owned(), "cgroup_skb/egress".to_owned()];
+    Ok((ebpf, programs))
+}
+
+/// The reader thread: waits for the ring buffer, drains it in batches.
+fn read_sock_events(
+    mut ring: aya::maps::RingBuf<aya::maps::MapData>,
+    stop: &AtomicBool,
+    mut deliver: impl FnMut(Vec<SockEvent>) -> bool,
+) {
+    use std::os::fd::AsRawFd as _;
+
+    let fd = ring.as_raw_fd();
+    let timeout_ms = i32::try_from(SOCK_EVENTS_POLL.as_millis()).unwrap_or(100);
+    let mut batch = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; the fd lives as long as `ring`.
+        let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            eprintln!("flowtop: waiting for socket events failed: {err}");
+            return;
+        }
+        loop {
+            while batch.len() < SOCK_EVENTS_BATCH {
+                let Some(item) = ring.next() else { break };
+                if let Some(event) = parse_sock_event(&item) {
+                    batch.push(event);
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let full = batch.len() == SOCK_EVENTS_BATCH;
+            if !deliver(std::mem::take(&mut batch)) {
+                return;
+            }
+            if !full {
+                break;
+            }
+        }
     }
 }
 
@@ -320,6 +693,17 @@ mod tests {
         assert!(contains(section.as_bytes()), "no section {section}");
         assert!(contains(MAP_STATE_COUNTS.as_bytes()), "no map {MAP_STATE_COUNTS}");
         assert!(contains(PROG_INET_SOCK_SET_STATE.as_bytes()), "no program symbol");
+        for needle in [
+            "cgroup/sock_create",
+            "cgroup_skb/egress",
+            PROG_SOCK_CREATE,
+            PROG_SOCK_EGRESS,
+            MAP_SOCK_EVENTS,
+            MAP_SOCK_SEEN,
+            MAP_SOCK_EVENTS_LOST,
+        ] {
+            assert!(contains(needle.as_bytes()), "no {needle} in the object");
+        }
     }
 
     /// Makes TCP state transitions on loopback: LISTEN, SYN_SENT,
@@ -409,5 +793,337 @@ mod tests {
         for (name, offset, size) in flowtop_common::record_offsets::FIELDS {
             assert_eq!(field(name), Some((offset, size)), "field {name} in:\n{format}");
         }
+    }
+
+    // -- socket ownership events -------------------------------------------
+
+    #[test]
+    fn the_sock_event_layout_is_fixed() {
+        use flowtop_common::sock_event_offsets as off;
+        assert_eq!(std::mem::size_of::<SockEvent>(), 88);
+        assert_eq!(std::mem::align_of::<SockEvent>(), 8);
+        assert_eq!(std::mem::size_of::<flowtop_common::SockTuple>(), 40);
+        assert_eq!(std::mem::size_of::<flowtop_common::SockTupleKey>(), 48);
+        assert_eq!(
+            [
+                off::KIND,
+                off::TGID,
+                off::UID,
+                off::PROTOCOL,
+                off::FAMILY,
+                off::COOKIE
+            ],
+            [0, 4, 8, 12, 14, 16]
+        );
+        assert_eq!(
+            [off::NETNS_COOKIE, off::COMM, off::LOCAL_PORT, off::REMOTE_PORT],
+            [24, 32, 48, 50]
+        );
+        assert_eq!([off::LOCAL_ADDR, off::REMOTE_ADDR], [56, 72]);
+    }
+
+    #[test]
+    fn a_ring_buffer_record_decodes_little_endian_fields() {
+        let mut rec = vec![0u8; 88];
+        rec[0..4].copy_from_slice(&2u32.to_le_bytes());
+        rec[4..8].copy_from_slice(&4242u32.to_le_bytes());
+        rec[12..14].copy_from_slice(&17u16.to_le_bytes());
+        rec[14..16].copy_from_slice(&2u16.to_le_bytes());
+        rec[16..24].copy_from_slice(&0x0102_0304_0506_0708u64.to_le_bytes());
+        rec[32..39].copy_from_slice(b"python3");
+        rec[48..50].copy_from_slice(&5353u16.to_le_bytes());
+        rec[50..52].copy_from_slice(&53u16.to_le_bytes());
+        rec[56..60].copy_from_slice(&[127, 0, 0, 1]);
+        rec[72..76].copy_from_slice(&[192, 0, 2, 7]);
+        // An odd start: the decoder must not assume alignment.
+        let mut shifted = vec![0u8];
+        shifted.extend_from_slice(&rec);
+        let ev = parse_sock_event(&shifted[1..]).expect("decodes");
+        assert_eq!(ev.kind, flowtop_common::SOCK_EVENT_TUPLE);
+        assert_eq!((ev.tgid, ev.protocol, ev.family), (4242, 17, 2));
+        assert_eq!(ev.cookie, 0x0102_0304_0506_0708);
+        assert_eq!(ev.comm_bytes(), b"python3");
+        assert_eq!((ev.local_port, ev.remote_port), (5353, 53));
+        assert_eq!(ev.local_addr[..4], [127, 0, 0, 1]);
+        assert_eq!(ev.remote_addr[..4], [192, 0, 2, 7]);
+        assert_eq!(parse_sock_event(&rec[..87]), None);
+    }
+
+    #[test]
+    fn the_cgroup2_root_prefers_the_hybrid_unified_mount() {
+        let hybrid = "tmpfs /sys/fs/cgroup tmpfs ro 0 0\n\
+                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw,nsdelegate 0 0\n\
+                      cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n";
+        assert_eq!(
+            cgroup2_root_in(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let unified = "cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n";
+        assert_eq!(cgroup2_root_in(unified), Some(PathBuf::from("/sys/fs/cgroup")));
+        let elsewhere = "proc /proc proc rw 0 0\ncgroup2 /mnt/cg cgroup2 rw 0 0\n";
+        assert_eq!(cgroup2_root_in(elsewhere), Some(PathBuf::from("/mnt/cg")));
+        assert_eq!(cgroup2_root_in("cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n"), None);
+    }
+
+    #[test]
+    fn starting_sock_events_on_a_corrupt_object_fails_with_a_reason() {
+        let mut bogus = vec![0u8; 256];
+        bogus[..4].copy_from_slice(b"\x7fELF");
+        match start_sock_events_object(&bogus, |_| true) {
+            Ok(handle) => panic!("started on a corrupt object: {handle:?}"),
+            // Either no cgroup2 mount here or aya's parse error.
+            Err(reason) => assert!(
+                reason.contains("ParseError") || reason.contains("cgroup2"),
+                "{reason}"
+            ),
+        }
+    }
+
+    #[cfg(flowtop_no_ebpf)]
+    #[test]
+    fn without_the_object_sock_events_explain_how_to_get_it() {
+        let reason = start_sock_events(|_| true).expect_err("no object");
+        assert!(reason.contains("built without the eBPF object"), "{reason}");
+    }
+
+    /// Collects delivered events for the root-only tests.
+    struct Events {
+        handle: SockEventsHandle,
+        rx: std::sync::mpsc::Receiver<Vec<SockEvent>>,
+        seen: Vec<SockEvent>,
+    }
+
+    impl Events {
+        fn start() -> Self {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let handle = start_sock_events(move |batch| tx.send(batch).is_ok())
+                .unwrap_or_else(|e| panic!("start_sock_events: {e}"));
+            assert_eq!(handle.programs(), ["cgroup/sock_create", "cgroup_skb/egress"]);
+            Self {
+                handle,
+                rx,
+                seen: Vec::new(),
+            }
+        }
+
+        /// Waits (up to 5 s) until `pred` holds for an event; returns it.
+        fn wait_for(&mut self, what: &str, pred: impl Fn(&SockEvent) -> bool) -> SockEvent {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                if let Some(ev) = self.seen.iter().find(|e| pred(e)) {
+                    return *ev;
+                }
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match self.rx.recv_timeout(left) {
+                    Ok(batch) => self.seen.extend(batch),
+                    Err(_) => panic!(
+                        "no {what} event within 5 s; {} events seen, lost {:?}",
+                        self.seen.len(),
+                        self.handle.lost_events()
+                    ),
+                }
+            }
+        }
+
+        /// Takes whatever arrives within `d`.
+        fn drain_for(&mut self, d: Duration) {
+            let deadline = std::time::Instant::now() + d;
+            while let Ok(batch) = self
+                .rx
+                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            {
+                self.seen.extend(batch);
+            }
+        }
+    }
+
+    fn socket_cookie(fd: &impl std::os::fd::AsRawFd) -> u64 {
+        let mut cookie: u64 = 0;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        // SAFETY: valid fd, pointer and length.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_COOKIE,
+                (&mut cookie as *mut u64).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "SO_COOKIE: {}", io::Error::last_os_error());
+        cookie
+    }
+
+    fn thread_comm() -> Vec<u8> {
+        let comm = std::fs::read("/proc/thread-self/comm").expect("comm");
+        comm.strip_suffix(b"\n").unwrap_or(&comm).to_vec()
+    }
+
+    fn is_created(e: &SockEvent) -> bool {
+        e.kind == flowtop_common::SOCK_EVENT_CREATED
+    }
+
+    fn is_tuple(e: &SockEvent) -> bool {
+        e.kind == flowtop_common::SOCK_EVENT_TUPLE
+    }
+
+    const LOOPBACK4: [u8; 16] = [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+    #[test]
+    #[ignore = "needs root: run by cargo xtask test"]
+    fn sock_events_attribute_a_tcp_connection_to_this_process() {
+        use std::io::{Read as _, Write as _};
+
+        let mut events = Events::start();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("local_addr");
+        let mut client = std::net::TcpStream::connect(addr).expect("connect");
+        let (mut server, _) = listener.accept().expect("accept");
+        client.write_all(b"x").expect("write");
+        let mut buf = [0u8; 1];
+        server.read_exact(&mut buf).expect("read");
+        let cookie = socket_cookie(&client);
+        let client_port = client.local_addr().expect("client addr").port();
+
+        let created = events.wait_for("CREATED", |e| is_created(e) && e.cookie == cookie);
+        assert_eq!(created.tgid, std::process::id(), "{created:?}");
+        assert_eq!(created.comm_bytes(), thread_comm().as_slice(), "{created:?}");
+        // SAFETY: getuid has no preconditions.
+        assert_eq!(created.uid, unsafe { libc::getuid() });
+        assert_eq!((created.protocol, created.family), (6, 2), "{created:?}");
+        if let Some(netns) = own_netns_cookie() {
+            assert_eq!(created.netns_cookie, netns, "{created:?}");
+        }
+
+        let tuple = events.wait_for("TUPLE", |e| is_tuple(e) && e.cookie == cookie);
+        assert_eq!((tuple.local_port, tuple.remote_port), (client_port, addr.port()));
+        assert_eq!((tuple.protocol, tuple.family), (6, 2), "{tuple:?}");
+        assert_eq!((tuple.local_addr, tuple.remote_addr), (LOOPBACK4, LOOPBACK4));
+
+        // The accepted socket reports its tuple too (no CREATED: accept()
+        // does not create through socket(2)).
+        let server_cookie = socket_cookie(&server);
+        let back = events.wait_for("server TUPLE", |e| is_tuple(e) && e.cookie == server_cookie);
+        assert_eq!((back.local_port, back.remote_port), (addr.port(), client_port));
+
+        // Steady traffic on a known tuple adds no events.
+        for _ in 0..20 {
+            client.write_all(b"y").expect("write");
+            server.read_exact(&mut buf).expect("read");
+        }
+        events.drain_for(Duration::from_millis(300));
+        let tuples = events
+            .seen
+            .iter()
+            .filter(|e| is_tuple(e) && e.cookie == cookie)
+            .count();
+        assert_eq!(tuples, 1, "duplicate TUPLE events for one connection");
+        assert!(events.handle.is_running());
+    }
+
+    #[test]
+    #[ignore = "needs root: run by cargo xtask test"]
+    fn sock_events_report_ipv6_tuples() {
+        let mut events = Events::start();
+        let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {
+            eprintln!("no ::1 here: skipped");
+            return;
+        };
+        let addr = listener.local_addr().expect("local_addr");
+        let client = std::net::TcpStream::connect(addr).expect("connect");
+        let cookie = socket_cookie(&client);
+        let tuple = events.wait_for("TUPLE", |e| is_tuple(e) && e.cookie == cookie);
+        let mut lo6 = [0u8; 16];
+        lo6[15] = 1;
+        assert_eq!((tuple.protocol, tuple.family), (6, 10), "{tuple:?}");
+        assert_eq!((tuple.local_addr, tuple.remote_addr), (lo6, lo6));
+        assert_eq!(tuple.remote_port, addr.port());
+        let created = events.wait_for("CREATED", |e| is_created(e) && e.cookie == cookie);
+        assert_eq!((created.tgid, created.family), (std::process::id(), 10));
+    }
+
+    #[test]
+    #[ignore = "needs root: run by cargo xtask test"]
+    fn sock_events_report_each_destination_of_an_unconnected_udp_socket() {
+        let mut events = Events::start();
+        let sink1 = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind sink");
+        let sink2 = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind sink");
+        let (p1, p2) = (
+            sink1.local_addr().expect("addr").port(),
+            sink2.local_addr().expect("addr").port(),
+        );
+        // Bound to the wildcard address: the local address comes from the
+        // packet too.
+        let sender = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind sender");
+        let sport = sender.local_addr().expect("addr").port();
+        let cookie = socket_cookie(&sender);
+        for port in [p1, p2, p1, p2, p1] {
+            sender.send_to(b"x", ("127.0.0.1", port)).expect("send_to");
+        }
+        for port in [p1, p2] {
+            let t = events.wait_for("UDP TUPLE", |e| {
+                is_tuple(e) && e.cookie == cookie && e.remote_port == port
+            });
+            assert_eq!((t.protocol, t.family, t.local_port), (17, 2, sport), "{t:?}");
+            assert_eq!((t.local_addr, t.remote_addr), (LOOPBACK4, LOOPBACK4), "{t:?}");
+        }
+        let created = events.wait_for("CREATED", |e| is_created(e) && e.cookie == cookie);
+        assert_eq!((created.tgid, created.protocol), (std::process::id(), 17));
+        // Alternating destinations are still one event per (socket, tuple).
+        events.drain_for(Duration::from_millis(300));
+        let tuples = events
+            .seen
+            .iter()
+            .filter(|e| is_tuple(e) && e.cookie == cookie)
+            .count();
+        assert_eq!(tuples, 2, "{:?}", events.seen);
+    }
+
+    #[test]
+    #[ignore = "needs root: run by cargo xtask test"]
+    fn sock_events_attribute_a_short_lived_child_process() {
+        let mut events = Events::start();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let script = format!(
+            "import socket\n\
+             s = socket.create_connection(('127.0.0.1', {port}))\n\
+             s.sendall(b'x')\n\
+             print(s.getsockname()[1], flush=True)\n\
+             s.close()\n"
+        );
+        let child = std::process::Command::new("python3")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let pid = child.id();
+        let out = child.wait_with_output().expect("python3 output");
+        assert!(out.status.success(), "{out:?}");
+        let child_port: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("port");
+        // The process is gone; the events still name it.
+        let tuple = events.wait_for("child TUPLE", |e| {
+            is_tuple(e) && e.local_port == child_port && e.remote_port == port
+        });
+        let created = events.wait_for("child CREATED", |e| is_created(e) && e.cookie == tuple.cookie);
+        assert_eq!(created.tgid, pid, "{created:?}");
+        assert_eq!(created.comm_bytes(), b"python3", "{created:?}");
+        drop(listener);
+    }
+
+    #[test]
+    #[ignore = "needs root: run by cargo xtask test"]
+    fn sock_events_stop_when_deliver_says_so_and_detach_on_drop() {
+        let handle = start_sock_events(|_| false).expect("start");
+        let _ = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while handle.is_running() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!handle.is_running(), "reader thread still running");
+        drop(handle);
+        // A second start after the drop works.
+        let again = Events::start();
+        drop(again);
     }
 }

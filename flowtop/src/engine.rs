@@ -217,6 +217,7 @@ impl Engine {
                 return Ok(true);
             }
             SourceMsg::Sockets(index) => table.set_index(index, &mut sink),
+            SourceMsg::EbpfSockets(sockets) => table.add_sockets(sockets, &mut sink),
             SourceMsg::Malformed(reason) => {
                 table.stats.malformed += 1;
                 if !self.warned_malformed {
@@ -243,14 +244,20 @@ impl Engine {
 
 /// Streams flow events as JSON lines until a signal or a fatal error. The
 /// caller has printed the meta line.
+/// The channel every source sends on; made before the sources start so
+/// that sources started outside the engine (eBPF) can hold a sender.
+pub fn channel() -> (mpsc::Sender<SourceMsg>, mpsc::Receiver<SourceMsg>) {
+    mpsc::channel(CHANNEL_DEPTH)
+}
+
 pub async fn run_stream<W: Write>(
     cfg: StreamConfig,
     events: CtSocket,
     dumper: CtSocket,
     mut signals: Signals,
+    (tx, mut rx): (mpsc::Sender<SourceMsg>, mpsc::Receiver<SourceMsg>),
     out: &mut JsonWriter<W>,
 ) -> anyhow::Result<Stop> {
-    let (tx, mut rx) = mpsc::channel(CHANNEL_DEPTH);
     let (dump_tx, dump_rx) = std_mpsc::channel::<DumpRequest>();
     let rcvbuf = events.kernel_rcvbuf().unwrap_or(0);
     source::spawn_events(events, cfg.sel.clone(), tx.clone())?;

@@ -95,7 +95,12 @@ fn kernel_release() -> Option<String> {
 
 /// The first JSON line. `ebpf` is None when it was not probed (`--once`:
 /// loading the kernel's BTF costs more than the whole dump of a small table).
-pub(crate) fn meta_line(args: &Args, ts: &str, ebpf: Option<&ebpf::EbpfStatus>) -> serde_json::Value {
+pub(crate) fn meta_line(
+    args: &Args,
+    ts: &str,
+    ebpf: Option<&ebpf::EbpfStatus>,
+    attribution: &Attribution,
+) -> serde_json::Value {
     let sel = args.selection();
     let mut families = Vec::new();
     if sel.ipv4 {
@@ -109,8 +114,8 @@ pub(crate) fn meta_line(args: &Args, ts: &str, ebpf: Option<&ebpf::EbpfStatus>) 
         "ts": ts,
         "version": VERSION,
         "kernel": kernel_release(),
-        "attribution": attribution_mode(args).name(),
-        "attribution_reason": attribution_mode(args).reason(),
+        "attribution": attribution.mode,
+        "attribution_reason": attribution.reason,
         "ebpf": ebpf.map(|e| serde_json::json!({
             "available": e.available,
             "programs": e.programs,
@@ -122,46 +127,42 @@ pub(crate) fn meta_line(args: &Args, ts: &str, ebpf: Option<&ebpf::EbpfStatus>) 
     })
 }
 
-/// The attribution actually used for a requested mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Attribution {
-    Procfs { requested: bool },
-    Off,
+/// The attribution in use and why (the meta line's `attribution` and
+/// `attribution_reason`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Attribution {
+    pub(crate) mode: &'static str,
+    pub(crate) reason: String,
 }
 
 impl Attribution {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Attribution::Procfs { .. } => "procfs",
-            Attribution::Off => "off",
+    pub(crate) fn is_off(&self) -> bool {
+        self.mode == "off"
+    }
+
+    fn off() -> Self {
+        Attribution {
+            mode: "off",
+            reason: "--attribution off".into(),
         }
     }
 
-    fn reason(self) -> &'static str {
-        match self {
-            Attribution::Procfs { requested: true } => "--attribution procfs: periodic /proc scans",
-            Attribution::Procfs { requested: false } => {
-                "eBPF socket attribution is not built into this version yet: periodic /proc scans \
-                 (short-lived processes can be missed)"
-            }
-            Attribution::Off => "--attribution off",
+    /// `--once`: one /proc scan (eBPF only sees sockets made while it runs).
+    pub(crate) fn for_once(args: &Args) -> Self {
+        match args.attribution {
+            attribution::Mode::Off => Attribution::off(),
+            _ => Attribution {
+                mode: "procfs",
+                reason: "--once: one /proc scan (eBPF only sees sockets created while flowtop runs)".into(),
+            },
         }
-    }
-}
-
-pub(crate) fn attribution_mode(args: &Args) -> Attribution {
-    match args.attribution {
-        attribution::Mode::Off => Attribution::Off,
-        attribution::Mode::Procfs => Attribution::Procfs { requested: true },
-        attribution::Mode::Auto | attribution::Mode::Ebpf => Attribution::Procfs { requested: false },
     }
 }
 
 fn run_with(args: &Args) -> Result<(), RunError> {
-    if args.attribution == attribution::Mode::Ebpf {
+    if args.attribution == attribution::Mode::Ebpf && args.once {
         return Err(RunError::Usage(
-            "--attribution ebpf: eBPF socket attribution is not available in this version yet \
-             (use auto or procfs)"
+            "--attribution ebpf needs a running flowtop (--json): eBPF only sees sockets created while it runs"
                 .into(),
         ));
     }
@@ -215,10 +216,12 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
     } else {
         engage_sysctls(args)?
     };
+    let (tx, rx) = engine::channel();
+    let (attribution, _ebpf_events) = start_attribution(args, &tx)?;
     let (ts, _) = now_ts();
     let mut out = JsonWriter::new(BufWriter::with_capacity(1 << 16, io::stdout().lock()));
     match out
-        .value(&meta_line(args, &ts, Some(&ebpf::probe())))
+        .value(&meta_line(args, &ts, Some(&ebpf::probe()), &attribution))
         .and_then(|()| out.flush())
     {
         Ok(()) => {}
@@ -228,10 +231,79 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
     let cfg = engine::StreamConfig {
         sel: args.selection(),
         interval: interval(args),
-        procfs_attribution: attribution_mode(args) != Attribution::Off,
+        procfs_attribution: !attribution.is_off(),
     };
-    runtime.block_on(engine::run_stream(cfg, events, dumper, signals, &mut out))?;
+    runtime.block_on(engine::run_stream(
+        cfg,
+        events,
+        dumper,
+        signals,
+        (tx, rx),
+        &mut out,
+    ))?;
     Ok(())
+}
+
+/// Starts eBPF socket events when asked for (or in auto mode, when they load
+/// here); /proc scans always complement them (sockets made before flowtop
+/// started, listeners). Returns the mode and the handle that keeps the
+/// programs attached.
+fn start_attribution(
+    args: &Args,
+    tx: &tokio::sync::mpsc::Sender<conntrack::source::SourceMsg>,
+) -> Result<(Attribution, Option<ebpf::SockEventsHandle>), RunError> {
+    use attribution::Mode;
+    match args.attribution {
+        Mode::Off => return Ok((Attribution::off(), None)),
+        Mode::Procfs => {
+            let reason = "--attribution procfs: periodic /proc scans".into();
+            return Ok((
+                Attribution {
+                    mode: "procfs",
+                    reason,
+                },
+                None,
+            ));
+        }
+        Mode::Auto | Mode::Ebpf => {}
+    }
+    let tx = tx.clone();
+    let mut owners = attribution::ebpf_owners::EbpfOwners::new(sysctl::netns_cookie(), 1 << 18);
+    let started = ebpf::start_sock_events(move |events| {
+        let exe_of = |pid: u32| {
+            std::fs::read_link(format!("/proc/{pid}/exe"))
+                .ok()
+                .map(|p| p.display().to_string())
+        };
+        let sockets: Vec<_> = events.iter().filter_map(|ev| owners.apply(ev, exe_of)).collect();
+        sockets.is_empty()
+            || tx
+                .blocking_send(conntrack::source::SourceMsg::EbpfSockets(sockets))
+                .is_ok()
+    });
+    match started {
+        Ok(handle) => {
+            let reason = "eBPF socket events (cgroup sock_create and egress), with /proc scans for sockets \
+                          made before flowtop started and for listeners"
+                .into();
+            Ok((Attribution { mode: "ebpf", reason }, Some(handle)))
+        }
+        Err(why) if args.attribution == Mode::Ebpf => Err(RunError::Other(anyhow::anyhow!(
+            "--attribution ebpf: the eBPF programs are unavailable: {why}"
+        ))),
+        Err(why) => {
+            let reason = format!(
+                "eBPF unavailable ({why}): periodic /proc scans (short-lived processes can be missed)"
+            );
+            Ok((
+                Attribution {
+                    mode: "procfs",
+                    reason,
+                },
+                None,
+            ))
+        }
+    }
 }
 
 /// Turns the conntrack settings on for the run; the guard restores them.

@@ -80,7 +80,8 @@ fn stream_json(
         .map_err(|e| RunError::Other(e.into()))?;
 
     // The /proc scan runs here while the dump thread works.
-    let index = (crate::attribution_mode(args) != crate::Attribution::Off).then(attribution::scan_procfs);
+    let mode = crate::Attribution::for_once(args);
+    let index = (!mode.is_off()).then(attribution::scan_procfs);
     let (ts, wall) = now_ts();
     let mut w = JsonWriter::new(BufWriter::with_capacity(1 << 16, out));
     let mut written: io::Result<()> = Ok(());
@@ -92,7 +93,7 @@ fn stream_json(
         // prints the error alone.
         if !meta_done {
             meta_done = true;
-            written = w.value(&meta_line(args, &ts, None));
+            written = w.value(&meta_line(args, &ts, None, &mode));
         }
         for flow in &chunk {
             if written.is_ok() && seen.insert(flow.key()) {
@@ -111,7 +112,7 @@ fn stream_json(
         .map_err(map_socket_error)?
         .unwrap_or_default();
     if !meta_done {
-        written = w.value(&meta_line(args, &ts, None));
+        written = w.value(&meta_line(args, &ts, None, &mode));
     }
     Ok((summary, written.and_then(|()| w.flush())))
 }
@@ -119,7 +120,7 @@ fn stream_json(
 fn dump_into_table(args: &Args, sock: &mut CtSocket) -> Result<(FlowTable, DumpSummary), RunError> {
     let sel = args.selection();
     let mut table = FlowTable::new(engine::table_config(crate::interval(args)));
-    if crate::attribution_mode(args) != crate::Attribution::Off {
+    if !crate::Attribution::for_once(args).is_off() {
         table.set_index(std::sync::Arc::new(attribution::scan_procfs()), &mut |_, _| {});
     }
     let gen = table.begin_dump(false);
@@ -139,7 +140,7 @@ fn dump_into_table(args: &Args, sock: &mut CtSocket) -> Result<(FlowTable, DumpS
 fn print_text(args: &Args, table: &FlowTable, out: impl Write) -> io::Result<()> {
     let snap = table.snapshot();
     let mut out = BufWriter::new(out);
-    let mode = crate::attribution_mode(args).name();
+    let mode = crate::Attribution::for_once(args).mode;
     let summary = output::text::summary(VERSION, snap.flows.len(), &snap.aggregates, mode);
     writeln!(out, "{summary}")?;
     writeln!(out)?;

@@ -59,7 +59,7 @@ fn describe(cmd: &Command) -> String {
     s
 }
 
-fn python() -> &'static str {
+pub fn python() -> &'static str {
     if std::path::Path::new("/usr/bin/python3").exists() {
         "/usr/bin/python3"
     } else {

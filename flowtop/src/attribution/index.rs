@@ -29,7 +29,8 @@ pub fn normalise(a: IpAddr) -> IpAddr {
     }
 }
 
-fn unspecified_like(a: IpAddr) -> IpAddr {
+/// The unspecified address of `a`'s family.
+pub fn unspecified_like(a: IpAddr) -> IpAddr {
     match a {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -97,6 +98,11 @@ impl SocketIndex {
         }
     }
 
+    /// Whether `ip` is an address of this namespace.
+    pub fn is_local(&self, ip: IpAddr) -> bool {
+        self.local_addrs.contains(&normalise(ip))
+    }
+
     pub fn len(&self) -> usize {
         self.connected.len() + self.bound.len() + self.listeners.len()
     }
@@ -160,6 +166,26 @@ impl SocketIndex {
             .or_else(|| map.get(&(p, SocketAddr::new(unspecified_like(local.ip()), local.port()))))
             .cloned()
     }
+}
+
+/// The (local, remote) socket ends a flow can have on this host: the
+/// original tuple read as local -> remote (outgoing), then the reply tuple
+/// (incoming, or NATed to a local address). ICMP has no ports: a ping socket
+/// is bound to the echo identifier, its remote "port" is 0.
+pub fn local_ends(flow: &Flow) -> [Option<(SocketAddr, SocketAddr)>; 2] {
+    let icmp = matches!(flow.proto, proto::ICMP | proto::ICMPV6);
+    let ends = |t: &Tuple| -> Option<(SocketAddr, SocketAddr)> {
+        let (lport, rport) = if icmp {
+            (t.icmp?.id, 0)
+        } else {
+            (t.sport?, t.dport?)
+        };
+        Some((
+            SocketAddr::new(normalise(t.src), lport),
+            SocketAddr::new(normalise(t.dst), rport),
+        ))
+    };
+    [ends(&flow.orig), ends(&flow.reply)]
 }
 
 /// The addresses of this network namespace's interfaces.

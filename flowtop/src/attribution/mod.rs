@@ -5,6 +5,7 @@
 //! attributed (then the owner sticks, so a process that exited stays known).
 //! This version has the /proc source ([`procfs`]); the eBPF source comes next.
 
+pub mod ebpf_owners;
 pub mod index;
 pub mod procfs;
 

@@ -31,6 +31,8 @@ pub enum SourceMsg {
     DumpFailed { gen: u64, error: String },
     /// A new socket index from an attribution source.
     Sockets(std::sync::Arc<crate::attribution::index::SocketIndex>),
+    /// Sockets the eBPF programs saw, joined to their owners.
+    EbpfSockets(Vec<crate::attribution::ebpf_owners::OwnedSocket>),
     /// A message could not be decoded (skipped, counted).
     Malformed(String),
     /// The source cannot go on.

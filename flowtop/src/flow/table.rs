@@ -16,14 +16,19 @@ use std::collections::{HashMap, HashSet};
 /// foldhash: several times cheaper than SipHash per lookup, randomly seeded
 /// per process like std's, so tuples chosen by peers cannot aim at one bucket.
 type FastState = foldhash::fast::RandomState;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::model::{proto, Flow, FlowKey};
 use super::rate::RateMeter;
-use crate::attribution::index::SocketIndex;
+use crate::attribution::ebpf_owners::{Generational, OwnedSocket};
+use crate::attribution::index::{local_ends, unspecified_like, SocketIndex};
 use crate::attribution::Owner;
 use crate::conntrack::decode::CtEventKind;
 use std::sync::Arc;
+
+/// Half the bound of the eBPF socket map (two generations are kept).
+const EBPF_SOCKETS_HALF: usize = 1 << 17;
 
 /// What a change means to a consumer of the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,8 +109,10 @@ pub struct FlowTable {
     dump_is_resync: bool,
     /// Ids destroyed while the current dump runs.
     tombstones: HashSet<FlowKey, FastState>,
-    /// The latest socket index, asked when a flow appears.
+    /// The latest socket index from /proc, asked when a flow appears.
     index: Option<Arc<SocketIndex>>,
+    /// Sockets seen by the eBPF programs (exact local/remote ends), bounded.
+    ebpf_sockets: Generational<(u8, SocketAddr, SocketAddr), Arc<Owner>>,
     pub stats: TableStats,
 }
 
@@ -119,6 +126,7 @@ impl FlowTable {
             dump_is_resync: false,
             tombstones: HashSet::default(),
             index: None,
+            ebpf_sockets: Generational::new(EBPF_SOCKETS_HALF),
             stats: TableStats::default(),
         }
     }
@@ -179,7 +187,8 @@ impl FlowTable {
                 }
             }
             None => {
-                let mut e = new_entry(flow, now, &config, self.index.as_deref());
+                let owner = self.owner_for(&flow);
+                let mut e = new_entry(flow, now, &config, owner);
                 e.dump_gen = gen;
                 let kind = if first_dump {
                     EventKind::Snapshot
@@ -240,7 +249,8 @@ impl FlowTable {
                     }
                 }
                 None => {
-                    let mut e = new_entry(flow, now, &config, self.index.as_deref());
+                    let owner = self.owner_for(&flow);
+                    let mut e = new_entry(flow, now, &config, owner);
                     e.event_gen = gen;
                     out(EventKind::New, &e);
                     self.entries.insert(key, e);
@@ -282,15 +292,65 @@ impl FlowTable {
     /// Takes a new socket index: flows still without an owner are looked up
     /// again, and each one attributed now is reported as an update.
     pub fn set_index(&mut self, index: Arc<SocketIndex>, out: &mut impl FnMut(EventKind, &Entry)) {
-        for e in self.entries.values_mut() {
+        self.index = Some(index);
+        self.reattribute(out);
+    }
+
+    /// Takes sockets seen by eBPF; flows that arrived before their socket
+    /// event are attributed now (an update each).
+    pub fn add_sockets(&mut self, sockets: Vec<OwnedSocket>, out: &mut impl FnMut(EventKind, &Entry)) {
+        if sockets.is_empty() {
+            return;
+        }
+        for (p, local, remote, owner) in sockets {
+            self.ebpf_sockets.insert((p, local, remote), owner);
+        }
+        self.reattribute(out);
+    }
+
+    /// Looks up the owners of flows that have none yet.
+    fn reattribute(&mut self, out: &mut impl FnMut(EventKind, &Entry)) {
+        let mut found = Vec::new();
+        for (k, e) in &self.entries {
             if e.owner.is_none() {
-                if let Some(o) = index.lookup(&e.flow) {
-                    e.owner = Some(o);
-                    out(EventKind::Update, e);
+                if let Some(o) = self.owner_for(&e.flow) {
+                    found.push((*k, o));
                 }
             }
         }
-        self.index = Some(index);
+        for (k, o) in found {
+            if let Some(e) = self.entries.get_mut(&k) {
+                e.owner = Some(o);
+                out(EventKind::Update, e);
+            }
+        }
+    }
+
+    /// The owner of a flow: an exact eBPF socket first, then the /proc index.
+    fn owner_for(&self, flow: &Flow) -> Option<Arc<Owner>> {
+        if !self.ebpf_sockets.is_empty() {
+            let is_local = |ip: IpAddr| self.index.as_ref().is_some_and(|i| i.is_local(ip));
+            for (local, remote) in local_ends(flow).into_iter().flatten() {
+                // Exact ends first. An unconnected socket (sendto) reports no
+                // remote end, and an unbound one no local address: those
+                // match only when the flow's end is an address of this host,
+                // so forwarded traffic never borrows a local socket's port.
+                let any_remote = SocketAddr::new(unspecified_like(remote.ip()), 0);
+                let any_local = SocketAddr::new(unspecified_like(local.ip()), local.port());
+                let exact = [(flow.proto, local, remote), (flow.proto, local, any_remote)];
+                let wildcard = [
+                    (flow.proto, any_local, remote),
+                    (flow.proto, any_local, any_remote),
+                ];
+                let local_ok = is_local(local.ip());
+                for key in exact.iter().chain(wildcard.iter().filter(|_| local_ok)) {
+                    if let Some(o) = self.ebpf_sockets.get(key) {
+                        return Some(o.clone());
+                    }
+                }
+            }
+        }
+        self.index.as_ref().and_then(|i| i.lookup(flow))
     }
 
     /// Counts of flows by protocol and by state, for headers.
@@ -339,12 +399,11 @@ fn deadline(flow: &Flow, now: Instant) -> Option<Instant> {
     flow.timeout.map(|t| now + Duration::from_secs(u64::from(t)))
 }
 
-fn new_entry(flow: Flow, now: Instant, config: &TableConfig, index: Option<&SocketIndex>) -> Entry {
+fn new_entry(flow: Flow, now: Instant, config: &TableConfig, owner: Option<Arc<Owner>>) -> Entry {
     let mut rate = RateMeter::new();
     if let Some(c) = flow.counters {
         rate.observe(c, now, config.rate_window);
     }
-    let owner = index.and_then(|i| i.lookup(&flow));
     Entry {
         deadline: deadline(&flow, now),
         flow,

@@ -1,0 +1,211 @@
+//! Joins the eBPF socket events into socket owners.
+//!
+//! `CREATED` events come from `socket(2)` in the creating process (so even a
+//! process that exits right away is known); `TUPLE` events come from the
+//! first packet a socket sends to an address. Both carry the socket cookie,
+//! which joins them. Only sockets of flowtop's own network namespace (by
+//! netns cookie) are kept. Both maps are bounded: two generations each, the
+//! older dropped when the newer fills, so churn cannot grow them.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use flowtop_common::{SockEvent, SOCK_EVENT_CREATED, SOCK_EVENT_TUPLE};
+
+use super::index::normalise;
+use super::{How, Owner};
+
+type Fast = foldhash::fast::RandomState;
+
+/// A map that keeps at most `2 * half` entries: the recent ones.
+#[derive(Debug)]
+pub struct Generational<K, V> {
+    current: HashMap<K, V, Fast>,
+    previous: HashMap<K, V, Fast>,
+    half: usize,
+}
+
+impl<K: Hash + Eq, V: Clone> Generational<K, V> {
+    pub fn new(half: usize) -> Self {
+        Generational {
+            current: HashMap::default(),
+            previous: HashMap::default(),
+            half: half.max(1),
+        }
+    }
+
+    pub fn insert(&mut self, k: K, v: V) {
+        if self.current.len() >= self.half {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(k, v);
+    }
+
+    pub fn get(&self, k: &K) -> Option<&V> {
+        self.current.get(k).or_else(|| self.previous.get(k))
+    }
+
+    pub fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A local socket and its owner, ready for the socket index.
+pub type OwnedSocket = (u8, SocketAddr, SocketAddr, Arc<Owner>);
+
+/// Turns raw process names (16 bytes, NUL padded) into a string, raw bytes
+/// kept (lossy only for invalid UTF-8).
+fn comm_of(raw: &[u8; 16]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+fn addr_of(family: u16, raw: &[u8; 16]) -> Option<IpAddr> {
+    match family {
+        2 => Some(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
+        10 => Some(normalise(IpAddr::V6(Ipv6Addr::from(*raw)))),
+        _ => None,
+    }
+}
+
+/// The join of CREATED and TUPLE events.
+#[derive(Debug)]
+pub struct EbpfOwners {
+    netns_cookie: Option<u64>,
+    created: Generational<u64, Arc<Owner>>,
+    /// Tuples that arrived before their CREATED event (rare: the two come
+    /// through one ring buffer in order, but a socket made before flowtop
+    /// started has no CREATED at all).
+    pub unmatched: u64,
+}
+
+impl EbpfOwners {
+    /// `netns_cookie`: flowtop's own namespace; `None` accepts every namespace
+    /// (only when the kernel has no netns cookies).
+    pub fn new(netns_cookie: Option<u64>, capacity: usize) -> Self {
+        EbpfOwners {
+            netns_cookie,
+            created: Generational::new(capacity / 2),
+            unmatched: 0,
+        }
+    }
+
+    /// Applies one event; a TUPLE joined to its owner is returned.
+    pub fn apply(&mut self, ev: &SockEvent, exe_of: impl Fn(u32) -> Option<String>) -> Option<OwnedSocket> {
+        match ev.kind {
+            SOCK_EVENT_CREATED => {
+                if let Some(own) = self.netns_cookie {
+                    if ev.netns_cookie != 0 && ev.netns_cookie != own {
+                        return None;
+                    }
+                }
+                let owner = Owner {
+                    pid: ev.tgid,
+                    comm: comm_of(&ev.comm),
+                    exe: exe_of(ev.tgid),
+                    uid: ev.uid,
+                    how: How::Ebpf,
+                };
+                self.created.insert(ev.cookie, Arc::new(owner));
+                None
+            }
+            SOCK_EVENT_TUPLE => {
+                // Sockets of other namespaces never had their CREATED kept.
+                let Some(owner) = self.created.get(&ev.cookie).cloned() else {
+                    self.unmatched += 1;
+                    return None;
+                };
+                let local = SocketAddr::new(addr_of(ev.family, &ev.local_addr)?, ev.local_port);
+                let remote = SocketAddr::new(addr_of(ev.family, &ev.remote_addr)?, ev.remote_port);
+                Some((u8::try_from(ev.protocol).ok()?, local, remote, owner))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn created(cookie: u64, netns: u64, pid: u32, comm: &str) -> SockEvent {
+        let mut c = [0u8; 16];
+        c[..comm.len()].copy_from_slice(comm.as_bytes());
+        SockEvent {
+            kind: SOCK_EVENT_CREATED,
+            tgid: pid,
+            uid: 1000,
+            cookie,
+            netns_cookie: netns,
+            comm: c,
+            ..zeroed()
+        }
+    }
+
+    fn tuple(cookie: u64, local: [u8; 4], lport: u16, remote: [u8; 4], rport: u16) -> SockEvent {
+        let mut la = [0u8; 16];
+        la[..4].copy_from_slice(&local);
+        let mut ra = [0u8; 16];
+        ra[..4].copy_from_slice(&remote);
+        SockEvent {
+            kind: SOCK_EVENT_TUPLE,
+            cookie,
+            protocol: 6,
+            family: 2,
+            local_port: lport,
+            remote_port: rport,
+            local_addr: la,
+            remote_addr: ra,
+            ..zeroed()
+        }
+    }
+
+    fn zeroed() -> SockEvent {
+        SockEvent::default()
+    }
+
+    #[test]
+    fn created_then_tuple_gives_an_owned_socket() {
+        let mut o = EbpfOwners::new(Some(7), 16);
+        assert!(o.apply(&created(1, 7, 4242, "curl"), |_| None).is_none());
+        let (p, l, r, owner) = o
+            .apply(&tuple(1, [192, 0, 2, 1], 40000, [198, 51, 100, 7], 443), |_| None)
+            .expect("joined");
+        assert_eq!(p, 6);
+        assert_eq!(l, "192.0.2.1:40000".parse().expect("sa"));
+        assert_eq!(r, "198.51.100.7:443".parse().expect("sa"));
+        assert_eq!(
+            (owner.pid, owner.comm.as_str(), owner.how),
+            (4242, "curl", How::Ebpf)
+        );
+    }
+
+    #[test]
+    fn sockets_of_another_namespace_are_ignored() {
+        let mut o = EbpfOwners::new(Some(7), 16);
+        o.apply(&created(1, 8, 4242, "curl"), |_| None);
+        assert!(o
+            .apply(&tuple(1, [192, 0, 2, 1], 40000, [198, 51, 100, 7], 443), |_| None)
+            .is_none());
+        assert_eq!(o.unmatched, 1);
+    }
+
+    #[test]
+    fn memory_is_bounded_under_churn() {
+        let mut o = EbpfOwners::new(Some(7), 100);
+        for cookie in 0..10_000 {
+            o.apply(&created(cookie, 7, 1, "x"), |_| None);
+        }
+        assert!(o.created.len() <= 100);
+        // The most recent ones are still known.
+        assert!(o
+            .apply(&tuple(9_999, [192, 0, 2, 1], 1, [192, 0, 2, 2], 2), |_| None)
+            .is_some());
+    }
+}
