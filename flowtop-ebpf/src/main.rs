@@ -160,7 +160,7 @@ fn on_sock_create(ctx: &SockContext) {
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
         ..SockEvent::default()
     });
-    entry.submit(0);
+    entry.submit(wakeup_flags());
 }
 
 /// `cgroup_skb/egress`: every packet a socket sends. Name must match
@@ -247,7 +247,22 @@ fn on_egress(ctx: &SkBuffContext) {
         remote_addr: t.remote_addr,
         ..SockEvent::default()
     });
-    entry.submit(0);
+    entry.submit(wakeup_flags());
+}
+
+/// `bpf_ringbuf_submit` flags: no wakeup per event (the reader drains every
+/// poll interval anyway; a wakeup per event cost more than the event), but a
+/// forced one once the buffer is a quarter full, so bursts cannot overflow it.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    const BPF_RB_NO_WAKEUP: u64 = 1;
+    const BPF_RB_FORCE_WAKEUP: u64 = 2;
+    const BPF_RB_AVAIL_DATA: u64 = 0;
+    if SOCK_EVENTS.query(BPF_RB_AVAIL_DATA) > u64::from(SOCK_EVENTS_BYTES / 4) {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
 }
 
 #[inline(always)]
