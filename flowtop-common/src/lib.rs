@@ -161,6 +161,8 @@ pub mod record_offsets {
 pub const PROG_SOCK_CREATE: &str = "flowtop_sock_create";
 /// `cgroup_skb/egress` program: one [`SockEvent`] of kind
 /// [`SOCK_EVENT_TUPLE`] per socket and distinct address tuple it sends from.
+/// TCP sockets report from their SYN only (sent by connect(2)); later TCP
+/// packets are passed after a look at their flags, without a map lookup.
 pub const PROG_SOCK_EGRESS: &str = "flowtop_sock_egress";
 /// Ring buffer of [`SockEvent`]s written by both programs.
 pub const MAP_SOCK_EVENTS: &str = "SOCK_EVENTS";

@@ -34,8 +34,8 @@ use aya_ebpf::{
 };
 use flowtop_common::{
     state_slot, InetSockSetStateRecord, SockEvent, SockTuple, SockTupleKey, StateCounter, AF_INET, AF_INET6,
-    IPPROTO_UDP, IPPROTO_UDPLITE, SOCK_EVENTS_BYTES, SOCK_EVENT_CREATED, SOCK_EVENT_TUPLE, SOCK_SEEN_ENTRIES,
-    STATE_SLOTS,
+    IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, SOCK_EVENTS_BYTES, SOCK_EVENT_CREATED, SOCK_EVENT_TUPLE,
+    SOCK_SEEN_ENTRIES, STATE_SLOTS,
 };
 
 /// Per CPU: transitions into each TCP state, indexed by `state_slot(newstate)`.
@@ -186,6 +186,13 @@ fn on_egress(ctx: &SkBuffContext) {
     }
     let family = ctx_read!(sk, family);
     let protocol = ctx_read!(sk, protocol) as u16;
+    // A TCP socket's tuple is complete in its SYN, which connect(2) sends
+    // from the calling process. Every later packet would cost a map lookup
+    // for nothing; accepted sockets send no SYN and have no socket(2) owner
+    // anyway (userspace matches them to their listener).
+    if protocol == IPPROTO_TCP && !is_tcp_syn(ctx) {
+        return;
+    }
     let mut key = SockTupleKey::default();
     let t = &mut key.tuple;
     t.family = family as u16;
@@ -287,6 +294,28 @@ fn v6(w: [u32; 4]) -> [u8; 16] {
     [
         a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2], d[3],
     ]
+}
+
+/// Whether the packet is a TCP SYN (not a SYN-ACK): IPv4 with any header
+/// length, IPv6 with TCP as the first next header.
+#[inline(always)]
+fn is_tcp_syn(ctx: &SkBuffContext) -> bool {
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    let Ok(first) = ctx.load::<u8>(0) else {
+        return false;
+    };
+    let flags_at = if first >> 4 == 4 {
+        usize::from(first & 0x0f) * 4 + 13
+    } else if first >> 4 == 6 {
+        match ctx.load::<u8>(6) {
+            Ok(6) => 40 + 13,
+            _ => return false,
+        }
+    } else {
+        return false;
+    };
+    ctx.load::<u8>(flags_at).is_ok_and(|f| f & (SYN | ACK) == SYN)
 }
 
 /// Fills `t`'s addresses and ports from the packet's IP and UDP headers

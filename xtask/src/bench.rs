@@ -20,6 +20,7 @@
 //! `/run/ftbench-<pid>.sysctl` until restored, so a run that died by SIGKILL
 //! is cleaned up by the next one.
 
+use crate::cmd;
 use anyhow::{bail, Context, Result};
 use std::fmt::Write as _;
 use std::fs::{self, File};
@@ -41,12 +42,58 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
             let _signals = SignalGuard::install();
             dump(&opts)
         }
+        "attribution" => attribution_cost(),
         "help" | "--help" | "-h" => {
-            println!("{DUMP_USAGE}");
+            println!("{DUMP_USAGE}\n\n{ATTRIBUTION_USAGE}");
             Ok(())
         }
-        other => bail!("unknown benchmark '{other}'; available: dump\n\n{DUMP_USAGE}"),
+        other => bail!("unknown benchmark '{other}'; available: dump, attribution\n\n{DUMP_USAGE}"),
     }
+}
+
+const ATTRIBUTION_USAGE: &str = "\
+usage: cargo xtask bench attribution
+
+  Times 20 000 loopback connect/accept/close cycles and 100 000 ping-pongs
+  with and without flowtop's eBPF socket programs attached (5 rounds, same
+  run; flowtop/examples/attribution_cost.rs). Needs root. Writes
+  bench/attribution.md.";
+
+/// `bench attribution`: the probes' cost, measured by the example binary.
+fn attribution_cost() -> Result<()> {
+    let root = cmd::root_dir();
+    let mut build = cmd::cargo();
+    build.args([
+        "build",
+        "--release",
+        "-p",
+        "flowtop",
+        "--example",
+        "attribution_cost",
+    ]);
+    cmd::run(&mut build)?;
+    let bin = root.join("target/release/examples/attribution_cost");
+    let out = std::process::Command::new(&bin)
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let table = String::from_utf8_lossy(&out.stdout);
+    let report = format!(
+        "# flowtop attribution cost\n\n`cargo xtask bench attribution`\n\n- date: {}\n- kernel: {}\n- nproc: {}\n\n{table}",
+        cmd::stdout_of(std::process::Command::new("date").args(["-u", "+%F %T UTC"])).unwrap_or_default().trim(),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    std::fs::create_dir_all(root.join("bench"))?;
+    std::fs::write(root.join("bench/attribution.md"), &report)?;
+    print!("{report}");
+    Ok(())
 }
 
 const DUMP_USAGE: &str = "\
