@@ -133,6 +133,8 @@ pub(crate) fn meta_line(
 pub(crate) struct Attribution {
     pub(crate) mode: &'static str,
     pub(crate) reason: String,
+    /// Why eBPF is not in use, when it was wanted or tried.
+    pub(crate) ebpf_unavailable: Option<String>,
 }
 
 impl Attribution {
@@ -144,6 +146,7 @@ impl Attribution {
         Attribution {
             mode: "off",
             reason: "--attribution off".into(),
+            ebpf_unavailable: None,
         }
     }
 
@@ -154,6 +157,7 @@ impl Attribution {
             _ => Attribution {
                 mode: "procfs",
                 reason: "--once: one /proc scan (eBPF only sees sockets created while flowtop runs)".into(),
+                ebpf_unavailable: None,
             },
         }
     }
@@ -217,11 +221,24 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
         engage_sysctls(args)?
     };
     let (tx, rx) = engine::channel();
-    let (attribution, _ebpf_events) = start_attribution(args, &tx)?;
+    let (attribution, ebpf_events) = start_attribution(args, &tx)?;
+    let ebpf_status = ebpf::EbpfStatus {
+        available: ebpf_events.is_some(),
+        mode: if ebpf_events.is_some() {
+            ebpf::MODE_EBPF
+        } else {
+            ebpf::MODE_UNAVAILABLE
+        },
+        programs: ebpf_events
+            .as_ref()
+            .map(|h| h.programs().to_vec())
+            .unwrap_or_default(),
+        reason: attribution.ebpf_unavailable.clone(),
+    };
     let (ts, _) = now_ts();
     let mut out = JsonWriter::new(BufWriter::with_capacity(1 << 16, io::stdout().lock()));
     match out
-        .value(&meta_line(args, &ts, Some(&ebpf::probe()), &attribution))
+        .value(&meta_line(args, &ts, Some(&ebpf_status), &attribution))
         .and_then(|()| out.flush())
     {
         Ok(()) => {}
@@ -261,6 +278,7 @@ fn start_attribution(
                 Attribution {
                     mode: "procfs",
                     reason,
+                    ebpf_unavailable: None,
                 },
                 None,
             ));
@@ -286,7 +304,14 @@ fn start_attribution(
             let reason = "eBPF socket events (cgroup sock_create and egress), with /proc scans for sockets \
                           made before flowtop started and for listeners"
                 .into();
-            Ok((Attribution { mode: "ebpf", reason }, Some(handle)))
+            Ok((
+                Attribution {
+                    mode: "ebpf",
+                    reason,
+                    ebpf_unavailable: None,
+                },
+                Some(handle),
+            ))
         }
         Err(why) if args.attribution == Mode::Ebpf => Err(RunError::Other(anyhow::anyhow!(
             "--attribution ebpf: the eBPF programs are unavailable: {why}"
@@ -299,6 +324,7 @@ fn start_attribution(
                 Attribution {
                     mode: "procfs",
                     reason,
+                    ebpf_unavailable: Some(why),
                 },
                 None,
             ))
