@@ -84,8 +84,13 @@ fn attribution_cost() -> Result<()> {
         );
     }
     let table = String::from_utf8_lossy(&out.stdout);
+    let mut build = cmd::cargo();
+    build.args(["build", "--release", "-p", "flowtop"]);
+    cmd::run(&mut build)?;
+    let accuracy = crate::bench_attr::accuracy(&root.join("target/release/flowtop"))?;
     let report = format!(
-        "# flowtop attribution cost\n\n`cargo xtask bench attribution`\n\n- date: {}\n- kernel: {}\n- nproc: {}\n\n{table}",
+        "# flowtop attribution\n\n`cargo xtask bench attribution`\n\n- date: {}\n- kernel: {}\n- nproc: {}\n\n\
+         ## Accuracy\n\n{accuracy}\n## Cost of the eBPF programs\n\n{table}",
         cmd::stdout_of(std::process::Command::new("date").args(["-u", "+%F %T UTC"])).unwrap_or_default().trim(),
         std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),

@@ -1,6 +1,7 @@
 //! flowtop's task runner: `cargo xtask <command>` (alias in .cargo/config.toml).
 
 mod bench;
+mod bench_attr;
 mod cmd;
 mod degrade;
 mod setup;

@@ -35,6 +35,7 @@ const TEST_PACKAGES: &[&str] = &[
     "procps",
     "util-linux",
     "python3",
+    "tmux",
 ];
 
 /// What the caller needs.
