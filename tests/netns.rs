@@ -1039,6 +1039,25 @@ fn ebpf_attributes_short_lived_processes() {
     let mut ft = Flowtop::start(&client, &["--json", "-t", "30", "-4TUI", "--attribution", "ebpf"]);
     let meta = ft.lines.first().cloned().expect("meta line");
     assert_eq!(jstr(&meta, "attribution"), Some("ebpf"), "{meta}");
+    // The kprobe programs pass the verifier here; where the kernel cannot
+    // attach kprobes, the cgroup programs are chosen, and the meta line says so.
+    let kprobes = meta["ebpf"]["kprobes"].as_array().cloned().unwrap_or_default();
+    assert!(!kprobes.is_empty(), "no kprobe report in {meta}");
+    assert!(
+        kprobes.iter().all(|k| k["loaded"] == Value::Bool(true)),
+        "a kprobe failed the verifier: {meta}"
+    );
+    if !std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists() {
+        assert!(
+            kprobes.iter().all(|k| k["attached"] == Value::Bool(false)),
+            "{meta}"
+        );
+        let programs = meta["ebpf"]["programs"].to_string();
+        assert!(
+            programs.contains("cgroup/sock_create") && programs.contains("cgroup_skb/egress"),
+            "{meta}"
+        );
+    }
 
     // Ping sockets (ICMP datagram sockets) for every group, as distributions allow.
     client.sysctl_set("net.ipv4.ping_group_range", "0 2147483647");

@@ -207,10 +207,11 @@ pub const IPPROTO_UDPLITE: u16 = 136;
 ///   owner uid (`sk_uid`). `tgid`, `comm` and `netns_cookie` are zero: the
 ///   packet may be sent from softirq context, where the current task is
 ///   unrelated.
+/// - [`SOCK_EVENT_KPROBE`]: tuple and owner together (see there).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockEvent {
-    /// [`SOCK_EVENT_CREATED`] or [`SOCK_EVENT_TUPLE`].
+    /// [`SOCK_EVENT_CREATED`], [`SOCK_EVENT_TUPLE`] or [`SOCK_EVENT_KPROBE`].
     pub kind: u32,
     /// Process (thread group) id of the creator (CREATED only).
     pub tgid: u32,
@@ -301,6 +302,152 @@ pub struct SockTupleKey {
 
 const _: () = assert!(size_of::<SockTupleKey>() == 48);
 
+// ---------------------------------------------------------------------------
+// Socket ownership from kprobes (used where the kernel can attach them)
+// ---------------------------------------------------------------------------
+
+/// [`SockEvent::kind`]: tuple and owner in one event, from a kprobe in the
+/// process context of connect(2), accept(2) or a send call.
+///
+/// Valid fields: `tgid`, `uid`, `comm` (of the calling thread), `protocol`
+/// (the socket's `sk_protocol`, or the probe's protocol where the kernel's
+/// BTF has no plain `sock.sk_protocol`), `family` (the socket's), `local_*`
+/// and `remote_*` (addresses in [`SockEvent::local_addr`] form; an AF_INET6
+/// socket talking IPv4 has v4-mapped addresses), `netns_cookie` (the
+/// namespace's `net_cookie`, the value `bpf_get_netns_cookie` returns; 0 if
+/// the kernel's BTF has no `net.net_cookie`).
+///
+/// `cookie` is the socket's `sk_cookie` as stored in the socket: 0 until
+/// something (e.g. the cgroup programs) asked for the socket's cookie, so it
+/// is not a join key here. None is needed: the event is self-contained.
+///
+/// For an unconnected UDP or ping socket the local address is the socket's
+/// bound address, which is the unspecified address (all zero) unless it was
+/// bound to one; the route picks the real source later. The remote address
+/// and both ports are exact. One event is sent per (socket, process, tuple)
+/// while the socket is remembered in [`MAP_KPROBE_SEEN`].
+pub const SOCK_EVENT_KPROBE: u32 = 3;
+
+/// `kprobe/tcp_connect`: a TCP connect(2), IPv4 and IPv6, once the local
+/// port is chosen.
+pub const PROG_KPROBE_TCP_CONNECT: &str = "flowtop_kp_tcp_connect";
+/// `kretprobe/inet_csk_accept`: the socket accept(2) returns.
+pub const PROG_KRETPROBE_INET_CSK_ACCEPT: &str = "flowtop_krp_inet_csk_accept";
+/// `kprobe/udp_sendmsg`: sends on AF_INET UDP and UDP-Lite sockets,
+/// connected (tuple from the socket) or not (peer from the message).
+pub const PROG_KPROBE_UDP_SENDMSG: &str = "flowtop_kp_udp_sendmsg";
+/// `kprobe/udpv6_sendmsg`: as [`PROG_KPROBE_UDP_SENDMSG`] for AF_INET6
+/// sockets (IPv6 and v4-mapped peers).
+pub const PROG_KPROBE_UDPV6_SENDMSG: &str = "flowtop_kp_udpv6_sendmsg";
+/// `kprobe/ping_v4_sendmsg`: sends on ICMP ping sockets (local port = echo
+/// identifier).
+pub const PROG_KPROBE_PING_V4_SENDMSG: &str = "flowtop_kp_ping_v4_sendmsg";
+/// `kprobe/ping_v6_sendmsg`: as [`PROG_KPROBE_PING_V4_SENDMSG`] for ICMPv6.
+pub const PROG_KPROBE_PING_V6_SENDMSG: &str = "flowtop_kp_ping_v6_sendmsg";
+
+/// Every kprobe program: `(program name, kernel function, is a kretprobe)`.
+pub const KPROBE_PROGRAMS: [(&str, &str, bool); 6] = [
+    (PROG_KPROBE_TCP_CONNECT, "tcp_connect", false),
+    (PROG_KRETPROBE_INET_CSK_ACCEPT, "inet_csk_accept", true),
+    (PROG_KPROBE_UDP_SENDMSG, "udp_sendmsg", false),
+    (PROG_KPROBE_UDPV6_SENDMSG, "udpv6_sendmsg", false),
+    (PROG_KPROBE_PING_V4_SENDMSG, "ping_v4_sendmsg", false),
+    (PROG_KPROBE_PING_V6_SENDMSG, "ping_v6_sendmsg", false),
+];
+
+/// LRU hash, [`KprobeSeenKey`] -> 0: what the send probes have reported, so
+/// a busy socket costs one lookup per send and no event.
+pub const MAP_KPROBE_SEEN: &str = "KPROBE_SEEN";
+/// Capacity of [`MAP_KPROBE_SEEN`] (loads that do not attach the kprobes
+/// shrink it to one entry).
+pub const KPROBE_SEEN_ENTRIES: u32 = 16384;
+
+/// Key of [`MAP_KPROBE_SEEN`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KprobeSeenKey {
+    /// Kernel address of the `struct sock` (identity only).
+    pub sk: u64,
+    /// The sending process.
+    pub tgid: u32,
+    /// Explicit padding; always zero.
+    pub _pad: u32,
+    pub tuple: SockTuple,
+}
+
+const _: () = assert!(size_of::<KprobeSeenKey>() == 56);
+
+/// Name of the global ([`SockOffsets`]) the kprobe programs read kernel
+/// struct offsets from. Userspace sets it at load time from the running
+/// kernel's BTF (`/sys/kernel/btf/vmlinux`): Rust eBPF has no CO-RE.
+pub const GLOBAL_SOCK_OFFSETS: &str = "SOCK_OFFSETS";
+/// A [`SockOffsets`] field the kernel does not have (or that was not set).
+pub const OFFSET_ABSENT: u32 = u32::MAX;
+
+/// Byte offsets of the kernel struct fields the kprobe programs read with
+/// `bpf_probe_read_kernel`. Every field is [`OFFSET_ABSENT`] until set; the
+/// programs do nothing while a required one is absent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockOffsets {
+    /// `sock.__sk_common.skc_family` (u16). Required.
+    pub skc_family: u32,
+    /// `sock.__sk_common.skc_num`: local port, host order (u16). Required.
+    pub skc_num: u32,
+    /// `sock.__sk_common.skc_dport`: remote port, network order. Required.
+    pub skc_dport: u32,
+    /// `sock.__sk_common.skc_rcv_saddr` (IPv4, network order). Required.
+    pub skc_rcv_saddr: u32,
+    /// `sock.__sk_common.skc_daddr` (IPv4, network order). Required.
+    pub skc_daddr: u32,
+    /// `sock.__sk_common.skc_v6_rcv_saddr` (16 bytes; absent without IPv6).
+    pub skc_v6_rcv_saddr: u32,
+    /// `sock.__sk_common.skc_v6_daddr` (16 bytes; absent without IPv6).
+    pub skc_v6_daddr: u32,
+    /// `sock.__sk_common.skc_cookie` (u64, 0 until allocated).
+    pub skc_cookie: u32,
+    /// `sock.__sk_common.skc_net.net` (pointer to `struct net`).
+    pub skc_net: u32,
+    /// `net.net_cookie` (u64).
+    pub net_cookie: u32,
+    /// `sock.sk_protocol` (u16; a bitfield before Linux 5.6: then absent).
+    pub sk_protocol: u32,
+    /// `msghdr.msg_name` (pointer to the kernel copy of the peer address).
+    pub msg_name: u32,
+    /// `msghdr.msg_namelen` (int).
+    pub msg_namelen: u32,
+    /// Explicit padding; always zero.
+    pub _pad: u32,
+}
+
+const _: () = assert!(size_of::<SockOffsets>() == 56);
+
+impl SockOffsets {
+    /// Every offset absent (the value compiled into the eBPF object).
+    pub const ABSENT: Self = Self {
+        skc_family: OFFSET_ABSENT,
+        skc_num: OFFSET_ABSENT,
+        skc_dport: OFFSET_ABSENT,
+        skc_rcv_saddr: OFFSET_ABSENT,
+        skc_daddr: OFFSET_ABSENT,
+        skc_v6_rcv_saddr: OFFSET_ABSENT,
+        skc_v6_daddr: OFFSET_ABSENT,
+        skc_cookie: OFFSET_ABSENT,
+        skc_net: OFFSET_ABSENT,
+        net_cookie: OFFSET_ABSENT,
+        sk_protocol: OFFSET_ABSENT,
+        msg_name: OFFSET_ABSENT,
+        msg_namelen: OFFSET_ABSENT,
+        _pad: 0,
+    };
+}
+
+impl Default for SockOffsets {
+    fn default() -> Self {
+        Self::ABSENT
+    }
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: both types are `#[repr(C)]`, `Copy`, consist only of integers
@@ -315,6 +462,10 @@ mod user {
     unsafe impl aya::Pod for super::SockTuple {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SockTupleKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::KprobeSeenKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockOffsets {}
 }
 
 #[cfg(test)]

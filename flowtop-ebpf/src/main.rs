@@ -9,6 +9,11 @@
 //!   [`SockEvent`] per AF_INET/AF_INET6 socket, in the creator's context.
 //! - `cgroup_skb/egress` ([`flowtop_sock_egress`]): a TUPLE [`SockEvent`]
 //!   per (socket, address tuple) the first time a packet is sent with it.
+//! - kprobes on `tcp_connect`, `inet_csk_accept` (return), `udp_sendmsg`,
+//!   `udpv6_sendmsg`, `ping_v4_sendmsg` and `ping_v6_sendmsg` ([`kprobe`]):
+//!   KPROBE [`SockEvent`]s (tuple and owner in one), for kernels that can
+//!   attach kprobes. They read `struct sock` at offsets userspace takes from
+//!   the running kernel's BTF.
 //!
 //! The cgroup programs read only the UAPI context structs (`bpf_sock`,
 //! `__sk_buff`), which the kernel rewrites for itself: no CO-RE needed either.
@@ -18,6 +23,8 @@
 //! target working (a `no_std` binary would need `panic = "abort"` there).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+
+mod kprobe;
 
 use core::ptr::{addr_of, read_volatile};
 

@@ -10,6 +10,15 @@
 //! - socket ownership events: `cgroup/sock_create` and `cgroup_skb/egress`
 //!   on the cgroup2 root, feeding a ring buffer of
 //!   [`SockEvent`](flowtop_common::SockEvent)s; see [`start_sock_events`].
+//! - kprobes on `tcp_connect`, `inet_csk_accept` (return), `udp_sendmsg`,
+//!   `udpv6_sendmsg`, `ping_v4_sendmsg`, `ping_v6_sendmsg`, feeding the same
+//!   ring buffer with KPROBE events (tuple and owner in one), used where the
+//!   kernel can attach them; see [`probe_kprobes`], [`attach_kprobes`] and
+//!   [`start_sock_events_preferring_kprobes`]. They read `struct sock` at
+//!   offsets taken from the running kernel's BTF at load time
+//!   ([`KernelBtf`]). Kernels without `CONFIG_KPROBES` load them (the
+//!   verifier passes them) but cannot attach them: then the cgroup programs
+//!   are the path, and the report says why.
 //!
 //! When flowtop was built without the eBPF toolchain (`cfg(flowtop_no_ebpf)`,
 //! see `build.rs`), or loading/attaching fails (not root, lockdown, no
@@ -26,7 +35,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use flowtop_common::{
-    SockEvent, StateCounter, MAP_SOCK_EVENTS, MAP_SOCK_EVENTS_LOST, MAP_SOCK_SEEN, MAP_STATE_COUNTS,
+    SockEvent, SockOffsets, StateCounter, GLOBAL_SOCK_OFFSETS, KPROBE_PROGRAMS, MAP_KPROBE_SEEN,
+    MAP_SOCK_EVENTS, MAP_SOCK_EVENTS_LOST, MAP_SOCK_SEEN, MAP_STATE_COUNTS, OFFSET_ABSENT,
     PROG_INET_SOCK_SET_STATE, PROG_SOCK_CREATE, PROG_SOCK_EGRESS, STATE_SLOTS, TRACEPOINT_CATEGORY,
     TRACEPOINT_NAME,
 };
@@ -172,6 +182,9 @@ fn load_object(object: &[u8], log: aya::VerifierLogLevel, purpose: LoadFor) -> R
     // ~36 MB of peak memory for nothing.
     let mut loader = aya::EbpfLoader::new();
     loader.btf(None).verifier_log_level(log);
+    // The kprobes' dedupe map is only used when they are attached (see
+    // attach_kprobes, which loads its own copy of the object).
+    loader.map_max_entries(MAP_KPROBE_SEEN, 64);
     if purpose == LoadFor::StateCounts {
         // Every map of the object is created: keep the socket-event maps
         // (1 MiB ring buffer, 64 Ki-entry LRU) at a token size.
@@ -565,6 +578,580 @@ fn read_sock_events(
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Kernel struct offsets from the running kernel's BTF
+// ---------------------------------------------------------------------------
+
+/// Where the running kernel publishes its BTF.
+pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Byte offset and size of a (possibly nested) struct member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberOffset {
+    /// From the start of the outermost struct.
+    pub offset: u32,
+    /// Size of the member's type (None when BTF gives it no size).
+    pub size: Option<u32>,
+}
+
+/// A kernel BTF blob with its types indexed by id: enough to look struct
+/// members up by name. (aya parses BTF too, but keeps struct members
+/// crate-private.) Format: the kernel's Documentation/bpf/btf.rst.
+pub struct KernelBtf {
+    data: Vec<u8>,
+    /// Byte position in `data` of type id `i + 1` (id 0 is `void`).
+    types: Vec<usize>,
+    /// Byte range of the string section in `data`.
+    strings: std::ops::Range<usize>,
+}
+
+impl std::fmt::Debug for KernelBtf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelBtf")
+            .field("bytes", &self.data.len())
+            .field("types", &self.types.len())
+            .finish()
+    }
+}
+
+/// BTF kinds used here (`BTF_KIND_*`).
+mod btf_kind {
+    pub const INT: u32 = 1;
+    pub const PTR: u32 = 2;
+    pub const ARRAY: u32 = 3;
+    pub const STRUCT: u32 = 4;
+    pub const UNION: u32 = 5;
+    pub const ENUM: u32 = 6;
+    pub const TYPEDEF: u32 = 8;
+    pub const VOLATILE: u32 = 9;
+    pub const CONST: u32 = 10;
+    pub const RESTRICT: u32 = 11;
+    pub const FLOAT: u32 = 16;
+    pub const TYPE_TAG: u32 = 18;
+    pub const ENUM64: u32 = 19;
+}
+
+/// One `struct btf_type` header.
+#[derive(Debug, Clone, Copy)]
+struct BtfTypeHeader {
+    name_off: u32,
+    kind: u32,
+    vlen: usize,
+    kind_flag: bool,
+    /// `size` or `type`, depending on the kind.
+    size_or_type: u32,
+    /// Position of the header in the blob (kind data follows at +12).
+    pos: usize,
+}
+
+impl KernelBtf {
+    /// Reads and indexes the running kernel's BTF ([`KERNEL_BTF`]).
+    pub fn from_sys_fs() -> Result<Self, String> {
+        let data =
+            std::fs::read(KERNEL_BTF).map_err(|e| format!("reading kernel BTF {KERNEL_BTF} failed: {e}"))?;
+        Self::parse(data).map_err(|e| format!("{KERNEL_BTF}: {e}"))
+    }
+
+    /// Indexes a BTF blob (little-endian, as on every target flowtop runs on).
+    pub fn parse(data: Vec<u8>) -> Result<Self, String> {
+        let u32_at = |pos: usize| -> Result<u32, String> {
+            data.get(pos..pos + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .ok_or_else(|| format!("BTF truncated at byte {pos}"))
+        };
+        let magic = data.get(..2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+        if magic != Some(0xeb9f) {
+            return Err("not a little-endian BTF blob (bad magic)".to_owned());
+        }
+        let hdr_len = u32_at(4)? as usize;
+        let (type_off, type_len) = (u32_at(8)? as usize, u32_at(12)? as usize);
+        let (str_off, str_len) = (u32_at(16)? as usize, u32_at(20)? as usize);
+        let type_start = hdr_len + type_off;
+        let type_end = type_start + type_len;
+        let strings = hdr_len + str_off..hdr_len + str_off + str_len;
+        if type_end > data.len() || strings.end > data.len() {
+            return Err("BTF sections reach past the end of the blob".to_owned());
+        }
+        let mut types = Vec::new();
+        let mut pos = type_start;
+        while pos < type_end {
+            let info = u32_at(pos + 4)?;
+            let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+            let extra = match kind {
+                1 | 14 | 17 => 4,             // INT, VAR, DECL_TAG
+                2 | 7..=12 | 16 | 18 => 0,    // PTR, FWD..FUNC, FLOAT, TYPE_TAG
+                3 => 12,                      // ARRAY
+                4 | 5 | 15 | 19 => 12 * vlen, // STRUCT, UNION, DATASEC, ENUM64
+                6 | 13 => 8 * vlen,           // ENUM, FUNC_PROTO
+                other => return Err(format!("unknown BTF kind {other} at byte {pos}")),
+            };
+            types.push(pos);
+            pos += 12 + extra;
+        }
+        if pos != type_end {
+            return Err("BTF type section ends inside a type".to_owned());
+        }
+        Ok(Self { data, types, strings })
+    }
+
+    fn u32_at(&self, pos: usize) -> u32 {
+        self.data
+            .get(pos..pos + 4)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn name(&self, name_off: u32) -> &str {
+        let start = self.strings.start + name_off as usize;
+        let Some(rest) = self.data.get(start..self.strings.end) else {
+            return "";
+        };
+        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        std::str::from_utf8(&rest[..end]).unwrap_or("")
+    }
+
+    fn header(&self, id: u32) -> Option<BtfTypeHeader> {
+        let pos = *self.types.get((id as usize).checked_sub(1)?)?;
+        let info = self.u32_at(pos + 4);
+        Some(BtfTypeHeader {
+            name_off: self.u32_at(pos),
+            kind: (info >> 24) & 0x1f,
+            vlen: (info & 0xffff) as usize,
+            kind_flag: info >> 31 == 1,
+            size_or_type: self.u32_at(pos + 8),
+            pos,
+        })
+    }
+
+    /// Follows typedefs and qualifiers to the underlying type.
+    fn resolve(&self, mut id: u32) -> Option<BtfTypeHeader> {
+        use btf_kind::*;
+        for _ in 0..32 {
+            let t = self.header(id)?;
+            match t.kind {
+                TYPEDEF | VOLATILE | CONST | RESTRICT | TYPE_TAG => id = t.size_or_type,
+                _ => return Some(t),
+            }
+        }
+        None
+    }
+
+    fn type_size(&self, id: u32) -> Option<u32> {
+        use btf_kind::*;
+        let t = self.resolve(id)?;
+        match t.kind {
+            INT | ENUM | STRUCT | UNION | FLOAT | ENUM64 => Some(t.size_or_type),
+            PTR => Some(8),
+            ARRAY => {
+                let (elem, nelems) = (self.u32_at(t.pos + 12), self.u32_at(t.pos + 20));
+                self.type_size(elem)?.checked_mul(nelems)
+            }
+            _ => None,
+        }
+    }
+
+    /// The id of the struct (or union) called `name`.
+    fn composite_by_name(&self, name: &str) -> Option<u32> {
+        (1..=self.types.len() as u32).find(|&id| {
+            self.header(id).is_some_and(|t| {
+                (t.kind == btf_kind::STRUCT || t.kind == btf_kind::UNION) && self.name(t.name_off) == name
+            })
+        })
+    }
+
+    /// Member `name` of the struct/union `t`, also inside its anonymous
+    /// struct/union members: `(bit offset, bitfield size, type id)`.
+    fn member(&self, t: BtfTypeHeader, name: &str, depth: u32) -> Option<(u32, u32, u32)> {
+        if depth > 8 {
+            return None;
+        }
+        for i in 0..t.vlen {
+            let m = t.pos + 12 + 12 * i;
+            let (name_off, ty, raw) = (self.u32_at(m), self.u32_at(m + 4), self.u32_at(m + 8));
+            let (bit_offset, bitfield) = if t.kind_flag {
+                (raw & 0x00ff_ffff, raw >> 24)
+            } else {
+                (raw, 0)
+            };
+            let member_name = self.name(name_off);
+            if member_name == name {
+                return Some((bit_offset, bitfield, ty));
+            }
+            if member_name.is_empty() {
+                let inner = self.resolve(ty)?;
+                if inner.kind == btf_kind::STRUCT || inner.kind == btf_kind::UNION {
+                    if let Some((off, bits, ty)) = self.member(inner, name, depth + 1) {
+                        return Some((bit_offset + off, bits, ty));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Offset of a member path such as `sock.__sk_common.skc_family`: the
+    /// first part names a struct, each further part a member of the previous
+    /// one (members of anonymous structs/unions are found directly, as in C).
+    pub fn member_offset(&self, path: &str) -> Result<MemberOffset, String> {
+        let mut parts = path.split('.');
+        let root = parts.next().unwrap_or_default();
+        let mut id = self
+            .composite_by_name(root)
+            .ok_or_else(|| format!("kernel BTF has no struct {root} (looking up {path})"))?;
+        let mut bits = 0u32;
+        let mut within = root.to_owned();
+        let mut any = false;
+        for part in parts {
+            any = true;
+            let t = self
+                .resolve(id)
+                .filter(|t| t.kind == btf_kind::STRUCT || t.kind == btf_kind::UNION)
+                .ok_or_else(|| {
+                    format!("kernel BTF: {within} is not a struct or union (looking up {path})")
+                })?;
+            let (offset, bitfield, ty) = self
+                .member(t, part, 0)
+                .ok_or_else(|| format!("kernel BTF: {within} has no member {part} (looking up {path})"))?;
+            if bitfield != 0 {
+                return Err(format!(
+                    "kernel BTF: {within}.{part} is a {bitfield}-bit bitfield"
+                ));
+            }
+            bits += offset;
+            id = ty;
+            within = format!("{within}.{part}");
+        }
+        if !any {
+            return Err(format!("{path}: no member named (want struct.member)"));
+        }
+        if !bits.is_multiple_of(8) {
+            return Err(format!("kernel BTF: {path} is not byte-aligned"));
+        }
+        Ok(MemberOffset {
+            offset: bits / 8,
+            size: self.type_size(id),
+        })
+    }
+
+    /// [`member_offset`](Self::member_offset), also checking the member's
+    /// size (what the eBPF programs read there).
+    fn offset_sized(&self, path: &str, size: u32) -> Result<u32, String> {
+        let m = self.member_offset(path)?;
+        if m.size != Some(size) {
+            return Err(format!(
+                "kernel BTF: {path} has size {:?}, flowtop reads {size} bytes",
+                m.size
+            ));
+        }
+        Ok(m.offset)
+    }
+
+    /// The offsets the kprobe programs read, from this BTF. Required fields
+    /// are errors when missing; the optional ones are left absent.
+    pub fn sock_offsets(&self) -> Result<SockOffsets, String> {
+        const SKC: &str = "sock.__sk_common";
+        let sk = |field: &str, size: u32| self.offset_sized(&format!("{SKC}.{field}"), size);
+        let optional = |r: Result<u32, String>| r.unwrap_or(OFFSET_ABSENT);
+        Ok(SockOffsets {
+            skc_family: sk("skc_family", 2)?,
+            skc_num: sk("skc_num", 2)?,
+            skc_dport: sk("skc_dport", 2)?,
+            skc_rcv_saddr: sk("skc_rcv_saddr", 4)?,
+            skc_daddr: sk("skc_daddr", 4)?,
+            skc_v6_rcv_saddr: optional(sk("skc_v6_rcv_saddr", 16)),
+            skc_v6_daddr: optional(sk("skc_v6_daddr", 16)),
+            skc_cookie: optional(sk("skc_cookie", 8)),
+            skc_net: optional(sk("skc_net.net", 8)),
+            net_cookie: optional(self.offset_sized("net.net_cookie", 8)),
+            sk_protocol: optional(self.offset_sized("sock.sk_protocol", 2)),
+            msg_name: self.offset_sized("msghdr.msg_name", 8)?,
+            msg_namelen: self.offset_sized("msghdr.msg_namelen", 4)?,
+            _pad: 0,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// kprobe programs: load, attach, report
+// ---------------------------------------------------------------------------
+
+/// [`KprobeReport::chosen`] when every kprobe attached.
+pub const SOCK_PATH_KPROBES: &str = "kprobes";
+/// [`KprobeReport::chosen`] when they did not: the cgroup programs
+/// ([`start_sock_events`]) are the socket-ownership path.
+pub const SOCK_PATH_CGROUP: &str = "cgroup (fallback)";
+
+/// What happened to one kprobe program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KprobeProgramReport {
+    /// Program name (see `flowtop_common::KPROBE_PROGRAMS`).
+    pub program: &'static str,
+    /// `kprobe/<function>` or `kretprobe/<function>`.
+    pub attach_point: String,
+    /// Ok when the kernel accepted the program (the verifier passed it).
+    pub loaded: Result<(), String>,
+    /// Ok when it attached; else why not (aya's error in `{:?}` form).
+    pub attached: Result<(), String>,
+}
+
+/// What [`probe_kprobes`] / [`attach_kprobes`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KprobeReport {
+    /// The offsets given to the programs, or why the kernel's BTF could not
+    /// provide them (then the programs are loaded, inert, but not attached).
+    pub offsets: Result<SockOffsets, String>,
+    /// One entry per program of `KPROBE_PROGRAMS`, in that order (empty when
+    /// the object could not be loaded at all: see `reason`).
+    pub programs: Vec<KprobeProgramReport>,
+    /// Why nothing could be loaded (no eBPF object, map creation failed ...).
+    pub reason: Option<String>,
+    /// [`SOCK_PATH_KPROBES`] or [`SOCK_PATH_CGROUP`].
+    pub chosen: &'static str,
+}
+
+impl KprobeReport {
+    fn failed(reason: String, offsets: Result<SockOffsets, String>) -> Self {
+        Self {
+            offsets,
+            programs: Vec::new(),
+            reason: Some(reason),
+            chosen: SOCK_PATH_CGROUP,
+        }
+    }
+
+    /// Every program loaded.
+    pub fn all_loaded(&self) -> bool {
+        !self.programs.is_empty() && self.programs.iter().all(|p| p.loaded.is_ok())
+    }
+
+    /// Every program attached (the kprobe path is usable).
+    pub fn all_attached(&self) -> bool {
+        !self.programs.is_empty() && self.programs.iter().all(|p| p.attached.is_ok())
+    }
+
+    /// One line per program plus the choice, for logs and `--status`-like output.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        if let Some(reason) = &self.reason {
+            out.push_str(&format!("kprobes unavailable: {reason}\n"));
+        }
+        if let Err(e) = &self.offsets {
+            out.push_str(&format!("kprobe offsets: {e}\n"));
+        }
+        for p in &self.programs {
+            let status = |r: &Result<(), String>| match r {
+                Ok(()) => "yes".to_owned(),
+                Err(e) => format!("no ({e})"),
+            };
+            out.push_str(&format!(
+                "{} {}: loaded {}, attached {}\n",
+                p.attach_point,
+                p.program,
+                status(&p.loaded),
+                status(&p.attached)
+            ));
+        }
+        out.push_str(&format!("socket ownership path: {}", self.chosen));
+        out
+    }
+}
+
+/// Attached kprobe programs (present only when all of them attached); they
+/// stay attached while this lives.
+pub struct KprobeAttachment {
+    ebpf: aya::Ebpf,
+    programs: Vec<String>,
+}
+
+impl std::fmt::Debug for KprobeAttachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KprobeAttachment")
+            .field("programs", &self.programs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KprobeAttachment {
+    /// Attached programs, as `kprobe/<function>` / `kretprobe/<function>`.
+    pub fn programs(&self) -> &[String] {
+        &self.programs
+    }
+}
+
+/// The kernel struct offsets the kprobe programs would be given: from the
+/// running kernel's BTF (needs no privileges; `/sys/kernel/btf/vmlinux` is
+/// world-readable).
+pub fn kernel_sock_offsets() -> Result<SockOffsets, String> {
+    KernelBtf::from_sys_fs()?.sock_offsets()
+}
+
+/// Loads every kprobe program (which proves it passes the verifier on this
+/// kernel), tries to attach each, and reports. Nothing stays attached: use
+/// [`attach_kprobes`] to keep them.
+pub fn probe_kprobes() -> KprobeReport {
+    attach_kprobes().0
+}
+
+/// Loads and attaches the kprobe programs. When every one attaches they are
+/// kept in the returned attachment (`chosen` = [`SOCK_PATH_KPROBES`]); when
+/// any fails, all are detached and unloaded (`chosen` = [`SOCK_PATH_CGROUP`]).
+pub fn attach_kprobes() -> (KprobeReport, Option<KprobeAttachment>) {
+    #[cfg(flowtop_no_ebpf)]
+    {
+        (
+            KprobeReport::failed(NO_OBJECT_REASON.to_owned(), Err(NO_OBJECT_REASON.to_owned())),
+            None,
+        )
+    }
+    #[cfg(not(flowtop_no_ebpf))]
+    {
+        attach_kprobes_object(OBJECT)
+    }
+}
+
+fn attach_kprobes_object(object: &[u8]) -> (KprobeReport, Option<KprobeAttachment>) {
+    let offsets = kernel_sock_offsets();
+    // Quietly first; when the kernel refuses a program, once more with the
+    // verifier log so that its reason carries the verifier's explanation.
+    let (report, attachment) = attach_kprobes_with(object, &offsets, aya::VerifierLogLevel::DISABLE);
+    if report.reason.is_none() && !report.all_loaded() {
+        return attach_kprobes_with(object, &offsets, aya::VerifierLogLevel::default());
+    }
+    (report, attachment)
+}
+
+fn attach_kprobes_with(
+    object: &[u8],
+    offsets: &Result<SockOffsets, String>,
+    log: aya::VerifierLogLevel,
+) -> (KprobeReport, Option<KprobeAttachment>) {
+    use aya::programs::KProbe;
+
+    // Inert offsets when BTF failed: the programs still load (and so are
+    // verified), but are not attached.
+    let globals = offsets.clone().unwrap_or(SockOffsets::ABSENT);
+    let mut loader = aya::EbpfLoader::new();
+    loader
+        .btf(None)
+        .verifier_log_level(log)
+        .override_global(GLOBAL_SOCK_OFFSETS, &globals, true)
+        .map_max_entries(MAP_SOCK_SEEN, 64);
+    let mut ebpf = match loader.load(object) {
+        Ok(ebpf) => ebpf,
+        Err(e) => {
+            let reason = with_privilege_hint(format!("loading the eBPF object failed: {e:?}"));
+            return (KprobeReport::failed(reason, offsets.clone()), None);
+        }
+    };
+    let mut programs = Vec::new();
+    let mut attached_names = Vec::new();
+    for (name, function, ret) in KPROBE_PROGRAMS {
+        let attach_point = format!("{}/{function}", if ret { "kretprobe" } else { "kprobe" });
+        let mut report = KprobeProgramReport {
+            program: name,
+            attach_point: attach_point.clone(),
+            loaded: Ok(()),
+            attached: Err("not loaded".to_owned()),
+        };
+        let program: Result<&mut KProbe, String> = ebpf
+            .program_mut(name)
+            .ok_or_else(|| format!("the eBPF object has no program {name}"))
+            .and_then(|p| {
+                p.try_into()
+                    .map_err(|e| format!("{name} is not a kprobe program: {e:?}"))
+            });
+        match program {
+            Err(e) => report.loaded = Err(e),
+            Ok(program) => match program.load() {
+                Err(e) => report.loaded = Err(with_privilege_hint(format!("{e:?}"))),
+                Ok(()) => {
+                    report.attached = match offsets {
+                        Err(e) => Err(format!("not attached: no kernel struct offsets: {e}")),
+                        // The program ran for every call of a busy kernel
+                        // function: keep its link only if all attach (below).
+                        Ok(_) => program
+                            .attach(function, 0)
+                            .map(drop)
+                            .map_err(|e| format!("attaching {attach_point} failed: {e:?}")),
+                    };
+                    if report.attached.is_ok() {
+                        attached_names.push(attach_point);
+                    }
+                }
+            },
+        }
+        programs.push(report);
+    }
+    let mut report = KprobeReport {
+        offsets: offsets.clone(),
+        programs,
+        reason: None,
+        chosen: SOCK_PATH_CGROUP,
+    };
+    if report.all_attached() {
+        report.chosen = SOCK_PATH_KPROBES;
+        let attachment = KprobeAttachment {
+            ebpf,
+            programs: attached_names,
+        };
+        (report, Some(attachment))
+    } else {
+        // Dropping the object detaches whatever did attach.
+        drop(ebpf);
+        (report, None)
+    }
+}
+
+/// Socket ownership events from the kprobes where they all attach, else
+/// from the cgroup programs ([`start_sock_events`]): the fallback is chosen
+/// here and reported (`report.chosen`; the handle's
+/// [`programs`](SockEventsHandle::programs) say which ones run).
+///
+/// The kprobe path sends KPROBE events (`flowtop_common::SOCK_EVENT_KPROBE`),
+/// the cgroup path CREATED and TUPLE events: `deliver` must handle both. The
+/// kprobe handle's [`cgroup`](SockEventsHandle::cgroup) is empty.
+///
+/// flowtop's engine currently calls [`start_sock_events`] directly (the
+/// cgroup path, which attaches on every kernel flowtop supports); this is
+/// the entry point for switching to kprobes where the kernel has them.
+pub fn start_sock_events_preferring_kprobes(
+    deliver: impl FnMut(Vec<SockEvent>) -> bool + Send + 'static,
+) -> (KprobeReport, Result<SockEventsHandle, String>) {
+    let (report, attachment) = attach_kprobes();
+    match attachment {
+        Some(attachment) => (report, start_kprobe_reader(attachment, deliver)),
+        None => (report, start_sock_events(deliver)),
+    }
+}
+
+/// Feeds the kprobes' ring buffer to `deliver` with the same reader thread
+/// as the cgroup path.
+fn start_kprobe_reader(
+    attachment: KprobeAttachment,
+    deliver: impl FnMut(Vec<SockEvent>) -> bool + Send + 'static,
+) -> Result<SockEventsHandle, String> {
+    let KprobeAttachment { mut ebpf, programs } = attachment;
+    let map = ebpf
+        .take_map(MAP_SOCK_EVENTS)
+        .ok_or_else(|| format!("the eBPF object has no map {MAP_SOCK_EVENTS}"))?;
+    let ring = aya::maps::RingBuf::try_from(map)
+        .map_err(|e| format!("map {MAP_SOCK_EVENTS} is not a ring buffer: {e:?}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = std::thread::Builder::new()
+        .name("flowtop-sockev".to_owned())
+        .spawn({
+            let stop = Arc::clone(&stop);
+            move || read_sock_events(ring, &stop, deliver)
+        })
+        .map_err(|e| format!("starting the socket event thread failed: {e}"))?;
+    Ok(SockEventsHandle {
+        stop,
+        thread: Some(thread),
+        ebpf,
+        programs,
+        cgroup: PathBuf::new(),
+    })
 }
 
 const TRACEFS: &str = "/sys/kernel/tracing";
@@ -1129,5 +1716,192 @@ mod tests {
         // A second start after the drop works.
         let again = Events::start();
         drop(again);
+    }
+
+    // -----------------------------------------------------------------------
+    // kprobes and kernel BTF offsets
+    // -----------------------------------------------------------------------
+
+    #[test]
+    fn kernel_btf_gives_plausible_sock_common_offsets() {
+        let btf = KernelBtf::from_sys_fs().expect("kernel BTF");
+        // Direct members of sock_common (some inside anonymous unions).
+        let family = btf.member_offset("sock_common.skc_family").expect("skc_family");
+        let num = btf.member_offset("sock_common.skc_num").expect("skc_num");
+        let dport = btf.member_offset("sock_common.skc_dport").expect("skc_dport");
+        assert_eq!((family.size, num.size, dport.size), (Some(2), Some(2), Some(2)));
+        // Layout since Linux 3.x: addresses (8 bytes), hash (4), then
+        // dport/num at 12..16, family at 16.
+        assert!(
+            family.offset < 64 && num.offset < 64 && dport.offset < 64,
+            "{family:?} {num:?} {dport:?}"
+        );
+        assert_eq!(num.offset, dport.offset + 2, "skc_num follows skc_dport");
+        assert!(family.offset > num.offset, "{family:?} {num:?}");
+        assert_eq!(family.offset % 2, 0);
+        // Nested through `sock.__sk_common` (at offset 0 of struct sock).
+        let nested = btf.member_offset("sock.__sk_common.skc_family").expect("nested");
+        assert_eq!(nested, family);
+        let daddr = btf.member_offset("sock_common.skc_daddr").expect("skc_daddr");
+        assert_eq!(daddr.size, Some(4));
+        let net = btf
+            .member_offset("sock.__sk_common.skc_net.net")
+            .expect("skc_net.net");
+        assert_eq!(net.size, Some(8));
+
+        let offsets = btf.sock_offsets().expect("sock offsets");
+        eprintln!("{offsets:?}");
+        assert_eq!(offsets.skc_family, family.offset);
+        assert_eq!(offsets.skc_num, num.offset);
+        assert_eq!(offsets.skc_dport, dport.offset);
+        assert_eq!(offsets.msg_name, 0, "msghdr.msg_name is the first field");
+        for (name, value) in [
+            ("skc_rcv_saddr", offsets.skc_rcv_saddr),
+            ("skc_daddr", offsets.skc_daddr),
+            ("msg_namelen", offsets.msg_namelen),
+        ] {
+            assert_ne!(value, OFFSET_ABSENT, "{name}");
+        }
+        assert_eq!(kernel_sock_offsets(), Ok(offsets));
+    }
+
+    #[test]
+    fn a_missing_btf_member_or_struct_is_a_clear_error() {
+        let btf = KernelBtf::from_sys_fs().expect("kernel BTF");
+        let err = btf
+            .member_offset("sock_common.skc_no_such_field")
+            .expect_err("no such member");
+        assert!(
+            err.contains("sock_common has no member skc_no_such_field"),
+            "{err}"
+        );
+        let err = btf
+            .member_offset("sock.__sk_common.skc_nope")
+            .expect_err("no such nested member");
+        assert!(err.contains("sock.__sk_common has no member skc_nope"), "{err}");
+        let err = btf
+            .member_offset("flowtop_no_such_struct.x")
+            .expect_err("no such struct");
+        assert!(err.contains("no struct flowtop_no_such_struct"), "{err}");
+        let err = btf
+            .member_offset("sock_common.skc_family.x")
+            .expect_err("not a struct");
+        assert!(err.contains("not a struct or union"), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_not_btf() {
+        let err = KernelBtf::parse(vec![0u8; 64]).expect_err("bad magic");
+        assert!(err.contains("magic"), "{err}");
+        let mut truncated = vec![0x9f, 0xeb, 1, 0, 24, 0, 0, 0];
+        truncated.extend_from_slice(&[0, 0, 0, 0, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let err = KernelBtf::parse(truncated).expect_err("sections past the end");
+        assert!(err.contains("past the end"), "{err}");
+    }
+
+    /// Built without the toolchain: the kprobe report gives the no-object reason.
+    #[cfg(flowtop_no_ebpf)]
+    #[test]
+    fn without_the_object_the_kprobe_report_explains_how_to_get_it() {
+        let report = probe_kprobes();
+        assert!(report.programs.is_empty(), "{report:?}");
+        let reason = report.reason.clone().expect("reason");
+        assert!(reason.contains("built without the eBPF object"), "{reason}");
+        assert_eq!(report.chosen, SOCK_PATH_CGROUP);
+    }
+
+    #[cfg(not(flowtop_no_ebpf))]
+    #[test]
+    fn the_embedded_object_holds_the_kprobe_programs() {
+        let contains = |needle: &[u8]| OBJECT.windows(needle.len()).any(|w| w == needle);
+        for (name, function, ret) in KPROBE_PROGRAMS {
+            let section = format!("{}/{function}", if ret { "kretprobe" } else { "kprobe" });
+            assert!(contains(section.as_bytes()), "no section {section}");
+            assert!(contains(name.as_bytes()), "no program {name}");
+        }
+        assert!(
+            contains(GLOBAL_SOCK_OFFSETS.as_bytes()),
+            "no global {GLOBAL_SOCK_OFFSETS}"
+        );
+        assert!(contains(MAP_KPROBE_SEEN.as_bytes()), "no map {MAP_KPROBE_SEEN}");
+    }
+
+    #[test]
+    #[ignore = "needs root: run by cargo xtask test"]
+    fn every_kprobe_program_loads_and_the_fallback_is_reported() {
+        let report = probe_kprobes();
+        eprintln!("{}", report.summary());
+        assert_eq!(report.reason, None, "{report:?}");
+        assert!(report.offsets.is_ok(), "{:?}", report.offsets);
+        assert_eq!(report.programs.len(), KPROBE_PROGRAMS.len());
+        for p in &report.programs {
+            assert_eq!(p.loaded, Ok(()), "{} did not pass the verifier", p.program);
+        }
+        assert!(report.all_loaded());
+        if !Path::new("/sys/bus/event_source/devices/kprobe/type").exists() {
+            // No CONFIG_KPROBES: nothing attaches, the cgroup path is chosen.
+            for p in &report.programs {
+                let err = p.attached.clone().expect_err("attached without kprobes?");
+                assert!(err.contains("kprobe"), "{}: {err}", p.program);
+                assert!(err.contains(&p.attach_point), "{}: {err}", p.program);
+            }
+            assert!(!report.all_attached());
+            assert_eq!(report.chosen, SOCK_PATH_CGROUP);
+            let (report2, attachment) = attach_kprobes();
+            assert!(attachment.is_none());
+            assert_eq!(report2.chosen, SOCK_PATH_CGROUP);
+            // The fallback runs the cgroup programs.
+            let (report3, handle) = start_sock_events_preferring_kprobes(|_| true);
+            assert_eq!(report3.chosen, SOCK_PATH_CGROUP);
+            let handle = handle.expect("cgroup fallback");
+            assert_eq!(handle.programs(), ["cgroup/sock_create", "cgroup_skb/egress"]);
+        } else if report.all_attached() {
+            assert_eq!(report.chosen, SOCK_PATH_KPROBES);
+        }
+        assert!(report.summary().contains("socket ownership path: "));
+    }
+
+    /// Where kprobes attach: a TCP connect and a UDP send are reported with
+    /// their owner. Skipped (passes) on kernels without kprobes.
+    #[test]
+    #[ignore = "needs root: run by cargo xtask test"]
+    fn kprobe_events_carry_tuple_and_owner_where_kprobes_attach() {
+        use flowtop_common::SOCK_EVENT_KPROBE;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (report, handle) = start_sock_events_preferring_kprobes(move |batch| tx.send(batch).is_ok());
+        if report.chosen != SOCK_PATH_KPROBES {
+            eprintln!(
+                "SKIPPED kprobe event check: kprobes cannot attach on this kernel\n{}",
+                report.summary()
+            );
+            return;
+        }
+        let _handle = handle.expect("kprobe handle");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let client_port = client.local_addr().expect("addr").port();
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        udp.send_to(b"x", ("127.0.0.1", port)).expect("send_to");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut seen = Vec::new();
+        let found = |seen: &Vec<SockEvent>, proto: u16, rport: u16| {
+            seen.iter().any(|e: &SockEvent| {
+                e.kind == SOCK_EVENT_KPROBE
+                    && e.protocol == proto
+                    && e.remote_port == rport
+                    && e.tgid == std::process::id()
+            })
+        };
+        while std::time::Instant::now() < deadline && !(found(&seen, 6, port) && found(&seen, 17, port)) {
+            if let Ok(batch) = rx.recv_timeout(Duration::from_millis(100)) {
+                seen.extend(batch);
+            }
+        }
+        assert!(found(&seen, 6, port), "no TCP connect event: {seen:?}");
+        assert!(found(&seen, 17, port), "no UDP send event: {seen:?}");
+        assert!(seen
+            .iter()
+            .any(|e| e.kind == SOCK_EVENT_KPROBE && e.local_port == client_port));
     }
 }

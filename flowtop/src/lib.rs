@@ -100,6 +100,7 @@ pub(crate) fn meta_line(
     ts: &str,
     ebpf: Option<&ebpf::EbpfStatus>,
     attribution: &Attribution,
+    kprobes: Option<&ebpf::KprobeReport>,
 ) -> serde_json::Value {
     let sel = args.selection();
     let mut families = Vec::new();
@@ -120,6 +121,13 @@ pub(crate) fn meta_line(
             "available": e.available,
             "programs": e.programs,
             "reason": e.reason,
+            // Which kprobe programs the verifier took and which attached.
+            "kprobes": kprobes.map(|k| k.programs.iter().map(|p| serde_json::json!({
+                "program": p.attach_point,
+                "loaded": p.loaded.is_ok(),
+                "attached": p.attached.is_ok(),
+                "error": p.loaded.as_ref().err().or(p.attached.as_ref().err()),
+            })).collect::<Vec<_>>()),
         })),
         "families": families,
         "protocols": sel.proto_names(),
@@ -221,7 +229,12 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
         engage_sysctls(args)?
     };
     let (tx, rx) = engine::channel();
-    let (attribution, ebpf_events) = start_attribution(args, &tx)?;
+    // `handle` keeps the eBPF programs attached until flowtop exits.
+    let Started {
+        attribution,
+        handle: ebpf_events,
+        kprobes,
+    } = start_attribution(args, &tx)?;
     let ebpf_status = ebpf::EbpfStatus {
         available: ebpf_events.is_some(),
         mode: if ebpf_events.is_some() {
@@ -238,7 +251,13 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
     let (ts, _) = now_ts();
     let mut out = JsonWriter::new(BufWriter::with_capacity(1 << 16, io::stdout().lock()));
     match out
-        .value(&meta_line(args, &ts, Some(&ebpf_status), &attribution))
+        .value(&meta_line(
+            args,
+            &ts,
+            Some(&ebpf_status),
+            &attribution,
+            kprobes.as_ref(),
+        ))
         .and_then(|()| out.flush())
     {
         Ok(()) => {}
@@ -261,25 +280,44 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
     Ok(())
 }
 
+/// What attribution runs with: the mode, the eBPF handle that keeps its
+/// programs attached, and what the kprobe probe found (when it ran).
+struct Started {
+    attribution: Attribution,
+    handle: Option<ebpf::SockEventsHandle>,
+    kprobes: Option<ebpf::KprobeReport>,
+}
+
 /// Starts eBPF socket events when asked for (or in auto mode, when they load
-/// here); /proc scans always complement them (sockets made before flowtop
-/// started, listeners). Returns the mode and the handle that keeps the
-/// programs attached.
+/// here): kprobes where the kernel attaches them all, else the cgroup
+/// programs. /proc scans always complement them (sockets made before
+/// flowtop started, listeners).
 fn start_attribution(
     args: &Args,
     tx: &tokio::sync::mpsc::Sender<conntrack::source::SourceMsg>,
-) -> Result<(Attribution, Option<ebpf::SockEventsHandle>), RunError> {
+) -> Result<Started, RunError> {
     use attribution::Mode;
+    let without_ebpf = |mode: &'static str, reason: String, ebpf_unavailable: Option<String>| Started {
+        attribution: Attribution {
+            mode,
+            reason,
+            ebpf_unavailable,
+        },
+        handle: None,
+        kprobes: None,
+    };
     match args.attribution {
-        Mode::Off => return Ok((Attribution::off(), None)),
+        Mode::Off => {
+            return Ok(Started {
+                attribution: Attribution::off(),
+                handle: None,
+                kprobes: None,
+            })
+        }
         Mode::Procfs => {
-            let reason = "--attribution procfs: periodic /proc scans".into();
-            return Ok((
-                Attribution {
-                    mode: "procfs",
-                    reason,
-                    ebpf_unavailable: None,
-                },
+            return Ok(without_ebpf(
+                "procfs",
+                "--attribution procfs: periodic /proc scans".into(),
                 None,
             ));
         }
@@ -287,7 +325,7 @@ fn start_attribution(
     }
     let tx = tx.clone();
     let mut owners = attribution::ebpf_owners::EbpfOwners::new(sysctl::netns_cookie(), 1 << 18);
-    let started = ebpf::start_sock_events(move |events| {
+    let (kprobes, started) = ebpf::start_sock_events_preferring_kprobes(move |events| {
         let exe_of = |pid: u32| {
             std::fs::read_link(format!("/proc/{pid}/exe"))
                 .ok()
@@ -301,17 +339,20 @@ fn start_attribution(
     });
     match started {
         Ok(handle) => {
-            let reason = "eBPF socket events (cgroup sock_create and egress), with /proc scans for sockets \
-                          made before flowtop started and for listeners"
-                .into();
-            Ok((
-                Attribution {
-                    mode: "ebpf",
-                    reason,
-                    ebpf_unavailable: None,
-                },
-                Some(handle),
-            ))
+            let reason = format!(
+                "eBPF socket events ({}), with /proc scans for sockets made before flowtop started and for listeners",
+                handle.programs().join(", ")
+            );
+            let attribution = Attribution {
+                mode: "ebpf",
+                reason,
+                ebpf_unavailable: None,
+            };
+            Ok(Started {
+                attribution,
+                handle: Some(handle),
+                kprobes: Some(kprobes),
+            })
         }
         Err(why) if args.attribution == Mode::Ebpf => Err(RunError::Other(anyhow::anyhow!(
             "--attribution ebpf: the eBPF programs are unavailable: {why}"
@@ -320,14 +361,10 @@ fn start_attribution(
             let reason = format!(
                 "eBPF unavailable ({why}): periodic /proc scans (short-lived processes can be missed)"
             );
-            Ok((
-                Attribution {
-                    mode: "procfs",
-                    reason,
-                    ebpf_unavailable: Some(why),
-                },
-                None,
-            ))
+            Ok(Started {
+                kprobes: Some(kprobes),
+                ..without_ebpf("procfs", reason, Some(why))
+            })
         }
     }
 }

@@ -93,7 +93,7 @@ fn stream_json(
         // prints the error alone.
         if !meta_done {
             meta_done = true;
-            written = w.value(&meta_line(args, &ts, None, &mode));
+            written = w.value(&meta_line(args, &ts, None, &mode, None));
         }
         for flow in &chunk {
             if written.is_ok() && seen.insert(flow.key()) {
@@ -112,7 +112,7 @@ fn stream_json(
         .map_err(map_socket_error)?
         .unwrap_or_default();
     if !meta_done {
-        written = w.value(&meta_line(args, &ts, None, &mode));
+        written = w.value(&meta_line(args, &ts, None, &mode, None));
     }
     Ok((summary, written.and_then(|()| w.flush())))
 }

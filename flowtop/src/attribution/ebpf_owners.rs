@@ -12,7 +12,7 @@ use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use flowtop_common::{SockEvent, SOCK_EVENT_CREATED, SOCK_EVENT_TUPLE};
+use flowtop_common::{SockEvent, SOCK_EVENT_CREATED, SOCK_EVENT_KPROBE, SOCK_EVENT_TUPLE};
 
 use super::index::normalise;
 use super::{How, Owner};
@@ -96,14 +96,34 @@ impl EbpfOwners {
         }
     }
 
-    /// Applies one event; a TUPLE joined to its owner is returned.
+    /// Whether an event's namespace is flowtop's (0: the kernel did not say).
+    fn ours(&self, ev: &SockEvent) -> bool {
+        self.netns_cookie
+            .is_none_or(|own| ev.netns_cookie == 0 || ev.netns_cookie == own)
+    }
+
+    /// Applies one event; a TUPLE joined to its owner, or a kprobe event
+    /// (owner and tuple in one), is returned.
     pub fn apply(&mut self, ev: &SockEvent, exe_of: impl Fn(u32) -> Option<String>) -> Option<OwnedSocket> {
         match ev.kind {
+            SOCK_EVENT_KPROBE => {
+                if !self.ours(ev) {
+                    return None;
+                }
+                let owner = Arc::new(Owner {
+                    pid: ev.tgid,
+                    comm: comm_of(&ev.comm),
+                    exe: exe_of(ev.tgid),
+                    uid: ev.uid,
+                    how: How::Ebpf,
+                });
+                let local = SocketAddr::new(addr_of(ev.family, &ev.local_addr)?, ev.local_port);
+                let remote = SocketAddr::new(addr_of(ev.family, &ev.remote_addr)?, ev.remote_port);
+                Some((u8::try_from(ev.protocol).ok()?, local, remote, owner))
+            }
             SOCK_EVENT_CREATED => {
-                if let Some(own) = self.netns_cookie {
-                    if ev.netns_cookie != 0 && ev.netns_cookie != own {
-                        return None;
-                    }
+                if !self.ours(ev) {
+                    return None;
                 }
                 let owner = Owner {
                     pid: ev.tgid,
@@ -194,6 +214,23 @@ mod tests {
             .apply(&tuple(1, [192, 0, 2, 1], 40000, [198, 51, 100, 7], 443), |_| None)
             .is_none());
         assert_eq!(o.unmatched, 1);
+    }
+
+    #[test]
+    fn a_kprobe_event_carries_owner_and_tuple_at_once() {
+        let mut o = EbpfOwners::new(Some(7), 16);
+        let mut ev = tuple(0, [192, 0, 2, 1], 40000, [198, 51, 100, 7], 443);
+        ev.kind = SOCK_EVENT_KPROBE;
+        ev.tgid = 99;
+        ev.comm[..4].copy_from_slice(b"wget");
+        ev.netns_cookie = 7;
+        let (_, _, _, owner) = o.apply(&ev, |_| Some("/usr/bin/wget".into())).expect("owned");
+        assert_eq!(
+            (owner.pid, owner.comm.as_str(), owner.exe.as_deref()),
+            (99, "wget", Some("/usr/bin/wget"))
+        );
+        ev.netns_cookie = 8;
+        assert!(o.apply(&ev, |_| None).is_none(), "another namespace");
     }
 
     #[test]
