@@ -326,12 +326,10 @@ fn start_attribution(
     let tx = tx.clone();
     let mut owners = attribution::ebpf_owners::EbpfOwners::new(sysctl::netns_cookie(), 1 << 18);
     let (kprobes, started) = ebpf::start_sock_events_preferring_kprobes(move |events| {
-        let exe_of = |pid: u32| {
-            std::fs::read_link(format!("/proc/{pid}/exe"))
-                .ok()
-                .map(|p| p.display().to_string())
-        };
-        let sockets: Vec<_> = events.iter().filter_map(|ev| owners.apply(ev, exe_of)).collect();
+        let sockets: Vec<_> = events
+            .iter()
+            .filter_map(|ev| owners.apply(ev, attribution::ebpf_owners::proc_info))
+            .collect();
         sockets.is_empty()
             || tx
                 .blocking_send(conntrack::source::SourceMsg::EbpfSockets(sockets))

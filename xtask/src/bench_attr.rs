@@ -225,7 +225,9 @@ fn legacy(pair: &Pair) -> Result<(usize, usize)> {
         bail!("flowtop 0.6.8's screen never appeared in tmux");
     }
     // Its flow count line proves it saw the workload's flows at all.
-    let saw_flows = seen.lines().any(|l| l.contains("Kernel netfilter flows(") && !l.contains("flows(0)"));
+    let saw_flows = seen
+        .lines()
+        .any(|l| l.contains("Kernel netfilter flows(") && !l.contains("flows(0)"));
     if !saw_flows {
         bail!("flowtop 0.6.8 showed no flows at all during the workload");
     }

@@ -74,6 +74,37 @@ fn addr_of(family: u16, raw: &[u8; 16]) -> Option<IpAddr> {
     }
 }
 
+/// What /proc still tells about an event's process (None once it exited).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcInfo {
+    pub exe: Option<String>,
+    pub leader_comm: Option<String>,
+}
+
+/// Reads [`ProcInfo`] for `pid` from /proc.
+pub fn proc_info(pid: u32) -> ProcInfo {
+    ProcInfo {
+        exe: std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|p| p.display().to_string()),
+        leader_comm: std::fs::read(format!("/proc/{pid}/comm"))
+            .ok()
+            .map(|b| String::from_utf8_lossy(b.strip_suffix(b"\n").unwrap_or(&b)).into_owned()),
+    }
+}
+
+fn owner_of(ev: &SockEvent, info: ProcInfo) -> Owner {
+    Owner {
+        pid: ev.tgid,
+        // The process's own name when it is still there to ask; else the
+        // creating thread's, which is the process's for single-threaded ones.
+        comm: info.leader_comm.unwrap_or_else(|| comm_of(&ev.comm)),
+        exe: info.exe,
+        uid: ev.uid,
+        how: How::Ebpf,
+    }
+}
+
 /// The join of CREATED and TUPLE events.
 #[derive(Debug)]
 pub struct EbpfOwners {
@@ -104,19 +135,16 @@ impl EbpfOwners {
 
     /// Applies one event; a TUPLE joined to its owner, or a kprobe event
     /// (owner and tuple in one), is returned.
-    pub fn apply(&mut self, ev: &SockEvent, exe_of: impl Fn(u32) -> Option<String>) -> Option<OwnedSocket> {
+    /// `proc_of(pid)` reads what the kernel event lacks while the process
+    /// lives: its executable path and its main thread's command name (the
+    /// event carries the name of the thread that made the socket).
+    pub fn apply(&mut self, ev: &SockEvent, proc_of: impl Fn(u32) -> ProcInfo) -> Option<OwnedSocket> {
         match ev.kind {
             SOCK_EVENT_KPROBE => {
                 if !self.ours(ev) {
                     return None;
                 }
-                let owner = Arc::new(Owner {
-                    pid: ev.tgid,
-                    comm: comm_of(&ev.comm),
-                    exe: exe_of(ev.tgid),
-                    uid: ev.uid,
-                    how: How::Ebpf,
-                });
+                let owner = Arc::new(owner_of(ev, proc_of(ev.tgid)));
                 let local = SocketAddr::new(addr_of(ev.family, &ev.local_addr)?, ev.local_port);
                 let remote = SocketAddr::new(addr_of(ev.family, &ev.remote_addr)?, ev.remote_port);
                 Some((u8::try_from(ev.protocol).ok()?, local, remote, owner))
@@ -125,13 +153,7 @@ impl EbpfOwners {
                 if !self.ours(ev) {
                     return None;
                 }
-                let owner = Owner {
-                    pid: ev.tgid,
-                    comm: comm_of(&ev.comm),
-                    exe: exe_of(ev.tgid),
-                    uid: ev.uid,
-                    how: How::Ebpf,
-                };
+                let owner = owner_of(ev, proc_of(ev.tgid));
                 self.created.insert(ev.cookie, Arc::new(owner));
                 None
             }
@@ -193,9 +215,13 @@ mod tests {
     #[test]
     fn created_then_tuple_gives_an_owned_socket() {
         let mut o = EbpfOwners::new(Some(7), 16);
-        assert!(o.apply(&created(1, 7, 4242, "curl"), |_| None).is_none());
+        assert!(o
+            .apply(&created(1, 7, 4242, "curl"), |_| ProcInfo::default())
+            .is_none());
         let (p, l, r, owner) = o
-            .apply(&tuple(1, [192, 0, 2, 1], 40000, [198, 51, 100, 7], 443), |_| None)
+            .apply(&tuple(1, [192, 0, 2, 1], 40000, [198, 51, 100, 7], 443), |_| {
+                ProcInfo::default()
+            })
             .expect("joined");
         assert_eq!(p, 6);
         assert_eq!(l, "192.0.2.1:40000".parse().expect("sa"));
@@ -207,11 +233,27 @@ mod tests {
     }
 
     #[test]
+    fn the_process_name_wins_over_the_thread_name_while_it_lives() {
+        let mut o = EbpfOwners::new(Some(7), 16);
+        let info = |_| ProcInfo {
+            exe: None,
+            leader_comm: Some("firefox".into()),
+        };
+        o.apply(&created(1, 7, 4242, "Socket Thread"), info);
+        let (_, _, _, owner) = o
+            .apply(&tuple(1, [192, 0, 2, 1], 40000, [198, 51, 100, 7], 443), info)
+            .expect("joined");
+        assert_eq!(owner.comm, "firefox");
+    }
+
+    #[test]
     fn sockets_of_another_namespace_are_ignored() {
         let mut o = EbpfOwners::new(Some(7), 16);
-        o.apply(&created(1, 8, 4242, "curl"), |_| None);
+        o.apply(&created(1, 8, 4242, "curl"), |_| ProcInfo::default());
         assert!(o
-            .apply(&tuple(1, [192, 0, 2, 1], 40000, [198, 51, 100, 7], 443), |_| None)
+            .apply(&tuple(1, [192, 0, 2, 1], 40000, [198, 51, 100, 7], 443), |_| {
+                ProcInfo::default()
+            })
             .is_none());
         assert_eq!(o.unmatched, 1);
     }
@@ -224,25 +266,35 @@ mod tests {
         ev.tgid = 99;
         ev.comm[..4].copy_from_slice(b"wget");
         ev.netns_cookie = 7;
-        let (_, _, _, owner) = o.apply(&ev, |_| Some("/usr/bin/wget".into())).expect("owned");
+        let (_, _, _, owner) = o
+            .apply(&ev, |_| ProcInfo {
+                exe: Some("/usr/bin/wget".into()),
+                leader_comm: None,
+            })
+            .expect("owned");
         assert_eq!(
             (owner.pid, owner.comm.as_str(), owner.exe.as_deref()),
             (99, "wget", Some("/usr/bin/wget"))
         );
         ev.netns_cookie = 8;
-        assert!(o.apply(&ev, |_| None).is_none(), "another namespace");
+        assert!(
+            o.apply(&ev, |_| ProcInfo::default()).is_none(),
+            "another namespace"
+        );
     }
 
     #[test]
     fn memory_is_bounded_under_churn() {
         let mut o = EbpfOwners::new(Some(7), 100);
         for cookie in 0..10_000 {
-            o.apply(&created(cookie, 7, 1, "x"), |_| None);
+            o.apply(&created(cookie, 7, 1, "x"), |_| ProcInfo::default());
         }
         assert!(o.created.len() <= 100);
         // The most recent ones are still known.
         assert!(o
-            .apply(&tuple(9_999, [192, 0, 2, 1], 1, [192, 0, 2, 2], 2), |_| None)
+            .apply(&tuple(9_999, [192, 0, 2, 1], 1, [192, 0, 2, 2], 2), |_| {
+                ProcInfo::default()
+            })
             .is_some());
     }
 }
