@@ -190,9 +190,21 @@ fn legacy(pair: &Pair) -> Result<(usize, usize)> {
         "60",
         &cmdline,
     ]))?;
+    // flowtop 0.6.8 survives its terminal going away (and spins): kill the
+    // pane's process (ip netns exec execs flowtop, so it is flowtop) first.
     struct Session(String);
     impl Drop for Session {
         fn drop(&mut self) {
+            let pane = Command::new("tmux")
+                .args(["display-message", "-p", "-t", &self.0, "#{pane_pid}"])
+                .output();
+            if let Some(pid) = pane
+                .ok()
+                .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<i32>().ok())
+            {
+                // SAFETY: kill(2) of the pane process this bench started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
             let _ = Command::new("tmux")
                 .args(["kill-session", "-t", &self.0])
                 .status();
