@@ -235,6 +235,12 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
         handle: ebpf_events,
         kprobes,
     } = start_attribution(args, &tx)?;
+    // Loading the eBPF objects and reading the kernel's BTF left megabytes
+    // of freed heap behind: give them back before the table grows.
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let ebpf_status = ebpf::EbpfStatus {
         available: ebpf_events.is_some(),
         mode: if ebpf_events.is_some() {
