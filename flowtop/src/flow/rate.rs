@@ -19,10 +19,14 @@ pub struct Rates {
 }
 
 /// The reading rates are measured from, and the last rates measured.
+///
+/// Rates are kept as `f32` (seven significant digits are plenty for a
+/// rate; one meter per flow, so its size counts at a million flows).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateMeter {
     base: Option<(Instant, Counters)>,
-    pub rates: Rates,
+    /// orig bytes, reply bytes, orig packets, reply packets per second.
+    per_sec: [f32; 4],
     /// False until two readings a window apart gave a rate: before that the
     /// rate is unknown, not zero.
     measured: bool,
@@ -32,7 +36,7 @@ impl RateMeter {
     pub fn new() -> Self {
         RateMeter {
             base: None,
-            rates: Rates::default(),
+            per_sec: [0.0; 4],
             measured: false,
         }
     }
@@ -52,7 +56,7 @@ impl RateMeter {
             // Counters were zeroed (conntrack -Z) or the id now names another
             // entry: start over instead of reporting a negative rate.
             self.base = Some((now, counters));
-            self.rates = Rates::default();
+            self.per_sec = [0.0; 4];
             self.measured = false;
             return true;
         }
@@ -61,21 +65,32 @@ impl RateMeter {
             return false;
         }
         let secs = elapsed.as_secs_f64();
-        let per_sec = |a: u64, b: u64| (a - b) as f64 / secs;
-        self.rates = Rates {
-            orig_bytes: per_sec(counters.orig_bytes, c0.orig_bytes),
-            reply_bytes: per_sec(counters.reply_bytes, c0.reply_bytes),
-            orig_packets: per_sec(counters.orig_packets, c0.orig_packets),
-            reply_packets: per_sec(counters.reply_packets, c0.reply_packets),
-        };
+        let per_sec = |a: u64, b: u64| ((a - b) as f64 / secs) as f32;
+        self.per_sec = [
+            per_sec(counters.orig_bytes, c0.orig_bytes),
+            per_sec(counters.reply_bytes, c0.reply_bytes),
+            per_sec(counters.orig_packets, c0.orig_packets),
+            per_sec(counters.reply_packets, c0.reply_packets),
+        ];
         self.base = Some((now, counters));
         self.measured = true;
         true
     }
 
+    /// The last rates (zero before the first measurement).
+    pub fn rates(&self) -> Rates {
+        let [orig_bytes, reply_bytes, orig_packets, reply_packets] = self.per_sec.map(f64::from);
+        Rates {
+            orig_bytes,
+            reply_bytes,
+            orig_packets,
+            reply_packets,
+        }
+    }
+
     /// The rates, once they have been measured.
     pub fn measured_rates(&self) -> Option<Rates> {
-        self.measured.then_some(self.rates)
+        self.measured.then(|| self.rates())
     }
 }
 
@@ -106,8 +121,8 @@ mod tests {
         m.observe(c(0, 0), t0, w);
         assert_eq!(m.measured_rates(), None, "one reading is no rate");
         assert!(m.observe(c(3000, 1000), t0 + Duration::from_secs(2), w));
-        assert_eq!(m.rates.orig_bytes, 1500.0);
-        assert_eq!(m.rates.reply_bytes, 500.0);
+        assert_eq!(m.rates().orig_bytes, 1500.0);
+        assert_eq!(m.rates().reply_bytes, 500.0);
     }
 
     #[test]
@@ -121,7 +136,7 @@ mod tests {
         assert!(!m.observe(c(900, 0), t0 + Duration::from_millis(200), w));
         // The next one covers all 1000 bytes since t0.
         assert!(m.observe(c(1000, 0), t0 + Duration::from_secs(1), w));
-        assert_eq!(m.rates.orig_bytes, 1000.0);
+        assert_eq!(m.rates().orig_bytes, 1000.0);
     }
 
     #[test]
@@ -131,8 +146,8 @@ mod tests {
         let mut m = RateMeter::new();
         m.observe(c(5000, 5000), t0, w);
         assert!(m.observe(c(10, 10), t0 + Duration::from_secs(1), w));
-        assert_eq!(m.rates, Rates::default());
+        assert_eq!(m.rates(), Rates::default());
         assert!(m.observe(c(110, 10), t0 + Duration::from_secs(2), w));
-        assert_eq!(m.rates.orig_bytes, 100.0);
+        assert_eq!(m.rates().orig_bytes, 100.0);
     }
 }

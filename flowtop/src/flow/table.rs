@@ -58,8 +58,6 @@ pub struct Entry {
     pub rate: RateMeter,
     /// The process owning the local socket, once known (kept after it exits).
     pub owner: Option<Arc<Owner>>,
-    /// When flowtop first saw the entry.
-    pub first_seen: Instant,
     /// When the kernel will expire it, as of the last reading.
     deadline: Option<Instant>,
     /// Generation of the last dump that listed it.
@@ -409,7 +407,6 @@ fn new_entry(flow: Flow, now: Instant, config: &TableConfig, owner: Option<Arc<O
         flow,
         rate,
         owner,
-        first_seen: now,
         dump_gen: 0,
         event_gen: 0,
     }
@@ -428,9 +425,9 @@ fn refresh(e: &mut Entry, mut flow: Flow, now: Instant, config: &TableConfig) ->
     }
     let rates_changed = match flow.counters {
         Some(c) => {
-            let before = e.rate.rates;
+            let before = e.rate.rates();
             e.rate.observe(c, now, config.rate_window);
-            e.rate.rates != before
+            e.rate.rates() != before
         }
         None => false,
     };
@@ -602,8 +599,8 @@ mod tests {
         t.end_dump(g, &mut rec(&mut log));
         assert_eq!(log.last(), Some(&(EventKind::Update, 1)));
         let e = t.get(f.key()).expect("entry");
-        assert_eq!(e.rate.rates.orig_bytes, 2000.0);
-        assert_eq!(e.rate.rates.reply_bytes, 1000.0);
+        assert_eq!(e.rate.rates().orig_bytes, 2000.0);
+        assert_eq!(e.rate.rates().reply_bytes, 1000.0);
         // Unchanged counters: the rate falls to zero once, then nothing more.
         log.clear();
         for s in [4, 6] {
@@ -612,7 +609,7 @@ mod tests {
             t.end_dump(g, &mut rec(&mut log));
         }
         assert_eq!(log, vec![(EventKind::Update, 1)]);
-        assert_eq!(t.get(flow(1).key()).expect("entry").rate.rates.orig_bytes, 0.0);
+        assert_eq!(t.get(flow(1).key()).expect("entry").rate.rates().orig_bytes, 0.0);
     }
 
     #[test]
