@@ -83,6 +83,10 @@ pub struct Args {
     /// How flows get their process: auto (best available), ebpf, procfs (periodic /proc scans), off
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
     pub attribution: crate::attribution::Mode,
+    /// Directory searched first for tcp.conf, udp.conf, sctp.conf, dccp.conf (service names), before
+    /// /etc/flowtop and /etc/netsniff-ng
+    #[arg(long = "conf-dir", value_name = "DIR")]
+    pub conf_dir: Option<PathBuf>,
     /// Directory of the state file that remembers the sysctl values to restore
     #[arg(long = "state-dir", value_name = "DIR", default_value = crate::sysctl::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod conntrack;
 pub mod ebpf;
 pub mod engine;
+pub mod enrich;
 pub mod flow;
 pub mod once;
 pub mod output;
@@ -196,6 +197,17 @@ fn run_with(args: &Args) -> Result<(), RunError> {
     }
 }
 
+/// Service names: built-ins under /etc/netsniff-ng, /etc/flowtop and
+/// --conf-dir; malformed lines are reported, not fatal.
+pub(crate) fn load_services(args: &Args) -> std::sync::Arc<enrich::services::Services> {
+    let dirs = enrich::services::Services::search_path(args.conf_dir.as_deref());
+    let (services, warnings) = enrich::services::Services::load(&dirs);
+    for w in warnings {
+        eprintln!("flowtop: {w}");
+    }
+    std::sync::Arc::new(services)
+}
+
 pub(crate) fn state_paths(args: &Args) -> Result<sysctl::Paths, RunError> {
     sysctl::Paths::system(&args.state_dir)
         .map_err(|e| RunError::Other(anyhow::anyhow!("reading the network namespace: {e}")))
@@ -255,7 +267,8 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
         reason: attribution.ebpf_unavailable.clone(),
     };
     let (ts, _) = now_ts();
-    let mut out = JsonWriter::new(BufWriter::with_capacity(1 << 16, io::stdout().lock()));
+    let mut out = JsonWriter::new(BufWriter::with_capacity(1 << 16, io::stdout().lock()))
+        .with_services(load_services(args));
     match out
         .value(&meta_line(
             args,

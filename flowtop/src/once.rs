@@ -83,7 +83,8 @@ fn stream_json(
     let mode = crate::Attribution::for_once(args);
     let index = (!mode.is_off()).then(attribution::scan_procfs);
     let (ts, wall) = now_ts();
-    let mut w = JsonWriter::new(BufWriter::with_capacity(1 << 16, out));
+    let mut w =
+        JsonWriter::new(BufWriter::with_capacity(1 << 16, out)).with_services(crate::load_services(args));
     let mut written: io::Result<()> = Ok(());
     let mut meta_done = false;
     // A dump is not an atomic snapshot: an entry can come twice.
@@ -149,6 +150,7 @@ fn print_text(args: &Args, table: &FlowTable, out: impl Write) -> io::Result<()>
         show_src: args.show_src,
         bits: args.bits,
     };
-    out.write_all(output::text::table(&mut entries, SystemTime::now(), opts).as_bytes())?;
+    let services = crate::load_services(args);
+    out.write_all(output::text::table(&mut entries, SystemTime::now(), opts, &services).as_bytes())?;
     out.flush()
 }

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::time::SystemTime;
 
 use super::format::{age_secs, human_age, human_bytes};
+use crate::enrich::services::Services;
 use crate::flow::model::proto;
 use crate::flow::table::{Aggregates, Entry};
 
@@ -41,7 +42,7 @@ pub fn summary(version: &str, flows: usize, agg: &Aggregates, attribution: &str)
 }
 
 /// The table, sorted by total bytes (most first), then id.
-pub fn table(entries: &mut [&Entry], now: SystemTime, opts: TextOptions) -> String {
+pub fn table(entries: &mut [&Entry], now: SystemTime, opts: TextOptions, services: &Services) -> String {
     entries.sort_by(|a, b| {
         let total = |e: &Entry| e.flow.counters.map_or(0, |c| c.orig_bytes + c.reply_bytes);
         total(b).cmp(&total(a)).then(a.flow.id.cmp(&b.flow.id))
@@ -51,7 +52,7 @@ pub fn table(entries: &mut [&Entry], now: SystemTime, opts: TextOptions) -> Stri
     if opts.show_src {
         header.push("SOURCE");
     }
-    header.extend(["DESTINATION", "NAT", "BYTES", "RATE"]);
+    header.extend(["DESTINATION", "SERVICE", "NAT", "BYTES", "RATE"]);
     rows.push(header.iter().map(|s| (*s).to_owned()).collect());
     let unit = if opts.bits { 8.0 } else { 1.0 };
     let suffix = if opts.bits { "b/s" } else { "B/s" };
@@ -73,6 +74,11 @@ pub fn table(entries: &mut [&Entry], now: SystemTime, opts: TextOptions) -> Stri
             row.push(endpoint(&f.orig.src, f.orig.sport));
         }
         row.push(endpoint(&f.orig.dst, f.orig.dport));
+        row.push(
+            services
+                .of_flow(f)
+                .map_or_else(|| "-".to_owned(), crate::attribution::sanitise),
+        );
         // Without NAT the reply tuple mirrors the original; show it only when it does not.
         let mirrored = f.reply.src == f.orig.dst
             && f.reply.dst == f.orig.src
@@ -233,6 +239,7 @@ mod tests {
     fn batch_table_snapshot() {
         let t = sample_table();
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_125);
+        let services = Services::builtin();
         let mut entries: Vec<_> = t.iter().collect();
         let text = table(
             &mut entries,
@@ -241,6 +248,7 @@ mod tests {
                 show_src: true,
                 bits: false,
             },
+            &services,
         );
         insta::assert_snapshot!("batch_table_with_source", text);
         let mut entries: Vec<_> = t.iter().collect();
@@ -251,6 +259,7 @@ mod tests {
                 show_src: false,
                 bits: true,
             },
+            &services,
         );
         insta::assert_snapshot!("batch_table_bits", text);
         let summary = summary("0.1.0", t.len(), &t.aggregates(), "unavailable");
