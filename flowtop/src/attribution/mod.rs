@@ -81,20 +81,3 @@ pub fn spawn_procfs_scanner(
             thread::sleep(interval);
         })
 }
-
-/// A process name made safe for a terminal: control characters (escape
-/// sequences, newlines) become `?`, nothing else changes.
-pub fn sanitise(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sanitise_removes_terminal_control() {
-        assert_eq!(sanitise("evil\u{1b}[2J\nname\u{7}"), "evil?[2J?name?");
-        assert_eq!(sanitise("nginx: worker"), "nginx: worker");
-    }
-}

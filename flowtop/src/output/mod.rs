@@ -3,4 +3,5 @@
 pub mod format;
 pub mod json;
 pub mod line;
+pub mod safe;
 pub mod text;

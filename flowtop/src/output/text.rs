@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::time::SystemTime;
 
 use super::format::{age_secs, human_age, human_bytes};
+use super::safe::terminal_safe;
 use crate::enrich::services::Services;
 use crate::flow::model::proto;
 use crate::flow::table::{Aggregates, Entry};
@@ -59,7 +60,7 @@ pub fn table(entries: &mut [&Entry], now: SystemTime, opts: TextOptions, service
     for e in entries.iter() {
         let f = &e.flow;
         let (process, pid) = match &e.owner {
-            Some(o) => (crate::attribution::sanitise(&o.comm), o.pid.to_string()),
+            Some(o) => (terminal_safe(&o.comm).into_owned(), o.pid.to_string()),
             None => ("-".to_owned(), "-".to_owned()),
         };
         let mut row = vec![
@@ -77,7 +78,7 @@ pub fn table(entries: &mut [&Entry], now: SystemTime, opts: TextOptions, service
         row.push(
             services
                 .of_flow(f)
-                .map_or_else(|| "-".to_owned(), crate::attribution::sanitise),
+                .map_or_else(|| "-".to_owned(), |n| terminal_safe(n).into_owned()),
         );
         // Without NAT the reply tuple mirrors the original; show it only when it does not.
         let mirrored = f.reply.src == f.orig.dst
