@@ -1229,3 +1229,33 @@ fn service_names_from_builtins_and_conf_dir_with_line_warnings() {
         done.stderr
     );
 }
+
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn a_reader_that_goes_away_ends_the_stream_and_restores_sysctls() {
+    use std::io::BufRead as _;
+    let ns = Netns::with_conntrack();
+    ns.set_acct_ts("0", "0");
+    let mut child = ns
+        .cmd(FLOWTOP, &["--json", "-t", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("flowtop starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut first = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("meta line");
+    assert!(first.contains("\"meta\""), "{first}");
+    assert_eq!(ns.acct_ts(), ("1".to_owned(), "1".to_owned()));
+    // The reader is dropped here: nothing is written on a quiet table, yet
+    // flowtop must notice within a couple of intervals.
+    let status = wait_timeout(&mut child, Duration::from_secs(4));
+    if status.is_none() {
+        let _ = child.kill();
+        panic!("flowtop kept running after its reader went away");
+    }
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert_eq!(ns.acct_ts(), ("0".to_owned(), "0".to_owned()), "sysctls restored");
+}

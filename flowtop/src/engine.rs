@@ -298,6 +298,11 @@ pub async fn run_stream<W: Write>(
                 em.finish()
             }
             _ = tick.tick() => {
+                // Nothing may be written for a long time on a quiet table:
+                // notice a reader that went away without waiting for a write.
+                if stdout_reader_gone() {
+                    return Ok(Stop::OutputClosed);
+                }
                 let mut em = Emitter::new(out);
                 engine.tick(Instant::now(), &mut em)?;
                 em.finish()
@@ -310,6 +315,19 @@ pub async fn run_stream<W: Write>(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Whether stdout is a pipe or socket whose reader has gone (poll reports
+/// POLLERR/POLLHUP for it). A terminal or a file never counts as gone here.
+fn stdout_reader_gone() -> bool {
+    let mut pfd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+    rc > 0 && pfd.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }
 
 fn finish<W: Write>(out: &mut JsonWriter<W>, stop: Stop) -> anyhow::Result<Stop> {
