@@ -602,6 +602,7 @@ fn sysctls_restored_on_signals() {
         ("SIGINT", libc::SIGINT, ("0", "0")),
         ("SIGTERM", libc::SIGTERM, ("0", "0")),
         ("SIGHUP", libc::SIGHUP, ("0", "0")),
+        ("SIGQUIT", libc::SIGQUIT, ("0", "0")),
         ("SIGINT", libc::SIGINT, ("1", "0")),
     ];
     for (name, sig, (acct, ts)) in cases {
@@ -1258,4 +1259,28 @@ fn a_reader_that_goes_away_ends_the_stream_and_restores_sysctls() {
     }
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
     assert_eq!(ns.acct_ts(), ("0".to_owned(), "0".to_owned()), "sysctls restored");
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn two_instances_restore_the_values_from_before_the_first() {
+    let ns = Netns::with_conntrack();
+    ns.set_acct_ts("0", "0");
+    let mut first = Flowtop::start(&ns, &["--json", "-t", "1"]);
+    let mut second = Flowtop::start(&ns, &["--json", "-t", "1"]);
+    assert_eq!(ns.acct_ts(), ("1".to_owned(), "1".to_owned()));
+    // The first to go must not restore while the second still relies on them.
+    first.stop();
+    assert_eq!(
+        ns.acct_ts(),
+        ("1".to_owned(), "1".to_owned()),
+        "restored under a running instance"
+    );
+    // The last to go puts back what was there before the first.
+    second.stop();
+    assert_eq!(
+        ns.acct_ts(),
+        ("0".to_owned(), "0".to_owned()),
+        "not restored by the last instance"
+    );
 }
