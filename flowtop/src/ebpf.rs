@@ -451,7 +451,18 @@ fn start_sock_events_object(
         .or_else(|_| attach_sock_programs(object, &cgroup, aya::VerifierLogLevel::default()));
     // The links hold the cgroup itself, not the mount: undo ours at once.
     drop(temporary);
-    let (mut ebpf, programs) = attached.map_err(with_privilege_hint)?;
+    let (ebpf, programs) = attached.map_err(with_privilege_hint)?;
+    start_reader(ebpf, programs, cgroup, deliver)
+}
+
+/// Starts the thread that reads `SOCK_EVENTS` of a loaded and attached
+/// object (cgroup programs or kprobes) and hands batches to `deliver`.
+fn start_reader(
+    mut ebpf: aya::Ebpf,
+    programs: Vec<String>,
+    cgroup: PathBuf,
+    deliver: impl FnMut(Vec<SockEvent>) -> bool + Send + 'static,
+) -> Result<SockEventsHandle, String> {
     let map = ebpf
         .take_map(MAP_SOCK_EVENTS)
         .ok_or_else(|| format!("the eBPF object has no map {MAP_SOCK_EVENTS}"))?;
@@ -1131,27 +1142,8 @@ fn start_kprobe_reader(
     attachment: KprobeAttachment,
     deliver: impl FnMut(Vec<SockEvent>) -> bool + Send + 'static,
 ) -> Result<SockEventsHandle, String> {
-    let KprobeAttachment { mut ebpf, programs } = attachment;
-    let map = ebpf
-        .take_map(MAP_SOCK_EVENTS)
-        .ok_or_else(|| format!("the eBPF object has no map {MAP_SOCK_EVENTS}"))?;
-    let ring = aya::maps::RingBuf::try_from(map)
-        .map_err(|e| format!("map {MAP_SOCK_EVENTS} is not a ring buffer: {e:?}"))?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let thread = std::thread::Builder::new()
-        .name("flowtop-sockev".to_owned())
-        .spawn({
-            let stop = Arc::clone(&stop);
-            move || read_sock_events(ring, &stop, deliver)
-        })
-        .map_err(|e| format!("starting the socket event thread failed: {e}"))?;
-    Ok(SockEventsHandle {
-        stop,
-        thread: Some(thread),
-        ebpf,
-        programs,
-        cgroup: PathBuf::new(),
-    })
+    let KprobeAttachment { ebpf, programs } = attachment;
+    start_reader(ebpf, programs, PathBuf::new(), deliver)
 }
 
 const TRACEFS: &str = "/sys/kernel/tracing";
