@@ -1390,6 +1390,9 @@ fn machine_info(root: &Path) -> Vec<(String, String)> {
     ]
 }
 
+/// A metric measured for the peer and for flowtop, and how to show it.
+type MetricPair<'a> = (&'a str, &'a [f64], &'a [f64], fn(f64) -> String);
+
 fn secs(v: f64) -> String {
     if v < 10.0 {
         format!("{v:.3} s")
@@ -1504,76 +1507,24 @@ the machine leaves over: see \"rest of the machine\".\n",
         let per_flow = |kib: f64, base: f64| (kib - base) * 1024.0 / n as f64;
         const CT: &str = "conntrack -L";
         const FT: &str = "flowtop --once --json";
-        t.row(
-            CT,
-            "wall time",
-            secs(median(&ct_wall)),
-            list(&ct_wall, secs),
-            "—".into(),
-        );
-        t.row(
-            FT,
-            "wall time",
-            secs(median(&ft_wall)),
-            list(&ft_wall, secs),
-            ratio(median(&ft_wall), median(&ct_wall), CT),
-        );
-        t.row(
-            CT,
-            "CPU time (user+sys)",
-            secs(median(&ct_cpu)),
-            list(&ct_cpu, secs),
-            "—".into(),
-        );
-        t.row(
-            FT,
-            "CPU time (user+sys)",
-            secs(median(&ft_cpu)),
-            list(&ft_cpu, secs),
-            ratio(median(&ft_cpu), median(&ct_cpu), CT),
-        );
-        t.row(
-            CT,
-            "CPU user",
-            secs(median(&ct_user)),
-            list(&ct_user, secs),
-            "—".into(),
-        );
-        t.row(
-            FT,
-            "CPU user",
-            secs(median(&ft_user)),
-            list(&ft_user, secs),
-            ratio(median(&ft_user), median(&ct_user), CT),
-        );
-        t.row(
-            CT,
-            "CPU sys",
-            secs(median(&ct_sys)),
-            list(&ct_sys, secs),
-            "—".into(),
-        );
-        t.row(
-            FT,
-            "CPU sys",
-            secs(median(&ft_sys)),
-            list(&ft_sys, secs),
-            ratio(median(&ft_sys), median(&ct_sys), CT),
-        );
-        t.row(
-            CT,
-            "peak RSS",
-            mib(median(&ct_rss)),
-            list(&ct_rss, mib),
-            "—".into(),
-        );
-        t.row(
-            FT,
-            "peak RSS",
-            mib(median(&ft_rss)),
-            list(&ft_rss, mib),
-            ratio(median(&ft_rss), median(&ct_rss), CT),
-        );
+        // One pair of rows per metric: the peer, then flowtop with its ratio.
+        let pairs: [MetricPair<'_>; 5] = [
+            ("wall time", &ct_wall, &ft_wall, secs),
+            ("CPU time (user+sys)", &ct_cpu, &ft_cpu, secs),
+            ("CPU user", &ct_user, &ft_user, secs),
+            ("CPU sys", &ct_sys, &ft_sys, secs),
+            ("peak RSS", &ct_rss, &ft_rss, mib),
+        ];
+        for (metric, ct, ft, fmt) in pairs {
+            t.row(CT, metric, fmt(median(ct)), list(ct, fmt), "—".into());
+            t.row(
+                FT,
+                metric,
+                fmt(median(ft)),
+                list(ft, fmt),
+                ratio(median(ft), median(ct), CT),
+            );
+        }
         t.row(CT, "peak RSS, empty table", mib(ct_rss0), "—".into(), "—".into());
         t.row(FT, "peak RSS, empty table", mib(ft_rss0), "—".into(), "—".into());
         let ct_pf: Vec<f64> = ct_rss.iter().map(|&k| per_flow(k, ct_rss0)).collect();
