@@ -1,4 +1,6 @@
-//! Enrichment: names for what a flow's numbers mean. This version has the
-//! service names of ports; reverse DNS and GeoIP come next.
+//! Enrichment: names for what a flow's numbers mean: service names of ports
+//! ([`services`]) and, per address, reverse DNS and geography kept in the
+//! [`book::AddressBook`].
 
+pub mod book;
 pub mod services;
