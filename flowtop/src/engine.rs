@@ -35,6 +35,8 @@ pub enum Stop {
     Signal(&'static str),
     /// The reader of our output went away (EPIPE).
     OutputClosed,
+    /// The user quit the screen.
+    Quit,
 }
 
 /// The table configuration for a refresh interval.
@@ -156,7 +158,13 @@ struct Engine {
     /// An overrun happened while a dump ran: resync once it ends.
     resync_pending: bool,
     warned_malformed: bool,
+    /// Where warnings go: stderr, or (on the screen, which stderr would
+    /// garble) a list the screen shows and the caller prints at the end.
+    notes: Option<Notes>,
 }
+
+/// Warnings collected while the screen owns the terminal.
+pub type Notes = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 impl Engine {
     fn start_dump(&mut self, resync: bool) -> anyhow::Result<()> {
@@ -167,15 +175,22 @@ impl Engine {
             .map_err(|_| anyhow::anyhow!("the dump thread stopped"))
     }
 
-    /// Applies one source message; returns whether a stats line is due.
-    fn handle<W: Write>(
+    fn warn(&self, msg: String) {
+        match &self.notes {
+            Some(n) => n.lock().unwrap_or_else(|p| p.into_inner()).push(msg),
+            None => eprintln!("{msg}"),
+        }
+    }
+
+    /// Applies one source message, telling `sink` each change; returns
+    /// whether a stats line is due.
+    fn handle(
         &mut self,
         msg: SourceMsg,
         now: Instant,
-        em: &mut Emitter<'_, W>,
+        mut sink: &mut impl FnMut(EventKind, &Entry),
     ) -> anyhow::Result<bool> {
         let table = &mut self.table;
-        let mut sink = |k: EventKind, e: &Entry| em.emit(k, e);
         match msg {
             SourceMsg::Events(batch) => {
                 for (kind, flow) in batch {
@@ -191,7 +206,7 @@ impl Engine {
                 table.end_dump(gen, &mut sink);
                 self.pacing.ended(now);
                 if gen == 1 && total == 0 {
-                    eprintln!("{EMPTY_TABLE_HINT}");
+                    self.warn(EMPTY_TABLE_HINT.to_owned());
                 }
                 if self.resync_pending {
                     self.resync_pending = false;
@@ -202,7 +217,9 @@ impl Engine {
             SourceMsg::DumpFailed { gen, error } => {
                 table.abort_dump(gen);
                 self.pacing.ended(now);
-                eprintln!("flowtop: conntrack dump failed, keeping the last table: {error}");
+                self.warn(format!(
+                    "flowtop: conntrack dump failed, keeping the last table: {error}"
+                ));
             }
             SourceMsg::Overrun { rcvbuf } => {
                 // Events were lost: the table can be trusted again only after a
@@ -222,9 +239,9 @@ impl Engine {
                 table.stats.malformed += 1;
                 if !self.warned_malformed {
                     self.warned_malformed = true;
-                    eprintln!(
+                    self.warn(format!(
                         "flowtop: skipped a malformed conntrack message ({reason}); further ones are only counted"
-                    );
+                    ));
                 }
             }
             SourceMsg::Fatal(reason) => anyhow::bail!("{reason}"),
@@ -233,8 +250,8 @@ impl Engine {
     }
 
     /// Once per interval: expire timed-out entries, start a re-dump.
-    fn tick<W: Write>(&mut self, now: Instant, em: &mut Emitter<'_, W>) -> anyhow::Result<()> {
-        self.table.expire(now, &mut |k, e| em.emit(k, e));
+    fn tick(&mut self, now: Instant, sink: &mut impl FnMut(EventKind, &Entry)) -> anyhow::Result<()> {
+        self.table.expire(now, sink);
         if !self.table.dump_running() && self.pacing.may_start(now) {
             self.start_dump(false)?;
         }
@@ -242,14 +259,47 @@ impl Engine {
     }
 }
 
-/// Streams flow events as JSON lines until a signal or a fatal error. The
-/// caller has printed the meta line.
 /// The channel every source sends on; made before the sources start so
 /// that sources started outside the engine (eBPF) can hold a sender.
 pub fn channel() -> (mpsc::Sender<SourceMsg>, mpsc::Receiver<SourceMsg>) {
     mpsc::channel(CHANNEL_DEPTH)
 }
 
+impl Engine {
+    /// Starts the sources and the first dump.
+    fn start(
+        cfg: &StreamConfig,
+        events: CtSocket,
+        dumper: CtSocket,
+        tx: mpsc::Sender<SourceMsg>,
+        notes: Option<Notes>,
+    ) -> anyhow::Result<Engine> {
+        let (dump_tx, dump_rx) = std_mpsc::channel::<DumpRequest>();
+        let rcvbuf = events.kernel_rcvbuf().unwrap_or(0);
+        source::spawn_events(events, cfg.sel.clone(), tx.clone())?;
+        if cfg.procfs_attribution {
+            let tx = tx.clone();
+            crate::attribution::spawn_procfs_scanner(cfg.interval, move |index| {
+                tx.blocking_send(SourceMsg::Sockets(index)).is_ok()
+            })?;
+        }
+        source::spawn_dumper(dumper, cfg.sel.clone(), dump_rx, tx)?;
+        let mut engine = Engine {
+            table: FlowTable::new(table_config(cfg.interval)),
+            dump_tx,
+            rcvbuf,
+            pacing: DumpPacing::default(),
+            resync_pending: false,
+            warned_malformed: false,
+            notes,
+        };
+        engine.start_dump(false)?;
+        Ok(engine)
+    }
+}
+
+/// Streams flow events as JSON lines until a signal or a fatal error. The
+/// caller has printed the meta line.
 pub async fn run_stream<W: Write>(
     cfg: StreamConfig,
     events: CtSocket,
@@ -258,26 +308,7 @@ pub async fn run_stream<W: Write>(
     (tx, mut rx): (mpsc::Sender<SourceMsg>, mpsc::Receiver<SourceMsg>),
     out: &mut JsonWriter<W>,
 ) -> anyhow::Result<Stop> {
-    let (dump_tx, dump_rx) = std_mpsc::channel::<DumpRequest>();
-    let rcvbuf = events.kernel_rcvbuf().unwrap_or(0);
-    source::spawn_events(events, cfg.sel.clone(), tx.clone())?;
-    if cfg.procfs_attribution {
-        let tx = tx.clone();
-        crate::attribution::spawn_procfs_scanner(cfg.interval, move |index| {
-            tx.blocking_send(SourceMsg::Sockets(index)).is_ok()
-        })?;
-    }
-    source::spawn_dumper(dumper, cfg.sel.clone(), dump_rx, tx)?;
-
-    let mut engine = Engine {
-        table: FlowTable::new(table_config(cfg.interval)),
-        dump_tx,
-        rcvbuf,
-        pacing: DumpPacing::default(),
-        resync_pending: false,
-        warned_malformed: false,
-    };
-    engine.start_dump(false)?;
+    let mut engine = Engine::start(&cfg, events, dumper, tx, None)?;
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick fires at once; the initial dump is already asked for
@@ -290,7 +321,7 @@ pub async fn run_stream<W: Write>(
                 };
                 // Time is taken when the message is handled, not when waiting began.
                 let mut em = Emitter::new(out);
-                let stats_due = engine.handle(msg, Instant::now(), &mut em)?;
+                let stats_due = engine.handle(msg, Instant::now(), &mut |k, e| em.emit(k, e))?;
                 if stats_due && em.error.is_none() {
                     let t = &engine.table;
                     em.error = em.out.stats(&em.ts, t.len(), &t.stats, engine.rcvbuf).err();
@@ -304,7 +335,7 @@ pub async fn run_stream<W: Write>(
                     return Ok(Stop::OutputClosed);
                 }
                 let mut em = Emitter::new(out);
-                engine.tick(Instant::now(), &mut em)?;
+                engine.tick(Instant::now(), &mut |k, e| em.emit(k, e))?;
                 em.finish()
             }
             name = signals.recv() => return finish(out, Stop::Signal(name)),
@@ -334,6 +365,55 @@ fn finish<W: Write>(out: &mut JsonWriter<W>, stop: Stop) -> anyhow::Result<Stop>
     match out.flush() {
         Err(e) if !is_broken_pipe(&e) => Err(e.into()),
         _ => Ok(stop),
+    }
+}
+
+/// Where the screen engine publishes: a snapshot of the table once per
+/// interval and right after the first dump, and the warnings.
+pub struct ScreenSink {
+    pub snapshots: tokio::sync::watch::Sender<std::sync::Arc<crate::flow::table::Snapshot>>,
+    pub notes: Notes,
+    /// Changes (or closes) when the user quits the screen.
+    pub quit: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Feeds the table for the screen until a signal, the user quitting or a
+/// fatal error. Rows are not written per change: the screen draws from the
+/// snapshots, and dropping the snapshot sender on return tells it the run
+/// is over.
+pub async fn run_screen(
+    cfg: StreamConfig,
+    events: CtSocket,
+    dumper: CtSocket,
+    mut signals: Signals,
+    (tx, mut rx): (mpsc::Sender<SourceMsg>, mpsc::Receiver<SourceMsg>),
+    mut sink: ScreenSink,
+) -> anyhow::Result<Stop> {
+    let mut engine = Engine::start(&cfg, events, dumper, tx, Some(sink.notes.clone()))?;
+    let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut ignore = |_: EventKind, _: &Entry| {};
+    loop {
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some(msg) = msg else {
+                    anyhow::bail!("the conntrack sources stopped");
+                };
+                let first_dump_done = matches!(msg, SourceMsg::DumpDone { gen: 1, .. });
+                engine.handle(msg, Instant::now(), &mut ignore)?;
+                if first_dump_done {
+                    sink.snapshots.send_replace(engine.table.snapshot());
+                }
+            }
+            _ = tick.tick() => {
+                engine.tick(Instant::now(), &mut ignore)?;
+                sink.snapshots.send_replace(engine.table.snapshot());
+            }
+            // Either a change or the screen going away (its sender dropped).
+            _ = sink.quit.changed() => return Ok(Stop::Quit),
+            name = signals.recv() => return Ok(Stop::Signal(name)),
+        }
     }
 }
 

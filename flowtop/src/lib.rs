@@ -15,6 +15,7 @@ pub mod flow;
 pub mod once;
 pub mod output;
 pub mod sysctl;
+pub mod ui;
 
 use std::io::{self, BufWriter};
 use std::process::ExitCode;
@@ -61,10 +62,12 @@ pub fn run() -> ExitCode {
     }
 }
 
-/// Restores the kernel settings before the default hook reports the panic.
+/// Restores the terminal (so the message is readable) and the kernel
+/// settings before the default hook reports the panic.
 fn install_panic_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        ui::term::restore();
         sysctl::restore_active();
         default(info);
     }));
@@ -184,16 +187,12 @@ fn run_with(args: &Args) -> Result<(), RunError> {
             "-u/--update (GeoIP database download) is not available in this version yet".into(),
         ));
     }
-    if !args.once && !args.json {
-        return Err(RunError::Usage(
-            "the interactive screen is not available in this version yet: use --once (a table) or --json (a live stream)"
-                .into(),
-        ));
-    }
     if args.once {
         once::run(args)
-    } else {
+    } else if args.json {
         run_json_stream(args)
+    } else {
+        run_screen(args)
     }
 }
 
@@ -407,4 +406,115 @@ fn engage_sysctls(args: &Args) -> Result<Option<sysctl::SysctlGuard>, RunError> 
             Ok(None)
         }
     }
+}
+
+/// The screen: like `--json` (same start-up order: signals, sockets,
+/// sysctls, attribution), with the table published to the screen thread
+/// instead of written. The engine ingests every family and protocol; the
+/// screen shows the selection (`-4 -6 -T -U -D -I -S`) and toggles it live.
+fn run_screen(args: &Args) -> Result<(), RunError> {
+    use std::io::IsTerminal;
+    if !io::stdout().is_terminal() {
+        return Err(RunError::Usage(
+            "the screen needs a terminal (stdout is not one): use --once for a table or --json for a live stream"
+                .into(),
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RunError::Other(e.into()))?;
+    let signals = {
+        let _ctx = runtime.enter();
+        engine::Signals::install().map_err(|e| RunError::Other(e.into()))?
+    };
+    let events = CtSocket::open().map_err(map_socket_error)?;
+    events.subscribe_events().map_err(map_socket_error)?;
+    if let Err(e) = events.set_kernel_rcvbuf(args.rcvbuf) {
+        eprintln!("flowtop: could not set the event receive buffer: {e}");
+    }
+    let dumper = CtSocket::open().map_err(map_socket_error)?;
+    let _guard = if args.no_sysctl {
+        None
+    } else {
+        engage_sysctls(args)?
+    };
+    let (tx, rx) = engine::channel();
+    let Started {
+        attribution,
+        handle: _ebpf_events,
+        ..
+    } = start_attribution(args, &tx)?;
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let mut everything = flow::Selection::everything();
+    everything.ipv4 = true;
+    everything.ipv6 = true;
+    let cfg = engine::StreamConfig {
+        sel: everything,
+        interval: interval(args),
+        procfs_attribution: !attribution.is_off(),
+    };
+    let (snap_tx, snap_rx) = tokio::sync::watch::channel(std::sync::Arc::new(flow::table::Snapshot {
+        flows: Vec::new(),
+        stats: Default::default(),
+        aggregates: Default::default(),
+    }));
+    let (quit_tx, quit_rx) = tokio::sync::watch::channel(false);
+    let notes = engine::Notes::default();
+    let frame_log = match std::env::var_os("FLOWTOP_FRAME_LOG") {
+        Some(path) => Some(std::fs::File::create(&path).map_err(|e| {
+            RunError::Other(anyhow::anyhow!(
+                "FLOWTOP_FRAME_LOG {}: {e}",
+                path.to_string_lossy()
+            ))
+        })?),
+        None => None,
+    };
+    let input = ui::ScreenInput {
+        snapshots: snap_rx,
+        book: enrich::book::AddressBook::new(),
+        services: load_services(args),
+        header: ui::HeaderInfo {
+            version: VERSION,
+            attribution: attribution.mode.to_owned(),
+            attribution_reason: attribution.reason.clone(),
+            interval: interval(args),
+        },
+        view: ui::ViewOptions {
+            selection: args.selection(),
+            show_src: args.show_src,
+            bits: args.bits,
+            color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        },
+        notes: notes.clone(),
+        quit: quit_tx,
+        frame_log,
+    };
+    let screen = std::thread::Builder::new()
+        .name("screen".into())
+        .spawn(move || ui::run(input))
+        .map_err(|e| RunError::Other(e.into()))?;
+    let sink = engine::ScreenSink {
+        snapshots: snap_tx,
+        notes: notes.clone(),
+        quit: quit_rx,
+    };
+    let ran = runtime.block_on(engine::run_screen(cfg, events, dumper, signals, (tx, rx), sink));
+    // The engine dropped the snapshot sender: the screen ends and restores
+    // the terminal before anything more is printed.
+    let shown = screen.join();
+    ui::term::restore();
+    for note in notes.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        eprintln!("{note}");
+    }
+    match shown {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(RunError::Other(anyhow::anyhow!("the screen failed: {e}"))),
+        Err(_) => return Err(RunError::Other(anyhow::anyhow!("the screen panicked"))),
+    }
+    ran?;
+    Ok(())
 }

@@ -40,6 +40,17 @@ impl Selection {
         self
     }
 
+    /// Shows (`on`) or hides protocol `p` (the screen's `T U D I S`).
+    pub fn set_proto(&mut self, p: u8, on: bool) {
+        let bit = 1 << (p & 63);
+        let word = &mut self.protos[usize::from(p >> 6)];
+        if on {
+            *word |= bit;
+        } else {
+            *word &= !bit;
+        }
+    }
+
     pub fn family(&self, f: Family) -> bool {
         match f {
             Family::Ipv4 => self.ipv4,

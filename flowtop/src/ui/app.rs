@@ -1,0 +1,522 @@
+//! The screen's state and what each action does to it. No terminal here:
+//! the run loop feeds snapshots and actions in, the renderer reads it out.
+//!
+//! Rows are derived (selected, filtered, sorted) once per new snapshot or
+//! per action that changes them, never per frame; a frame only lays out
+//! the visible slice.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::enrich::book::AddressBook;
+use crate::enrich::services::Services;
+use crate::flow::model::{proto, FlowKey};
+use crate::flow::table::{Entry, Snapshot};
+use crate::flow::Selection;
+
+use super::filter::Filter;
+use super::keys::{Action, Mode};
+use super::procinfo::ProcInfos;
+use super::rows::{self, CountryRow, ProcRow, RowCtx};
+use super::sort::{sort_rows, SortSpec};
+
+/// What the header says about the run, fixed at start.
+#[derive(Debug, Clone)]
+pub struct HeaderInfo {
+    pub version: &'static str,
+    /// The attribution mode ("ebpf", "procfs", "off") and why.
+    pub attribution: String,
+    pub attribution_reason: String,
+    /// The refresh interval (`-t`).
+    pub interval: Duration,
+}
+
+/// Options from the command line the screen starts with.
+#[derive(Debug, Clone)]
+pub struct ViewOptions {
+    /// The families and protocols shown (`-4 -6 -T -U -D -I -S`).
+    pub selection: Selection,
+    pub show_src: bool,
+    pub bits: bool,
+    /// False under NO_COLOR.
+    pub color: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tab {
+    Flows,
+    Processes,
+    Countries,
+}
+
+impl Tab {
+    pub const ALL: [Tab; 3] = [Tab::Flows, Tab::Processes, Tab::Countries];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Tab::Flows => "Flows",
+            Tab::Processes => "Processes",
+            Tab::Countries => "Countries",
+        }
+    }
+
+    fn step(self, by: isize) -> Tab {
+        let at = Tab::ALL.iter().position(|t| *t == self).unwrap_or(0) as isize;
+        Tab::ALL[(at + by).rem_euclid(3) as usize]
+    }
+}
+
+/// What the selection follows when rows move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Selected {
+    Flow(FlowKey),
+    Process(Option<u32>),
+    Country(String),
+}
+
+/// The open detail view: the flow, as last seen.
+#[derive(Debug, Clone)]
+pub struct Detail {
+    pub key: FlowKey,
+    pub entry: Entry,
+    /// The flow left the table since the view opened.
+    pub ended: bool,
+}
+
+/// Flow counts of the shown families and protocols, for the header.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub flows: usize,
+    pub by_proto: BTreeMap<String, usize>,
+}
+
+/// Rows of the header, the tab line and the column titles above the table.
+pub const TABLE_TOP: u16 = 3;
+/// Rows below the table (the footer).
+pub const TABLE_BOTTOM: u16 = 1;
+
+/// The screen's whole state.
+pub struct App {
+    book: Arc<AddressBook>,
+    services: Arc<Services>,
+    pub header: HeaderInfo,
+    pub color: bool,
+    pub tab: Tab,
+    pub sort: SortSpec,
+    /// The filter as typed, and what it parsed to (the last valid one).
+    pub filter_text: String,
+    pub filter: Filter,
+    pub filter_error: Option<String>,
+    pub editing_filter: bool,
+    pub paused: bool,
+    pub show_src: bool,
+    pub bits: bool,
+    pub active_only: bool,
+    pub view_sel: Selection,
+    pub help: bool,
+    pub detail: Option<Detail>,
+    /// The snapshot on screen, and the newest one (they differ while paused).
+    shown: Arc<Snapshot>,
+    latest: Arc<Snapshot>,
+    /// Flows tab: indices into `shown.flows`, in display order.
+    pub flow_rows: Vec<usize>,
+    pub proc_rows: Vec<ProcRow>,
+    pub country_rows: Vec<CountryRow>,
+    pub counts: Counts,
+    /// The selected row and the first visible one, in the current tab.
+    pub cursor: usize,
+    pub offset: usize,
+    selected: Option<Selected>,
+    /// Horizontal scroll of the table, in columns of text.
+    pub hscroll: u16,
+    /// Terminal size (width, height).
+    pub size: (u16, u16),
+    pub quit: bool,
+    pub procs: ProcInfos,
+    /// The engine's last warning, shown in the footer.
+    pub note: Option<String>,
+}
+
+fn empty_snapshot() -> Arc<Snapshot> {
+    Arc::new(Snapshot {
+        flows: Vec::new(),
+        stats: Default::default(),
+        aggregates: Default::default(),
+    })
+}
+
+/// Columns a Left/Right press scrolls by.
+const HSCROLL_STEP: u16 = 8;
+
+impl App {
+    pub fn new(
+        header: HeaderInfo,
+        opts: ViewOptions,
+        book: Arc<AddressBook>,
+        services: Arc<Services>,
+        procs: ProcInfos,
+    ) -> App {
+        App {
+            book,
+            services,
+            header,
+            color: opts.color,
+            tab: Tab::Flows,
+            sort: SortSpec::default(),
+            filter_text: String::new(),
+            filter: Filter::default(),
+            filter_error: None,
+            editing_filter: false,
+            paused: false,
+            show_src: opts.show_src,
+            bits: opts.bits,
+            active_only: false,
+            view_sel: opts.selection,
+            help: false,
+            detail: None,
+            shown: empty_snapshot(),
+            latest: empty_snapshot(),
+            flow_rows: Vec::new(),
+            proc_rows: Vec::new(),
+            country_rows: Vec::new(),
+            counts: Counts::default(),
+            cursor: 0,
+            offset: 0,
+            selected: None,
+            hscroll: 0,
+            size: (80, 24),
+            quit: false,
+            procs,
+            note: None,
+        }
+    }
+
+    pub fn ctx(&self) -> RowCtx<'_> {
+        RowCtx {
+            book: &self.book,
+            services: &self.services,
+        }
+    }
+
+    pub fn shown(&self) -> &Snapshot {
+        &self.shown
+    }
+
+    /// Flows in the newest snapshot (the header shows it while paused).
+    pub fn live_flows(&self) -> usize {
+        self.latest.flows.len()
+    }
+
+    pub fn mode(&self) -> Mode {
+        if self.editing_filter {
+            Mode::EditingFilter
+        } else if self.help {
+            Mode::Help
+        } else if self.detail.is_some() {
+            Mode::Detail
+        } else {
+            Mode::Normal
+        }
+    }
+
+    /// Rows the table has room for.
+    pub fn page(&self) -> usize {
+        usize::from(self.size.1.saturating_sub(TABLE_TOP + TABLE_BOTTOM)).max(1)
+    }
+
+    /// Rows in the current tab.
+    pub fn len(&self) -> usize {
+        match self.tab {
+            Tab::Flows => self.flow_rows.len(),
+            Tab::Processes => self.proc_rows.len(),
+            Tab::Countries => self.country_rows.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The flow at row `i` of the Flows tab.
+    pub fn flow_at(&self, i: usize) -> Option<&Entry> {
+        self.flow_rows.get(i).map(|&f| &self.shown.flows[f])
+    }
+
+    /// A new snapshot from the engine.
+    pub fn on_snapshot(&mut self, snap: Arc<Snapshot>) {
+        self.latest = snap;
+        if !self.paused {
+            self.shown = Arc::clone(&self.latest);
+            self.derive();
+            self.refresh_detail();
+        }
+    }
+
+    pub fn resize(&mut self, width: u16, height: u16) {
+        self.size = (width, height);
+        self.scroll_into_view();
+    }
+
+    /// Whether the flow passes the family/protocol selection and `a`.
+    fn in_view(&self, e: &Entry) -> bool {
+        self.view_sel.family(e.flow.family)
+            && self.view_sel.proto(e.flow.proto)
+            && (!self.active_only || rows::is_active(e))
+    }
+
+    /// Rebuilds the rows of the current tab and puts the selection back on
+    /// what it selected.
+    pub fn derive(&mut self) {
+        let shown = Arc::clone(&self.shown);
+        let ctx = RowCtx {
+            book: &self.book,
+            services: &self.services,
+        };
+        let mut counts = Counts::default();
+        let mut rows = Vec::with_capacity(shown.flows.len());
+        for (i, e) in shown.flows.iter().enumerate() {
+            if !self.view_sel.family(e.flow.family) || !self.view_sel.proto(e.flow.proto) {
+                continue;
+            }
+            counts.flows += 1;
+            *counts.by_proto.entry(rows::proto_name(e.flow.proto)).or_default() += 1;
+            if self.in_view(e) && self.filter.matches(e, &ctx) {
+                rows.push(i);
+            }
+        }
+        self.counts = counts;
+        match self.tab {
+            Tab::Flows => {
+                sort_rows(&mut rows, &shown.flows, self.sort, &ctx);
+                self.flow_rows = rows;
+            }
+            Tab::Processes => {
+                self.proc_rows = rows::processes(rows.iter().map(|&i| &shown.flows[i]));
+            }
+            Tab::Countries => {
+                self.country_rows = rows::countries(rows.iter().map(|&i| &shown.flows[i]), &ctx);
+            }
+        }
+        if let Some(i) = self.selected.as_ref().and_then(|s| self.position_of(s)) {
+            self.cursor = i;
+        }
+        self.cursor = self.cursor.min(self.len().saturating_sub(1));
+        self.selected = self.selected_at(self.cursor);
+        self.scroll_into_view();
+    }
+
+    fn position_of(&self, sel: &Selected) -> Option<usize> {
+        match (self.tab, sel) {
+            (Tab::Flows, Selected::Flow(key)) => self.flow_rows.iter().position(|&i| {
+                let f = &self.shown.flows[i].flow;
+                f.id == key.id && f.key() == *key
+            }),
+            (Tab::Processes, Selected::Process(pid)) => self.proc_rows.iter().position(|r| r.pid == *pid),
+            (Tab::Countries, Selected::Country(cc)) => {
+                self.country_rows.iter().position(|r| r.country == *cc)
+            }
+            _ => None,
+        }
+    }
+
+    fn selected_at(&self, i: usize) -> Option<Selected> {
+        match self.tab {
+            Tab::Flows => self.flow_at(i).map(|e| Selected::Flow(e.flow.key())),
+            Tab::Processes => self.proc_rows.get(i).map(|r| Selected::Process(r.pid)),
+            Tab::Countries => self
+                .country_rows
+                .get(i)
+                .map(|r| Selected::Country(r.country.clone())),
+        }
+    }
+
+    fn move_to(&mut self, i: usize) {
+        self.cursor = i.min(self.len().saturating_sub(1));
+        self.selected = self.selected_at(self.cursor);
+        self.scroll_into_view();
+    }
+
+    fn scroll_into_view(&mut self) {
+        let page = self.page();
+        if self.cursor < self.offset {
+            self.offset = self.cursor;
+        } else if self.cursor >= self.offset + page {
+            self.offset = self.cursor + 1 - page;
+        }
+        // No empty space below the last row while rows are above the top.
+        self.offset = self.offset.min(self.len().saturating_sub(page));
+    }
+
+    /// Keeps the detail view's flow current; marks it ended when it left.
+    fn refresh_detail(&mut self) {
+        let Some(d) = &mut self.detail else { return };
+        match self
+            .shown
+            .flows
+            .iter()
+            .find(|e| e.flow.id == d.key.id && e.flow.key() == d.key)
+        {
+            Some(e) => d.entry = e.clone(),
+            None => d.ended = true,
+        }
+    }
+
+    fn set_filter(&mut self, text: String) {
+        match Filter::parse(&text) {
+            Ok(f) => {
+                self.filter = f;
+                self.filter_error = None;
+            }
+            Err(e) => self.filter_error = Some(e.to_string()),
+        }
+        self.filter_text = text;
+        self.derive();
+    }
+
+    fn toggle_proto(&mut self, key: char) {
+        let protos: &[u8] = match key {
+            'T' => &[proto::TCP],
+            'U' => &[proto::UDP, proto::UDPLITE],
+            'D' => &[proto::DCCP],
+            'I' => &[proto::ICMP, proto::ICMPV6],
+            'S' => &[proto::SCTP],
+            _ => return,
+        };
+        let on = !self.view_sel.proto(protos[0]);
+        for &p in protos {
+            self.view_sel.set_proto(p, on);
+        }
+        self.derive();
+    }
+
+    fn open(&mut self) {
+        match self.tab {
+            Tab::Flows => {
+                if let Some(e) = self.flow_at(self.cursor) {
+                    let entry = e.clone();
+                    if let Some(o) = &entry.owner {
+                        self.procs.request(o.pid);
+                    }
+                    self.detail = Some(Detail {
+                        key: entry.flow.key(),
+                        entry,
+                        ended: false,
+                    });
+                }
+            }
+            // "Where does this process connect": its flows, with their
+            // destinations and countries.
+            Tab::Processes => {
+                if let Some(pid) = self.proc_rows.get(self.cursor).and_then(|r| r.pid) {
+                    self.show_flows_matching(format!("pid:{pid}"));
+                }
+            }
+            Tab::Countries => {
+                if let Some(cc) = self.country_rows.get(self.cursor).map(|r| r.country.clone()) {
+                    if cc != "??" {
+                        self.show_flows_matching(format!("cc:{cc}"));
+                    }
+                }
+            }
+        }
+    }
+
+    fn show_flows_matching(&mut self, filter: String) {
+        self.tab = Tab::Flows;
+        self.cursor = 0;
+        self.offset = 0;
+        self.selected = None;
+        self.set_filter(filter);
+    }
+
+    /// Applies one action.
+    pub fn apply(&mut self, action: Action) {
+        let page = self.page();
+        match action {
+            Action::Quit => self.quit = true,
+            Action::Up => self.move_to(self.cursor.saturating_sub(1)),
+            Action::Down => self.move_to(self.cursor + 1),
+            Action::PageUp => self.move_to(self.cursor.saturating_sub(page)),
+            Action::PageDown => self.move_to(self.cursor + page),
+            Action::Home => self.move_to(0),
+            Action::End => self.move_to(self.len().saturating_sub(1)),
+            Action::Left => self.hscroll = self.hscroll.saturating_sub(HSCROLL_STEP),
+            Action::Right => self.hscroll = self.hscroll.saturating_add(HSCROLL_STEP).min(400),
+            Action::ToggleBits => self.bits = !self.bits,
+            Action::ToggleActive => {
+                self.active_only = !self.active_only;
+                self.derive();
+            }
+            Action::ToggleSource => {
+                self.show_src = !self.show_src;
+                if !self.show_src && self.sort.column == super::sort::Column::Source {
+                    self.sort = SortSpec::default();
+                }
+                self.derive();
+            }
+            Action::ToggleProto(c) => self.toggle_proto(c),
+            Action::NextTab | Action::PrevTab => {
+                self.tab = self.tab.step(if action == Action::NextTab { 1 } else { -1 });
+                self.cursor = 0;
+                self.offset = 0;
+                self.selected = None;
+                self.derive();
+            }
+            Action::Help => self.help = !self.help,
+            Action::SortNext | Action::SortPrev => {
+                if self.tab == Tab::Flows {
+                    let step = if action == Action::SortNext { 1 } else { -1 };
+                    self.sort = self.sort.step(step, self.show_src);
+                    self.derive();
+                }
+            }
+            Action::SortReverse => {
+                if self.tab == Tab::Flows {
+                    self.sort.desc = !self.sort.desc;
+                    self.derive();
+                }
+            }
+            Action::EditFilter => self.editing_filter = true,
+            Action::FilterChar(c) => {
+                let mut t = std::mem::take(&mut self.filter_text);
+                t.push(c);
+                self.set_filter(t);
+            }
+            Action::FilterBackspace => {
+                let mut t = std::mem::take(&mut self.filter_text);
+                t.pop();
+                self.set_filter(t);
+            }
+            Action::FilterDone => self.editing_filter = false,
+            Action::Back => {
+                if self.help {
+                    self.help = false;
+                } else if self.detail.is_some() {
+                    self.detail = None;
+                } else {
+                    // While editing, Esc cancels; otherwise it clears the filter.
+                    self.editing_filter = false;
+                    if !self.filter_text.is_empty() {
+                        self.set_filter(String::new());
+                    }
+                }
+            }
+            Action::Pause => {
+                self.paused = !self.paused;
+                if !self.paused {
+                    self.on_snapshot(Arc::clone(&self.latest));
+                }
+            }
+            Action::Open => self.open(),
+            Action::Click(y) => {
+                if y >= TABLE_TOP && y < self.size.1.saturating_sub(TABLE_BOTTOM) {
+                    let i = self.offset + usize::from(y - TABLE_TOP);
+                    if i < self.len() {
+                        self.move_to(i);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Keys and mouse events to actions: pure, so every binding is tested
+//! without a terminal.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
+
+/// What the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Quit,
+    Up,
+    Down,
+    PageUp,
+    PageDown,
+    Home,
+    End,
+    Left,
+    Right,
+    ToggleBits,
+    ToggleActive,
+    ToggleSource,
+    /// `T U D I S`: show or hide a protocol (by its key letter).
+    ToggleProto(char),
+    NextTab,
+    PrevTab,
+    Help,
+    SortNext,
+    SortPrev,
+    SortReverse,
+    /// `/`: start editing the filter.
+    EditFilter,
+    /// A character typed into the filter.
+    FilterChar(char),
+    FilterBackspace,
+    /// Enter while editing: keep the filter and stop editing.
+    FilterDone,
+    /// Esc: close what is open, or clear the filter.
+    Back,
+    Pause,
+    Open,
+    /// A click on screen row `y`.
+    Click(u16),
+}
+
+/// What is on screen decides what a key means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Normal,
+    EditingFilter,
+    Help,
+    Detail,
+}
+
+/// The action of a key in `mode`, if any.
+pub fn action(key: KeyEvent, mode: Mode) -> Option<Action> {
+    if key.kind == KeyEventKind::Release {
+        return None;
+    }
+    let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+    if ctrl && matches!(key.code, KeyCode::Char('c') | KeyCode::Char('C')) {
+        return Some(Action::Quit);
+    }
+    match mode {
+        Mode::EditingFilter => match key.code {
+            KeyCode::Esc => Some(Action::Back),
+            KeyCode::Enter => Some(Action::FilterDone),
+            KeyCode::Backspace => Some(Action::FilterBackspace),
+            KeyCode::Char(c) if !ctrl => Some(Action::FilterChar(c)),
+            _ => None,
+        },
+        // Any key closes the help, except the ones that quit.
+        Mode::Help => match key.code {
+            KeyCode::Char('q') => Some(Action::Quit),
+            _ => Some(Action::Back),
+        },
+        Mode::Detail => match key.code {
+            KeyCode::Char('q') => Some(Action::Quit),
+            KeyCode::Esc | KeyCode::Enter | KeyCode::Backspace | KeyCode::Left | KeyCode::Char('h') => {
+                Some(Action::Back)
+            }
+            KeyCode::Char('?') => Some(Action::Help),
+            _ => None,
+        },
+        Mode::Normal => normal(key.code),
+    }
+}
+
+fn normal(code: KeyCode) -> Option<Action> {
+    Some(match code {
+        KeyCode::Char('q') => Action::Quit,
+        KeyCode::Up | KeyCode::Char('k') | KeyCode::Char('u') => Action::Up,
+        KeyCode::Down | KeyCode::Char('j') | KeyCode::Char('d') => Action::Down,
+        KeyCode::Left | KeyCode::Char('h') => Action::Left,
+        KeyCode::Right | KeyCode::Char('l') => Action::Right,
+        KeyCode::PageUp => Action::PageUp,
+        KeyCode::PageDown => Action::PageDown,
+        KeyCode::Home | KeyCode::Char('g') => Action::Home,
+        KeyCode::End | KeyCode::Char('G') => Action::End,
+        KeyCode::Char('b') => Action::ToggleBits,
+        KeyCode::Char('a') => Action::ToggleActive,
+        KeyCode::Char('s') => Action::ToggleSource,
+        KeyCode::Char(c @ ('T' | 'U' | 'D' | 'I' | 'S')) => Action::ToggleProto(c),
+        KeyCode::Tab => Action::NextTab,
+        KeyCode::BackTab => Action::PrevTab,
+        KeyCode::Char('?') => Action::Help,
+        KeyCode::Char('>') | KeyCode::Char('.') => Action::SortNext,
+        KeyCode::Char('<') | KeyCode::Char(',') => Action::SortPrev,
+        KeyCode::Char('r') => Action::SortReverse,
+        KeyCode::Char('/') => Action::EditFilter,
+        KeyCode::Esc => Action::Back,
+        KeyCode::Char(' ') => Action::Pause,
+        KeyCode::Enter => Action::Open,
+        _ => return None,
+    })
+}
+
+/// The action of a mouse event: the wheel moves, a left click selects.
+pub fn mouse_action(ev: MouseEvent, mode: Mode) -> Option<Action> {
+    if mode != Mode::Normal {
+        return None;
+    }
+    match ev.kind {
+        MouseEventKind::ScrollUp => Some(Action::Up),
+        MouseEventKind::ScrollDown => Some(Action::Down),
+        MouseEventKind::Down(crossterm::event::MouseButton::Left) => Some(Action::Click(ev.row)),
+        _ => None,
+    }
+}
+
+/// The help text: key, what it does.
+pub const HELP: &[(&str, &str)] = &[
+    ("q, Ctrl-C", "quit"),
+    ("Up/k/u, Down/j/d", "move the selection"),
+    ("PgUp/PgDn, Home/End", "move by a page, to the first or last row"),
+    ("Left/h, Right/l", "scroll the table left or right"),
+    (
+        "Tab, Shift-Tab",
+        "next or previous tab (Flows, Processes, Countries)",
+    ),
+    ("< >", "sort by the previous or next column"),
+    ("r", "reverse the sort order"),
+    ("/", "filter (Enter keeps it, Esc clears it)"),
+    ("Esc", "close the view, or clear the filter"),
+    ("Space", "pause the view (data keeps flowing)"),
+    ("Enter", "details of the flow; flows of the process or country"),
+    ("b", "rates in bits or bytes per second"),
+    ("a", "active flows only (traffic in the last interval)"),
+    ("s", "show the source address and port"),
+    ("T U D I S", "show or hide TCP, UDP, DCCP, ICMP, SCTP"),
+    ("?", "this help"),
+];
+
+/// The filter syntax, for the help overlay.
+pub const FILTER_HELP: &str =
+    "filter: pid:N comm:NAME port:N|NAME host:TEXT cc:CODE state:NAME proto:NAME, or any text";

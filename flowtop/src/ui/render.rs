@@ -1,0 +1,599 @@
+//! Drawing one frame from the [`App`]: header, tab line, the visible rows
+//! of the table, footer, and the help or detail view on top. Reads only;
+//! the rows were derived before.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use ratatui::layout::{Alignment, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph};
+use ratatui::Frame;
+
+use super::app::{App, Detail, Tab, TABLE_TOP};
+use super::keys::{FILTER_HELP, HELP};
+use super::procinfo::ProcInfo;
+use super::rows::{self, RowCtx, Totals};
+use super::sort::Column;
+use crate::flow::model::Tuple;
+use crate::output::format::{age_secs, human_age, human_bytes, rfc3339_ns};
+use crate::output::safe::terminal_safe;
+
+/// The smallest terminal the screen draws in.
+pub const MIN_WIDTH: u16 = 40;
+pub const MIN_HEIGHT: u16 = 8;
+
+/// Styles, with or without colour (NO_COLOR keeps only bold and reverse).
+struct Theme {
+    color: bool,
+}
+
+impl Theme {
+    fn bar(&self) -> Style {
+        if self.color {
+            Style::default()
+                .fg(Color::White)
+                .bg(Color::Blue)
+                .add_modifier(Modifier::BOLD)
+        } else {
+            Style::default().add_modifier(Modifier::REVERSED | Modifier::BOLD)
+        }
+    }
+    fn titles(&self) -> Style {
+        if self.color {
+            Style::default().fg(Color::Black).bg(Color::Cyan)
+        } else {
+            Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
+        }
+    }
+    fn active_tab(&self) -> Style {
+        let s = Style::default().add_modifier(Modifier::BOLD | Modifier::REVERSED);
+        if self.color {
+            s.fg(Color::Yellow)
+        } else {
+            s
+        }
+    }
+    fn selected(&self) -> Style {
+        Style::default().add_modifier(Modifier::REVERSED)
+    }
+    fn warn(&self) -> Style {
+        let s = Style::default().add_modifier(Modifier::BOLD);
+        if self.color {
+            s.fg(Color::Red)
+        } else {
+            s
+        }
+    }
+    fn dim(&self) -> Style {
+        if self.color {
+            Style::default().fg(Color::DarkGray)
+        } else {
+            Style::default()
+        }
+    }
+}
+
+/// `s` cut to `width` columns with an ellipsis, padded to `width`.
+pub fn fit(s: &str, width: usize) -> String {
+    let n = s.chars().count();
+    if n > width {
+        let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
+        if width > 0 {
+            out.push('…');
+        }
+        out
+    } else {
+        format!("{s:<width$}")
+    }
+}
+
+fn fit_right(s: &str, width: usize) -> String {
+    if s.chars().count() > width {
+        fit(s, width)
+    } else {
+        format!("{s:>width$}")
+    }
+}
+
+/// A table column: width and alignment.
+#[derive(Clone, Copy)]
+struct Col {
+    width: usize,
+    right: bool,
+}
+
+fn line_of(cells: &[(Col, String)]) -> String {
+    let mut out = String::new();
+    for (i, (c, text)) in cells.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let cell = if c.right {
+            fit_right(text, c.width)
+        } else {
+            fit(text, c.width)
+        };
+        out.push_str(&cell);
+    }
+    out
+}
+
+/// Draws the whole screen.
+pub fn draw(frame: &mut Frame<'_>, app: &App, now: SystemTime) {
+    let area = frame.area();
+    let theme = Theme { color: app.color };
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        let msg = format!(
+            "terminal too small ({}x{}): flowtop needs at least {MIN_WIDTH}x{MIN_HEIGHT}",
+            area.width, area.height
+        );
+        let p = Paragraph::new(msg).wrap(ratatui::widgets::Wrap { trim: true });
+        frame.render_widget(p, area);
+        return;
+    }
+    let row = |y: u16, h: u16| Rect::new(area.x, area.y + y, area.width, h);
+    frame.render_widget(Paragraph::new(title_line(app)).style(theme.bar()), row(0, 1));
+    frame.render_widget(Paragraph::new(tab_line(app, &theme)), row(1, 1));
+    let body_h = area.height - TABLE_TOP - 1;
+    let body = Rect::new(area.x, area.y + 2, area.width, body_h + 1);
+    match &app.detail {
+        Some(d) => draw_detail(frame, app, d, body, now, &theme),
+        None => draw_table(frame, app, body, now, &theme),
+    }
+    frame.render_widget(footer(app, &theme), row(area.height - 1, 1));
+    if app.help {
+        draw_help(frame, area);
+    }
+}
+
+fn title_line(app: &App) -> String {
+    let mut s = format!(" flowtop {} │ {} flows", app.header.version, app.counts.flows);
+    if !app.counts.by_proto.is_empty() {
+        let parts: Vec<String> = app
+            .counts
+            .by_proto
+            .iter()
+            .map(|(p, n)| format!("{p} {n}"))
+            .collect();
+        let _ = write!(s, " ({})", parts.join(", "));
+    }
+    let sel = &app.view_sel;
+    let mut shown = Vec::new();
+    if sel.ipv4 {
+        shown.push("IPv4".to_owned());
+    }
+    if sel.ipv6 {
+        shown.push("IPv6".to_owned());
+    }
+    let protos = sel.proto_names();
+    if protos.len() > 10 {
+        shown.push("all protocols".to_owned());
+    } else {
+        shown.extend(protos.into_iter().filter(|p| p != "udplite" && p != "icmpv6"));
+    }
+    let _ = write!(s, " │ {}", shown.join(" "));
+    let _ = write!(s, " │ attribution {}", app.header.attribution);
+    let st = app.shown().stats;
+    let _ = write!(s, " │ lost {} resync {}", st.overruns, st.resyncs);
+    if app.paused {
+        let _ = write!(s, " │ PAUSED ({} flows live)", app.live_flows());
+    }
+    s
+}
+
+fn tab_line<'a>(app: &'a App, theme: &Theme) -> Line<'a> {
+    let mut spans = vec![Span::raw(" ")];
+    for t in Tab::ALL {
+        let style = if t == app.tab {
+            theme.active_tab()
+        } else {
+            Style::default()
+        };
+        spans.push(Span::styled(format!(" {} ", t.title()), style));
+        spans.push(Span::raw(" "));
+    }
+    if app.tab == Tab::Flows {
+        let arrow = if app.sort.desc { "▼" } else { "▲" };
+        spans.push(Span::raw(format!(" sort {}{arrow}", app.sort.column.title())));
+    }
+    if app.active_only {
+        spans.push(Span::raw("  active only"));
+    }
+    if !app.filter_text.is_empty() {
+        spans.push(Span::raw(format!(
+            "  filter: {}",
+            terminal_safe(&app.filter_text)
+        )));
+    }
+    if let Some(e) = &app.filter_error {
+        spans.push(Span::styled(format!("  ({e})"), theme.warn()));
+    }
+    Line::from(spans)
+}
+
+fn footer<'a>(app: &App, theme: &Theme) -> Paragraph<'a> {
+    if app.editing_filter {
+        let text = format!("/{}█  Enter keep · Esc clear", terminal_safe(&app.filter_text));
+        return Paragraph::new(text);
+    }
+    if let Some(note) = app.note.as_deref() {
+        // The empty-table hint is moot once flows show up.
+        let moot = note == crate::engine::EMPTY_TABLE_HINT && !app.shown().flows.is_empty();
+        if !moot {
+            let first = note.lines().next().unwrap_or_default();
+            return Paragraph::new(format!(" {}", terminal_safe(first))).style(theme.warn());
+        }
+    }
+    let hints = if app.detail.is_some() {
+        " Esc back  ? help  q quit"
+    } else {
+        match app.tab {
+            Tab::Flows => {
+                " q quit  ? help  / filter  Tab tabs  < > sort  r reverse  Space pause  Enter details  s src  b bits  a active"
+            }
+            _ => " q quit  ? help  / filter  Tab tabs  Space pause  Enter flows of the row",
+        }
+    };
+    Paragraph::new(hints).style(theme.dim())
+}
+
+/// Widths of the Flows columns for a terminal `width` wide: fixed columns,
+/// and the addresses sharing what is left.
+fn flow_columns(width: u16, show_src: bool) -> Vec<(Column, Col)> {
+    let fixed = |c: Column| -> Option<Col> {
+        let (width, right) = match c {
+            Column::Process => (15, false),
+            Column::Pid => (7, true),
+            Column::Proto => (5, false),
+            Column::State => (11, false),
+            Column::Time => (6, true),
+            Column::Port => (12, false),
+            Column::Geo => (18, false),
+            Column::Bytes => (11, true),
+            Column::Rate => (15, true),
+            Column::Source | Column::Address => return None,
+        };
+        Some(Col { width, right })
+    };
+    let cols: Vec<Column> = Column::visible(show_src).collect();
+    let used: usize = cols.iter().filter_map(|c| fixed(*c)).map(|c| c.width + 1).sum();
+    let flexible = if show_src { 2 } else { 1 };
+    let free = usize::from(width).saturating_sub(used + flexible) / flexible;
+    let addr = free.clamp(16, 60);
+    cols.into_iter()
+        .map(|c| {
+            (
+                c,
+                fixed(c).unwrap_or(Col {
+                    width: addr,
+                    right: false,
+                }),
+            )
+        })
+        .collect()
+}
+
+fn endpoint(ctx: &RowCtx<'_>, ip: IpAddr, port: Option<u16>) -> String {
+    match port {
+        Some(p) => format!("{}:{p}", ctx.address(ip)),
+        None => ctx.address(ip),
+    }
+}
+
+fn flow_cells(app: &App, i: usize, cols: &[(Column, Col)], now: SystemTime) -> Vec<(Col, String)> {
+    let ctx = app.ctx();
+    let Some(e) = app.flow_at(i) else {
+        return Vec::new();
+    };
+    let f = &e.flow;
+    cols.iter()
+        .map(|&(c, col)| {
+            let text = match c {
+                Column::Process => rows::process_name(e.owner.as_ref()),
+                Column::Pid => e.owner.as_ref().map_or_else(|| "-".into(), |o| o.pid.to_string()),
+                Column::Proto => rows::proto_name(f.proto),
+                Column::State => f.state.map_or("-", |s| s.name()).to_owned(),
+                Column::Time => f
+                    .start_ns
+                    .map_or_else(|| "-".into(), |s| human_age(age_secs(s, now))),
+                Column::Source => endpoint(&ctx, f.orig.src, f.orig.sport),
+                Column::Address => ctx.address(f.orig.dst),
+                Column::Port => ctx.port(f.proto, f.orig.dport),
+                Column::Geo => ctx.geo_of(f.orig.dst).unwrap_or_else(|| "-".into()),
+                Column::Bytes => rows::bytes_pair(e),
+                Column::Rate => rows::rate_pair(e, app.bits),
+            };
+            (col, text)
+        })
+        .collect()
+}
+
+fn totals_cells(t: &Totals, bits: bool) -> Vec<(Col, String)> {
+    let n = |width| Col { width, right: true };
+    vec![
+        (n(6), t.flows.to_string()),
+        (n(9), human_bytes(t.sent as f64)),
+        (n(9), human_bytes(t.received as f64)),
+        (n(11), rows::rate_text(t.sent_rate, bits)),
+        (n(11), rows::rate_text(t.received_rate, bits)),
+    ]
+}
+
+const TOTALS_TITLES: [&str; 5] = ["FLOWS", "SENT", "RECEIVED", "SENT/s", "RECV/s"];
+
+/// The column titles and the visible rows' cells of the current tab.
+fn table_text(app: &App, width: u16, now: SystemTime) -> (String, Vec<String>) {
+    let visible = app.offset..(app.offset + app.page()).min(app.len());
+    let left = |w| Col {
+        width: w,
+        right: false,
+    };
+    let right = |w| Col {
+        width: w,
+        right: true,
+    };
+    let with_totals = |mut head: Vec<(Col, String)>| {
+        for (t, (c, _)) in TOTALS_TITLES.iter().zip(totals_cells(&Totals::default(), false)) {
+            head.push((c, (*t).to_owned()));
+        }
+        head
+    };
+    match app.tab {
+        Tab::Flows => {
+            let cols = flow_columns(width, app.show_src);
+            let titles: Vec<(Col, String)> = cols
+                .iter()
+                .map(|&(c, col)| {
+                    let mut t = c.title().to_owned();
+                    if c == app.sort.column {
+                        t.push_str(if app.sort.desc { "▼" } else { "▲" });
+                    }
+                    (col, t)
+                })
+                .collect();
+            let lines = visible
+                .map(|i| line_of(&flow_cells(app, i, &cols, now)))
+                .collect();
+            (line_of(&titles), lines)
+        }
+        Tab::Processes => {
+            let head = with_totals(vec![(left(15), "PROCESS".into()), (right(7), "PID".into())]);
+            let mut head = head;
+            head.push((left(40), "EXECUTABLE".into()));
+            let lines = app.proc_rows[visible]
+                .iter()
+                .map(|r| {
+                    let mut cells = vec![
+                        (left(15), r.comm.clone()),
+                        (right(7), r.pid.map_or_else(|| "-".into(), |p| p.to_string())),
+                    ];
+                    cells.extend(totals_cells(&r.totals, app.bits));
+                    cells.push((left(40), r.exe.clone().unwrap_or_else(|| "-".into())));
+                    line_of(&cells)
+                })
+                .collect();
+            (line_of(&head), lines)
+        }
+        Tab::Countries => {
+            let head = with_totals(vec![(left(14), "COUNTRY".into())]);
+            let lines = app.country_rows[visible]
+                .iter()
+                .map(|r| {
+                    let mut cells = vec![(left(14), r.country.clone())];
+                    cells.extend(totals_cells(&r.totals, app.bits));
+                    line_of(&cells)
+                })
+                .collect();
+            (line_of(&head), lines)
+        }
+    }
+}
+
+fn draw_table(frame: &mut Frame<'_>, app: &App, area: Rect, now: SystemTime, theme: &Theme) {
+    let (titles, lines) = table_text(app, area.width, now);
+    let mut text = vec![Line::styled(
+        format!("{titles:<w$}", w = usize::from(area.width)),
+        theme.titles(),
+    )];
+    let selected = app.cursor.checked_sub(app.offset);
+    for (i, l) in lines.into_iter().enumerate() {
+        if Some(i) == selected {
+            let padded = format!("{l:<w$}", w = usize::from(area.width) + usize::from(app.hscroll));
+            text.push(Line::styled(padded, theme.selected()));
+        } else {
+            text.push(Line::raw(l));
+        }
+    }
+    if app.is_empty() {
+        let why = if app.filter.is_empty() && !app.active_only {
+            "no flows of the selected families and protocols (T U D I S toggle protocols)"
+        } else {
+            "no flow matches (Esc clears the filter, a shows all flows)"
+        };
+        text.push(Line::styled(format!(" {why}"), theme.dim()));
+    }
+    frame.render_widget(Paragraph::new(text).scroll((0, app.hscroll)), area);
+}
+
+fn tuple_text(ctx: &RowCtx<'_>, t: &Tuple, proto_nr: u8) -> String {
+    let mut s = format!(
+        "{} → {}",
+        endpoint_num(t.src, t.sport),
+        endpoint_num(t.dst, t.dport)
+    );
+    if let Some(svc) = t.dport.and_then(|p| ctx.services.name(proto_nr, p)) {
+        let _ = write!(s, " ({})", terminal_safe(svc));
+    }
+    if let Some(i) = t.icmp {
+        let _ = write!(s, " type {} code {} id {}", i.icmp_type, i.code, i.id);
+    }
+    s
+}
+
+fn endpoint_num(ip: IpAddr, port: Option<u16>) -> String {
+    match (ip, port) {
+        (IpAddr::V6(a), Some(p)) => format!("[{a}]:{p}"),
+        (a, Some(p)) => format!("{a}:{p}"),
+        (a, None) => a.to_string(),
+    }
+}
+
+/// "host.example (DE, Berlin)", "192.0.2.1 (private)".
+fn end_text(ctx: &RowCtx<'_>, ip: IpAddr) -> String {
+    let name = ctx.address(ip);
+    let mut s = if name == ip.to_string() {
+        name
+    } else {
+        format!("{name} [{ip}]")
+    };
+    if let Some(g) = ctx.geo_of(ip) {
+        let _ = write!(s, " ({g})");
+    }
+    s
+}
+
+fn detail_lines(app: &App, d: &Detail, now: SystemTime) -> Vec<(String, String)> {
+    let ctx = app.ctx();
+    let e = &d.entry;
+    let f = &e.flow;
+    let mut l: Vec<(String, String)> = Vec::new();
+    let mut push = |k: &str, v: String| l.push((k.to_owned(), v));
+    let mut head = format!("{} id {}", rows::proto_name(f.proto), f.id);
+    if let Some(s) = f.state {
+        let _ = write!(head, " {}", s.name());
+    }
+    if d.ended {
+        head.push_str(" (ended)");
+    }
+    push("flow", head);
+    push("original", tuple_text(&ctx, &f.orig, f.proto));
+    let mirrored = f.reply.src == f.orig.dst
+        && f.reply.dst == f.orig.src
+        && f.reply.sport == f.orig.dport
+        && f.reply.dport == f.orig.sport;
+    let mut reply = tuple_text(&ctx, &f.reply, f.proto);
+    if !mirrored {
+        reply.push_str("  NAT");
+    }
+    push("reply", reply);
+    push("status", f.status_names().collect::<Vec<_>>().join(" "));
+    push("mark, zone", format!("mark {:#x}  zone {}", f.mark, f.zone));
+    push(
+        "timeout",
+        f.timeout.map_or_else(|| "-".into(), |t| format!("{t}s")),
+    );
+    match f.counters {
+        Some(c) => {
+            let r = e.rate.measured_rates();
+            let rate = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| rows::rate_text(v, app.bits));
+            push(
+                "original dir",
+                format!(
+                    "{} bytes, {} packets, {}",
+                    human_bytes(c.orig_bytes as f64),
+                    c.orig_packets,
+                    rate(r.map(|r| r.orig_bytes))
+                ),
+            );
+            push(
+                "reply dir",
+                format!(
+                    "{} bytes, {} packets, {}",
+                    human_bytes(c.reply_bytes as f64),
+                    c.reply_packets,
+                    rate(r.map(|r| r.reply_bytes))
+                ),
+            );
+        }
+        None => push(
+            "counters",
+            "n/a (nf_conntrack_acct was off when the flow began)".into(),
+        ),
+    }
+    push(
+        "started",
+        f.start_ns.map_or_else(
+            || "n/a".into(),
+            |s| format!("{} (age {})", rfc3339_ns(s), human_age(age_secs(s, now))),
+        ),
+    );
+    match &e.owner {
+        Some(o) => {
+            push("process", format!("{} pid {}", terminal_safe(&o.comm), o.pid));
+            push(
+                "executable",
+                o.exe
+                    .as_deref()
+                    .map_or_else(|| "-".into(), |x| terminal_safe(x).into_owned()),
+            );
+            let (cmdline, user) = match app.procs.get(o.pid) {
+                ProcInfo::Loading => ("…".to_owned(), "…".to_owned()),
+                ProcInfo::Exited => ("(exited)".to_owned(), format!("uid {}", o.uid)),
+                ProcInfo::Ready { cmdline, user } => {
+                    (cmdline, user.unwrap_or_else(|| format!("uid {}", o.uid)))
+                }
+            };
+            push("command line", cmdline);
+            push("user", user);
+            push("attribution", o.how.name().to_owned());
+        }
+        None => push(
+            "process",
+            format!("unknown (attribution {})", app.header.attribution),
+        ),
+    }
+    push("source", end_text(&ctx, f.orig.src));
+    push("destination", end_text(&ctx, f.orig.dst));
+    l
+}
+
+fn draw_detail(frame: &mut Frame<'_>, app: &App, d: &Detail, area: Rect, now: SystemTime, theme: &Theme) {
+    let lines: Vec<Line<'_>> = detail_lines(app, d, now)
+        .into_iter()
+        .map(|(k, v)| {
+            Line::from(vec![
+                Span::styled(format!(" {k:<13}"), theme.titles()),
+                Span::raw(format!(" {v}")),
+            ])
+        })
+        .collect();
+    let block = Block::default()
+        .borders(Borders::TOP)
+        .title(" Flow details (Esc back) ");
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block)
+            .wrap(ratatui::widgets::Wrap { trim: false }),
+        area,
+    );
+}
+
+fn draw_help(frame: &mut Frame<'_>, area: Rect) {
+    let w = area.width.saturating_sub(4).min(76);
+    let h = area.height.saturating_sub(2).min(HELP.len() as u16 + 4);
+    let r = Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    );
+    let mut lines: Vec<Line<'_>> = HELP
+        .iter()
+        .map(|(k, v)| Line::raw(format!(" {k:<20} {v}")))
+        .collect();
+    lines.push(Line::raw(format!(" {FILTER_HELP}")));
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(" Keys (any key closes) ")
+        .title_alignment(Alignment::Center);
+    frame.render_widget(Clear, r);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block)
+            .wrap(ratatui::widgets::Wrap { trim: false }),
+        r,
+    );
+}
