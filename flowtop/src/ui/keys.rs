@@ -150,5 +150,7 @@ pub const HELP: &[(&str, &str)] = &[
 ];
 
 /// The filter syntax, for the help overlay.
-pub const FILTER_HELP: &str =
-    "filter: pid:N comm:NAME port:N|NAME host:TEXT cc:CODE state:NAME proto:NAME, or any text";
+pub const FILTER_HELP: &[&str] = &[
+    "filter terms (all must match): pid:N comm:NAME port:N|NAME host:TEXT",
+    "  cc:CODE state:NAME proto:NAME, or any text (process, address, name...)",
+];

@@ -17,6 +17,8 @@ pub mod sort;
 pub mod term;
 
 #[cfg(test)]
+mod fixture;
+#[cfg(test)]
 mod tests;
 
 use std::io::{self, Write as _};

@@ -178,9 +178,6 @@ fn title_line(app: &App) -> String {
     let _ = write!(s, " │ attribution {}", app.header.attribution);
     let st = app.shown().stats;
     let _ = write!(s, " │ lost {} resync {}", st.overruns, st.resyncs);
-    if app.paused {
-        let _ = write!(s, " │ PAUSED ({} flows live)", app.live_flows());
-    }
     s
 }
 
@@ -194,6 +191,12 @@ fn tab_line<'a>(app: &'a App, theme: &Theme) -> Line<'a> {
         };
         spans.push(Span::styled(format!(" {} ", t.title()), style));
         spans.push(Span::raw(" "));
+    }
+    if app.paused {
+        spans.push(Span::styled(
+            format!(" PAUSED ({} flows live) ", app.live_flows()),
+            theme.warn().add_modifier(Modifier::REVERSED),
+        ));
     }
     if app.tab == Tab::Flows {
         let arrow = if app.sort.desc { "▼" } else { "▲" };
@@ -245,15 +248,15 @@ fn footer<'a>(app: &App, theme: &Theme) -> Paragraph<'a> {
 fn flow_columns(width: u16, show_src: bool) -> Vec<(Column, Col)> {
     let fixed = |c: Column| -> Option<Col> {
         let (width, right) = match c {
-            Column::Process => (15, false),
+            Column::Process => (12, false),
             Column::Pid => (7, true),
-            Column::Proto => (5, false),
+            Column::Proto => (6, false),
             Column::State => (11, false),
             Column::Time => (6, true),
-            Column::Port => (12, false),
-            Column::Geo => (18, false),
+            Column::Port => (11, false),
+            Column::Geo => (16, false),
             Column::Bytes => (11, true),
-            Column::Rate => (15, true),
+            Column::Rate => (13, true),
             Column::Source | Column::Address => return None,
         };
         Some(Col { width, right })
@@ -573,7 +576,10 @@ fn draw_detail(frame: &mut Frame<'_>, app: &App, d: &Detail, area: Rect, now: Sy
 
 fn draw_help(frame: &mut Frame<'_>, area: Rect) {
     let w = area.width.saturating_sub(4).min(76);
-    let h = area.height.saturating_sub(2).min(HELP.len() as u16 + 4);
+    let h = area
+        .height
+        .saturating_sub(2)
+        .min((HELP.len() + FILTER_HELP.len()) as u16 + 2);
     let r = Rect::new(
         area.x + (area.width - w) / 2,
         area.y + (area.height - h) / 2,
@@ -584,7 +590,7 @@ fn draw_help(frame: &mut Frame<'_>, area: Rect) {
         .iter()
         .map(|(k, v)| Line::raw(format!(" {k:<20} {v}")))
         .collect();
-    lines.push(Line::raw(format!(" {FILTER_HELP}")));
+    lines.extend(FILTER_HELP.iter().map(|l| Line::raw(format!(" {l}"))));
     let block = Block::default()
         .borders(Borders::ALL)
         .title(" Keys (any key closes) ")

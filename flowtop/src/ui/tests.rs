@@ -1,1 +1,625 @@
+//! The screen's tests: actions on the app state, and whole frames drawn on
+//! ratatui's TestBackend compared with reviewed insta snapshots.
 
+use std::sync::Arc;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::backend::TestBackend;
+use ratatui::style::Color;
+use ratatui::Terminal;
+
+use super::app::{App, Tab};
+use super::fixture::{self, app, app_with, now};
+use super::keys::{self, Action, Mode};
+use super::procinfo::ProcInfo;
+use super::render;
+use super::sort::{Column, SortSpec};
+use crate::flow::model::proto;
+use crate::flow::Selection;
+
+fn draw(app: &App, w: u16, h: u16) -> Terminal<TestBackend> {
+    let mut t = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
+    t.draw(|f| render::draw(f, app, now())).expect("draw");
+    t
+}
+
+fn screen(app: &App, w: u16, h: u16) -> String {
+    draw(app, w, h).backend().to_string()
+}
+
+/// Conntrack ids of the Flows rows, in order.
+fn ids(app: &App) -> Vec<u32> {
+    (0..app.len())
+        .map(|i| app.flow_at(i).expect("row").flow.id)
+        .collect()
+}
+
+fn sorted(app: &mut App, column: Column, desc: bool) -> Vec<u32> {
+    app.sort = SortSpec { column, desc };
+    app.derive();
+    ids(app)
+}
+
+fn key(c: KeyCode) -> KeyEvent {
+    KeyEvent::new(c, KeyModifiers::NONE)
+}
+
+fn type_filter(app: &mut App, text: &str) {
+    app.apply(Action::EditFilter);
+    for c in text.chars() {
+        app.apply(Action::FilterChar(c));
+    }
+    app.apply(Action::FilterDone);
+}
+
+// ---------------------------------------------------------------- keys
+
+#[test]
+fn keys_of_the_original_map_to_their_actions() {
+    let n = |c| keys::action(key(KeyCode::Char(c)), Mode::Normal);
+    assert_eq!(n('q'), Some(Action::Quit));
+    for c in ['k', 'u'] {
+        assert_eq!(n(c), Some(Action::Up));
+    }
+    for c in ['j', 'd'] {
+        assert_eq!(n(c), Some(Action::Down));
+    }
+    // The original's help swaps h and l; ours scrolls left with h.
+    assert_eq!(n('h'), Some(Action::Left));
+    assert_eq!(n('l'), Some(Action::Right));
+    assert_eq!(n('b'), Some(Action::ToggleBits));
+    assert_eq!(n('a'), Some(Action::ToggleActive));
+    assert_eq!(n('s'), Some(Action::ToggleSource));
+    for c in ['T', 'U', 'D', 'I', 'S'] {
+        assert_eq!(n(c), Some(Action::ToggleProto(c)));
+    }
+    assert_eq!(n('?'), Some(Action::Help));
+    assert_eq!(n('/'), Some(Action::EditFilter));
+    assert_eq!(n(' '), Some(Action::Pause));
+    assert_eq!(n('<'), Some(Action::SortPrev));
+    assert_eq!(n('>'), Some(Action::SortNext));
+    assert_eq!(n('r'), Some(Action::SortReverse));
+    let k = |c| keys::action(key(c), Mode::Normal);
+    assert_eq!(k(KeyCode::Up), Some(Action::Up));
+    assert_eq!(k(KeyCode::Down), Some(Action::Down));
+    assert_eq!(k(KeyCode::Left), Some(Action::Left));
+    assert_eq!(k(KeyCode::Right), Some(Action::Right));
+    assert_eq!(k(KeyCode::PageUp), Some(Action::PageUp));
+    assert_eq!(k(KeyCode::PageDown), Some(Action::PageDown));
+    assert_eq!(k(KeyCode::Home), Some(Action::Home));
+    assert_eq!(k(KeyCode::End), Some(Action::End));
+    assert_eq!(k(KeyCode::Tab), Some(Action::NextTab));
+    assert_eq!(k(KeyCode::BackTab), Some(Action::PrevTab));
+    assert_eq!(k(KeyCode::Enter), Some(Action::Open));
+    assert_eq!(k(KeyCode::Esc), Some(Action::Back));
+    assert_eq!(k(KeyCode::F(9)), None);
+}
+
+#[test]
+fn ctrl_c_quits_in_every_mode_and_q_everywhere_but_the_filter() {
+    let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+    for mode in [Mode::Normal, Mode::EditingFilter, Mode::Help, Mode::Detail] {
+        assert_eq!(keys::action(ctrl_c, mode), Some(Action::Quit), "{mode:?}");
+    }
+    let q = key(KeyCode::Char('q'));
+    assert_eq!(keys::action(q, Mode::Help), Some(Action::Quit));
+    assert_eq!(keys::action(q, Mode::Detail), Some(Action::Quit));
+    // Typing a filter takes every letter, q and the sort keys included.
+    assert_eq!(
+        keys::action(q, Mode::EditingFilter),
+        Some(Action::FilterChar('q'))
+    );
+    assert_eq!(
+        keys::action(key(KeyCode::Char('T')), Mode::EditingFilter),
+        Some(Action::FilterChar('T'))
+    );
+    assert_eq!(
+        keys::action(key(KeyCode::Enter), Mode::EditingFilter),
+        Some(Action::FilterDone)
+    );
+    assert_eq!(
+        keys::action(key(KeyCode::Esc), Mode::EditingFilter),
+        Some(Action::Back)
+    );
+    assert_eq!(
+        keys::action(key(KeyCode::Backspace), Mode::EditingFilter),
+        Some(Action::FilterBackspace)
+    );
+    // Any key closes the help; Esc or Enter closes the detail view.
+    assert_eq!(
+        keys::action(key(KeyCode::Char('x')), Mode::Help),
+        Some(Action::Back)
+    );
+    assert_eq!(keys::action(key(KeyCode::Esc), Mode::Detail), Some(Action::Back));
+    assert_eq!(keys::action(key(KeyCode::Char('x')), Mode::Detail), None);
+}
+
+#[test]
+fn key_releases_are_ignored() {
+    let mut k = key(KeyCode::Char('q'));
+    k.kind = crossterm::event::KeyEventKind::Release;
+    assert_eq!(keys::action(k, Mode::Normal), None);
+}
+
+#[test]
+fn mouse_wheel_moves_and_click_selects() {
+    use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+    let ev = |kind| MouseEvent {
+        kind,
+        column: 3,
+        row: 5,
+        modifiers: KeyModifiers::NONE,
+    };
+    assert_eq!(
+        keys::mouse_action(ev(MouseEventKind::ScrollDown), Mode::Normal),
+        Some(Action::Down)
+    );
+    assert_eq!(
+        keys::mouse_action(ev(MouseEventKind::ScrollUp), Mode::Normal),
+        Some(Action::Up)
+    );
+    assert_eq!(
+        keys::mouse_action(ev(MouseEventKind::Down(MouseButton::Left)), Mode::Normal),
+        Some(Action::Click(5))
+    );
+    let mut a = app(120, 30);
+    a.apply(Action::Click(5)); // header 3 rows: the third flow row
+    assert_eq!(a.cursor, 2);
+    a.apply(Action::Click(1)); // the tab line selects nothing
+    assert_eq!(a.cursor, 2);
+}
+
+// ---------------------------------------------------------------- sort
+
+#[test]
+fn default_sort_is_bytes_most_first() {
+    let a = app(120, 30);
+    assert_eq!(a.sort, SortSpec::default());
+    // 1: 3.5M, 2: 1.0M, 3: 58K, 8: 1.8K, 4: 560, 5: 336, 7: 200, 6: none.
+    assert_eq!(ids(&a), vec![1, 2, 3, 8, 4, 5, 7, 6]);
+}
+
+/// Each column, both directions, on the fixture (see fixture.rs): flows
+/// without a value come first ascending and last descending; equal keys
+/// stay in id order in both directions.
+#[test]
+fn every_column_sorts_both_ways_with_a_stable_tiebreak() {
+    let mut a = app(120, 30);
+    #[rustfmt::skip]
+    let cases: [(Column, [u32; 8], [u32; 8]); 11] = [
+        // none (5, 8), curl, evil, firefox (2 and 6), sshd, systemd-resolved
+        (Column::Process, [5, 8, 1, 7, 2, 6, 3, 4], [4, 3, 2, 6, 7, 1, 5, 8]),
+        (Column::Pid, [5, 8, 4, 7, 3, 2, 6, 1], [1, 2, 6, 3, 7, 4, 5, 8]),
+        // tcp 6 < udp 17 < icmpv6 58 < sctp 132
+        (Column::Proto, [1, 2, 3, 6, 7, 4, 5, 8], [8, 5, 4, 1, 2, 3, 6, 7]),
+        (Column::State, [4, 5, 1, 2, 3, 7, 8, 6], [6, 1, 2, 3, 7, 8, 4, 5]),
+        // Youngest first ascending; 6 has no start time.
+        (Column::Time, [6, 8, 7, 5, 4, 3, 2, 1], [1, 2, 3, 4, 5, 7, 8, 6]),
+        (Column::Source, [1, 2, 4, 6, 7, 8, 3, 5], [5, 3, 1, 2, 4, 6, 7, 8]),
+        (Column::Address, [3, 4, 1, 6, 8, 2, 7, 5], [5, 7, 2, 8, 1, 6, 4, 3]),
+        (Column::Port, [5, 3, 4, 6, 1, 2, 8, 7], [7, 8, 1, 2, 6, 4, 3, 5]),
+        // none, "DE, Berlin", "NL, ...", "US, ...", "private"
+        (Column::Geo, [5, 8, 1, 6, 7, 2, 3, 4], [3, 4, 2, 7, 1, 6, 5, 8]),
+        (Column::Bytes, [6, 7, 5, 4, 8, 3, 2, 1], [1, 2, 3, 8, 4, 5, 7, 6]),
+        // 3 and 7 moved nothing: rate 0, a tie.
+        (Column::Rate, [6, 3, 7, 5, 4, 8, 2, 1], [1, 2, 8, 4, 5, 3, 7, 6]),
+    ];
+    for (col, asc, desc) in cases {
+        assert_eq!(sorted(&mut a, col, false), asc, "{col:?} ascending");
+        assert_eq!(sorted(&mut a, col, true), desc, "{col:?} descending");
+        // A new snapshot with the same data keeps the order.
+        a.on_snapshot(fixture::flows());
+        assert_eq!(ids(&a), desc, "{col:?} after a refresh");
+    }
+}
+
+#[test]
+fn descending_keeps_ties_in_id_order() {
+    let mut a = app(120, 30);
+    // Flows 3 and 7 and 6 have no traffic in the window: rate 0 / missing.
+    let desc = sorted(&mut a, Column::Process, true);
+    // firefox owns 2 and 6: equal key, id order kept in both directions.
+    let at = |id| desc.iter().position(|i| *i == id).expect("present");
+    assert!(at(2) < at(6));
+    let asc = sorted(&mut a, Column::Process, false);
+    let at = |id| asc.iter().position(|i| *i == id).expect("present");
+    assert!(at(2) < at(6));
+}
+
+#[test]
+fn sort_keys_step_through_visible_columns_and_reverse() {
+    let mut a = app(120, 30);
+    a.apply(Action::SortNext); // Bytes -> Rate
+    assert_eq!(a.sort.column, Column::Rate);
+    a.apply(Action::SortNext); // wraps to Process, ascending
+    assert_eq!(
+        a.sort,
+        SortSpec {
+            column: Column::Process,
+            desc: false
+        }
+    );
+    a.apply(Action::SortReverse);
+    assert!(a.sort.desc);
+    // Source is skipped unless shown.
+    a.sort = SortSpec {
+        column: Column::Time,
+        desc: true,
+    };
+    a.apply(Action::SortNext);
+    assert_eq!(a.sort.column, Column::Address);
+    a.apply(Action::ToggleSource);
+    a.sort = SortSpec {
+        column: Column::Time,
+        desc: true,
+    };
+    a.apply(Action::SortNext);
+    assert_eq!(a.sort.column, Column::Source);
+}
+
+// ---------------------------------------------------------------- filter
+
+#[test]
+fn filter_terms_parse() {
+    use super::filter::{Filter, FilterError, PortTerm, Term};
+    let f = Filter::parse("pid:42 comm:Curl port:443 port:https host:example cc:de state:est proto:udp x")
+        .unwrap();
+    assert_eq!(
+        f.terms,
+        vec![
+            Term::Pid(42),
+            Term::Comm("curl".into()),
+            Term::Port(PortTerm::Number(443)),
+            Term::Port(PortTerm::Service("https".into())),
+            Term::Host("example".into()),
+            Term::Country("de".into()),
+            Term::State("est".into()),
+            Term::Proto(proto::UDP),
+            Term::Text("x".into()),
+        ]
+    );
+    // Only known prefixes are prefixes: an IPv6 address is text.
+    assert_eq!(
+        Filter::parse("2001:db8::2").unwrap().terms,
+        vec![Term::Text("2001:db8::2".into())]
+    );
+    assert_eq!(Filter::parse("proto:132").unwrap().terms, vec![Term::Proto(132)]);
+    assert_eq!(Filter::parse("pid:x"), Err(FilterError::Pid("x".into())));
+    assert_eq!(
+        Filter::parse("proto:nope"),
+        Err(FilterError::Proto("nope".into()))
+    );
+    assert_eq!(Filter::parse("cc:"), Err(FilterError::Empty("cc")));
+    assert!(Filter::parse("  ").unwrap().is_empty());
+}
+
+fn filtered(text: &str) -> Vec<u32> {
+    let mut a = app(120, 30);
+    type_filter(&mut a, text);
+    assert_eq!(a.filter_error, None, "{text}");
+    let mut v = ids(&a);
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn filter_terms_match_what_they_name() {
+    assert_eq!(filtered("pid:1000"), vec![2, 6]);
+    assert_eq!(filtered("comm:SYSTEMD"), vec![4]);
+    assert_eq!(filtered("port:22"), vec![3]);
+    assert_eq!(filtered("port:https"), vec![1, 2]);
+    assert_eq!(filtered("host:example.org"), vec![1, 6]);
+    assert_eq!(filtered("host:203.0.113"), vec![2, 3, 7]);
+    assert_eq!(filtered("cc:de"), vec![1, 6]);
+    assert_eq!(filtered("cc:FR"), vec![3]);
+    assert_eq!(filtered("state:time_wait"), vec![6]);
+    assert_eq!(filtered("proto:icmpv6"), vec![5]);
+    assert_eq!(filtered("proto:sctp"), vec![8]);
+    // Free text: process, address, name, service, city, state.
+    assert_eq!(filtered("firefox"), vec![2, 6]);
+    assert_eq!(filtered("2001:db8::2"), vec![5]);
+    assert_eq!(filtered("cdn"), vec![2]);
+    assert_eq!(filtered("domain"), vec![4]);
+    assert_eq!(filtered("berlin"), vec![1, 6]);
+    assert_eq!(filtered("sctp"), vec![8]);
+    assert_eq!(filtered("4242"), vec![1]);
+    // Every term must match.
+    assert_eq!(filtered("firefox port:80"), vec![6]);
+    assert_eq!(filtered("nothing-matches-this"), Vec::<u32>::new());
+}
+
+#[test]
+fn esc_clears_the_filter_and_a_bad_filter_keeps_the_last_good_one() {
+    let mut a = app(120, 30);
+    type_filter(&mut a, "pid:1000");
+    assert_eq!(ids(&a).len(), 2);
+    a.apply(Action::EditFilter);
+    a.apply(Action::FilterChar('x')); // pid:1000x
+    assert!(a.filter_error.is_some());
+    assert_eq!(ids(&a).len(), 2);
+    a.apply(Action::Back);
+    assert!(a.filter_text.is_empty() && !a.editing_filter);
+    assert_eq!(ids(&a).len(), 8);
+}
+
+// ---------------------------------------------------------------- selection
+
+#[test]
+fn paging_home_and_end_move_by_the_visible_rows() {
+    let mut a = app(120, 14); // 10 table rows
+    a.on_snapshot(fixture::many(35));
+    assert_eq!(a.page(), 10);
+    a.apply(Action::PageDown);
+    assert_eq!((a.cursor, a.offset), (10, 1));
+    a.apply(Action::PageDown);
+    assert_eq!((a.cursor, a.offset), (20, 11));
+    a.apply(Action::End);
+    assert_eq!((a.cursor, a.offset), (34, 25));
+    a.apply(Action::Down); // stays on the last row
+    assert_eq!(a.cursor, 34);
+    a.apply(Action::PageUp);
+    assert_eq!((a.cursor, a.offset), (24, 24));
+    a.apply(Action::Home);
+    assert_eq!((a.cursor, a.offset), (0, 0));
+    a.apply(Action::Up);
+    assert_eq!(a.cursor, 0);
+}
+
+#[test]
+fn the_selection_follows_its_flow_when_rows_move() {
+    let mut a = app(120, 14);
+    a.on_snapshot(fixture::many(20));
+    // Bytes descending: flow 20 first. Select flow 17 (row 3).
+    for _ in 0..3 {
+        a.apply(Action::Down);
+    }
+    assert_eq!(a.flow_at(a.cursor).unwrap().flow.id, 17);
+    // Flow 17 now has the most bytes: it moves to the top, the selection too.
+    let mut next = fixture::many(20);
+    let snap = Arc::get_mut(&mut next).expect("unique");
+    let moved = fixture::snapshot(vec![(
+        fixture::flow(17, proto::TCP, "192.0.2.1", Some(1017), "198.51.100.1", Some(443)),
+        (99_999, 0),
+        (99_999, 0),
+        None,
+    )]);
+    let e17 = snap.flows.iter_mut().find(|e| e.flow.id == 17).unwrap();
+    *e17 = moved.flows[0].clone();
+    a.on_snapshot(next);
+    assert_eq!(a.cursor, 0);
+    assert_eq!(a.flow_at(a.cursor).unwrap().flow.id, 17);
+    // When the selected flow goes away, the selection stays on its row.
+    a.apply(Action::Down);
+    a.apply(Action::Down); // flow 19
+    let mut fewer = fixture::many(20);
+    Arc::get_mut(&mut fewer)
+        .unwrap()
+        .flows
+        .retain(|e| e.flow.id != 19);
+    a.on_snapshot(fewer);
+    assert_eq!(a.cursor, 2);
+}
+
+#[test]
+fn pause_freezes_the_view_while_snapshots_keep_coming() {
+    let mut a = app(120, 30);
+    a.apply(Action::Pause);
+    a.on_snapshot(fixture::many(3));
+    assert_eq!(ids(&a).len(), 8, "the view is frozen");
+    assert_eq!(a.live_flows(), 3);
+    a.apply(Action::Pause);
+    assert_eq!(ids(&a), vec![3, 2, 1]);
+}
+
+#[test]
+fn protocol_keys_toggle_what_is_shown() {
+    let mut a = app_with(
+        {
+            let mut s = Selection::none().with_proto(proto::TCP);
+            s.ipv4 = true;
+            s.ipv6 = true;
+            s
+        },
+        120,
+        30,
+    );
+    assert_eq!(a.counts.flows, 5);
+    a.apply(Action::ToggleProto('U'));
+    a.apply(Action::ToggleProto('I'));
+    assert_eq!(a.counts.flows, 7);
+    a.apply(Action::ToggleProto('T'));
+    assert_eq!(ids(&a), vec![4, 5]);
+    a.apply(Action::ToggleProto('S'));
+    assert_eq!(ids(&a).len(), 3);
+}
+
+#[test]
+fn active_only_hides_flows_without_traffic() {
+    let mut a = app(120, 30);
+    a.apply(Action::ToggleActive);
+    let mut v = ids(&a);
+    v.sort_unstable();
+    assert_eq!(v, vec![1, 2, 4, 5, 8]);
+}
+
+#[test]
+fn processes_count_what_they_send_and_receive() {
+    let mut a = app(120, 30);
+    a.apply(Action::NextTab);
+    assert_eq!(a.tab, Tab::Processes);
+    let sshd = a.proc_rows.iter().find(|r| r.pid == Some(800)).unwrap();
+    // sshd accepted the connection: it sends the reply direction.
+    assert_eq!((sshd.totals.sent, sshd.totals.received), (8_000, 50_000));
+    let ff = a.proc_rows.iter().find(|r| r.pid == Some(1000)).unwrap();
+    assert_eq!(ff.totals.flows, 2);
+    assert_eq!((ff.totals.sent, ff.totals.received), (12_000, 1_000_000));
+    // Enter lists the process's flows.
+    let at = a.proc_rows.iter().position(|r| r.pid == Some(1000)).unwrap();
+    while a.cursor < at {
+        a.apply(Action::Down);
+    }
+    a.apply(Action::Open);
+    assert_eq!(a.tab, Tab::Flows);
+    assert_eq!(a.filter_text, "pid:1000");
+    assert_eq!(ids(&a), vec![2, 6]);
+}
+
+#[test]
+fn countries_group_by_the_address_end() {
+    let mut a = app(120, 30);
+    a.apply(Action::NextTab);
+    a.apply(Action::NextTab);
+    assert_eq!(a.tab, Tab::Countries);
+    let names: Vec<&str> = a.country_rows.iter().map(|r| r.country.as_str()).collect();
+    assert_eq!(names, vec!["DE", "US", "private", "??", "NL"]);
+    a.apply(Action::Open); // DE
+    assert_eq!(a.tab, Tab::Flows);
+    assert_eq!(ids(&a), vec![1, 6]);
+}
+
+#[test]
+fn detail_follows_its_flow_and_says_when_it_ended() {
+    let mut a = app(120, 30);
+    a.apply(Action::Open);
+    assert_eq!(a.detail.as_ref().unwrap().entry.flow.id, 1);
+    a.on_snapshot(fixture::many(2));
+    assert!(a.detail.as_ref().unwrap().ended);
+    a.apply(Action::Back);
+    assert!(a.detail.is_none());
+}
+
+// ---------------------------------------------------------------- frames
+
+#[test]
+fn frame_flows() {
+    insta::assert_snapshot!("flows_120x24", screen(&app(120, 24), 120, 24));
+}
+
+#[test]
+fn frame_wide() {
+    let mut a = app(200, 50);
+    a.apply(Action::ToggleSource);
+    insta::assert_snapshot!("flows_wide_source_200x50", screen(&a, 200, 50));
+}
+
+#[test]
+fn frame_narrow_and_scrolled() {
+    let mut a = app(60, 20);
+    insta::assert_snapshot!("flows_narrow_60x20", screen(&a, 60, 20));
+    a.apply(Action::Right);
+    a.apply(Action::Right);
+    a.apply(Action::Right);
+    a.apply(Action::Right);
+    a.apply(Action::Right);
+    insta::assert_snapshot!("flows_narrow_scrolled_60x20", screen(&a, 60, 20));
+}
+
+#[test]
+fn frame_too_small() {
+    insta::assert_snapshot!("too_small_30x6", screen(&app(30, 6), 30, 6));
+}
+
+#[test]
+fn frame_processes_and_countries() {
+    let mut a = app(120, 20);
+    a.apply(Action::NextTab);
+    insta::assert_snapshot!("processes_120x20", screen(&a, 120, 20));
+    a.apply(Action::NextTab);
+    a.apply(Action::ToggleBits);
+    insta::assert_snapshot!("countries_bits_120x20", screen(&a, 120, 20));
+}
+
+#[test]
+fn frame_help() {
+    let mut a = app(100, 30);
+    a.apply(Action::Help);
+    insta::assert_snapshot!("help_100x30", screen(&a, 100, 30));
+}
+
+#[test]
+fn frame_detail() {
+    let mut a = app(120, 30);
+    a.apply(Action::Open);
+    insta::assert_snapshot!("detail_120x30", screen(&a, 120, 30));
+    // The NAT flow, whose process is still being read, then has exited.
+    a.apply(Action::Back);
+    type_filter(&mut a, "state:time_wait");
+    a.apply(Action::Open);
+    insta::assert_snapshot!("detail_nat_loading_120x30", screen(&a, 120, 30));
+    a.procs.set(1000, ProcInfo::Exited);
+    let s = screen(&a, 120, 30);
+    assert!(s.contains("(exited)"), "{s}");
+}
+
+#[test]
+fn frame_filter_editing_and_paused() {
+    let mut a = app(120, 16);
+    a.apply(Action::EditFilter);
+    for c in "port:https".chars() {
+        a.apply(Action::FilterChar(c));
+    }
+    insta::assert_snapshot!("filter_editing_120x16", screen(&a, 120, 16));
+    a.apply(Action::FilterDone);
+    a.apply(Action::Pause);
+    a.on_snapshot(fixture::many(3));
+    insta::assert_snapshot!("filter_paused_120x16", screen(&a, 120, 16));
+}
+
+#[test]
+fn hostile_strings_are_drawn_escaped_and_long_ones_cut() {
+    let mut a = app(120, 30);
+    type_filter(&mut a, "pid:666");
+    let s = screen(&a, 120, 30);
+    assert!(!s.contains('\u{1b}') && !s.contains('\u{7}'), "{s}");
+    assert!(s.contains("evil\\x1b[2J…"), "{s}");
+    assert!(s.contains("a-very-long-reve… "), "{s}");
+    a.apply(Action::Open);
+    let s = screen(&a, 120, 30);
+    assert!(!s.contains('\u{1b}') && !s.contains('\u{202e}'), "{s}");
+    assert!(s.contains("evil\\x1b[2Jname pid 666"), "{s}");
+    assert!(s.contains("/tmp/\\u{202e}evil"), "{s}");
+    assert!(s.contains("Amster\\x1b]0;pwned\\x07dam"), "{s}");
+}
+
+#[test]
+fn no_color_draws_without_colours() {
+    let mut a = app(120, 24);
+    a.color = false;
+    a.apply(Action::Help);
+    let t = draw(&a, 120, 24);
+    let buf = t.backend().buffer();
+    assert!(buf
+        .content()
+        .iter()
+        .all(|c| c.fg == Color::Reset && c.bg == Color::Reset));
+    a.color = true;
+    let t = draw(&a, 120, 24);
+    assert!(t
+        .backend()
+        .buffer()
+        .content()
+        .iter()
+        .any(|c| c.bg != Color::Reset));
+}
+
+#[test]
+fn frames_are_drawn_at_any_size() {
+    let a = app(120, 24);
+    for (w, h) in [(1, 1), (39, 8), (40, 7), (40, 8), (41, 9), (500, 3), (500, 200)] {
+        let s = screen(&a, w, h);
+        let small = w < render::MIN_WIDTH || h < render::MIN_HEIGHT;
+        assert_eq!(s.contains("too small"), small && w > 20, "{w}x{h}");
+    }
+}
+
+#[test]
+fn the_selected_row_is_drawn_reversed() {
+    use ratatui::style::Modifier;
+    let mut a = app(120, 24);
+    a.apply(Action::Down);
+    let t = draw(&a, 120, 24);
+    let buf = t.backend().buffer();
+    let reversed = |y: u16| buf[(5, y)].modifier.contains(Modifier::REVERSED);
+    // Row 0 of the table is screen row 3: the second flow is row 4.
+    assert!(!reversed(3) && reversed(4) && !reversed(5));
+}
