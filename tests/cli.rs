@@ -71,11 +71,12 @@ fn bad_usage_exits_2_with_a_message() {
 }
 
 #[test]
-fn screen_and_update_are_refused_honestly_until_they_exist() {
+fn screen_without_a_terminal_and_update_are_refused_honestly() {
+    // stdout is a pipe here: the screen needs a terminal and says what to use instead.
     let o = flowtop(&[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains("--once") && stderr(&o).contains("--json"),
+        stderr(&o).contains("terminal") && stderr(&o).contains("--once") && stderr(&o).contains("--json"),
         "{}",
         stderr(&o)
     );
