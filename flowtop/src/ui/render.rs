@@ -421,13 +421,19 @@ fn draw_table(frame: &mut Frame<'_>, app: &App, area: Rect, now: SystemTime, the
     frame.render_widget(Paragraph::new(text).scroll((0, app.hscroll)), area);
 }
 
-fn tuple_text(ctx: &RowCtx<'_>, t: &Tuple, proto_nr: u8) -> String {
+/// A tuple; `service` names the destination port's service (only for the
+/// original direction: the reply's destination port is the client's).
+fn tuple_text(ctx: &RowCtx<'_>, t: &Tuple, proto_nr: u8, service: bool) -> String {
     let mut s = format!(
         "{} → {}",
         endpoint_num(t.src, t.sport),
         endpoint_num(t.dst, t.dport)
     );
-    if let Some(svc) = t.dport.and_then(|p| ctx.services.name(proto_nr, p)) {
+    if let Some(svc) = t
+        .dport
+        .filter(|_| service)
+        .and_then(|p| ctx.services.name(proto_nr, p))
+    {
         let _ = write!(s, " ({})", terminal_safe(svc));
     }
     if let Some(i) = t.icmp {
@@ -472,12 +478,12 @@ fn detail_lines(app: &App, d: &Detail, now: SystemTime) -> Vec<(String, String)>
         head.push_str(" (ended)");
     }
     push("flow", head);
-    push("original", tuple_text(&ctx, &f.orig, f.proto));
+    push("original", tuple_text(&ctx, &f.orig, f.proto, true));
     let mirrored = f.reply.src == f.orig.dst
         && f.reply.dst == f.orig.src
         && f.reply.sport == f.orig.dport
         && f.reply.dport == f.orig.sport;
-    let mut reply = tuple_text(&ctx, &f.reply, f.proto);
+    let mut reply = tuple_text(&ctx, &f.reply, f.proto, false);
     if !mirrored {
         reply.push_str("  NAT");
     }

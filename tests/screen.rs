@@ -1,0 +1,299 @@
+//! The screen end to end, as root: flowtop in a tmux pane inside a network
+//! namespace with real traffic, driven by keys, read with capture-pane.
+//!
+//! `cargo test -p flowtop --test screen -- --ignored --test-threads=1`
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use common::*;
+
+/// A private tmux server with one pane running a command.
+struct Tmux {
+    socket: String,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+impl Tmux {
+    /// Runs `command` (a shell line) in a `width` x `height` pane.
+    fn start(command: &str, width: u16, height: u16) -> Tmux {
+        let socket = format!(
+            "flowtop-screen-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let t = Tmux { socket };
+        t.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "ft",
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+            command,
+        ]);
+        t
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket, "-f", "/dev/null"]).args(args);
+        check_output(c)
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "ft"])
+    }
+
+    /// Sends keys as tmux names them ("q", "Enter", "Escape", "C-c", "Tab").
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            self.run(&["send-keys", "-t", "ft", k]);
+        }
+    }
+
+    /// Types text literally.
+    fn type_text(&self, text: &str) {
+        self.run(&["send-keys", "-t", "ft", "-l", text]);
+    }
+
+    fn pane_pid(&self) -> u32 {
+        self.run(&["display-message", "-p", "-t", "ft", "#{pane_pid}"])
+            .trim()
+            .parse()
+            .expect("pane pid")
+    }
+
+    fn alternate_on(&self) -> bool {
+        self.run(&["display-message", "-p", "-t", "ft", "#{alternate_on}"])
+            .trim()
+            == "1"
+    }
+
+    /// Waits until the pane shows something `pred` accepts; panics with the
+    /// screen otherwise.
+    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        poll_until(WAIT, Duration::from_millis(100), || {
+            let s = self.screen();
+            pred(&s).then_some(s)
+        })
+        .unwrap_or_else(|| panic!("the screen never showed {what}:\n{}", self.screen()))
+    }
+
+    fn wait_text(&self, text: &str) -> String {
+        self.wait_for(&format!("{text:?}"), |s| s.contains(text))
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+/// The pids whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for d in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(p) = d.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // The parent is the second field after the parenthesised comm.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The line of the screen that contains `text`.
+fn line_with<'a>(screen: &'a str, text: &str) -> Option<(usize, &'a str)> {
+    screen.lines().enumerate().find(|(_, l)| l.contains(text))
+}
+
+/// The shell line: flowtop, then its exit status and the terminal modes
+/// once it is gone.
+fn pane_command(ns: &Netns, args: &str) -> String {
+    format!(
+        "ip netns exec {} {FLOWTOP} {args}; echo FLOWTOP-EXIT=$?; stty -a | tr ' ' '\\n' | grep -x -e -icanon -e icanon -e echo -e -echo | tr '\\n' ' '; echo; sleep 600",
+        ns.name
+    )
+}
+
+/// Both sysctls off before flowtop starts, so turning them on and back off
+/// is visible.
+fn sysctls_off(ns: &Netns) -> (String, String) {
+    ns.set_acct_ts("0", "0");
+    ns.acct_ts()
+}
+
+/// After flowtop left: canonical mode and echo are back, the alternate
+/// screen is gone, the sysctls are as before.
+fn assert_restored(t: &Tmux, ns: &Netns, before: &(String, String)) {
+    let s = t.wait_text("FLOWTOP-EXIT=");
+    let modes = t.wait_for("the terminal modes", |s| s.contains("icanon"));
+    assert!(s.contains("FLOWTOP-EXIT=0"), "flowtop failed:\n{s}");
+    let modes_line = line_with(&modes, "icanon").map(|(_, l)| l).unwrap_or_default();
+    assert!(
+        modes_line.split_whitespace().any(|w| w == "icanon")
+            && modes_line.split_whitespace().any(|w| w == "echo"),
+        "raw mode left on: {modes_line:?}\n{modes}"
+    );
+    assert!(!t.alternate_on(), "still on the alternate screen:\n{modes}");
+    assert_eq!(&ns.acct_ts(), before, "sysctls not restored");
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and tmux: run by `cargo xtask test` as root"]
+fn screen_shows_flows_and_obeys_its_keys() {
+    let (client, server) = Netns::pair();
+    let before = sysctls_off(&client);
+    let _srv = Agent::server(&server, 7101);
+    let mut cl = Agent::client(&client);
+    let (idx, _port) = cl.tcp_connect(SERVER_V4, 7101);
+    cl.tcp_send(idx, 100_000);
+    // Flows with tuples the test chooses (a UDP one, hidden until U).
+    client.conntrack("-I -s 203.0.113.9 -d 198.51.100.9 -p tcp --sport 1000 --dport 80 --state ESTABLISHED -t 300 -u ASSURED");
+    client.conntrack("-I -s 203.0.113.9 -d 198.51.100.10 -p udp --sport 1000 --dport 53 -t 300");
+
+    let t = Tmux::start(&pane_command(&client, ""), 160, 40);
+    let s = t.wait_for("both TCP flows", |s| {
+        s.contains("198.51.100.9") && s.contains(SERVER_V4)
+    });
+    assert!(
+        s.contains("flowtop ") && s.contains("Flows") && s.contains("PROCESS"),
+        "{s}"
+    );
+    assert!(!s.contains("198.51.100.10"), "UDP shows before U:\n{s}");
+    assert_eq!(
+        client.acct_ts(),
+        ("1".to_owned(), "1".to_owned()),
+        "sysctls on while running"
+    );
+    // The agent's connection is attributed to it (python3).
+    let s = t.wait_for("the agent's process", |s| {
+        line_with(s, SERVER_V4).is_some_and(|(_, l)| l.contains("python3") && l.contains("7101"))
+    });
+    assert!(
+        line_with(&s, "198.51.100.9").is_some_and(|(_, l)| l.contains("80/http")),
+        "{s}"
+    );
+
+    // U shows UDP live.
+    t.keys(&["U"]);
+    t.wait_for("the UDP flow after U", |s| {
+        line_with(s, "198.51.100.10").is_some_and(|(_, l)| l.contains("udp") && l.contains("53/domain"))
+    });
+
+    // Sort by PORT (Bytes -> Geo -> Port), ascending: 53 above 80 above 7101.
+    t.keys(&["<", "<"]);
+    let s = t.wait_text("sort PORT▲");
+    let row = |s: &str, text: &str| line_with(s, text).map(|(i, _)| i).unwrap_or(usize::MAX);
+    assert!(
+        row(&s, "53/domain") < row(&s, "80/http") && row(&s, "80/http") < row(&s, "7101"),
+        "port order:\n{s}"
+    );
+    t.keys(&["r"]);
+    let s = t.wait_text("sort PORT▼");
+    assert!(
+        row(&s, "7101") < row(&s, "80/http") && row(&s, "80/http") < row(&s, "53/domain"),
+        "{s}"
+    );
+
+    // Filter, then Esc clears it.
+    t.keys(&["/"]);
+    t.type_text("port:80");
+    t.keys(&["Enter"]);
+    let s = t.wait_for("only the port 80 flow", |s| {
+        s.contains("filter: port:80") && s.contains("198.51.100.9") && !s.contains("7101")
+    });
+    assert!(!s.contains("198.51.100.10"), "{s}");
+    // Details of the one flow.
+    t.keys(&["Enter"]);
+    let s = t.wait_text("Flow details");
+    assert!(
+        s.contains("203.0.113.9:1000 → 198.51.100.9:80 (http)") && s.contains("ASSURED"),
+        "{s}"
+    );
+    t.keys(&["Escape"]);
+    t.wait_for("the table again", |s| {
+        !s.contains("Flow details") && s.contains("PROCESS")
+    });
+    t.keys(&["Escape"]);
+    t.wait_for("every flow after Esc", |s| {
+        !s.contains("filter:") && s.contains("7101")
+    });
+
+    // Tabs: Processes (the agent, with its executable), Countries, Flows.
+    t.keys(&["Tab"]);
+    let s = t.wait_text("EXECUTABLE");
+    assert!(s.contains("python3") && s.contains("(unattributed)"), "{s}");
+    t.keys(&["Tab"]);
+    t.wait_text("COUNTRY");
+    t.keys(&["Tab"]);
+    t.wait_text("ADDRESS");
+
+    // Help, closed by any key.
+    t.keys(&["?"]);
+    t.wait_text("Keys (any key closes)");
+    t.keys(&["x"]);
+    t.wait_for("the help closed", |s| !s.contains("Keys (any key closes)"));
+
+    t.keys(&["q"]);
+    assert_restored(&t, &client, &before);
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and tmux: run by `cargo xtask test` as root"]
+fn ctrl_c_and_sigterm_end_the_screen_with_everything_restored() {
+    let ns = Netns::with_conntrack();
+    ns.conntrack("-I -s 203.0.113.9 -d 198.51.100.9 -p tcp --sport 1000 --dport 80 --state ESTABLISHED -t 300 -u ASSURED");
+    let before = sysctls_off(&ns);
+
+    // Ctrl-C arrives as a key in raw mode.
+    let t = Tmux::start(&pane_command(&ns, "-t 0.5"), 120, 30);
+    t.wait_text("198.51.100.9");
+    t.keys(&["C-c"]);
+    assert_restored(&t, &ns, &before);
+    drop(t);
+
+    // SIGTERM ends the run through the normal path too.
+    let t = Tmux::start(&pane_command(&ns, ""), 120, 30);
+    t.wait_text("198.51.100.9");
+    let shell = t.pane_pid();
+    let flowtop = poll_until(WAIT, Duration::from_millis(50), || {
+        children(shell).first().copied()
+    })
+    .expect("flowtop runs under the pane's shell");
+    send_signal(flowtop, libc::SIGTERM);
+    assert_restored(&t, &ns, &before);
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and tmux: run by `cargo xtask test` as root"]
+fn a_small_terminal_gets_a_message_and_a_resize_brings_the_table() {
+    let ns = Netns::with_conntrack();
+    ns.conntrack("-I -s 203.0.113.9 -d 198.51.100.9 -p tcp --sport 1000 --dport 80 --state ESTABLISHED -t 300 -u ASSURED");
+    let before = sysctls_off(&ns);
+    let t = Tmux::start(&pane_command(&ns, ""), 30, 6);
+    t.wait_text("too small");
+    t.run(&["resize-window", "-t", "ft", "-x", "100", "-y", "20"]);
+    t.wait_text("198.51.100.9");
+    t.keys(&["q"]);
+    assert_restored(&t, &ns, &before);
+}
