@@ -84,3 +84,19 @@ fn screen_without_a_terminal_and_update_are_refused_honestly() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--update"), "{}", stderr(&o));
 }
+
+#[test]
+fn generate_prints_the_man_page_and_completions() {
+    let o = flowtop(&["--generate", "man"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains(".TH flowtop 8"), "{}", stdout(&o));
+    for shell in ["bash", "zsh", "fish"] {
+        let o = flowtop(&["--generate", shell]);
+        assert_eq!(o.status.code(), Some(0), "{shell}: {}", stderr(&o));
+        assert!(stdout(&o).contains("show-src"), "{shell}");
+    }
+    let o = flowtop(&["--generate", "nroff"]);
+    assert_eq!(o.status.code(), Some(2));
+    // Not a user-facing flag: the help does not offer it.
+    assert!(!stdout(&flowtop(&["--help"])).contains("generate"));
+}

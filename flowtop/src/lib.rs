@@ -8,6 +8,7 @@
 pub mod attribution;
 pub mod cli;
 pub mod conntrack;
+pub mod docs;
 pub mod ebpf;
 pub mod engine;
 pub mod enrich;
@@ -43,6 +44,13 @@ pub enum RunError {
 
 /// Entry point of the binary.
 pub fn run() -> ExitCode {
+    // `flowtop --generate man|bash|zsh|fish` (for `cargo xtask dist`): outside
+    // the clap definition, so that neither the help, the man page nor the
+    // completions offer it.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "--generate") {
+        return docs::main(argv.get(2).and_then(|a| a.to_str()));
+    }
     let args = Args::parse();
     install_panic_hook();
     match run_with(&args) {

@@ -4,6 +4,7 @@ mod bench;
 mod bench_attr;
 mod cmd;
 mod degrade;
+mod dist;
 mod setup;
 
 use std::env;
@@ -25,6 +26,9 @@ commands:
   check-degraded     build and test flowtop with bpf-linker hidden from PATH: one warning,
                      eBPF reported unavailable (part of `test`)
   bench NAME [ARGS]  run the benchmark NAME
+  dist [DIR]         generate the man page (DIR/man8/flowtop.8) and bash, zsh and fish
+                     completions (DIR/completions/) from flowtop's flags; DIR defaults
+                     to target/dist
   help               this text
 ";
 
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         "run" => run_flowtop(rest),
         "test" => test(),
         "check-degraded" => degrade::check(),
+        "dist" => dist::run(rest),
         "bench" => match rest.split_first() {
             Some((name, bench_args)) => bench::run(name, bench_args),
             None => {
