@@ -43,11 +43,19 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
             dump(&opts)
         }
         "attribution" => attribution_cost(),
+        "ui" => {
+            let opts = crate::bench_ui::Opts::parse(args)?;
+            let _signals = SignalGuard::install();
+            crate::bench_ui::run(&opts)
+        }
         "help" | "--help" | "-h" => {
-            println!("{DUMP_USAGE}\n\n{ATTRIBUTION_USAGE}");
+            println!(
+                "{DUMP_USAGE}\n\n{ATTRIBUTION_USAGE}\n\n{}",
+                crate::bench_ui::USAGE
+            );
             Ok(())
         }
-        other => bail!("unknown benchmark '{other}'; available: dump, attribution\n\n{DUMP_USAGE}"),
+        other => bail!("unknown benchmark '{other}'; available: dump, attribution, ui\n\n{DUMP_USAGE}"),
     }
 }
 
@@ -111,9 +119,9 @@ usage: cargo xtask bench dump [--sizes N[,N..]] [--runs R] [--cpu-secs S] [--leg
 
 Needs root. Writes bench/dump.md.";
 
-const NETSNIFF_FLOWTOP: &str = "/usr/sbin/flowtop";
-const CT_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
-const CT_HASHSIZE: &str = "/sys/module/nf_conntrack/parameters/hashsize";
+pub(crate) const NETSNIFF_FLOWTOP: &str = "/usr/sbin/flowtop";
+pub(crate) const CT_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
+pub(crate) const CT_HASHSIZE: &str = "/sys/module/nf_conntrack/parameters/hashsize";
 /// Hosts 198.51.100.2..=254, ports 1..=65535, one source socket.
 const MAX_ENTRIES: u64 = 253 * 65535;
 
@@ -183,7 +191,7 @@ impl DumpOpts {
     }
 }
 
-fn parse_count(s: &str) -> Result<u64> {
+pub(crate) fn parse_count(s: &str) -> Result<u64> {
     let t = s.trim().replace('_', "");
     let (num, mul) = match t.chars().last() {
         Some('k' | 'K') => (&t[..t.len() - 1], 1_000),
@@ -204,12 +212,12 @@ extern "C" fn on_signal(_sig: libc::c_int) {
 
 /// Catches SIGINT/SIGTERM/SIGHUP for the duration of the benchmark (so that
 /// the guards' `Drop` runs), restoring the previous dispositions afterwards.
-struct SignalGuard {
+pub(crate) struct SignalGuard {
     old: Vec<(libc::c_int, libc::sigaction)>,
 }
 
 impl SignalGuard {
-    fn install() -> Self {
+    pub(crate) fn install() -> Self {
         let mut old = Vec::new();
         for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
             // SAFETY: plain sigaction(2) with a handler that only stores to an atomic.
@@ -239,14 +247,14 @@ impl Drop for SignalGuard {
     }
 }
 
-fn check_interrupted() -> Result<()> {
+pub(crate) fn check_interrupted() -> Result<()> {
     if INTERRUPTED.load(Ordering::SeqCst) {
         bail!("interrupted");
     }
     Ok(())
 }
 
-fn sleep_checked(d: Duration) -> Result<()> {
+pub(crate) fn sleep_checked(d: Duration) -> Result<()> {
     let end = Instant::now() + d;
     loop {
         check_interrupted()?;
@@ -260,11 +268,11 @@ fn sleep_checked(d: Duration) -> Result<()> {
 
 // ---------------------------------------------------------------- helpers
 
-fn log(msg: impl AsRef<str>) {
+pub(crate) fn log(msg: impl AsRef<str>) {
     eprintln!("[bench] {}", msg.as_ref());
 }
 
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     let compiled = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf);
@@ -283,7 +291,7 @@ fn repo_root() -> PathBuf {
 }
 
 /// Runs a short helper command, failing with its stderr if it fails.
-fn run_cmd(cmd: &mut Command) -> Result<String> {
+pub(crate) fn run_cmd(cmd: &mut Command) -> Result<String> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -327,7 +335,7 @@ fn stat_fields(stat: &str) -> Vec<&str> {
 }
 
 /// (utime, stime) of a process, in clock ticks.
-fn cpu_ticks(pid: i32) -> Result<(u64, u64)> {
+pub(crate) fn cpu_ticks(pid: i32) -> Result<(u64, u64)> {
     let s =
         fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("process {pid} is gone"))?;
     let f = stat_fields(&s);
@@ -365,7 +373,7 @@ fn mem_kib(pid: i32) -> Result<(u64, u64)> {
     Ok((field("VmHWM:")?, field("VmRSS:")?))
 }
 
-fn clk_tck() -> f64 {
+pub(crate) fn clk_tck() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 {
@@ -376,7 +384,7 @@ fn clk_tck() -> f64 {
 }
 
 /// Sends `sig`, waits up to `grace` for the process to go away.
-fn signal_and_wait(pid: i32, sig: libc::c_int, grace: Duration) -> bool {
+pub(crate) fn signal_and_wait(pid: i32, sig: libc::c_int, grace: Duration) -> bool {
     // SAFETY: kill(2) on a pid we started (and have not reaped yet, or that is
     // a child of a process we started and still hold).
     unsafe {
@@ -408,13 +416,13 @@ fn median(v: &[f64]) -> f64 {
 // ---------------------------------------------------------------- guards
 
 /// A network namespace `ftbench-<pid>`, deleted on drop.
-struct Netns {
-    name: String,
+pub(crate) struct Netns {
+    pub(crate) name: String,
     fd: Option<File>,
 }
 
 impl Netns {
-    fn create(name: &str) -> Result<Self> {
+    pub(crate) fn create(name: &str) -> Result<Self> {
         run_cmd(Command::new("ip").args(["netns", "add", name]))?;
         let mut ns = Netns {
             name: name.to_string(),
@@ -429,7 +437,7 @@ impl Netns {
 
     /// A command that runs inside the namespace (setns in the child before
     /// exec) and is killed if this process dies.
-    fn cmd(&self, prog: &str) -> Command {
+    pub(crate) fn cmd(&self, prog: &str) -> Command {
         let mut c = Command::new(prog);
         let fd = self.fd.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
         // SAFETY: only async-signal-safe syscalls between fork and exec.
@@ -445,7 +453,7 @@ impl Netns {
         c
     }
 
-    fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+    pub(crate) fn sysctl(&self, key: &str, value: &str) -> Result<()> {
         run_cmd(self.cmd("sysctl").args(["-q", "-w", &format!("{key}={value}")])).map(|_| ())
     }
 }
@@ -473,13 +481,13 @@ impl Drop for Netns {
 /// Global sysctls raised for the benchmark, restored on drop. The old values
 /// are also written to a state file so that a later run can restore them if
 /// this one is killed with SIGKILL.
-struct SysctlGuard {
+pub(crate) struct SysctlGuard {
     saved: Vec<(String, String)>,
     state_file: PathBuf,
 }
 
 impl SysctlGuard {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         SysctlGuard {
             saved: Vec::new(),
             state_file: PathBuf::from(format!("/run/ftbench-{}.sysctl", std::process::id())),
@@ -487,7 +495,7 @@ impl SysctlGuard {
     }
 
     /// Makes `path` at least `min`; returns a description of the change.
-    fn raise(&mut self, path: &str, min: u64) -> Result<Option<String>> {
+    pub(crate) fn raise(&mut self, path: &str, min: u64) -> Result<Option<String>> {
         let old = read_trim(path)?;
         let old_n: u64 = old.parse().with_context(|| format!("{path}: '{old}'"))?;
         if old_n >= min {
@@ -504,7 +512,7 @@ impl SysctlGuard {
     }
 
     /// Restores the values of runs that died without cleaning up.
-    fn recover_stale() {
+    pub(crate) fn recover_stale() {
         let Ok(rd) = fs::read_dir("/run") else { return };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -553,7 +561,7 @@ impl Drop for SysctlGuard {
 
 /// Deletes namespaces `ftbench-<pid>` whose process is gone, killing what
 /// that run left running inside them first.
-fn remove_stale_namespaces() {
+pub(crate) fn remove_stale_namespaces() {
     use std::os::unix::fs::MetadataExt;
     // Scratch directories of dead runs.
     for e in fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
@@ -596,24 +604,24 @@ fn remove_stale_namespaces() {
 }
 
 /// A long-running child: SIGTERM, then SIGKILL, and reaped on drop.
-struct ProcGuard {
+pub(crate) struct ProcGuard {
     child: Child,
     label: String,
 }
 
 impl ProcGuard {
-    fn new(child: Child, label: &str) -> Self {
+    pub(crate) fn new(child: Child, label: &str) -> Self {
         ProcGuard {
             child,
             label: label.to_string(),
         }
     }
 
-    fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
-    fn exited(&mut self) -> Option<String> {
+    pub(crate) fn exited(&mut self) -> Option<String> {
         match self.child.try_wait() {
             Ok(Some(st)) => Some(st.to_string()),
             Ok(None) => None,
@@ -643,10 +651,10 @@ impl Drop for ProcGuard {
 }
 
 /// A scratch directory for stderr files, removed on drop.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new() -> Result<Self> {
+    pub(crate) fn new() -> Result<Self> {
         let p = std::env::temp_dir().join(format!("ftbench-{}", std::process::id()));
         fs::create_dir_all(&p)?;
         Ok(TempDir(p))
@@ -1026,7 +1034,7 @@ fn steady_netsniff(ns: &Netns, secs: f64) -> Result<Steady> {
 
 // ---------------------------------------------------------------- the benchmark
 
-const FILL_PY: &str = r#"
+pub(crate) const FILL_PY: &str = r#"
 import socket, sys, time
 n = int(sys.argv[1])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -1067,7 +1075,7 @@ struct SizeResult {
     steady_old: Option<Result<Steady, String>>,
 }
 
-fn setup_namespace(ns: &Netns) -> Result<&'static str> {
+pub(crate) fn setup_namespace(ns: &Netns) -> Result<&'static str> {
     let ip = |args: &[&str]| run_cmd(ns.cmd("ip").args(args)).map(|_| ());
     ip(&["link", "set", "lo", "up"])?;
     // A dummy interface if the kernel has the driver; otherwise a veth pair
@@ -1100,7 +1108,7 @@ fn setup_namespace(ns: &Netns) -> Result<&'static str> {
     Ok(kind)
 }
 
-fn conntrack_count(ns: &Netns) -> Result<u64> {
+pub(crate) fn conntrack_count(ns: &Netns) -> Result<u64> {
     let out = run_cmd(ns.cmd("conntrack").arg("-C"))?;
     out.trim()
         .parse()
@@ -1315,7 +1323,7 @@ fn dump(opts: &DumpOpts) -> Result<()> {
 
 // ---------------------------------------------------------------- report
 
-fn machine_info(root: &Path) -> Vec<(String, String)> {
+pub(crate) fn machine_info(root: &Path) -> Vec<(String, String)> {
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()

@@ -1,0 +1,539 @@
+//! `cargo xtask bench ui`: the screen under load, side by side with
+//! netsniff-ng's flowtop 0.6.8.
+//!
+//! A private namespace gets N UDP entries (as in `bench dump`) and then a
+//! stream of events: new UDP flows at half the event rate, each expiring 10 s
+//! later (a short UDP timeout set after the fill), so that NEW and DESTROY
+//! together make the rate. Each tool then runs in a tmux pane of its own on
+//! that table:
+//!
+//! * flowtop, with `FLOWTOP_FRAME_LOG`: the time to build (derive rows) and
+//!   draw each frame, p50/p99 over the window;
+//! * both: keystroke-to-frame latency, from `tmux send-keys Tab` to the pane
+//!   showing the other tab (polled with `capture-pane`, so the numbers include
+//!   tmux's own delay, the same for both), and CPU over the window.
+//!
+//! Everything it changes is undone as in `bench dump` (guards): namespace,
+//! global sysctls, the processes it started (0.6.8 is killed with SIGKILL: it
+//! survives its terminal), the tmux servers.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::bench::{
+    check_interrupted, clk_tck, conntrack_count, cpu_ticks, log, machine_info, parse_count,
+    remove_stale_namespaces, repo_root, run_cmd, setup_namespace, signal_and_wait, sleep_checked, Netns,
+    ProcGuard, SysctlGuard, TempDir, CT_HASHSIZE, CT_MAX, FILL_PY, NETSNIFF_FLOWTOP,
+};
+
+pub const USAGE: &str = "\
+usage: cargo xtask bench ui [--flows N] [--events R] [--secs S] [--presses K]
+
+  --flows    UDP entries in the table, default 100000 (k/M suffixes allowed)
+  --events   conntrack events per second during the measurement (NEW + DESTROY), default 5000
+  --secs     measuring window per tool in seconds, default 20
+  --presses  keystrokes whose latency is measured per tool, default 20
+
+Needs root and tmux. Writes bench/ui.md.";
+
+#[derive(Debug, Clone)]
+pub struct Opts {
+    flows: u64,
+    events: u64,
+    secs: f64,
+    presses: usize,
+}
+
+impl Opts {
+    pub fn parse(args: &[String]) -> Result<Opts> {
+        let mut o = Opts {
+            flows: 100_000,
+            events: 5_000,
+            secs: 20.0,
+            presses: 20,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut val = || it.next().with_context(|| format!("{a} needs a value\n\n{USAGE}"));
+            match a.as_str() {
+                "--flows" => o.flows = parse_count(val()?)?,
+                "--events" => o.events = parse_count(val()?)?,
+                "--secs" => o.secs = val()?.parse().context("--secs")?,
+                "--presses" => o.presses = val()?.parse().context("--presses")?,
+                other => bail!("unknown option {other}\n\n{USAGE}"),
+            }
+        }
+        if o.flows == 0 || o.secs <= 0.0 || o.presses == 0 {
+            bail!("--flows, --secs and --presses must be positive\n\n{USAGE}");
+        }
+        Ok(o)
+    }
+}
+
+/// New UDP flows at `rate` per second from a second socket, to hosts the
+/// fill does not use, for as long as it runs.
+const CHURN_PY: &str = r#"
+import socket, sys, time
+rate = float(sys.argv[1])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("198.51.100.1", 0))
+t0 = time.monotonic()
+sent = 0
+while True:
+    for host in range(200, 255):
+        for port in range(1, 65536):
+            due = t0 + sent / rate
+            now = time.monotonic()
+            if due > now:
+                time.sleep(due - now)
+            try:
+                s.sendto(b"x", ("198.51.100.%d" % host, port))
+            except OSError:
+                pass
+            sent += 1
+"#;
+
+/// Seconds a churn flow lives (the UDP timeout set after the fill).
+const CHURN_TIMEOUT_S: u64 = 10;
+
+/// A tmux server of its own, with one pane; killed on drop, after the
+/// pane's process (which `exec`s the tool, so the pane pid is the tool's)
+/// got SIGKILL if it is still there.
+struct Pane {
+    socket: String,
+    pid: Option<i32>,
+}
+
+impl Pane {
+    fn start(label: &str, command: &str) -> Result<Pane> {
+        let socket = format!("ftbench-ui-{}-{label}", std::process::id());
+        let mut p = Pane { socket, pid: None };
+        p.tmux(&["new-session", "-d", "-s", "b", "-x", "200", "-y", "50", command])?;
+        let pid = p.tmux(&["display-message", "-p", "-t", "b", "#{pane_pid}"])?;
+        p.pid = Some(pid.trim().parse().with_context(|| format!("pane pid {pid:?}"))?);
+        Ok(p)
+    }
+
+    fn tmux(&self, args: &[&str]) -> Result<String> {
+        run_cmd(
+            Command::new("tmux")
+                .args(["-L", &self.socket, "-f", "/dev/null"])
+                .args(args),
+        )
+    }
+
+    fn screen(&self) -> Result<String> {
+        self.tmux(&["capture-pane", "-p", "-t", "b"])
+    }
+
+    fn key(&self, key: &str) -> Result<()> {
+        self.tmux(&["send-keys", "-t", "b", key]).map(|_| ())
+    }
+
+    fn pid(&self) -> i32 {
+        self.pid.unwrap_or(-1)
+    }
+
+    /// Polls the screen until `pred` holds; the time it took, or None.
+    fn wait(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Result<Option<Duration>> {
+        let t0 = Instant::now();
+        while t0.elapsed() < timeout {
+            check_interrupted()?;
+            if pred(&self.screen()?) {
+                return Ok(Some(t0.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(None)
+    }
+}
+
+impl Drop for Pane {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.filter(|p| *p > 0) {
+            signal_and_wait(pid, libc::SIGKILL, Duration::from_secs(3));
+        }
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+/// What one tool did on the loaded table.
+#[derive(Debug, Default)]
+struct ToolResult {
+    /// Seconds until the table was on screen.
+    load_s: f64,
+    shown: String,
+    /// Keystroke-to-frame latencies (ms), and presses that got no frame.
+    latencies_ms: Vec<f64>,
+    missed: usize,
+    cpu_pct: f64,
+    /// flowtop only: build (derive) + draw per frame (ms), and the parts.
+    frames_ms: Vec<f64>,
+    derive_ms: Vec<f64>,
+    draw_ms: Vec<f64>,
+}
+
+fn percentile(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let i = ((p / 100.0) * (s.len() - 1) as f64).round() as usize;
+    s[i.min(s.len() - 1)]
+}
+
+/// The flow count in the header: ours "│ N flows", 0.6.8 "flows(N)".
+fn shown_flows(screen: &str) -> Option<u64> {
+    let first = screen.lines().take(3).collect::<Vec<_>>().join(" ");
+    if let Some(i) = first.find("flows(") {
+        return first[i + 6..].split(')').next()?.parse().ok();
+    }
+    let i = first.find(" flows")?;
+    first[..i].rsplit(' ').next()?.parse().ok()
+}
+
+/// Runs one tool: waits for the table, then presses Tab `presses` times
+/// (alternating with `back`), each time waiting for `marks` to flip; CPU
+/// over the window. With `frame_log`, the frames logged during the window.
+fn measure(
+    label: &str,
+    command: &str,
+    opts: &Opts,
+    marks: (&str, &str),
+    back: &str,
+    frame_log: Option<&Path>,
+) -> Result<(ToolResult, Pane)> {
+    let mut r = ToolResult::default();
+    let pane = Pane::start(label, command)?;
+    let t0 = Instant::now();
+    let want = opts.flows * 9 / 10;
+    let loaded = pane.wait(Duration::from_secs(120), |s| {
+        shown_flows(s).is_some_and(|n| n >= want) && s.contains(marks.0)
+    })?;
+    let screen = pane.screen()?;
+    if loaded.is_none() {
+        bail!(
+            "{label}: the table ({want}+ flows) was not on screen after 120 s:\n{}",
+            screen
+        );
+    }
+    r.load_s = t0.elapsed().as_secs_f64();
+    r.shown = screen
+        .lines()
+        .take(2)
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" / ");
+    let tck = clk_tck();
+    let skip = match frame_log {
+        Some(log) => frames(log, 0)?.len(),
+        None => 0,
+    };
+    let (u0, s0) = cpu_ticks(pane.pid())?;
+    let w0 = Instant::now();
+    let gap = Duration::from_secs_f64((opts.secs / opts.presses as f64).max(0.2));
+    for i in 0..opts.presses {
+        let (key, mark) = if i % 2 == 0 {
+            ("Tab", marks.1)
+        } else {
+            (back, marks.0)
+        };
+        let before = Instant::now();
+        pane.key(key)?;
+        match pane.wait(Duration::from_secs(10), |s| s.contains(mark))? {
+            Some(_) => r.latencies_ms.push(before.elapsed().as_secs_f64() * 1e3),
+            None => r.missed += 1,
+        }
+        let next = before + gap;
+        sleep_checked(next.saturating_duration_since(Instant::now()))?;
+    }
+    let rest = Duration::from_secs_f64(opts.secs).saturating_sub(w0.elapsed());
+    sleep_checked(rest)?;
+    let (u1, s1) = cpu_ticks(pane.pid())?;
+    let window = w0.elapsed().as_secs_f64();
+    r.cpu_pct = ((u1 + s1) - (u0 + s0)) as f64 / tck / window * 100.0;
+    if let Some(log) = frame_log {
+        for (d, w) in frames(log, skip)? {
+            r.frames_ms.push((d + w) / 1e3);
+            r.derive_ms.push(d / 1e3);
+            r.draw_ms.push(w / 1e3);
+        }
+    }
+    Ok((r, pane))
+}
+
+/// Frames logged after line `skip`: (derive µs, draw µs) per line.
+fn frames(log: &Path, skip: usize) -> Result<Vec<(f64, f64)>> {
+    let text = fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
+    Ok(text
+        .lines()
+        .skip(skip)
+        .filter_map(|l| {
+            let mut it = l.split_whitespace().map(|v| v.parse::<f64>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .collect())
+}
+
+pub fn run(opts: &Opts) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("bench ui needs root (network namespaces, sysctls)");
+    }
+    for tool in ["ip", "nft", "conntrack", "python3", "tmux"] {
+        if Command::new(tool)
+            .arg("-V")
+            .stdin(Stdio::null())
+            .output()
+            .is_err()
+        {
+            bail!("'{tool}' is not installed");
+        }
+    }
+    let legacy = Path::new(NETSNIFF_FLOWTOP).is_file();
+    remove_stale_namespaces();
+    SysctlGuard::recover_stale();
+    let root = repo_root();
+    log("building flowtop (release)");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(&cargo)
+        .args(["build", "--release", "-p", "flowtop"])
+        .current_dir(&root)
+        .stdin(Stdio::null())
+        .status()
+        .context("cannot run cargo build")?;
+    if !st.success() {
+        bail!("cargo build --release -p flowtop failed");
+    }
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let flowtop = target_dir.join("release/flowtop");
+    let tmp = TempDir::new()?;
+    let started = Instant::now();
+
+    let churn_rate = opts.events / 2;
+    let steady_churn = churn_rate * CHURN_TIMEOUT_S;
+    let mut sysctls = SysctlGuard::new();
+    let mut changed = Vec::new();
+    let n = opts.flows + steady_churn;
+    for (path, min) in [(CT_MAX, n + n / 5 + 1000), (CT_HASHSIZE, n)] {
+        if let Some(c) = sysctls.raise(path, min)? {
+            log(format!("raised {c}"));
+            changed.push(c);
+        }
+    }
+    let ns = Netns::create(&format!("ftbench-{}", std::process::id()))?;
+    setup_namespace(&ns)?;
+    log(format!("filling the table with {} UDP entries", opts.flows));
+    run_cmd(ns.cmd("python3").args(["-c", FILL_PY, &opts.flows.to_string()]))?;
+    let counted = conntrack_count(&ns)?;
+    if counted < opts.flows {
+        bail!("only {counted} of {} entries after the fill", opts.flows);
+    }
+    // The filled entries keep their 3600 s; churn flows get 10 s.
+    ns.sysctl(
+        "net.netfilter.nf_conntrack_udp_timeout",
+        &CHURN_TIMEOUT_S.to_string(),
+    )?;
+    log(format!(
+        "event stream: {churn_rate} new flows/s, each destroyed {CHURN_TIMEOUT_S} s later"
+    ));
+    let churn = ns
+        .cmd("python3")
+        .args(["-c", CHURN_PY, &churn_rate.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start the event stream")?;
+    let _churn = ProcGuard::new(churn, "event stream");
+    sleep_checked(Duration::from_secs(CHURN_TIMEOUT_S + 2))?;
+    let table = conntrack_count(&ns)?;
+    log(format!("table at steady state: {table} entries"));
+
+    let frame_log = tmp.0.join("frames.log");
+    log("flowtop: the screen in tmux");
+    let ours_cmd = format!(
+        "exec env FLOWTOP_FRAME_LOG={} ip netns exec {} {} -4U --no-sysctl -n -G",
+        frame_log.display(),
+        ns.name,
+        flowtop.display()
+    );
+    let (ours, pane) = measure(
+        "new",
+        &ours_cmd,
+        opts,
+        ("ADDRESS", "EXECUTABLE"),
+        "BTab",
+        Some(&frame_log),
+    )?;
+    drop(pane);
+
+    let old = if legacy {
+        log("flowtop 0.6.8 in tmux");
+        let cmd = format!("exec ip netns exec {} {NETSNIFF_FLOWTOP} -4UGn", ns.name);
+        match measure("old", &cmd, opts, ("ADDRESS", "BYTES_SRC"), "Tab", None) {
+            Ok((r, pane)) => {
+                drop(pane);
+                Some(Ok(r))
+            }
+            Err(e) => Some(Err(format!("{e:#}"))),
+        }
+    } else {
+        None
+    };
+    drop(_churn);
+    drop(ns);
+    drop(sysctls);
+
+    let report = render(
+        opts,
+        &root,
+        table,
+        &changed,
+        &ours,
+        old.as_ref(),
+        started.elapsed(),
+    );
+    let dir = root.join("bench");
+    fs::create_dir_all(&dir)?;
+    let path = dir.join("ui.md");
+    fs::write(&path, &report).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("{report}");
+    log(format!("wrote {}", path.display()));
+    Ok(())
+}
+
+fn ms(v: f64) -> String {
+    if v.is_nan() {
+        "—".into()
+    } else if v < 10.0 {
+        format!("{v:.2} ms")
+    } else {
+        format!("{v:.0} ms")
+    }
+}
+
+fn render(
+    opts: &Opts,
+    root: &Path,
+    table: u64,
+    changed: &[String],
+    ours: &ToolResult,
+    old: Option<&Result<ToolResult, String>>,
+    took: Duration,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# flowtop screen benchmark\n\n`cargo xtask bench ui --flows {} --events {} --secs {} --presses {}` (took {:.0} s)\n",
+        opts.flows,
+        opts.events,
+        opts.secs,
+        opts.presses,
+        took.as_secs_f64()
+    );
+    for (k, v) in machine_info(root) {
+        let _ = writeln!(s, "- {k}: {v}");
+    }
+    for c in changed {
+        let _ = writeln!(s, "- raised for the run: {c}");
+    }
+    let _ = writeln!(
+        s,
+        "\nSetup: a fresh network namespace with {} UDP entries (as in `bench dump`), then {} new UDP \
+         flows per second that expire {CHURN_TIMEOUT_S} s later ({} conntrack events/s, NEW + DESTROY); \
+         {table} entries at steady state. Each tool runs in a 200x50 tmux pane on that table, UDP over \
+         IPv4 shown (`flowtop -4U --no-sysctl -n -G`, 0.6.8 `-4UGn`). Frame time: flowtop's \
+         `FLOWTOP_FRAME_LOG`, the time to build the rows (filter, sort, aggregate: on each snapshot and \
+         each key) plus the time to draw, per frame drawn during the window (the screen draws on each snapshot and each key). Keystroke \
+         latency: `tmux send-keys Tab` (or back) until `capture-pane` shows the other tab, polled \
+         every millisecond; it includes tmux's own delay, the same for both tools. CPU: \
+         utime+stime over the {} s window (keys included), in % of one core. The machine has 2 \
+         cores shared with other work: numbers are indicative.\n",
+        opts.flows,
+        opts.events / 2,
+        opts.events,
+        opts.secs
+    );
+    let _ = writeln!(
+        s,
+        "| tool | metric | p50 | p99 | max | n |\n|---|---|---:|---:|---:|---:|"
+    );
+    let row = |s: &mut String, tool: &str, metric: &str, v: &[f64]| {
+        let max = v.iter().copied().fold(f64::NAN, f64::max);
+        let _ = writeln!(
+            s,
+            "| {tool} | {metric} | {} | {} | {} | {} |",
+            ms(percentile(v, 50.0)),
+            ms(percentile(v, 99.0)),
+            ms(max),
+            v.len()
+        );
+    };
+    row(&mut s, "flowtop", "frame: build + draw", &ours.frames_ms);
+    row(&mut s, "flowtop", "frame: build (rows)", &ours.derive_ms);
+    row(&mut s, "flowtop", "frame: draw", &ours.draw_ms);
+    row(&mut s, "flowtop", "keystroke to frame", &ours.latencies_ms);
+    match old {
+        Some(Ok(o)) => row(&mut s, "flowtop 0.6.8", "keystroke to frame", &o.latencies_ms),
+        Some(Err(e)) => {
+            let _ = writeln!(s, "| flowtop 0.6.8 | — | failed: {e} | | | |");
+        }
+        None => {
+            let _ = writeln!(s, "| flowtop 0.6.8 | — | not installed | | | |");
+        }
+    }
+    let _ = writeln!(s, "\n| tool | table on screen after | keys without a frame in 10 s | CPU | header |\n|---|---:|---:|---:|---|");
+    let line = |s: &mut String, tool: &str, r: &ToolResult| {
+        let _ = writeln!(
+            s,
+            "| {tool} | {:.1} s | {} of {} | {:.0} % | `{}` |",
+            r.load_s,
+            r.missed,
+            r.missed + r.latencies_ms.len(),
+            r.cpu_pct,
+            r.shown.replace('|', "\\|")
+        );
+    };
+    line(&mut s, "flowtop", ours);
+    if let Some(Ok(o)) = old {
+        line(&mut s, "flowtop 0.6.8", o);
+    }
+    let _ = writeln!(
+        s,
+        "\nflowtop 0.6.8 has no frame-time instrumentation: its side of the comparison is the \
+         keystroke-to-frame latency and CPU, measured the same way."
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_counts_of_both_tools() {
+        assert_eq!(
+            shown_flows(" flowtop 0.1.0 │ 101234 flows (udp 101234) │ IPv4 udp"),
+            Some(101_234)
+        );
+        assert_eq!(
+            shown_flows(
+                "  flowtop 0.6.8 (Flutternozzle)\n  Kernel netfilter flows(99876) for IPv4,UDP, [+0]"
+            ),
+            Some(99_876)
+        );
+        assert_eq!(percentile(&[3.0, 1.0, 2.0], 50.0), 2.0);
+    }
+}
