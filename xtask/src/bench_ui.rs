@@ -147,7 +147,9 @@ impl Pane {
             if pred(&self.screen()?) {
                 return Ok(Some(t0.elapsed()));
             }
-            std::thread::sleep(Duration::from_millis(1));
+            // Each capture is a tmux client process: poll often enough for
+            // a fine resolution, not so often that polling loads the machine.
+            std::thread::sleep(Duration::from_millis(2));
         }
         Ok(None)
     }
@@ -458,7 +460,7 @@ fn render(
          `FLOWTOP_FRAME_LOG`, the time to build the rows (filter, sort, aggregate: on each snapshot and \
          each key) plus the time to draw, per frame drawn during the window (the screen draws on each snapshot and each key). Keystroke \
          latency: `tmux send-keys Tab` (or back) until `capture-pane` shows the other tab, polled \
-         every millisecond; it includes tmux's own delay, the same for both tools. CPU: \
+         every 2 ms; it includes tmux's own delay, the same for both tools. CPU: \
          utime+stime over the {} s window (keys included), in % of one core. The machine has 2 \
          cores shared with other work: numbers are indicative.\n",
         opts.flows,

@@ -258,13 +258,6 @@ impl App {
         self.scroll_into_view();
     }
 
-    /// Whether the flow passes the family/protocol selection and `a`.
-    fn in_view(&self, e: &Entry) -> bool {
-        self.view_sel.family(e.flow.family)
-            && self.view_sel.proto(e.flow.proto)
-            && (!self.active_only || rows::is_active(e))
-    }
-
     /// Rebuilds the rows of the current tab and puts the selection back on
     /// what it selected.
     pub fn derive(&mut self) {
@@ -273,19 +266,25 @@ impl App {
             book: &self.book,
             services: &self.services,
         };
-        let mut counts = Counts::default();
+        let mut per_proto = [0usize; 256];
         let mut rows = Vec::with_capacity(shown.flows.len());
+        let filtering = !self.filter.is_empty();
         for (i, e) in shown.flows.iter().enumerate() {
             if !self.view_sel.family(e.flow.family) || !self.view_sel.proto(e.flow.proto) {
                 continue;
             }
-            counts.flows += 1;
-            *counts.by_proto.entry(rows::proto_name(e.flow.proto)).or_default() += 1;
-            if self.in_view(e) && self.filter.matches(e, &ctx) {
+            per_proto[usize::from(e.flow.proto)] += 1;
+            if (!self.active_only || rows::is_active(e)) && (!filtering || self.filter.matches(e, &ctx)) {
                 rows.push(i);
             }
         }
-        self.counts = counts;
+        self.counts = Counts {
+            flows: per_proto.iter().sum(),
+            by_proto: (0..=255u8)
+                .filter(|&p| per_proto[usize::from(p)] > 0)
+                .map(|p| (rows::proto_name(p), per_proto[usize::from(p)]))
+                .collect(),
+        };
         match self.tab {
             Tab::Flows => {
                 sort_rows(&mut rows, &shown.flows, self.sort, &ctx);

@@ -157,6 +157,14 @@ impl Totals {
         self.received_rate += rr;
     }
 
+    fn merge(&mut self, o: &Totals) {
+        self.flows += o.flows;
+        self.sent += o.sent;
+        self.received += o.received;
+        self.sent_rate += o.sent_rate;
+        self.received_rate += o.received_rate;
+    }
+
     fn bytes(&self) -> u64 {
         self.sent + self.received
     }
@@ -204,10 +212,15 @@ pub fn processes<'a>(flows: impl Iterator<Item = &'a Entry>) -> Vec<ProcRow> {
 
 /// Countries of the flows' addresses (ADDRESS column's end), by bytes.
 pub fn countries<'a>(flows: impl Iterator<Item = &'a Entry>, ctx: &RowCtx<'_>) -> Vec<CountryRow> {
-    let mut by_cc: HashMap<String, Totals> = HashMap::new();
+    // Many flows share an address: ask the book once per address.
+    let mut by_ip: HashMap<IpAddr, Totals> = HashMap::new();
     for e in flows {
-        let cc = ctx.country_of(e.flow.orig.dst).unwrap_or_else(|| "??".to_owned());
-        by_cc.entry(cc).or_default().add(e);
+        by_ip.entry(e.flow.orig.dst).or_default().add(e);
+    }
+    let mut by_cc: HashMap<String, Totals> = HashMap::new();
+    for (ip, t) in by_ip {
+        let cc = ctx.country_of(ip).unwrap_or_else(|| "??".to_owned());
+        by_cc.entry(cc).or_default().merge(&t);
     }
     let mut rows: Vec<CountryRow> = by_cc
         .into_iter()

@@ -101,66 +101,119 @@ impl SortSpec {
     }
 }
 
-/// One row's value in the sort column, computed once per derivation.
-#[derive(Debug, Clone, PartialEq, PartialOrd)]
-enum Key {
-    /// Absent values (no owner, no counters) sort before every present one.
-    Missing,
-    Num(f64),
-    Ip(IpAddr),
-    Text(String),
+/// A row's value in the sort column packed for fast comparison: (tag,
+/// value). Tag 0 is a missing value (no owner, no counters), which sorts
+/// first; IPv4 addresses (tag 1) sort before IPv6 (tag 2); texts are ranked
+/// among the distinct texts first, so that sorting compares integers only.
+type Packed = (u8, u128);
+
+const MISSING: Packed = (0, 0);
+
+/// An f64's bits in an order that sorts like the numbers.
+fn ordered(v: f64) -> u128 {
+    let b = v.to_bits();
+    u128::from(if b >> 63 == 1 { !b } else { b | 1 << 63 })
 }
 
-fn key_of(col: Column, e: &Entry, ctx: &RowCtx<'_>) -> Key {
-    let f = &e.flow;
-    let num = |v: Option<f64>| v.map_or(Key::Missing, Key::Num);
-    match col {
-        Column::Process => e
-            .owner
-            .as_ref()
-            .map_or(Key::Missing, |o| Key::Text(o.comm.to_lowercase())),
-        Column::Pid => num(e.owner.as_ref().map(|o| f64::from(o.pid))),
-        Column::Proto => Key::Num(f64::from(f.proto)),
-        Column::State => f.state.map_or(Key::Missing, |s| Key::Text(s.name().to_owned())),
-        // Older first when ascending: the start time, reversed.
-        Column::Time => num(f.start_ns.map(|s| -(s as f64))),
-        Column::Source => Key::Ip(f.orig.src),
-        Column::Address => Key::Ip(f.orig.dst),
-        Column::Port => num(f.orig.dport.map(f64::from)),
-        Column::Geo => ctx.geo_of(f.orig.dst).map_or(Key::Missing, Key::Text),
-        Column::Bytes => num(f.counters.map(|c| (c.orig_bytes + c.reply_bytes) as f64)),
-        Column::Rate => num(e.rate.measured_rates().map(|r| r.orig_bytes + r.reply_bytes)),
+fn num(v: Option<f64>) -> Packed {
+    v.map_or(MISSING, |v| (1, ordered(v)))
+}
+
+fn ip(a: IpAddr) -> Packed {
+    match a {
+        IpAddr::V4(v) => (1, u128::from(u32::from(v))),
+        IpAddr::V6(v) => (2, u128::from(v)),
     }
 }
 
-/// The fixed tiebreak: conntrack id, then the original tuple (ids collide).
+/// Ranks of texts: each distinct text is lowercased and sorted once.
+fn ranked<'a>(texts: &[Option<std::borrow::Cow<'a, str>>]) -> Vec<Packed> {
+    let mut distinct: Vec<&str> = texts.iter().flatten().map(|t| t.as_ref()).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let mut by_lower: Vec<(String, &str)> = distinct.into_iter().map(|t| (t.to_lowercase(), t)).collect();
+    by_lower.sort();
+    let rank: std::collections::HashMap<&str, u128> = by_lower
+        .iter()
+        .enumerate()
+        .map(|(i, (_, t))| (*t, i as u128))
+        .collect();
+    texts
+        .iter()
+        .map(|t| t.as_ref().map_or(MISSING, |t| (1, rank[t.as_ref()])))
+        .collect()
+}
+
+/// The packed sort values of `rows`, in the same order.
+fn packed(col: Column, rows: &[usize], flows: &[Entry], ctx: &RowCtx<'_>) -> Vec<Packed> {
+    use std::borrow::Cow;
+    let each = |f: &dyn Fn(&Entry) -> Packed| rows.iter().map(|&i| f(&flows[i])).collect();
+    match col {
+        Column::Process => ranked(
+            &rows
+                .iter()
+                .map(|&i| flows[i].owner.as_ref().map(|o| Cow::Borrowed(o.comm.as_str())))
+                .collect::<Vec<_>>(),
+        ),
+        Column::State => ranked(
+            &rows
+                .iter()
+                .map(|&i| flows[i].flow.state.map(|s| Cow::Borrowed(s.name())))
+                .collect::<Vec<_>>(),
+        ),
+        Column::Geo => {
+            // Many flows share an address: ask the book once per address.
+            let mut geo: std::collections::HashMap<IpAddr, Option<String>> = Default::default();
+            for &i in rows {
+                let a = flows[i].flow.orig.dst;
+                geo.entry(a).or_insert_with(|| ctx.geo_of(a));
+            }
+            ranked(
+                &rows
+                    .iter()
+                    .map(|&i| geo[&flows[i].flow.orig.dst].as_deref().map(Cow::Borrowed))
+                    .collect::<Vec<_>>(),
+            )
+        }
+        Column::Pid => each(&|e| num(e.owner.as_ref().map(|o| f64::from(o.pid)))),
+        Column::Proto => each(&|e| (1, u128::from(e.flow.proto))),
+        // Younger first when ascending: the start time, reversed.
+        Column::Time => each(&|e| num(e.flow.start_ns.map(|s| -(s as f64)))),
+        Column::Source => each(&|e| ip(e.flow.orig.src)),
+        Column::Address => each(&|e| ip(e.flow.orig.dst)),
+        Column::Port => each(&|e| num(e.flow.orig.dport.map(f64::from))),
+        Column::Bytes => each(&|e| num(e.flow.counters.map(|c| (c.orig_bytes + c.reply_bytes) as f64))),
+        Column::Rate => each(&|e| num(e.rate.measured_rates().map(|r| r.orig_bytes + r.reply_bytes))),
+    }
+}
+
+/// The fixed tiebreak after the conntrack id: the original tuple (ids collide).
 fn tiebreak(a: &Entry, b: &Entry) -> Ordering {
     let t = |e: &Entry| {
         let o = &e.flow.orig;
-        (
-            e.flow.id,
-            e.flow.proto,
-            e.flow.zone,
-            o.src,
-            o.sport,
-            o.dst,
-            o.dport,
-        )
+        (e.flow.proto, e.flow.zone, o.src, o.sport, o.dst, o.dport)
     };
     t(a).cmp(&t(b))
 }
 
-/// Sorts `rows` (indices into `flows`) by `spec`, then by the tiebreak.
+/// Sorts `rows` (indices into `flows`) by `spec`, then by conntrack id and
+/// tuple, so that equal keys keep one order across refreshes.
 pub fn sort_rows(rows: &mut Vec<usize>, flows: &[Entry], spec: SortSpec, ctx: &RowCtx<'_>) {
-    let mut keyed: Vec<(Key, usize)> = rows
-        .iter()
-        .map(|&i| (key_of(spec.column, &flows[i], ctx), i))
+    let keys = packed(spec.column, rows, flows, ctx);
+    let mut keyed: Vec<(Packed, u32, usize)> = keys
+        .into_iter()
+        .zip(rows.iter())
+        .map(|((tag, v), &i)| {
+            // Descending: invert the value only; the tiebreak stays ascending.
+            let k = if spec.desc { (u8::MAX - tag, !v) } else { (tag, v) };
+            (k, flows[i].flow.id, i)
+        })
         .collect();
-    keyed.sort_by(|(ka, a), (kb, b)| {
-        let primary = ka.partial_cmp(kb).unwrap_or(Ordering::Equal);
-        let primary = if spec.desc { primary.reverse() } else { primary };
-        primary.then_with(|| tiebreak(&flows[*a], &flows[*b]))
+    keyed.sort_unstable_by(|a, b| {
+        (a.0, a.1)
+            .cmp(&(b.0, b.1))
+            .then_with(|| tiebreak(&flows[a.2], &flows[b.2]))
     });
     rows.clear();
-    rows.extend(keyed.into_iter().map(|(_, i)| i));
+    rows.extend(keyed.into_iter().map(|(_, _, i)| i));
 }

@@ -198,8 +198,8 @@ fn every_column_sorts_both_ways_with_a_stable_tiebreak() {
         (Column::Source, [1, 2, 4, 6, 7, 8, 3, 5], [5, 3, 1, 2, 4, 6, 7, 8]),
         (Column::Address, [3, 4, 1, 6, 8, 2, 7, 5], [5, 7, 2, 8, 1, 6, 4, 3]),
         (Column::Port, [5, 3, 4, 6, 1, 2, 8, 7], [7, 8, 1, 2, 6, 4, 3, 5]),
-        // none, "DE, Berlin", "NL, ...", "US, ...", "private"
-        (Column::Geo, [5, 8, 1, 6, 7, 2, 3, 4], [3, 4, 2, 7, 1, 6, 5, 8]),
+        // none, "DE, Berlin", "NL, ...", "private", "US, ..." (case-insensitive)
+        (Column::Geo, [5, 8, 1, 6, 7, 3, 4, 2], [2, 3, 4, 7, 1, 6, 5, 8]),
         (Column::Bytes, [6, 7, 5, 4, 8, 3, 2, 1], [1, 2, 3, 8, 4, 5, 7, 6]),
         // 3 and 7 moved nothing: rate 0, a tie.
         (Column::Rate, [6, 3, 7, 5, 4, 8, 2, 1], [1, 2, 8, 4, 5, 3, 7, 6]),
