@@ -136,6 +136,8 @@ pub struct App {
     pub procs: ProcInfos,
     /// The engine's last warning, shown in the footer.
     pub note: Option<String>,
+    /// The sort's buffer, kept between derivations.
+    sort_scratch: Vec<(u128, usize)>,
 }
 
 fn empty_snapshot() -> Arc<Snapshot> {
@@ -189,6 +191,7 @@ impl App {
             quit: false,
             procs,
             note: None,
+            sort_scratch: Vec::new(),
         }
     }
 
@@ -267,14 +270,17 @@ impl App {
             services: &self.services,
         };
         let mut per_proto = [0usize; 256];
-        let mut rows = Vec::with_capacity(shown.flows.len());
+        // The last rows' buffer is reused: fresh ones of this size cost page faults.
+        let mut rows = std::mem::take(&mut self.flow_rows);
+        rows.clear();
         let filtering = !self.filter.is_empty();
+        let matcher = self.filter.matcher(ctx);
         for (i, e) in shown.flows.iter().enumerate() {
             if !self.view_sel.family(e.flow.family) || !self.view_sel.proto(e.flow.proto) {
                 continue;
             }
             per_proto[usize::from(e.flow.proto)] += 1;
-            if (!self.active_only || rows::is_active(e)) && (!filtering || self.filter.matches(e, &ctx)) {
+            if (!self.active_only || rows::is_active(e)) && (!filtering || matcher.matches(e)) {
                 rows.push(i);
             }
         }
@@ -287,7 +293,7 @@ impl App {
         };
         match self.tab {
             Tab::Flows => {
-                sort_rows(&mut rows, &shown.flows, self.sort, &ctx);
+                sort_rows(&mut rows, &shown.flows, self.sort, &ctx, &mut self.sort_scratch);
                 self.flow_rows = rows;
             }
             Tab::Processes => {

@@ -5,6 +5,8 @@
 //! against the process, addresses, names, ports, services, country and
 //! state. Only these prefixes are prefixes: `2001:db8::1` is free text.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::flow::model::proto;
@@ -91,14 +93,80 @@ impl Filter {
         self.terms.is_empty()
     }
 
-    /// Whether every term matches the flow.
-    pub fn matches(&self, e: &Entry, ctx: &RowCtx<'_>) -> bool {
-        self.terms.iter().all(|t| term_matches(t, e, ctx))
+    /// A matcher for one pass over a snapshot: what depends only on an
+    /// address (names, geography) is worked out once per address, since
+    /// many flows share one.
+    pub fn matcher<'a>(&'a self, ctx: RowCtx<'a>) -> Matcher<'a> {
+        Matcher {
+            filter: self,
+            ctx,
+            by_address: RefCell::default(),
+        }
     }
 }
 
+/// Matches flows against a [`Filter`] (see [`Filter::matcher`]).
+pub struct Matcher<'a> {
+    filter: &'a Filter,
+    ctx: RowCtx<'a>,
+    /// (term index, address) -> whether the term matches that address.
+    by_address: RefCell<HashMap<(usize, IpAddr), bool>>,
+}
+
+impl Matcher<'_> {
+    /// Whether every term matches the flow.
+    pub fn matches(&self, e: &Entry) -> bool {
+        self.filter
+            .terms
+            .iter()
+            .enumerate()
+            .all(|(i, t)| self.term_matches(i, t, e))
+    }
+
+    /// Whether term `i` matches address `ip` (cached).
+    fn address(&self, i: usize, t: &Term, ip: IpAddr) -> bool {
+        if let Some(&hit) = self.by_address.borrow().get(&(i, ip)) {
+            return hit;
+        }
+        let ctx = &self.ctx;
+        let hit = match t {
+            Term::Host(s) => host_matches(ip, s, ctx),
+            Term::Country(cc) => ctx.country_of(ip).is_some_and(|c| c.eq_ignore_ascii_case(cc)),
+            Term::Text(s) => host_matches(ip, s, ctx) || ctx.geo_of(ip).is_some_and(|g| contains(&g, s)),
+            _ => false,
+        };
+        self.by_address.borrow_mut().insert((i, ip), hit);
+        hit
+    }
+
+    fn term_matches(&self, i: usize, t: &Term, e: &Entry) -> bool {
+        let f = &e.flow;
+        let any_end = || ends(e).into_iter().any(|ip| self.address(i, t, ip));
+        match t {
+            Term::Pid(pid) => e.owner.as_ref().is_some_and(|o| o.pid == *pid),
+            Term::Comm(s) => e.owner.as_ref().is_some_and(|o| contains(&o.comm, s)),
+            Term::Port(p) => port_matches(e, p, &self.ctx),
+            Term::Host(_) | Term::Country(_) => any_end(),
+            Term::State(s) => f.state.is_some_and(|st| contains(st.name(), s)),
+            Term::Proto(p) => f.proto == *p,
+            Term::Text(s) => text_matches(e, s, &self.ctx) || any_end(),
+        }
+    }
+}
+
+/// Whether `hay` contains `needle` (lowercase) regardless of case; without
+/// allocating for ASCII text, the common case.
 fn contains(hay: &str, needle: &str) -> bool {
-    hay.to_lowercase().contains(needle)
+    if needle.is_empty() {
+        return true;
+    }
+    if hay.is_ascii() {
+        hay.as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    } else {
+        hay.to_lowercase().contains(needle)
+    }
 }
 
 /// The addresses of both ends of the original tuple.
@@ -127,41 +195,19 @@ fn port_matches(e: &Entry, t: &PortTerm, ctx: &RowCtx<'_>) -> bool {
         })
 }
 
-fn term_matches(t: &Term, e: &Entry, ctx: &RowCtx<'_>) -> bool {
-    let f = &e.flow;
-    match t {
-        Term::Pid(pid) => e.owner.as_ref().is_some_and(|o| o.pid == *pid),
-        Term::Comm(s) => e.owner.as_ref().is_some_and(|o| contains(&o.comm, s)),
-        Term::Port(p) => port_matches(e, p, ctx),
-        Term::Host(s) => ends(e).into_iter().any(|ip| host_matches(ip, s, ctx)),
-        Term::Country(cc) => ends(e)
-            .into_iter()
-            .any(|ip| ctx.country_of(ip).is_some_and(|c| c.eq_ignore_ascii_case(cc))),
-        Term::State(s) => f.state.is_some_and(|st| contains(st.name(), s)),
-        Term::Proto(p) => f.proto == *p,
-        Term::Text(s) => text_matches(e, s, ctx),
-    }
-}
-
-/// Free text: any of the fields a user reads on the row.
+/// Free text against the fields of the row that are not about an address
+/// (those are matched once per address, see [`Matcher`]).
 fn text_matches(e: &Entry, s: &str, ctx: &RowCtx<'_>) -> bool {
     let f = &e.flow;
+    let number = s.parse::<u32>().ok();
     if let Some(o) = &e.owner {
-        if contains(&o.comm, s) || o.pid.to_string() == s || o.exe.as_deref().is_some_and(|x| contains(x, s))
-        {
+        if contains(&o.comm, s) || number == Some(o.pid) || o.exe.as_deref().is_some_and(|x| contains(x, s)) {
             return true;
         }
     }
-    if ends(e)
-        .into_iter()
-        .any(|ip| host_matches(ip, s, ctx) || ctx.geo_of(ip).is_some_and(|g| contains(&g, s)))
-    {
-        return true;
-    }
-    let port_hit = [f.orig.sport, f.orig.dport]
-        .into_iter()
-        .flatten()
-        .any(|p| p.to_string() == s || ctx.services.name(f.proto, p).is_some_and(|n| contains(n, s)));
+    let port_hit = [f.orig.sport, f.orig.dport].into_iter().flatten().any(|p| {
+        number == Some(u32::from(p)) || ctx.services.name(f.proto, p).is_some_and(|n| contains(n, s))
+    });
     port_hit
         || f.state.is_some_and(|st| contains(st.name(), s))
         || proto::name(f.proto).is_some_and(|n| n == s)

@@ -144,23 +144,36 @@ fn ranked<'a>(texts: &[Option<std::borrow::Cow<'a, str>>]) -> Vec<Packed> {
         .collect()
 }
 
-/// The packed sort values of `rows`, in the same order.
-fn packed(col: Column, rows: &[usize], flows: &[Entry], ctx: &RowCtx<'_>) -> Vec<Packed> {
+/// The packed sort values of `rows` with their conntrack ids, in the same
+/// order (one pass over the entries where the value needs no ranking).
+fn packed(col: Column, rows: &[usize], flows: &[Entry], ctx: &RowCtx<'_>) -> Vec<(Packed, u32)> {
     use std::borrow::Cow;
-    let each = |f: &dyn Fn(&Entry) -> Packed| rows.iter().map(|&i| f(&flows[i])).collect();
+    let each = |f: &dyn Fn(&Entry) -> Packed| {
+        rows.iter()
+            .map(|&i| {
+                let e = &flows[i];
+                (f(e), e.flow.id)
+            })
+            .collect()
+    };
+    let with_ids = |keys: Vec<Packed>| {
+        keys.into_iter()
+            .zip(rows.iter().map(|&i| flows[i].flow.id))
+            .collect()
+    };
     match col {
-        Column::Process => ranked(
+        Column::Process => with_ids(ranked(
             &rows
                 .iter()
                 .map(|&i| flows[i].owner.as_ref().map(|o| Cow::Borrowed(o.comm.as_str())))
                 .collect::<Vec<_>>(),
-        ),
-        Column::State => ranked(
+        )),
+        Column::State => with_ids(ranked(
             &rows
                 .iter()
                 .map(|&i| flows[i].flow.state.map(|s| Cow::Borrowed(s.name())))
                 .collect::<Vec<_>>(),
-        ),
+        )),
         Column::Geo => {
             // Many flows share an address: ask the book once per address.
             let mut geo: std::collections::HashMap<IpAddr, Option<String>> = Default::default();
@@ -168,12 +181,12 @@ fn packed(col: Column, rows: &[usize], flows: &[Entry], ctx: &RowCtx<'_>) -> Vec
                 let a = flows[i].flow.orig.dst;
                 geo.entry(a).or_insert_with(|| ctx.geo_of(a));
             }
-            ranked(
+            with_ids(ranked(
                 &rows
                     .iter()
                     .map(|&i| geo[&flows[i].flow.orig.dst].as_deref().map(Cow::Borrowed))
                     .collect::<Vec<_>>(),
-            )
+            ))
         }
         Column::Pid => each(&|e| num(e.owner.as_ref().map(|o| f64::from(o.pid)))),
         Column::Proto => each(&|e| (1, u128::from(e.flow.proto))),
@@ -198,22 +211,44 @@ fn tiebreak(a: &Entry, b: &Entry) -> Ordering {
 
 /// Sorts `rows` (indices into `flows`) by `spec`, then by conntrack id and
 /// tuple, so that equal keys keep one order across refreshes.
-pub fn sort_rows(rows: &mut Vec<usize>, flows: &[Entry], spec: SortSpec, ctx: &RowCtx<'_>) {
+///
+/// `scratch` is kept by the caller between calls: at 100 000 flows a fresh
+/// buffer per sort costs page faults.
+pub fn sort_rows(
+    rows: &mut Vec<usize>,
+    flows: &[Entry],
+    spec: SortSpec,
+    ctx: &RowCtx<'_>,
+    scratch: &mut Vec<(u128, usize)>,
+) {
     let keys = packed(spec.column, rows, flows, ctx);
-    let mut keyed: Vec<(Packed, u32, usize)> = keys
-        .into_iter()
-        .zip(rows.iter())
-        .map(|((tag, v), &i)| {
-            // Descending: invert the value only; the tiebreak stays ascending.
-            let k = if spec.desc { (u8::MAX - tag, !v) } else { (tag, v) };
-            (k, flows[i].flow.id, i)
-        })
-        .collect();
-    keyed.sort_unstable_by(|a, b| {
-        (a.0, a.1)
-            .cmp(&(b.0, b.1))
-            .then_with(|| tiebreak(&flows[a.2], &flows[b.2]))
-    });
-    rows.clear();
-    rows.extend(keyed.into_iter().map(|(_, _, i)| i));
+    // Descending: invert the value only; the tiebreak stays ascending.
+    let directed = |(tag, v): Packed| if spec.desc { (u8::MAX - tag, !v) } else { (tag, v) };
+    let narrow = keys.iter().all(|((_, v), _)| *v <= u128::from(u64::MAX));
+    if narrow {
+        // Every value fits 64 bits (all but IPv6 addresses): tag, value and
+        // conntrack id in one u128, so most comparisons are one integer's.
+        scratch.clear();
+        scratch.extend(keys.into_iter().zip(rows.iter()).map(|((k, id), &i)| {
+            let (tag, v) = directed(k);
+            let v = v & u128::from(u64::MAX);
+            ((u128::from(tag) << 96) | (v << 32) | u128::from(id), i)
+        }));
+        scratch.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| tiebreak(&flows[a.1], &flows[b.1])));
+        rows.clear();
+        rows.extend(scratch.iter().map(|(_, i)| *i));
+    } else {
+        let mut keyed: Vec<(Packed, u32, usize)> = keys
+            .into_iter()
+            .zip(rows.iter())
+            .map(|((k, id), &i)| (directed(k), id, i))
+            .collect();
+        keyed.sort_unstable_by(|a, b| {
+            (a.0, a.1)
+                .cmp(&(b.0, b.1))
+                .then_with(|| tiebreak(&flows[a.2], &flows[b.2]))
+        });
+        rows.clear();
+        rows.extend(keyed.into_iter().map(|(_, _, i)| i));
+    }
 }
