@@ -109,6 +109,11 @@ fn main() {
         term.draw(|f| flowtop::ui::render::draw(f, &app, SystemTime::now()))
             .map(|_| ())
     });
+    time("key: PgDn (new window)", 10, || app.apply(Action::PageDown));
+    time("key: End, Home", 10, || {
+        app.apply(Action::End);
+        app.apply(Action::Home);
+    });
     time("key: Tab + BackTab", 10, || {
         app.apply(Action::NextTab);
         app.apply(Action::PrevTab);

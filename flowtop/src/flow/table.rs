@@ -353,13 +353,19 @@ impl FlowTable {
 
     /// Counts of flows by protocol and by state, for headers.
     pub fn aggregates(&self) -> Aggregates {
+        // Counted per protocol number first: a name per entry would cost an
+        // allocation each (the screen takes a snapshot every interval).
+        let mut per_proto = [0usize; 256];
         let mut agg = Aggregates::default();
         for e in self.entries.values() {
-            let p = proto::name(e.flow.proto).map_or_else(|| e.flow.proto.to_string(), str::to_owned);
-            *agg.by_proto.entry(p).or_default() += 1;
+            per_proto[usize::from(e.flow.proto)] += 1;
             if let Some(s) = e.flow.state {
                 *agg.by_state.entry(s.name()).or_default() += 1;
             }
+        }
+        for (p, &n) in (0..=255u8).zip(per_proto.iter()).filter(|(_, n)| **n > 0) {
+            let name = proto::name(p).map_or_else(|| p.to_string(), str::to_owned);
+            agg.by_proto.insert(name, n);
         }
         agg
     }

@@ -19,7 +19,7 @@ use super::filter::Filter;
 use super::keys::{Action, Mode};
 use super::procinfo::ProcInfos;
 use super::rows::{self, CountryRow, ProcRow, RowCtx};
-use super::sort::{sort_rows, SortSpec};
+use super::sort::{Ordered, SortSpec};
 
 /// What the header says about the run, fixed at start.
 #[derive(Debug, Clone)]
@@ -119,8 +119,9 @@ pub struct App {
     /// The snapshot on screen, and the newest one (they differ while paused).
     shown: Arc<Snapshot>,
     latest: Arc<Snapshot>,
-    /// Flows tab: indices into `shown.flows`, in display order.
-    pub flow_rows: Vec<usize>,
+    /// Flows tab: indices into `shown.flows`, in display order (exact for
+    /// the visible rows; see [`Ordered`]).
+    pub flow_rows: Ordered,
     pub proc_rows: Vec<ProcRow>,
     pub country_rows: Vec<CountryRow>,
     pub counts: Counts,
@@ -136,8 +137,8 @@ pub struct App {
     pub procs: ProcInfos,
     /// The engine's last warning, shown in the footer.
     pub note: Option<String>,
-    /// The sort's buffer, kept between derivations.
-    sort_scratch: Vec<(u128, usize)>,
+    /// The rows' buffer, kept between derivations.
+    row_buffer: Vec<usize>,
 }
 
 fn empty_snapshot() -> Arc<Snapshot> {
@@ -179,7 +180,7 @@ impl App {
             detail: None,
             shown: empty_snapshot(),
             latest: empty_snapshot(),
-            flow_rows: Vec::new(),
+            flow_rows: Ordered::default(),
             proc_rows: Vec::new(),
             country_rows: Vec::new(),
             counts: Counts::default(),
@@ -191,7 +192,7 @@ impl App {
             quit: false,
             procs,
             note: None,
-            sort_scratch: Vec::new(),
+            row_buffer: Vec::new(),
         }
     }
 
@@ -243,7 +244,7 @@ impl App {
 
     /// The flow at row `i` of the Flows tab.
     pub fn flow_at(&self, i: usize) -> Option<&Entry> {
-        self.flow_rows.get(i).map(|&f| &self.shown.flows[f])
+        self.flow_rows.get(i).map(|f| &self.shown.flows[f])
     }
 
     /// A new snapshot from the engine.
@@ -271,7 +272,7 @@ impl App {
         };
         let mut per_proto = [0usize; 256];
         // The last rows' buffer is reused: fresh ones of this size cost page faults.
-        let mut rows = std::mem::take(&mut self.flow_rows);
+        let mut rows = std::mem::take(&mut self.row_buffer);
         rows.clear();
         let filtering = !self.filter.is_empty();
         let matcher = self.filter.matcher(ctx);
@@ -293,8 +294,7 @@ impl App {
         };
         match self.tab {
             Tab::Flows => {
-                sort_rows(&mut rows, &shown.flows, self.sort, &ctx, &mut self.sort_scratch);
-                self.flow_rows = rows;
+                self.flow_rows.build(&rows, &shown.flows, self.sort, &ctx);
             }
             Tab::Processes => {
                 self.proc_rows = rows::processes(rows.iter().map(|&i| &shown.flows[i]));
@@ -303,20 +303,24 @@ impl App {
                 self.country_rows = rows::countries(rows.iter().map(|&i| &shown.flows[i]), &ctx);
             }
         }
+        self.row_buffer = rows;
         if let Some(i) = self.selected.as_ref().and_then(|s| self.position_of(s)) {
             self.cursor = i;
         }
         self.cursor = self.cursor.min(self.len().saturating_sub(1));
-        self.selected = self.selected_at(self.cursor);
         self.scroll_into_view();
+        self.selected = self.selected_at(self.cursor);
     }
 
     fn position_of(&self, sel: &Selected) -> Option<usize> {
         match (self.tab, sel) {
-            (Tab::Flows, Selected::Flow(key)) => self.flow_rows.iter().position(|&i| {
-                let f = &self.shown.flows[i].flow;
-                f.id == key.id && f.key() == *key
-            }),
+            (Tab::Flows, Selected::Flow(key)) => {
+                let flows = &self.shown.flows;
+                let at = flows
+                    .iter()
+                    .position(|e| e.flow.id == key.id && e.flow.key() == *key)?;
+                self.flow_rows.row_of(at, flows)
+            }
             (Tab::Processes, Selected::Process(pid)) => self.proc_rows.iter().position(|r| r.pid == *pid),
             (Tab::Countries, Selected::Country(cc)) => {
                 self.country_rows.iter().position(|r| r.country == *cc)
@@ -338,8 +342,8 @@ impl App {
 
     fn move_to(&mut self, i: usize) {
         self.cursor = i.min(self.len().saturating_sub(1));
-        self.selected = self.selected_at(self.cursor);
         self.scroll_into_view();
+        self.selected = self.selected_at(self.cursor);
     }
 
     fn scroll_into_view(&mut self) {
@@ -351,6 +355,11 @@ impl App {
         }
         // No empty space below the last row while rows are above the top.
         self.offset = self.offset.min(self.len().saturating_sub(page));
+        if self.tab == Tab::Flows {
+            // The visible rows, the cursor's among them, in their place.
+            self.flow_rows
+                .ensure(self.offset..self.offset + page, &self.shown.flows);
+        }
     }
 
     /// Keeps the detail view's flow current; marks it ended when it left.

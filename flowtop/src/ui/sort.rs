@@ -4,6 +4,7 @@
 
 use std::cmp::Ordering;
 use std::net::IpAddr;
+use std::ops::Range;
 
 use crate::flow::table::Entry;
 
@@ -209,46 +210,144 @@ fn tiebreak(a: &Entry, b: &Entry) -> Ordering {
     t(a).cmp(&t(b))
 }
 
-/// Sorts `rows` (indices into `flows`) by `spec`, then by conntrack id and
-/// tuple, so that equal keys keep one order across refreshes.
+/// Tables at least this long are ordered only where they are looked at.
+pub const WINDOWED_FROM: usize = 20_000;
+
+/// The Flows rows in sort order (sort key, then conntrack id, then tuple, so
+/// equal keys keep one order across refreshes).
 ///
-/// `scratch` is kept by the caller between calls: at 100 000 flows a fresh
-/// buffer per sort costs page faults.
-pub fn sort_rows(
-    rows: &mut Vec<usize>,
-    flows: &[Entry],
-    spec: SortSpec,
-    ctx: &RowCtx<'_>,
-    scratch: &mut Vec<(u128, usize)>,
-) {
-    let keys = packed(spec.column, rows, flows, ctx);
-    // Descending: invert the value only; the tiebreak stays ascending.
-    let directed = |(tag, v): Packed| if spec.desc { (u8::MAX - tag, !v) } else { (tag, v) };
-    let narrow = keys.iter().all(|((_, v), _)| *v <= u128::from(u64::MAX));
-    if narrow {
-        // Every value fits 64 bits (all but IPv6 addresses): tag, value and
-        // conntrack id in one u128, so most comparisons are one integer's.
-        scratch.clear();
-        scratch.extend(keys.into_iter().zip(rows.iter()).map(|((k, id), &i)| {
-            let (tag, v) = directed(k);
-            let v = v & u128::from(u64::MAX);
-            ((u128::from(tag) << 96) | (v << 32) | u128::from(id), i)
-        }));
-        scratch.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| tiebreak(&flows[a.1], &flows[b.1])));
-        rows.clear();
-        rows.extend(scratch.iter().map(|(_, i)| *i));
-    } else {
-        let mut keyed: Vec<(Packed, u32, usize)> = keys
-            .into_iter()
-            .zip(rows.iter())
-            .map(|((k, id), &i)| (directed(k), id, i))
-            .collect();
-        keyed.sort_unstable_by(|a, b| {
-            (a.0, a.1)
-                .cmp(&(b.0, b.1))
-                .then_with(|| tiebreak(&flows[a.2], &flows[b.2]))
-        });
-        rows.clear();
-        rows.extend(keyed.into_iter().map(|(_, _, i)| i));
+/// A full sort of 100 000 rows per snapshot costs several milliseconds;
+/// the screen shows a page. So on large tables only a window (the visible
+/// rows) is put in its exact place: a selection around it
+/// (`select_nth_unstable`) and a sort of the window, linear in the table.
+/// Other rows are only known to lie on the correct side of the window, so
+/// [`Ordered::get`] answers inside the window only; [`Ordered::ensure`] moves
+/// it.
+#[derive(Debug)]
+pub struct Ordered {
+    /// Narrow keys (tag, value, id in one u128) and the flow's index.
+    keyed: Vec<(u128, usize)>,
+    /// Keys with IPv6 addresses do not fit: those tables are sorted fully.
+    wide: Vec<(Packed, u32, usize)>,
+    is_wide: bool,
+    /// The rows known to be in their final place.
+    exact: Range<usize>,
+    /// From this many rows on, only windows are ordered (tests lower it).
+    pub windowed_from: usize,
+}
+
+impl Default for Ordered {
+    fn default() -> Self {
+        Ordered {
+            keyed: Vec::new(),
+            wide: Vec::new(),
+            is_wide: false,
+            exact: 0..0,
+            windowed_from: WINDOWED_FROM,
+        }
+    }
+}
+
+fn narrow_order(flows: &[Entry]) -> impl Fn(&(u128, usize), &(u128, usize)) -> Ordering + '_ {
+    move |a, b| a.0.cmp(&b.0).then_with(|| tiebreak(&flows[a.1], &flows[b.1]))
+}
+
+impl Ordered {
+    pub fn len(&self) -> usize {
+        if self.is_wide {
+            self.wide.len()
+        } else {
+            self.keyed.len()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The flow index at row `i`, when row `i` is in its final place.
+    pub fn get(&self, i: usize) -> Option<usize> {
+        if self.is_wide {
+            self.wide.get(i).map(|k| k.2)
+        } else if self.exact.contains(&i) {
+            self.keyed.get(i).map(|k| k.1)
+        } else {
+            None
+        }
+    }
+
+    /// Orders `rows` (indices into `flows`) by `spec`: fully for small
+    /// tables, else nothing yet (see [`Ordered::ensure`]).
+    pub fn build(&mut self, rows: &[usize], flows: &[Entry], spec: SortSpec, ctx: &RowCtx<'_>) {
+        let keys = packed(spec.column, rows, flows, ctx);
+        // Descending: invert the value only; the tiebreak stays ascending.
+        let directed = |(tag, v): Packed| if spec.desc { (u8::MAX - tag, !v) } else { (tag, v) };
+        self.is_wide = !keys.iter().all(|((_, v), _)| *v <= u128::from(u64::MAX));
+        self.keyed.clear();
+        self.wide.clear();
+        self.exact = 0..0;
+        if self.is_wide {
+            self.wide.extend(
+                keys.into_iter()
+                    .zip(rows.iter())
+                    .map(|((k, id), &i)| (directed(k), id, i)),
+            );
+            self.wide.sort_unstable_by(|a, b| {
+                (a.0, a.1)
+                    .cmp(&(b.0, b.1))
+                    .then_with(|| tiebreak(&flows[a.2], &flows[b.2]))
+            });
+            return;
+        }
+        // Every value fits 64 bits: tag, value and conntrack id in one
+        // u128, so most comparisons are one integer's.
+        self.keyed
+            .extend(keys.into_iter().zip(rows.iter()).map(|((k, id), &i)| {
+                let (tag, v) = directed(k);
+                let v = v & u128::from(u64::MAX);
+                ((u128::from(tag) << 96) | (v << 32) | u128::from(id), i)
+            }));
+        if self.keyed.len() < self.windowed_from {
+            self.keyed.sort_unstable_by(narrow_order(flows));
+            self.exact = 0..self.keyed.len();
+        }
+    }
+
+    /// Puts rows `want` (clamped to the table) in their final place.
+    pub fn ensure(&mut self, want: Range<usize>, flows: &[Entry]) {
+        let end = want.end.min(self.len());
+        let start = want.start.min(end);
+        if self.is_wide || (self.exact.start <= start && end <= self.exact.end) {
+            return;
+        }
+        let order = narrow_order(flows);
+        if start > 0 {
+            self.keyed.select_nth_unstable_by(start, &order);
+        }
+        let tail = &mut self.keyed[start..];
+        if end - start < tail.len() {
+            tail.select_nth_unstable_by(end - start, &order);
+        }
+        self.keyed[start..end].sort_unstable_by(&order);
+        self.exact = start..end;
+    }
+
+    /// The row of the flow at index `flow` of `flows`, if it is shown.
+    pub fn row_of(&self, flow: usize, flows: &[Entry]) -> Option<usize> {
+        if self.is_wide {
+            return self.wide.iter().position(|k| k.2 == flow);
+        }
+        if let Some(i) = self.keyed[self.exact.clone()].iter().position(|k| k.1 == flow) {
+            return Some(self.exact.start + i);
+        }
+        // Its rank: how many rows order before it (one pass, no sort).
+        let me = *self.keyed.iter().find(|k| k.1 == flow)?;
+        let order = narrow_order(flows);
+        Some(
+            self.keyed
+                .iter()
+                .filter(|k| order(k, &me) == Ordering::Less)
+                .count(),
+        )
     }
 }

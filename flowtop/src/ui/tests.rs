@@ -401,6 +401,68 @@ fn the_selection_follows_its_flow_when_rows_move() {
 }
 
 #[test]
+fn large_tables_ordered_by_window_match_a_full_sort() {
+    let snap = fixture::many(300);
+    let full = {
+        let mut a = app(120, 14);
+        a.on_snapshot(Arc::clone(&snap));
+        (0..a.len())
+            .map(|i| a.flow_at(i).unwrap().flow.id)
+            .collect::<Vec<_>>()
+    };
+    let mut a = app(120, 14);
+    a.flow_rows.windowed_from = 50;
+    a.on_snapshot(Arc::clone(&snap));
+    let visible = |a: &App| {
+        (a.offset..a.offset + a.page())
+            .map(|i| a.flow_at(i).unwrap().flow.id)
+            .collect::<Vec<_>>()
+    };
+    // Only the window is exact.
+    assert!(a.flow_at(a.page() + 5).is_none());
+    assert_eq!(visible(&a), full[0..10]);
+    for _ in 0..7 {
+        a.apply(Action::PageDown);
+        assert_eq!(visible(&a), full[a.offset..a.offset + 10], "offset {}", a.offset);
+    }
+    a.apply(Action::End);
+    assert_eq!(visible(&a), full[290..300]);
+    a.apply(Action::SortReverse);
+    let mut reversed = full.clone();
+    reversed.reverse();
+    // The selection (the last row, flow 1) follows its flow to the top.
+    assert_eq!((a.cursor, a.offset), (0, 0));
+    assert_eq!(visible(&a), reversed[0..10]);
+    // The selection follows its flow out of the window: flow 150 (row 150
+    // ascending) gets the most bytes and moves to the top.
+    a.apply(Action::SortReverse);
+    a.apply(Action::Home);
+    for _ in 0..150 {
+        a.apply(Action::Down);
+    }
+    let picked = a.flow_at(a.cursor).unwrap().flow.id;
+    assert_eq!(picked, full[150]);
+    let mut next = fixture::many(300);
+    let moved = fixture::snapshot(vec![(
+        fixture::flow(
+            picked,
+            proto::TCP,
+            "192.0.2.1",
+            Some(u16::try_from(1000 + picked).unwrap()),
+            "198.51.100.1",
+            Some(443),
+        ),
+        (9_999_999, 0),
+        (9_999_999, 0),
+        None,
+    )]);
+    let snap = Arc::get_mut(&mut next).expect("unique");
+    *snap.flows.iter_mut().find(|e| e.flow.id == picked).unwrap() = moved.flows[0].clone();
+    a.on_snapshot(next);
+    assert_eq!((a.cursor, a.flow_at(0).unwrap().flow.id), (0, picked));
+}
+
+#[test]
 fn pause_freezes_the_view_while_snapshots_keep_coming() {
     let mut a = app(120, 30);
     a.apply(Action::Pause);
