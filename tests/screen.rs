@@ -297,3 +297,30 @@ fn a_small_terminal_gets_a_message_and_a_resize_brings_the_table() {
     t.keys(&["q"]);
     assert_restored(&t, &ns, &before);
 }
+
+#[test]
+#[ignore = "needs root, network namespaces and tmux: run by `cargo xtask test` as root"]
+fn closing_the_terminal_ends_flowtop_and_restores_the_sysctls() {
+    // flowtop 0.6.8 survives its terminal and spins; this one gets SIGHUP
+    // and leaves through the normal path.
+    let ns = Netns::with_conntrack();
+    ns.conntrack("-I -s 203.0.113.9 -d 198.51.100.9 -p tcp --sport 1000 --dport 80 --state ESTABLISHED -t 300 -u ASSURED");
+    let before = sysctls_off(&ns);
+    let t = Tmux::start(&pane_command(&ns, ""), 100, 20);
+    t.wait_text("198.51.100.9");
+    let shell = t.pane_pid();
+    let flowtop = poll_until(WAIT, Duration::from_millis(50), || {
+        children(shell).first().copied()
+    })
+    .expect("flowtop runs under the pane's shell");
+    assert_eq!(ns.acct_ts(), ("1".to_owned(), "1".to_owned()));
+    drop(t); // kills the tmux server: the pane's terminal closes
+    let gone = poll_until(WAIT, Duration::from_millis(50), || {
+        (!std::path::Path::new(&format!("/proc/{flowtop}")).exists()).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "flowtop {flowtop} still runs after its terminal closed"
+    );
+    assert_eq!(ns.acct_ts(), before, "sysctls not restored");
+}

@@ -18,7 +18,7 @@ pub mod output;
 pub mod sysctl;
 pub mod ui;
 
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -515,8 +515,9 @@ fn run_screen(args: &Args) -> Result<(), RunError> {
     // the terminal before anything more is printed.
     let shown = screen.join();
     ui::term::restore();
+    // Not eprintln: after a hangup stderr may be gone, and that must not panic.
     for note in notes.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-        eprintln!("{note}");
+        let _ = writeln!(io::stderr(), "{note}");
     }
     match shown {
         Ok(Ok(())) => {}

@@ -22,7 +22,7 @@ mod fixture;
 mod tests;
 
 use std::io::{self, Write as _};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossterm::event::{self, Event};
@@ -70,6 +70,7 @@ pub fn run(mut input: ScreenInput) -> io::Result<()> {
         procs,
     );
     let _guard = term::TerminalGuard::enter()?;
+    let events = spawn_input()?;
     let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
     let size = terminal.size()?;
     app.resize(size.width, size.height);
@@ -106,18 +107,23 @@ pub fn run(mut input: ScreenInput) -> io::Result<()> {
             derive_us = 0;
             dirty = false;
         }
-        if event::poll(POLL)? {
-            // Take every pending event before drawing again: a burst of
-            // keys (or a held key) costs one frame, not one each.
-            loop {
+        if terminal_hung_up() {
+            break;
+        }
+        match events.recv_timeout(POLL) {
+            Ok(first) => {
+                // Take every pending event before drawing again: a burst of
+                // keys (or a held key) costs one frame, not one each.
                 let t0 = Instant::now();
-                handle(&mut app, event::read()?);
-                derive_us += t0.elapsed().as_micros();
-                if app.quit || !event::poll(Duration::ZERO)? {
-                    break;
+                handle(&mut app, first);
+                while let (false, Ok(ev)) = (app.quit, events.try_recv()) {
+                    handle(&mut app, ev);
                 }
+                derive_us += t0.elapsed().as_micros();
+                dirty = true;
             }
-            dirty = true;
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break, // input failed
         }
         if app.quit {
             break;
@@ -125,6 +131,35 @@ pub fn run(mut input: ScreenInput) -> io::Result<()> {
     }
     let _ = input.quit.send(true);
     Ok(())
+}
+
+/// Reads terminal events on a thread of its own. crossterm's reader loops
+/// without end once the terminal has hung up (a read of 0 bytes is taken
+/// for "no data yet"): kept off the screen's loop, which notices the hangup
+/// itself ([`terminal_hung_up`]) and ends; the process then exits.
+fn spawn_input() -> io::Result<mpsc::Receiver<Event>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new().name("input".into()).spawn(move || {
+        while let Ok(ev) = event::read() {
+            if tx.send(ev).is_err() {
+                return;
+            }
+        }
+    })?;
+    Ok(rx)
+}
+
+/// Whether the terminal went away (its window closed, the ssh connection
+/// dropped): poll reports a hangup on it.
+fn terminal_hung_up() -> bool {
+    let mut pfd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+    rc > 0 && pfd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
 }
 
 fn handle(app: &mut App, ev: Event) {

@@ -175,9 +175,15 @@ fn title_line(app: &App) -> String {
         shown.extend(protos.into_iter().filter(|p| p != "udplite" && p != "icmpv6"));
     }
     let _ = write!(s, " │ {}", shown.join(" "));
-    let _ = write!(s, " │ attribution {}", app.header.attribution);
+    // Least important last: a narrow terminal cuts the end.
     let st = app.shown().stats;
     let _ = write!(s, " │ lost {} resync {}", st.overruns, st.resyncs);
+    let _ = write!(
+        s,
+        " │ attribution {} │ every {}s",
+        app.header.attribution,
+        app.header.interval.as_secs_f64()
+    );
     s
 }
 
@@ -551,7 +557,10 @@ fn detail_lines(app: &App, d: &Detail, now: SystemTime) -> Vec<(String, String)>
         }
         None => push(
             "process",
-            format!("unknown (attribution {})", app.header.attribution),
+            format!(
+                "unknown (attribution {}: {})",
+                app.header.attribution, app.header.attribution_reason
+            ),
         ),
     }
     push("source", end_text(&ctx, f.orig.src));
