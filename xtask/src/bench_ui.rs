@@ -177,6 +177,8 @@ struct ToolResult {
     latencies_ms: Vec<f64>,
     missed: usize,
     cpu_pct: f64,
+    /// /proc/loadavg's 1-minute value at the start and the end of the window.
+    load: (String, String),
     /// flowtop only: build (derive) + draw per frame (ms), and the parts.
     frames_ms: Vec<f64>,
     derive_ms: Vec<f64>,
@@ -218,14 +220,19 @@ fn measure(
     let pane = Pane::start(label, command)?;
     let t0 = Instant::now();
     let want = opts.flows * 9 / 10;
-    let loaded = pane.wait(Duration::from_secs(120), |s| {
+    let loaded = pane.wait(Duration::from_secs(180), |s| {
         shown_flows(s).is_some_and(|n| n >= want) && s.contains(marks.0)
     })?;
     let screen = pane.screen()?;
     if loaded.is_none() {
         bail!(
-            "{label}: the table ({want}+ flows) was not on screen after 120 s:\n{}",
+            "{label}: the table ({want}+ flows) was not on screen after 180 s; it showed: {}",
             screen
+                .lines()
+                .take(2)
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" / ")
         );
     }
     r.load_s = t0.elapsed().as_secs_f64();
@@ -241,6 +248,7 @@ fn measure(
         None => 0,
     };
     let (u0, s0) = cpu_ticks(pane.pid())?;
+    r.load.0 = load1();
     let w0 = Instant::now();
     let gap = Duration::from_secs_f64((opts.secs / opts.presses as f64).max(0.2));
     for i in 0..opts.presses {
@@ -261,6 +269,7 @@ fn measure(
     let rest = Duration::from_secs_f64(opts.secs).saturating_sub(w0.elapsed());
     sleep_checked(rest)?;
     let (u1, s1) = cpu_ticks(pane.pid())?;
+    r.load.1 = load1();
     let window = w0.elapsed().as_secs_f64();
     r.cpu_pct = ((u1 + s1) - (u0 + s0)) as f64 / tck / window * 100.0;
     if let Some(log) = frame_log {
@@ -271,6 +280,15 @@ fn measure(
         }
     }
     Ok((r, pane))
+}
+
+/// The 1-minute load average: the machine is shared, and a loaded one
+/// makes every number here worse.
+fn load1() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
 }
 
 /// Frames logged after line `skip`: (derive µs, draw µs) per line.
@@ -489,28 +507,37 @@ fn render(
     row(&mut s, "flowtop", "keystroke to frame", &ours.latencies_ms);
     match old {
         Some(Ok(o)) => row(&mut s, "flowtop 0.6.8", "keystroke to frame", &o.latencies_ms),
-        Some(Err(e)) => {
-            let _ = writeln!(s, "| flowtop 0.6.8 | — | failed: {e} | | | |");
+        Some(Err(_)) => {
+            let _ = writeln!(s, "| flowtop 0.6.8 | keystroke to frame | failed (below) | | | |");
         }
         None => {
             let _ = writeln!(s, "| flowtop 0.6.8 | — | not installed | | | |");
         }
     }
-    let _ = writeln!(s, "\n| tool | table on screen after | keys without a frame in 10 s | CPU | header |\n|---|---:|---:|---:|---|");
+    let _ = writeln!(
+        s,
+        "\n| tool | table on screen after | keys without a frame in 10 s | CPU | load average (start, end) | header |\n|---|---:|---:|---:|---|---|"
+    );
     let line = |s: &mut String, tool: &str, r: &ToolResult| {
         let _ = writeln!(
             s,
-            "| {tool} | {:.1} s | {} of {} | {:.0} % | `{}` |",
+            "| {tool} | {:.1} s | {} of {} | {:.0} % | {}, {} | `{}` |",
             r.load_s,
             r.missed,
             r.missed + r.latencies_ms.len(),
             r.cpu_pct,
+            r.load.0,
+            r.load.1,
             r.shown.replace('|', "\\|")
         );
     };
     line(&mut s, "flowtop", ours);
-    if let Some(Ok(o)) = old {
-        line(&mut s, "flowtop 0.6.8", o);
+    match old {
+        Some(Ok(o)) => line(&mut s, "flowtop 0.6.8", o),
+        Some(Err(e)) => {
+            let _ = writeln!(s, "\nflowtop 0.6.8 failed: {e}");
+        }
+        None => {}
     }
     let _ = writeln!(
         s,
