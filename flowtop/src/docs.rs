@@ -103,7 +103,8 @@ fn screen_sections(out: &mut Vec<u8>) {
     tagged(
         out,
         "FLOWTOP_FRAME_LOG",
-        "a file to write, per frame of the screen, the microseconds spent deriving rows and drawing",
+        "a file to write, per frame of the screen, the microseconds spent building rows on the screen's \
+         thread, drawing, and building rows on the deriver thread",
     );
     let _ = writeln!(out, ".SH \"EXIT STATUS\"");
     tagged(

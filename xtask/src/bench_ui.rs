@@ -179,10 +179,14 @@ struct ToolResult {
     cpu_pct: f64,
     /// /proc/loadavg's 1-minute value at the start and the end of the window.
     load: (String, String),
-    /// flowtop only: build (derive) + draw per frame (ms), and the parts.
+    /// flowtop only, per frame (ms): the work on the screen's thread (rows
+    /// built after keys, rows taken from the deriver, selection) plus the
+    /// draw, and the parts.
     frames_ms: Vec<f64>,
     derive_ms: Vec<f64>,
     draw_ms: Vec<f64>,
+    /// flowtop only: rows built for each snapshot on the deriver thread (ms).
+    deriver_ms: Vec<f64>,
 }
 
 fn percentile(v: &[f64], p: f64) -> f64 {
@@ -273,10 +277,13 @@ fn measure(
     let window = w0.elapsed().as_secs_f64();
     r.cpu_pct = ((u1 + s1) - (u0 + s0)) as f64 / tck / window * 100.0;
     if let Some(log) = frame_log {
-        for (d, w) in frames(log, skip)? {
+        for (d, w, t) in frames(log, skip)? {
             r.frames_ms.push((d + w) / 1e3);
             r.derive_ms.push(d / 1e3);
             r.draw_ms.push(w / 1e3);
+            if t > 0.0 {
+                r.deriver_ms.push(t / 1e3);
+            }
         }
     }
     Ok((r, pane))
@@ -291,15 +298,16 @@ fn load1() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// Frames logged after line `skip`: (derive µs, draw µs) per line.
-fn frames(log: &Path, skip: usize) -> Result<Vec<(f64, f64)>> {
+/// Frames logged after line `skip`: µs on the screen's thread, drawing,
+/// and on the deriver thread, per line.
+fn frames(log: &Path, skip: usize) -> Result<Vec<(f64, f64, f64)>> {
     let text = fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
     Ok(text
         .lines()
         .skip(skip)
         .filter_map(|l| {
             let mut it = l.split_whitespace().map(|v| v.parse::<f64>().ok());
-            Some((it.next()??, it.next()??))
+            Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0.0)))
         })
         .collect())
 }
@@ -475,8 +483,11 @@ fn render(
          flows per second that expire {CHURN_TIMEOUT_S} s later ({} conntrack events/s, NEW + DESTROY); \
          {table} entries at steady state. Each tool runs in a 200x50 tmux pane on that table, UDP over \
          IPv4 shown (`flowtop -4U --no-sysctl -n -G`, 0.6.8 `-4UGn`). Frame time: flowtop's \
-         `FLOWTOP_FRAME_LOG`, the time to build the rows (filter, sort, aggregate: on each snapshot and \
-         each key) plus the time to draw, per frame drawn during the window (the screen draws on each snapshot and each key). Keystroke \
+         `FLOWTOP_FRAME_LOG`, per frame drawn during the window (one per snapshot and per key burst): \
+         the work on the screen's thread (rows rebuilt after a key that changes them, rows taken from \
+         the deriver thread, the selection put back) plus the draw. Rows for each new snapshot \
+         (select, filter, sort or aggregate) are built on a deriver thread while the screen keeps \
+         answering keys: that time is reported on its own line. Keystroke \
          latency: `tmux send-keys Tab` (or back) until `capture-pane` shows the other tab, polled \
          every 2 ms; it includes tmux's own delay, the same for both tools. CPU: \
          utime+stime over the {} s window (keys included), in % of one core. The machine has 2 \
@@ -501,9 +512,20 @@ fn render(
             v.len()
         );
     };
-    row(&mut s, "flowtop", "frame: build + draw", &ours.frames_ms);
-    row(&mut s, "flowtop", "frame: build (rows)", &ours.derive_ms);
+    row(
+        &mut s,
+        "flowtop",
+        "frame: build + draw (screen thread)",
+        &ours.frames_ms,
+    );
+    row(&mut s, "flowtop", "frame: build (screen thread)", &ours.derive_ms);
     row(&mut s, "flowtop", "frame: draw", &ours.draw_ms);
+    row(
+        &mut s,
+        "flowtop",
+        "rows per snapshot (deriver thread)",
+        &ours.deriver_ms,
+    );
     row(&mut s, "flowtop", "keystroke to frame", &ours.latencies_ms);
     match old {
         Some(Ok(o)) => row(&mut s, "flowtop 0.6.8", "keystroke to frame", &o.latencies_ms),

@@ -91,6 +91,85 @@ pub struct Counts {
     pub by_proto: BTreeMap<String, usize>,
 }
 
+/// What the rows depend on besides the snapshot: when a key changes one of
+/// these, rows built with the old ones are stale.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewParams {
+    pub tab: Tab,
+    pub sort: SortSpec,
+    pub filter: Filter,
+    pub active_only: bool,
+    pub view_sel: Selection,
+    /// Flows tables from this long on are ordered by window ([`Ordered`]).
+    pub windowed_from: usize,
+}
+
+/// The rows of one tab.
+#[derive(Debug)]
+pub enum TabRows {
+    Flows(Ordered),
+    Processes(Vec<ProcRow>),
+    Countries(Vec<CountryRow>),
+}
+
+/// Rows built for one snapshot with given parameters.
+#[derive(Debug)]
+pub struct Derived {
+    pub snapshot: Arc<Snapshot>,
+    pub params: ViewParams,
+    pub counts: Counts,
+    pub rows: TabRows,
+}
+
+/// Selects, filters and sorts (or aggregates) the flows of `snapshot`:
+/// no screen state, so a thread of its own can run it. `buffer` is kept by
+/// the caller between calls (fresh buffers of this size cost page faults).
+pub fn derive_rows(
+    snapshot: Arc<Snapshot>,
+    params: ViewParams,
+    ctx: RowCtx<'_>,
+    buffer: &mut Vec<usize>,
+) -> Derived {
+    let flows = &snapshot.flows;
+    let mut per_proto = [0usize; 256];
+    buffer.clear();
+    let filtering = !params.filter.is_empty();
+    let matcher = params.filter.matcher(ctx);
+    let sel = &params.view_sel;
+    for (i, e) in flows.iter().enumerate() {
+        if !sel.family(e.flow.family) || !sel.proto(e.flow.proto) {
+            continue;
+        }
+        per_proto[usize::from(e.flow.proto)] += 1;
+        if (!params.active_only || rows::is_active(e)) && (!filtering || matcher.matches(e)) {
+            buffer.push(i);
+        }
+    }
+    let counts = Counts {
+        flows: per_proto.iter().sum(),
+        by_proto: (0..=255u8)
+            .filter(|&p| per_proto[usize::from(p)] > 0)
+            .map(|p| (rows::proto_name(p), per_proto[usize::from(p)]))
+            .collect(),
+    };
+    let rows = match params.tab {
+        Tab::Flows => {
+            let mut ordered = Ordered::default();
+            ordered.windowed_from = params.windowed_from;
+            ordered.build(buffer, flows, params.sort, &ctx);
+            TabRows::Flows(ordered)
+        }
+        Tab::Processes => TabRows::Processes(rows::processes(buffer.iter().map(|&i| &flows[i]))),
+        Tab::Countries => TabRows::Countries(rows::countries(buffer.iter().map(|&i| &flows[i]), &ctx)),
+    };
+    Derived {
+        snapshot,
+        params,
+        counts,
+        rows,
+    }
+}
+
 /// Rows of the header, the tab line and the column titles above the table.
 pub const TABLE_TOP: u16 = 3;
 /// Rows below the table (the footer).
@@ -139,6 +218,8 @@ pub struct App {
     pub note: Option<String>,
     /// The rows' buffer, kept between derivations.
     row_buffer: Vec<usize>,
+    /// See [`ViewParams::windowed_from`] (tests lower it).
+    pub windowed_from: usize,
 }
 
 fn empty_snapshot() -> Arc<Snapshot> {
@@ -193,6 +274,7 @@ impl App {
             procs,
             note: None,
             row_buffer: Vec::new(),
+            windowed_from: super::sort::WINDOWED_FROM,
         }
     }
 
@@ -262,48 +344,57 @@ impl App {
         self.scroll_into_view();
     }
 
-    /// Rebuilds the rows of the current tab and puts the selection back on
-    /// what it selected.
+    /// What the rows depend on besides the snapshot.
+    pub fn params(&self) -> ViewParams {
+        ViewParams {
+            tab: self.tab,
+            sort: self.sort,
+            filter: self.filter.clone(),
+            active_only: self.active_only,
+            view_sel: self.view_sel.clone(),
+            windowed_from: self.windowed_from,
+        }
+    }
+
+    /// Rebuilds the rows of the current tab here and now (after a key, or
+    /// without a deriver thread) and puts the selection back on what it
+    /// selected.
     pub fn derive(&mut self) {
-        let shown = Arc::clone(&self.shown);
-        let ctx = RowCtx {
-            book: &self.book,
-            services: &self.services,
-        };
-        let mut per_proto = [0usize; 256];
-        // The last rows' buffer is reused: fresh ones of this size cost page faults.
-        let mut rows = std::mem::take(&mut self.row_buffer);
-        rows.clear();
-        let filtering = !self.filter.is_empty();
-        let matcher = self.filter.matcher(ctx);
-        for (i, e) in shown.flows.iter().enumerate() {
-            if !self.view_sel.family(e.flow.family) || !self.view_sel.proto(e.flow.proto) {
-                continue;
-            }
-            per_proto[usize::from(e.flow.proto)] += 1;
-            if (!self.active_only || rows::is_active(e)) && (!filtering || matcher.matches(e)) {
-                rows.push(i);
-            }
+        let mut buffer = std::mem::take(&mut self.row_buffer);
+        let d = derive_rows(Arc::clone(&self.shown), self.params(), self.ctx(), &mut buffer);
+        self.row_buffer = buffer;
+        self.install(d);
+    }
+
+    /// A new snapshot for a deriver thread: the job to run, unless paused.
+    pub fn snapshot_job(&mut self, snap: Arc<Snapshot>) -> Option<(Arc<Snapshot>, ViewParams)> {
+        self.latest = snap;
+        (!self.paused).then(|| (Arc::clone(&self.latest), self.params()))
+    }
+
+    /// Takes rows a deriver thread built. Rows built with other parameters
+    /// than the current ones (a key changed them meanwhile) are not taken:
+    /// the job to redo is returned when they were for the newest snapshot.
+    pub fn take_derived(&mut self, d: Derived) -> Option<(Arc<Snapshot>, ViewParams)> {
+        if self.paused {
+            return None;
         }
-        self.counts = Counts {
-            flows: per_proto.iter().sum(),
-            by_proto: (0..=255u8)
-                .filter(|&p| per_proto[usize::from(p)] > 0)
-                .map(|p| (rows::proto_name(p), per_proto[usize::from(p)]))
-                .collect(),
-        };
-        match self.tab {
-            Tab::Flows => {
-                self.flow_rows.build(&rows, &shown.flows, self.sort, &ctx);
-            }
-            Tab::Processes => {
-                self.proc_rows = rows::processes(rows.iter().map(|&i| &shown.flows[i]));
-            }
-            Tab::Countries => {
-                self.country_rows = rows::countries(rows.iter().map(|&i| &shown.flows[i]), &ctx);
-            }
+        if d.params != self.params() {
+            return Arc::ptr_eq(&d.snapshot, &self.latest).then(|| (d.snapshot, self.params()));
         }
-        self.row_buffer = rows;
+        self.install(d);
+        self.refresh_detail();
+        None
+    }
+
+    fn install(&mut self, d: Derived) {
+        self.shown = d.snapshot;
+        self.counts = d.counts;
+        match d.rows {
+            TabRows::Flows(rows) => self.flow_rows = rows,
+            TabRows::Processes(rows) => self.proc_rows = rows,
+            TabRows::Countries(rows) => self.country_rows = rows,
+        }
         if let Some(i) = self.selected.as_ref().and_then(|s| self.position_of(s)) {
             self.cursor = i;
         }

@@ -2,7 +2,8 @@
 //!
 //! The engine publishes a [`Snapshot`] of the table once per interval
 //! through a `watch` channel; the screen runs on a thread of its own and
-//! never waits on the engine, DNS, GeoIP or /proc. Modules: [`app`] (state
+//! never waits on the engine, DNS, GeoIP or /proc. Rows for each snapshot
+//! are built on a deriver thread; terminal input is read on a third. Modules: [`app`] (state
 //! and actions), [`keys`] (key bindings), [`sort`], [`filter`], [`rows`]
 //! (cell text and aggregates), [`render`] (one frame), [`term`] (the
 //! terminal guard), [`procinfo`] (command lines read in the background).
@@ -52,14 +53,31 @@ pub struct ScreenInput {
     /// Dropped (or set) when the user quits, which stops the engine.
     pub quit: watch::Sender<bool>,
     /// `FLOWTOP_FRAME_LOG`: a file that gets one line per frame with the
-    /// microseconds spent deriving rows and drawing (for `xtask bench ui`).
+    /// microseconds spent on rows on the screen's thread, drawing, and on
+    /// rows on the deriver thread (for `xtask bench ui`).
     pub frame_log: Option<std::fs::File>,
 }
 
 /// How long the loop waits for input before looking for a new snapshot.
 const POLL: Duration = Duration::from_millis(50);
 
+/// What wakes the screen's loop besides its timeout.
+enum Wake {
+    Input(Event),
+    /// Rows the deriver built, and the microseconds it took.
+    Derived(Box<app::Derived>, u128),
+}
+
+/// A snapshot to build rows for, with the parameters to build them with.
+type Job = (Arc<Snapshot>, app::ViewParams);
+
 /// Runs the screen until the user quits or the engine ends.
+///
+/// Rows for a new snapshot are built on a deriver thread, so that keys are
+/// answered at once while it works; the screen takes the rows when they
+/// come, unless a key changed what they depend on meanwhile (then they are
+/// built again). Keys that change the rows (sort, filter, tab...) rebuild
+/// them on the screen's thread: the user waits for what was asked.
 pub fn run(mut input: ScreenInput) -> io::Result<()> {
     let procs = procinfo::ProcInfos::spawn("/proc".into())?;
     let mut app = App::new(
@@ -70,20 +88,25 @@ pub fn run(mut input: ScreenInput) -> io::Result<()> {
         procs,
     );
     let _guard = term::TerminalGuard::enter()?;
-    let events = spawn_input()?;
+    let (wake, woken) = mpsc::channel::<Wake>();
+    spawn_input(wake.clone())?;
+    let jobs = spawn_deriver(Arc::clone(&input.book), Arc::clone(&input.services), wake)?;
     let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
     let size = terminal.size()?;
     app.resize(size.width, size.height);
     let mut dirty = true;
-    let mut derive_us = 0u128;
+    // Microseconds spent on this frame's rows, on this thread and the deriver's.
+    let mut built_here = 0u128;
+    let mut built_there = 0u128;
     loop {
         match input.snapshots.has_changed() {
             Ok(true) => {
                 let snap = Arc::clone(&input.snapshots.borrow_and_update());
-                let t0 = Instant::now();
-                app.on_snapshot(snap);
-                derive_us += t0.elapsed().as_micros();
-                dirty = true;
+                if let Some(job) = app.snapshot_job(snap) {
+                    let _ = jobs.send(job);
+                }
+                // While paused the header's live count moves.
+                dirty |= app.paused;
             }
             Ok(false) => {}
             Err(_) => break, // the engine ended (signal, error)
@@ -102,28 +125,38 @@ pub fn run(mut input: ScreenInput) -> io::Result<()> {
             let t0 = Instant::now();
             terminal.draw(|f| render::draw(f, &app, SystemTime::now()))?;
             if let Some(log) = &mut input.frame_log {
-                let _ = writeln!(log, "{derive_us} {}", t0.elapsed().as_micros());
+                let _ = writeln!(log, "{built_here} {} {built_there}", t0.elapsed().as_micros());
             }
-            derive_us = 0;
+            built_here = 0;
+            built_there = 0;
             dirty = false;
         }
         if terminal_hung_up() {
             break;
         }
-        match events.recv_timeout(POLL) {
+        match woken.recv_timeout(POLL) {
             Ok(first) => {
-                // Take every pending event before drawing again: a burst of
+                // Take everything pending before drawing again: a burst of
                 // keys (or a held key) costs one frame, not one each.
-                let t0 = Instant::now();
-                handle(&mut app, first);
-                while let (false, Ok(ev)) = (app.quit, events.try_recv()) {
-                    handle(&mut app, ev);
+                let mut next = Some(first);
+                while let Some(w) = next {
+                    let t0 = Instant::now();
+                    match w {
+                        Wake::Input(ev) => handle(&mut app, ev),
+                        Wake::Derived(d, us) => {
+                            built_there += us;
+                            if let Some(job) = app.take_derived(*d) {
+                                let _ = jobs.send(job);
+                            }
+                        }
+                    }
+                    built_here += t0.elapsed().as_micros();
+                    next = if app.quit { None } else { woken.try_recv().ok() };
                 }
-                derive_us += t0.elapsed().as_micros();
                 dirty = true;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break, // input failed
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         if app.quit {
             break;
@@ -137,16 +170,44 @@ pub fn run(mut input: ScreenInput) -> io::Result<()> {
 /// without end once the terminal has hung up (a read of 0 bytes is taken
 /// for "no data yet"): kept off the screen's loop, which notices the hangup
 /// itself ([`terminal_hung_up`]) and ends; the process then exits.
-fn spawn_input() -> io::Result<mpsc::Receiver<Event>> {
-    let (tx, rx) = mpsc::channel();
+fn spawn_input(wake: mpsc::Sender<Wake>) -> io::Result<()> {
     std::thread::Builder::new().name("input".into()).spawn(move || {
         while let Ok(ev) = event::read() {
-            if tx.send(ev).is_err() {
+            if wake.send(Wake::Input(ev)).is_err() {
                 return;
             }
         }
     })?;
-    Ok(rx)
+    Ok(())
+}
+
+/// Builds rows for snapshots on a thread of its own; only the newest job
+/// waiting is worth doing.
+fn spawn_deriver(
+    book: Arc<AddressBook>,
+    services: Arc<Services>,
+    wake: mpsc::Sender<Wake>,
+) -> io::Result<mpsc::Sender<Job>> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new().name("rows".into()).spawn(move || {
+        let mut buffer = Vec::new();
+        while let Ok(mut job) = rx.recv() {
+            while let Ok(newer) = rx.try_recv() {
+                job = newer;
+            }
+            let t0 = Instant::now();
+            let ctx = rows::RowCtx {
+                book: &book,
+                services: &services,
+            };
+            let d = app::derive_rows(job.0, job.1, ctx, &mut buffer);
+            let us = t0.elapsed().as_micros();
+            if wake.send(Wake::Derived(Box::new(d), us)).is_err() {
+                return;
+            }
+        }
+    })?;
+    Ok(tx)
 }
 
 /// Whether the terminal went away (its window closed, the ssh connection

@@ -411,7 +411,7 @@ fn large_tables_ordered_by_window_match_a_full_sort() {
             .collect::<Vec<_>>()
     };
     let mut a = app(120, 14);
-    a.flow_rows.windowed_from = 50;
+    a.windowed_from = 50;
     a.on_snapshot(Arc::clone(&snap));
     let visible = |a: &App| {
         (a.offset..a.offset + a.page())
