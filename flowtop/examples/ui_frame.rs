@@ -113,6 +113,25 @@ fn main() {
         app.on_snapshot(fresh.pop().expect("one per run"))
     });
 
+    // As the screen runs: rows built by the deriver thread, then taken by
+    // the screen's thread (selection put back, visible window ordered).
+    let book = AddressBook::new();
+    let services = Services::builtin();
+    let mut buffer = Vec::new();
+    let mut derived: Vec<_> = (0..20)
+        .map(|_| {
+            let job = app.snapshot_job(table.snapshot()).expect("not paused");
+            let ctx = flowtop::ui::rows::RowCtx {
+                book: &book,
+                services: &services,
+            };
+            flowtop::ui::app::run_job(job, ctx, &mut buffer)
+        })
+        .collect();
+    app.apply(Action::PageDown); // a selection below the first page
+    time("screen takes derived rows", 20, || {
+        app.take_derived(derived.pop().expect("one per run"))
+    });
     let mut term = Terminal::new(TestBackend::new(200, 50)).expect("terminal");
     time("draw", 20, || {
         term.draw(|f| flowtop::ui::render::draw(f, &app, SystemTime::now()))

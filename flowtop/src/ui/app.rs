@@ -170,6 +170,60 @@ pub fn derive_rows(
     }
 }
 
+/// Where the selection and the view were when a job was made.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub selected: Option<FlowKey>,
+    pub cursor: usize,
+    pub offset: usize,
+    pub page: usize,
+}
+
+/// Work for the deriver thread.
+#[derive(Debug)]
+pub struct Job {
+    pub snapshot: Arc<Snapshot>,
+    pub params: ViewParams,
+    pub place: Placement,
+    /// Snapshots to free (see [`App::take_derived`]).
+    pub garbage: Vec<Arc<Snapshot>>,
+}
+
+/// The first visible row that keeps `cursor` in view with as little
+/// movement from `offset` as possible, and no empty space below the last
+/// row while rows are above the top.
+fn scrolled(cursor: usize, offset: usize, page: usize, len: usize) -> usize {
+    let offset = if cursor < offset {
+        cursor
+    } else if cursor >= offset + page {
+        cursor + 1 - page
+    } else {
+        offset
+    };
+    offset.min(len.saturating_sub(page))
+}
+
+/// Runs a job: frees its garbage, builds the rows, and for the Flows tab
+/// orders the window the screen will show (around the selected flow), so
+/// that taking the rows costs the screen's thread next to nothing.
+pub fn run_job(job: Job, ctx: RowCtx<'_>, buffer: &mut Vec<usize>) -> Derived {
+    drop(job.garbage);
+    let mut d = derive_rows(job.snapshot, job.params, ctx, buffer);
+    if let TabRows::Flows(ordered) = &mut d.rows {
+        let flows = &d.snapshot.flows;
+        let p = &job.place;
+        let len = ordered.len();
+        let cursor = p
+            .selected
+            .and_then(|k| ordered.row_of(k, flows))
+            .unwrap_or(p.cursor)
+            .min(len.saturating_sub(1));
+        let offset = scrolled(cursor, p.offset, p.page.max(1), len);
+        ordered.ensure(offset..offset + p.page.max(1), flows);
+    }
+    d
+}
+
 /// Rows of the header, the tab line and the column titles above the table.
 pub const TABLE_TOP: u16 = 3;
 /// Rows below the table (the footer).
@@ -220,6 +274,8 @@ pub struct App {
     row_buffer: Vec<usize>,
     /// See [`ViewParams::windowed_from`] (tests lower it).
     pub windowed_from: usize,
+    /// Replaced snapshots, to be freed by the deriver thread.
+    garbage: Vec<Arc<Snapshot>>,
 }
 
 fn empty_snapshot() -> Arc<Snapshot> {
@@ -275,6 +331,7 @@ impl App {
             note: None,
             row_buffer: Vec::new(),
             windowed_from: super::sort::WINDOWED_FROM,
+            garbage: Vec::new(),
         }
     }
 
@@ -363,32 +420,53 @@ impl App {
         let mut buffer = std::mem::take(&mut self.row_buffer);
         let d = derive_rows(Arc::clone(&self.shown), self.params(), self.ctx(), &mut buffer);
         self.row_buffer = buffer;
-        self.install(d);
+        let _old = self.install(d);
     }
 
     /// A new snapshot for a deriver thread: the job to run, unless paused.
-    pub fn snapshot_job(&mut self, snap: Arc<Snapshot>) -> Option<(Arc<Snapshot>, ViewParams)> {
+    pub fn snapshot_job(&mut self, snap: Arc<Snapshot>) -> Option<Job> {
         self.latest = snap;
-        (!self.paused).then(|| (Arc::clone(&self.latest), self.params()))
+        (!self.paused).then(|| self.job(Arc::clone(&self.latest)))
+    }
+
+    fn job(&mut self, snapshot: Arc<Snapshot>) -> Job {
+        Job {
+            snapshot,
+            params: self.params(),
+            place: Placement {
+                selected: match &self.selected {
+                    Some(Selected::Flow(k)) => Some(*k),
+                    _ => None,
+                },
+                cursor: self.cursor,
+                offset: self.offset,
+                page: self.page(),
+            },
+            garbage: std::mem::take(&mut self.garbage),
+        }
     }
 
     /// Takes rows a deriver thread built. Rows built with other parameters
     /// than the current ones (a key changed them meanwhile) are not taken:
     /// the job to redo is returned when they were for the newest snapshot.
-    pub fn take_derived(&mut self, d: Derived) -> Option<(Arc<Snapshot>, ViewParams)> {
+    pub fn take_derived(&mut self, d: Derived) -> Option<Job> {
         if self.paused {
             return None;
         }
         if d.params != self.params() {
-            return Arc::ptr_eq(&d.snapshot, &self.latest).then(|| (d.snapshot, self.params()));
+            return Arc::ptr_eq(&d.snapshot, &self.latest).then(|| self.job(d.snapshot));
         }
-        self.install(d);
+        let old = self.install(d);
+        // Freed by the deriver with the next job: unmapping the pages of
+        // 100 000 flows takes milliseconds the screen need not spend.
+        self.garbage.push(old);
         self.refresh_detail();
         None
     }
 
-    fn install(&mut self, d: Derived) {
-        self.shown = d.snapshot;
+    /// Puts rows in place; returns the snapshot they replace.
+    fn install(&mut self, d: Derived) -> Arc<Snapshot> {
+        let old = std::mem::replace(&mut self.shown, d.snapshot);
         self.counts = d.counts;
         match d.rows {
             TabRows::Flows(rows) => self.flow_rows = rows,
@@ -401,17 +479,12 @@ impl App {
         self.cursor = self.cursor.min(self.len().saturating_sub(1));
         self.scroll_into_view();
         self.selected = self.selected_at(self.cursor);
+        old
     }
 
     fn position_of(&self, sel: &Selected) -> Option<usize> {
         match (self.tab, sel) {
-            (Tab::Flows, Selected::Flow(key)) => {
-                let flows = &self.shown.flows;
-                let at = flows
-                    .iter()
-                    .position(|e| e.flow.id == key.id && e.flow.key() == *key)?;
-                self.flow_rows.row_of(at, flows)
-            }
+            (Tab::Flows, Selected::Flow(key)) => self.flow_rows.row_of(*key, &self.shown.flows),
             (Tab::Processes, Selected::Process(pid)) => self.proc_rows.iter().position(|r| r.pid == *pid),
             (Tab::Countries, Selected::Country(cc)) => {
                 self.country_rows.iter().position(|r| r.country == *cc)
@@ -439,13 +512,7 @@ impl App {
 
     fn scroll_into_view(&mut self) {
         let page = self.page();
-        if self.cursor < self.offset {
-            self.offset = self.cursor;
-        } else if self.cursor >= self.offset + page {
-            self.offset = self.cursor + 1 - page;
-        }
-        // No empty space below the last row while rows are above the top.
-        self.offset = self.offset.min(self.len().saturating_sub(page));
+        self.offset = scrolled(self.cursor, self.offset, page, self.len());
         if self.tab == Tab::Flows {
             // The visible rows, the cursor's among them, in their place.
             self.flow_rows

@@ -68,9 +68,6 @@ enum Wake {
     Derived(Box<app::Derived>, u128),
 }
 
-/// A snapshot to build rows for, with the parameters to build them with.
-type Job = (Arc<Snapshot>, app::ViewParams);
-
 /// Runs the screen until the user quits or the engine ends.
 ///
 /// Rows for a new snapshot are built on a deriver thread, so that keys are
@@ -187,12 +184,13 @@ fn spawn_deriver(
     book: Arc<AddressBook>,
     services: Arc<Services>,
     wake: mpsc::Sender<Wake>,
-) -> io::Result<mpsc::Sender<Job>> {
-    let (tx, rx) = mpsc::channel::<Job>();
+) -> io::Result<mpsc::Sender<app::Job>> {
+    let (tx, rx) = mpsc::channel::<app::Job>();
     std::thread::Builder::new().name("rows".into()).spawn(move || {
         let mut buffer = Vec::new();
         while let Ok(mut job) = rx.recv() {
-            while let Ok(newer) = rx.try_recv() {
+            while let Ok(mut newer) = rx.try_recv() {
+                newer.garbage.append(&mut job.garbage);
                 job = newer;
             }
             let t0 = Instant::now();
@@ -200,7 +198,7 @@ fn spawn_deriver(
                 book: &book,
                 services: &services,
             };
-            let d = app::derive_rows(job.0, job.1, ctx, &mut buffer);
+            let d = app::run_job(job, ctx, &mut buffer);
             let us = t0.elapsed().as_micros();
             if wake.send(Wake::Derived(Box::new(d), us)).is_err() {
                 return;
