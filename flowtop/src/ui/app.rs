@@ -61,6 +61,10 @@ impl Tab {
         }
     }
 
+    fn index(self) -> usize {
+        Tab::ALL.iter().position(|t| *t == self).unwrap_or(0)
+    }
+
     fn step(self, by: isize) -> Tab {
         let at = Tab::ALL.iter().position(|t| *t == self).unwrap_or(0) as isize;
         Tab::ALL[(at + by).rem_euclid(3) as usize]
@@ -95,7 +99,6 @@ pub struct Counts {
 /// these, rows built with the old ones are stale.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ViewParams {
-    pub tab: Tab,
     pub sort: SortSpec,
     pub filter: Filter,
     pub active_only: bool,
@@ -104,21 +107,16 @@ pub struct ViewParams {
     pub windowed_from: usize,
 }
 
-/// The rows of one tab.
-#[derive(Debug)]
-pub enum TabRows {
-    Flows(Ordered),
-    Processes(Vec<ProcRow>),
-    Countries(Vec<CountryRow>),
-}
-
-/// Rows built for one snapshot with given parameters.
+/// Rows built for one snapshot with given parameters: of every tab (the
+/// deriver thread's, so that switching tabs costs nothing), or of one.
 #[derive(Debug)]
 pub struct Derived {
     pub snapshot: Arc<Snapshot>,
     pub params: ViewParams,
     pub counts: Counts,
-    pub rows: TabRows,
+    pub flows: Option<Ordered>,
+    pub processes: Option<Vec<ProcRow>>,
+    pub countries: Option<Vec<CountryRow>>,
 }
 
 /// Selects, filters and sorts (or aggregates) the flows of `snapshot`:
@@ -127,6 +125,7 @@ pub struct Derived {
 pub fn derive_rows(
     snapshot: Arc<Snapshot>,
     params: ViewParams,
+    only: Option<Tab>,
     ctx: RowCtx<'_>,
     buffer: &mut Vec<usize>,
 ) -> Derived {
@@ -152,21 +151,22 @@ pub fn derive_rows(
             .map(|p| (rows::proto_name(p), per_proto[usize::from(p)]))
             .collect(),
     };
-    let rows = match params.tab {
-        Tab::Flows => {
-            let mut ordered = Ordered::default();
-            ordered.windowed_from = params.windowed_from;
-            ordered.build(buffer, flows, params.sort, &ctx);
-            TabRows::Flows(ordered)
-        }
-        Tab::Processes => TabRows::Processes(rows::processes(buffer.iter().map(|&i| &flows[i]))),
-        Tab::Countries => TabRows::Countries(rows::countries(buffer.iter().map(|&i| &flows[i]), &ctx)),
-    };
+    let wanted = |t: Tab| only.is_none_or(|o| o == t);
+    let flows_rows = wanted(Tab::Flows).then(|| {
+        let mut ordered = Ordered::default();
+        ordered.windowed_from = params.windowed_from;
+        ordered.build(buffer, flows, params.sort, &ctx);
+        ordered
+    });
+    let processes = wanted(Tab::Processes).then(|| rows::processes(buffer.iter().map(|&i| &flows[i])));
+    let countries = wanted(Tab::Countries).then(|| rows::countries(buffer.iter().map(|&i| &flows[i]), &ctx));
     Derived {
         snapshot,
         params,
         counts,
-        rows,
+        flows: flows_rows,
+        processes,
+        countries,
     }
 }
 
@@ -184,6 +184,8 @@ pub struct Placement {
 pub struct Job {
     pub snapshot: Arc<Snapshot>,
     pub params: ViewParams,
+    /// The tab on screen: the Flows window is placed only when it shows.
+    pub tab: Tab,
     pub place: Placement,
     /// Snapshots to free (see [`App::take_derived`]).
     pub garbage: Vec<Arc<Snapshot>>,
@@ -208,8 +210,8 @@ fn scrolled(cursor: usize, offset: usize, page: usize, len: usize) -> usize {
 /// that taking the rows costs the screen's thread next to nothing.
 pub fn run_job(job: Job, ctx: RowCtx<'_>, buffer: &mut Vec<usize>) -> Derived {
     drop(job.garbage);
-    let mut d = derive_rows(job.snapshot, job.params, ctx, buffer);
-    if let TabRows::Flows(ordered) = &mut d.rows {
+    let mut d = derive_rows(job.snapshot, job.params, None, ctx, buffer);
+    if let (Tab::Flows, Some(ordered)) = (job.tab, &mut d.flows) {
         let flows = &d.snapshot.flows;
         let p = &job.place;
         let len = ordered.len();
@@ -276,6 +278,9 @@ pub struct App {
     pub windowed_from: usize,
     /// Replaced snapshots, to be freed by the deriver thread.
     garbage: Vec<Arc<Snapshot>>,
+    /// Per tab (in [`Tab::ALL`] order): whether its rows are of the shown
+    /// snapshot and the current parameters.
+    fresh: [bool; 3],
 }
 
 fn empty_snapshot() -> Arc<Snapshot> {
@@ -332,6 +337,7 @@ impl App {
             row_buffer: Vec::new(),
             windowed_from: super::sort::WINDOWED_FROM,
             garbage: Vec::new(),
+            fresh: [false; 3],
         }
     }
 
@@ -404,7 +410,6 @@ impl App {
     /// What the rows depend on besides the snapshot.
     pub fn params(&self) -> ViewParams {
         ViewParams {
-            tab: self.tab,
             sort: self.sort,
             filter: self.filter.clone(),
             active_only: self.active_only,
@@ -418,7 +423,13 @@ impl App {
     /// selected.
     pub fn derive(&mut self) {
         let mut buffer = std::mem::take(&mut self.row_buffer);
-        let d = derive_rows(Arc::clone(&self.shown), self.params(), self.ctx(), &mut buffer);
+        let d = derive_rows(
+            Arc::clone(&self.shown),
+            self.params(),
+            Some(self.tab),
+            self.ctx(),
+            &mut buffer,
+        );
         self.row_buffer = buffer;
         let _old = self.install(d);
     }
@@ -433,6 +444,7 @@ impl App {
         Job {
             snapshot,
             params: self.params(),
+            tab: self.tab,
             place: Placement {
                 selected: match &self.selected {
                     Some(Selected::Flow(k)) => Some(*k),
@@ -468,10 +480,15 @@ impl App {
     fn install(&mut self, d: Derived) -> Arc<Snapshot> {
         let old = std::mem::replace(&mut self.shown, d.snapshot);
         self.counts = d.counts;
-        match d.rows {
-            TabRows::Flows(rows) => self.flow_rows = rows,
-            TabRows::Processes(rows) => self.proc_rows = rows,
-            TabRows::Countries(rows) => self.country_rows = rows,
+        self.fresh = [d.flows.is_some(), d.processes.is_some(), d.countries.is_some()];
+        if let Some(rows) = d.flows {
+            self.flow_rows = rows;
+        }
+        if let Some(rows) = d.processes {
+            self.proc_rows = rows;
+        }
+        if let Some(rows) = d.countries {
+            self.country_rows = rows;
         }
         if let Some(i) = self.selected.as_ref().and_then(|s| self.position_of(s)) {
             self.cursor = i;
@@ -633,7 +650,13 @@ impl App {
                 self.cursor = 0;
                 self.offset = 0;
                 self.selected = None;
-                self.derive();
+                if self.fresh[self.tab.index()] {
+                    // Built with the others for this snapshot: just shown.
+                    self.scroll_into_view();
+                    self.selected = self.selected_at(0);
+                } else {
+                    self.derive();
+                }
             }
             Action::Help => self.help = !self.help,
             Action::SortNext | Action::SortPrev => {

@@ -462,6 +462,42 @@ fn large_tables_ordered_by_window_match_a_full_sort() {
     assert_eq!((a.cursor, a.flow_at(0).unwrap().flow.id), (0, picked));
 }
 
+/// The screen's own path: rows built by the deriver (`run_job`), taken by
+/// the screen unless a key changed what they depend on meanwhile.
+#[test]
+fn rows_from_the_deriver_are_taken_unless_stale() {
+    use super::app::run_job;
+    let mut a = app(120, 30);
+    let book = fixture::book();
+    let services = crate::enrich::services::Services::builtin();
+    let ctx = super::rows::RowCtx {
+        book: &book,
+        services: &services,
+    };
+    let mut buf = Vec::new();
+    let job = a.snapshot_job(fixture::many(3)).expect("not paused");
+    // Still the old rows until the deriver's come.
+    assert_eq!(ids(&a).len(), 8);
+    assert!(a.take_derived(run_job(job, ctx, &mut buf)).is_none());
+    assert_eq!(ids(&a), vec![3, 2, 1]);
+    // Every tab was built: switching shows the processes at once.
+    a.apply(Action::NextTab);
+    assert_eq!(a.proc_rows.len(), 1);
+    a.apply(Action::PrevTab);
+    // A key changes the sort while a job runs: its rows are refused and
+    // the job is redone with the new sort.
+    let job = a.snapshot_job(fixture::many(4)).expect("not paused");
+    a.apply(Action::SortReverse);
+    let redo = a.take_derived(run_job(job, ctx, &mut buf)).expect("redo");
+    assert_eq!(ids(&a), vec![1, 2, 3], "the old snapshot, re-sorted by the key");
+    assert!(a.take_derived(run_job(redo, ctx, &mut buf)).is_none());
+    assert_eq!(ids(&a), vec![1, 2, 3, 4]);
+    // Paused: neither jobs nor rows.
+    a.apply(Action::Pause);
+    assert!(a.snapshot_job(fixture::many(5)).is_none());
+    assert_eq!(ids(&a), vec![1, 2, 3, 4]);
+}
+
 #[test]
 fn pause_freezes_the_view_while_snapshots_keep_coming() {
     let mut a = app(120, 30);
