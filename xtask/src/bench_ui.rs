@@ -173,8 +173,10 @@ struct ToolResult {
     /// Seconds until the table was on screen.
     load_s: f64,
     shown: String,
-    /// Keystroke-to-frame latencies (ms), and presses that got no frame.
+    /// Keystroke-to-frame latencies (ms) of Tab, of a sort reversal
+    /// (flowtop only), and presses that got no frame.
     latencies_ms: Vec<f64>,
+    resort_ms: Vec<f64>,
     missed: usize,
     cpu_pct: f64,
     /// /proc/loadavg's 1-minute value at the start and the end of the window.
@@ -219,6 +221,7 @@ fn measure(
     marks: (&str, &str),
     back: &str,
     frame_log: Option<&Path>,
+    resort: Option<(&str, &str, &str)>,
 ) -> Result<(ToolResult, Pane)> {
     let mut r = ToolResult::default();
     let pane = Pane::start(label, command)?;
@@ -256,14 +259,18 @@ fn measure(
     let w0 = Instant::now();
     let gap = Duration::from_secs_f64((opts.secs / opts.presses as f64).max(0.2));
     for i in 0..opts.presses {
-        let (key, mark) = if i % 2 == 0 {
-            ("Tab", marks.1)
-        } else {
-            (back, marks.0)
+        // With `resort`, every other pair of presses reverses the sort
+        // instead (a rebuild of every row), reported on its own.
+        let (key, mark, resorting) = match (i % 4, resort) {
+            (2, Some((k, up, _))) => (k, up, true),
+            (3, Some((k, _, down))) => (k, down, true),
+            (n, _) if n % 2 == 0 => ("Tab", marks.1, false),
+            _ => (back, marks.0, false),
         };
         let before = Instant::now();
         pane.key(key)?;
         match pane.wait(Duration::from_secs(10), |s| s.contains(mark))? {
+            Some(_) if resorting => r.resort_ms.push(before.elapsed().as_secs_f64() * 1e3),
             Some(_) => r.latencies_ms.push(before.elapsed().as_secs_f64() * 1e3),
             None => r.missed += 1,
         }
@@ -404,13 +411,14 @@ pub fn run(opts: &Opts) -> Result<()> {
         ("ADDRESS", "EXECUTABLE"),
         "BTab",
         Some(&frame_log),
+        Some(("r", "sort BYTES▲", "sort BYTES▼")),
     )?;
     drop(pane);
 
     let old = if legacy {
         log("flowtop 0.6.8 in tmux");
         let cmd = format!("exec ip netns exec {} {NETSNIFF_FLOWTOP} -4UGn", ns.name);
-        match measure("old", &cmd, opts, ("ADDRESS", "BYTES_SRC"), "Tab", None) {
+        match measure("old", &cmd, opts, ("ADDRESS", "BYTES_SRC"), "Tab", None, None) {
             Ok((r, pane)) => {
                 drop(pane);
                 Some(Ok(r))
@@ -488,7 +496,9 @@ fn render(
          the deriver thread, the selection put back) plus the draw. Rows for each new snapshot \
          (select, filter, sort or aggregate) are built on a deriver thread while the screen keeps \
          answering keys: that time is reported on its own line. Keystroke \
-         latency: `tmux send-keys Tab` (or back) until `capture-pane` shows the other tab, polled \
+         latency: `tmux send-keys Tab` (or back) until `capture-pane` shows the other tab (flowtop: \
+         every other pair of presses is `r` instead, until the sort marker flips: every row rebuilt \
+         on the screen's thread; 0.6.8 has no sort), polled \
          every 2 ms; it includes tmux's own delay, the same for both tools. CPU: \
          utime+stime over the {} s window (keys included), in % of one core. The machine has 2 \
          cores shared with other work: numbers are indicative.\n",
@@ -526,9 +536,20 @@ fn render(
         "rows per snapshot (deriver thread)",
         &ours.deriver_ms,
     );
-    row(&mut s, "flowtop", "keystroke to frame", &ours.latencies_ms);
+    row(&mut s, "flowtop", "keystroke to frame: Tab", &ours.latencies_ms);
+    row(
+        &mut s,
+        "flowtop",
+        "keystroke to frame: r (sort reversed)",
+        &ours.resort_ms,
+    );
     match old {
-        Some(Ok(o)) => row(&mut s, "flowtop 0.6.8", "keystroke to frame", &o.latencies_ms),
+        Some(Ok(o)) => row(
+            &mut s,
+            "flowtop 0.6.8",
+            "keystroke to frame: Tab",
+            &o.latencies_ms,
+        ),
         Some(Err(_)) => {
             let _ = writeln!(s, "| flowtop 0.6.8 | keystroke to frame | failed (below) | | | |");
         }
@@ -546,7 +567,7 @@ fn render(
             "| {tool} | {:.1} s | {} of {} | {:.0} % | {}, {} | `{}` |",
             r.load_s,
             r.missed,
-            r.missed + r.latencies_ms.len(),
+            r.missed + r.latencies_ms.len() + r.resort_ms.len(),
             r.cpu_pct,
             r.load.0,
             r.load.1,
