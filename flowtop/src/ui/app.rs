@@ -117,6 +117,9 @@ pub struct Derived {
     pub flows: Option<Ordered>,
     pub processes: Option<Vec<ProcRow>>,
     pub countries: Option<Vec<CountryRow>>,
+    /// The flows (indices) that pass the selection and the filter: a new
+    /// sort reorders these without filtering again.
+    pub filtered: Vec<usize>,
 }
 
 /// Selects, filters and sorts (or aggregates) the flows of `snapshot`:
@@ -167,6 +170,7 @@ pub fn derive_rows(
         flows: flows_rows,
         processes,
         countries,
+        filtered: buffer.clone(),
     }
 }
 
@@ -274,6 +278,8 @@ pub struct App {
     pub note: Option<String>,
     /// The rows' buffer, kept between derivations.
     row_buffer: Vec<usize>,
+    /// The shown flows that pass the selection and the filter.
+    filtered: Vec<usize>,
     /// See [`ViewParams::windowed_from`] (tests lower it).
     pub windowed_from: usize,
     /// Replaced snapshots, to be freed by the deriver thread.
@@ -335,6 +341,7 @@ impl App {
             procs,
             note: None,
             row_buffer: Vec::new(),
+            filtered: Vec::new(),
             windowed_from: super::sort::WINDOWED_FROM,
             garbage: Vec::new(),
             fresh: [false; 3],
@@ -481,6 +488,7 @@ impl App {
         let old = std::mem::replace(&mut self.shown, d.snapshot);
         self.counts = d.counts;
         self.fresh = [d.flows.is_some(), d.processes.is_some(), d.countries.is_some()];
+        self.filtered = d.filtered;
         if let Some(rows) = d.flows {
             self.flow_rows = rows;
         }
@@ -497,6 +505,22 @@ impl App {
         self.scroll_into_view();
         self.selected = self.selected_at(self.cursor);
         old
+    }
+
+    /// A new sort: the Flows rows reordered from the filtered flows, no
+    /// filtering again; the other tabs do not depend on the sort.
+    fn resort(&mut self) {
+        let mut ordered = Ordered::default();
+        ordered.windowed_from = self.windowed_from;
+        ordered.build(&self.filtered, &self.shown.flows, self.sort, &self.ctx());
+        self.flow_rows = ordered;
+        self.fresh[Tab::Flows.index()] = true;
+        if let Some(i) = self.selected.as_ref().and_then(|s| self.position_of(s)) {
+            self.cursor = i;
+        }
+        self.cursor = self.cursor.min(self.len().saturating_sub(1));
+        self.scroll_into_view();
+        self.selected = self.selected_at(self.cursor);
     }
 
     fn position_of(&self, sel: &Selected) -> Option<usize> {
@@ -639,10 +663,11 @@ impl App {
             }
             Action::ToggleSource => {
                 self.show_src = !self.show_src;
+                // The source column only shows; sorting by it stops with it.
                 if !self.show_src && self.sort.column == super::sort::Column::Source {
                     self.sort = SortSpec::default();
+                    self.resort();
                 }
-                self.derive();
             }
             Action::ToggleProto(c) => self.toggle_proto(c),
             Action::NextTab | Action::PrevTab => {
@@ -663,13 +688,13 @@ impl App {
                 if self.tab == Tab::Flows {
                     let step = if action == Action::SortNext { 1 } else { -1 };
                     self.sort = self.sort.step(step, self.show_src);
-                    self.derive();
+                    self.resort();
                 }
             }
             Action::SortReverse => {
                 if self.tab == Tab::Flows {
                     self.sort.desc = !self.sort.desc;
-                    self.derive();
+                    self.resort();
                 }
             }
             Action::EditFilter => self.editing_filter = true,
