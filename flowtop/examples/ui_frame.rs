@@ -125,7 +125,7 @@ fn main() {
                 book: &book,
                 services: &services,
             };
-            flowtop::ui::app::run_job(job, ctx, &mut buffer)
+            flowtop::ui::derive::run_job(job, ctx, &mut buffer)
         })
         .collect();
     app.apply(Action::PageDown); // a selection below the first page

@@ -15,10 +15,11 @@ use crate::flow::model::{proto, FlowKey};
 use crate::flow::table::{Entry, Snapshot};
 use crate::flow::Selection;
 
+use super::derive::{derive_rows, scrolled, Derived, Job, Placement, ViewParams};
 use super::filter::Filter;
 use super::keys::{Action, Mode};
 use super::procinfo::ProcInfos;
-use super::rows::{self, CountryRow, ProcRow, RowCtx};
+use super::rows::{CountryRow, ProcRow, RowCtx};
 use super::sort::{Ordered, SortSpec};
 
 /// What the header says about the run, fixed at start.
@@ -93,141 +94,6 @@ pub struct Detail {
 pub struct Counts {
     pub flows: usize,
     pub by_proto: BTreeMap<String, usize>,
-}
-
-/// What the rows depend on besides the snapshot: when a key changes one of
-/// these, rows built with the old ones are stale.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ViewParams {
-    pub sort: SortSpec,
-    pub filter: Filter,
-    pub active_only: bool,
-    pub view_sel: Selection,
-    /// Flows tables from this long on are ordered by window ([`Ordered`]).
-    pub windowed_from: usize,
-}
-
-/// Rows built for one snapshot with given parameters: of every tab (the
-/// deriver thread's, so that switching tabs costs nothing), or of one.
-#[derive(Debug)]
-pub struct Derived {
-    pub snapshot: Arc<Snapshot>,
-    pub params: ViewParams,
-    pub counts: Counts,
-    pub flows: Option<Ordered>,
-    pub processes: Option<Vec<ProcRow>>,
-    pub countries: Option<Vec<CountryRow>>,
-    /// The flows (indices) that pass the selection and the filter: a new
-    /// sort reorders these without filtering again.
-    pub filtered: Vec<usize>,
-}
-
-/// Selects, filters and sorts (or aggregates) the flows of `snapshot`:
-/// no screen state, so a thread of its own can run it. `buffer` is kept by
-/// the caller between calls (fresh buffers of this size cost page faults).
-pub fn derive_rows(
-    snapshot: Arc<Snapshot>,
-    params: ViewParams,
-    only: Option<Tab>,
-    ctx: RowCtx<'_>,
-    buffer: &mut Vec<usize>,
-) -> Derived {
-    let flows = &snapshot.flows;
-    let mut per_proto = [0usize; 256];
-    buffer.clear();
-    let filtering = !params.filter.is_empty();
-    let matcher = params.filter.matcher(ctx);
-    let sel = &params.view_sel;
-    for (i, e) in flows.iter().enumerate() {
-        if !sel.family(e.flow.family) || !sel.proto(e.flow.proto) {
-            continue;
-        }
-        per_proto[usize::from(e.flow.proto)] += 1;
-        if (!params.active_only || rows::is_active(e)) && (!filtering || matcher.matches(e)) {
-            buffer.push(i);
-        }
-    }
-    let counts = Counts {
-        flows: per_proto.iter().sum(),
-        by_proto: (0..=255u8)
-            .filter(|&p| per_proto[usize::from(p)] > 0)
-            .map(|p| (rows::proto_name(p), per_proto[usize::from(p)]))
-            .collect(),
-    };
-    let wanted = |t: Tab| only.is_none_or(|o| o == t);
-    let flows_rows = wanted(Tab::Flows).then(|| {
-        let mut ordered = Ordered::default();
-        ordered.windowed_from = params.windowed_from;
-        ordered.build(buffer, flows, params.sort, &ctx);
-        ordered
-    });
-    let processes = wanted(Tab::Processes).then(|| rows::processes(buffer.iter().map(|&i| &flows[i])));
-    let countries = wanted(Tab::Countries).then(|| rows::countries(buffer.iter().map(|&i| &flows[i]), &ctx));
-    Derived {
-        snapshot,
-        params,
-        counts,
-        flows: flows_rows,
-        processes,
-        countries,
-        filtered: buffer.clone(),
-    }
-}
-
-/// Where the selection and the view were when a job was made.
-#[derive(Debug, Clone)]
-pub struct Placement {
-    pub selected: Option<FlowKey>,
-    pub cursor: usize,
-    pub offset: usize,
-    pub page: usize,
-}
-
-/// Work for the deriver thread.
-#[derive(Debug)]
-pub struct Job {
-    pub snapshot: Arc<Snapshot>,
-    pub params: ViewParams,
-    /// The tab on screen: the Flows window is placed only when it shows.
-    pub tab: Tab,
-    pub place: Placement,
-    /// Snapshots to free (see [`App::take_derived`]).
-    pub garbage: Vec<Arc<Snapshot>>,
-}
-
-/// The first visible row that keeps `cursor` in view with as little
-/// movement from `offset` as possible, and no empty space below the last
-/// row while rows are above the top.
-fn scrolled(cursor: usize, offset: usize, page: usize, len: usize) -> usize {
-    let offset = if cursor < offset {
-        cursor
-    } else if cursor >= offset + page {
-        cursor + 1 - page
-    } else {
-        offset
-    };
-    offset.min(len.saturating_sub(page))
-}
-
-/// Runs a job: frees its garbage, builds the rows, and for the Flows tab
-/// orders the window the screen will show (around the selected flow), so
-/// that taking the rows costs the screen's thread next to nothing.
-pub fn run_job(job: Job, ctx: RowCtx<'_>, buffer: &mut Vec<usize>) -> Derived {
-    drop(job.garbage);
-    let mut d = derive_rows(job.snapshot, job.params, None, ctx, buffer);
-    if let (Tab::Flows, Some(ordered)) = (job.tab, &mut d.flows) {
-        let flows = &d.snapshot.flows;
-        let p = &job.place;
-        let len = ordered.len();
-        let cursor = p
-            .selected
-            .and_then(|k| ordered.row_of(k, flows))
-            .unwrap_or(p.cursor)
-            .min(len.saturating_sub(1));
-        let offset = scrolled(cursor, p.offset, p.page.max(1), len);
-        ordered.ensure(offset..offset + p.page.max(1), flows);
-    }
-    d
 }
 
 /// Rows of the header, the tab line and the column titles above the table.

@@ -3,12 +3,15 @@
 //! The engine publishes a [`Snapshot`] of the table once per interval
 //! through a `watch` channel; the screen runs on a thread of its own and
 //! never waits on the engine, DNS, GeoIP or /proc. Rows for each snapshot
-//! are built on a deriver thread; terminal input is read on a third. Modules: [`app`] (state
-//! and actions), [`keys`] (key bindings), [`sort`], [`filter`], [`rows`]
-//! (cell text and aggregates), [`render`] (one frame), [`term`] (the
-//! terminal guard), [`procinfo`] (command lines read in the background).
+//! are built on a deriver thread; terminal input is read on a third.
+//!
+//! Modules: [`app`] (state and actions), [`derive`](mod@derive) (rows from a
+//! snapshot), [`keys`] (key bindings), [`sort`], [`filter`], [`rows`] (cell
+//! text and aggregates), [`render`] (one frame), [`term`] (the terminal
+//! guard), [`procinfo`] (command lines read in the background).
 
 pub mod app;
+pub mod derive;
 pub mod filter;
 pub mod keys;
 pub mod procinfo;
@@ -65,7 +68,7 @@ const POLL: Duration = Duration::from_millis(50);
 enum Wake {
     Input(Event),
     /// Rows the deriver built, and the microseconds it took.
-    Derived(Box<app::Derived>, u128),
+    Derived(Box<derive::Derived>, u128),
 }
 
 /// Runs the screen until the user quits or the engine ends.
@@ -184,8 +187,8 @@ fn spawn_deriver(
     book: Arc<AddressBook>,
     services: Arc<Services>,
     wake: mpsc::Sender<Wake>,
-) -> io::Result<mpsc::Sender<app::Job>> {
-    let (tx, rx) = mpsc::channel::<app::Job>();
+) -> io::Result<mpsc::Sender<derive::Job>> {
+    let (tx, rx) = mpsc::channel::<derive::Job>();
     std::thread::Builder::new().name("rows".into()).spawn(move || {
         let mut buffer = Vec::new();
         while let Ok(mut job) = rx.recv() {
@@ -198,7 +201,7 @@ fn spawn_deriver(
                 book: &book,
                 services: &services,
             };
-            let d = app::run_job(job, ctx, &mut buffer);
+            let d = derive::run_job(job, ctx, &mut buffer);
             let us = t0.elapsed().as_micros();
             if wake.send(Wake::Derived(Box::new(d), us)).is_err() {
                 return;

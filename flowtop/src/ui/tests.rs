@@ -466,7 +466,7 @@ fn large_tables_ordered_by_window_match_a_full_sort() {
 /// the screen unless a key changed what they depend on meanwhile.
 #[test]
 fn rows_from_the_deriver_are_taken_unless_stale() {
-    use super::app::run_job;
+    use super::derive::run_job;
     let mut a = app(120, 30);
     let book = fixture::book();
     let services = crate::enrich::services::Services::builtin();
