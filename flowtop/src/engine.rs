@@ -13,12 +13,16 @@ use tokio::sync::mpsc;
 
 use crate::conntrack::socket::CtSocket;
 use crate::conntrack::source::{self, DumpRequest, SourceMsg};
+use crate::enrich::enricher::{Enricher, OwnQueries};
 use crate::flow::table::{Entry, EventKind, FlowTable, TableConfig};
 use crate::flow::Selection;
 use crate::output::json::{now_ts, JsonWriter};
 
 /// Batches in flight between the sources and the engine.
 const CHANNEL_DEPTH: usize = 256;
+
+/// How often names that arrived are turned into `update` lines.
+const NAMES_INTERVAL: Duration = Duration::from_millis(250);
 
 /// How the stream run is configured.
 #[derive(Debug, Clone)]
@@ -156,6 +160,9 @@ struct Engine {
     /// An overrun happened while a dump ran: resync once it ends.
     resync_pending: bool,
     warned_malformed: bool,
+    /// Names and geography for the flows, when enrichment is on.
+    enricher: Option<Enricher>,
+    own_queries: OwnQueries,
 }
 
 impl Engine {
@@ -175,21 +182,34 @@ impl Engine {
         em: &mut Emitter<'_, W>,
     ) -> anyhow::Result<bool> {
         let table = &mut self.table;
-        let mut sink = |k: EventKind, e: &Entry| em.emit(k, e);
+        let enricher = &mut self.enricher;
+        // A flow new to the table gets its ends looked up before its first line
+        // is written, so that line carries whatever is already known.
+        let mut sink = |k: EventKind, e: &Entry| {
+            if let (Some(en), EventKind::New | EventKind::Snapshot) = (enricher.as_mut(), k) {
+                en.see(&e.flow);
+            }
+            em.emit(k, e)
+        };
         match msg {
             SourceMsg::Events(batch) => {
                 for (kind, flow) in batch {
-                    table.apply_event(kind, flow, now, &mut sink);
+                    if !self.own_queries.contains(&flow) {
+                        table.apply_event(kind, flow, now, &mut sink);
+                    }
                 }
             }
             SourceMsg::DumpChunk { gen, flows } => {
                 for flow in flows {
-                    table.apply_dump_entry(gen, flow, now, &mut sink);
+                    if !self.own_queries.contains(&flow) {
+                        table.apply_dump_entry(gen, flow, now, &mut sink);
+                    }
                 }
             }
             SourceMsg::DumpDone { gen, total } => {
                 table.end_dump(gen, &mut sink);
                 self.pacing.ended(now);
+                self.forget_unused_addresses();
                 if gen == 1 && total == 0 {
                     eprintln!("{EMPTY_TABLE_HINT}");
                 }
@@ -232,8 +252,45 @@ impl Engine {
         Ok(false)
     }
 
+    /// Keeps the address book to the addresses the table uses (names stay
+    /// in the resolver's cache), once it holds many more.
+    fn forget_unused_addresses(&self) {
+        let Some(en) = &self.enricher else { return };
+        let book = en.book();
+        if book.len() <= 2 * self.table.len() + 4096 {
+            return;
+        }
+        let used: std::collections::HashSet<std::net::IpAddr, foldhash::fast::RandomState> = self
+            .table
+            .iter()
+            .flat_map(|e| [e.flow.orig.src, e.flow.orig.dst])
+            .collect();
+        book.retain(|ip| used.contains(ip));
+    }
+
+    /// Names that arrived since the last call: an `update` line for each
+    /// flow using one of those addresses, so a consumer of the stream learns
+    /// the name without waiting for the flow to change.
+    fn names_arrived<W: Write>(&mut self, em: &mut Emitter<'_, W>) {
+        let Some(en) = &self.enricher else { return };
+        let ips = en.arrived().take();
+        if ips.is_empty() {
+            return;
+        }
+        let ips: std::collections::HashSet<std::net::IpAddr, foldhash::fast::RandomState> =
+            ips.into_iter().collect();
+        for e in self.table.iter() {
+            if ips.contains(&e.flow.orig.src) || ips.contains(&e.flow.orig.dst) {
+                em.emit(EventKind::Update, e);
+            }
+        }
+    }
+
     /// Once per interval: expire timed-out entries, start a re-dump.
     fn tick<W: Write>(&mut self, now: Instant, em: &mut Emitter<'_, W>) -> anyhow::Result<()> {
+        if let Some(en) = &self.enricher {
+            en.retry_pending();
+        }
         self.table.expire(now, &mut |k, e| em.emit(k, e));
         if !self.table.dump_running() && self.pacing.may_start(now) {
             self.start_dump(false)?;
@@ -256,6 +313,7 @@ pub async fn run_stream<W: Write>(
     dumper: CtSocket,
     mut signals: Signals,
     (tx, mut rx): (mpsc::Sender<SourceMsg>, mpsc::Receiver<SourceMsg>),
+    enricher: Option<Enricher>,
     out: &mut JsonWriter<W>,
 ) -> anyhow::Result<Stop> {
     let (dump_tx, dump_rx) = std_mpsc::channel::<DumpRequest>();
@@ -276,11 +334,17 @@ pub async fn run_stream<W: Write>(
         pacing: DumpPacing::default(),
         resync_pending: false,
         warned_malformed: false,
+        own_queries: enricher.as_ref().map(Enricher::own_queries).unwrap_or_default(),
+        enricher,
     };
     engine.start_dump(false)?;
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick fires at once; the initial dump is already asked for
+                       // Names are gathered a few times a second: one pass over the table per
+                       // batch of answers rather than one per answer.
+    let mut names_tick = tokio::time::interval(NAMES_INTERVAL);
+    names_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         let written = tokio::select! {
@@ -305,6 +369,11 @@ pub async fn run_stream<W: Write>(
                 }
                 let mut em = Emitter::new(out);
                 engine.tick(Instant::now(), &mut em)?;
+                em.finish()
+            }
+            _ = names_tick.tick(), if engine.enricher.as_ref().is_some_and(Enricher::dns_on) => {
+                let mut em = Emitter::new(out);
+                engine.names_arrived(&mut em);
                 em.finish()
             }
             name = signals.recv() => return finish(out, Stop::Signal(name)),

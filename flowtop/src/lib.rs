@@ -266,19 +266,17 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
             .unwrap_or_default(),
         reason: attribution.ebpf_unavailable.clone(),
     };
+    let enrichment = {
+        let _ctx = runtime.enter();
+        enrich::start::start(args)
+    };
     let (ts, _) = now_ts();
     let mut out = JsonWriter::new(BufWriter::with_capacity(1 << 16, io::stdout().lock()))
-        .with_services(load_services(args));
-    match out
-        .value(&meta_line(
-            args,
-            &ts,
-            Some(&ebpf_status),
-            &attribution,
-            kprobes.as_ref(),
-        ))
-        .and_then(|()| out.flush())
-    {
+        .with_services(load_services(args))
+        .with_book(enrichment.enricher.book().clone());
+    let mut meta = meta_line(args, &ts, Some(&ebpf_status), &attribution, kprobes.as_ref());
+    enrichment.describe(&mut meta);
+    match out.value(&meta).and_then(|()| out.flush()) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
         Err(e) => return Err(RunError::Other(e.into())),
@@ -294,6 +292,7 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
         dumper,
         signals,
         (tx, rx),
+        Some(enrichment.enricher),
         &mut out,
     ))?;
     Ok(())

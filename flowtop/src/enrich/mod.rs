@@ -3,4 +3,6 @@
 //! [`book::AddressBook`].
 
 pub mod book;
+pub mod enricher;
 pub mod services;
+pub mod start;

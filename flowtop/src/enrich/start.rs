@@ -1,0 +1,57 @@
+//! Starting enrichment for a run: which sources the flags and the machine
+//! allow, and the notices that say what is missing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::book::AddressBook;
+use super::enricher::{Enricher, GeoLookup, NameLookup};
+use crate::cli::Args;
+
+/// The enrichment of a run and what it says about itself in the meta line.
+pub struct Started {
+    pub enricher: Enricher,
+    /// "on", "off" (-n) or why it is unavailable.
+    pub dns: String,
+    /// The GeoIP database files in use.
+    pub geoip: Vec<String>,
+    /// How long one reverse lookup may take.
+    pub dns_timeout: Duration,
+}
+
+impl Started {
+    /// Adds `dns` and `geoip` to the meta line.
+    pub fn describe(&self, meta: &mut serde_json::Value) {
+        if let Some(m) = meta.as_object_mut() {
+            m.insert("dns".into(), self.dns.clone().into());
+            m.insert("geoip".into(), self.geoip.clone().into());
+        }
+    }
+
+    /// `--once`: waits until every address seen has its name or has failed,
+    /// at most `bound`, so batch output is complete.
+    pub fn wait_for_names(&self, bound: Duration) {
+        let deadline = Instant::now() + bound;
+        while self.enricher.retry_pending() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// How long `--once` waits for names beyond the resolver's own time-out.
+pub const ONCE_MARGIN: Duration = Duration::from_millis(250);
+
+/// Starts the sources the flags leave on; must run inside a tokio runtime
+/// (the resolver's tasks run on it). Notices go to stderr, once.
+pub fn start(args: &Args) -> Started {
+    let geo: Option<Box<dyn GeoLookup>> = None;
+    let geoip = Vec::new();
+    let names: Option<Arc<dyn NameLookup>> = None;
+    let dns = if args.no_dns { "off" } else { "unavailable" }.to_owned();
+    Started {
+        enricher: Enricher::new(AddressBook::new(), geo, names),
+        dns,
+        geoip,
+        dns_timeout: Duration::from_secs(2),
+    }
+}
