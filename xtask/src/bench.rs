@@ -3,9 +3,9 @@
 //! `dump` fills the conntrack table of a private network namespace with N UDP
 //! entries and measures, side by side:
 //!
-//! * `conntrack -L` and `flowtop --once --json -4U --no-sysctl`: wall time,
+//! * `conntrack -L` and `flowtop --once --json -4UnG --no-sysctl`: wall time,
 //!   CPU time and peak RSS (from `wait4`'s rusage), median of `--runs`;
-//! * steady state: CPU and memory of `flowtop --json -t 1 -4U --no-sysctl`
+//! * steady state: CPU and memory of `flowtop --json -t 1 -4UnG --no-sysctl`
 //!   and of netsniff-ng's flowtop 0.6.8 (`/usr/sbin/flowtop -4UGn`, run on a
 //!   pseudo-terminal of its own) over `--cpu-secs` seconds, once the table is
 //!   loaded.
@@ -43,11 +43,18 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
             dump(&opts)
         }
         "attribution" => attribution_cost(),
+        "enrich" => {
+            let _signals = SignalGuard::install();
+            crate::bench_enrich::run(args)
+        }
         "help" | "--help" | "-h" => {
-            println!("{DUMP_USAGE}\n\n{ATTRIBUTION_USAGE}");
+            println!(
+                "{DUMP_USAGE}\n\n{ATTRIBUTION_USAGE}\n\n{}",
+                crate::bench_enrich::USAGE
+            );
             Ok(())
         }
-        other => bail!("unknown benchmark '{other}'; available: dump, attribution\n\n{DUMP_USAGE}"),
+        other => bail!("unknown benchmark '{other}'; available: dump, attribution, enrich\n\n{DUMP_USAGE}"),
     }
 }
 
@@ -111,9 +118,9 @@ usage: cargo xtask bench dump [--sizes N[,N..]] [--runs R] [--cpu-secs S] [--leg
 
 Needs root. Writes bench/dump.md.";
 
-const NETSNIFF_FLOWTOP: &str = "/usr/sbin/flowtop";
-const CT_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
-const CT_HASHSIZE: &str = "/sys/module/nf_conntrack/parameters/hashsize";
+pub(crate) const NETSNIFF_FLOWTOP: &str = "/usr/sbin/flowtop";
+pub(crate) const CT_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
+pub(crate) const CT_HASHSIZE: &str = "/sys/module/nf_conntrack/parameters/hashsize";
 /// Hosts 198.51.100.2..=254, ports 1..=65535, one source socket.
 const MAX_ENTRIES: u64 = 253 * 65535;
 
@@ -196,7 +203,7 @@ fn parse_count(s: &str) -> Result<u64> {
 
 // ---------------------------------------------------------------- signals
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+pub(crate) static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_sig: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
@@ -204,12 +211,12 @@ extern "C" fn on_signal(_sig: libc::c_int) {
 
 /// Catches SIGINT/SIGTERM/SIGHUP for the duration of the benchmark (so that
 /// the guards' `Drop` runs), restoring the previous dispositions afterwards.
-struct SignalGuard {
+pub(crate) struct SignalGuard {
     old: Vec<(libc::c_int, libc::sigaction)>,
 }
 
 impl SignalGuard {
-    fn install() -> Self {
+    pub(crate) fn install() -> Self {
         let mut old = Vec::new();
         for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
             // SAFETY: plain sigaction(2) with a handler that only stores to an atomic.
@@ -239,14 +246,14 @@ impl Drop for SignalGuard {
     }
 }
 
-fn check_interrupted() -> Result<()> {
+pub(crate) fn check_interrupted() -> Result<()> {
     if INTERRUPTED.load(Ordering::SeqCst) {
         bail!("interrupted");
     }
     Ok(())
 }
 
-fn sleep_checked(d: Duration) -> Result<()> {
+pub(crate) fn sleep_checked(d: Duration) -> Result<()> {
     let end = Instant::now() + d;
     loop {
         check_interrupted()?;
@@ -260,7 +267,7 @@ fn sleep_checked(d: Duration) -> Result<()> {
 
 // ---------------------------------------------------------------- helpers
 
-fn log(msg: impl AsRef<str>) {
+pub(crate) fn log(msg: impl AsRef<str>) {
     eprintln!("[bench] {}", msg.as_ref());
 }
 
@@ -283,7 +290,7 @@ fn repo_root() -> PathBuf {
 }
 
 /// Runs a short helper command, failing with its stderr if it fails.
-fn run_cmd(cmd: &mut Command) -> Result<String> {
+pub(crate) fn run_cmd(cmd: &mut Command) -> Result<String> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -298,7 +305,7 @@ fn run_cmd(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn read_trim(path: &str) -> Result<String> {
+pub(crate) fn read_trim(path: &str) -> Result<String> {
     Ok(fs::read_to_string(path)
         .with_context(|| format!("cannot read {path}"))?
         .trim()
@@ -327,7 +334,7 @@ fn stat_fields(stat: &str) -> Vec<&str> {
 }
 
 /// (utime, stime) of a process, in clock ticks.
-fn cpu_ticks(pid: i32) -> Result<(u64, u64)> {
+pub(crate) fn cpu_ticks(pid: i32) -> Result<(u64, u64)> {
     let s =
         fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("process {pid} is gone"))?;
     let f = stat_fields(&s);
@@ -365,7 +372,7 @@ fn mem_kib(pid: i32) -> Result<(u64, u64)> {
     Ok((field("VmHWM:")?, field("VmRSS:")?))
 }
 
-fn clk_tck() -> f64 {
+pub(crate) fn clk_tck() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 {
@@ -392,7 +399,7 @@ fn signal_and_wait(pid: i32, sig: libc::c_int, grace: Duration) -> bool {
     !pid_alive(pid)
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     let n = s.len();
@@ -408,13 +415,13 @@ fn median(v: &[f64]) -> f64 {
 // ---------------------------------------------------------------- guards
 
 /// A network namespace `ftbench-<pid>`, deleted on drop.
-struct Netns {
-    name: String,
+pub(crate) struct Netns {
+    pub(crate) name: String,
     fd: Option<File>,
 }
 
 impl Netns {
-    fn create(name: &str) -> Result<Self> {
+    pub(crate) fn create(name: &str) -> Result<Self> {
         run_cmd(Command::new("ip").args(["netns", "add", name]))?;
         let mut ns = Netns {
             name: name.to_string(),
@@ -429,7 +436,7 @@ impl Netns {
 
     /// A command that runs inside the namespace (setns in the child before
     /// exec) and is killed if this process dies.
-    fn cmd(&self, prog: &str) -> Command {
+    pub(crate) fn cmd(&self, prog: &str) -> Command {
         let mut c = Command::new(prog);
         let fd = self.fd.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
         // SAFETY: only async-signal-safe syscalls between fork and exec.
@@ -445,7 +452,7 @@ impl Netns {
         c
     }
 
-    fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+    pub(crate) fn sysctl(&self, key: &str, value: &str) -> Result<()> {
         run_cmd(self.cmd("sysctl").args(["-q", "-w", &format!("{key}={value}")])).map(|_| ())
     }
 }
@@ -473,13 +480,13 @@ impl Drop for Netns {
 /// Global sysctls raised for the benchmark, restored on drop. The old values
 /// are also written to a state file so that a later run can restore them if
 /// this one is killed with SIGKILL.
-struct SysctlGuard {
+pub(crate) struct SysctlGuard {
     saved: Vec<(String, String)>,
     state_file: PathBuf,
 }
 
 impl SysctlGuard {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         SysctlGuard {
             saved: Vec::new(),
             state_file: PathBuf::from(format!("/run/ftbench-{}.sysctl", std::process::id())),
@@ -487,7 +494,7 @@ impl SysctlGuard {
     }
 
     /// Makes `path` at least `min`; returns a description of the change.
-    fn raise(&mut self, path: &str, min: u64) -> Result<Option<String>> {
+    pub(crate) fn raise(&mut self, path: &str, min: u64) -> Result<Option<String>> {
         let old = read_trim(path)?;
         let old_n: u64 = old.parse().with_context(|| format!("{path}: '{old}'"))?;
         if old_n >= min {
@@ -553,7 +560,7 @@ impl Drop for SysctlGuard {
 
 /// Deletes namespaces `ftbench-<pid>` whose process is gone, killing what
 /// that run left running inside them first.
-fn remove_stale_namespaces() {
+pub(crate) fn remove_stale_namespaces() {
     use std::os::unix::fs::MetadataExt;
     // Scratch directories of dead runs.
     for e in fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
@@ -596,24 +603,24 @@ fn remove_stale_namespaces() {
 }
 
 /// A long-running child: SIGTERM, then SIGKILL, and reaped on drop.
-struct ProcGuard {
+pub(crate) struct ProcGuard {
     child: Child,
     label: String,
 }
 
 impl ProcGuard {
-    fn new(child: Child, label: &str) -> Self {
+    pub(crate) fn new(child: Child, label: &str) -> Self {
         ProcGuard {
             child,
             label: label.to_string(),
         }
     }
 
-    fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
-    fn exited(&mut self) -> Option<String> {
+    pub(crate) fn exited(&mut self) -> Option<String> {
         match self.child.try_wait() {
             Ok(Some(st)) => Some(st.to_string()),
             Ok(None) => None,
@@ -643,10 +650,10 @@ impl Drop for ProcGuard {
 }
 
 /// A scratch directory for stderr files, removed on drop.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new() -> Result<Self> {
+    pub(crate) fn new() -> Result<Self> {
         let p = std::env::temp_dir().join(format!("ftbench-{}", std::process::id()));
         fs::create_dir_all(&p)?;
         Ok(TempDir(p))
@@ -662,9 +669,9 @@ impl Drop for TempDir {
 // ---------------------------------------------------------------- measuring
 
 #[derive(Debug, Clone, Copy)]
-struct RunStat {
-    wall_s: f64,
-    cpu_s: f64,
+pub(crate) struct RunStat {
+    pub(crate) wall_s: f64,
+    pub(crate) cpu_s: f64,
     user_s: f64,
     sys_s: f64,
     maxrss_kib: u64,
@@ -672,7 +679,7 @@ struct RunStat {
 
 /// Runs `cmd` to completion with stdout to /dev/null; wall time, CPU time and
 /// peak RSS from wait4.
-fn timed_run(cmd: &mut Command, stderr_path: &Path, timeout: Duration) -> Result<RunStat> {
+pub(crate) fn timed_run(cmd: &mut Command, stderr_path: &Path, timeout: Duration) -> Result<RunStat> {
     check_interrupted()?;
     cmd.stdin(Stdio::null())
         .stdout(File::create("/dev/null")?)
@@ -815,7 +822,7 @@ struct Window {
 fn steady_flowtop(ns: &Netns, flowtop: &Path, n: u64, secs: f64, tmp: &Path) -> Result<Steady> {
     let errp = tmp.join("steady-flowtop.err");
     let mut cmd = ns.cmd(&flowtop.to_string_lossy());
-    cmd.args(["--json", "-t", "1", "-4U", "--no-sysctl"])
+    cmd.args(["--json", "-t", "1", "-4UnG", "--no-sysctl"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(File::create(&errp)?);
@@ -1137,7 +1144,7 @@ fn one_size(opts: &DumpOpts, n: u64, flowtop: &Path, tmp: &Path, with_legacy: bo
         )?);
         empty_flowtop.push(timed_run(
             ns.cmd(&flowtop.to_string_lossy())
-                .args(["--once", "--json", "-4U", "--no-sysctl"]),
+                .args(["--once", "--json", "-4UnG", "--no-sysctl"]),
             &tmp.join("ft.err"),
             timeout,
         )?);
@@ -1162,7 +1169,7 @@ fn one_size(opts: &DumpOpts, n: u64, flowtop: &Path, tmp: &Path, with_legacy: bo
     // Untimed pass first: checks that flowtop prints every flow (and warms caches).
     let mut check = ns.cmd(&flowtop.to_string_lossy());
     check
-        .args(["--once", "--json", "-4U", "--no-sysctl"])
+        .args(["--once", "--json", "-4UnG", "--no-sysctl"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(File::create(tmp.join("check.err"))?);
@@ -1196,7 +1203,7 @@ fn one_size(opts: &DumpOpts, n: u64, flowtop: &Path, tmp: &Path, with_legacy: bo
         });
         ft.push(timed_run(
             ns.cmd(&flowtop.to_string_lossy())
-                .args(["--once", "--json", "-4U", "--no-sysctl"]),
+                .args(["--once", "--json", "-4UnG", "--no-sysctl"]),
             &tmp.join("ft.err"),
             timeout,
         )?);
@@ -1315,7 +1322,7 @@ fn dump(opts: &DumpOpts) -> Result<()> {
 
 // ---------------------------------------------------------------- report
 
-fn machine_info(root: &Path) -> Vec<(String, String)> {
+pub(crate) fn machine_info(root: &Path) -> Vec<(String, String)> {
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -1393,7 +1400,7 @@ fn machine_info(root: &Path) -> Vec<(String, String)> {
 /// A metric measured for the peer and for flowtop, and how to show it.
 type MetricPair<'a> = (&'a str, &'a [f64], &'a [f64], fn(f64) -> String);
 
-fn secs(v: f64) -> String {
+pub(crate) fn secs(v: f64) -> String {
     if v < 10.0 {
         format!("{v:.3} s")
     } else {
@@ -1401,7 +1408,7 @@ fn secs(v: f64) -> String {
     }
 }
 
-fn mib(kib: f64) -> String {
+pub(crate) fn mib(kib: f64) -> String {
     format!("{:.1} MiB", kib / 1024.0)
 }
 
@@ -1453,9 +1460,9 @@ fn render(opts: &DumpOpts, root: &Path, results: &[SizeResult], took: Duration) 
     o.push_str(
         "\nSetup: a fresh network namespace per size; N UDP entries (one socket, 198.51.100.1 → \
 198.51.100.2-254, distinct ports; acct on, UDP timeout 3600 s). One-shot: `conntrack -L > /dev/null` and \
-`flowtop --once --json -4U --no-sysctl > /dev/null`, interleaved, wall time / CPU (user+sys) / peak RSS \
+`flowtop --once --json -4UnG --no-sysctl > /dev/null`, interleaved, wall time / CPU (user+sys) / peak RSS \
 from wait4. Peak RSS per flow = (peak RSS at N − median peak RSS on the empty table) / N. Steady state: \
-`flowtop --json -t 1 -4U --no-sysctl` (stdout drained by a pipe) and `flowtop -4UGn` 0.6.8 on a pty of its own \
+`flowtop --json -t 1 -4UnG --no-sysctl` (stdout drained by a pipe) and `flowtop -4UGn` 0.6.8 on a pty of its own \
 (output drained), CPU from /proc/PID/stat utime+stime over the window after the warm-up, VmHWM/VmRSS from \
 /proc/PID/status at the end of the window; one run each. A CPU-bound process only gets what the rest of \
 the machine leaves over: see \"rest of the machine\".\n",

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_attr;
+mod bench_enrich;
 mod cmd;
 mod degrade;
 mod setup;
