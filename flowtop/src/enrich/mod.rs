@@ -3,6 +3,7 @@
 //! [`book::AddressBook`].
 
 pub mod book;
+pub mod dns;
 pub mod enricher;
 pub mod services;
 pub mod start;
