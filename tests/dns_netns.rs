@@ -1,0 +1,212 @@
+//! Root-only tests of reverse DNS through a namespace's own resolv.conf: a
+//! "DNS server host" namespace at 198.51.100.1 runs the `ptr_server` example,
+//! and the `rdns` example runs in the client namespace under `ip netns exec`,
+//! which bind-mounts `/etc/netns/NS/resolv.conf` (and `hosts`) over `/etc`.
+//!
+//! `cargo test -p flowtop --test dns_netns -- --ignored --test-threads=1`
+//! (which `cargo xtask test` does). The examples are built by `cargo test`
+//! of the package; run alone, this test builds them first.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+
+use common::*;
+
+/// The DNS server host's address (on the server side of the veth pair).
+const DNS_V4: &str = "198.51.100.1";
+
+/// `/etc/netns/NAME`, removed again on drop (whatever way the test ends).
+struct EtcNetns(PathBuf);
+
+impl EtcNetns {
+    fn new(ns: &Netns, files: &[(&str, &str)]) -> EtcNetns {
+        let dir = Path::new("/etc/netns").join(&ns.name);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let guard = EtcNetns(dir);
+        for (name, text) in files {
+            let path = guard.0.join(name);
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        }
+        guard
+    }
+}
+
+impl Drop for EtcNetns {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Path of an example binary of this package, built if missing.
+fn example(name: &str) -> PathBuf {
+    // The test binary is target/<profile>/deps/dns_netns-<hash>.
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary under target/<profile>/deps");
+    let path = profile_dir.join("examples").join(name);
+    if !path.exists() {
+        let target_dir = profile_dir.parent().expect("target dir");
+        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        c.args(["build", "-p", "flowtop", "--example", name, "--target-dir"])
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.ends_with("release") {
+            c.arg("--release");
+        }
+        check_output(c);
+    }
+    path
+}
+
+/// Starts `ptr_server` in `ns` and waits for its "listening on" line.
+fn ptr_server(ns: &Netns, args: &[&str]) -> Killed {
+    let mut cmd = ns.cmd(example("ptr_server").to_str().expect("utf-8 path"), args);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = Killed(cmd.spawn().expect("spawn ptr_server"));
+    let stdout = child.0.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(l) if l.starts_with("listening on") => child,
+        other => panic!("ptr_server did not start: {other:?}"),
+    }
+}
+
+/// Client and DNS-server namespaces: the server namespace also has
+/// 198.51.100.1, reached from the client over the veth link.
+fn dns_pair() -> (Netns, Netns) {
+    let (client, server) = Netns::pair();
+    server.ip(&["addr", "add", &format!("{DNS_V4}/32"), "dev", "vs"]);
+    client.ip(&["route", "add", &format!("{DNS_V4}/32"), "dev", "vc"]);
+    (client, server)
+}
+
+/// What `rdns` printed: (ip, shown name) and (proto, local, server) lines.
+type RdnsOutput = (Vec<(String, String)>, Vec<(String, String, String)>);
+
+fn parse_rdns(out: &str) -> RdnsOutput {
+    let mut names = Vec::new();
+    let mut own = Vec::new();
+    for line in out.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        match f.as_slice() {
+            ["own", proto, local, server] => {
+                own.push((proto.to_string(), local.to_string(), server.to_string()))
+            }
+            [ip, name] => names.push((ip.to_string(), name.to_string())),
+            _ => panic!("unexpected rdns line {line:?} in:\n{out}"),
+        }
+    }
+    (names, own)
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn resolves_through_the_namespace_resolv_conf_and_hosts() {
+    let (client, server) = dns_pair();
+    let _etc = EtcNetns::new(
+        &client,
+        &[
+            (
+                "resolv.conf",
+                &format!("nameserver {DNS_V4}\noptions timeout:1 attempts:1\n"),
+            ),
+            ("hosts", "127.0.0.1 localhost\n192.0.2.77 from-hosts.test alias\n"),
+        ],
+    );
+    let _srv = ptr_server(
+        &server,
+        &[
+            "--listen",
+            &format!("{DNS_V4}:53"),
+            "--ptr",
+            &format!("{SERVER_V4}=server.test"),
+            "--ptr",
+            &format!("{SERVER_V6}=server6.test"),
+            "--ptr",
+            "203.0.113.9=evil\u{1b}[2J.test",
+            "--ptr",
+            // The hosts file wins over DNS for this one.
+            "192.0.2.77=from-dns.test",
+        ],
+    );
+    let ips = [SERVER_V4, SERVER_V6, "203.0.113.9", "203.0.113.10", "192.0.2.77"];
+    let out = client.run(example("rdns").to_str().expect("utf-8 path"), &ips);
+    let (names, own) = parse_rdns(&out);
+    let shown: Vec<(&str, &str)> = names.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    assert_eq!(
+        shown,
+        [
+            (SERVER_V4, "server.test"),
+            (SERVER_V6, "server6.test"),
+            ("203.0.113.9", "evil\\x1b[2J.test"),
+            ("203.0.113.10", "-"),
+            ("192.0.2.77", "from-hosts.test"),
+        ],
+        "rdns printed:\n{out}"
+    );
+
+    // Four DNS lookups, each from its own UDP socket to the namespace's
+    // name server (none for the hosts-file name).
+    let dns_server = format!("{DNS_V4}:53");
+    assert_eq!(own.len(), 4, "{out}");
+    assert!(
+        own.iter().all(|(p, _, s)| p == "udp" && *s == dns_server),
+        "{out}"
+    );
+    let own_ports: BTreeSet<u16> = own
+        .iter()
+        .map(|(_, l, _)| l.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port"))
+        .collect();
+
+    // The kernel saw exactly those sockets: conntrack's original tuples of the
+    // queries are (client -> 198.51.100.1:53) from the recorded ports, which
+    // is what is_own_query matches.
+    let ct_ports: BTreeSet<u16> = client
+        .conntrack_list()
+        .iter()
+        .filter(|e| e.proto == "udp" && e.dst.to_string() == DNS_V4 && e.dport == Some(53))
+        .filter_map(|e| e.sport)
+        .collect();
+    assert_eq!(ct_ports, own_ports, "rdns printed:\n{out}");
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn a_silent_name_server_gives_no_name_within_the_timeout() {
+    let (client, server) = dns_pair();
+    let _etc = EtcNetns::new(&client, &[("resolv.conf", &format!("nameserver {DNS_V4}\n"))]);
+    let _srv = ptr_server(&server, &["--listen", &format!("{DNS_V4}:53"), "--silent"]);
+    // rdns waits at most 2 × timeout + 1 s before printing "?": a lookup
+    // that ends prints "-" instead.
+    let out = client.run(
+        example("rdns").to_str().expect("utf-8 path"),
+        &["--timeout-ms", "500", SERVER_V4],
+    );
+    let (names, _) = parse_rdns(&out);
+    assert_eq!(names, [(SERVER_V4.to_string(), "-".to_string())], "{out}");
+}
