@@ -61,8 +61,10 @@ const HOSTS: &str = "/etc/hosts";
 pub struct DnsConfig {
     /// Longest one lookup may take, retries included.
     pub timeout: Duration,
-    /// Most lookups running at once. Requests beyond wait in a FIFO of
-    /// `16 × max_in_flight` entries; beyond that they are dropped.
+    /// Most lookups running at once (0 counts as 1). Requests beyond wait in
+    /// a FIFO of `16 × max_in_flight` entries; beyond that they are dropped.
+    /// With several name servers hickory may ask two of them in parallel, so
+    /// sockets in flight can be up to twice this.
     pub max_in_flight: usize,
     /// Bounds applied to the PTR record's TTL.
     pub positive_ttl_min: Duration,
@@ -254,7 +256,9 @@ impl ReverseDns {
         }
         // Ours is the one cache (with its own bound and TTL rules), hosts are
         // read by us (see the module comment), and hickory must give up no
-        // later than we do, so its sockets close when our lookup ends.
+        // later than we do, so its sockets close when our lookup ends. Its
+        // per-connection request limit (32) would make a TCP connection
+        // refuse part of our in-flight lookups as "busy".
         opts.cache_size = 0;
         opts.use_hosts_file = ResolveHosts::Never;
         opts.timeout = opts.timeout.min(cfg.timeout);
