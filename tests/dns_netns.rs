@@ -210,3 +210,155 @@ fn a_silent_name_server_gives_no_name_within_the_timeout() {
     let (names, _) = parse_rdns(&out);
     assert_eq!(names, [(SERVER_V4.to_string(), "-".to_string())], "{out}");
 }
+
+/// Inserts a UDP entry from 198.51.100.1:SPORT to DST:443 (no packet sent).
+fn insert_udp(ns: &Netns, dst: &str, sport: u16) {
+    ns.conntrack(&format!(
+        "-I -p udp -s 198.51.100.1 -d {dst} --sport {sport} --dport 443 -t 300"
+    ));
+}
+
+fn flow_to<'a>(lines: &'a [&'a serde_json::Value], dst: &str) -> &'a serde_json::Value {
+    lines
+        .iter()
+        .find(|v| jstr(v, "dst") == Some(dst))
+        .unwrap_or_else(|| panic!("no flow to {dst} in {lines:#?}"))
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn flowtop_names_flows_and_escapes_hostile_names() {
+    let (client, server) = dns_pair();
+    let _etc = EtcNetns::new(
+        &client,
+        &[(
+            "resolv.conf",
+            &format!("nameserver {DNS_V4}\noptions timeout:1 attempts:1\n"),
+        )],
+    );
+    let _srv = ptr_server(
+        &server,
+        &[
+            "--listen",
+            &format!("{DNS_V4}:53"),
+            "--ptr",
+            "81.2.69.142=far.test",
+            "--ptr",
+            "203.0.113.9=evil\u{1b}]0;owned\u{7}\u{1b}[2J.test",
+            "--delay-ms",
+            "200",
+        ],
+    );
+    insert_udp(&client, "81.2.69.142", 1000);
+    insert_udp(&client, "203.0.113.9", 1001);
+    insert_udp(&client, "203.0.113.10", 1002); // no PTR record
+
+    // --once waits for the names (each answer takes 200 ms here).
+    let run = flowtop_once(&client, &["--once", "--json", "-U"]);
+    run.assert_ok("--once --json with DNS");
+    let flows = run.flows();
+    assert_eq!(jstr(flow_to(&flows, "81.2.69.142"), "dst_host"), Some("far.test"));
+    assert_eq!(
+        jstr(flow_to(&flows, "203.0.113.9"), "dst_host"),
+        Some("evil\u{1b}]0;owned\u{7}\u{1b}[2J.test"),
+        "JSON carries the name, escaped by JSON itself"
+    );
+    assert_eq!(jstr(flow_to(&flows, "203.0.113.10"), "dst_host"), None);
+    assert!(!run.stdout.contains('\u{1b}'), "a raw ESC reached stdout");
+    assert_eq!(run.lines[0]["dns"], "on", "meta line: {}", run.lines[0]);
+
+    // The text table shows the hostile name escaped, never raw.
+    let text = run_to_end(client.cmd(FLOWTOP, &["--once", "-U"]), WAIT);
+    assert!(text.status.success(), "{}", text.stderr);
+    assert!(text.stdout.contains("far.test"), "{}", text.stdout);
+    assert!(text.stdout.contains("evil\\x1b]0;owned\\x07\\x1b[2J.test"), "{}", text.stdout);
+    assert!(!text.stdout.contains('\u{1b}') && !text.stdout.contains('\u{7}'));
+
+    // -n: no names, no lookups.
+    let off = flowtop_once(&client, &["--once", "--json", "-U", "-n"]);
+    off.assert_ok("--once -n");
+    assert!(off.flows().iter().all(|v| jstr(v, "dst_host").is_none()));
+    assert_eq!(off.lines[0]["dns"], "off");
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn names_arriving_late_come_as_updates_and_own_queries_stay_hidden() {
+    let (client, server) = dns_pair();
+    let _etc = EtcNetns::new(
+        &client,
+        &[("resolv.conf", &format!("nameserver {DNS_V4}\noptions timeout:2\n"))],
+    );
+    let _srv = ptr_server(
+        &server,
+        &[
+            "--listen",
+            &format!("{DNS_V4}:53"),
+            "--ptr",
+            "81.2.69.142=far.test",
+            "--delay-ms",
+            "500",
+        ],
+    );
+    let mut ft = Flowtop::start(&client, &["--json", "-U", "-t", "1"]);
+    insert_udp(&client, "81.2.69.142", 2000);
+    let first = ft.wait_for("the new flow", WAIT, |v| {
+        is_flow_event(v) && jstr(v, "dst") == Some("81.2.69.142")
+    });
+    assert_eq!(jstr(&first, "dst_host"), None, "the name cannot have arrived yet: {first}");
+    let update = ft.wait_for("an update carrying the name", WAIT, |v| {
+        event(v) == "update" && jstr(v, "dst") == Some("81.2.69.142") && jstr(v, "dst_host").is_some()
+    });
+    assert_eq!(jstr(&update, "dst_host"), Some("far.test"), "{update}");
+    // flowtop's queries went to the name server: the kernel tracked them,
+    // flowtop did not show them.
+    let queries = client
+        .conntrack_list()
+        .into_iter()
+        .filter(|e| e.proto == "udp" && e.dst.to_string() == DNS_V4 && e.dport == Some(53))
+        .count();
+    assert!(queries >= 2, "expected flowtop's PTR queries in conntrack");
+    ft.pump();
+    let shown: Vec<_> = ft
+        .lines
+        .iter()
+        .filter(|v| is_flow_event(v) && jport(v, "dport") == Some(53))
+        .collect();
+    assert!(shown.is_empty(), "flowtop showed its own DNS queries: {shown:#?}");
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn a_silent_name_server_does_not_hold_up_the_table() {
+    let (client, server) = dns_pair();
+    let _etc = EtcNetns::new(
+        &client,
+        &[("resolv.conf", &format!("nameserver {DNS_V4}\noptions timeout:2\n"))],
+    );
+    let _srv = ptr_server(&server, &["--listen", &format!("{DNS_V4}:53"), "--silent"]);
+    for i in 0..40u16 {
+        insert_udp(&client, &format!("203.0.113.{}", i + 1), 3000 + i);
+    }
+    let mut ft = Flowtop::start(&client, &["--json", "-U", "-t", "1"]);
+    // Every entry's line is out, nameless, while all 40 lookups are still
+    // unanswered: a lookup ends only after its 2 s time-out, so a table
+    // that waited for DNS could not print a single line before then.
+    let t0 = now_secs();
+    let mut seen = BTreeSet::new();
+    while seen.len() < 40 {
+        let v = ft.wait_for("snapshot lines", WAIT, |v| event(v) == "snapshot");
+        assert_eq!(jstr(&v, "dst_host"), None);
+        seen.insert(jstr(&v, "dst").map(str::to_owned));
+    }
+    assert!(
+        now_secs() - t0 < 2.0,
+        "the table waited for the silent name server"
+    );
+    // --once with the same silent server ends (bounded by the time-out).
+    let run = flowtop_once(&client, &["--once", "--json", "-U"]);
+    run.assert_ok("--once with a silent name server");
+    // (The queries of the streaming run above are flows of another process
+    // by now, and shown as such: count the inserted entries.)
+    let inserted = run.flows().iter().filter(|v| jport(v, "dport") == Some(443)).count();
+    assert_eq!(inserted, 40);
+}

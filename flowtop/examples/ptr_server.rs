@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! ptr_server --listen 198.51.100.1:53 --ptr 192.0.2.1=host.example [--ptr IP=NAME ...]
-//!            [--ttl N] [--silent | --garbage | --wrong-type] [--delay-ms N]
+//!            [--ptr-file FILE] [--ttl N] [--silent | --garbage | --wrong-type] [--delay-ms N]
 //! ```
 //!
 //! Answers PTR queries (IPv4 and IPv6 reverse names) for the given addresses,
@@ -28,6 +28,9 @@ struct Args {
     /// An address and the name its PTR record points to.
     #[arg(long = "ptr", value_name = "IP=NAME", value_parser = parse_ptr)]
     ptr: Vec<(IpAddr, String)>,
+    /// A file of `IP=NAME` lines (for thousands of names, as benchmarks use).
+    #[arg(long = "ptr-file", value_name = "FILE")]
+    ptr_file: Option<std::path::PathBuf>,
     /// TTL of the answers, seconds.
     #[arg(long, default_value_t = 300)]
     ttl: u32,
@@ -64,8 +67,29 @@ async fn main() -> ExitCode {
     } else {
         Mode::Answer
     };
+    let mut ptr = args.ptr.into_iter().collect::<HashMap<_, _>>();
+    if let Some(path) = &args.ptr_file {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("ptr_server: {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            match parse_ptr(line.trim()) {
+                Ok((ip, name)) => {
+                    ptr.insert(ip, name);
+                }
+                Err(e) => {
+                    eprintln!("ptr_server: {}:{}: {e}", path.display(), n + 1);
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
     let cfg = ServerConfig {
-        ptr: args.ptr.into_iter().collect::<HashMap<_, _>>(),
+        ptr,
         ttl: args.ttl,
         mode,
         delay: Duration::from_millis(args.delay_ms),

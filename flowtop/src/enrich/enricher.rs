@@ -99,6 +99,12 @@ impl Enricher {
         }
     }
 
+    /// Adds the reverse resolver (started after the enricher, because its
+    /// answers go to the enricher's book and arrival list).
+    pub fn set_names(&mut self, names: Arc<dyn NameLookup>) {
+        self.names = Some(names);
+    }
+
     pub fn book(&self) -> &Arc<AddressBook> {
         &self.book
     }

@@ -6,4 +6,5 @@ pub mod book;
 pub mod dns;
 pub mod enricher;
 pub mod services;
+mod sources;
 pub mod start;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::book::AddressBook;
+use super::dns::{DnsConfig, ReverseDns};
 use super::enricher::{Enricher, GeoLookup, NameLookup};
 use crate::cli::Args;
 
@@ -44,14 +45,31 @@ pub const ONCE_MARGIN: Duration = Duration::from_millis(250);
 /// Starts the sources the flags leave on; must run inside a tokio runtime
 /// (the resolver's tasks run on it). Notices go to stderr, once.
 pub fn start(args: &Args) -> Started {
+    let book = AddressBook::new();
     let geo: Option<Box<dyn GeoLookup>> = None;
     let geoip = Vec::new();
-    let names: Option<Arc<dyn NameLookup>> = None;
-    let dns = if args.no_dns { "off" } else { "unavailable" }.to_owned();
+    let cfg = DnsConfig::default();
+    let dns_timeout = cfg.timeout;
+    let mut enricher = Enricher::new(book.clone(), geo, None);
+    let dns = if args.no_dns {
+        "off".to_owned()
+    } else {
+        let sink = Enricher::name_sink(book, enricher.arrived().clone());
+        match ReverseDns::start(cfg, move |ip, lookup| sink(ip, lookup.into())) {
+            Ok(resolver) => {
+                enricher.set_names(Arc::new(resolver) as Arc<dyn NameLookup>);
+                "on".to_owned()
+            }
+            Err(e) => {
+                eprintln!("flowtop: reverse DNS is off: {e}");
+                format!("unavailable: {e}")
+            }
+        }
+    };
     Started {
-        enricher: Enricher::new(AddressBook::new(), geo, names),
+        enricher,
         dns,
         geoip,
-        dns_timeout: Duration::from_secs(2),
+        dns_timeout,
     }
 }
