@@ -87,6 +87,11 @@ pub struct Args {
     /// /etc/flowtop and /etc/netsniff-ng
     #[arg(long = "conf-dir", value_name = "DIR")]
     pub conf_dir: Option<PathBuf>,
+    /// Directory searched first for GeoIP databases (GeoLite2-City.mmdb, dbip-city-lite.mmdb, ...),
+    /// before /usr/share/GeoIP, /var/lib/GeoIP, /usr/local/share/GeoIP and /var/lib/flowtop; with -u,
+    /// where the databases are installed (default /var/lib/flowtop)
+    #[arg(long = "geoip-dir", value_name = "DIR")]
+    pub geoip_dir: Option<PathBuf>,
     /// Directory of the state file that remembers the sysctl values to restore
     #[arg(long = "state-dir", value_name = "DIR", default_value = crate::sysctl::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
