@@ -436,12 +436,31 @@ fn unreachable_mirror_fails_with_the_reason() {
         .local_addr()
         .expect("addr")
         .port();
-    let d = Dirs::new("unreachable", &[format!("http://127.0.0.1:{port}/")]);
+    let s = Server::start();
+    s.route("/m/GeoLite2-Country.mmdb", Resp::Ok(country("GB")));
+    let d = Dirs::new(
+        "unreachable",
+        &[format!("http://127.0.0.1:{port}/"), s.base("m/")],
+    );
     let o = d.run();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
     assert!(
-        stderr(&o).contains(&format!("http://127.0.0.1:{port}/GeoLite2-City.mmdb: ")),
-        "{}",
-        stderr(&o)
+        e.contains(&format!("http://127.0.0.1:{port}/GeoLite2-City.mmdb: ")),
+        "{e}"
+    );
+    // One try per unreachable mirror, not one per file name.
+    assert!(
+        !e.contains(&format!("http://127.0.0.1:{port}/GeoLite2-City.mmdb.gz")),
+        "{e}"
+    );
+    assert!(
+        !e.contains(&format!("http://127.0.0.1:{port}/GeoLite2-Country")),
+        "{e}"
+    );
+    assert_eq!(
+        d.file("GeoLite2-Country.mmdb"),
+        Some(country("GB")),
+        "the next mirror still serves"
     );
 }

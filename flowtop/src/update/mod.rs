@@ -23,6 +23,7 @@ pub mod conf;
 pub mod fetch;
 pub mod install;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -115,6 +116,9 @@ pub enum Outcome {
 }
 
 /// Tries every mirror for one database; installs the first good download.
+/// A mirror that cannot be reached (connection, TLS, timeout) is not asked
+/// for its other files, nor, through `dead`, for the next database: each
+/// try could cost a full timeout.
 pub fn update_one(
     agent: &ureq::Agent,
     progress: &Progress,
@@ -122,9 +126,14 @@ pub fn update_one(
     kind: DbKind,
     target: &Path,
     now: SystemTime,
+    dead: &mut HashMap<String, String>,
 ) -> Outcome {
     let mut failures = Vec::new();
     for mirror in mirrors {
+        if let Some(why) = dead.get(&mirror.base) {
+            failures.push(format!("{}: skipped, unreachable earlier ({why})", mirror.base));
+            continue;
+        }
         let mut missing = Vec::new();
         for remote in remotes(kind, now) {
             let url = mirror.url(&remote.name);
@@ -133,6 +142,11 @@ pub fn update_one(
                 Err(FetchError::NotFound) => {
                     missing.push(remote.name);
                     continue;
+                }
+                Err(FetchError::Transport(why)) => {
+                    failures.push(format!("{url}: {why}; the mirror's other files not tried"));
+                    dead.insert(mirror.base.clone(), why);
+                    break;
                 }
                 Err(e) => {
                     failures.push(format!("{url}: {e}"));
@@ -211,8 +225,9 @@ pub fn run(conf_dir: Option<&Path>, geoip_dir: Option<&Path>) -> Result<(), Upda
     let progress = Progress::stderr();
     let now = SystemTime::now();
     let mut not_updated = Vec::new();
+    let mut dead = HashMap::new();
     for kind in [DbKind::City, DbKind::Country] {
-        match update_one(&agent, &progress, &mirrors, kind, target, now) {
+        match update_one(&agent, &progress, &mirrors, kind, target, now, &mut dead) {
             Outcome::Installed { path, from, what } => {
                 eprintln!("flowtop: installed {} ({what}) from {from}", path.display());
             }
