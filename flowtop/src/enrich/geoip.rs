@@ -295,6 +295,12 @@ pub struct Geo {
 }
 
 impl Geo {
+    /// The scope of `ip` and no location: for `-G`, or when no database is
+    /// open.
+    pub fn without_lookup(ip: IpAddr) -> Geo {
+        Geo::bare(classify(ip))
+    }
+
     fn bare(scope: Scope) -> Geo {
         Geo {
             scope,

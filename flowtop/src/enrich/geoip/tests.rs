@@ -62,6 +62,21 @@ fn city(g: &Geo) -> Option<&str> {
 }
 
 #[test]
+fn shareable_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<GeoIp>();
+    send_sync::<GeoCache>();
+    send_sync::<Geo>();
+}
+
+#[test]
+fn without_lookup_has_the_scope_only() {
+    let g = Geo::without_lookup(ip("192.168.1.1"));
+    assert_eq!((g.scope, g.country, g.city), (Scope::Private, None, None));
+    assert_eq!(Geo::without_lookup(ip("8.8.8.8")).scope, Scope::Public);
+}
+
+#[test]
 fn search_path_order() {
     let p = search_path(Some(Path::new("/opt/geo")));
     let want: Vec<PathBuf> = [
@@ -418,4 +433,43 @@ fn measure_lookups_per_second() {
     }
     let cached = n as f64 / t.elapsed().as_secs_f64();
     println!("uncached: {uncached:.0} lookups/s, cached: {cached:.0} lookups/s");
+    drop(cache);
+
+    // Resident memory of an open database: the file's size (read, not mapped).
+    let d = TempDir::new("measure");
+    let path = d.path().join("GeoLite2-City.mmdb");
+    {
+        let mut w = Writer::new("GeoLite2-City", 6);
+        for i in 0..300_000u32 {
+            let net = std::net::Ipv4Addr::from(0x0100_0000u32.wrapping_add(i << 8));
+            let rec = city_record(
+                "GB",
+                "United Kingdom",
+                &format!("City number {i} with a longer name"),
+            );
+            w.insert(IpAddr::V4(net), 24, rec).expect("insert");
+        }
+        w.write(&path).expect("write");
+    }
+    let rss = || {
+        // SAFETY: malloc_trim only returns free heap to the system.
+        unsafe { libc::malloc_trim(0) };
+        let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
+        let pages: u64 = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .expect("rss");
+        pages * 4096
+    };
+    let before = rss();
+    let (g, _) = open(&[d.path().to_path_buf()]);
+    let after = rss();
+    let size = std::fs::metadata(&path).expect("stat").len();
+    println!(
+        "file {:.1} MiB, RSS grew {:.1} MiB on open",
+        size as f64 / 1048576.0,
+        after.saturating_sub(before) as f64 / 1048576.0
+    );
+    drop(g);
 }
