@@ -4,7 +4,8 @@
 //! (O_CREAT|O_EXCL|O_NOFOLLOW, mode 0644), written and fsynced, renamed over
 //! the final name, then the directory fsynced. Readers see the old file or
 //! the new one, never a mix; a failure at any step removes the temporary
-//! file and leaves the old database as it was. A final path that is a
+//! file and leaves the old database as it was (a run killed while writing
+//! leaves its temporary file; the next run removes it). A final path that is a
 //! symbolic link is refused (root writing through a link planted in a
 //! shared directory would overwrite whatever it points at).
 
@@ -134,6 +135,7 @@ pub fn install(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, String> 
         Ok(m) if !m.is_file() => return Err(format!("{} is not a regular file", target.display())),
         _ => {}
     }
+    remove_stale_temps(dir, name);
     let (tmp, mut file) = create_temp(dir, name)?;
     let mut guard = TempGuard(Some(tmp.clone()));
     let fail = |what: &str, e: std::io::Error| format!("{what} {}: {e}", tmp.display());
@@ -151,6 +153,29 @@ pub fn install(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, String> 
         .and_then(|d| d.sync_all())
         .map_err(|e| format!("fsync {}: {e}", dir.display()))?;
     Ok(target)
+}
+
+/// Removes the temporary files of runs that were killed while writing
+/// (`.NAME.flowtop-PID-N.tmp` whose PID no longer exists).
+fn remove_stale_temps(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.flowtop-");
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|r| r.strip_suffix(".tmp"))
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(pid, n)| n.parse::<u32>().ok().and(pid.parse::<u32>().ok()))
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            // remove_file never follows a link: at worst it removes one.
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 /// A new file `.NAME.flowtop-PID-N.tmp` in `dir`, never an existing one or
@@ -270,6 +295,16 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+        // Left by a killed run: removed; by a live one (this process): kept.
+        let stale = dir.join(".GeoLite2-City.mmdb.flowtop-4294967295-0.tmp");
+        let live = dir.join(format!(
+            ".GeoLite2-City.mmdb.flowtop-{}-77.tmp",
+            std::process::id()
+        ));
+        fs::write(&stale, b"partial").expect("write");
+        fs::write(&live, b"partial").expect("write");
+        install(&dir, "GeoLite2-City.mmdb", b"three").expect("install");
+        assert!(!stale.exists() && live.exists());
         let _ = fs::remove_dir_all(dir.parent().expect("parent"));
     }
 }

@@ -213,6 +213,7 @@ pub fn run(conf_dir: Option<&Path>, geoip_dir: Option<&Path>) -> Result<(), Upda
     for w in warnings {
         eprintln!("flowtop: {w}");
     }
+    eprintln!("flowtop: mirrors from {}", file.display());
     if mirrors.is_empty() {
         return Err(UpdateError::Config(format!(
             "-u/--update: {} lists no mirror (one URL or host per line; see README 'GeoIP databases')",
