@@ -115,7 +115,8 @@ pub fn get(agent: &ureq::Agent, url: &str, limit: u64, progress: &Progress) -> R
         return Err(FetchError::TooLarge { limit });
     }
     let mut body = resp.into_body().into_reader();
-    let mut buf = Vec::with_capacity(total.map_or(1 << 20, |t| t.min(limit) as usize));
+    // What the server announces is not trusted for more than 64 MiB up front.
+    let mut buf = Vec::with_capacity(total.map_or(1 << 20, |t| t.min(64 << 20) as usize));
     let mut chunk = vec![0u8; 1 << 16];
     let mut last = Instant::now();
     let outcome = loop {
