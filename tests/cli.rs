@@ -71,7 +71,7 @@ fn bad_usage_exits_2_with_a_message() {
 }
 
 #[test]
-fn screen_and_update_are_refused_honestly_until_they_exist() {
+fn screen_is_refused_honestly_until_it_exists() {
     let o = flowtop(&[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
@@ -79,7 +79,4 @@ fn screen_and_update_are_refused_honestly_until_they_exist() {
         "{}",
         stderr(&o)
     );
-    let o = flowtop(&["-u"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("--update"), "{}", stderr(&o));
 }

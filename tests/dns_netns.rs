@@ -271,7 +271,11 @@ fn flowtop_names_flows_and_escapes_hostile_names() {
     let text = run_to_end(client.cmd(FLOWTOP, &["--once", "-U"]), WAIT);
     assert!(text.status.success(), "{}", text.stderr);
     assert!(text.stdout.contains("far.test"), "{}", text.stdout);
-    assert!(text.stdout.contains("evil\\x1b]0;owned\\x07\\x1b[2J.test"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("evil\\x1b]0;owned\\x07\\x1b[2J.test"),
+        "{}",
+        text.stdout
+    );
     assert!(!text.stdout.contains('\u{1b}') && !text.stdout.contains('\u{7}'));
 
     // -n: no names, no lookups.
@@ -287,7 +291,10 @@ fn names_arriving_late_come_as_updates_and_own_queries_stay_hidden() {
     let (client, server) = dns_pair();
     let _etc = EtcNetns::new(
         &client,
-        &[("resolv.conf", &format!("nameserver {DNS_V4}\noptions timeout:2\n"))],
+        &[(
+            "resolv.conf",
+            &format!("nameserver {DNS_V4}\noptions timeout:2\n"),
+        )],
     );
     let _srv = ptr_server(
         &server,
@@ -305,7 +312,11 @@ fn names_arriving_late_come_as_updates_and_own_queries_stay_hidden() {
     let first = ft.wait_for("the new flow", WAIT, |v| {
         is_flow_event(v) && jstr(v, "dst") == Some("81.2.69.142")
     });
-    assert_eq!(jstr(&first, "dst_host"), None, "the name cannot have arrived yet: {first}");
+    assert_eq!(
+        jstr(&first, "dst_host"),
+        None,
+        "the name cannot have arrived yet: {first}"
+    );
     let update = ft.wait_for("an update carrying the name", WAIT, |v| {
         event(v) == "update" && jstr(v, "dst") == Some("81.2.69.142") && jstr(v, "dst_host").is_some()
     });
@@ -333,7 +344,10 @@ fn a_silent_name_server_does_not_hold_up_the_table() {
     let (client, server) = dns_pair();
     let _etc = EtcNetns::new(
         &client,
-        &[("resolv.conf", &format!("nameserver {DNS_V4}\noptions timeout:2\n"))],
+        &[(
+            "resolv.conf",
+            &format!("nameserver {DNS_V4}\noptions timeout:2\n"),
+        )],
     );
     let _srv = ptr_server(&server, &["--listen", &format!("{DNS_V4}:53"), "--silent"]);
     for i in 0..40u16 {
@@ -359,6 +373,10 @@ fn a_silent_name_server_does_not_hold_up_the_table() {
     run.assert_ok("--once with a silent name server");
     // (The queries of the streaming run above are flows of another process
     // by now, and shown as such: count the inserted entries.)
-    let inserted = run.flows().iter().filter(|v| jport(v, "dport") == Some(443)).count();
+    let inserted = run
+        .flows()
+        .iter()
+        .filter(|v| jport(v, "dport") == Some(443))
+        .count();
     assert_eq!(inserted, 40);
 }

@@ -288,8 +288,11 @@ impl Engine {
 
     /// Once per interval: expire timed-out entries, start a re-dump.
     fn tick<W: Write>(&mut self, now: Instant, em: &mut Emitter<'_, W>) -> anyhow::Result<()> {
-        if let Some(en) = &self.enricher {
+        if let Some(en) = &mut self.enricher {
             en.retry_pending();
+            for notice in en.refresh_geo() {
+                eprintln!("flowtop: {notice}");
+            }
         }
         self.table.expire(now, &mut |k, e| em.emit(k, e));
         if !self.table.dump_running() && self.pacing.may_start(now) {

@@ -15,6 +15,7 @@ pub mod flow;
 pub mod once;
 pub mod output;
 pub mod sysctl;
+pub mod update;
 
 use std::io::{self, BufWriter};
 use std::process::ExitCode;
@@ -173,15 +174,18 @@ impl Attribution {
 }
 
 fn run_with(args: &Args) -> Result<(), RunError> {
+    if args.update {
+        // Downloads and exits: no conntrack, no privileges beyond writing
+        // the database directory.
+        return update::run(args.conf_dir.as_deref(), args.geoip_dir.as_deref()).map_err(|e| match e {
+            update::UpdateError::Config(m) => RunError::Usage(m),
+            update::UpdateError::Failed(m) => RunError::Other(anyhow::anyhow!(m)),
+        });
+    }
     if args.attribution == attribution::Mode::Ebpf && args.once {
         return Err(RunError::Usage(
             "--attribution ebpf needs a running flowtop (--json): eBPF only sees sockets created while it runs"
                 .into(),
-        ));
-    }
-    if args.update {
-        return Err(RunError::Usage(
-            "-u/--update (GeoIP database download) is not available in this version yet".into(),
         ));
     }
     if !args.once && !args.json {

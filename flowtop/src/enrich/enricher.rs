@@ -26,6 +26,10 @@ pub struct GeoAnswer {
 /// A source of geography (GeoIP databases behind a cache).
 pub trait GeoLookup: Send {
     fn lookup(&mut self, ip: IpAddr) -> GeoAnswer;
+    /// Picks up a database replaced on disk; returns notices to print.
+    fn refresh(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A reverse resolver that never blocks.
@@ -160,6 +164,12 @@ impl Enricher {
                 v.name = name;
             }
         });
+    }
+
+    /// Once per refresh: a database replaced on disk is reopened (the
+    /// addresses already seen keep what they had).
+    pub fn refresh_geo(&mut self) -> Vec<String> {
+        self.geo.as_mut().map(|g| g.refresh()).unwrap_or_default()
     }
 
     /// Asks again for the addresses still pending (a request the resolver

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use super::book::AddressBook;
 use super::dns::{DnsConfig, ReverseDns};
 use super::enricher::{Enricher, GeoLookup, NameLookup};
+use super::geoip::{self, GeoCache};
+use super::sources::ScopeOnly;
 use crate::cli::Args;
 
 /// The enrichment of a run and what it says about itself in the meta line.
@@ -46,8 +48,7 @@ pub const ONCE_MARGIN: Duration = Duration::from_millis(250);
 /// (the resolver's tasks run on it). Notices go to stderr, once.
 pub fn start(args: &Args) -> Started {
     let book = AddressBook::new();
-    let geo: Option<Box<dyn GeoLookup>> = None;
-    let geoip = Vec::new();
+    let (geo, geoip) = start_geoip(args);
     let cfg = DnsConfig::default();
     let dns_timeout = cfg.timeout;
     let mut enricher = Enricher::new(book.clone(), geo, None);
@@ -71,5 +72,28 @@ pub fn start(args: &Args) -> Started {
         dns,
         geoip,
         dns_timeout,
+    }
+}
+
+/// GeoIP from the first usable databases on the search path; without one
+/// (or with `-G`), addresses still get their scope label.
+fn start_geoip(args: &Args) -> (Option<Box<dyn GeoLookup>>, Vec<String>) {
+    if args.no_geoip {
+        return (Some(Box::new(ScopeOnly)), Vec::new());
+    }
+    let (db, notices) = geoip::open(&geoip::search_path(args.geoip_dir.as_deref()));
+    for n in notices {
+        eprintln!("flowtop: {n}");
+    }
+    match db {
+        Some(db) => {
+            let files = db
+                .databases()
+                .iter()
+                .map(|d| d.path.display().to_string())
+                .collect();
+            (Some(Box::new(GeoCache::new(db))), files)
+        }
+        None => (Some(Box::new(ScopeOnly)), Vec::new()),
     }
 }
