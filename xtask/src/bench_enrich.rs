@@ -13,7 +13,7 @@
 //!   (in its snapshot line or in an `update`);
 //! * `flowtop --once --json` both ways (with DNS on it waits for names);
 //! * lookups per second of the GeoIP database with and without flowtop's
-//!   cache (`flowtop/examples/geoip_cost.rs`).
+//!   cache (`flowtop/examples/geoip_bench.rs`).
 //!
 //! Writes `bench/enrich.md`. Everything it creates is removed on every path
 //! (namespace, /etc/netns/NS, processes, global sysctls), as in `bench dump`.
@@ -216,7 +216,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "--example",
         "ptr_server",
         "--example",
-        "geoip_cost",
+        "geoip_bench",
     ]);
     cmd::run(&mut build)?;
     let bin = root.join("target/release");
@@ -313,12 +313,9 @@ pub fn run(args: &[String]) -> Result<()> {
     drop(ns);
     drop(sysctls);
 
-    let geo_cost = run_cmd(
-        Command::new(bin.join("examples/geoip_cost"))
-            .arg(geo_dir.join("GeoLite2-City.mmdb"))
-            .arg(opts.dsts.to_string()),
-    )
-    .unwrap_or_else(|e| format!("geoip_cost failed: {e:#}"));
+    log("GeoIP lookup rates (examples/geoip_bench, 300 000 networks)");
+    let geo_cost = run_cmd(Command::new(bin.join("examples/geoip_bench")).arg("300000"))
+        .unwrap_or_else(|e| format!("geoip_bench failed: {e:#}"));
 
     let report = render(&opts, &root, &runs_off, &runs_on, &once_off, &once_on, &geo_cost);
     fs::create_dir_all(root.join("bench"))?;
