@@ -271,8 +271,14 @@ impl Engine {
     /// Names that arrived since the last call: an `update` line for each
     /// flow using one of those addresses, so a consumer of the stream learns
     /// the name without waiting for the flow to change.
+    /// While the initial dump runs, names wait: the table comes first (its
+    /// lines carry the names known by then), and one pass after it sends
+    /// the rest.
     fn names_arrived<W: Write>(&mut self, em: &mut Emitter<'_, W>) {
         let Some(en) = &self.enricher else { return };
+        if self.table.dump_running() && self.table.stats.dumps <= 1 {
+            return;
+        }
         let ips = en.arrived().take();
         if ips.is_empty() {
             return;

@@ -270,10 +270,7 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
             .unwrap_or_default(),
         reason: attribution.ebpf_unavailable.clone(),
     };
-    let enrichment = {
-        let _ctx = runtime.enter();
-        enrich::start::start(args)
-    };
+    let enrichment = enrich::start::start(args);
     let (ts, _) = now_ts();
     let mut out = JsonWriter::new(BufWriter::with_capacity(1 << 16, io::stdout().lock()))
         .with_services(load_services(args))

@@ -30,18 +30,7 @@ pub fn run(args: &Args) -> Result<(), RunError> {
     if !args.no_sysctl {
         repair_settings_left_by_a_killed_run(args);
     }
-    // The resolver's tasks need a runtime with a worker of its own: this
-    // thread blocks in the dump and in the wait for names.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("flowtop-dns")
-        .enable_all()
-        .build()
-        .map_err(|e| RunError::Other(e.into()))?;
-    let mut enrichment = {
-        let _ctx = runtime.enter();
-        enrich::start::start(args)
-    };
+    let mut enrichment = enrich::start::start(args);
     let stdout = io::stdout().lock();
     let (summary, written) = if args.json {
         stream_json(args, sock, &mut enrichment, stdout)?
@@ -53,7 +42,6 @@ pub fn run(args: &Args) -> Result<(), RunError> {
         enrichment.wait_for_names(enrichment.dns_timeout + enrich::start::ONCE_MARGIN);
         (summary, print_text(args, &table, &enrichment, stdout))
     };
-    runtime.shutdown_background();
     if summary.total == 0 {
         eprintln!("{}", engine::EMPTY_TABLE_HINT);
     }

@@ -289,8 +289,12 @@ pub fn run(args: &[String]) -> Result<()> {
     let geo_arg = geo_dir.to_string_lossy().into_owned();
     let on: Vec<&str> = vec!["--geoip-dir", &geo_arg];
     let off: Vec<&str> = vec!["-n", "-G"];
+    let geo_only: Vec<&str> = vec!["-n", "--geoip-dir", &geo_arg];
+    let dns_only: Vec<&str> = vec!["-G"];
     let mut runs_off = Vec::new();
     let mut runs_on = Vec::new();
+    let mut runs_geo = Vec::new();
+    let mut runs_dns = Vec::new();
     let mut once_off = Vec::new();
     let mut once_on = Vec::new();
     let timeout = Duration::from_secs(120);
@@ -298,6 +302,8 @@ pub fn run(args: &[String]) -> Result<()> {
         log(format!("run {}/{}", r + 1, opts.runs));
         runs_off.push(stream_run(&ns, &flowtop, &off, opts.flows, false)?);
         runs_on.push(stream_run(&ns, &flowtop, &on, opts.flows, true)?);
+        runs_geo.push(stream_run(&ns, &flowtop, &geo_only, opts.flows, false)?);
+        runs_dns.push(stream_run(&ns, &flowtop, &dns_only, opts.flows, true)?);
         let once = |extra: &[&str]| {
             let mut c = Command::new("ip");
             c.args(["netns", "exec", &ns.name])
@@ -317,7 +323,15 @@ pub fn run(args: &[String]) -> Result<()> {
     let geo_cost = run_cmd(Command::new(bin.join("examples/geoip_bench")).arg("300000"))
         .unwrap_or_else(|e| format!("geoip_bench failed: {e:#}"));
 
-    let report = render(&opts, &root, &runs_off, &runs_on, &once_off, &once_on, &geo_cost);
+    let runs = Runs {
+        off: runs_off,
+        on: runs_on,
+        geo: runs_geo,
+        dns: runs_dns,
+        once_off,
+        once_on,
+    };
+    let report = render(&opts, &root, &runs, &geo_cost);
     fs::create_dir_all(root.join("bench"))?;
     let path = root.join("bench/enrich.md");
     fs::write(&path, &report)?;
@@ -326,16 +340,22 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn render(
-    opts: &Opts,
-    root: &Path,
-    off: &[StreamRun],
-    on: &[StreamRun],
-    once_off: &[crate::bench::RunStat],
-    once_on: &[crate::bench::RunStat],
-    geo_cost: &str,
-) -> String {
+struct Runs {
+    off: Vec<StreamRun>,
+    on: Vec<StreamRun>,
+    geo: Vec<StreamRun>,
+    dns: Vec<StreamRun>,
+    once_off: Vec<crate::bench::RunStat>,
+    once_on: Vec<crate::bench::RunStat>,
+}
+
+fn render(opts: &Opts, root: &Path, runs: &Runs, geo_cost: &str) -> String {
+    let (off, on, once_off, once_on) = (&runs.off, &runs.on, &runs.once_off, &runs.once_on);
     let med = |v: Vec<f64>| median(&v);
+    let full_geo = med(runs.geo.iter().map(|r| r.full_s).collect());
+    let full_dns = med(runs.dns.iter().map(|r| r.full_s).collect());
+    let cpu_geo = med(runs.geo.iter().map(|r| r.full_cpu_s).collect());
+    let cpu_dns = med(runs.dns.iter().map(|r| r.full_cpu_s).collect());
     let full_off = med(off.iter().map(|r| r.full_s).collect());
     let full_on = med(on.iter().map(|r| r.full_s).collect());
     let cpu_off = med(off.iter().map(|r| r.full_cpu_s).collect());
@@ -383,6 +403,18 @@ fn render(
         s,
         "| `--json`: CPU time to the full table | {cpu_off:.3} s | {cpu_on:.3} s | {:.2}x |",
         cpu_on / cpu_off
+    );
+    let _ = writeln!(
+        s,
+        "| of which GeoIP alone (`-n`): time / CPU to the full table | | {full_geo:.3} s / {cpu_geo:.3} s | {:.2}x / {:.2}x |",
+        full_geo / full_off,
+        cpu_geo / cpu_off
+    );
+    let _ = writeln!(
+        s,
+        "| of which DNS alone (`-G`): time / CPU to the full table | | {full_dns:.3} s / {cpu_dns:.3} s | {:.2}x / {:.2}x |",
+        full_dns / full_off,
+        cpu_dns / cpu_off
     );
     let _ = writeln!(
         s,

@@ -87,6 +87,8 @@ pub struct Enricher {
     geo: Option<Box<dyn GeoLookup>>,
     names: Option<Arc<dyn NameLookup>>,
     arrived: Arc<NamesArrived>,
+    /// Where the resolver's tasks run; lives as long as the resolver is used.
+    dns_runtime: Option<super::start::DnsRuntime>,
 }
 
 impl Enricher {
@@ -100,13 +102,15 @@ impl Enricher {
             geo,
             names,
             arrived: Arc::default(),
+            dns_runtime: None,
         }
     }
 
     /// Adds the reverse resolver (started after the enricher, because its
     /// answers go to the enricher's book and arrival list).
-    pub fn set_names(&mut self, names: Arc<dyn NameLookup>) {
+    pub fn set_names(&mut self, names: Arc<dyn NameLookup>, runtime: super::start::DnsRuntime) {
         self.names = Some(names);
+        self.dns_runtime = Some(runtime);
     }
 
     pub fn book(&self) -> &Arc<AddressBook> {

@@ -44,8 +44,20 @@ impl Started {
 /// How long `--once` waits for names beyond the resolver's own time-out.
 pub const ONCE_MARGIN: Duration = Duration::from_millis(250);
 
-/// Starts the sources the flags leave on; must run inside a tokio runtime
-/// (the resolver's tasks run on it). Notices go to stderr, once.
+/// The resolver's own runtime: one worker thread, so lookups, their
+/// time-outs and answers run beside the engine instead of taking turns with
+/// it on the engine's thread. Shut down without waiting for lookups in flight.
+pub struct DnsRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for DnsRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Starts the sources the flags leave on. Notices go to stderr, once.
 pub fn start(args: &Args) -> Started {
     let book = AddressBook::new();
     let (geo, geoip) = start_geoip(args);
@@ -56,9 +68,21 @@ pub fn start(args: &Args) -> Started {
         "off".to_owned()
     } else {
         let sink = Enricher::name_sink(book, enricher.arrived().clone());
-        match ReverseDns::start(cfg, move |ip, lookup| sink(ip, lookup.into())) {
-            Ok(resolver) => {
-                enricher.set_names(Arc::new(resolver) as Arc<dyn NameLookup>);
+        let started = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("flowtop-dns")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| {
+                let _ctx = rt.enter();
+                let resolver = ReverseDns::start(cfg, move |ip, lookup| sink(ip, lookup.into()))
+                    .map_err(|e| e.to_string())?;
+                Ok((resolver, DnsRuntime(Some(rt))))
+            });
+        match started {
+            Ok((resolver, runtime)) => {
+                enricher.set_names(Arc::new(resolver) as Arc<dyn NameLookup>, runtime);
                 "on".to_owned()
             }
             Err(e) => {
