@@ -80,9 +80,6 @@ fn screen_without_a_terminal_and_update_are_refused_honestly() {
         "{}",
         stderr(&o)
     );
-    let o = flowtop(&["-u"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("--update"), "{}", stderr(&o));
 }
 
 #[test]

@@ -59,7 +59,8 @@ pub struct Args {
     /// Show rates in bits/s instead of bytes/s
     #[arg(short = 'b', long = "bits")]
     pub bits: bool,
-    /// Update the GeoIP databases and exit
+    /// Update the GeoIP databases from the mirrors in geoip.conf (see --conf-dir) into --geoip-dir
+    /// (default /var/lib/flowtop), and exit
     #[arg(short = 'u', long = "update")]
     pub update: bool,
     /// Refresh interval in seconds: re-dump (counters, rates) this often
@@ -83,10 +84,15 @@ pub struct Args {
     /// How flows get their process: auto (best available), ebpf, procfs (periodic /proc scans), off
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
     pub attribution: crate::attribution::Mode,
-    /// Directory searched first for tcp.conf, udp.conf, sctp.conf, dccp.conf (service names), before
-    /// /etc/flowtop and /etc/netsniff-ng
+    /// Directory searched first for tcp.conf, udp.conf, sctp.conf, dccp.conf (service names) and
+    /// geoip.conf (the mirrors of -u), before /etc/flowtop and /etc/netsniff-ng
     #[arg(long = "conf-dir", value_name = "DIR")]
     pub conf_dir: Option<PathBuf>,
+    /// Directory searched first for GeoIP databases (GeoLite2-City.mmdb, dbip-city-lite.mmdb, ...),
+    /// before /usr/share/GeoIP, /var/lib/GeoIP, /usr/local/share/GeoIP and /var/lib/flowtop; with -u,
+    /// where the databases are installed (default /var/lib/flowtop)
+    #[arg(long = "geoip-dir", value_name = "DIR")]
+    pub geoip_dir: Option<PathBuf>,
     /// Directory of the state file that remembers the sysctl values to restore
     #[arg(long = "state-dir", value_name = "DIR", default_value = crate::sysctl::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,

@@ -13,12 +13,16 @@ use tokio::sync::mpsc;
 
 use crate::conntrack::socket::CtSocket;
 use crate::conntrack::source::{self, DumpRequest, SourceMsg};
+use crate::enrich::enricher::{Enricher, OwnQueries};
 use crate::flow::table::{Entry, EventKind, FlowTable, TableConfig};
 use crate::flow::Selection;
 use crate::output::json::{now_ts, JsonWriter};
 
 /// Batches in flight between the sources and the engine.
 const CHANNEL_DEPTH: usize = 256;
+
+/// How often names that arrived are turned into `update` lines.
+const NAMES_INTERVAL: Duration = Duration::from_millis(250);
 
 /// How the stream run is configured.
 #[derive(Debug, Clone)]
@@ -161,6 +165,9 @@ struct Engine {
     /// Where warnings go: stderr, or (on the screen, which stderr would
     /// garble) a list the screen shows and the caller prints at the end.
     notes: Option<Notes>,
+    /// Names and geography for the flows, when enrichment is on.
+    enricher: Option<Enricher>,
+    own_queries: OwnQueries,
 }
 
 /// Warnings collected while the screen owns the terminal.
@@ -188,23 +195,37 @@ impl Engine {
         &mut self,
         msg: SourceMsg,
         now: Instant,
-        mut sink: &mut impl FnMut(EventKind, &Entry),
+        out: &mut impl FnMut(EventKind, &Entry),
     ) -> anyhow::Result<bool> {
         let table = &mut self.table;
+        let enricher = &mut self.enricher;
+        // A flow new to the table gets its ends looked up before its first line
+        // is written, so that line carries whatever is already known.
+        let mut sink = |k: EventKind, e: &Entry| {
+            if let (Some(en), EventKind::New | EventKind::Snapshot) = (enricher.as_mut(), k) {
+                en.see(&e.flow);
+            }
+            out(k, e)
+        };
         match msg {
             SourceMsg::Events(batch) => {
                 for (kind, flow) in batch {
-                    table.apply_event(kind, flow, now, &mut sink);
+                    if !self.own_queries.contains(&flow) {
+                        table.apply_event(kind, flow, now, &mut sink);
+                    }
                 }
             }
             SourceMsg::DumpChunk { gen, flows } => {
                 for flow in flows {
-                    table.apply_dump_entry(gen, flow, now, &mut sink);
+                    if !self.own_queries.contains(&flow) {
+                        table.apply_dump_entry(gen, flow, now, &mut sink);
+                    }
                 }
             }
             SourceMsg::DumpDone { gen, total } => {
                 table.end_dump(gen, &mut sink);
                 self.pacing.ended(now);
+                self.forget_unused_addresses();
                 if gen == 1 && total == 0 {
                     self.warn(EMPTY_TABLE_HINT.to_owned());
                 }
@@ -249,8 +270,58 @@ impl Engine {
         Ok(false)
     }
 
+    /// Keeps the address book to the addresses the table uses (names stay
+    /// in the resolver's cache), once it holds many more.
+    fn forget_unused_addresses(&self) {
+        let Some(en) = &self.enricher else { return };
+        let book = en.book();
+        if book.len() <= 2 * self.table.len() + 4096 {
+            return;
+        }
+        let used: std::collections::HashSet<std::net::IpAddr, foldhash::fast::RandomState> = self
+            .table
+            .iter()
+            .flat_map(|e| [e.flow.orig.src, e.flow.orig.dst])
+            .collect();
+        book.retain(|ip| used.contains(ip));
+    }
+
+    /// Names that arrived since the last call: an `update` line for each
+    /// flow using one of those addresses, so a consumer of the stream learns
+    /// the name without waiting for the flow to change.
+    /// While the initial dump runs, names wait: the table comes first (its
+    /// lines carry the names known by then), and one pass after it sends
+    /// the rest.
+    fn names_arrived<W: Write>(&mut self, em: &mut Emitter<'_, W>) {
+        let Some(en) = &self.enricher else { return };
+        if self.table.dump_running() && self.table.stats.dumps <= 1 {
+            return;
+        }
+        let ips = en.arrived().take();
+        if ips.is_empty() {
+            return;
+        }
+        let ips: std::collections::HashSet<std::net::IpAddr, foldhash::fast::RandomState> =
+            ips.into_iter().collect();
+        for e in self.table.iter() {
+            if ips.contains(&e.flow.orig.src) || ips.contains(&e.flow.orig.dst) {
+                em.emit(EventKind::Update, e);
+            }
+        }
+    }
+
     /// Once per interval: expire timed-out entries, start a re-dump.
     fn tick(&mut self, now: Instant, sink: &mut impl FnMut(EventKind, &Entry)) -> anyhow::Result<()> {
+        let notices = match &mut self.enricher {
+            Some(en) => {
+                en.retry_pending();
+                en.refresh_geo()
+            }
+            None => Vec::new(),
+        };
+        for notice in notices {
+            self.warn(format!("flowtop: {notice}"));
+        }
         self.table.expire(now, sink);
         if !self.table.dump_running() && self.pacing.may_start(now) {
             self.start_dump(false)?;
@@ -272,6 +343,7 @@ impl Engine {
         events: CtSocket,
         dumper: CtSocket,
         tx: mpsc::Sender<SourceMsg>,
+        enricher: Option<Enricher>,
         notes: Option<Notes>,
     ) -> anyhow::Result<Engine> {
         let (dump_tx, dump_rx) = std_mpsc::channel::<DumpRequest>();
@@ -291,6 +363,8 @@ impl Engine {
             pacing: DumpPacing::default(),
             resync_pending: false,
             warned_malformed: false,
+            own_queries: enricher.as_ref().map(Enricher::own_queries).unwrap_or_default(),
+            enricher,
             notes,
         };
         engine.start_dump(false)?;
@@ -306,12 +380,17 @@ pub async fn run_stream<W: Write>(
     dumper: CtSocket,
     mut signals: Signals,
     (tx, mut rx): (mpsc::Sender<SourceMsg>, mpsc::Receiver<SourceMsg>),
+    enricher: Option<Enricher>,
     out: &mut JsonWriter<W>,
 ) -> anyhow::Result<Stop> {
-    let mut engine = Engine::start(&cfg, events, dumper, tx, None)?;
+    let mut engine = Engine::start(&cfg, events, dumper, tx, enricher, None)?;
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick fires at once; the initial dump is already asked for
+                       // Names are gathered a few times a second: one pass over the table per
+                       // batch of answers rather than one per answer.
+    let mut names_tick = tokio::time::interval(NAMES_INTERVAL);
+    names_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         let written = tokio::select! {
@@ -336,6 +415,11 @@ pub async fn run_stream<W: Write>(
                 }
                 let mut em = Emitter::new(out);
                 engine.tick(Instant::now(), &mut |k, e| em.emit(k, e))?;
+                em.finish()
+            }
+            _ = names_tick.tick(), if engine.enricher.as_ref().is_some_and(Enricher::dns_on) => {
+                let mut em = Emitter::new(out);
+                engine.names_arrived(&mut em);
                 em.finish()
             }
             name = signals.recv() => return finish(out, Stop::Signal(name)),
@@ -387,9 +471,10 @@ pub async fn run_screen(
     dumper: CtSocket,
     mut signals: Signals,
     (tx, mut rx): (mpsc::Sender<SourceMsg>, mpsc::Receiver<SourceMsg>),
+    enricher: Option<Enricher>,
     mut sink: ScreenSink,
 ) -> anyhow::Result<Stop> {
-    let mut engine = Engine::start(&cfg, events, dumper, tx, Some(sink.notes.clone()))?;
+    let mut engine = Engine::start(&cfg, events, dumper, tx, enricher, Some(sink.notes.clone()))?;
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -408,6 +493,11 @@ pub async fn run_screen(
             }
             _ = tick.tick() => {
                 engine.tick(Instant::now(), &mut ignore)?;
+                // The screen reads names from the address book as it draws:
+                // the list of addresses whose name arrived is not needed.
+                if let Some(en) = &engine.enricher {
+                    en.arrived().take();
+                }
                 sink.snapshots.send_replace(engine.table.snapshot());
             }
             // Either a change or the screen going away (its sender dropped).

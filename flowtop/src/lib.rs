@@ -17,6 +17,7 @@ pub mod once;
 pub mod output;
 pub mod sysctl;
 pub mod ui;
+pub mod update;
 
 use std::io::{self, BufWriter, Write as _};
 use std::process::ExitCode;
@@ -184,15 +185,18 @@ impl Attribution {
 }
 
 fn run_with(args: &Args) -> Result<(), RunError> {
+    if args.update {
+        // Downloads and exits: no conntrack, no privileges beyond writing
+        // the database directory.
+        return update::run(args.conf_dir.as_deref(), args.geoip_dir.as_deref()).map_err(|e| match e {
+            update::UpdateError::Config(m) => RunError::Usage(m),
+            update::UpdateError::Failed(m) => RunError::Other(anyhow::anyhow!(m)),
+        });
+    }
     if args.attribution == attribution::Mode::Ebpf && args.once {
         return Err(RunError::Usage(
             "--attribution ebpf needs a running flowtop (--json): eBPF only sees sockets created while it runs"
                 .into(),
-        ));
-    }
-    if args.update {
-        return Err(RunError::Usage(
-            "-u/--update (GeoIP database download) is not available in this version yet".into(),
         ));
     }
     if args.once {
@@ -273,19 +277,14 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
             .unwrap_or_default(),
         reason: attribution.ebpf_unavailable.clone(),
     };
+    let enrichment = enrich::start::start(args);
     let (ts, _) = now_ts();
     let mut out = JsonWriter::new(BufWriter::with_capacity(1 << 16, io::stdout().lock()))
-        .with_services(load_services(args));
-    match out
-        .value(&meta_line(
-            args,
-            &ts,
-            Some(&ebpf_status),
-            &attribution,
-            kprobes.as_ref(),
-        ))
-        .and_then(|()| out.flush())
-    {
+        .with_services(load_services(args))
+        .with_book(enrichment.enricher.book().clone());
+    let mut meta = meta_line(args, &ts, Some(&ebpf_status), &attribution, kprobes.as_ref());
+    enrichment.describe(&mut meta);
+    match out.value(&meta).and_then(|()| out.flush()) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
         Err(e) => return Err(RunError::Other(e.into())),
@@ -301,6 +300,7 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
         dumper,
         signals,
         (tx, rx),
+        Some(enrichment.enricher),
         &mut out,
     ))?;
     Ok(())
@@ -481,9 +481,12 @@ fn run_screen(args: &Args) -> Result<(), RunError> {
         })?),
         None => None,
     };
+    // Notices about missing GeoIP databases or DNS go to stderr now, before
+    // the screen, and stay readable after it.
+    let enrichment = enrich::start::start(args);
     let input = ui::ScreenInput {
         snapshots: snap_rx,
-        book: enrich::book::AddressBook::new(),
+        book: enrichment.enricher.book().clone(),
         services: load_services(args),
         header: ui::HeaderInfo {
             version: VERSION,
@@ -510,7 +513,15 @@ fn run_screen(args: &Args) -> Result<(), RunError> {
         notes: notes.clone(),
         quit: quit_rx,
     };
-    let ran = runtime.block_on(engine::run_screen(cfg, events, dumper, signals, (tx, rx), sink));
+    let ran = runtime.block_on(engine::run_screen(
+        cfg,
+        events,
+        dumper,
+        signals,
+        (tx, rx),
+        Some(enrichment.enricher),
+        sink,
+    ));
     // The engine dropped the snapshot sender: the screen ends and restores
     // the terminal before anything more is printed.
     let shown = screen.join();

@@ -16,6 +16,7 @@ use crate::attribution;
 use crate::cli::Args;
 use crate::conntrack::socket::CtSocket;
 use crate::conntrack::source::{self, DumpSummary};
+use crate::enrich;
 use crate::flow::model::{Flow, FlowKey};
 use crate::flow::table::{EventKind, FlowTable};
 use crate::output::json::{now_ts, JsonWriter};
@@ -29,12 +30,17 @@ pub fn run(args: &Args) -> Result<(), RunError> {
     if !args.no_sysctl {
         repair_settings_left_by_a_killed_run(args);
     }
+    let mut enrichment = enrich::start::start(args);
     let stdout = io::stdout().lock();
     let (summary, written) = if args.json {
-        stream_json(args, sock, stdout)?
+        stream_json(args, sock, &mut enrichment, stdout)?
     } else {
         let (table, summary) = dump_into_table(args, &mut sock)?;
-        (summary, print_text(args, &table, stdout))
+        for e in table.iter() {
+            enrichment.enricher.see(&e.flow);
+        }
+        enrichment.wait_for_names(enrichment.dns_timeout + enrich::start::ONCE_MARGIN);
+        (summary, print_text(args, &table, &enrichment, stdout))
     };
     if summary.total == 0 {
         eprintln!("{}", engine::EMPTY_TABLE_HINT);
@@ -67,9 +73,14 @@ fn repair_settings_left_by_a_killed_run(args: &Args) {
 /// Dumps on a second thread and writes JSON lines as chunks arrive. Returns
 /// the dump summary and the outcome of writing (kept apart: a closed pipe
 /// is not a dump failure).
+///
+/// With reverse DNS on, lines wait until every name has arrived or failed
+/// (bounded by the lookup time-out): batch output is complete or it is
+/// nothing. Geography needs no wait.
 fn stream_json(
     args: &Args,
     mut sock: CtSocket,
+    enrichment: &mut enrich::start::Started,
     out: impl Write,
 ) -> Result<(DumpSummary, io::Result<()>), RunError> {
     let sel = args.selection();
@@ -83,23 +94,34 @@ fn stream_json(
     let mode = crate::Attribution::for_once(args);
     let index = (!mode.is_off()).then(attribution::scan_procfs);
     let (ts, wall) = now_ts();
-    let mut w =
-        JsonWriter::new(BufWriter::with_capacity(1 << 16, out)).with_services(crate::load_services(args));
+    let mut w = JsonWriter::new(BufWriter::with_capacity(1 << 16, out))
+        .with_services(crate::load_services(args))
+        .with_book(enrichment.enricher.book().clone());
+    let mut meta = meta_line(args, &ts, None, &mode, None);
+    enrichment.describe(&mut meta);
+    let wait_for_names = enrichment.enricher.dns_on();
+    let mut held: Vec<Flow> = Vec::new();
     let mut written: io::Result<()> = Ok(());
     let mut meta_done = false;
     // A dump is not an atomic snapshot: an entry can come twice.
     let mut seen: HashSet<FlowKey, foldhash::fast::RandomState> = HashSet::default();
+    let own_queries = enrichment.enricher.own_queries();
     for chunk in rx.iter() {
         // The meta line waits for the first entries, so a refused dump
         // prints the error alone.
         if !meta_done {
             meta_done = true;
-            written = w.value(&meta_line(args, &ts, None, &mode, None));
+            written = w.value(&meta);
         }
-        for flow in &chunk {
-            if written.is_ok() && seen.insert(flow.key()) {
-                let owner = index.as_ref().and_then(|i| i.lookup(flow));
-                written = w.reading(EventKind::Snapshot, flow, None, owner.as_deref(), &ts, wall);
+        for flow in chunk {
+            if written.is_ok() && !own_queries.contains(&flow) && seen.insert(flow.key()) {
+                enrichment.enricher.see(&flow);
+                if wait_for_names {
+                    held.push(flow);
+                } else {
+                    let owner = index.as_ref().and_then(|i| i.lookup(&flow));
+                    written = w.reading(EventKind::Snapshot, &flow, None, owner.as_deref(), &ts, wall);
+                }
             }
         }
         if written.is_err() {
@@ -107,13 +129,23 @@ fn stream_json(
         }
     }
     drop(rx);
+    if !held.is_empty() {
+        enrichment.wait_for_names(enrichment.dns_timeout + enrich::start::ONCE_MARGIN);
+        for flow in &held {
+            if written.is_err() {
+                break;
+            }
+            let owner = index.as_ref().and_then(|i| i.lookup(flow));
+            written = w.reading(EventKind::Snapshot, flow, None, owner.as_deref(), &ts, wall);
+        }
+    }
     let summary = dumper
         .join()
         .map_err(|_| RunError::Other(anyhow::anyhow!("the dump thread panicked")))?
         .map_err(map_socket_error)?
         .unwrap_or_default();
     if !meta_done {
-        written = w.value(&meta_line(args, &ts, None, &mode, None));
+        written = w.value(&meta);
     }
     Ok((summary, written.and_then(|()| w.flush())))
 }
@@ -138,7 +170,12 @@ fn dump_into_table(args: &Args, sock: &mut CtSocket) -> Result<(FlowTable, DumpS
     Ok((table, summary))
 }
 
-fn print_text(args: &Args, table: &FlowTable, out: impl Write) -> io::Result<()> {
+fn print_text(
+    args: &Args,
+    table: &FlowTable,
+    enrichment: &enrich::start::Started,
+    out: impl Write,
+) -> io::Result<()> {
     let snap = table.snapshot();
     let mut out = BufWriter::new(out);
     let mode = crate::Attribution::for_once(args).mode;
@@ -151,6 +188,7 @@ fn print_text(args: &Args, table: &FlowTable, out: impl Write) -> io::Result<()>
         bits: args.bits,
     };
     let services = crate::load_services(args);
-    out.write_all(output::text::table(&mut entries, SystemTime::now(), opts, &services).as_bytes())?;
+    let book = enrichment.enricher.book();
+    out.write_all(output::text::table(&mut entries, SystemTime::now(), opts, &services, book).as_bytes())?;
     out.flush()
 }

@@ -628,6 +628,8 @@ pub const FLOW_KEYS: &[&str] = &[
     "dst_country",
     "dst_city",
     "service",
+    "src_scope",
+    "dst_scope",
 ];
 
 /// Keys of [`FLOW_KEYS`] (plus `icmp_*` for icmp/icmpv6) that `v` lacks.

@@ -3,9 +3,9 @@
 //! `dump` fills the conntrack table of a private network namespace with N UDP
 //! entries and measures, side by side:
 //!
-//! * `conntrack -L` and `flowtop --once --json -4U --no-sysctl`: wall time,
+//! * `conntrack -L` and `flowtop --once --json -4UnG --no-sysctl`: wall time,
 //!   CPU time and peak RSS (from `wait4`'s rusage), median of `--runs`;
-//! * steady state: CPU and memory of `flowtop --json -t 1 -4U --no-sysctl`
+//! * steady state: CPU and memory of `flowtop --json -t 1 -4UnG --no-sysctl`
 //!   and of netsniff-ng's flowtop 0.6.8 (`/usr/sbin/flowtop -4UGn`, run on a
 //!   pseudo-terminal of its own) over `--cpu-secs` seconds, once the table is
 //!   loaded.
@@ -48,14 +48,21 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
             let _signals = SignalGuard::install();
             crate::bench_ui::run(&opts)
         }
+        "enrich" => {
+            let _signals = SignalGuard::install();
+            crate::bench_enrich::run(args)
+        }
         "help" | "--help" | "-h" => {
             println!(
-                "{DUMP_USAGE}\n\n{ATTRIBUTION_USAGE}\n\n{}",
+                "{DUMP_USAGE}\n\n{ATTRIBUTION_USAGE}\n\n{}\n\n{}",
+                crate::bench_enrich::USAGE,
                 crate::bench_ui::USAGE
             );
             Ok(())
         }
-        other => bail!("unknown benchmark '{other}'; available: dump, attribution, ui\n\n{DUMP_USAGE}"),
+        other => {
+            bail!("unknown benchmark '{other}'; available: dump, attribution, enrich, ui\n\n{DUMP_USAGE}")
+        }
     }
 }
 
@@ -204,7 +211,7 @@ pub(crate) fn parse_count(s: &str) -> Result<u64> {
 
 // ---------------------------------------------------------------- signals
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+pub(crate) static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_sig: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
@@ -306,7 +313,7 @@ pub(crate) fn run_cmd(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn read_trim(path: &str) -> Result<String> {
+pub(crate) fn read_trim(path: &str) -> Result<String> {
     Ok(fs::read_to_string(path)
         .with_context(|| format!("cannot read {path}"))?
         .trim()
@@ -400,7 +407,7 @@ pub(crate) fn signal_and_wait(pid: i32, sig: libc::c_int, grace: Duration) -> bo
     !pid_alive(pid)
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     let n = s.len();
@@ -670,9 +677,9 @@ impl Drop for TempDir {
 // ---------------------------------------------------------------- measuring
 
 #[derive(Debug, Clone, Copy)]
-struct RunStat {
-    wall_s: f64,
-    cpu_s: f64,
+pub(crate) struct RunStat {
+    pub(crate) wall_s: f64,
+    pub(crate) cpu_s: f64,
     user_s: f64,
     sys_s: f64,
     maxrss_kib: u64,
@@ -680,7 +687,7 @@ struct RunStat {
 
 /// Runs `cmd` to completion with stdout to /dev/null; wall time, CPU time and
 /// peak RSS from wait4.
-fn timed_run(cmd: &mut Command, stderr_path: &Path, timeout: Duration) -> Result<RunStat> {
+pub(crate) fn timed_run(cmd: &mut Command, stderr_path: &Path, timeout: Duration) -> Result<RunStat> {
     check_interrupted()?;
     cmd.stdin(Stdio::null())
         .stdout(File::create("/dev/null")?)
@@ -823,7 +830,7 @@ struct Window {
 fn steady_flowtop(ns: &Netns, flowtop: &Path, n: u64, secs: f64, tmp: &Path) -> Result<Steady> {
     let errp = tmp.join("steady-flowtop.err");
     let mut cmd = ns.cmd(&flowtop.to_string_lossy());
-    cmd.args(["--json", "-t", "1", "-4U", "--no-sysctl"])
+    cmd.args(["--json", "-t", "1", "-4UnG", "--no-sysctl"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(File::create(&errp)?);
@@ -1145,7 +1152,7 @@ fn one_size(opts: &DumpOpts, n: u64, flowtop: &Path, tmp: &Path, with_legacy: bo
         )?);
         empty_flowtop.push(timed_run(
             ns.cmd(&flowtop.to_string_lossy())
-                .args(["--once", "--json", "-4U", "--no-sysctl"]),
+                .args(["--once", "--json", "-4UnG", "--no-sysctl"]),
             &tmp.join("ft.err"),
             timeout,
         )?);
@@ -1170,7 +1177,7 @@ fn one_size(opts: &DumpOpts, n: u64, flowtop: &Path, tmp: &Path, with_legacy: bo
     // Untimed pass first: checks that flowtop prints every flow (and warms caches).
     let mut check = ns.cmd(&flowtop.to_string_lossy());
     check
-        .args(["--once", "--json", "-4U", "--no-sysctl"])
+        .args(["--once", "--json", "-4UnG", "--no-sysctl"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(File::create(tmp.join("check.err"))?);
@@ -1204,7 +1211,7 @@ fn one_size(opts: &DumpOpts, n: u64, flowtop: &Path, tmp: &Path, with_legacy: bo
         });
         ft.push(timed_run(
             ns.cmd(&flowtop.to_string_lossy())
-                .args(["--once", "--json", "-4U", "--no-sysctl"]),
+                .args(["--once", "--json", "-4UnG", "--no-sysctl"]),
             &tmp.join("ft.err"),
             timeout,
         )?);
@@ -1401,7 +1408,7 @@ pub(crate) fn machine_info(root: &Path) -> Vec<(String, String)> {
 /// A metric measured for the peer and for flowtop, and how to show it.
 type MetricPair<'a> = (&'a str, &'a [f64], &'a [f64], fn(f64) -> String);
 
-fn secs(v: f64) -> String {
+pub(crate) fn secs(v: f64) -> String {
     if v < 10.0 {
         format!("{v:.3} s")
     } else {
@@ -1409,7 +1416,7 @@ fn secs(v: f64) -> String {
     }
 }
 
-fn mib(kib: f64) -> String {
+pub(crate) fn mib(kib: f64) -> String {
     format!("{:.1} MiB", kib / 1024.0)
 }
 
@@ -1461,9 +1468,9 @@ fn render(opts: &DumpOpts, root: &Path, results: &[SizeResult], took: Duration) 
     o.push_str(
         "\nSetup: a fresh network namespace per size; N UDP entries (one socket, 198.51.100.1 → \
 198.51.100.2-254, distinct ports; acct on, UDP timeout 3600 s). One-shot: `conntrack -L > /dev/null` and \
-`flowtop --once --json -4U --no-sysctl > /dev/null`, interleaved, wall time / CPU (user+sys) / peak RSS \
+`flowtop --once --json -4UnG --no-sysctl > /dev/null`, interleaved, wall time / CPU (user+sys) / peak RSS \
 from wait4. Peak RSS per flow = (peak RSS at N − median peak RSS on the empty table) / N. Steady state: \
-`flowtop --json -t 1 -4U --no-sysctl` (stdout drained by a pipe) and `flowtop -4UGn` 0.6.8 on a pty of its own \
+`flowtop --json -t 1 -4UnG --no-sysctl` (stdout drained by a pipe) and `flowtop -4UGn` 0.6.8 on a pty of its own \
 (output drained), CPU from /proc/PID/stat utime+stime over the window after the warm-up, VmHWM/VmRSS from \
 /proc/PID/status at the end of the window; one run each. A CPU-bound process only gets what the rest of \
 the machine leaves over: see \"rest of the machine\".\n",

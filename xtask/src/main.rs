@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_attr;
+mod bench_enrich;
 mod bench_ui;
 mod cmd;
 mod degrade;

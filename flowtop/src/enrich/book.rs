@@ -87,6 +87,26 @@ impl AddressBook {
         self.len() == 0
     }
 
+    /// Calls `f` for every address (under the read lock: keep `f` short).
+    pub fn for_each(&self, mut f: impl FnMut(&IpAddr, &AddrView)) {
+        let map = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        for (ip, v) in map.iter() {
+            f(ip, v);
+        }
+    }
+
+    /// Calls `f` with what is known about two addresses under one lock (a
+    /// reader taking the lock twice could wait behind a writer).
+    pub fn with_pair<R>(
+        &self,
+        a: IpAddr,
+        b: IpAddr,
+        f: impl FnOnce(Option<&AddrView>, Option<&AddrView>) -> R,
+    ) -> R {
+        let map = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        f(map.get(&a), map.get(&b))
+    }
+
     /// Keeps only the addresses for which `keep` is true (the engine drops
     /// addresses no flow uses any more, so the book stays bounded).
     pub fn retain(&self, mut keep: impl FnMut(&IpAddr) -> bool) {

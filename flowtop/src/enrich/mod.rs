@@ -3,4 +3,12 @@
 //! [`book::AddressBook`].
 
 pub mod book;
+pub mod dns;
+pub mod enricher;
+pub mod geoip;
+#[doc(hidden)]
+pub mod mmdb_write;
+pub mod scope;
 pub mod services;
+mod sources;
+pub mod start;

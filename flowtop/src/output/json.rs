@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use super::format::{age_secs, rfc3339};
 use super::line::LineBuf;
 use crate::attribution::Owner;
+use crate::enrich::book::{AddrView, AddressBook};
 use crate::enrich::services::Services;
 use crate::flow::model::{proto, Flow};
 use crate::flow::rate::Rates;
@@ -20,6 +21,8 @@ pub struct JsonWriter<W: Write> {
     line: Vec<u8>,
     /// Service names for the `service` field.
     services: Option<Arc<Services>>,
+    /// Names and geography for the `*_host`, `*_country`, `*_city` fields.
+    book: Option<Arc<AddressBook>>,
 }
 
 impl<W: Write> JsonWriter<W> {
@@ -28,7 +31,14 @@ impl<W: Write> JsonWriter<W> {
             out,
             line: Vec::with_capacity(1024),
             services: None,
+            book: None,
         }
+    }
+
+    /// Fills names and geography from the address book.
+    pub fn with_book(mut self, book: Arc<AddressBook>) -> Self {
+        self.book = Some(book);
+        self
     }
 
     /// Names ports in the `service` field.
@@ -75,13 +85,22 @@ impl<W: Write> JsonWriter<W> {
     ) -> io::Result<()> {
         self.line.clear();
         let service = self.services.as_deref().and_then(|s| s.of_flow(flow));
-        let line = Line {
-            flow,
-            rates,
-            owner,
-            service,
+        let buf = &mut self.line;
+        let mut write = |src: Option<&AddrView>, dst: Option<&AddrView>| {
+            let line = Line {
+                flow,
+                rates,
+                owner,
+                service,
+                src,
+                dst,
+            };
+            write_flow(buf, kind, &line, ts, now);
         };
-        write_flow(&mut self.line, kind, &line, ts, now);
+        match &self.book {
+            Some(book) => book.with_pair(flow.orig.src, flow.orig.dst, write),
+            None => write(None, None),
+        }
         self.out.write_all(&self.line)
     }
 
@@ -117,6 +136,9 @@ pub struct Line<'a> {
     pub rates: Option<Rates>,
     pub owner: Option<&'a Owner>,
     pub service: Option<&'a str>,
+    /// What the address book knows of the original source and destination.
+    pub src: Option<&'a AddrView>,
+    pub dst: Option<&'a AddrView>,
 }
 
 pub fn write_flow(buf: &mut Vec<u8>, kind: EventKind, line: &Line<'_>, ts: &str, now: SystemTime) {
@@ -125,6 +147,8 @@ pub fn write_flow(buf: &mut Vec<u8>, kind: EventKind, line: &Line<'_>, ts: &str,
         rates,
         owner,
         service,
+        src,
+        dst,
     } = *line;
     let c = f.counters;
     let mut w = LineBuf::new(buf);
@@ -215,24 +239,32 @@ pub fn write_flow(buf: &mut Vec<u8>, kind: EventKind, line: &Line<'_>, ts: &str,
     w.opt_uint(owner.map(|o| u64::from(o.uid)));
     w.key("attribution");
     w.opt_plain_str(owner.map(|o| o.how.name()));
-    // Filled by the enrichment stage; null until then.
-    for k in [
-        "src_host",
-        "dst_host",
-        "src_country",
-        "src_city",
-        "dst_country",
-        "dst_city",
-    ] {
-        w.key(k);
-        w.null();
-    }
+    // PTR names and GeoIP strings come from outside: escaped.
+    let opt_escaped = |w: &mut LineBuf<'_>, key: &str, v: Option<&str>| {
+        w.key(key);
+        match v {
+            Some(s) => w.escaped_str(s),
+            None => w.null(),
+        }
+    };
+    opt_escaped(&mut w, "src_host", src.and_then(AddrView::host));
+    opt_escaped(&mut w, "dst_host", dst.and_then(AddrView::host));
+    opt_escaped(&mut w, "src_country", src.and_then(|v| v.country.as_deref()));
+    opt_escaped(&mut w, "src_city", src.and_then(|v| v.city.as_deref()));
+    opt_escaped(&mut w, "dst_country", dst.and_then(|v| v.country.as_deref()));
+    opt_escaped(&mut w, "dst_city", dst.and_then(|v| v.city.as_deref()));
     // Names come from configuration files: escaped like any outside text.
     w.key("service");
     match service {
         Some(name) => w.escaped_str(name),
         None => w.null(),
     }
+    // Added after `service` (the contract only grows): why an address has
+    // no geography ("private", "loopback", ...), null for public ones.
+    w.key("src_scope");
+    w.opt_plain_str(src.and_then(|v| v.scope));
+    w.key("dst_scope");
+    w.opt_plain_str(dst.and_then(|v| v.scope));
     w.end_line();
 }
 
@@ -246,6 +278,7 @@ pub fn now_ts() -> (String, SystemTime) {
 mod tests {
     use super::*;
     use crate::conntrack::decode::CtEventKind;
+    use crate::enrich::book::NameState;
     use crate::flow::model::{Counters, Family, Flow, Icmp, ProtoState, Tuple};
     use crate::flow::table::{FlowTable, TableConfig};
     use serde::Serialize;
@@ -322,11 +355,21 @@ mod tests {
         dst_country: Option<&'a str>,
         dst_city: Option<&'a str>,
         service: Option<&'a str>,
+        src_scope: Option<&'a str>,
+        dst_scope: Option<&'a str>,
     }
 
     /// The reference serialization: the documented fields through serde.
-    fn oracle(kind: EventKind, e: &Entry, ts: &str, now: SystemTime) -> serde_json::Value {
+    fn oracle(
+        kind: EventKind,
+        e: &Entry,
+        ts: &str,
+        now: SystemTime,
+        book: &AddressBook,
+    ) -> serde_json::Value {
         let services = Services::builtin();
+        let src = book.get(e.flow.orig.src).unwrap_or_default();
+        let dst = book.get(e.flow.orig.dst).unwrap_or_default();
         let f = &e.flow;
         let icmp = f.orig.icmp;
         let c = f.counters;
@@ -370,13 +413,15 @@ mod tests {
             exe: e.owner.as_ref().and_then(|o| o.exe.as_deref()),
             uid: e.owner.as_ref().map(|o| o.uid),
             attribution: e.owner.as_ref().map(|o| o.how.name()),
-            src_host: None,
-            dst_host: None,
-            src_country: None,
-            src_city: None,
-            dst_country: None,
-            dst_city: None,
+            src_host: src.host(),
+            dst_host: dst.host(),
+            src_country: src.country.as_deref(),
+            src_city: src.city.as_deref(),
+            dst_country: dst.country.as_deref(),
+            dst_city: dst.city.as_deref(),
             service: services.of_flow(f),
+            src_scope: src.scope,
+            dst_scope: dst.scope,
         };
         serde_json::to_value(&line).expect("serializes")
     }
@@ -509,6 +554,16 @@ mod tests {
         let t = entries();
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_100);
         let ts = "2023-11-14T22:13:20.000000Z";
+        // Names and geography, some hostile: escaped like serde escapes them.
+        let book = AddressBook::new();
+        book.update("198.51.100.255".parse().expect("ip"), |v| {
+            v.name = NameState::Name("evil\u{1b}]0;title\u{7}\"ptr\n".into());
+            v.country = Some("N\"Z".into());
+            v.city = Some("Wellington\u{9b}2J".into());
+        });
+        book.update("192.0.2.1".parse().expect("ip"), |v| {
+            v.scope = Some("documentation")
+        });
         for e in t.iter() {
             for kind in [
                 EventKind::Snapshot,
@@ -518,11 +573,14 @@ mod tests {
             ] {
                 let mut buf = Vec::new();
                 let services = Services::builtin();
+                let (src_view, dst_view) = (book.get(e.flow.orig.src), book.get(e.flow.orig.dst));
                 let line = Line {
                     flow: &e.flow,
                     rates: e.rate.measured_rates(),
                     owner: e.owner.as_deref(),
                     service: services.of_flow(&e.flow),
+                    src: src_view.as_ref(),
+                    dst: dst_view.as_ref(),
                 };
                 write_flow(&mut buf, kind, &line, ts, now);
                 assert_eq!(buf.last(), Some(&b'\n'));
@@ -530,13 +588,13 @@ mod tests {
                 let fast: serde_json::Value = serde_json::from_slice(&buf).expect("valid JSON");
                 assert_eq!(
                     fast,
-                    oracle(kind, e, ts, now),
+                    oracle(kind, e, ts, now, &book),
                     "{}",
                     String::from_utf8_lossy(&buf)
                 );
                 // Field order is part of the contract's readability: same as the reference.
                 let keys: Vec<String> = fast.as_object().expect("object").keys().cloned().collect();
-                let want: Vec<String> = oracle(kind, e, ts, now)
+                let want: Vec<String> = oracle(kind, e, ts, now, &book)
                     .as_object()
                     .expect("object")
                     .keys()

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use super::format::{age_secs, human_age, human_bytes};
 use super::safe::terminal_safe;
+use crate::enrich::book::AddressBook;
 use crate::enrich::services::Services;
 use crate::flow::model::proto;
 use crate::flow::table::{Aggregates, Entry};
@@ -43,7 +44,33 @@ pub fn summary(version: &str, flows: usize, agg: &Aggregates, attribution: &str)
 }
 
 /// The table, sorted by total bytes (most first), then id.
-pub fn table(entries: &mut [&Entry], now: SystemTime, opts: TextOptions, services: &Services) -> String {
+/// The HOST and GEO cells of an address: its name, and its country and
+/// city or why it has none ("private", ...); "-" when unknown.
+fn host_and_geo(book: &AddressBook, ip: IpAddr) -> (String, String) {
+    book.with(ip, |v| {
+        let Some(v) = v else {
+            return ("-".to_owned(), "-".to_owned());
+        };
+        let host = v
+            .host()
+            .map_or_else(|| "-".to_owned(), |h| terminal_safe(h).into_owned());
+        let geo = match (v.scope, v.country.as_deref(), v.city.as_deref()) {
+            (Some(label), _, _) => label.to_owned(),
+            (None, Some(cc), Some(city)) => format!("{} {}", terminal_safe(cc), terminal_safe(city)),
+            (None, Some(cc), None) => terminal_safe(cc).into_owned(),
+            _ => "-".to_owned(),
+        };
+        (host, geo)
+    })
+}
+
+pub fn table(
+    entries: &mut [&Entry],
+    now: SystemTime,
+    opts: TextOptions,
+    services: &Services,
+    book: &AddressBook,
+) -> String {
     entries.sort_by(|a, b| {
         let total = |e: &Entry| e.flow.counters.map_or(0, |c| c.orig_bytes + c.reply_bytes);
         total(b).cmp(&total(a)).then(a.flow.id.cmp(&b.flow.id))
@@ -51,9 +78,9 @@ pub fn table(entries: &mut [&Entry], now: SystemTime, opts: TextOptions, service
     let mut rows: Vec<Vec<String>> = Vec::with_capacity(entries.len() + 1);
     let mut header = vec!["PROCESS", "PID", "PROTO", "STATE", "AGE"];
     if opts.show_src {
-        header.push("SOURCE");
+        header.extend(["SOURCE", "SRC HOST", "SRC GEO"]);
     }
-    header.extend(["DESTINATION", "SERVICE", "NAT", "BYTES", "RATE"]);
+    header.extend(["DESTINATION", "HOST", "GEO", "SERVICE", "NAT", "BYTES", "RATE"]);
     rows.push(header.iter().map(|s| (*s).to_owned()).collect());
     let unit = if opts.bits { 8.0 } else { 1.0 };
     let suffix = if opts.bits { "b/s" } else { "B/s" };
@@ -73,8 +100,12 @@ pub fn table(entries: &mut [&Entry], now: SystemTime, opts: TextOptions, service
         ];
         if opts.show_src {
             row.push(endpoint(&f.orig.src, f.orig.sport));
+            let (host, geo) = host_and_geo(book, f.orig.src);
+            row.extend([host, geo]);
         }
         row.push(endpoint(&f.orig.dst, f.orig.dport));
+        let (host, geo) = host_and_geo(book, f.orig.dst);
+        row.extend([host, geo]);
         row.push(
             services
                 .of_flow(f)
@@ -241,6 +272,17 @@ mod tests {
         let t = sample_table();
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_125);
         let services = Services::builtin();
+        // Names and geography for some ends; one name is hostile.
+        let book = AddressBook::new();
+        for e in t.iter() {
+            let dst = e.flow.orig.dst;
+            book.update(dst, |v| {
+                v.name = crate::enrich::book::NameState::Name(format!("h\u{1b}[31m{dst}.example").into());
+                v.country = Some("NZ".into());
+                v.city = Some("Wellington".into());
+            });
+            book.update(e.flow.orig.src, |v| v.scope = Some("private"));
+        }
         let mut entries: Vec<_> = t.iter().collect();
         let text = table(
             &mut entries,
@@ -250,6 +292,7 @@ mod tests {
                 bits: false,
             },
             &services,
+            &book,
         );
         insta::assert_snapshot!("batch_table_with_source", text);
         let mut entries: Vec<_> = t.iter().collect();
@@ -261,6 +304,7 @@ mod tests {
                 bits: true,
             },
             &services,
+            &book,
         );
         insta::assert_snapshot!("batch_table_bits", text);
         let summary = summary("0.1.0", t.len(), &t.aggregates(), "unavailable");
