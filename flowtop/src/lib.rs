@@ -14,6 +14,7 @@ pub mod enrich;
 pub mod flow;
 pub mod once;
 pub mod output;
+pub mod privileges;
 pub mod sysctl;
 pub mod update;
 
@@ -271,6 +272,8 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
         reason: attribution.ebpf_unavailable.clone(),
     };
     let enrichment = enrich::start::start(args);
+    // Start-up is over: keep only what the stream needs (see privileges.rs).
+    drop_privileges(!attribution.is_off());
     let (ts, _) = now_ts();
     let mut out = JsonWriter::new(BufWriter::with_capacity(1 << 16, io::stdout().lock()))
         .with_services(load_services(args))
@@ -297,6 +300,14 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
         &mut out,
     ))?;
     Ok(())
+}
+
+/// Gives up the capabilities start-up needed; a failure is reported, not
+/// fatal (flowtop then runs with what it had).
+pub(crate) fn drop_privileges(procfs: bool) {
+    if let Err(e) = privileges::drop_after_startup(privileges::Keep { procfs }) {
+        eprintln!("flowtop: could not drop capabilities: {e}");
+    }
 }
 
 /// What attribution runs with: the mode, the eBPF handle that keeps its

@@ -1,0 +1,400 @@
+//! Root-only reliability and security tests of the `flowtop` binary: the
+//! capability drop, faults injected while it runs, hostile names. Each
+//! test uses its own network namespaces. Run them as root with
+//! `cargo test -p flowtop --test reliability -- --ignored --test-threads=1`
+//! (which `cargo xtask test` does).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const ROOT: &str = "needs root and network namespaces: run by `cargo xtask test` as root";
+
+/// The bulk ctnetlink inserter of the benchmarks.
+const CT_INSERT_PY: &str = include_str!("../xtask/scripts/ct_insert.py");
+
+/// CAP_DAC_READ_SEARCH (2), CAP_NET_ADMIN (12), CAP_SYS_PTRACE (19).
+const KEPT: u64 = (1 << 2) | (1 << 12) | (1 << 19);
+/// CAP_NET_ADMIN alone (`--attribution off`).
+const KEPT_NO_PROC: u64 = 1 << 12;
+
+/// Capability lines of one thread's `/proc/PID/task/TID/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Caps {
+    inh: u64,
+    prm: u64,
+    eff: u64,
+    bnd: u64,
+    amb: u64,
+    no_new_privs: u64,
+}
+
+fn caps_of(status: &str) -> Caps {
+    let field = |name: &str, hex: bool| -> u64 {
+        let v = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {name} in {status}"));
+        if hex {
+            u64::from_str_radix(v, 16).expect("hex")
+        } else {
+            v.parse().expect("number")
+        }
+    };
+    Caps {
+        inh: field("CapInh:", true),
+        prm: field("CapPrm:", true),
+        eff: field("CapEff:", true),
+        bnd: field("CapBnd:", true),
+        amb: field("CapAmb:", true),
+        no_new_privs: field("NoNewPrivs:", false),
+    }
+}
+
+/// The capability sets of every thread of `pid`, with the thread names.
+fn thread_caps(pid: u32) -> Vec<(String, Caps)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir") {
+        let Ok(t) = t else { continue };
+        let Ok(status) = std::fs::read_to_string(t.path().join("status")) else {
+            continue;
+        };
+        let name = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Name:"))
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        out.push((name, caps_of(&status)));
+    }
+    out
+}
+
+fn assert_dropped(pid: u32, want: u64, what: &str) {
+    let threads = thread_caps(pid);
+    assert!(!threads.is_empty(), "{what}: no threads");
+    let expected = Caps {
+        inh: 0,
+        prm: want,
+        eff: want,
+        bnd: want,
+        amb: 0,
+        no_new_privs: 1,
+    };
+    for (name, caps) in &threads {
+        assert_eq!(
+            caps, &expected,
+            "{what}: thread {name} has {caps:x?}, expected {expected:x?} (all threads: {threads:x?})"
+        );
+    }
+}
+
+/// A TCP client running as `nobody` (another user than flowtop's), which
+/// connects to `host:port`, prints its local port, then sends 100 bytes
+/// every 100 ms until killed. `ip netns exec` and `setpriv` exec in place, so
+/// the child's pid is the python process's.
+fn nobody_client(ns: &Netns, host: &str, port: u16) -> (Child, u16) {
+    let script = format!(
+        "import socket, time\n\
+         s = socket.create_connection(('{host}', {port}))\n\
+         print(s.getsockname()[1], flush=True)\n\
+         while True:\n    s.sendall(b'x' * 100); time.sleep(0.1)\n"
+    );
+    let mut child = ns
+        .cmd(
+            "setpriv",
+            &[
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                python(),
+                "-c",
+                &script,
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("setpriv python starts");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while out.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+        buf.push(byte[0]);
+    }
+    let port = String::from_utf8_lossy(&buf)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("nobody client printed {buf:?}"));
+    (child, port)
+}
+
+fn kill_child(mut c: Child) {
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+// ---------------------------------------------------------------------------
+// least privilege
+
+/// `--json`: after start-up every thread has exactly the kept set, no
+/// ambient or inheritable capabilities, a bounding set cut to the kept set,
+/// and no_new_privs; and that set suffices: another user's connection is
+/// attributed to its process (reading its /proc entries), counters update
+/// (re-dumps over ctnetlink) and SIGTERM restores the sysctls.
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn json_stream_drops_capabilities_and_keeps_working() {
+    let _ = ROOT;
+    let (client, server) = Netns::pair();
+    client.set_acct_ts("0", "0");
+    let _srv = Agent::server(&server, 7401);
+    let mut ft = Flowtop::start(&client, &["--json", "-t", "1", "-4T"]);
+    // The meta line is written after the drop.
+    assert_dropped(ft.pid(), KEPT, "flowtop --json");
+
+    let (nobody, port) = nobody_client(&client, SERVER_V4, 7401);
+    let pid = u64::from(nobody.id());
+    let v = ft.wait_for("another user's connection with its pid and exe", WAIT, |v| {
+        has_tuple(v, "tcp", CLIENT_V4, port, SERVER_V4, 7401)
+            && ju64(v, "pid") == Some(pid)
+            && jstr(v, "exe").is_some_and(|e| e.starts_with('/'))
+    });
+    assert_eq!(jstr(&v, "comm"), Some("python3"), "{v}");
+    ft.wait_for("counters of that connection growing", WAIT, |v| {
+        has_tuple(v, "tcp", CLIENT_V4, port, SERVER_V4, 7401)
+            && event(v) == "update"
+            && ju64(v, "orig_bytes").is_some_and(|b| b > 1000)
+    });
+    kill_child(nobody);
+    // Threads started after the drop (engine sources) have the same sets.
+    assert_dropped(ft.pid(), KEPT, "flowtop --json, later");
+    assert_eq!(client.acct_ts(), ("1".into(), "1".into()));
+    ft.signal(libc::SIGTERM);
+    let st = ft.wait_exit(Duration::from_secs(10));
+    assert!(st.success(), "SIGTERM: exit {st}\n{}", ft.stderr());
+    assert_eq!(
+        client.acct_ts(),
+        ("0".into(), "0".into()),
+        "sysctls not restored with the kept capabilities; stderr:\n{}",
+        ft.stderr()
+    );
+    assert!(!ft.stderr().contains("could not drop"), "{}", ft.stderr());
+}
+
+/// `--attribution off` keeps CAP_NET_ADMIN alone.
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn attribution_off_keeps_only_net_admin() {
+    let ns = Netns::with_conntrack();
+    let ft = Flowtop::start(&ns, &["--json", "--attribution", "off"]);
+    assert_dropped(ft.pid(), KEPT_NO_PROC, "flowtop --json --attribution off");
+}
+
+/// Inserts `n` UDP entries with `ct_insert.py` (198.51.100.1 -> 198.51.100.x).
+fn ct_insert(ns: &Netns, n: u32, extra: &[&str]) {
+    let count = n.to_string();
+    let mut args = vec!["-c", CT_INSERT_PY, count.as_str()];
+    args.extend_from_slice(extra);
+    let out = ns.run(python(), &args);
+    let created: u32 = out
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(0);
+    assert!(created >= n * 9 / 10, "ct_insert: {out}");
+}
+
+/// `--once`: the process is caught while it writes a table larger than the
+/// pipe (the test does not read yet), after start-up; it must have the
+/// kept set only, and still print every entry and attribute flows.
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn once_drops_capabilities_and_still_dumps_and_attributes() {
+    let (client, server) = Netns::pair();
+    let _srv = Agent::server(&server, 7402);
+    let (nobody, port) = nobody_client(&client, SERVER_V4, 7402);
+    ct_insert(&client, 5000, &[]);
+    let mut child = client
+        .cmd(FLOWTOP, &["--once", "--json", "-n", "-4TU"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("flowtop starts");
+    let pid = child.id();
+    // 5000 lines of JSON do not fit a 64 KiB pipe: flowtop blocks writing.
+    let seen = poll_until(Duration::from_secs(20), Duration::from_millis(50), || {
+        let threads = thread_caps(pid);
+        threads
+            .iter()
+            .any(|(_, c)| c.no_new_privs == 1)
+            .then_some(threads)
+    });
+    assert!(seen.is_some(), "flowtop --once never dropped (or exited early)");
+    // Give every thread time to answer, then check them all.
+    std::thread::sleep(Duration::from_millis(200));
+    if std::fs::metadata(format!("/proc/{pid}/task")).is_ok() {
+        assert_dropped(pid, KEPT, "flowtop --once");
+    }
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut stdout)
+        .expect("read");
+    let st = child.wait().expect("wait");
+    assert!(st.success(), "exit {st}");
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let udp = lines.iter().filter(|v| jstr(v, "proto") == Some("udp")).count();
+    assert!(udp >= 4500, "only {udp} udp flows printed");
+    let flow = lines
+        .iter()
+        .find(|v| has_tuple(v, "tcp", CLIENT_V4, port, SERVER_V4, 7402))
+        .expect("the nobody connection");
+    assert_eq!(ju64(flow, "pid"), Some(u64::from(nobody.id())), "{flow}");
+    kill_child(nobody);
+}
+
+// ---------------------------------------------------------------------------
+// faults
+
+/// Flow ids alive in the kernel's table (UDP only).
+fn kernel_udp(ns: &Netns) -> BTreeSet<u32> {
+    ns.conntrack_list()
+        .iter()
+        .filter(|e| e.proto == "udp")
+        .map(|e| e.id)
+        .collect()
+}
+
+/// Waits until the stream's view of live UDP ids equals the kernel's.
+fn converge(ft: &mut Flowtop, ns: &Netns, what: &str, timeout: Duration) {
+    let mut last = (0, 0);
+    let ok = poll_until(timeout, Duration::from_millis(500), || {
+        ft.pump();
+        let alive: BTreeSet<u32> = alive_udp(&ft.lines);
+        let kernel = kernel_udp(ns);
+        last = (alive.len(), kernel.len());
+        (alive == kernel).then_some(())
+    });
+    if ok.is_none() {
+        ft.fail(&format!(
+            "{what}: did not converge within {timeout:?}: flowtop has {} udp ids alive, the kernel {}",
+            last.0, last.1
+        ));
+    }
+}
+
+fn alive_udp(lines: &[Value]) -> BTreeSet<u32> {
+    let udp: Vec<Value> = lines
+        .iter()
+        .filter(|v| !is_flow_event(v) || jstr(v, "proto") == Some("udp"))
+        .cloned()
+        .collect();
+    alive_ids(&udp)
+}
+
+/// `conntrack -F` of 50 000 entries while the stream runs: flowtop keeps
+/// running, emits the destroys, and a later `--once` agrees with the kernel.
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn flush_of_a_large_table_converges() {
+    let ns = Netns::with_conntrack();
+    let mut ft = Flowtop::start(&ns, &["--json", "-n", "-t", "1", "-U"]);
+    ct_insert(&ns, 50_000, &[]);
+    converge(&mut ft, &ns, "after inserting 50 000", Duration::from_secs(60));
+    ns.conntrack("-F");
+    converge(&mut ft, &ns, "after conntrack -F", Duration::from_secs(60));
+    // Still alive, still tracking: a new batch shows up.
+    ct_insert(&ns, 1000, &["--src", "203.0.113.1"]);
+    converge(&mut ft, &ns, "after new entries", Duration::from_secs(30));
+    let once = flowtop_once(&ns, &["--once", "--json", "-n", "-U"]);
+    once.assert_ok("--once after the flush");
+    let ids: BTreeSet<u32> = once.flows().iter().filter_map(|v| flow_id(v)).collect();
+    assert_eq!(ids, kernel_udp(&ns), "--once disagrees with conntrack -L");
+    ft.stop();
+}
+
+/// A storm of fast inserts into a tiny receive buffer: overruns, resyncs,
+/// and the table converges (the kept CAP_NET_ADMIN grows the buffer).
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn overrun_storm_of_bulk_inserts_converges() {
+    let ns = Netns::with_conntrack();
+    let mut ft = Flowtop::start(&ns, &["--json", "-n", "-t", "1", "-U", "--rcvbuf", "4096"]);
+    for round in 0..3u32 {
+        let src = format!("198.51.100.{}", 10 + round);
+        ct_insert(&ns, 20_000, &["--src", &src]);
+    }
+    converge(&mut ft, &ns, "after the storm", Duration::from_secs(60));
+    ft.pump();
+    let overruns = ft
+        .lines
+        .iter()
+        .filter(|v| event(v) == "stats")
+        .filter_map(|v| ju64(v, "overruns"))
+        .max()
+        .unwrap_or(0);
+    assert!(
+        overruns > 0,
+        "no overrun reported: the storm did not overrun a 4 KiB buffer?"
+    );
+    ft.stop();
+}
+
+/// Conntrack turned off in the namespace (the nft table that makes it
+/// track is deleted, the table flushed), then on again with new traffic.
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn conntrack_disabled_and_enabled_again_converges() {
+    let ns = Netns::with_conntrack();
+    let mut ft = Flowtop::start(&ns, &["--json", "-n", "-t", "1", "-U"]);
+    let mut cl = Agent::client(&ns);
+    let _srv = Agent::server(&ns, 7403);
+    let p1 = cl.udp_exchange("127.0.0.1", 7403);
+    ft.wait_for("the first flow", WAIT, |v| {
+        has_tuple(v, "udp", "127.0.0.1", p1, "127.0.0.1", 7403)
+    });
+    ns.run("nft", &["delete", "table", "inet", "t"]);
+    ns.conntrack("-F");
+    converge(&mut ft, &ns, "with conntrack off", Duration::from_secs(20));
+    assert!(kernel_udp(&ns).is_empty());
+    ns.enable_conntrack();
+    let p2 = cl.udp_exchange("127.0.0.1", 7403);
+    ft.wait_for("a flow after conntrack is back", WAIT, |v| {
+        has_tuple(v, "udp", "127.0.0.1", p2, "127.0.0.1", 7403)
+    });
+    converge(&mut ft, &ns, "with conntrack back", Duration::from_secs(20));
+    ft.stop();
+}
+
+/// A panic inside the engine (debug-build trigger) restores the sysctls
+/// through the panic hook and leaves no state file.
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn panic_in_the_engine_restores_sysctls() {
+    let ns = Netns::with_conntrack();
+    ns.set_acct_ts("0", "0");
+    let mut cmd = ns.cmd(FLOWTOP, &["--json", "-t", "1"]);
+    cmd.env("FLOWTOP_TEST_PANIC", "engine");
+    let done = run_to_end(cmd, Duration::from_secs(20));
+    assert_eq!(done.status.code(), Some(101), "stderr: {}", done.stderr);
+    assert!(
+        done.stderr.contains("FLOWTOP_TEST_PANIC=engine"),
+        "{}",
+        done.stderr
+    );
+    assert_eq!(ns.acct_ts(), ("0".into(), "0".into()), "{}", done.stderr);
+    assert!(state_files(ns.inode()).is_empty());
+}
