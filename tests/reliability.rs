@@ -379,22 +379,25 @@ fn conntrack_disabled_and_enabled_again_converges() {
     ft.stop();
 }
 
-/// A panic inside the engine (debug-build trigger) restores the sysctls
-/// through the panic hook and leaves no state file.
+/// A panic inside the engine or in a source thread (debug-build trigger)
+/// restores the sysctls through the panic hook, ends flowtop (status 101,
+/// instead of running on with a dead part) and leaves no state file.
 #[test]
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
-fn panic_in_the_engine_restores_sysctls() {
+fn panic_in_any_thread_restores_sysctls_and_exits() {
     let ns = Netns::with_conntrack();
-    ns.set_acct_ts("0", "0");
-    let mut cmd = ns.cmd(FLOWTOP, &["--json", "-t", "1"]);
-    cmd.env("FLOWTOP_TEST_PANIC", "engine");
-    let done = run_to_end(cmd, Duration::from_secs(20));
-    assert_eq!(done.status.code(), Some(101), "stderr: {}", done.stderr);
-    assert!(
-        done.stderr.contains("FLOWTOP_TEST_PANIC=engine"),
-        "{}",
-        done.stderr
-    );
-    assert_eq!(ns.acct_ts(), ("0".into(), "0".into()), "{}", done.stderr);
-    assert!(state_files(ns.inode()).is_empty());
+    for point in ["engine", "dump"] {
+        ns.set_acct_ts("0", "0");
+        let mut cmd = ns.cmd(FLOWTOP, &["--json", "-t", "1"]);
+        cmd.env("FLOWTOP_TEST_PANIC", point);
+        let done = run_to_end(cmd, Duration::from_secs(20));
+        assert_eq!(done.status.code(), Some(101), "{point}: stderr: {}", done.stderr);
+        assert!(
+            done.stderr.contains(&format!("FLOWTOP_TEST_PANIC={point}")),
+            "{}",
+            done.stderr
+        );
+        assert_eq!(ns.acct_ts(), ("0".into(), "0".into()), "{point}: {}", done.stderr);
+        assert!(state_files(ns.inode()).is_empty(), "{point}");
+    }
 }

@@ -63,12 +63,16 @@ pub fn run() -> ExitCode {
     }
 }
 
-/// Restores the kernel settings before the default hook reports the panic.
+/// Restores the kernel settings before the default hook reports the panic,
+/// then ends the process: a panic in any thread (a source, the DNS runtime,
+/// the eBPF reader) would otherwise leave flowtop running with a part
+/// missing, e.g. a table that stops updating. Fail-stop, status 101.
 fn install_panic_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         sysctl::restore_active();
         default(info);
+        std::process::exit(101);
     }));
 }
 
