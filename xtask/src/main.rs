@@ -5,6 +5,7 @@ mod bench_attr;
 mod bench_enrich;
 mod cmd;
 mod degrade;
+mod fuzz;
 mod setup;
 
 use std::env;
@@ -26,6 +27,9 @@ commands:
   check-degraded     build and test flowtop with bpf-linker hidden from PATH: one warning,
                      eBPF reported unavailable (part of `test`)
   bench NAME [ARGS]  run the benchmark NAME
+  fuzz [--secs N] [--libfuzzer] [TARGET...]
+                     fuzz every parser of untrusted input N s each (default 30) from the
+                     committed corpus: stable mutation runner, or cargo-fuzz/libFuzzer
   help               this text
 ";
 
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
         "run" => run_flowtop(rest),
         "test" => test(),
         "check-degraded" => degrade::check(),
+        "fuzz" => fuzz::run(rest),
         "bench" => match rest.split_first() {
             Some((name, bench_args)) => bench::run(name, bench_args),
             None => {
@@ -138,6 +143,13 @@ fn test() -> Result<()> {
         (
             "cargo test --workspace",
             Box::new(move || cmd::run(&mut cargo(&["test", "--workspace"]))),
+        ),
+        (
+            "fuzz every target 15 s (stable mutation runner, committed corpus)",
+            Box::new(|| {
+                let all: Vec<String> = fuzz::TARGETS.iter().map(|t| (*t).to_owned()).collect();
+                fuzz::stable(fuzz::CI_SECS, &all)
+            }),
         ),
         (
             "build and test flowtop with bpf-linker hidden (the degraded build)",
