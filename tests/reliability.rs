@@ -401,3 +401,224 @@ fn panic_in_any_thread_restores_sysctls_and_exits() {
         assert!(state_files(ns.inode()).is_empty(), "{point}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// hostile strings
+
+/// Panics if `text` (flowtop's text output) has a control character other
+/// than the newline ending each line.
+fn assert_no_raw_controls(text: &str, what: &str) {
+    if let Some((i, c)) = text.char_indices().find(|(_, c)| c.is_control() && *c != '\n') {
+        let from = i.saturating_sub(60);
+        panic!(
+            "{what}: raw control {c:?} at byte {i}: {:?}",
+            &text[text.floor_char_boundary(from)..text.ceil_char_boundary((i + 60).min(text.len()))]
+        );
+    }
+}
+
+/// A copy of python3 under a directory whose name has a newline, an escape
+/// sequence and a byte that is not UTF-8, removed on drop.
+struct HostileExe {
+    dir: std::path::PathBuf,
+    exe: std::path::PathBuf,
+}
+
+impl HostileExe {
+    fn new() -> HostileExe {
+        use std::os::unix::ffi::OsStrExt;
+        let top = std::env::temp_dir().join(format!("ft-hostile-{}", std::process::id()));
+        let dir = top.join(std::ffi::OsStr::from_bytes(b"bad\n\x1b[31m\xff"));
+        std::fs::create_dir_all(&dir).expect("mkdir hostile dir");
+        let exe = dir.join("python3");
+        let real = std::fs::canonicalize(python()).expect("python3 path");
+        std::fs::copy(&real, &exe).expect("copy python3");
+        HostileExe { dir: top, exe }
+    }
+}
+
+impl Drop for HostileExe {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Process names (set with PR_SET_NAME, with an escape sequence, BEL, an
+/// invalid UTF-8 byte and a newline) and an executable path with a
+/// newline, an escape and invalid UTF-8: `--once` text shows them escaped
+/// with no raw control byte, `--json` lines are valid JSON and carry the
+/// names (invalid UTF-8 as U+FFFD: `comm` and `exe` are strings, converted
+/// lossily), in `--once` and in the stream.
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn hostile_process_names_and_paths_render_safely() {
+    use std::os::unix::ffi::OsStrExt;
+    let (client, server) = Netns::pair();
+    let _srv = Agent::server(&server, 7404);
+    let hostile = HostileExe::new();
+    let mut ft = Flowtop::start(&client, &["--json", "-n", "-t", "1", "-4T"]);
+    let script = format!(
+        "import ctypes, socket, time\n\
+         ctypes.CDLL(None).prctl(15, b'\\x1b]0;x\\x07\\xff\\n', 0, 0, 0)\n\
+         s = socket.create_connection(('{SERVER_V4}', 7404))\n\
+         print(s.getsockname()[1], flush=True)\n\
+         time.sleep(60)\n"
+    );
+    // `ip netns exec` execs the bytes path in place: the child's pid is python's.
+    let mut c = std::process::Command::new("ip");
+    c.args(["netns", "exec", &client.name])
+        .arg(std::ffi::OsStr::from_bytes(hostile.exe.as_os_str().as_bytes()))
+        .args(["-c", &script]);
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hostile python starts");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while out.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+        buf.push(byte[0]);
+    }
+    let port: u16 = String::from_utf8_lossy(&buf).trim().parse().unwrap_or_else(|_| {
+        let _ = child.kill();
+        let mut err = String::new();
+        let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+        panic!("hostile python printed {buf:?}; stderr {err}")
+    });
+    let want_exe = String::from_utf8_lossy(hostile.exe.as_os_str().as_bytes()).into_owned();
+    let comm_prefix = "\u{1b}]0;x\u{7}\u{fffd}";
+
+    // The stream: the line with the owner parses and carries the names.
+    let v = ft.wait_for("the hostile process's flow, attributed", WAIT, |v| {
+        has_tuple(v, "tcp", CLIENT_V4, port, SERVER_V4, 7404) && ju64(v, "pid").is_some()
+    });
+    assert!(
+        jstr(&v, "comm").is_some_and(|c| c.starts_with(comm_prefix)),
+        "{v}"
+    );
+    ft.stop();
+    assert!(ft.bad.is_empty(), "non-JSON stream lines: {:?}", ft.bad);
+
+    // --once --json
+    let once = flowtop_once(&client, &["--once", "--json", "-n", "-4T"]);
+    once.assert_ok("--once --json with hostile names");
+    let f = once
+        .flows()
+        .into_iter()
+        .find(|v| has_tuple(v, "tcp", CLIENT_V4, port, SERVER_V4, 7404))
+        .cloned()
+        .expect("the hostile process's flow");
+    assert_eq!(ju64(&f, "pid"), Some(u64::from(child.id())), "{f}");
+    assert!(
+        jstr(&f, "comm").is_some_and(|c| c.starts_with(comm_prefix)),
+        "{f}"
+    );
+    assert_eq!(jstr(&f, "exe"), Some(want_exe.as_str()), "{f}");
+    assert!(!once.stdout.contains('\u{1b}'), "raw ESC in JSON output");
+
+    // --once text: escaped, no raw control bytes.
+    let text = run_to_end(client.cmd(FLOWTOP, &["--once", "-n", "-4T"]), WAIT);
+    assert!(text.status.success(), "{}", text.stderr);
+    assert_no_raw_controls(&text.stdout, "--once text");
+    assert!(text.stdout.contains("\\x1b]0;x\\x07"), "{}", text.stdout);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A scratch directory removed on drop.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("ft-rel-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("mkdir scratch");
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn write_city_db(path: &std::path::Path, country: &str, city: &str) {
+    use flowtop::enrich::mmdb_write::{city_record, Writer};
+    let mut w = Writer::new("GeoLite2-City", 6);
+    w.insert_cidr("81.2.69.0/24", city_record(country, "Somewhere", city))
+        .expect("network");
+    // Written next to the target, then renamed over it: what `-u` and
+    // geoipupdate do.
+    let tmp = path.with_extension("tmp");
+    w.write(&tmp).expect("write db");
+    std::fs::rename(&tmp, path).expect("rename db");
+}
+
+fn insert_udp_to(ns: &Netns, dst: &str, sport: u16) {
+    ns.conntrack(&format!(
+        "-I -s 198.51.100.1 -d {dst} -p udp --sport {sport} --dport 53 -t 300"
+    ));
+}
+
+/// The GeoIP database replaced (atomic rename) while flowtop streams: later
+/// flows use the new file, with a notice. Its names are hostile (escape
+/// sequences, a newline, 10 000 bytes): the JSON line is valid and carries
+/// them (cut to 128 bytes), the text table shows them escaped. Then the file is
+/// deleted: a notice, the copy in memory still serves, no crash.
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn geoip_database_replaced_and_deleted_while_running() {
+    let ns = Netns::new();
+    let dir = Scratch::new("geo");
+    let db = dir.0.join("GeoLite2-City.mmdb");
+    write_city_db(&db, "GB", "London");
+    let geo_dir = dir.0.to_str().expect("utf-8");
+    let mut ft = Flowtop::start(&ns, &["--json", "-n", "-t", "1", "-U", "--geoip-dir", geo_dir]);
+    insert_udp_to(&ns, "81.2.69.142", 1000);
+    let v = ft.wait_for("a flow located in London", WAIT, |v| {
+        jstr(v, "dst") == Some("81.2.69.142")
+    });
+    assert_eq!(jstr(&v, "dst_city"), Some("London"), "{v}");
+
+    let hostile_city = format!("\u{1b}[2J\u{1b}]0;owned\u{7}\nline2 {}", "A".repeat(10_000));
+    write_city_db(&db, "FR", &hostile_city);
+    // The reopen check runs once per refresh (-t 1).
+    std::thread::sleep(Duration::from_millis(2500));
+    insert_udp_to(&ns, "81.2.69.143", 1001);
+    let v = ft.wait_for("a flow located with the new file", WAIT, |v| {
+        jstr(v, "dst") == Some("81.2.69.143")
+    });
+    assert_eq!(jstr(&v, "dst_country"), Some("FR"), "{v}");
+    // Names from a database are cut to 128 bytes (MAX_STRING), kept otherwise.
+    let shown = &hostile_city[..flowtop::enrich::geoip::MAX_STRING];
+    assert_eq!(jstr(&v, "dst_city"), Some(shown), "{v}");
+    assert!(ft.stderr().contains("changed; reloaded"), "{}", ft.stderr());
+
+    // --once with the hostile names: text escaped, JSON valid.
+    let text = run_to_end(
+        ns.cmd(FLOWTOP, &["--once", "-n", "-U", "-s", "--geoip-dir", geo_dir]),
+        WAIT,
+    );
+    assert!(text.status.success(), "{}", text.stderr);
+    assert_no_raw_controls(&text.stdout, "--once text with hostile GeoIP names");
+    let once = flowtop_once(&ns, &["--once", "--json", "-n", "-U", "--geoip-dir", geo_dir]);
+    once.assert_ok("--once --json with hostile GeoIP names");
+    assert!(once.flows().iter().any(|v| jstr(v, "dst_city") == Some(shown)));
+
+    std::fs::remove_file(&db).expect("delete db");
+    std::thread::sleep(Duration::from_millis(2500));
+    insert_udp_to(&ns, "81.2.69.144", 1002);
+    let v = ft.wait_for("a flow after the file is gone", WAIT, |v| {
+        jstr(v, "dst") == Some("81.2.69.144")
+    });
+    assert_eq!(
+        jstr(&v, "dst_country"),
+        Some("FR"),
+        "the copy in memory serves: {v}"
+    );
+    assert!(ft.stderr().contains("disappeared"), "{}", ft.stderr());
+    ft.stop();
+    assert!(ft.bad.is_empty(), "{:?}", ft.bad);
+}
