@@ -47,14 +47,21 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
             let _signals = SignalGuard::install();
             crate::bench_enrich::run(args)
         }
+        "soak" => {
+            let _signals = SignalGuard::install();
+            crate::bench_soak::run(args)
+        }
         "help" | "--help" | "-h" => {
             println!(
-                "{DUMP_USAGE}\n\n{ATTRIBUTION_USAGE}\n\n{}",
-                crate::bench_enrich::USAGE
+                "{DUMP_USAGE}\n\n{ATTRIBUTION_USAGE}\n\n{}\n\n{}",
+                crate::bench_enrich::USAGE,
+                crate::bench_soak::USAGE
             );
             Ok(())
         }
-        other => bail!("unknown benchmark '{other}'; available: dump, attribution, enrich\n\n{DUMP_USAGE}"),
+        other => {
+            bail!("unknown benchmark '{other}'; available: dump, attribution, enrich, soak\n\n{DUMP_USAGE}")
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_attr;
 mod bench_enrich;
+mod bench_soak;
 mod cmd;
 mod degrade;
 mod fuzz;
