@@ -160,9 +160,10 @@ pub fn run(args: &[String]) -> Result<()> {
         lines.load(Ordering::Relaxed),
         String::new(),
     ));
-    drop(churn);
+    // The churn ends by itself (deleting what is left): its summary line.
     let mut churn_summary = String::new();
     let _ = churn_out.read_to_string(&mut churn_summary);
+    drop(churn);
     let alive = ft.exited().is_none();
     let err = fs::read_to_string(tmp.0.join("flowtop.err")).unwrap_or_default();
     drop(ft);
