@@ -209,7 +209,7 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::FAILURE;
             }
-            if execs % 64 == 0 && Instant::now() >= deadline {
+            if execs.is_multiple_of(64) && Instant::now() >= deadline {
                 break;
             }
         }

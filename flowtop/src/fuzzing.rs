@@ -26,8 +26,11 @@ use crate::flow::Selection;
 use crate::output::json::JsonWriter;
 use crate::update::install::{self, Format};
 
+/// A fuzz target: arbitrary bytes in, panics on a bug.
+pub type Target = fn(&[u8]);
+
 /// Every target, by name (the corpus directory names).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("ctnetlink", ctnetlink),
     ("sock_events", sock_events),
     ("services_conf", services_conf),
@@ -37,7 +40,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
 ];
 
 /// The target called `name`.
-pub fn target(name: &str) -> Option<fn(&[u8])> {
+pub fn target(name: &str) -> Option<Target> {
     TARGETS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
 }
 

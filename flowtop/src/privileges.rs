@@ -129,10 +129,9 @@ fn apply_to_this_thread() -> i32 {
             for cap in 0..=last {
                 if keep & (1 << cap) == 0
                     && libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) == 1
+                    && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0
                 {
-                    if libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0 {
-                        return errno();
-                    }
+                    return errno();
                 }
             }
         }
