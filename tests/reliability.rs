@@ -189,6 +189,28 @@ fn json_stream_drops_capabilities_and_keeps_working() {
     assert!(!ft.stderr().contains("could not drop"), "{}", ft.stderr());
 }
 
+/// eBPF attribution after the drop: the ring buffer is read and the
+/// owners' executables resolved without CAP_BPF/CAP_PERFMON/CAP_SYS_ADMIN.
+/// `-t 30`: no /proc scan can name the connection within the wait, only
+/// eBPF can.
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn ebpf_attribution_works_after_the_drop() {
+    let (client, server) = Netns::pair();
+    let _srv = Agent::server(&server, 7405);
+    let mut ft = Flowtop::start(&client, &["--json", "-t", "30", "-4T", "--attribution", "ebpf"]);
+    assert_dropped(ft.pid(), KEPT, "flowtop --json --attribution ebpf");
+    let (nobody, port) = nobody_client(&client, SERVER_V4, 7405);
+    let pid = u64::from(nobody.id());
+    let v = ft.wait_for("the connection attributed by eBPF", WAIT, |v| {
+        has_tuple(v, "tcp", CLIENT_V4, port, SERVER_V4, 7405) && ju64(v, "pid") == Some(pid)
+    });
+    assert_eq!(jstr(&v, "attribution"), Some("ebpf"), "{v}");
+    assert!(jstr(&v, "exe").is_some_and(|e| e.starts_with('/')), "{v}");
+    kill_child(nobody);
+    ft.stop();
+}
+
 /// `--attribution off` keeps CAP_NET_ADMIN alone.
 #[test]
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
