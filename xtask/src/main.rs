@@ -24,7 +24,8 @@ commands:
                      when everything is present
   run [--] ARGS      setup if needed, build flowtop (release) and run it with ARGS
   test               setup if needed, then fmt check, clippy (workspace and flowtop-ebpf),
-                     tests, and as root the root-only tests (network namespaces, eBPF)
+                     tests, 15 s of fuzzing per target, and as root the root-only tests
+                     (network namespaces, eBPF)
   check-degraded     build and test flowtop with bpf-linker hidden from PATH: one warning,
                      eBPF reported unavailable (part of `test`)
   bench NAME [ARGS]  run the benchmark NAME
