@@ -388,3 +388,48 @@ fn a_silent_name_server_does_not_hold_up_the_table() {
         .count();
     assert_eq!(inserted, 40);
 }
+
+/// The name server answers garbage, then dies, then a working one takes
+/// its place, all while flowtop streams: flowtop keeps running and writing
+/// lines (nameless while there is no usable answer), and names flows again
+/// once the server answers properly.
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn a_garbage_then_dead_name_server_while_streaming_is_survived() {
+    let (client, server) = dns_pair();
+    let _etc = EtcNetns::new(
+        &client,
+        &[(
+            "resolv.conf",
+            &format!("nameserver {DNS_V4}\noptions timeout:1 attempts:1\n"),
+        )],
+    );
+    let listen = format!("{DNS_V4}:53");
+    let garbage = ptr_server(
+        &server,
+        &["--listen", &listen, "--garbage", "--ptr", "203.0.113.1=one.test"],
+    );
+    let mut ft = Flowtop::start(&client, &["--json", "-U", "-t", "1"]);
+    insert_udp(&client, "203.0.113.1", 4001);
+    let v = ft.wait_for("the first flow", WAIT, |v| jstr(v, "dst") == Some("203.0.113.1"));
+    assert_eq!(jstr(&v, "dst_host"), None);
+    // Garbage answers never become a name.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    ft.pump();
+    assert!(
+        ft.lines.iter().all(|v| jstr(v, "dst_host").is_none()),
+        "a garbage answer became a name"
+    );
+    drop(garbage); // dead: queries get ICMP port unreachable
+    insert_udp(&client, "203.0.113.2", 4002);
+    ft.wait_for("a flow while the server is dead", WAIT, |v| {
+        jstr(v, "dst") == Some("203.0.113.2")
+    });
+    let _good = ptr_server(&server, &["--listen", &listen, "--ptr", "203.0.113.3=three.test"]);
+    insert_udp(&client, "203.0.113.3", 4003);
+    ft.wait_for("a name from the working server", WAIT, |v| {
+        jstr(v, "dst") == Some("203.0.113.3") && jstr(v, "dst_host") == Some("three.test")
+    });
+    ft.stop();
+    assert!(ft.bad.is_empty(), "{:?}", ft.bad);
+}

@@ -280,6 +280,28 @@ fn ctrl_c_and_sigterm_end_the_screen_with_everything_restored() {
         children(shell).first().copied()
     })
     .expect("flowtop runs under the pane's shell");
+    // The screen runs with the same reduced privileges as the stream: every
+    // thread keeps CAP_DAC_READ_SEARCH, CAP_NET_ADMIN, CAP_SYS_PTRACE only.
+    let kept: u64 = (1 << 2) | (1 << 12) | (1 << 19);
+    for task in std::fs::read_dir(format!("/proc/{flowtop}/task"))
+        .expect("task dir")
+        .flatten()
+    {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| u64::from_str_radix(v.trim(), 16).expect("hex caps"))
+        };
+        assert_eq!(
+            field("CapEff:"),
+            Some(kept),
+            "thread {:?}:\n{status}",
+            task.path()
+        );
+        assert_eq!(field("CapBnd:"), Some(kept), "thread {:?}", task.path());
+    }
     send_signal(flowtop, libc::SIGTERM);
     assert_restored(&t, &ns, &before);
 }

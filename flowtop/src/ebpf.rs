@@ -400,7 +400,8 @@ impl Drop for TemporaryCgroup2 {
 }
 
 /// Decodes one ring buffer record (None if it is too short).
-fn parse_sock_event(record: &[u8]) -> Option<SockEvent> {
+#[doc(hidden)]
+pub fn parse_sock_event(record: &[u8]) -> Option<SockEvent> {
     if record.len() < std::mem::size_of::<SockEvent>() {
         return None;
     }

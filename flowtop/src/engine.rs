@@ -223,6 +223,7 @@ impl Engine {
                 }
             }
             SourceMsg::DumpDone { gen, total } => {
+                test_panic_point("engine");
                 table.end_dump(gen, &mut sink);
                 self.pacing.ended(now);
                 self.forget_unused_addresses();
@@ -328,6 +329,18 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Debug builds only: panics here when `FLOWTOP_TEST_PANIC` names this
+/// point, so that a test can check that a panic restores the kernel settings.
+#[inline]
+pub(crate) fn test_panic_point(point: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var_os("FLOWTOP_TEST_PANIC").is_some_and(|v| v == point) {
+        panic!("FLOWTOP_TEST_PANIC={point}: test panic");
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = point;
 }
 
 /// The channel every source sends on; made before the sources start so

@@ -13,8 +13,11 @@ pub mod ebpf;
 pub mod engine;
 pub mod enrich;
 pub mod flow;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod once;
 pub mod output;
+pub mod privileges;
 pub mod sysctl;
 pub mod ui;
 pub mod update;
@@ -72,13 +75,17 @@ pub fn run() -> ExitCode {
 }
 
 /// Restores the terminal (so the message is readable) and the kernel
-/// settings before the default hook reports the panic.
+/// settings before the default hook reports the panic, then ends the
+/// process: a panic in any thread (a source, the DNS runtime, the eBPF
+/// reader) would otherwise leave flowtop running with a part missing, e.g. a
+/// table that stops updating. Fail-stop, status 101.
 fn install_panic_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         ui::term::restore();
         sysctl::restore_active();
         default(info);
+        std::process::exit(101);
     }));
 }
 
@@ -278,6 +285,8 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
         reason: attribution.ebpf_unavailable.clone(),
     };
     let enrichment = enrich::start::start(args);
+    // Start-up is over: keep only what the stream needs (see privileges.rs).
+    drop_privileges(!attribution.is_off());
     let (ts, _) = now_ts();
     let mut out = JsonWriter::new(BufWriter::with_capacity(1 << 16, io::stdout().lock()))
         .with_services(load_services(args))
@@ -304,6 +313,14 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
         &mut out,
     ))?;
     Ok(())
+}
+
+/// Gives up the capabilities start-up needed; a failure is reported, not
+/// fatal (flowtop then runs with what it had).
+pub(crate) fn drop_privileges(procfs: bool) {
+    if let Err(e) = privileges::drop_after_startup(privileges::Keep { procfs }) {
+        eprintln!("flowtop: could not drop capabilities: {e}");
+    }
 }
 
 /// What attribution runs with: the mode, the eBPF handle that keeps its
@@ -484,6 +501,8 @@ fn run_screen(args: &Args) -> Result<(), RunError> {
     // Notices about missing GeoIP databases or DNS go to stderr now, before
     // the screen, and stay readable after it.
     let enrichment = enrich::start::start(args);
+    // Start-up is over: keep only what the screen needs (see privileges.rs).
+    drop_privileges(!attribution.is_off());
     let input = ui::ScreenInput {
         snapshots: snap_rx,
         book: enrichment.enricher.book().clone(),

@@ -402,6 +402,29 @@ mod tests {
     }
 
     #[test]
+    fn symlinks_at_the_state_dir_or_file_are_refused() {
+        // A symlinked state file (someone pointing it at /etc/shadow).
+        let fx = Fixture::new("symlink-file");
+        let victim = fx.dir.join("victim");
+        fs::write(&victim, "keep\n").expect("victim");
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&fx.paths.state_dir)
+            .expect("state dir");
+        std::os::unix::fs::symlink(&victim, fx.paths.state_file()).expect("ln -s");
+        assert!(SysctlGuard::engage(fx.paths.clone()).is_err());
+        assert_eq!(fs::read_to_string(&victim).expect("victim"), "keep\n");
+        assert_eq!(fx.value("nf_conntrack_acct"), "0", "nothing changed");
+        // A symlinked state directory.
+        let fx = Fixture::new("symlink-dir");
+        let elsewhere = fx.dir.join("elsewhere");
+        fs::create_dir_all(&elsewhere).expect("mkdir");
+        std::os::unix::fs::symlink(&elsewhere, &fx.paths.state_dir).expect("ln -s");
+        assert!(SysctlGuard::engage(fx.paths.clone()).is_err());
+        assert_eq!(fs::read_dir(&elsewhere).expect("dir").count(), 0);
+    }
+
+    #[test]
     fn engage_turns_on_and_drop_restores() {
         let fx = Fixture::new("engage");
         {

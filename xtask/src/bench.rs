@@ -52,16 +52,23 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
             let _signals = SignalGuard::install();
             crate::bench_enrich::run(args)
         }
+        "soak" => {
+            let _signals = SignalGuard::install();
+            crate::bench_soak::run(args)
+        }
         "help" | "--help" | "-h" => {
             println!(
-                "{DUMP_USAGE}\n\n{ATTRIBUTION_USAGE}\n\n{}\n\n{}",
+                "{DUMP_USAGE}\n\n{ATTRIBUTION_USAGE}\n\n{}\n\n{}\n\n{}",
                 crate::bench_enrich::USAGE,
-                crate::bench_ui::USAGE
+                crate::bench_ui::USAGE,
+                crate::bench_soak::USAGE
             );
             Ok(())
         }
         other => {
-            bail!("unknown benchmark '{other}'; available: dump, attribution, enrich, ui\n\n{DUMP_USAGE}")
+            bail!(
+                "unknown benchmark '{other}'; available: dump, attribution, enrich, ui, soak\n\n{DUMP_USAGE}"
+            )
         }
     }
 }

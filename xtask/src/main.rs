@@ -3,10 +3,12 @@
 mod bench;
 mod bench_attr;
 mod bench_enrich;
+mod bench_soak;
 mod bench_ui;
 mod cmd;
 mod degrade;
 mod dist;
+mod fuzz;
 mod setup;
 
 use std::env;
@@ -24,13 +26,17 @@ commands:
                      when everything is present
   run [--] ARGS      setup if needed, build flowtop (release) and run it with ARGS
   test               setup if needed, then fmt check, clippy (workspace and flowtop-ebpf),
-                     tests, and as root the root-only tests (network namespaces, eBPF)
+                     tests, 15 s of fuzzing per target, and as root the root-only tests
+                     (network namespaces, eBPF)
   check-degraded     build and test flowtop with bpf-linker hidden from PATH: one warning,
                      eBPF reported unavailable (part of `test`)
   bench NAME [ARGS]  run the benchmark NAME
   dist [DIR]         generate the man page (DIR/man8/flowtop.8) and bash, zsh and fish
                      completions (DIR/completions/) from flowtop's flags; DIR defaults
                      to target/dist
+  fuzz [--secs N] [--libfuzzer] [TARGET...]
+                     fuzz every parser of untrusted input N s each (default 30) from the
+                     committed corpus: stable mutation runner, or cargo-fuzz/libFuzzer
   help               this text
 ";
 
@@ -50,6 +56,7 @@ fn main() -> ExitCode {
         "test" => test(),
         "check-degraded" => degrade::check(),
         "dist" => dist::run(rest),
+        "fuzz" => fuzz::run(rest),
         "bench" => match rest.split_first() {
             Some((name, bench_args)) => bench::run(name, bench_args),
             None => {
@@ -144,6 +151,13 @@ fn test() -> Result<()> {
         (
             "cargo test --workspace",
             Box::new(move || cmd::run(&mut cargo(&["test", "--workspace"]))),
+        ),
+        (
+            "fuzz every target 15 s (stable mutation runner, committed corpus)",
+            Box::new(|| {
+                let all: Vec<String> = fuzz::TARGETS.iter().map(|t| (*t).to_owned()).collect();
+                fuzz::stable(fuzz::CI_SECS, &all)
+            }),
         ),
         (
             "build and test flowtop with bpf-linker hidden (the degraded build)",

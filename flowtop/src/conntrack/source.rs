@@ -102,6 +102,7 @@ pub fn spawn_dumper(
         while let Ok(req) = requests.recv() {
             seq = seq.wrapping_add(1);
             let gen = req.gen;
+            crate::engine::test_panic_point("dump");
             let result = run_dump(&mut sock, &sel, seq, |flows| {
                 tx.blocking_send(SourceMsg::DumpChunk { gen, flows }).is_ok()
             });

@@ -1,0 +1,239 @@
+//! Fuzz entry points: each takes arbitrary bytes, feeds them to one parser
+//! flowtop runs on untrusted input, and checks what must hold for any
+//! input (no panic; every line written is valid JSON; text output has no
+//! control bytes). Used by the cargo-fuzz targets in `flowtop/fuzz/` and by
+//! the mutation runner `examples/fuzz.rs` (`cargo xtask fuzz`).
+//!
+//! There is no `flowtop.toml`: flowtop reads no configuration file besides
+//! the service lists (`tcp.conf`, `udp.conf`, ...) and `geoip.conf`.
+//!
+//! Adding a target (e.g. the screen's filter language): write a
+//! `pub fn NAME(data: &[u8])` here, add it to [`TARGETS`], put seed files
+//! under `flowtop/fuzz/corpus/NAME/`, and add `flowtop/fuzz/fuzz_targets/NAME.rs`
+//! (a copy of another target's three lines).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::attribution::ebpf_owners::{EbpfOwners, ProcInfo};
+use crate::attribution::{How, Owner};
+use crate::conntrack::decode::{self, Message};
+use crate::enrich::geoip::{DbKind, GeoIp};
+use crate::flow::model::{Family, Flow, Tuple};
+use crate::flow::table::EventKind;
+use crate::flow::Selection;
+use crate::output::json::JsonWriter;
+use crate::update::install::{self, Format};
+
+/// A fuzz target: arbitrary bytes in, panics on a bug.
+pub type Target = fn(&[u8]);
+
+/// Every target, by name (the corpus directory names).
+pub const TARGETS: &[(&str, Target)] = &[
+    ("ctnetlink", ctnetlink),
+    ("sock_events", sock_events),
+    ("services_conf", services_conf),
+    ("geoip_conf", geoip_conf),
+    ("archive", archive),
+    ("geoip_db", geoip_db),
+];
+
+/// The target called `name`.
+pub fn target(name: &str) -> Option<Target> {
+    TARGETS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+}
+
+/// Panics unless `out` is newline-terminated lines that each parse as a
+/// JSON object.
+fn assert_json_lines(out: &[u8]) {
+    let text = std::str::from_utf8(out).expect("JSON output is UTF-8");
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("invalid JSON line ({e}): {line}"));
+        assert!(v.is_object(), "not an object: {line}");
+    }
+}
+
+fn write_json(flow: &Flow, owner: Option<&Owner>) {
+    let mut w = JsonWriter::new(Vec::new());
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    w.reading(
+        EventKind::Snapshot,
+        flow,
+        None,
+        owner,
+        "2024-01-01T00:00:00Z",
+        now,
+    )
+    .expect("writing to memory");
+    assert_json_lines(&w.into_inner());
+}
+
+/// One netlink datagram from the kernel (dump reply or event): decoded with
+/// every family and protocol selected, each flow written as JSON.
+pub fn ctnetlink(data: &[u8]) {
+    let sel = Selection::everything();
+    decode::for_each_message(data, &sel, |m| {
+        if let Ok(Message::Flow(_, flow)) = m {
+            let _ = flow.key();
+            write_json(&flow, None);
+        }
+    });
+    // The attribute decoder alone, on the bytes after a nfgenmsg header.
+    if data.len() > 4 {
+        let _ = decode::peek_protocol(&data[4..]);
+        let _ = decode::decode_flow(Family::Ipv4, &data[4..]);
+    }
+}
+
+fn base_flow() -> Flow {
+    let a = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    let b = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+    Flow {
+        id: 1,
+        family: Family::Ipv4,
+        proto: 6,
+        state: None,
+        orig: Tuple {
+            src: a,
+            dst: b,
+            sport: Some(1),
+            dport: Some(2),
+            icmp: None,
+        },
+        reply: Tuple {
+            src: b,
+            dst: a,
+            sport: Some(2),
+            dport: Some(1),
+            icmp: None,
+        },
+        status: 0,
+        mark: 0,
+        zone: 0,
+        timeout: None,
+        counters: None,
+        start_ns: None,
+    }
+}
+
+/// Ring buffer records of the eBPF programs (88-byte `SockEvent`s, as many
+/// as the input holds), joined by the owner table; each owner found is
+/// written as JSON. /proc answers come from the input too (hostile
+/// executable paths and names).
+pub fn sock_events(data: &[u8]) {
+    let size = std::mem::size_of::<flowtop_common::SockEvent>();
+    let mut owners = EbpfOwners::new(None, 64);
+    let proc_text = String::from_utf8_lossy(data.get(..data.len().min(64)).unwrap_or_default()).into_owned();
+    let proc_of = |_pid: u32| ProcInfo {
+        exe: Some(proc_text.clone()),
+        leader_comm: Some(proc_text.clone()),
+    };
+    for record in data.chunks(size) {
+        let Some(ev) = crate::ebpf::parse_sock_event(record) else {
+            continue;
+        };
+        if let Some((_, _, _, owner)) = owners.apply(&ev, proc_of) {
+            write_json(&base_flow(), Some(&owner));
+            let text = crate::output::safe::terminal_safe(&owner.comm);
+            assert!(!text.chars().any(char::is_control), "control char in {text:?}");
+        }
+    }
+}
+
+/// A service list (`tcp.conf`, `udp.conf`, ...).
+pub fn services_conf(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (entries, warnings) = crate::enrich::services::parse(&text, "tcp.conf");
+    let _ = (entries.len(), warnings.len());
+}
+
+/// `geoip.conf` (mirrors of `-u`).
+pub fn geoip_conf(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (mirrors, _warnings) = crate::update::conf::parse(&text, "geoip.conf");
+    for m in &mirrors {
+        let _ = m.url("GeoLite2-City.mmdb.gz");
+    }
+}
+
+/// A download of `-u`: unpacked as each format it could be, and whatever
+/// comes out verified as both database kinds.
+pub fn archive(data: &[u8]) {
+    for format in [Format::Gz, Format::TarGz, Format::Mmdb] {
+        if let Ok(bytes) = install::unpack(format, data.to_vec()) {
+            for kind in [DbKind::City, DbKind::Country] {
+                let _ = install::verify(&bytes, kind);
+            }
+        }
+    }
+}
+
+/// A GeoIP database file, opened as both kinds and looked up; names from
+/// the database are written as JSON (valid whatever they contain).
+pub fn geoip_db(data: &[u8]) {
+    for kind in [DbKind::City, DbKind::Country] {
+        let Ok(geo) = GeoIp::from_bytes(data.to_vec(), kind) else {
+            continue;
+        };
+        for ip in [
+            "1.2.3.4",
+            "81.2.69.160",
+            "2001:db8::1",
+            "203.0.113.9",
+            "::ffff:8.8.8.8",
+            "0.0.0.0",
+        ] {
+            if let Ok(ip) = ip.parse() {
+                let g = geo.lookup(ip);
+                let v = serde_json::json!({"geo": format!("{g:?}")});
+                assert_json_lines(format!("{v}\n").as_bytes());
+            }
+        }
+        let _ = geo.databases();
+    }
+}
+
+/// An owner with the given strings (tests of hostile names).
+pub fn owner(pid: u32, comm: &str, exe: Option<&str>) -> Arc<Owner> {
+    Arc::new(Owner {
+        pid,
+        comm: comm.to_owned(),
+        exe: exe.map(str::to_owned),
+        uid: 0,
+        how: How::Procfs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed corpus passes every target (the CI's fuzz run starts
+    /// from it; a regression input added there is checked by plain `cargo test`).
+    #[test]
+    fn committed_corpus_passes() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+        let mut n = 0;
+        for (name, f) in TARGETS {
+            let dir = root.join(name);
+            let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+            for e in entries.flatten() {
+                let bytes = std::fs::read(e.path()).expect("corpus file");
+                f(&bytes);
+                n += 1;
+            }
+        }
+        assert!(n >= TARGETS.len(), "corpus nearly empty: {n} files");
+    }
+
+    #[test]
+    fn every_target_survives_trivial_inputs() {
+        for (_, f) in TARGETS {
+            f(&[]);
+            f(&[0]);
+            f(&[0xff; 300]);
+        }
+    }
+}
