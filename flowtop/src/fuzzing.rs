@@ -37,6 +37,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("geoip_conf", geoip_conf),
     ("archive", archive),
     ("geoip_db", geoip_db),
+    ("filter", filter),
 ];
 
 /// The target called `name`.
@@ -204,6 +205,69 @@ pub fn owner(pid: u32, comm: &str, exe: Option<&str>) -> Arc<Owner> {
         uid: 0,
         how: How::Procfs,
     })
+}
+
+/// The screen's `/` filter: any text parses or is refused with an error,
+/// and a parsed filter matches a few flows (named, hostile, unnamed)
+/// without panicking.
+pub fn filter(data: &[u8]) {
+    use crate::enrich::book::{AddressBook, NameState};
+    use crate::enrich::services::Services;
+    use crate::flow::table::{FlowTable, TableConfig};
+    use crate::ui::filter::Filter;
+    use crate::ui::rows::RowCtx;
+
+    let text = String::from_utf8_lossy(data);
+    let Ok(f) = Filter::parse(&text) else { return };
+    let book = AddressBook::new();
+    let mut flow = base_flow();
+    book.update(flow.orig.dst, |v| {
+        v.name = NameState::Name("h\u{1b}[2J\u{202e}.example".into());
+        v.country = Some("NZ".into());
+        v.city = Some("Wellington".into());
+    });
+    book.update(flow.orig.src, |v| v.scope = Some("documentation"));
+    let services = Services::builtin();
+    let mut table = FlowTable::new(TableConfig::default());
+    let now = std::time::Instant::now();
+    for (id, proto, dport) in [(1, 6, Some(443)), (2, 17, Some(53)), (3, 1, None)] {
+        flow.id = id;
+        flow.proto = proto;
+        flow.orig.dport = dport;
+        table.apply_event(
+            crate::conntrack::decode::CtEventKind::New,
+            flow.clone(),
+            now,
+            &mut |_, _| {},
+        );
+    }
+    table.set_index(
+        Arc::new({
+            let mut idx = crate::attribution::index::SocketIndex::default();
+            idx.insert(
+                6,
+                std::net::SocketAddr::new(flow.orig.src, flow.orig.sport.unwrap_or(1)),
+                std::net::SocketAddr::new(flow.orig.dst, 443),
+                false,
+                Arc::new(Owner {
+                    pid: 7,
+                    comm: "c\u{0}mm\n".into(),
+                    exe: None,
+                    uid: 0,
+                    how: How::Procfs,
+                }),
+            );
+            idx
+        }),
+        &mut |_, _| {},
+    );
+    let m = f.matcher(RowCtx {
+        book: &book,
+        services: &services,
+    });
+    for e in table.iter() {
+        let _ = m.matches(e);
+    }
 }
 
 #[cfg(test)]

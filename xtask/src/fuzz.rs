@@ -25,6 +25,7 @@ pub const TARGETS: &[&str] = &[
     "geoip_conf",
     "archive",
     "geoip_db",
+    "filter",
 ];
 
 /// Seconds per target that `cargo xtask test` gives the stable runner.
