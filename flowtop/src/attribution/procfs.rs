@@ -607,6 +607,41 @@ garbage
         }
     }
 
+    /// Processes start and exit all through the walk (their /proc entries
+    /// vanish between listing and reading): every scan completes, and this
+    /// process's socket is attributed each time.
+    #[test]
+    fn live_scans_survive_processes_vanishing_mid_walk() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let addr = listener.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let churn = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut started = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    // Each child lives for a moment and leaves its /proc entry behind.
+                    if std::process::Command::new("true").status().is_ok() {
+                        started += 1;
+                    }
+                }
+                started
+            })
+        };
+        let me = std::process::id();
+        for _ in 0..40 {
+            let scan = scan(Path::new("/proc"));
+            let mine = scan.sockets.iter().find(|s| s.proto == 6 && s.local == addr);
+            assert_eq!(mine.and_then(|s| s.pid), Some(me), "the listener lost its owner");
+            assert!(scan.processes.contains_key(&me));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let started = churn.join().expect("churn thread");
+        assert!(started > 0, "no process was started during the scans");
+    }
+
     #[test]
     fn live_scan_finds_this_process() {
         use std::net::{TcpListener, UdpSocket};
