@@ -16,7 +16,8 @@ use crate::flow::Selection;
     about = "top-like view of the connections the kernel's netfilter conntrack tracks",
     after_help = "Selection: by default IPv4 and IPv6 TCP flows are shown. Any of -T -U -D -I -S selects \
 exactly those protocols; any of -4 -6 selects exactly those families.\n\n\
-Examples:\n  flowtop --once              the TCP table, once, as text\n  \
+Examples:\n  flowtop -46TUI              the screen, every family and common protocol (? for keys)\n  \
+flowtop --once              the TCP table, once, as text\n  \
 flowtop -46TUIS --json      every flow and its changes as JSON lines\n\n\
 Needs CAP_NET_ADMIN (run as root). If conntrack tracks nothing in this network namespace, enable it with \
 e.g.: nft add table inet t; nft add chain inet t c '{ type filter hook input priority 0; }'; \
