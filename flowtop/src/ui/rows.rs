@@ -44,6 +44,11 @@ impl RowCtx<'_> {
         })
     }
 
+    /// Whether the GeoIP database gave `ip` a country.
+    pub fn has_country(&self, ip: IpAddr) -> bool {
+        self.book.with(ip, |v| v.is_some_and(|v| v.country.is_some()))
+    }
+
     /// The ISO country code of `ip`, or its scope label, for the Countries tab.
     pub fn country_of(&self, ip: IpAddr) -> Option<String> {
         self.book.with(ip, |v| {
@@ -157,14 +162,6 @@ impl Totals {
         self.received_rate += rr;
     }
 
-    fn merge(&mut self, o: &Totals) {
-        self.flows += o.flows;
-        self.sent += o.sent;
-        self.received += o.received;
-        self.sent_rate += o.sent_rate;
-        self.received_rate += o.received_rate;
-    }
-
     fn bytes(&self) -> u64 {
         self.sent + self.received
     }
@@ -210,17 +207,34 @@ pub fn processes<'a>(flows: impl Iterator<Item = &'a Entry>) -> Vec<ProcRow> {
     rows
 }
 
-/// Countries of the flows' addresses (ADDRESS column's end), by bytes.
+/// Countries of the flows' remote ends, by bytes. The remote end is the
+/// destination, or the source when only the source has a country (a
+/// connection from the internet to a private address here); otherwise the
+/// destination's scope label ("private", ...) or "??".
 pub fn countries<'a>(flows: impl Iterator<Item = &'a Entry>, ctx: &RowCtx<'_>) -> Vec<CountryRow> {
     // Many flows share an address: ask the book once per address.
-    let mut by_ip: HashMap<IpAddr, Totals> = HashMap::new();
-    for e in flows {
-        by_ip.entry(e.flow.orig.dst).or_default().add(e);
-    }
+    let mut known: HashMap<IpAddr, (bool, Option<String>)> = HashMap::new();
+    let mut lookup = |ip: IpAddr| {
+        known
+            .entry(ip)
+            .or_insert_with(|| (ctx.has_country(ip), ctx.country_of(ip)))
+            .clone()
+    };
     let mut by_cc: HashMap<String, Totals> = HashMap::new();
-    for (ip, t) in by_ip {
-        let cc = ctx.country_of(ip).unwrap_or_else(|| "??".to_owned());
-        by_cc.entry(cc).or_default().merge(&t);
+    for e in flows {
+        let (dst_has, dst_cc) = lookup(e.flow.orig.dst);
+        let cc = if dst_has {
+            dst_cc
+        } else {
+            match lookup(e.flow.orig.src) {
+                (true, src_cc) => src_cc,
+                _ => dst_cc,
+            }
+        };
+        by_cc
+            .entry(cc.unwrap_or_else(|| "??".to_owned()))
+            .or_default()
+            .add(e);
     }
     let mut rows: Vec<CountryRow> = by_cc
         .into_iter()

@@ -563,16 +563,25 @@ fn processes_count_what_they_send_and_receive() {
 }
 
 #[test]
-fn countries_group_by_the_address_end() {
+fn countries_group_by_the_remote_end() {
     let mut a = app(120, 30);
     a.apply(Action::NextTab);
     a.apply(Action::NextTab);
     assert_eq!(a.tab, Tab::Countries);
+    // The incoming ssh connection (from 203.0.113.9, FR, to a private
+    // address here) counts under its source's country.
     let names: Vec<&str> = a.country_rows.iter().map(|r| r.country.as_str()).collect();
-    assert_eq!(names, vec!["DE", "US", "private", "??", "NL"]);
+    assert_eq!(names, vec!["DE", "US", "FR", "??", "private", "NL"]);
     a.apply(Action::Open); // DE
     assert_eq!(a.tab, Tab::Flows);
     assert_eq!(ids(&a), vec![1, 6]);
+    let mut a = app(120, 30);
+    a.apply(Action::NextTab);
+    a.apply(Action::NextTab);
+    a.apply(Action::Down);
+    a.apply(Action::Down);
+    a.apply(Action::Open); // FR
+    assert_eq!(ids(&a), vec![3]);
 }
 
 #[test]
