@@ -1,0 +1,321 @@
+//! The kprobe programs: load, attach, report; the sock_events path that
+//! prefers them where the kernel attaches them all.
+
+#![cfg_attr(flowtop_no_ebpf, allow(dead_code))]
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// kprobe programs: load, attach, report
+// ---------------------------------------------------------------------------
+
+/// [`KprobeReport::chosen`] when every kprobe attached.
+pub const SOCK_PATH_KPROBES: &str = "kprobes";
+/// [`KprobeReport::chosen`] when they did not: the cgroup programs
+/// ([`start_sock_events`]) are the socket-ownership path.
+pub const SOCK_PATH_CGROUP: &str = "cgroup (fallback)";
+
+/// What happened to one kprobe program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KprobeProgramReport {
+    /// Program name (see `flowtop_common::KPROBE_PROGRAMS`).
+    pub program: &'static str,
+    /// `kprobe/<function>` or `kretprobe/<function>`.
+    pub attach_point: String,
+    /// Ok when the kernel accepted the program (the verifier passed it).
+    pub loaded: Result<(), String>,
+    /// Ok when it attached; else why not (aya's error in `{:?}` form).
+    pub attached: Result<(), String>,
+}
+
+/// What [`probe_kprobes`] / [`attach_kprobes`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KprobeReport {
+    /// The offsets given to the programs, or why the kernel's BTF could not
+    /// provide them (then the programs are loaded, inert, but not attached).
+    pub offsets: Result<SockOffsets, String>,
+    /// One entry per program of `KPROBE_PROGRAMS`, in that order (empty when
+    /// the object could not be loaded at all: see `reason`).
+    pub programs: Vec<KprobeProgramReport>,
+    /// Why nothing could be loaded (no eBPF object, map creation failed ...).
+    pub reason: Option<String>,
+    /// [`SOCK_PATH_KPROBES`] or [`SOCK_PATH_CGROUP`].
+    pub chosen: &'static str,
+}
+
+impl KprobeReport {
+    fn failed(reason: String, offsets: Result<SockOffsets, String>) -> Self {
+        Self {
+            offsets,
+            programs: Vec::new(),
+            reason: Some(reason),
+            chosen: SOCK_PATH_CGROUP,
+        }
+    }
+
+    /// Every program loaded.
+    pub fn all_loaded(&self) -> bool {
+        !self.programs.is_empty() && self.programs.iter().all(|p| p.loaded.is_ok())
+    }
+
+    /// Every program attached (the kprobe path is usable).
+    pub fn all_attached(&self) -> bool {
+        !self.programs.is_empty() && self.programs.iter().all(|p| p.attached.is_ok())
+    }
+
+    /// One line per program plus the choice, for logs and `--status`-like output.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        if let Some(reason) = &self.reason {
+            out.push_str(&format!("kprobes unavailable: {reason}\n"));
+        }
+        if let Err(e) = &self.offsets {
+            out.push_str(&format!("kprobe offsets: {e}\n"));
+        }
+        for p in &self.programs {
+            let status = |r: &Result<(), String>| match r {
+                Ok(()) => "yes".to_owned(),
+                Err(e) => format!("no ({e})"),
+            };
+            out.push_str(&format!(
+                "{} {}: loaded {}, attached {}\n",
+                p.attach_point,
+                p.program,
+                status(&p.loaded),
+                status(&p.attached)
+            ));
+        }
+        out.push_str(&format!("socket ownership path: {}", self.chosen));
+        out
+    }
+}
+
+/// Attached kprobe programs (present only when all of them attached); they
+/// stay attached while this lives.
+pub struct KprobeAttachment {
+    ebpf: aya::Ebpf,
+    programs: Vec<String>,
+}
+
+impl std::fmt::Debug for KprobeAttachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KprobeAttachment")
+            .field("programs", &self.programs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KprobeAttachment {
+    /// Attached programs, as `kprobe/<function>` / `kretprobe/<function>`.
+    pub fn programs(&self) -> &[String] {
+        &self.programs
+    }
+}
+
+/// The kernel struct offsets the kprobe programs would be given: from the
+/// running kernel's BTF (needs no privileges; `/sys/kernel/btf/vmlinux` is
+/// world-readable).
+pub fn kernel_sock_offsets() -> Result<SockOffsets, String> {
+    KernelBtf::from_sys_fs()?.sock_offsets()
+}
+
+/// Loads every kprobe program (which proves it passes the verifier on this
+/// kernel), tries to attach each, and reports. Nothing stays attached: use
+/// [`attach_kprobes`] to keep them.
+pub fn probe_kprobes() -> KprobeReport {
+    attach_kprobes().0
+}
+
+/// Loads and attaches the kprobe programs. When every one attaches they are
+/// kept in the returned attachment (`chosen` = [`SOCK_PATH_KPROBES`]); when
+/// any fails, all are detached and unloaded (`chosen` = [`SOCK_PATH_CGROUP`]).
+pub fn attach_kprobes() -> (KprobeReport, Option<KprobeAttachment>) {
+    #[cfg(flowtop_no_ebpf)]
+    {
+        (
+            KprobeReport::failed(NO_OBJECT_REASON.to_owned(), Err(NO_OBJECT_REASON.to_owned())),
+            None,
+        )
+    }
+    #[cfg(not(flowtop_no_ebpf))]
+    {
+        attach_kprobes_object(OBJECT)
+    }
+}
+
+fn attach_kprobes_object(object: &[u8]) -> (KprobeReport, Option<KprobeAttachment>) {
+    let offsets = kernel_sock_offsets();
+    // Quietly first; when the kernel refuses a program, once more with the
+    // verifier log so that its reason carries the verifier's explanation.
+    let (report, attachment) = attach_kprobes_with(object, &offsets, aya::VerifierLogLevel::DISABLE);
+    if report.reason.is_none() && !report.all_loaded() {
+        return attach_kprobes_with(object, &offsets, aya::VerifierLogLevel::default());
+    }
+    (report, attachment)
+}
+
+fn attach_kprobes_with(
+    object: &[u8],
+    offsets: &Result<SockOffsets, String>,
+    log: aya::VerifierLogLevel,
+) -> (KprobeReport, Option<KprobeAttachment>) {
+    use aya::programs::KProbe;
+
+    // Inert offsets when BTF failed: the programs still load (and so are
+    // verified), but are not attached.
+    let globals = offsets.clone().unwrap_or(SockOffsets::ABSENT);
+    let mut loader = aya::EbpfLoader::new();
+    loader
+        .btf(None)
+        .verifier_log_level(log)
+        .override_global(GLOBAL_SOCK_OFFSETS, &globals, true)
+        .map_max_entries(MAP_SOCK_SEEN, 64);
+    let mut ebpf = match loader.load(object) {
+        Ok(ebpf) => ebpf,
+        Err(e) => {
+            let reason = with_privilege_hint(format!("loading the eBPF object failed: {e:?}"));
+            return (KprobeReport::failed(reason, offsets.clone()), None);
+        }
+    };
+    let mut programs = Vec::new();
+    let mut attached_names = Vec::new();
+    for (name, function, ret) in KPROBE_PROGRAMS {
+        let attach_point = format!("{}/{function}", if ret { "kretprobe" } else { "kprobe" });
+        let mut report = KprobeProgramReport {
+            program: name,
+            attach_point: attach_point.clone(),
+            loaded: Ok(()),
+            attached: Err("not loaded".to_owned()),
+        };
+        let program: Result<&mut KProbe, String> = ebpf
+            .program_mut(name)
+            .ok_or_else(|| format!("the eBPF object has no program {name}"))
+            .and_then(|p| {
+                p.try_into()
+                    .map_err(|e| format!("{name} is not a kprobe program: {e:?}"))
+            });
+        match program {
+            Err(e) => report.loaded = Err(e),
+            Ok(program) => match program.load() {
+                Err(e) => report.loaded = Err(with_privilege_hint(format!("{e:?}"))),
+                Ok(()) => {
+                    report.attached = match offsets {
+                        Err(e) => Err(format!("not attached: no kernel struct offsets: {e}")),
+                        // The program ran for every call of a busy kernel
+                        // function: keep its link only if all attach (below).
+                        Ok(_) => program
+                            .attach(function, 0)
+                            .map(drop)
+                            .map_err(|e| format!("attaching {attach_point} failed: {e:?}")),
+                    };
+                    if report.attached.is_ok() {
+                        attached_names.push(attach_point);
+                    }
+                }
+            },
+        }
+        programs.push(report);
+    }
+    let mut report = KprobeReport {
+        offsets: offsets.clone(),
+        programs,
+        reason: None,
+        chosen: SOCK_PATH_CGROUP,
+    };
+    if report.all_attached() {
+        report.chosen = SOCK_PATH_KPROBES;
+        let attachment = KprobeAttachment {
+            ebpf,
+            programs: attached_names,
+        };
+        (report, Some(attachment))
+    } else {
+        // Dropping the object detaches whatever did attach.
+        drop(ebpf);
+        (report, None)
+    }
+}
+
+/// Socket ownership events from the kprobes where they all attach, else
+/// from the cgroup programs ([`start_sock_events`]): the fallback is chosen
+/// here and reported (`report.chosen`; the handle's
+/// [`programs`](SockEventsHandle::programs) say which ones run).
+///
+/// The kprobe path sends KPROBE events (`flowtop_common::SOCK_EVENT_KPROBE`),
+/// the cgroup path CREATED and TUPLE events: `deliver` must handle both. The
+/// kprobe handle's [`cgroup`](SockEventsHandle::cgroup) is empty.
+///
+/// flowtop's engine currently calls [`start_sock_events`] directly (the
+/// cgroup path, which attaches on every kernel flowtop supports); this is
+/// the entry point for switching to kprobes where the kernel has them.
+pub fn start_sock_events_preferring_kprobes(
+    deliver: impl FnMut(Vec<SockEvent>) -> bool + Send + 'static,
+) -> (KprobeReport, Result<SockEventsHandle, String>) {
+    let (report, attachment) = attach_kprobes();
+    match attachment {
+        Some(attachment) => (report, start_kprobe_reader(attachment, deliver)),
+        None => (report, start_sock_events(deliver)),
+    }
+}
+
+/// Feeds the kprobes' ring buffer to `deliver` with the same reader thread
+/// as the cgroup path.
+fn start_kprobe_reader(
+    attachment: KprobeAttachment,
+    deliver: impl FnMut(Vec<SockEvent>) -> bool + Send + 'static,
+) -> Result<SockEventsHandle, String> {
+    let KprobeAttachment { ebpf, programs } = attachment;
+    start_reader(ebpf, programs, PathBuf::new(), deliver)
+}
+
+pub(super) const TRACEFS: &str = "/sys/kernel/tracing";
+
+pub(crate) fn unmount_tracefs() {
+    // SAFETY: a valid NUL-terminated path; MNT_DETACH never blocks.
+    unsafe {
+        libc::umount2(c"/sys/kernel/tracing".as_ptr(), libc::MNT_DETACH);
+    }
+}
+
+fn tracefs_mounted() -> bool {
+    [TRACEFS, "/sys/kernel/debug/tracing"]
+        .iter()
+        .any(|dir| Path::new(dir).join("events").is_dir())
+}
+
+/// Tracepoint attachment reads the event id from tracefs, which is not always
+/// mounted (it is not on the reference machine). Mount it at its standard
+/// place if needed; returns whether flowtop mounted it, so the caller can
+/// unmount it once attached (flowtop leaves no kernel state behind).
+pub(crate) fn ensure_tracefs() -> Result<bool, String> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    if tracefs_mounted() {
+        return Ok(false);
+    }
+    // SAFETY: all pointers are valid NUL-terminated strings; data may be NULL.
+    let rc = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        return Err(format!(
+            "tracefs is not mounted and mounting it at {TRACEFS} failed: {err:?} \
+             (try `mount -t tracefs nodev {TRACEFS}`)"
+        ));
+    }
+    if tracefs_mounted() {
+        Ok(true)
+    } else {
+        unmount_tracefs();
+        Err(format!(
+            "tracefs mounted at {TRACEFS} but it has no events directory"
+        ))
+    }
+}

@@ -1,0 +1,356 @@
+//! Socket ownership events: the cgroup programs (`cgroup/sock_create`,
+//! `cgroup_skb/egress`) on a cgroup2 root (mounted for the moment of
+//! attaching when the namespace has none), and the ring-buffer reader.
+
+#![cfg_attr(flowtop_no_ebpf, allow(dead_code))]
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// Socket ownership events
+// ---------------------------------------------------------------------------
+
+/// Most events handed to `deliver` in one call.
+const SOCK_EVENTS_BATCH: usize = 4096;
+/// How long the reader thread waits for the ring buffer before it checks
+/// whether it should stop.
+const SOCK_EVENTS_POLL: Duration = Duration::from_millis(100);
+
+/// Running socket ownership events (see [`start_sock_events`]). The cgroup
+/// programs stay attached while this lives; dropping it stops the reader
+/// thread (waiting for a `deliver` call in progress) and detaches them.
+pub struct SockEventsHandle {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    /// Holds the programs and their links (dropped after the thread).
+    ebpf: aya::Ebpf,
+    programs: Vec<String>,
+    cgroup: PathBuf,
+}
+
+impl std::fmt::Debug for SockEventsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SockEventsHandle")
+            .field("programs", &self.programs)
+            .field("cgroup", &self.cgroup)
+            .field("running", &self.is_running())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SockEventsHandle {
+    /// Attached programs, as `type/attach point` (e.g. `cgroup/sock_create`).
+    pub fn programs(&self) -> &[String] {
+        &self.programs
+    }
+
+    /// The cgroup2 directory the programs are attached to.
+    pub fn cgroup(&self) -> &Path {
+        &self.cgroup
+    }
+
+    /// False once the reader thread has ended (`deliver` returned false, or
+    /// polling the ring buffer failed).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Events the programs dropped because the ring buffer was full (summed
+    /// over CPUs). A dropped TUPLE is retried by the socket's next packet; a
+    /// dropped CREATED is lost.
+    pub fn lost_events(&self) -> Result<u64, String> {
+        let map = self
+            .ebpf
+            .map(MAP_SOCK_EVENTS_LOST)
+            .ok_or_else(|| format!("eBPF object has no map {MAP_SOCK_EVENTS_LOST}"))?;
+        let array = aya::maps::PerCpuArray::<_, u64>::try_from(map)
+            .map_err(|e| format!("map {MAP_SOCK_EVENTS_LOST} has an unexpected type: {e:?}"))?;
+        let per_cpu = array
+            .get(&0, 0)
+            .map_err(|e| format!("reading {MAP_SOCK_EVENTS_LOST} failed: {e:?}"))?;
+        Ok(per_cpu.iter().copied().fold(0u64, u64::wrapping_add))
+    }
+}
+
+impl Drop for SockEventsHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        // `ebpf` drops next: its programs detach from the cgroup.
+    }
+}
+
+/// The cookie of this process's network namespace (to tell own CREATED
+/// events from other namespaces'), when the kernel has netns cookies.
+pub fn own_netns_cookie() -> Option<u64> {
+    crate::sysctl::netns_cookie()
+}
+
+/// The cgroup2 directory to attach to: `/sys/fs/cgroup/unified` (hybrid
+/// hierarchy) or `/sys/fs/cgroup` when that is a cgroup2 mount, else the
+/// first cgroup2 mount in `/proc/self/mounts`.
+pub fn cgroup2_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    cgroup2_root_in(&mounts)
+}
+
+pub(super) fn cgroup2_root_in(mounts: &str) -> Option<PathBuf> {
+    let cgroup2: Vec<&str> = mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_source, target, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+            (fstype == "cgroup2").then_some(target)
+        })
+        .collect();
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .find(|p| cgroup2.contains(p))
+        .or_else(|| cgroup2.first().copied())
+        .map(PathBuf::from)
+}
+
+/// A cgroup2 mount flowtop made for attaching, removed when dropped.
+struct TemporaryCgroup2 {
+    dir: PathBuf,
+}
+
+impl TemporaryCgroup2 {
+    fn mount() -> Result<Self, String> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        let dir = PathBuf::from(format!("/run/flowtop/cgroup2-{}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("no cgroup2 mount, and creating {} failed: {e}", dir.display()))?;
+        let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+            .map_err(|_| "bad cgroup2 mount path".to_owned())?;
+        // SAFETY: valid NUL-terminated strings; data may be NULL.
+        let rc = unsafe {
+            libc::mount(
+                c"cgroup2".as_ptr(),
+                target.as_ptr(),
+                c"cgroup2".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            let _ = std::fs::remove_dir(&dir);
+            return Err(format!(
+                "no cgroup2 mount, and mounting one at {} failed: {err}",
+                dir.display()
+            ));
+        }
+        Ok(TemporaryCgroup2 { dir })
+    }
+}
+
+impl Drop for TemporaryCgroup2 {
+    fn drop(&mut self) {
+        if let Ok(target) = std::ffi::CString::new(self.dir.as_os_str().as_encoded_bytes()) {
+            // SAFETY: a valid NUL-terminated path; MNT_DETACH never blocks.
+            unsafe {
+                libc::umount2(target.as_ptr(), libc::MNT_DETACH);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Decodes one ring buffer record (None if it is too short).
+#[doc(hidden)]
+pub fn parse_sock_event(record: &[u8]) -> Option<SockEvent> {
+    if record.len() < std::mem::size_of::<SockEvent>() {
+        return None;
+    }
+    // SAFETY: the record holds at least size_of::<SockEvent>() bytes, the
+    // read is unaligned, and SockEvent is plain integers (any bit pattern is
+    // valid).
+    Some(unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<SockEvent>()) })
+}
+
+/// Loads the socket-event programs, attaches them to the cgroup2 root (so
+/// they see every socket of the machine, in every network namespace) and
+/// starts a thread that hands batches of events to `deliver` as they
+/// arrive, until `deliver` returns false or the handle is dropped.
+///
+/// Event semantics are documented on [`SockEvent`]: join CREATED (who) and
+/// TUPLE (what) events by `cookie`.
+pub fn start_sock_events(
+    deliver: impl FnMut(Vec<SockEvent>) -> bool + Send + 'static,
+) -> Result<SockEventsHandle, String> {
+    #[cfg(flowtop_no_ebpf)]
+    {
+        drop(deliver);
+        Err(NO_OBJECT_REASON.to_owned())
+    }
+    #[cfg(not(flowtop_no_ebpf))]
+    {
+        start_sock_events_object(OBJECT, deliver)
+    }
+}
+
+pub(super) fn start_sock_events_object(
+    object: &[u8],
+    deliver: impl FnMut(Vec<SockEvent>) -> bool + Send + 'static,
+) -> Result<SockEventsHandle, String> {
+    // `ip netns exec` gives its command a private /sys without the cgroup
+    // mounts: then flowtop mounts cgroup2 itself, only for the attach.
+    let temporary = match cgroup2_root() {
+        Some(_) => None,
+        None => Some(TemporaryCgroup2::mount()?),
+    };
+    let cgroup = match (&temporary, cgroup2_root()) {
+        (Some(t), _) => t.dir.clone(),
+        (None, Some(root)) => root,
+        (None, None) => return Err("no cgroup2 hierarchy is mounted".to_owned()),
+    };
+    // Quietly first, then with the verifier log for the reason (as attach()).
+    let attached = attach_sock_programs(object, &cgroup, aya::VerifierLogLevel::DISABLE)
+        .or_else(|_| attach_sock_programs(object, &cgroup, aya::VerifierLogLevel::default()));
+    // The links hold the cgroup itself, not the mount: undo ours at once.
+    drop(temporary);
+    let (ebpf, programs) = attached.map_err(with_privilege_hint)?;
+    start_reader(ebpf, programs, cgroup, deliver)
+}
+
+/// Starts the thread that reads `SOCK_EVENTS` of a loaded and attached
+/// object (cgroup programs or kprobes) and hands batches to `deliver`.
+pub(crate) fn start_reader(
+    mut ebpf: aya::Ebpf,
+    programs: Vec<String>,
+    cgroup: PathBuf,
+    deliver: impl FnMut(Vec<SockEvent>) -> bool + Send + 'static,
+) -> Result<SockEventsHandle, String> {
+    let map = ebpf
+        .take_map(MAP_SOCK_EVENTS)
+        .ok_or_else(|| format!("the eBPF object has no map {MAP_SOCK_EVENTS}"))?;
+    let ring = aya::maps::RingBuf::try_from(map)
+        .map_err(|e| format!("map {MAP_SOCK_EVENTS} is not a ring buffer: {e:?}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = std::thread::Builder::new()
+        .name("flowtop-sockev".to_owned())
+        .spawn({
+            let stop = Arc::clone(&stop);
+            move || read_sock_events(ring, &stop, deliver)
+        })
+        .map_err(|e| format!("starting the socket event thread failed: {e}"))?;
+    Ok(SockEventsHandle {
+        stop,
+        thread: Some(thread),
+        ebpf,
+        programs,
+        cgroup,
+    })
+}
+
+fn attach_sock_programs(
+    object: &[u8],
+    cgroup: &Path,
+    log: aya::VerifierLogLevel,
+) -> Result<(aya::Ebpf, Vec<String>), String> {
+    use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock};
+
+    let mut ebpf = load_object(object, log, LoadFor::SockEvents)?;
+    let cgroup_dir = std::fs::File::open(cgroup)
+        .map_err(|e| format!("opening the cgroup2 root {} failed: {e}", cgroup.display()))?;
+    // Ours must run next to programs that systemd or others attach further
+    // down the tree (and not stop them from attaching). From 5.7 aya attaches
+    // through a bpf_link, which always has multi-attach semantics and takes
+    // no flags (BPF_F_ALLOW_MULTI there is EINVAL); before, through
+    // BPF_PROG_ATTACH, which needs the flag.
+    let links =
+        aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 7, 0));
+    let mode = if links {
+        CgroupAttachMode::Single
+    } else {
+        CgroupAttachMode::AllowMultiple
+    };
+
+    let create: &mut CgroupSock = ebpf
+        .program_mut(PROG_SOCK_CREATE)
+        .ok_or_else(|| format!("the eBPF object has no program {PROG_SOCK_CREATE}"))?
+        .try_into()
+        .map_err(|e| format!("{PROG_SOCK_CREATE} is not a cgroup/sock program: {e:?}"))?;
+    create
+        .load()
+        .map_err(|e| format!("loading program {PROG_SOCK_CREATE} failed: {e:?}"))?;
+    create.attach(&cgroup_dir, mode).map_err(|e| {
+        format!(
+            "attaching {PROG_SOCK_CREATE} (cgroup/sock_create) to {} failed: {e:?}",
+            cgroup.display()
+        )
+    })?;
+
+    let egress: &mut CgroupSkb = ebpf
+        .program_mut(PROG_SOCK_EGRESS)
+        .ok_or_else(|| format!("the eBPF object has no program {PROG_SOCK_EGRESS}"))?
+        .try_into()
+        .map_err(|e| format!("{PROG_SOCK_EGRESS} is not a cgroup_skb program: {e:?}"))?;
+    egress
+        .load()
+        .map_err(|e| format!("loading program {PROG_SOCK_EGRESS} failed: {e:?}"))?;
+    egress
+        .attach(&cgroup_dir, CgroupSkbAttachType::Egress, mode)
+        .map_err(|e| {
+            format!(
+                "attaching {PROG_SOCK_EGRESS} (cgroup_skb/egress) to {} failed: {e:?}",
+                cgroup.display()
+            )
+        })?;
+    let programs = vec!["cgroup/sock_create".to_owned(), "cgroup_skb/egress".to_owned()];
+    Ok((ebpf, programs))
+}
+
+/// The reader thread: waits for the ring buffer, drains it in batches.
+fn read_sock_events(
+    mut ring: aya::maps::RingBuf<aya::maps::MapData>,
+    stop: &AtomicBool,
+    mut deliver: impl FnMut(Vec<SockEvent>) -> bool,
+) {
+    use std::os::fd::AsRawFd as _;
+
+    let fd = ring.as_raw_fd();
+    let timeout_ms = i32::try_from(SOCK_EVENTS_POLL.as_millis()).unwrap_or(100);
+    let mut batch = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; the fd lives as long as `ring`.
+        let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            eprintln!("flowtop: waiting for socket events failed: {err}");
+            return;
+        }
+        loop {
+            while batch.len() < SOCK_EVENTS_BATCH {
+                let Some(item) = ring.next() else { break };
+                if let Some(event) = parse_sock_event(&item) {
+                    batch.push(event);
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let full = batch.len() == SOCK_EVENTS_BATCH;
+            if !deliver(std::mem::take(&mut batch)) {
+                return;
+            }
+            if !full {
+                break;
+            }
+        }
+    }
+}
