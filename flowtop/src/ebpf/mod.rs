@@ -21,8 +21,8 @@
 //!   are the path, and the report says why.
 //!
 //! Files: this one loads the object and owns the tracepoint probe;
-//! [`sock_events`] the cgroup programs and the ring-buffer reader; [`btf`]
-//! the kernel's struct offsets; [`kprobes`] the kprobe path.
+//! `sock_events.rs` the cgroup programs and the ring-buffer reader; `btf.rs`
+//! the kernel's struct offsets; `kprobes.rs` the kprobe path.
 //!
 //! When flowtop was built without the eBPF toolchain (`cfg(flowtop_no_ebpf)`,
 //! see `build.rs`), or loading/attaching fails (not root, lockdown, no
