@@ -1097,7 +1097,9 @@ fn ebpf_attributes_short_lived_processes() {
             .find(|v| same_flow(v) && ju64(v, "pid") == Some(u64::from(pid)))
             .cloned()
     };
-    let end = std::time::Instant::now() + Duration::from_secs(10);
+    // Generous: on a loaded machine the ring buffer reader and the engine
+    // can lag; the loop ends as soon as every flow is attributed.
+    let end = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         ft.pump();
         let all = expected
