@@ -60,6 +60,9 @@ usage: cargo xtask bench report [--sizes N[,N..]] [--runs R] [--quick]
 Needs root, tmux, conntrack, python3; flowtop 0.6.8 (/usr/sbin/flowtop) for the
 side-by-side columns. Writes bench/REPORT.md.";
 
+/// The last section of bench/REPORT.md, from a profile made by hand
+/// (`xtask/scripts/profile_steady.sh`); kept when the report is rewritten.
+const PROFILE_HEADING: &str = "## Where the time goes";
 const CT_INSERT_PY: &str = include_str!("../scripts/ct_insert.py");
 const CT_CHURN_PY: &str = include_str!("../scripts/ct_churn.py");
 /// 0.6.8 is not run above this size (minutes per 100 000 entries).
@@ -152,7 +155,7 @@ struct SizeRes {
     flowtop: Vec<RunStat>,
     /// Snapshot lines of an untimed `--once --json` pass.
     once_lines: u64,
-    frame_ours: Vec<Screen>,
+    frame_ours: Vec<Result<Screen, String>>,
     frame_old: Option<Result<Screen, String>>,
     steady_json: Result<Steady, String>,
 }
@@ -267,7 +270,11 @@ fn one_size(opts: &Opts, n: u64, flowtop: &Path, tmp: &Path, legacy: bool) -> Re
         let cmd = format!("exec ip netns exec {} {ft} -4U -t 1 --no-sysctl -n -G", ns.name);
         let window = (r == 0).then_some(opts.window);
         let limit = timeout.as_secs_f64();
-        frame_ours.push(screen_run("new", &cmd, n, "ADDRESS", limit, window)?);
+        // One failed run (tmux, say) is reported, not fatal to the others.
+        frame_ours.push(match screen_run("new", &cmd, n, "ADDRESS", limit, window) {
+            Ok(s) => Ok(s),
+            Err(e) => Err(keep(e)?),
+        });
     }
     let frame_old = if !legacy {
         None
@@ -606,6 +613,14 @@ pub fn run(args: &[String]) -> Result<()> {
     let took = started.elapsed();
     let report = render(&opts, &root, &info, &sizes, &churn, &ui, &ui_opts, took);
     let path = root.join("bench/REPORT.md");
+    // The profile section is written by hand (see its text): carried over.
+    let report = match fs::read_to_string(&path)
+        .ok()
+        .and_then(|old| old.find(PROFILE_HEADING).map(|i| old[i..].to_string()))
+    {
+        Some(profile) => format!("{report}\n{}", profile.trim_end()) + "\n",
+        None => report,
+    };
     fs::create_dir_all(root.join("bench"))?;
     fs::write(&path, &report).with_context(|| format!("cannot write {}", path.display()))?;
     println!("{report}");
@@ -737,8 +752,16 @@ fn render(
         let w = |v: &[RunStat], f: fn(&RunStat) -> f64| median(&v.iter().map(f).collect::<Vec<_>>());
         let ct = w(&r.conntrack, |s| s.wall_s);
         let ft = w(&r.flowtop, |s| s.wall_s);
-        let ours_loads: Vec<f64> = r.frame_ours.iter().filter_map(|s| s.load_s).collect();
-        let ours_screen = if ours_loads.len() == r.frame_ours.len() {
+        let ours_loads: Vec<f64> = r
+            .frame_ours
+            .iter()
+            .filter_map(|s| s.as_ref().ok().and_then(|s| s.load_s))
+            .collect();
+        let timed_out = r
+            .frame_ours
+            .iter()
+            .any(|s| s.as_ref().is_ok_and(|s| s.load_s.is_none()));
+        let ours_screen = if !ours_loads.is_empty() && !timed_out {
             median(&ours_loads)
         } else {
             f64::NAN
@@ -865,7 +888,15 @@ fn render(
                 let _ = writeln!(o, "| {} | flowtop --json -t 1 | failed: {e} | | | | | | |", r.n);
             }
         }
-        match r.frame_ours.first().and_then(|s| s.steady.as_ref()) {
+        if let Some(e) = r.frame_ours.iter().find_map(|s| s.as_ref().err()) {
+            notes.push(format!("{} entries, a screen run failed: {e}", r.n));
+        }
+        match r
+            .frame_ours
+            .first()
+            .and_then(|s| s.as_ref().ok())
+            .and_then(|s| s.steady.as_ref())
+        {
             Some(Ok(w)) => {
                 let (a, b) = vs(w.cpu_pct, w.rss_kib as f64);
                 let _ = writeln!(

@@ -111,7 +111,11 @@ pub(crate) struct Pane {
 
 impl Pane {
     pub(crate) fn start(label: &str, command: &str) -> Result<Pane> {
-        let socket = format!("ftbench-ui-{}-{label}", std::process::id());
+        // A fresh server name each time: a server just killed under the
+        // same name may still be going away and make this one fail.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let socket = format!("ftbench-ui-{}-{label}-{k}", std::process::id());
         let mut p = Pane { socket, pid: None };
         p.tmux(&["new-session", "-d", "-s", "b", "-x", "200", "-y", "50", command])?;
         let pid = p.tmux(&["display-message", "-p", "-t", "b", "#{pane_pid}"])?;
