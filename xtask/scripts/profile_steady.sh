@@ -37,7 +37,7 @@ wait_for_table() { # FILE: until N snapshot lines
 if [ "$MODE" = perf ]; then
     {
         for i in 1 2 3; do
-            /usr/bin/time -f "conntrack -L: %e s wall, %U s user, %S s sys" ip netns exec "$NS" conntrack -L >/dev/null 2>/dev/null
+            /usr/bin/time -f "conntrack -L: %e s wall, %U s user, %S s sys" ip netns exec "$NS" sh -c "conntrack -L >/dev/null 2>&1"
             /usr/bin/time -f "flowtop --once --json: %e s wall, %U s user, %S s sys" ip netns exec "$NS" "$FT" --once --json -4UnG --no-sysctl >/dev/null
         done
     } 2>&1 | tee "$OUT/times.txt"

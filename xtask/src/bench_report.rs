@@ -326,14 +326,52 @@ fn one_size(opts: &Opts, n: u64, flowtop: &Path, tmp: &Path, legacy: bool) -> Re
 
 // ---------------------------------------------------------------- churn
 
+/// A flow's original tuple, "SRC DST SPORT DPORT": the identity of a UDP
+/// entry. Not the conntrack id: that is a 32-bit hash, and with hundreds of
+/// thousands of entries made and destroyed a new entry does get the id of
+/// one still alive.
+type TupleKey = String;
+
 /// The set of flows a `--json` stream describes, and its last `stats` line.
 #[derive(Default)]
 struct Stream {
-    live: HashSet<u64>,
+    live: HashSet<TupleKey>,
     lines: u64,
     overruns: u64,
     resyncs: u64,
     stats_lines: u64,
+}
+
+/// The original tuple of a `--json` line.
+fn json_tuple(line: &str) -> Option<TupleKey> {
+    let text = |key: &str| -> Option<&str> {
+        let i = line.find(key)? + key.len();
+        line[i..].split('"').next()
+    };
+    Some(format!(
+        "{} {} {} {}",
+        text(r#","src":""#)?,
+        text(r#","dst":""#)?,
+        field_u64(line, r#","sport":"#)?,
+        field_u64(line, r#","dport":"#)?
+    ))
+}
+
+/// The original tuple of a `conntrack -L` line (its first src=, dst=,
+/// sport=, dport=).
+fn conntrack_tuple(line: &str) -> Option<TupleKey> {
+    let first = |key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .map(str::to_string)
+    };
+    Some(format!(
+        "{} {} {} {}",
+        first("src=")?,
+        first("dst=")?,
+        first("sport=")?,
+        first("dport=")?
+    ))
 }
 
 fn field_u64(line: &str, key: &str) -> Option<u64> {
@@ -353,8 +391,8 @@ fn follow(out: impl Read + Send + 'static, state: Arc<Mutex<Stream>>) -> thread:
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
-            // The event is the first key, the id the third: a prefix is enough.
-            let head = &line[..line.len().min(120)];
+            // The event is the first key: a prefix is enough for it.
+            let head = &line[..line.len().min(20)];
             let Ok(mut s) = state.lock() else { break };
             s.lines += 1;
             let kind = head
@@ -363,13 +401,13 @@ fn follow(out: impl Read + Send + 'static, state: Arc<Mutex<Stream>>) -> thread:
                 .unwrap_or("");
             match kind {
                 "snapshot" | "new" | "update" => {
-                    if let Some(id) = field_u64(head, r#","id":"#) {
-                        s.live.insert(id);
+                    if let Some(t) = json_tuple(&line) {
+                        s.live.insert(t);
                     }
                 }
                 "destroy" => {
-                    if let Some(id) = field_u64(head, r#","id":"#) {
-                        s.live.remove(&id);
+                    if let Some(t) = json_tuple(&line) {
+                        s.live.remove(&t);
                     }
                 }
                 "stats" => {
@@ -400,16 +438,10 @@ struct ChurnRes {
     stats_seen: bool,
 }
 
-/// The ids of every conntrack entry in `ns`.
-fn kernel_ids(ns: &Netns) -> Result<HashSet<u64>> {
-    let out = run_cmd(ns.cmd("conntrack").args(["-L", "-o", "id"]))?;
-    Ok(out
-        .lines()
-        .filter_map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("id=")?.parse().ok())
-        })
-        .collect())
+/// The original tuples of every conntrack entry in `ns`.
+fn kernel_tuples(ns: &Netns) -> Result<HashSet<TupleKey>> {
+    let out = run_cmd(ns.cmd("conntrack").arg("-L"))?;
+    Ok(out.lines().filter_map(conntrack_tuple).collect())
 }
 
 fn churn_one(rate: u64, window: f64, flowtop: &Path, tmp: &Path) -> Result<ChurnRes> {
@@ -504,7 +536,7 @@ fn churn_one(rate: u64, window: f64, flowtop: &Path, tmp: &Path) -> Result<Churn
     let summary = (num(0) as u64, num(1) as u64, num(2) as u64, num(3));
 
     // The kernel's table is static from here on.
-    let kernel = kernel_ids(&ns)?;
+    let kernel = kernel_tuples(&ns)?;
     let mut converge_s = None;
     let limit = Duration::from_secs(15);
     loop {
@@ -1036,8 +1068,9 @@ fn render(
          second over ctnetlink and deletes each {CHURN_LIVE_S} s later (RATE destroys per second) for \
          {} s, then deletes the rest, while `flowtop --json -t 1 -4UnG --no-sysctl` streams (stdout read \
          by the benchmark, which rebuilds the set of live flows from the stream: `snapshot`/`new`/`update` \
-         add an id, `destroy` removes it). Overruns (ENOBUFS) and resyncs: flowtop's last `stats` line. \
-         Converged: time from the end of the churn until that set equals the ids `conntrack -L -o id` \
+         add the flow's original tuple, `destroy` removes it; not the id, a 32-bit hash that a new \
+         entry sometimes shares with a live one). Overruns (ENOBUFS) and resyncs: flowtop's last `stats` line. \
+         Converged: time from the end of the churn until that set equals the tuples `conntrack -L` \
          lists (limit 15 s). CPU: flowtop over the churn. No peer here: 0.6.8 has no stream to compare \
          and `conntrack -E` is no table.\n",
         opts.window
@@ -1228,8 +1261,14 @@ mod tests {
 
     #[test]
     fn fields_of_stream_lines() {
-        let l = r#"{"event":"destroy","ts":"x","id":4021,"family":"ipv4","icmp_id":7}"#;
+        let l = r#"{"event":"destroy","ts":"x","id":4021,"family":"ipv4","proto":"udp","state":null,"src":"198.51.100.1","sport":1024,"dst":"10.99.0.1","dport":1,"reply_src":"10.99.0.1","reply_sport":1}"#;
         assert_eq!(field_u64(l, r#","id":"#), Some(4021));
+        assert_eq!(json_tuple(l).as_deref(), Some("198.51.100.1 10.99.0.1 1024 1"));
+        let c = "udp      17 598 src=198.51.100.1 dst=10.99.0.1 sport=1024 dport=1 [UNREPLIED] src=10.99.0.1 dst=198.51.100.1 sport=1 dport=1024 mark=0 use=1";
+        assert_eq!(
+            conntrack_tuple(c).as_deref(),
+            Some("198.51.100.1 10.99.0.1 1024 1")
+        );
         let s = r#"{"event":"stats","ts":"x","flows":3,"dumps":1,"overruns":12,"resyncs":2}"#;
         assert_eq!(field_u64(s, r#""overruns":"#), Some(12));
         assert_eq!(field_u64(s, r#""resyncs":"#), Some(2));
