@@ -276,9 +276,7 @@ fn one_size(opts: &Opts, n: u64, flowtop: &Path, tmp: &Path, legacy: bool) -> Re
             Err(e) => Err(keep(e)?),
         });
     }
-    let frame_old = if !legacy {
-        None
-    } else if n > LEGACY_MAX {
+    let frame_old = if !legacy || n > LEGACY_MAX {
         None
     } else {
         log(format!(
@@ -1276,10 +1274,11 @@ mod tests {
 
     #[test]
     fn quick_defaults() {
-        let o = parse(&["--quick".into()]).unwrap();
+        let o = parse(&["--quick".into()]).expect("--quick parses");
         assert_eq!(o.sizes, vec![10_000, 100_000]);
         assert_eq!(o.runs, 1);
-        let o = parse(&["--sizes".into(), "10k,1M".into(), "--runs".into(), "2".into()]).unwrap();
+        let o = parse(&["--sizes".into(), "10k,1M".into(), "--runs".into(), "2".into()])
+            .expect("--sizes and --runs parse");
         assert_eq!(o.sizes, vec![10_000, 1_000_000]);
         assert_eq!(o.runs, 2);
     }
