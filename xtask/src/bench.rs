@@ -56,9 +56,14 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
             let _signals = SignalGuard::install();
             crate::bench_soak::run(args)
         }
+        "report" => {
+            let _signals = SignalGuard::install();
+            crate::bench_report::run(args)
+        }
         "help" | "--help" | "-h" => {
             println!(
-                "{DUMP_USAGE}\n\n{ATTRIBUTION_USAGE}\n\n{}\n\n{}\n\n{}",
+                "{DUMP_USAGE}\n\n{ATTRIBUTION_USAGE}\n\n{}\n\n{}\n\n{}\n\n{}",
+                crate::bench_report::USAGE,
                 crate::bench_enrich::USAGE,
                 crate::bench_ui::USAGE,
                 crate::bench_soak::USAGE
@@ -67,7 +72,7 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
         }
         other => {
             bail!(
-                "unknown benchmark '{other}'; available: dump, attribution, enrich, ui, soak\n\n{DUMP_USAGE}"
+                "unknown benchmark '{other}'; available: report, dump, attribution, enrich, ui, soak\n\n{DUMP_USAGE}"
             )
         }
     }
@@ -331,7 +336,7 @@ fn write_value(path: &str, value: &str) -> Result<()> {
     fs::write(path, value).with_context(|| format!("cannot write {value} to {path}"))
 }
 
-fn pid_alive(pid: i32) -> bool {
+pub(crate) fn pid_alive(pid: i32) -> bool {
     // A zombie still has /proc/PID, but its state is Z.
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => !matches!(stat_fields(&s).first(), Some(&"Z") | Some(&"X")),
@@ -374,7 +379,7 @@ fn machine_ticks() -> (u64, u64) {
 }
 
 /// (VmHWM, VmRSS) in KiB.
-fn mem_kib(pid: i32) -> Result<(u64, u64)> {
+pub(crate) fn mem_kib(pid: i32) -> Result<(u64, u64)> {
     let s = fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("process {pid} is gone"))?;
     let field = |name: &str| -> Result<u64> {
@@ -687,9 +692,9 @@ impl Drop for TempDir {
 pub(crate) struct RunStat {
     pub(crate) wall_s: f64,
     pub(crate) cpu_s: f64,
-    user_s: f64,
-    sys_s: f64,
-    maxrss_kib: u64,
+    pub(crate) user_s: f64,
+    pub(crate) sys_s: f64,
+    pub(crate) maxrss_kib: u64,
 }
 
 /// Runs `cmd` to completion with stdout to /dev/null; wall time, CPU time and
@@ -752,13 +757,13 @@ pub(crate) fn timed_run(cmd: &mut Command, stderr_path: &Path, timeout: Duration
 
 /// Output of a running `flowtop --json`: total bytes and snapshot lines.
 #[derive(Default)]
-struct OutCounter {
-    bytes: AtomicU64,
-    snapshots: AtomicU64,
-    lines: AtomicU64,
+pub(crate) struct OutCounter {
+    pub(crate) bytes: AtomicU64,
+    pub(crate) snapshots: AtomicU64,
+    pub(crate) lines: AtomicU64,
 }
 
-fn spawn_counter(out: impl Read + Send + 'static) -> (Arc<OutCounter>, thread::JoinHandle<()>) {
+pub(crate) fn spawn_counter(out: impl Read + Send + 'static) -> (Arc<OutCounter>, thread::JoinHandle<()>) {
     let c = Arc::new(OutCounter::default());
     let c2 = c.clone();
     let h = thread::spawn(move || {
@@ -782,20 +787,24 @@ fn spawn_counter(out: impl Read + Send + 'static) -> (Arc<OutCounter>, thread::J
 }
 
 #[derive(Debug, Clone)]
-struct Steady {
-    other_pct: f64,
-    cpu_pct: f64,
-    user_pct: f64,
-    sys_pct: f64,
-    window_s: f64,
-    warmup_s: f64,
-    hwm_kib: u64,
-    rss_kib: u64,
-    note: String,
+pub(crate) struct Steady {
+    pub(crate) other_pct: f64,
+    pub(crate) cpu_pct: f64,
+    pub(crate) user_pct: f64,
+    pub(crate) sys_pct: f64,
+    pub(crate) window_s: f64,
+    pub(crate) warmup_s: f64,
+    pub(crate) hwm_kib: u64,
+    pub(crate) rss_kib: u64,
+    pub(crate) note: String,
 }
 
 /// Measures CPU (% of one core) and memory of `pid` over `secs`.
-fn measure_window(pid: i32, secs: f64, alive: &mut dyn FnMut() -> Option<String>) -> Result<Window> {
+pub(crate) fn measure_window(
+    pid: i32,
+    secs: f64,
+    alive: &mut dyn FnMut() -> Option<String>,
+) -> Result<Window> {
     let tck = clk_tck();
     let c0 = cpu_ticks(pid)?;
     let m0 = machine_ticks();
@@ -823,18 +832,18 @@ fn measure_window(pid: i32, secs: f64, alive: &mut dyn FnMut() -> Option<String>
     })
 }
 
-struct Window {
-    cpu_pct: f64,
-    user_pct: f64,
-    sys_pct: f64,
+pub(crate) struct Window {
+    pub(crate) cpu_pct: f64,
+    pub(crate) user_pct: f64,
+    pub(crate) sys_pct: f64,
     /// CPU the rest of the machine used during the window (% of one core).
-    other_pct: f64,
-    window_s: f64,
-    hwm_kib: u64,
-    rss_kib: u64,
+    pub(crate) other_pct: f64,
+    pub(crate) window_s: f64,
+    pub(crate) hwm_kib: u64,
+    pub(crate) rss_kib: u64,
 }
 
-fn steady_flowtop(ns: &Netns, flowtop: &Path, n: u64, secs: f64, tmp: &Path) -> Result<Steady> {
+pub(crate) fn steady_flowtop(ns: &Netns, flowtop: &Path, n: u64, secs: f64, tmp: &Path) -> Result<Steady> {
     let errp = tmp.join("steady-flowtop.err");
     let mut cmd = ns.cmd(&flowtop.to_string_lossy());
     cmd.args(["--json", "-t", "1", "-4UnG", "--no-sysctl"])
@@ -943,7 +952,7 @@ fn open_pty() -> Result<(File, File)> {
 /// netsniff-ng's flowtop needs a terminal: it runs on a pty of its own
 /// (session leader, pty as controlling terminal) whose output a thread
 /// drains; it is killed (PDEATHSIG) if this process dies.
-fn steady_netsniff(ns: &Netns, secs: f64) -> Result<Steady> {
+pub(crate) fn steady_netsniff(ns: &Netns, secs: f64) -> Result<Steady> {
     let (master, slave) = open_pty()?;
     let mut cmd = ns.cmd(NETSNIFF_FLOWTOP);
     cmd.arg("-4UGn")

@@ -43,10 +43,10 @@ Needs root and tmux. Writes bench/ui.md.";
 
 #[derive(Debug, Clone)]
 pub struct Opts {
-    flows: u64,
-    events: u64,
-    secs: f64,
-    presses: usize,
+    pub(crate) flows: u64,
+    pub(crate) events: u64,
+    pub(crate) secs: f64,
+    pub(crate) presses: usize,
 }
 
 impl Opts {
@@ -104,14 +104,18 @@ const CHURN_TIMEOUT_S: u64 = 10;
 /// A tmux server of its own, with one pane; killed on drop, after the
 /// pane's process (which `exec`s the tool, so the pane pid is the tool's)
 /// got SIGKILL if it is still there.
-struct Pane {
+pub(crate) struct Pane {
     socket: String,
     pid: Option<i32>,
 }
 
 impl Pane {
-    fn start(label: &str, command: &str) -> Result<Pane> {
-        let socket = format!("ftbench-ui-{}-{label}", std::process::id());
+    pub(crate) fn start(label: &str, command: &str) -> Result<Pane> {
+        // A fresh server name each time: a server just killed under the
+        // same name may still be going away and make this one fail.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let socket = format!("ftbench-ui-{}-{label}-{k}", std::process::id());
         let mut p = Pane { socket, pid: None };
         p.tmux(&["new-session", "-d", "-s", "b", "-x", "200", "-y", "50", command])?;
         let pid = p.tmux(&["display-message", "-p", "-t", "b", "#{pane_pid}"])?;
@@ -127,20 +131,20 @@ impl Pane {
         )
     }
 
-    fn screen(&self) -> Result<String> {
+    pub(crate) fn screen(&self) -> Result<String> {
         self.tmux(&["capture-pane", "-p", "-t", "b"])
     }
 
-    fn key(&self, key: &str) -> Result<()> {
+    pub(crate) fn key(&self, key: &str) -> Result<()> {
         self.tmux(&["send-keys", "-t", "b", key]).map(|_| ())
     }
 
-    fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.pid.unwrap_or(-1)
     }
 
     /// Polls the screen until `pred` holds; the time it took, or None.
-    fn wait(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Result<Option<Duration>> {
+    pub(crate) fn wait(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Result<Option<Duration>> {
         let t0 = Instant::now();
         while t0.elapsed() < timeout {
             check_interrupted()?;
@@ -169,29 +173,29 @@ impl Drop for Pane {
 
 /// What one tool did on the loaded table.
 #[derive(Debug, Default)]
-struct ToolResult {
+pub(crate) struct ToolResult {
     /// Seconds until the table was on screen.
-    load_s: f64,
-    shown: String,
+    pub(crate) load_s: f64,
+    pub(crate) shown: String,
     /// Keystroke-to-frame latencies (ms) of Tab, of a sort reversal
     /// (flowtop only), and presses that got no frame.
-    latencies_ms: Vec<f64>,
-    resort_ms: Vec<f64>,
-    missed: usize,
-    cpu_pct: f64,
+    pub(crate) latencies_ms: Vec<f64>,
+    pub(crate) resort_ms: Vec<f64>,
+    pub(crate) missed: usize,
+    pub(crate) cpu_pct: f64,
     /// /proc/loadavg's 1-minute value at the start and the end of the window.
-    load: (String, String),
+    pub(crate) load: (String, String),
     /// flowtop only, per frame (ms): the work on the screen's thread (rows
     /// built after keys, rows taken from the deriver, selection) plus the
     /// draw, and the parts.
-    frames_ms: Vec<f64>,
-    derive_ms: Vec<f64>,
-    draw_ms: Vec<f64>,
+    pub(crate) frames_ms: Vec<f64>,
+    pub(crate) derive_ms: Vec<f64>,
+    pub(crate) draw_ms: Vec<f64>,
     /// flowtop only: rows built for each snapshot on the deriver thread (ms).
-    deriver_ms: Vec<f64>,
+    pub(crate) deriver_ms: Vec<f64>,
 }
 
-fn percentile(v: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(v: &[f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
@@ -202,7 +206,7 @@ fn percentile(v: &[f64], p: f64) -> f64 {
 }
 
 /// The flow count in the header: ours "│ N flows", 0.6.8 "flows(N)".
-fn shown_flows(screen: &str) -> Option<u64> {
+pub(crate) fn shown_flows(screen: &str) -> Option<u64> {
     let first = screen.lines().take(3).collect::<Vec<_>>().join(" ");
     if let Some(i) = first.find("flows(") {
         return first[i + 6..].split(')').next()?.parse().ok();
@@ -334,7 +338,6 @@ pub fn run(opts: &Opts) -> Result<()> {
             bail!("'{tool}' is not installed");
         }
     }
-    let legacy = Path::new(NETSNIFF_FLOWTOP).is_file();
     remove_stale_namespaces();
     SysctlGuard::recover_stale();
     let root = repo_root();
@@ -355,7 +358,38 @@ pub fn run(opts: &Opts) -> Result<()> {
     let flowtop = target_dir.join("release/flowtop");
     let tmp = TempDir::new()?;
     let started = Instant::now();
+    let r = collect(opts, &flowtop, &tmp.0)?;
+    let report = render(
+        opts,
+        &root,
+        r.table,
+        &r.changed,
+        &r.ours,
+        r.old.as_ref(),
+        started.elapsed(),
+    );
+    let dir = root.join("bench");
+    fs::create_dir_all(&dir)?;
+    let path = dir.join("ui.md");
+    fs::write(&path, &report).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("{report}");
+    log(format!("wrote {}", path.display()));
+    Ok(())
+}
 
+/// What `collect` measured: the table size at steady state, the global
+/// sysctls raised for the run, flowtop's results and 0.6.8's (None when it
+/// is not installed).
+pub(crate) struct UiRun {
+    pub(crate) table: u64,
+    pub(crate) changed: Vec<String>,
+    pub(crate) ours: ToolResult,
+    pub(crate) old: Option<Result<ToolResult, String>>,
+}
+
+/// The measurement of `bench ui` without the report: namespace, fill, event
+/// stream, both tools in tmux; everything undone before it returns.
+pub(crate) fn collect(opts: &Opts, flowtop: &Path, tmp: &Path) -> Result<UiRun> {
     let churn_rate = opts.events / 2;
     let steady_churn = churn_rate * CHURN_TIMEOUT_S;
     let mut sysctls = SysctlGuard::new();
@@ -396,7 +430,7 @@ pub fn run(opts: &Opts) -> Result<()> {
     let table = conntrack_count(&ns)?;
     log(format!("table at steady state: {table} entries"));
 
-    let frame_log = tmp.0.join("frames.log");
+    let frame_log = tmp.join("frames.log");
     log("flowtop: the screen in tmux");
     let ours_cmd = format!(
         "exec env FLOWTOP_FRAME_LOG={} ip netns exec {} {} -4U --no-sysctl -n -G",
@@ -415,7 +449,7 @@ pub fn run(opts: &Opts) -> Result<()> {
     )?;
     drop(pane);
 
-    let old = if legacy {
+    let old = if Path::new(NETSNIFF_FLOWTOP).is_file() {
         log("flowtop 0.6.8 in tmux");
         let cmd = format!("exec ip netns exec {} {NETSNIFF_FLOWTOP} -4UGn", ns.name);
         match measure("old", &cmd, opts, ("ADDRESS", "BYTES_SRC"), "Tab", None, None) {
@@ -431,23 +465,12 @@ pub fn run(opts: &Opts) -> Result<()> {
     drop(_churn);
     drop(ns);
     drop(sysctls);
-
-    let report = render(
-        opts,
-        &root,
+    Ok(UiRun {
         table,
-        &changed,
-        &ours,
-        old.as_ref(),
-        started.elapsed(),
-    );
-    let dir = root.join("bench");
-    fs::create_dir_all(&dir)?;
-    let path = dir.join("ui.md");
-    fs::write(&path, &report).with_context(|| format!("cannot write {}", path.display()))?;
-    println!("{report}");
-    log(format!("wrote {}", path.display()));
-    Ok(())
+        changed,
+        ours,
+        old,
+    })
 }
 
 fn ms(v: f64) -> String {

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_attr;
 mod bench_enrich;
+mod bench_report;
 mod bench_soak;
 mod bench_ui;
 mod cmd;
@@ -30,7 +31,8 @@ commands:
                      (network namespaces, eBPF)
   check-degraded     build and test flowtop with bpf-linker hidden from PATH: one warning,
                      eBPF reported unavailable (part of `test`)
-  bench NAME [ARGS]  run the benchmark NAME
+  bench NAME [ARGS]  run the benchmark NAME: report (all of them, bench/REPORT.md), dump,
+                     ui, enrich, attribution, soak; `bench help` lists their options
   dist [DIR]         generate the man page (DIR/man8/flowtop.8) and bash, zsh and fish
                      completions (DIR/completions/) from flowtop's flags; DIR defaults
                      to target/dist

@@ -1,0 +1,1285 @@
+//! `cargo xtask bench report`: issue 6's scenarios in one run, side by side
+//! with `conntrack -L` and netsniff-ng's flowtop 0.6.8, written to
+//! `bench/REPORT.md`.
+//!
+//! Per table size (a fresh namespace each, filled over ctnetlink by
+//! `ct_insert.py`):
+//!
+//! 1. cold start: `flowtop --once --json -4UnG` vs `conntrack -L`, both to
+//!    /dev/null (wall/CPU/peak RSS from wait4, median of `--runs`), and the
+//!    time until the screen shows the whole table (tmux, as in `bench ui`)
+//!    vs 0.6.8's, with a time limit;
+//! 2. steady state: CPU and memory of `flowtop --json -t 1` and of the screen
+//!    (`-t 1`) vs 0.6.8's screen, over a window after the table is loaded.
+//!
+//! Then churn (`ct_churn.py` at each rate, on a 10 000-entry table, while
+//! `flowtop --json -t 1` streams: overruns and resyncs from its `stats`
+//! lines, CPU, and the time after the storm until the set of flows its
+//! stream describes equals the kernel's), the screen under an event stream
+//! (`bench ui`'s measurement) and the attribution and enrichment costs
+//! (from `bench/attribution.md` and `bench/enrich.md`, or re-run).
+//!
+//! Everything is undone on every path, as in `bench dump`: namespaces,
+//! global sysctls, processes, tmux servers (the guards' `Drop`).
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::bench::{
+    check_interrupted, clk_tck, conntrack_count, cpu_ticks, log, machine_info, measure_window, median, mib,
+    parse_count, pid_alive, remove_stale_namespaces, repo_root, run_cmd, secs, setup_namespace,
+    sleep_checked, spawn_counter, steady_flowtop, timed_run, Netns, ProcGuard, RunStat, Steady, SysctlGuard,
+    TempDir, Window, CT_HASHSIZE, CT_MAX, INTERRUPTED, NETSNIFF_FLOWTOP,
+};
+use crate::bench_ui::{percentile, shown_flows, Pane};
+
+pub const USAGE: &str = "\
+usage: cargo xtask bench report [--sizes N[,N..]] [--runs R] [--quick]
+                                [--window S] [--churn-rates R[,R..]] [--legacy-limit S]
+                                [--rerun-enrich]
+
+  --sizes          table sizes, default 10000,100000,1000000 (k/M suffixes allowed)
+  --runs           repetitions of the one-shot measurements (median), default 3
+  --quick          sizes 10000,100000, 1 run, 10 s windows, churn at 1000,10000
+                   for 10 s, 60 s limit for 0.6.8, a shorter screen run
+  --window         steady-state and churn window in seconds, default 30
+  --churn-rates    creates (and as many destroys) per second, default 1000,10000,50000
+  --legacy-limit   how long flowtop 0.6.8 may take to show the table, default 120 s
+  --rerun-enrich   run `bench enrich` (100 000 flows) instead of quoting bench/enrich.md
+
+Needs root, tmux, conntrack, python3; flowtop 0.6.8 (/usr/sbin/flowtop) for the
+side-by-side columns. Writes bench/REPORT.md.";
+
+/// The last section of bench/REPORT.md, from a profile made by hand
+/// (`xtask/scripts/profile_steady.sh`); kept when the report is rewritten.
+const PROFILE_HEADING: &str = "## Where the time goes";
+const CT_INSERT_PY: &str = include_str!("../scripts/ct_insert.py");
+const CT_CHURN_PY: &str = include_str!("../scripts/ct_churn.py");
+/// 0.6.8 is not run above this size (minutes per 100 000 entries).
+const LEGACY_MAX: u64 = 200_000;
+/// Entries already in the table during the churn.
+const CHURN_BASE: u64 = 10_000;
+/// Seconds each churned entry lives (ct_churn.py --live-secs).
+const CHURN_LIVE_S: u64 = 2;
+
+struct Opts {
+    sizes: Vec<u64>,
+    runs: usize,
+    quick: bool,
+    window: f64,
+    churn_rates: Vec<u64>,
+    legacy_limit: f64,
+    rerun_enrich: bool,
+    argv: String,
+}
+
+fn parse(args: &[String]) -> Result<Opts> {
+    let mut o = Opts {
+        sizes: vec![10_000, 100_000, 1_000_000],
+        runs: 3,
+        quick: false,
+        window: 30.0,
+        churn_rates: vec![1_000, 10_000, 50_000],
+        legacy_limit: 120.0,
+        rerun_enrich: false,
+        argv: args.join(" "),
+    };
+    let (mut sizes, mut runs, mut window, mut rates, mut limit) = (None, None, None, None, None);
+    let list =
+        |v: &str| -> Result<Vec<u64>> { v.split(',').filter(|s| !s.is_empty()).map(parse_count).collect() };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{a} needs a value\n\n{USAGE}"));
+        match a.as_str() {
+            "--sizes" => sizes = Some(list(val()?)?),
+            "--runs" => runs = Some(val()?.parse::<usize>().context("--runs")?),
+            "--quick" => o.quick = true,
+            "--window" => window = Some(val()?.parse::<f64>().context("--window")?),
+            "--churn-rates" => rates = Some(list(val()?)?),
+            "--legacy-limit" => limit = Some(val()?.parse::<f64>().context("--legacy-limit")?),
+            "--rerun-enrich" => o.rerun_enrich = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown option {other:?}\n\n{USAGE}"),
+        }
+    }
+    if o.quick {
+        o.sizes = vec![10_000, 100_000];
+        o.runs = 1;
+        o.window = 10.0;
+        o.churn_rates = vec![1_000, 10_000];
+        o.legacy_limit = 60.0;
+    }
+    o.sizes = sizes.unwrap_or(o.sizes);
+    o.runs = runs.unwrap_or(o.runs);
+    o.window = window.unwrap_or(o.window);
+    o.churn_rates = rates.unwrap_or(o.churn_rates);
+    o.legacy_limit = limit.unwrap_or(o.legacy_limit);
+    o.sizes.sort_unstable();
+    o.sizes.dedup();
+    if o.sizes.is_empty() || o.sizes.iter().any(|&n| n == 0 || n > 5_000_000) {
+        bail!("--sizes must be in 1..=5000000");
+    }
+    if o.runs == 0 || !(o.window >= 2.0 && o.window <= 600.0) || o.legacy_limit <= 0.0 {
+        bail!("--runs must be positive, --window in [2, 600], --legacy-limit positive");
+    }
+    Ok(o)
+}
+
+// ---------------------------------------------------------------- one size
+
+/// Time until a tool's screen in tmux showed `want` flows and its table
+/// header, or None past `limit`.
+struct Screen {
+    load_s: Option<f64>,
+    steady: Option<Result<Window, String>>,
+}
+
+struct SizeRes {
+    n: u64,
+    fill_s: f64,
+    changed: Vec<String>,
+    conntrack: Vec<RunStat>,
+    flowtop: Vec<RunStat>,
+    /// Snapshot lines of an untimed `--once --json` pass.
+    once_lines: u64,
+    frame_ours: Vec<Result<Screen, String>>,
+    frame_old: Option<Result<Screen, String>>,
+    steady_json: Result<Steady, String>,
+}
+
+fn keep(e: anyhow::Error) -> Result<String> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        return Err(e);
+    }
+    Ok(format!("{e:#}"))
+}
+
+/// Starts `command` in a tmux pane, waits up to `limit` for `want` flows
+/// on screen with `mark` (the table's header), then, with `window`, measures
+/// CPU and memory for that many seconds.
+fn screen_run(
+    label: &str,
+    command: &str,
+    want: u64,
+    mark: &str,
+    limit: f64,
+    window: Option<f64>,
+) -> Result<Screen> {
+    let t0 = Instant::now();
+    let pane = Pane::start(label, command)?;
+    let loaded = pane.wait(Duration::from_secs_f64(limit), |s| {
+        shown_flows(s).is_some_and(|n| n >= want) && s.contains(mark)
+    })?;
+    let load_s = loaded.map(|_| t0.elapsed().as_secs_f64());
+    let steady = match (load_s, window) {
+        (Some(_), Some(w)) => {
+            let pid = pane.pid();
+            Some(
+                measure_window(pid, w, &mut || (!pid_alive(pid)).then(|| "gone".to_string()))
+                    .map_err(|e| format!("{e:#}")),
+            )
+        }
+        _ => None,
+    };
+    drop(pane);
+    Ok(Screen { load_s, steady })
+}
+
+fn one_size(opts: &Opts, n: u64, flowtop: &Path, tmp: &Path, legacy: bool) -> Result<SizeRes> {
+    let mut sysctls = SysctlGuard::new();
+    let mut changed = Vec::new();
+    for (path, min) in [(CT_MAX, n + n / 5 + 1000), (CT_HASHSIZE, n)] {
+        if let Some(c) = sysctls.raise(path, min)? {
+            log(format!("raised {c}"));
+            changed.push(c);
+        }
+    }
+    let ns = Netns::create(&format!("ftbench-{}", std::process::id()))?;
+    setup_namespace(&ns)?;
+    let timeout = Duration::from_secs_f64(60.0 + n as f64 / 2_000.0);
+    let script = tmp.join("ct_insert.py");
+    fs::write(&script, CT_INSERT_PY)?;
+    log(format!("filling the table with {n} UDP entries (ctnetlink)"));
+    let fill = timed_run(
+        ns.cmd("python3").arg(&script).arg(n.to_string()),
+        &tmp.join("fill.err"),
+        timeout,
+    )?;
+    let counted = conntrack_count(&ns)?;
+    if counted < n {
+        bail!("only {counted} of {n} entries after the fill");
+    }
+    let ft = flowtop.to_string_lossy().into_owned();
+
+    // Untimed pass: flowtop prints every flow (and caches are warm for both).
+    let mut check = ns.cmd(&ft);
+    check
+        .args(["--once", "--json", "-4UnG", "--no-sysctl"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(File::create(tmp.join("check.err"))?);
+    let mut child = check.spawn().context("cannot start flowtop --once")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (counter, reader) = spawn_counter(stdout);
+    let mut g = ProcGuard::new(child, "flowtop --once");
+    let t0 = Instant::now();
+    while g.exited().is_none() {
+        sleep_checked(Duration::from_millis(20))?;
+        if t0.elapsed() > timeout {
+            bail!("flowtop --once took longer than {timeout:?}");
+        }
+    }
+    drop(g);
+    let _ = reader.join();
+    let once_lines = counter.snapshots.load(Ordering::Relaxed);
+    let _ = timed_run(ns.cmd("conntrack").arg("-L"), &tmp.join("ct.err"), timeout)?;
+
+    let mut conntrack = Vec::new();
+    let mut ours = Vec::new();
+    for r in 0..opts.runs {
+        log(format!("{n}: cold start run {}/{}", r + 1, opts.runs));
+        conntrack.push(timed_run(
+            ns.cmd("conntrack").arg("-L"),
+            &tmp.join("ct.err"),
+            timeout,
+        )?);
+        ours.push(timed_run(
+            ns.cmd(&ft).args(["--once", "--json", "-4UnG", "--no-sysctl"]),
+            &tmp.join("ft.err"),
+            timeout,
+        )?);
+    }
+
+    // The screen: the first run also measures the steady state.
+    let mut frame_ours = Vec::new();
+    for r in 0..opts.runs {
+        log(format!("{n}: flowtop screen, run {}/{}", r + 1, opts.runs));
+        let cmd = format!("exec ip netns exec {} {ft} -4U -t 1 --no-sysctl -n -G", ns.name);
+        let window = (r == 0).then_some(opts.window);
+        let limit = timeout.as_secs_f64();
+        // One failed run (tmux, say) is reported, not fatal to the others.
+        frame_ours.push(match screen_run("new", &cmd, n, "ADDRESS", limit, window) {
+            Ok(s) => Ok(s),
+            Err(e) => Err(keep(e)?),
+        });
+    }
+    let frame_old = if !legacy || n > LEGACY_MAX {
+        None
+    } else {
+        log(format!(
+            "{n}: flowtop 0.6.8 screen (limit {:.0} s)",
+            opts.legacy_limit
+        ));
+        let cmd = format!("exec ip netns exec {} {NETSNIFF_FLOWTOP} -4UGn", ns.name);
+        // Its header counts what it has read so far; 99% is "the table".
+        Some(
+            match screen_run(
+                "old",
+                &cmd,
+                n * 99 / 100,
+                "ADDRESS",
+                opts.legacy_limit,
+                Some(opts.window),
+            ) {
+                Ok(s) => Ok(s),
+                Err(e) => Err(keep(e)?),
+            },
+        )
+    };
+    log(format!(
+        "{n}: steady state of flowtop --json -t 1 ({} s)",
+        opts.window
+    ));
+    let steady_json = match steady_flowtop(&ns, flowtop, n, opts.window, tmp) {
+        Ok(s) => Ok(s),
+        Err(e) => Err(keep(e)?),
+    };
+    drop(ns);
+    drop(sysctls);
+    Ok(SizeRes {
+        n,
+        fill_s: fill.wall_s,
+        changed,
+        conntrack,
+        flowtop: ours,
+        once_lines,
+        frame_ours,
+        frame_old,
+        steady_json,
+    })
+}
+
+// ---------------------------------------------------------------- churn
+
+/// A flow's original tuple, "SRC DST SPORT DPORT": the identity of a UDP
+/// entry. Not the conntrack id: that is a 32-bit hash, and with hundreds of
+/// thousands of entries made and destroyed a new entry does get the id of
+/// one still alive.
+type TupleKey = String;
+
+/// The set of flows a `--json` stream describes, and its last `stats` line.
+#[derive(Default)]
+struct Stream {
+    live: HashSet<TupleKey>,
+    lines: u64,
+    overruns: u64,
+    resyncs: u64,
+    stats_lines: u64,
+}
+
+/// The original tuple of a `--json` line.
+fn json_tuple(line: &str) -> Option<TupleKey> {
+    let text = |key: &str| -> Option<&str> {
+        let i = line.find(key)? + key.len();
+        line[i..].split('"').next()
+    };
+    Some(format!(
+        "{} {} {} {}",
+        text(r#","src":""#)?,
+        text(r#","dst":""#)?,
+        field_u64(line, r#","sport":"#)?,
+        field_u64(line, r#","dport":"#)?
+    ))
+}
+
+/// The original tuple of a `conntrack -L` line (its first src=, dst=,
+/// sport=, dport=).
+fn conntrack_tuple(line: &str) -> Option<TupleKey> {
+    let first = |key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .map(str::to_string)
+    };
+    Some(format!(
+        "{} {} {} {}",
+        first("src=")?,
+        first("dst=")?,
+        first("sport=")?,
+        first("dport=")?
+    ))
+}
+
+fn field_u64(line: &str, key: &str) -> Option<u64> {
+    let i = line.find(key)? + key.len();
+    let digits: &str = &line[i..];
+    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
+fn follow(out: impl Read + Send + 'static, state: Arc<Mutex<Stream>>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut r = BufReader::with_capacity(1 << 20, out);
+        let mut line = String::with_capacity(4096);
+        loop {
+            line.clear();
+            match r.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            // The event is the first key: a prefix is enough for it.
+            let head = &line[..line.len().min(20)];
+            let Ok(mut s) = state.lock() else { break };
+            s.lines += 1;
+            let kind = head
+                .strip_prefix(r#"{"event":""#)
+                .and_then(|t| t.split('"').next())
+                .unwrap_or("");
+            match kind {
+                "snapshot" | "new" | "update" => {
+                    if let Some(t) = json_tuple(&line) {
+                        s.live.insert(t);
+                    }
+                }
+                "destroy" => {
+                    if let Some(t) = json_tuple(&line) {
+                        s.live.remove(&t);
+                    }
+                }
+                "stats" => {
+                    s.stats_lines += 1;
+                    s.overruns = field_u64(&line, r#""overruns":"#).unwrap_or(s.overruns);
+                    s.resyncs = field_u64(&line, r#""resyncs":"#).unwrap_or(s.resyncs);
+                }
+                _ => {}
+            }
+        }
+    })
+}
+
+struct ChurnRes {
+    rate: u64,
+    /// created, deleted, errors, seconds (ct_churn.py's summary).
+    summary: (u64, u64, u64, f64),
+    cpu_pct: f64,
+    user_pct: f64,
+    sys_pct: f64,
+    overruns: u64,
+    resyncs: u64,
+    /// Seconds after the churn ended until flowtop's set equalled the
+    /// kernel's; None if not within the limit.
+    converge_s: Option<f64>,
+    /// |flowtop's set|, |kernel's| at the end (when not converged).
+    sets: (usize, usize),
+    stats_seen: bool,
+}
+
+/// The original tuples of every conntrack entry in `ns`.
+fn kernel_tuples(ns: &Netns) -> Result<HashSet<TupleKey>> {
+    let out = run_cmd(ns.cmd("conntrack").arg("-L"))?;
+    Ok(out.lines().filter_map(conntrack_tuple).collect())
+}
+
+fn churn_one(rate: u64, window: f64, flowtop: &Path, tmp: &Path) -> Result<ChurnRes> {
+    let mut sysctls = SysctlGuard::new();
+    let n = CHURN_BASE + rate * (CHURN_LIVE_S + 1);
+    for (path, min) in [(CT_MAX, n + n / 5 + 1000), (CT_HASHSIZE, n)] {
+        if let Some(c) = sysctls.raise(path, min)? {
+            log(format!("raised {c}"));
+        }
+    }
+    let ns = Netns::create(&format!("ftbench-{}", std::process::id()))?;
+    setup_namespace(&ns)?;
+    let ins = tmp.join("ct_insert.py");
+    fs::write(&ins, CT_INSERT_PY)?;
+    let churn_py = tmp.join("ct_churn.py");
+    fs::write(&churn_py, CT_CHURN_PY)?;
+    run_cmd(ns.cmd("python3").arg(&ins).arg(CHURN_BASE.to_string()))?;
+
+    let errp = tmp.join("churn-flowtop.err");
+    let mut cmd = ns.cmd(&flowtop.to_string_lossy());
+    cmd.args(["--json", "-t", "1", "-4UnG", "--no-sysctl"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(File::create(&errp)?);
+    let mut child = cmd.spawn().context("cannot start flowtop --json")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut ft = ProcGuard::new(child, "flowtop --json");
+    let state = Arc::new(Mutex::new(Stream::default()));
+    let reader = follow(stdout, state.clone());
+    let live = || state.lock().map(|s| s.live.len()).unwrap_or(0);
+    let t0 = Instant::now();
+    while (live() as u64) < CHURN_BASE {
+        sleep_checked(Duration::from_millis(100))?;
+        if let Some(st) = ft.exited() {
+            bail!(
+                "flowtop --json exited ({st}): {}",
+                fs::read_to_string(&errp).unwrap_or_default().trim()
+            );
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            bail!(
+                "flowtop --json showed {} of {CHURN_BASE} flows after 30 s",
+                live()
+            );
+        }
+    }
+    sleep_checked(Duration::from_secs(2))?;
+
+    log(format!(
+        "churn: {rate} creates + {rate} destroys per second for {window} s"
+    ));
+    let mut cc = ns.cmd("python3");
+    cc.arg(&churn_py)
+        .args([
+            format!("{window}"),
+            rate.to_string(),
+            "--live-secs".into(),
+            CHURN_LIVE_S.to_string(),
+            "--dst-base".into(),
+            "10.99.0.1".into(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(File::create(tmp.join("churn.err"))?);
+    let mut churn = cc.spawn().context("cannot start ct_churn.py")?;
+    let mut churn_out = churn.stdout.take().context("no stdout")?;
+    let mut churn = ProcGuard::new(churn, "ct_churn.py");
+    let tck = clk_tck();
+    let c0 = cpu_ticks(ft.pid())?;
+    let w0 = Instant::now();
+    let deadline = Duration::from_secs_f64(window + 60.0);
+    while churn.exited().is_none() {
+        sleep_checked(Duration::from_millis(20))?;
+        if ft.exited().is_some() {
+            bail!(
+                "flowtop --json exited during the churn: {}",
+                fs::read_to_string(&errp).unwrap_or_default().trim()
+            );
+        }
+        if w0.elapsed() > deadline {
+            bail!("ct_churn.py did not finish within {deadline:?}");
+        }
+    }
+    let storm_end = Instant::now();
+    let c1 = cpu_ticks(ft.pid())?;
+    let w = w0.elapsed().as_secs_f64();
+    let mut text = String::new();
+    let _ = churn_out.read_to_string(&mut text);
+    drop(churn);
+    let f: Vec<&str> = text.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let summary = (num(0) as u64, num(1) as u64, num(2) as u64, num(3));
+
+    // The kernel's table is static from here on.
+    let kernel = kernel_tuples(&ns)?;
+    let mut converge_s = None;
+    let limit = Duration::from_secs(15);
+    loop {
+        check_interrupted()?;
+        let equal = state.lock().map(|s| s.live == kernel).unwrap_or(false);
+        if equal {
+            converge_s = Some(storm_end.elapsed().as_secs_f64());
+            break;
+        }
+        if storm_end.elapsed() > limit {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    // A stats line is due every interval: the counters after the storm.
+    sleep_checked(Duration::from_millis(2_200))?;
+    let (overruns, resyncs, ours, stats_seen) = state
+        .lock()
+        .map(|s| (s.overruns, s.resyncs, s.live.len(), s.stats_lines > 0))
+        .unwrap_or_default();
+    drop(ft);
+    let _ = reader.join();
+    drop(ns);
+    drop(sysctls);
+    let pct = |t: u64| t as f64 / tck / w * 100.0;
+    Ok(ChurnRes {
+        rate,
+        summary,
+        cpu_pct: pct(c1.0 + c1.1 - c0.0 - c0.1),
+        user_pct: pct(c1.0 - c0.0),
+        sys_pct: pct(c1.1 - c0.1),
+        overruns,
+        resyncs,
+        converge_s,
+        sets: (ours, kernel.len()),
+        stats_seen,
+    })
+}
+
+// ---------------------------------------------------------------- run
+
+pub fn run(args: &[String]) -> Result<()> {
+    let opts = parse(args)?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("bench report needs root (network namespaces, sysctls)");
+    }
+    crate::setup::ensure(crate::setup::Need::All)?;
+    for tool in ["ip", "nft", "conntrack", "python3", "tmux"] {
+        if Command::new(tool)
+            .arg("-V")
+            .stdin(Stdio::null())
+            .output()
+            .is_err()
+        {
+            bail!("'{tool}' is not installed");
+        }
+    }
+    let legacy = Path::new(NETSNIFF_FLOWTOP).is_file();
+    remove_stale_namespaces();
+    SysctlGuard::recover_stale();
+    let root = repo_root();
+    log("building flowtop (release)");
+    crate::cmd::run(crate::cmd::cargo().args(["build", "--release", "-p", "flowtop"]))?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let flowtop = target_dir.join("release/flowtop");
+    let tmp = TempDir::new()?;
+    let started = Instant::now();
+    let info = machine_info(&root);
+
+    let mut sizes = Vec::new();
+    for (i, &n) in opts.sizes.iter().enumerate() {
+        if i > 0 {
+            sleep_checked(Duration::from_secs(2))?;
+        }
+        log(format!("=== {n} entries ==="));
+        sizes.push(one_size(&opts, n, &flowtop, &tmp.0, legacy)?);
+    }
+    let mut churn = Vec::new();
+    for &rate in &opts.churn_rates {
+        sleep_checked(Duration::from_secs(2))?;
+        log(format!("=== churn at {rate}/s ==="));
+        churn.push(match churn_one(rate, opts.window, &flowtop, &tmp.0) {
+            Ok(r) => Ok(r),
+            Err(e) => Err((rate, keep(e)?)),
+        });
+    }
+    log("=== the screen under an event stream (bench ui) ===");
+    let ui_opts = crate::bench_ui::Opts {
+        flows: 100_000,
+        events: 10_000,
+        secs: if opts.quick { 8.0 } else { 20.0 },
+        presses: if opts.quick { 8 } else { 20 },
+    };
+    let ui = match crate::bench_ui::collect(&ui_opts, &flowtop, &tmp.0) {
+        Ok(r) => Ok(r),
+        Err(e) => Err(keep(e)?),
+    };
+    if opts.rerun_enrich {
+        log("=== bench enrich ===");
+        let runs = opts.runs.to_string();
+        crate::bench_enrich::run(&["--flows".into(), "100000".into(), "--runs".into(), runs])?;
+    }
+    let took = started.elapsed();
+    let report = render(&opts, &root, &info, &sizes, &churn, &ui, &ui_opts, took);
+    let path = root.join("bench/REPORT.md");
+    // The profile section is written by hand (see its text): carried over.
+    let report = match fs::read_to_string(&path)
+        .ok()
+        .and_then(|old| old.find(PROFILE_HEADING).map(|i| old[i..].to_string()))
+    {
+        Some(profile) => format!("{report}\n{}", profile.trim_end()) + "\n",
+        None => report,
+    };
+    fs::create_dir_all(root.join("bench"))?;
+    fs::write(&path, &report).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("{report}");
+    log(format!("wrote {}", path.display()));
+    Ok(())
+}
+
+// ---------------------------------------------------------------- report
+
+fn pct(v: f64) -> String {
+    format!("{v:.1} %")
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a.is_finite() && b.is_finite() {
+        format!("{:.2}×", a / b)
+    } else {
+        "—".into()
+    }
+}
+
+fn ms(v: f64) -> String {
+    if v.is_nan() {
+        "—".into()
+    } else if v < 10.0 {
+        format!("{v:.2} ms")
+    } else {
+        format!("{v:.0} ms")
+    }
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+/// A section of another benchmark's report: from `## start` up to the next
+/// `## `, plus its date line.
+fn quote_section(path: &Path, start: &str) -> Option<String> {
+    let text = fs::read_to_string(path).ok()?;
+    let date = text
+        .lines()
+        .find(|l| l.starts_with("- date:"))
+        .unwrap_or("- date: ?");
+    let commit = text
+        .lines()
+        .find(|l| l.starts_with("- flowtop commit:"))
+        .unwrap_or("");
+    let i = text.find(start)?;
+    let rest = &text[i + start.len()..];
+    let end = rest.find("\n## ").unwrap_or(rest.len());
+    let head = [date, commit]
+        .iter()
+        .filter(|l| !l.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join("\n");
+    Some(format!("{head}\n\n{}", rest[..end].trim()))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn render(
+    opts: &Opts,
+    root: &Path,
+    info: &[(String, String)],
+    sizes: &[SizeRes],
+    churn: &[Result<ChurnRes, (u64, String)>],
+    ui: &Result<crate::bench_ui::UiRun, String>,
+    ui_opts: &crate::bench_ui::Opts,
+    took: Duration,
+) -> String {
+    let mut o = String::new();
+    let mut verdicts: Vec<String> = Vec::new();
+    o.push_str("# flowtop scale report\n\n");
+    let _ = writeln!(
+        o,
+        "Produced by `cargo xtask bench report{}{}` in {:.0} s: sizes {}, {} run(s) per one-shot \
+         measurement (median shown), {} s windows, churn at {} per second.\n",
+        if opts.argv.is_empty() { "" } else { " " },
+        opts.argv,
+        took.as_secs_f64(),
+        opts.sizes
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        opts.runs,
+        opts.window,
+        opts.churn_rates
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    for (k, v) in info {
+        let _ = writeln!(o, "- {k}: {v}");
+    }
+    let _ = writeln!(
+        o,
+        "- load average at the end: {}",
+        fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+    );
+    o.push_str(
+        "\nThe machine is shared (2 cores; other work runs beside the benchmark): CPU-bound \
+         numbers are indicative, ratios of the same run are what count. Every table is built in a \
+         fresh network namespace (UDP entries inserted over ctnetlink by `xtask/scripts/ct_insert.py`, \
+         timeout 3600 s), removed afterwards with any global sysctl raised for it.\n",
+    );
+
+    // 1. Cold start.
+    o.push_str("\n## 1. Cold start\n\n");
+    o.push_str(
+        "`flowtop --once --json -4UnG --no-sysctl > /dev/null` vs `conntrack -L > /dev/null`: wall time, \
+         CPU (user+sys) and peak RSS from wait4, median of the runs (interleaved, after one untimed \
+         pass of each). Screen: from starting the tool in a 200×50 tmux pane until `capture-pane` shows \
+         the whole table count in the header and the column header (flowtop `-4U -t 1 -n -G \
+         --no-sysctl`; 0.6.8 `-4UGn`, whose header counts what it has read so far, at ≥ 99 %; polled \
+         every 2 ms, tmux start included for both).\n\n",
+    );
+    o.push_str(
+        "| entries | fill | conntrack -L | flowtop --once --json | ratio | CPU conntrack / flowtop | \
+         peak RSS conntrack / flowtop | flowtop screen | 0.6.8 screen | ratio |\n\
+         |---:|---:|---:|---:|---:|---|---|---:|---:|---:|\n",
+    );
+    for r in sizes {
+        let w = |v: &[RunStat], f: fn(&RunStat) -> f64| median(&v.iter().map(f).collect::<Vec<_>>());
+        let ct = w(&r.conntrack, |s| s.wall_s);
+        let ft = w(&r.flowtop, |s| s.wall_s);
+        let ours_loads: Vec<f64> = r
+            .frame_ours
+            .iter()
+            .filter_map(|s| s.as_ref().ok().and_then(|s| s.load_s))
+            .collect();
+        let timed_out = r
+            .frame_ours
+            .iter()
+            .any(|s| s.as_ref().is_ok_and(|s| s.load_s.is_none()));
+        let ours_screen = if !ours_loads.is_empty() && !timed_out {
+            median(&ours_loads)
+        } else {
+            f64::NAN
+        };
+        let (old_txt, old_v) = match &r.frame_old {
+            None if r.n > LEGACY_MAX => (format!("not run (> {LEGACY_MAX} entries: minutes)"), f64::NAN),
+            None => ("not installed".into(), f64::NAN),
+            Some(Err(e)) => (format!("failed: {e}"), f64::NAN),
+            Some(Ok(s)) => match s.load_s {
+                Some(v) => (secs(v), v),
+                None => (format!("> {:.0} s (limit)", opts.legacy_limit), f64::NAN),
+            },
+        };
+        let screen_ratio = if old_v.is_finite() {
+            format!("{:.2}× ({:.0}× faster)", ours_screen / old_v, old_v / ours_screen)
+        } else if old_txt.starts_with('>') {
+            format!("< {:.3}×", ours_screen / opts.legacy_limit)
+        } else {
+            "—".into()
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} | {} |",
+            r.n,
+            secs(r.fill_s),
+            secs(ct),
+            secs(ft),
+            ratio(ft, ct),
+            secs(w(&r.conntrack, |s| s.cpu_s)),
+            secs(w(&r.flowtop, |s| s.cpu_s)),
+            mib(w(&r.conntrack, |s| s.maxrss_kib as f64)),
+            mib(w(&r.flowtop, |s| s.maxrss_kib as f64)),
+            if ours_screen.is_finite() {
+                secs(ours_screen)
+            } else {
+                "not shown in time".into()
+            },
+            old_txt,
+            screen_ratio
+        );
+        if r.once_lines != r.n {
+            let _ = writeln!(
+                o,
+                "\nNote: at {} entries `--once --json` printed {} snapshot lines.\n",
+                r.n, r.once_lines
+            );
+        }
+    }
+    for r in sizes {
+        for c in &r.changed {
+            let _ = writeln!(o, "\n- raised for {} entries (restored): {c}", r.n);
+        }
+    }
+    if let Some(r) = sizes.last() {
+        let w = |v: &[RunStat]| median(&v.iter().map(|s| s.wall_s).collect::<Vec<_>>());
+        let (ft, ct) = (w(&r.flowtop), w(&r.conntrack));
+        let at = if r.n == 1_000_000 {
+            String::new()
+        } else {
+            format!(" (measured at {}, the target is stated at 1000000)", r.n)
+        };
+        verdicts.push(format!(
+            "Cold start at {} entries no slower than `conntrack -L`{at}: {} vs {} ({}): **{}**",
+            r.n,
+            secs(ft),
+            secs(ct),
+            ratio(ft, ct),
+            met(ft <= ct)
+        ));
+    }
+
+    // 2. Steady state.
+    o.push_str("\n## 2. Steady state\n\n");
+    let _ = writeln!(
+        o,
+        "CPU in % of one core (utime+stime from /proc/PID/stat) over a {} s window once the table \
+         is loaded, and VmRSS / VmHWM at its end. `--json -t 1 -4UnG --no-sysctl` with stdout drained \
+         through a pipe; the screens in the tmux panes of section 1 (flowtop `-t 1`; 0.6.8 refreshes \
+         every second by default). One window each. \"rest\" is what the other processes of the \
+         machine used meanwhile (% of a core).\n",
+        opts.window
+    );
+    o.push_str(
+        "| entries | tool | CPU | user / sys | rest | VmRSS | VmHWM | CPU vs 0.6.8 | VmRSS vs 0.6.8 |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut json_rss: Vec<(u64, f64)> = Vec::new();
+    let mut json_cpu: Vec<(u64, f64)> = Vec::new();
+    let mut screen_cpu: Vec<(u64, f64)> = Vec::new();
+    let mut notes = Vec::new();
+    for r in sizes {
+        let old: Option<&Window> = match &r.frame_old {
+            Some(Ok(s)) => match &s.steady {
+                Some(Ok(w)) => Some(w),
+                _ => None,
+            },
+            _ => None,
+        };
+        let vs = |cpu: f64, rss: f64| match old {
+            Some(w) => (ratio(cpu, w.cpu_pct), ratio(rss, w.rss_kib as f64)),
+            None => ("—".into(), "—".into()),
+        };
+        match &r.steady_json {
+            Ok(s) => {
+                let (a, b) = vs(s.cpu_pct, s.rss_kib as f64);
+                let _ = writeln!(
+                    o,
+                    "| {} | flowtop --json -t 1 | {} | {:.1} / {:.1} | {:.0} | {} | {} | {a} | {b} |",
+                    r.n,
+                    pct(s.cpu_pct),
+                    s.user_pct,
+                    s.sys_pct,
+                    s.other_pct,
+                    mib(s.rss_kib as f64),
+                    mib(s.hwm_kib as f64)
+                );
+                json_rss.push((r.n, s.rss_kib as f64 * 1024.0));
+                json_cpu.push((r.n, s.cpu_pct));
+                if !s.note.is_empty() {
+                    notes.push(format!("{} entries, `--json`: {}", r.n, s.note));
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(o, "| {} | flowtop --json -t 1 | failed: {e} | | | | | | |", r.n);
+            }
+        }
+        if let Some(e) = r.frame_ours.iter().find_map(|s| s.as_ref().err()) {
+            notes.push(format!("{} entries, a screen run failed: {e}", r.n));
+        }
+        match r
+            .frame_ours
+            .first()
+            .and_then(|s| s.as_ref().ok())
+            .and_then(|s| s.steady.as_ref())
+        {
+            Some(Ok(w)) => {
+                let (a, b) = vs(w.cpu_pct, w.rss_kib as f64);
+                let _ = writeln!(
+                    o,
+                    "| {} | flowtop screen -t 1 | {} | {:.1} / {:.1} | {:.0} | {} | {} | {a} | {b} |",
+                    r.n,
+                    pct(w.cpu_pct),
+                    w.user_pct,
+                    w.sys_pct,
+                    w.other_pct,
+                    mib(w.rss_kib as f64),
+                    mib(w.hwm_kib as f64)
+                );
+                screen_cpu.push((r.n, w.cpu_pct));
+            }
+            Some(Err(e)) => {
+                let _ = writeln!(o, "| {} | flowtop screen | failed: {e} | | | | | | |", r.n);
+            }
+            None => {
+                let _ = writeln!(
+                    o,
+                    "| {} | flowtop screen | not measured (table not shown) | | | | | | |",
+                    r.n
+                );
+            }
+        }
+        match (&r.frame_old, old) {
+            (_, Some(w)) => {
+                let _ = writeln!(
+                    o,
+                    "| {} | flowtop 0.6.8 screen | {} | {:.1} / {:.1} | {:.0} | {} | {} | 1.00× | 1.00× |",
+                    r.n,
+                    pct(w.cpu_pct),
+                    w.user_pct,
+                    w.sys_pct,
+                    w.other_pct,
+                    mib(w.rss_kib as f64),
+                    mib(w.hwm_kib as f64)
+                );
+            }
+            (Some(Ok(s)), None) if s.load_s.is_none() => {
+                let _ = writeln!(
+                    o,
+                    "| {} | flowtop 0.6.8 screen | not measured: table not shown within {:.0} s | | | | | | |",
+                    r.n, opts.legacy_limit
+                );
+            }
+            (
+                Some(Ok(Screen {
+                    steady: Some(Err(e)), ..
+                })),
+                None,
+            ) => {
+                let _ = writeln!(o, "| {} | flowtop 0.6.8 screen | failed: {e} | | | | | | |", r.n);
+            }
+            (None, _) if r.n > LEGACY_MAX => {
+                let _ = writeln!(
+                    o,
+                    "| {} | flowtop 0.6.8 screen | not run (> {LEGACY_MAX} entries) | | | | | | |",
+                    r.n
+                );
+            }
+            _ => {}
+        }
+    }
+    for n in notes {
+        let _ = writeln!(o, "\nNote: {n}");
+    }
+    // Memory model: base + slope × flows, from the smallest size and the slope
+    // between consecutive sizes.
+    if json_rss.len() >= 2 {
+        o.push_str("\nMemory of `--json -t 1` (VmRSS) per flow:\n\n| from | to | bytes per flow |\n|---:|---:|---:|\n");
+        let mut slopes = Vec::new();
+        for w in json_rss.windows(2) {
+            let s = (w[1].1 - w[0].1) / (w[1].0 - w[0].0) as f64;
+            slopes.push((w[0].0, w[1].0, s));
+            let _ = writeln!(o, "| {} | {} | {s:.0} B |", w[0].0, w[1].0);
+        }
+        let (n0, r0) = json_rss[0];
+        let s0 = slopes[0].2;
+        let base = r0 - s0 * n0 as f64;
+        let _ = writeln!(
+            o,
+            "\nFixed base (VmRSS at {n0} minus the first slope × {n0}): {}.",
+            mib(base / 1024.0)
+        );
+        let worst = slopes.iter().map(|s| s.2).fold(f64::MIN, f64::max);
+        verdicts.push(format!(
+            "Memory under 300 bytes per flow beyond a fixed base of {} (`--json`, VmRSS): slopes {}: **{}**",
+            mib(base / 1024.0),
+            slopes
+                .iter()
+                .map(|(a, b, s)| format!("{a}→{b} {s:.0} B"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            met(worst < 300.0)
+        ));
+    }
+    for (label, v) in [("`--json -t 1`", &json_cpu), ("the screen (`-t 1`)", &screen_cpu)] {
+        if let Some(&(_, c)) = v.iter().find(|(n, _)| *n == 100_000) {
+            verdicts.push(format!(
+                "Steady state at 100000 flows under 20 % of one core, {label}: {}: **{}**",
+                pct(c),
+                met(c < 20.0)
+            ));
+        }
+    }
+    let growth = |v: &[(u64, f64)]| {
+        let a = v.iter().find(|(n, _)| *n == 100_000)?.1;
+        let b = v.iter().find(|(n, _)| *n == 1_000_000)?.1;
+        Some(b / a)
+    };
+    if let Some(g) = growth(&json_cpu) {
+        verdicts.push(format!(
+            "Growth 100000 → 1000000 no worse than linear (≤ 10×), CPU of `--json`: {g:.1}×: **{}**",
+            met(g <= 10.0)
+        ));
+    }
+    if let Some(g) = growth(&screen_cpu) {
+        verdicts.push(format!(
+            "Growth 100000 → 1000000 no worse than linear (≤ 10×), CPU of the screen: {g:.1}×: **{}**",
+            met(g <= 10.0)
+        ));
+    }
+    if let Some(g) = growth(&json_rss) {
+        verdicts.push(format!(
+            "Growth 100000 → 1000000 no worse than linear (≤ 10×), VmRSS of `--json`: {g:.1}×: **{}**",
+            met(g <= 10.0)
+        ));
+    }
+
+    // 3. Churn.
+    o.push_str("\n## 3. Churn\n\n");
+    let _ = writeln!(
+        o,
+        "A namespace with {CHURN_BASE} entries; `xtask/scripts/ct_churn.py` creates RATE UDP entries per \
+         second over ctnetlink and deletes each {CHURN_LIVE_S} s later (RATE destroys per second) for \
+         {} s, then deletes the rest, while `flowtop --json -t 1 -4UnG --no-sysctl` streams (stdout read \
+         by the benchmark, which rebuilds the set of live flows from the stream: `snapshot`/`new`/`update` \
+         add the flow's original tuple, `destroy` removes it; not the id, a 32-bit hash that a new \
+         entry sometimes shares with a live one). Overruns (ENOBUFS) and resyncs: flowtop's last `stats` line. \
+         Converged: time from the end of the churn until that set equals the tuples `conntrack -L` \
+         lists (limit 15 s). CPU: flowtop over the churn. No peer here: 0.6.8 has no stream to compare \
+         and `conntrack -E` is no table.\n",
+        opts.window
+    );
+    o.push_str(
+        "| rate asked | achieved (created/s) | created / deleted / errors | CPU | user / sys | overruns | resyncs | converged after | sets (flowtop / kernel) |\n\
+         |---:|---:|---|---:|---:|---:|---:|---:|---|\n",
+    );
+    for c in churn {
+        match c {
+            Ok(c) => {
+                let (cr, de, er, s) = c.summary;
+                let _ = writeln!(
+                    o,
+                    "| {} | {:.0} | {cr} / {de} / {er} | {} | {:.1} / {:.1} | {}{} | {} | {} | {} / {} |",
+                    c.rate,
+                    cr as f64 / s,
+                    pct(c.cpu_pct),
+                    c.user_pct,
+                    c.sys_pct,
+                    c.overruns,
+                    if c.stats_seen {
+                        ""
+                    } else {
+                        " (no `stats` line: printed on overruns and resyncs only)"
+                    },
+                    c.resyncs,
+                    c.converge_s.map(secs).unwrap_or_else(|| "not within 15 s".into()),
+                    c.sets.0,
+                    c.sets.1
+                );
+                if c.rate == 10_000 {
+                    let ok = c.overruns == 0 || c.converge_s.is_some_and(|t| t <= 2.0);
+                    verdicts.push(format!(
+                        "Churn at 10000/s (achieved {:.0}/s): {} overruns, {} resyncs, table equal to the \
+                         kernel's {} after the storm: **{}**",
+                        cr as f64 / s,
+                        c.overruns,
+                        c.resyncs,
+                        c.converge_s
+                            .map(|t| format!("{t:.2} s"))
+                            .unwrap_or_else(|| "not within 15 s".into()),
+                        met(ok && c.converge_s.is_some())
+                    ));
+                }
+            }
+            Err((rate, e)) => {
+                let _ = writeln!(o, "| {rate} | failed: {e} | | | | | | | |");
+            }
+        }
+    }
+
+    // 4. Attribution and enrichment.
+    o.push_str("\n## 4. Attribution and enrichment cost\n\n");
+    o.push_str(
+        "Quoted from the reports of `cargo xtask bench enrich` (100 000 flows) and `cargo xtask bench \
+         attribution` (their own dates and commits below; `--rerun-enrich` runs the former in this \
+         run first).\n\n### Enrichment (bench/enrich.md)\n\n",
+    );
+    let enrich = root.join("bench/enrich.md");
+    match quote_section(&enrich, "medians of").or_else(|| {
+        let t = fs::read_to_string(&enrich).ok()?;
+        let i = t.find("| measure")?;
+        let end = t[i..].find("\n## ").map_or(t.len(), |e| i + e);
+        let date = t.lines().find(|l| l.starts_with("- date:")).unwrap_or("");
+        Some(format!("{date}\n\n{}", t[i..end].trim_end()))
+    }) {
+        Some(s) => {
+            let _ = writeln!(o, "{s}");
+        }
+        None => o.push_str("bench/enrich.md not found.\n"),
+    }
+    o.push_str("\n### Attribution (bench/attribution.md)\n\n");
+    match quote_section(&root.join("bench/attribution.md"), "## Cost of the eBPF programs") {
+        Some(s) => {
+            let _ = writeln!(o, "{s}");
+        }
+        None => o.push_str("bench/attribution.md not found.\n"),
+    }
+
+    // 5. The screen under churn.
+    o.push_str("\n## 5. Frame time while scrolling and sorting under churn\n\n");
+    let _ = writeln!(
+        o,
+        "`bench ui`'s measurement: {} UDP entries plus {} new flows per second expiring 10 s later \
+         ({} events/s); each tool in a 200×50 tmux pane for {} s with {} key presses (Tab/BTab, and \
+         `r` reversing the sort for flowtop). Frame times from `FLOWTOP_FRAME_LOG` (flowtop only; \
+         0.6.8 has no such log: keystroke-to-frame latency and CPU compare both).\n",
+        ui_opts.flows,
+        ui_opts.events / 2,
+        ui_opts.events,
+        ui_opts.secs,
+        ui_opts.presses
+    );
+    match ui {
+        Ok(u) => {
+            let _ = writeln!(o, "Table at steady state: {} entries.\n", u.table);
+            o.push_str("| tool | metric | p50 | p99 | n |\n|---|---|---:|---:|---:|\n");
+            let row = |o: &mut String, tool: &str, m: &str, v: &[f64]| {
+                let _ = writeln!(
+                    o,
+                    "| {tool} | {m} | {} | {} | {} |",
+                    ms(percentile(v, 50.0)),
+                    ms(percentile(v, 99.0)),
+                    v.len()
+                );
+            };
+            row(&mut o, "flowtop", "frame: build + draw", &u.ours.frames_ms);
+            row(
+                &mut o,
+                "flowtop",
+                "rows per snapshot (deriver thread)",
+                &u.ours.deriver_ms,
+            );
+            row(&mut o, "flowtop", "keystroke to frame: Tab", &u.ours.latencies_ms);
+            row(
+                &mut o,
+                "flowtop",
+                "keystroke to frame: r (re-sort)",
+                &u.ours.resort_ms,
+            );
+            let _ = writeln!(
+                o,
+                "| flowtop | CPU over the window | {} | | |\n| flowtop | table on screen after | {} | | |",
+                pct(u.ours.cpu_pct),
+                secs(u.ours.load_s)
+            );
+            match &u.old {
+                Some(Ok(r)) => {
+                    row(
+                        &mut o,
+                        "flowtop 0.6.8",
+                        "keystroke to frame: Tab",
+                        &r.latencies_ms,
+                    );
+                    let _ = writeln!(
+                        o,
+                        "| flowtop 0.6.8 | CPU over the window | {} | | |\n| flowtop 0.6.8 | table on screen after | {} | | |",
+                        pct(r.cpu_pct),
+                        secs(r.load_s)
+                    );
+                    let a = percentile(&u.ours.latencies_ms, 50.0);
+                    let b = percentile(&r.latencies_ms, 50.0);
+                    let _ = writeln!(
+                        o,
+                        "\nRatios flowtop / 0.6.8: keystroke p50 {}, CPU {}, table on screen {}.",
+                        ratio(a, b),
+                        ratio(u.ours.cpu_pct, r.cpu_pct),
+                        ratio(u.ours.load_s, r.load_s)
+                    );
+                }
+                Some(Err(e)) => {
+                    let _ = writeln!(o, "\nflowtop 0.6.8 failed: {e}");
+                }
+                None => o.push_str("\nflowtop 0.6.8 is not installed.\n"),
+            }
+            let missed = u.ours.missed;
+            verdicts.push(format!(
+                "The screen keeps drawing under churn ({} events/s): {} frames, p99 {} build + draw, {} \
+                 key presses without a frame: **{}**",
+                ui_opts.events,
+                u.ours.frames_ms.len(),
+                ms(percentile(&u.ours.frames_ms, 99.0)),
+                missed,
+                met(missed == 0 && !u.ours.frames_ms.is_empty())
+            ));
+        }
+        Err(e) => {
+            let _ = writeln!(o, "Failed: {e}");
+        }
+    }
+
+    // Verdicts.
+    o.push_str("\n## Targets\n\n");
+    for v in &verdicts {
+        let _ = writeln!(o, "- {v}");
+    }
+    o.push_str(
+        "- Every scenario ahead of the original: see the ratio columns above (a ratio below 1× is \
+         flowtop ahead).\n",
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_of_stream_lines() {
+        let l = r#"{"event":"destroy","ts":"x","id":4021,"family":"ipv4","proto":"udp","state":null,"src":"198.51.100.1","sport":1024,"dst":"10.99.0.1","dport":1,"reply_src":"10.99.0.1","reply_sport":1}"#;
+        assert_eq!(field_u64(l, r#","id":"#), Some(4021));
+        assert_eq!(json_tuple(l).as_deref(), Some("198.51.100.1 10.99.0.1 1024 1"));
+        let c = "udp      17 598 src=198.51.100.1 dst=10.99.0.1 sport=1024 dport=1 [UNREPLIED] src=10.99.0.1 dst=198.51.100.1 sport=1 dport=1024 mark=0 use=1";
+        assert_eq!(
+            conntrack_tuple(c).as_deref(),
+            Some("198.51.100.1 10.99.0.1 1024 1")
+        );
+        let s = r#"{"event":"stats","ts":"x","flows":3,"dumps":1,"overruns":12,"resyncs":2}"#;
+        assert_eq!(field_u64(s, r#""overruns":"#), Some(12));
+        assert_eq!(field_u64(s, r#""resyncs":"#), Some(2));
+    }
+
+    #[test]
+    fn quick_defaults() {
+        let o = parse(&["--quick".into()]).expect("--quick parses");
+        assert_eq!(o.sizes, vec![10_000, 100_000]);
+        assert_eq!(o.runs, 1);
+        let o = parse(&["--sizes".into(), "10k,1M".into(), "--runs".into(), "2".into()])
+            .expect("--sizes and --runs parse");
+        assert_eq!(o.sizes, vec![10_000, 1_000_000]);
+        assert_eq!(o.runs, 2);
+    }
+}
