@@ -227,6 +227,7 @@ impl Engine {
                 table.end_dump(gen, &mut sink);
                 self.pacing.ended(now);
                 self.forget_unused_addresses();
+                self.initial_table_done();
                 if gen == 1 && total == 0 {
                     self.warn(EMPTY_TABLE_HINT.to_owned());
                 }
@@ -239,6 +240,7 @@ impl Engine {
             SourceMsg::DumpFailed { gen, error } => {
                 table.abort_dump(gen);
                 self.pacing.ended(now);
+                self.initial_table_done();
                 self.warn(format!(
                     "flowtop: conntrack dump failed, keeping the last table: {error}"
                 ));
@@ -269,6 +271,14 @@ impl Engine {
             SourceMsg::Fatal(reason) => anyhow::bail!("{reason}"),
         }
         Ok(false)
+    }
+
+    /// Reverse lookups wait for the initial table (see
+    /// `Enricher::defer_names`); once it is in, every address is asked.
+    fn initial_table_done(&mut self) {
+        if let Some(en) = &mut self.enricher {
+            en.ask_deferred();
+        }
     }
 
     /// Keeps the address book to the addresses the table uses (names stay
@@ -369,6 +379,10 @@ impl Engine {
             })?;
         }
         source::spawn_dumper(dumper, cfg.sel.clone(), dump_rx, tx)?;
+        let mut enricher = enricher;
+        if let Some(en) = &mut enricher {
+            en.defer_names();
+        }
         let mut engine = Engine {
             table: FlowTable::new(table_config(cfg.interval)),
             dump_tx,

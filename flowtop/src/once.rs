@@ -31,6 +31,8 @@ pub fn run(args: &Args) -> Result<(), RunError> {
         repair_settings_left_by_a_killed_run(args);
     }
     let mut enrichment = enrich::start::start(args);
+    // Names are asked once the dump is in (the wait below), not while it loads.
+    enrichment.enricher.defer_names();
     // Start-up is over: keep only what the dump and the /proc scan need.
     crate::drop_privileges(!crate::Attribution::for_once(args).is_off());
     let stdout = io::stdout().lock();

@@ -89,6 +89,10 @@ pub struct Enricher {
     arrived: Arc<NamesArrived>,
     /// Where the resolver's tasks run; lives as long as the resolver is used.
     dns_runtime: Option<super::start::DnsRuntime>,
+    /// While the initial table loads, addresses are marked pending but not
+    /// yet asked: on a small machine thousands of lookups, their answers and
+    /// the name server would take the cores the table is loading on.
+    defer_names: bool,
 }
 
 impl Enricher {
@@ -103,6 +107,7 @@ impl Enricher {
             names,
             arrived: Arc::default(),
             dns_runtime: None,
+            defer_names: false,
         }
     }
 
@@ -111,6 +116,18 @@ impl Enricher {
     pub fn set_names(&mut self, names: Arc<dyn NameLookup>, runtime: super::start::DnsRuntime) {
         self.names = Some(names);
         self.dns_runtime = Some(runtime);
+    }
+
+    /// Holds reverse lookups back (addresses are marked pending) until
+    /// [`Enricher::ask_deferred`].
+    pub fn defer_names(&mut self) {
+        self.defer_names = true;
+    }
+
+    /// Ends the deferral and asks for every pending address.
+    pub fn ask_deferred(&mut self) -> usize {
+        self.defer_names = false;
+        self.retry_pending()
     }
 
     pub fn book(&self) -> &Arc<AddressBook> {
@@ -157,7 +174,11 @@ impl Enricher {
             return;
         }
         let geo = self.geo.as_mut().map(|g| g.lookup(ip)).unwrap_or_default();
-        let name = self.names.as_ref().map_or(NameState::Unknown, |n| n.request(ip));
+        let name = match &self.names {
+            None => NameState::Unknown,
+            Some(_) if self.defer_names => NameState::Pending,
+            Some(n) => n.request(ip),
+        };
         self.book.update(ip, |v| {
             v.scope = geo.scope;
             v.country = geo.country;
@@ -182,6 +203,9 @@ impl Enricher {
         let Some(names) = &self.names else {
             return 0;
         };
+        if self.defer_names {
+            return 0;
+        }
         let mut pending = Vec::new();
         self.book.for_each(|ip, v| {
             if v.name == NameState::Pending {
@@ -312,6 +336,26 @@ pub(crate) mod tests {
         let asked = names.asked.lock().unwrap().len();
         e.see(&udp("192.0.2.1", 4001, "203.0.113.9", 443));
         assert_eq!(names.asked.lock().unwrap().len(), asked);
+    }
+
+    #[test]
+    fn deferred_names_are_asked_only_when_the_deferral_ends() {
+        let book = AddressBook::new();
+        let names = Arc::new(FakeNames::default());
+        let mut e = Enricher::new(book.clone(), Some(Box::new(FakeGeo)), Some(names.clone()));
+        e.defer_names();
+        e.see(&udp("198.51.100.1", 4000, "203.0.113.7", 443));
+        let v = book.get("203.0.113.7".parse().unwrap()).unwrap();
+        assert_eq!(v.name, NameState::Pending);
+        assert_eq!(v.country.as_deref(), Some("NZ"), "geography is not deferred");
+        assert_eq!(e.retry_pending(), 0);
+        assert!(
+            names.asked.lock().unwrap().is_empty(),
+            "nothing asked while deferred"
+        );
+        e.ask_deferred();
+        let asked = names.asked.lock().unwrap().clone();
+        assert!(asked.contains(&"203.0.113.7".parse().unwrap()), "{asked:?}");
     }
 
     #[test]

@@ -33,7 +33,9 @@ impl Started {
 
     /// `--once`: waits until every address seen has its name or has failed,
     /// at most `bound`, so batch output is complete.
-    pub fn wait_for_names(&self, bound: Duration) {
+    /// Lookups held back while the table loaded are asked now.
+    pub fn wait_for_names(&mut self, bound: Duration) {
+        self.enricher.ask_deferred();
         let deadline = Instant::now() + bound;
         while self.enricher.retry_pending() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
