@@ -235,14 +235,33 @@ pub(crate) fn interval(args: &Args) -> Duration {
     Duration::from_secs_f64(args.interval)
 }
 
-/// `--json`: live stream until a signal.
-fn run_json_stream(args: &Args) -> Result<(), RunError> {
+/// What a live run (`--json` or the screen) holds once started. Dropping
+/// it detaches eBPF and puts the kernel settings back.
+struct Live {
+    runtime: tokio::runtime::Runtime,
+    signals: engine::Signals,
+    events: CtSocket,
+    dumper: CtSocket,
+    channel: (
+        tokio::sync::mpsc::Sender<conntrack::source::SourceMsg>,
+        tokio::sync::mpsc::Receiver<conntrack::source::SourceMsg>,
+    ),
+    /// `attribution.handle` keeps the eBPF programs attached.
+    attribution: Started,
+    enrichment: enrich::start::Started,
+    _sysctls: Option<sysctl::SysctlGuard>,
+}
+
+/// The start-up of a live run, in its required order: signal handlers
+/// first (from then on SIGINT/SIGTERM/SIGHUP/SIGQUIT end the run through
+/// the normal path, which restores the kernel settings), netlink sockets,
+/// kernel settings, attribution, enrichment; then the capabilities start-up
+/// needed are given up.
+fn start_live(args: &Args) -> Result<Live, RunError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| RunError::Other(e.into()))?;
-    // Signal handlers first: from here on SIGINT/SIGTERM/SIGHUP/SIGQUIT end the
-    // run through the normal path, which restores the kernel settings.
     let signals = {
         let _ctx = runtime.enter();
         engine::Signals::install().map_err(|e| RunError::Other(e.into()))?
@@ -253,24 +272,53 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
         eprintln!("flowtop: could not set the event receive buffer: {e}");
     }
     let dumper = CtSocket::open().map_err(map_socket_error)?;
-    let _guard = if args.no_sysctl {
+    let sysctls = if args.no_sysctl {
         None
     } else {
         engage_sysctls(args)?
     };
-    let (tx, rx) = engine::channel();
-    // `handle` keeps the eBPF programs attached until flowtop exits.
-    let Started {
-        attribution,
-        handle: ebpf_events,
-        kprobes,
-    } = start_attribution(args, &tx)?;
+    let channel = engine::channel();
+    let attribution = start_attribution(args, &channel.0)?;
     // Loading the eBPF objects and reading the kernel's BTF left megabytes
     // of freed heap behind: give them back before the table grows.
     // SAFETY: malloc_trim only releases free memory of the allocator.
     unsafe {
         libc::malloc_trim(0);
     }
+    // Notices about missing GeoIP databases or DNS go to stderr here, before
+    // any screen, and stay readable after it.
+    let enrichment = enrich::start::start(args);
+    // Start-up is over: keep only what the run needs (see privileges.rs).
+    drop_privileges(!attribution.attribution.is_off());
+    Ok(Live {
+        runtime,
+        signals,
+        events,
+        dumper,
+        channel,
+        attribution,
+        enrichment,
+        _sysctls: sysctls,
+    })
+}
+
+/// `--json`: live stream until a signal.
+fn run_json_stream(args: &Args) -> Result<(), RunError> {
+    let Live {
+        runtime,
+        signals,
+        events,
+        dumper,
+        channel,
+        attribution:
+            Started {
+                attribution,
+                handle: ebpf_events,
+                kprobes,
+            },
+        enrichment,
+        _sysctls,
+    } = start_live(args)?;
     let ebpf_status = ebpf::EbpfStatus {
         available: ebpf_events.is_some(),
         mode: if ebpf_events.is_some() {
@@ -284,9 +332,6 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
             .unwrap_or_default(),
         reason: attribution.ebpf_unavailable.clone(),
     };
-    let enrichment = enrich::start::start(args);
-    // Start-up is over: keep only what the stream needs (see privileges.rs).
-    drop_privileges(!attribution.is_off());
     let (ts, _) = now_ts();
     let mut out = JsonWriter::new(BufWriter::with_capacity(1 << 16, io::stdout().lock()))
         .with_services(load_services(args))
@@ -308,7 +353,7 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
         events,
         dumper,
         signals,
-        (tx, rx),
+        channel,
         Some(enrichment.enricher),
         &mut out,
     ))?;
@@ -445,35 +490,30 @@ fn run_screen(args: &Args) -> Result<(), RunError> {
                 .into(),
         ));
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| RunError::Other(e.into()))?;
-    let signals = {
-        let _ctx = runtime.enter();
-        engine::Signals::install().map_err(|e| RunError::Other(e.into()))?
+    let frame_log = match std::env::var_os("FLOWTOP_FRAME_LOG") {
+        Some(path) => Some(std::fs::File::create(&path).map_err(|e| {
+            RunError::Other(anyhow::anyhow!(
+                "FLOWTOP_FRAME_LOG {}: {e}",
+                path.to_string_lossy()
+            ))
+        })?),
+        None => None,
     };
-    let events = CtSocket::open().map_err(map_socket_error)?;
-    events.subscribe_events().map_err(map_socket_error)?;
-    if let Err(e) = events.set_kernel_rcvbuf(args.rcvbuf) {
-        eprintln!("flowtop: could not set the event receive buffer: {e}");
-    }
-    let dumper = CtSocket::open().map_err(map_socket_error)?;
-    let _guard = if args.no_sysctl {
-        None
-    } else {
-        engage_sysctls(args)?
-    };
-    let (tx, rx) = engine::channel();
-    let Started {
-        attribution,
-        handle: _ebpf_events,
-        ..
-    } = start_attribution(args, &tx)?;
-    // SAFETY: malloc_trim only releases free memory of the allocator.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    let Live {
+        runtime,
+        signals,
+        events,
+        dumper,
+        channel,
+        attribution:
+            Started {
+                attribution,
+                handle: _ebpf_events,
+                ..
+            },
+        enrichment,
+        _sysctls,
+    } = start_live(args)?;
     let mut everything = flow::Selection::everything();
     everything.ipv4 = true;
     everything.ipv6 = true;
@@ -489,20 +529,6 @@ fn run_screen(args: &Args) -> Result<(), RunError> {
     }));
     let (quit_tx, quit_rx) = tokio::sync::watch::channel(false);
     let notes = engine::Notes::default();
-    let frame_log = match std::env::var_os("FLOWTOP_FRAME_LOG") {
-        Some(path) => Some(std::fs::File::create(&path).map_err(|e| {
-            RunError::Other(anyhow::anyhow!(
-                "FLOWTOP_FRAME_LOG {}: {e}",
-                path.to_string_lossy()
-            ))
-        })?),
-        None => None,
-    };
-    // Notices about missing GeoIP databases or DNS go to stderr now, before
-    // the screen, and stay readable after it.
-    let enrichment = enrich::start::start(args);
-    // Start-up is over: keep only what the screen needs (see privileges.rs).
-    drop_privileges(!attribution.is_off());
     let input = ui::ScreenInput {
         snapshots: snap_rx,
         book: enrichment.enricher.book().clone(),
@@ -537,7 +563,7 @@ fn run_screen(args: &Args) -> Result<(), RunError> {
         events,
         dumper,
         signals,
-        (tx, rx),
+        channel,
         Some(enrichment.enricher),
         sink,
     ));
