@@ -699,6 +699,31 @@ pub(crate) struct RunStat {
 
 /// Runs `cmd` to completion with stdout to /dev/null; wall time, CPU time and
 /// peak RSS from wait4.
+/// Runs `flowtop --once --json -4UnG` untimed in `ns` and counts its
+/// snapshot lines (checks that every flow is printed; warms caches).
+pub(crate) fn once_snapshot_lines(ns: &Netns, flowtop: &Path, tmp: &Path, timeout: Duration) -> Result<u64> {
+    let mut check = ns.cmd(&flowtop.to_string_lossy());
+    check
+        .args(["--once", "--json", "-4UnG", "--no-sysctl"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(File::create(tmp.join("check.err"))?);
+    let mut child = check.spawn().context("cannot start flowtop --once")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (counter, reader) = spawn_counter(stdout);
+    let mut g = ProcGuard::new(child, "flowtop --once");
+    let t0 = Instant::now();
+    while g.exited().is_none() {
+        sleep_checked(Duration::from_millis(20))?;
+        if t0.elapsed() > timeout {
+            bail!("flowtop --once took longer than {timeout:?}");
+        }
+    }
+    drop(g);
+    let _ = reader.join();
+    Ok(counter.snapshots.load(Ordering::Relaxed))
+}
+
 pub(crate) fn timed_run(cmd: &mut Command, stderr_path: &Path, timeout: Duration) -> Result<RunStat> {
     check_interrupted()?;
     cmd.stdin(Stdio::null())
@@ -1191,26 +1216,7 @@ fn one_size(opts: &DumpOpts, n: u64, flowtop: &Path, tmp: &Path, with_legacy: bo
     }
 
     // Untimed pass first: checks that flowtop prints every flow (and warms caches).
-    let mut check = ns.cmd(&flowtop.to_string_lossy());
-    check
-        .args(["--once", "--json", "-4UnG", "--no-sysctl"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(File::create(tmp.join("check.err"))?);
-    let mut child = check.spawn().context("cannot start flowtop --once")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let (counter, reader) = spawn_counter(stdout);
-    let mut g = ProcGuard::new(child, "flowtop --once");
-    let t0 = Instant::now();
-    while g.exited().is_none() {
-        sleep_checked(Duration::from_millis(20))?;
-        if t0.elapsed() > timeout {
-            bail!("flowtop --once took longer than {timeout:?}");
-        }
-    }
-    drop(g);
-    let _ = reader.join();
-    let flowtop_lines = Some(counter.snapshots.load(Ordering::Relaxed));
+    let flowtop_lines = Some(once_snapshot_lines(&ns, flowtop, tmp, timeout)?);
 
     // Timed, interleaved.
     let mut conntrack = Vec::new();

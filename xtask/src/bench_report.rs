@@ -38,8 +38,8 @@ use anyhow::{bail, Context as _, Result};
 use crate::bench::{
     check_interrupted, clk_tck, conntrack_count, cpu_ticks, log, machine_info, measure_window, median, mib,
     parse_count, pid_alive, remove_stale_namespaces, repo_root, run_cmd, secs, setup_namespace,
-    sleep_checked, spawn_counter, steady_flowtop, timed_run, Netns, ProcGuard, RunStat, Steady, SysctlGuard,
-    TempDir, Window, CT_HASHSIZE, CT_MAX, INTERRUPTED, NETSNIFF_FLOWTOP,
+    sleep_checked, steady_flowtop, timed_run, Netns, ProcGuard, RunStat, Steady, SysctlGuard, TempDir,
+    Window, CT_HASHSIZE, CT_MAX, INTERRUPTED, NETSNIFF_FLOWTOP,
 };
 use crate::bench_ui::{percentile, shown_flows, Pane};
 
@@ -225,26 +225,7 @@ fn one_size(opts: &Opts, n: u64, flowtop: &Path, tmp: &Path, legacy: bool) -> Re
     let ft = flowtop.to_string_lossy().into_owned();
 
     // Untimed pass: flowtop prints every flow (and caches are warm for both).
-    let mut check = ns.cmd(&ft);
-    check
-        .args(["--once", "--json", "-4UnG", "--no-sysctl"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(File::create(tmp.join("check.err"))?);
-    let mut child = check.spawn().context("cannot start flowtop --once")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let (counter, reader) = spawn_counter(stdout);
-    let mut g = ProcGuard::new(child, "flowtop --once");
-    let t0 = Instant::now();
-    while g.exited().is_none() {
-        sleep_checked(Duration::from_millis(20))?;
-        if t0.elapsed() > timeout {
-            bail!("flowtop --once took longer than {timeout:?}");
-        }
-    }
-    drop(g);
-    let _ = reader.join();
-    let once_lines = counter.snapshots.load(Ordering::Relaxed);
+    let once_lines = crate::bench::once_snapshot_lines(&ns, flowtop, tmp, timeout)?;
     let _ = timed_run(ns.cmd("conntrack").arg("-L"), &tmp.join("ct.err"), timeout)?;
 
     let mut conntrack = Vec::new();
