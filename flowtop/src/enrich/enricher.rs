@@ -124,9 +124,12 @@ impl Enricher {
         self.defer_names = true;
     }
 
-    /// Ends the deferral and asks for every pending address.
+    /// Ends the deferral and asks for every pending address; nothing to do
+    /// when nothing was deferred (the engine calls it after every dump).
     pub fn ask_deferred(&mut self) -> usize {
-        self.defer_names = false;
+        if !std::mem::replace(&mut self.defer_names, false) {
+            return 0;
+        }
         self.retry_pending()
     }
 
