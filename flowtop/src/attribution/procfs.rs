@@ -37,7 +37,8 @@ pub struct SocketRecord {
     pub inode: u64,
     /// The process holding it, from /proc/*/fd; None if not found (e.g.
     /// TIME_WAIT sockets have inode 0). When several processes hold the same
-    /// socket (inherited descriptors, pre-forked servers) the lowest PID.
+    /// socket (inherited descriptors, pre-forked servers, a child between
+    /// fork and exec) the one that started first, i.e. the one that made it.
     /// Whenever it is Some, [`ProcScan::processes`] has that PID.
     pub pid: Option<u32>,
 }
@@ -122,7 +123,9 @@ pub fn scan(proc_root: &Path) -> ProcScan {
         return out;
     }
 
-    walk_fds(proc_root, &mut out, &by_inode, &next);
+    let mut holders = Vec::new();
+    walk_fds(proc_root, &mut out, &by_inode, &next, &mut holders);
+    choose_owners(proc_root, &mut out, holders);
 
     // Read the owners; one that vanished meanwhile owns nothing.
     let mut pids: Vec<u32> = out.sockets.iter().filter_map(|s| s.pid).collect();
@@ -150,9 +153,15 @@ pub fn scan(proc_root: &Path) -> ProcScan {
     out
 }
 
-/// One pass over `<proc_root>/[0-9]*/fd/*`, setting the `pid` of the records
-/// whose inode a process holds.
-fn walk_fds(proc_root: &Path, out: &mut ProcScan, by_inode: &HashMap<u64, usize, Fast>, next: &[usize]) {
+/// One pass over `<proc_root>/[0-9]*/fd/*`, listing (socket index, pid) for
+/// every record whose inode a process holds.
+fn walk_fds(
+    proc_root: &Path,
+    out: &mut ProcScan,
+    by_inode: &HashMap<u64, usize, Fast>,
+    next: &[usize],
+    holders: &mut Vec<(usize, u32)>,
+) {
     let Ok(dir) = fs::read_dir(proc_root) else {
         out.vanished += 1;
         return;
@@ -198,10 +207,7 @@ fn walk_fds(proc_root: &Path, out: &mut ProcScan, by_inode: &HashMap<u64, usize,
                         continue;
                     };
                     loop {
-                        let s = &mut out.sockets[i];
-                        if s.pid.is_none_or(|p| pid < p) {
-                            s.pid = Some(pid);
-                        }
+                        holders.push((i, pid));
                         i = next[i];
                         if i == usize::MAX {
                             break;
@@ -214,6 +220,51 @@ fn walk_fds(proc_root: &Path, out: &mut ProcScan, by_inode: &HashMap<u64, usize,
         fd_dir.pop();
         fd_dir.pop();
     }
+}
+
+/// Sets each socket's `pid` from its holders. A socket held by several
+/// processes goes to the one that started first: the lowest PID is not
+/// that once PIDs wrap, and a child caught between fork and exec (still
+/// holding its parent's descriptors) must not take the parent's socket.
+fn choose_owners(proc_root: &Path, out: &mut ProcScan, mut holders: Vec<(usize, u32)>) {
+    holders.sort_unstable();
+    holders.dedup();
+    let mut start_times: HashMap<u32, Option<u64>, Fast> = HashMap::default();
+    let mut start_time = |pid: u32| {
+        *start_times
+            .entry(pid)
+            .or_insert_with(|| read_start_time(proc_root, pid))
+    };
+    for group in holders.chunk_by(|a, b| a.0 == b.0) {
+        let socket = group[0].0;
+        let owner = match group {
+            [(_, pid)] => *pid,
+            // A holder that is already gone sorts last.
+            _ => group
+                .iter()
+                .map(|&(_, pid)| (start_time(pid).unwrap_or(u64::MAX), pid))
+                .min()
+                .map(|(_, pid)| pid)
+                .unwrap_or(group[0].1),
+        };
+        out.sockets[socket].pid = Some(owner);
+    }
+}
+
+/// Field 22 of /proc/PID/stat: when the process started, in clock ticks
+/// since boot. None when it is gone or the line is not understood.
+fn read_start_time(proc_root: &Path, pid: u32) -> Option<u64> {
+    let stat = fs::read(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    parse_start_time(&stat)
+}
+
+/// The comm field (2) is in parentheses and may itself contain spaces and
+/// ')', so fields are counted from the last ')'.
+fn parse_start_time(stat: &[u8]) -> Option<u64> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    // After ')' come fields 3 (state) onwards: field 22 is the 20th.
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
 }
 
 /// A decimal PID without sign or leading zero, as /proc names them.
@@ -738,6 +789,57 @@ garbage
         }
     }
 
+    /// /proc/PID/stat with the given start time (field 22).
+    fn fake_stat(root: &Path, pid: u32, comm: &str, start: u64) {
+        let line = format!("{pid} ({comm}) S 1 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 {start} 1000 10\n");
+        fs::write(root.join(pid.to_string()).join("stat"), line).expect("stat");
+    }
+
+    #[test]
+    fn start_time_is_field_22_even_with_odd_comm() {
+        let line = b"77 (a) b (c)) R 1 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 123456 1000 10\n";
+        assert_eq!(parse_start_time(line), Some(123456));
+        assert_eq!(parse_start_time(b"77 (a) R 1 1"), None);
+        assert_eq!(parse_start_time(b"garbage"), None);
+    }
+
+    /// PIDs wrap: a child caught between fork and exec, with a lower PID
+    /// than its parent, still holds the parent's socket. The parent (started
+    /// first) owns it; a holder whose stat is gone loses to one that has it.
+    #[test]
+    fn shared_socket_goes_to_the_process_that_started_first() {
+        let tmp = TempDir::new("shared");
+        let root = &tmp.0;
+        fs::create_dir_all(root.join("self/net")).expect("net dir");
+        let row = |inode: u64, port: u16| {
+            format!(
+                "   0: 0100007F:{port:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 {inode} 1\n"
+            )
+        };
+        fs::write(
+            root.join("self/net/tcp"),
+            format!(
+                "  sl  local_address rem_address   st\n{}{}",
+                row(5000, 1),
+                row(5001, 2)
+            ),
+        )
+        .expect("tcp table");
+        fake_process(root, 32000, Some("parent"), &[(3, "socket:[5000]")]);
+        fake_stat(root, 32000, "parent", 1_000);
+        fake_process(root, 333, Some("child"), &[(3, "socket:[5000]")]);
+        fake_stat(root, 333, "child", 9_000);
+        // 40 holds 5001 but its stat cannot be read; 41 can.
+        fake_process(root, 40, Some("gone"), &[(7, "socket:[5001]")]);
+        fake_process(root, 41, Some("here"), &[(7, "socket:[5001]")]);
+        fake_stat(root, 41, "here", 5_000);
+
+        let scan = scan(root);
+        assert_eq!((scan.sockets[0].inode, scan.sockets[0].pid), (5000, Some(32000)));
+        assert_eq!((scan.sockets[1].inode, scan.sockets[1].pid), (5001, Some(41)));
+        assert_eq!(scan.processes[&32000].comm, "parent");
+    }
+
     #[test]
     fn fake_proc_with_vanishing_processes() {
         let tmp = TempDir::new("fake");
@@ -765,8 +867,10 @@ garbage
             Some("srv\u{1b}name"),
             &[(0, "pipe:[77]"), (3, "socket:[4242]"), (4, "socket:[999999]")],
         );
-        // 456 inherited 4242 too: the lowest PID owns it.
+        // 456 inherited 4242 too: the one that started first owns it.
         fake_process(root, 456, Some("worker"), &[(3, "socket:[4242]")]);
+        fake_stat(root, 123, "srv\u{1b}name", 100);
+        fake_stat(root, 456, "worker", 200);
         // 999 has no fd directory at all (exited between readdir and open).
         fs::create_dir_all(root.join("999")).expect("999");
         // 1000 holds 4343 but vanished before its comm was read.
