@@ -1286,3 +1286,47 @@ fn two_instances_restore_the_values_from_before_the_first() {
         "not restored by the last instance"
     );
 }
+
+/// Between full re-dumps only the flows with recent activity are re-read,
+/// one GET each (the hot refresh). With `--full-refresh` an hour away, an
+/// established TCP flow, which gets no conntrack event while it moves data,
+/// still gets an `update` with its new counters after each burst, and the
+/// `stats` line asked for with SIGUSR1 shows one full dump and the refreshes.
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn active_flows_are_refreshed_between_full_dumps() {
+    let (client, server) = Netns::pair();
+    let _srv = Agent::server(&server, 5003);
+    // Idle entries that only the initial dump reads.
+    for i in 1..=20 {
+        client.conntrack(&format!(
+            "-I -p udp -s 198.51.100.{i} -d 203.0.113.1 --sport 1000 --dport 53 -t 600"
+        ));
+    }
+    let mut ft = Flowtop::start(&client, &["--json", "-t", "0.5", "--full-refresh", "3600", "-TU"]);
+    let mut cl = Agent::client(&client);
+    let (c, lport) = cl.tcp_connect(SERVER_V4, 5003);
+    let this = move |v: &Value| is_flow_event(v) && has_tuple(v, "tcp", CLIENT_V4, lport, SERVER_V4, 5003);
+    let mut sent = 0;
+    for burst in 1..=3 {
+        cl.tcp_send(c, 50_000);
+        sent += 50_000;
+        ft.wait_for(
+            &format!("an `update` with orig_bytes >= {sent} after burst {burst}"),
+            Duration::from_secs(5),
+            |v| this(v) && event(v) == "update" && ju64(v, "orig_bytes").is_some_and(|b| b >= sent),
+        );
+    }
+    ft.signal(libc::SIGUSR1);
+    let stats = ft.wait_for("a `stats` line after SIGUSR1", WAIT, |v| event(v) == "stats");
+    let (dumps, resyncs) = (ju64(&stats, "dumps"), ju64(&stats, "resyncs"));
+    if dumps != Some(1 + resyncs.unwrap_or(0)) {
+        ft.fail(&format!("expected the initial dump only (plus resyncs): {stats}"));
+    }
+    if ju64(&stats, "refreshes").is_none_or(|n| n < 3) || ju64(&stats, "refreshed").is_none_or(|n| n < 3) {
+        ft.fail(&format!(
+            "expected at least 3 hot refreshes re-reading the flow: {stats}"
+        ));
+    }
+    ft.stop();
+}

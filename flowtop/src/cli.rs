@@ -64,9 +64,14 @@ pub struct Args {
     /// (default /var/lib/flowtop), and exit
     #[arg(short = 'u', long = "update")]
     pub update: bool,
-    /// Refresh interval in seconds: re-dump (counters, rates) this often
+    /// Refresh interval in seconds: counters and rates of active flows are re-read this often
     #[arg(short = 't', long = "interval", value_name = "SECONDS", default_value = "1", value_parser = parse_interval)]
     pub interval: f64,
+    /// Re-read the whole table every SECONDS (never more often than -t); in between, only flows
+    /// active in the last few intervals are re-read. Default: automatic, so that whole-table
+    /// re-reads take at most a tenth of the time (every interval on small tables)
+    #[arg(long = "full-refresh", value_name = "SECONDS", value_parser = parse_interval)]
+    pub full_refresh: Option<f64>,
     /// Print the version and exit
     #[arg(short = 'v', long = "version", action = ArgAction::Version)]
     pub version: Option<bool>,

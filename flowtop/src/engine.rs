@@ -29,6 +29,8 @@ const NAMES_INTERVAL: Duration = Duration::from_millis(250);
 pub struct StreamConfig {
     pub sel: Selection,
     pub interval: Duration,
+    /// `--full-refresh`: spacing of full re-dumps (None: automatic).
+    pub full_refresh: Option<Duration>,
     /// Run the /proc scanner for process attribution.
     pub procfs_attribution: bool,
 }
@@ -125,31 +127,68 @@ impl<'a, W: Write> Emitter<'a, W> {
     }
 }
 
-/// Spaces periodic re-dumps so that dumping takes at most half the time:
-/// after a dump that took D, the next periodic one waits at least D. On small
-/// tables this never delays the `-t` interval; on a million entries, whose
-/// dump takes longer than a second, it keeps flowtop from dumping
-/// back to back at a full core. Resyncs after overruns are not delayed.
-#[derive(Debug, Default)]
-struct DumpPacing {
+/// Share of the time full re-dumps may take when their spacing is automatic.
+const FULL_DUMP_SHARE: f64 = 0.1;
+
+/// Chooses, each interval, between a full re-dump and a hot refresh.
+///
+/// A full dump re-reads every entry; the kernel's part alone is about 2 µs
+/// per entry here, so at 100 000 entries once a second it is a fifth of a
+/// core before flowtop decodes anything. Most entries of a big table are
+/// idle, though, and an idle entry's counters do not change: between full
+/// dumps only the hot flows (those that appeared, moved or got an event in
+/// the last few intervals) are re-read, one GET each. Full dumps still come
+/// regularly, because only they notice an idle flow waking up and catch
+/// lost destroys: automatically spaced so that they take at most
+/// [`FULL_DUMP_SHARE`] of the time (every interval on small tables), or
+/// every `--full-refresh` seconds. Resyncs after overruns are never delayed.
+#[derive(Debug)]
+struct RefreshPacing {
+    interval: Duration,
+    /// `--full-refresh`: a fixed spacing instead of the automatic one.
+    fixed: Option<Duration>,
     started: Option<Instant>,
-    /// End of the last dump and what it cost.
-    last: Option<(Instant, Duration)>,
+    /// Start, end and cost of the last full dump.
+    last: Option<(Instant, Instant, Duration)>,
 }
 
-impl DumpPacing {
+impl RefreshPacing {
+    fn new(interval: Duration, fixed: Option<Duration>) -> Self {
+        RefreshPacing {
+            interval,
+            fixed: fixed.map(|f| f.max(interval)),
+            started: None,
+            last: None,
+        }
+    }
+
     fn started(&mut self, now: Instant) {
         self.started = Some(now);
     }
 
     fn ended(&mut self, now: Instant) {
         if let Some(t0) = self.started.take() {
-            self.last = Some((now, now.saturating_duration_since(t0)));
+            self.last = Some((t0, now, now.saturating_duration_since(t0)));
         }
     }
 
-    fn may_start(&self, now: Instant) -> bool {
-        self.last.is_none_or(|(end, cost)| now >= end + cost)
+    /// Whether the next refresh must be a full dump.
+    fn full_due(&self, now: Instant) -> bool {
+        let Some((start, end, cost)) = self.last else {
+            return true;
+        };
+        // Ticks come a little late or early: a tenth of an interval of slack
+        // keeps "every interval" from becoming "every other interval".
+        let slack = self.interval / 10;
+        match self.fixed {
+            Some(every) => now + slack >= start + every,
+            None => now + slack >= end + cost.mul_f64(1.0 / FULL_DUMP_SHARE - 1.0),
+        }
+    }
+
+    /// How long a flow stays hot after its last activity.
+    fn hot_for(&self) -> Duration {
+        (self.interval * 3).max(Duration::from_secs(3))
     }
 }
 
@@ -158,7 +197,9 @@ struct Engine {
     table: FlowTable,
     dump_tx: std_mpsc::Sender<DumpRequest>,
     rcvbuf: usize,
-    pacing: DumpPacing,
+    pacing: RefreshPacing,
+    /// A hot refresh was asked for and has not ended.
+    refresh_running: bool,
     /// An overrun happened while a dump ran: resync once it ends.
     resync_pending: bool,
     warned_malformed: bool,
@@ -178,8 +219,41 @@ impl Engine {
         self.pacing.started(Instant::now());
         let gen = self.table.begin_dump(resync);
         self.dump_tx
-            .send(DumpRequest { gen })
+            .send(DumpRequest::Dump { gen })
             .map_err(|_| anyhow::anyhow!("the dump thread stopped"))
+    }
+
+    /// Each interval: a full dump when one is due (or, with automatic
+    /// spacing, when so many flows are hot that asking for them one by one
+    /// would cost more), else a
+    /// refresh of the hot flows, if any.
+    fn start_refresh(&mut self, now: Instant) -> anyhow::Result<()> {
+        if self.table.dump_running() || self.refresh_running {
+            return Ok(());
+        }
+        if self.pacing.full_due(now) {
+            return self.start_dump(false);
+        }
+        let Some(since) = now.checked_sub(self.pacing.hot_for()) else {
+            return self.start_dump(false);
+        };
+        // Asking for more than half the table one by one costs more than a
+        // dump (an answer costs the kernel more than a dumped entry), unless
+        // the user fixed the spacing of full dumps.
+        let limit = match self.pacing.fixed {
+            Some(_) => usize::MAX,
+            None => self.table.len() / 2,
+        };
+        match self.table.hot_flows(since, limit) {
+            None => self.start_dump(false),
+            Some(hot) if hot.is_empty() => Ok(()),
+            Some(hot) => {
+                self.refresh_running = true;
+                self.dump_tx
+                    .send(DumpRequest::Refresh(hot))
+                    .map_err(|_| anyhow::anyhow!("the dump thread stopped"))
+            }
+        }
     }
 
     fn warn(&self, msg: String) {
@@ -244,6 +318,19 @@ impl Engine {
                 self.warn(format!(
                     "flowtop: conntrack dump failed, keeping the last table: {error}"
                 ));
+            }
+            SourceMsg::Refreshed(flows) => {
+                for flow in flows {
+                    table.apply_refresh(flow, now, &mut sink);
+                }
+            }
+            SourceMsg::RefreshDone(summary) => {
+                self.refresh_running = false;
+                table.stats.refreshes += 1;
+                table.stats.refreshed += summary.found;
+                if let Some(error) = summary.error {
+                    self.warn(format!("flowtop: refreshing active flows: {error}"));
+                }
             }
             SourceMsg::Overrun { rcvbuf } => {
                 // Events were lost: the table can be trusted again only after a
@@ -334,10 +421,7 @@ impl Engine {
             self.warn(format!("flowtop: {notice}"));
         }
         self.table.expire(now, sink);
-        if !self.table.dump_running() && self.pacing.may_start(now) {
-            self.start_dump(false)?;
-        }
-        Ok(())
+        self.start_refresh(now)
     }
 }
 
@@ -387,7 +471,8 @@ impl Engine {
             table: FlowTable::new(table_config(cfg.interval)),
             dump_tx,
             rcvbuf,
-            pacing: DumpPacing::default(),
+            pacing: RefreshPacing::new(cfg.interval, cfg.full_refresh),
+            refresh_running: false,
             resync_pending: false,
             warned_malformed: false,
             own_queries: enricher.as_ref().map(Enricher::own_queries).unwrap_or_default(),
@@ -418,6 +503,8 @@ pub async fn run_stream<W: Write>(
                        // batch of answers rather than one per answer.
     let mut names_tick = tokio::time::interval(NAMES_INTERVAL);
     names_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // `kill -USR1` asks for a stats line (dumps, hot refreshes, overruns...).
+    let mut usr1 = signal(SignalKind::user_defined1())?;
 
     loop {
         let written = tokio::select! {
@@ -448,6 +535,10 @@ pub async fn run_stream<W: Write>(
                 let mut em = Emitter::new(out);
                 engine.names_arrived(&mut em);
                 em.finish()
+            }
+            _ = usr1.recv() => {
+                let t = &engine.table;
+                out.stats(&now_ts().0, t.len(), &t.stats, engine.rcvbuf).and_then(|()| out.flush())
             }
             name = signals.recv() => return finish(out, Stop::Signal(name)),
         };
@@ -539,17 +630,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pacing_waits_as_long_as_the_last_dump_took() {
+    fn full_dumps_every_interval_on_small_tables() {
         let t0 = Instant::now();
-        let mut p = DumpPacing::default();
-        assert!(p.may_start(t0));
+        let mut p = RefreshPacing::new(Duration::from_secs(1), None);
+        assert!(p.full_due(t0), "the first refresh is a full dump");
         p.started(t0);
-        p.ended(t0 + Duration::from_millis(1500)); // a slow dump
-        assert!(!p.may_start(t0 + Duration::from_millis(2000)));
-        assert!(p.may_start(t0 + Duration::from_millis(3000)));
-        // A fast dump does not delay the next tick.
-        p.started(t0 + Duration::from_secs(3));
-        p.ended(t0 + Duration::from_millis(3020));
-        assert!(p.may_start(t0 + Duration::from_secs(4)));
+        p.ended(t0 + Duration::from_millis(20)); // 10 000 entries
+        assert!(p.full_due(t0 + Duration::from_secs(1)));
+        // Ticks a little early still count.
+        assert!(p.full_due(t0 + Duration::from_millis(950)));
+    }
+
+    #[test]
+    fn full_dumps_take_at_most_a_tenth_of_the_time() {
+        let t0 = Instant::now();
+        let mut p = RefreshPacing::new(Duration::from_secs(1), None);
+        p.started(t0);
+        p.ended(t0 + Duration::from_millis(400)); // a big table
+        for s in 1..=3 {
+            assert!(!p.full_due(t0 + Duration::from_secs(s)), "{s} s");
+        }
+        // 0.4 s of dump, 3.6 s of hot refreshes: 10 %.
+        assert!(p.full_due(t0 + Duration::from_secs(4)));
+    }
+
+    #[test]
+    fn full_refresh_fixes_the_spacing_but_never_below_the_interval() {
+        let t0 = Instant::now();
+        let mut p = RefreshPacing::new(Duration::from_secs(1), Some(Duration::from_secs(10)));
+        p.started(t0);
+        p.ended(t0 + Duration::from_millis(5));
+        assert!(!p.full_due(t0 + Duration::from_secs(9)));
+        assert!(p.full_due(t0 + Duration::from_secs(10)));
+        let p = RefreshPacing::new(Duration::from_secs(2), Some(Duration::from_millis(100)));
+        assert_eq!(p.fixed, Some(Duration::from_secs(2)));
+        assert_eq!(p.hot_for(), Duration::from_secs(6));
     }
 }

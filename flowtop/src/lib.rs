@@ -272,6 +272,10 @@ fn start_live(args: &Args) -> Result<Live, RunError> {
         eprintln!("flowtop: could not set the event receive buffer: {e}");
     }
     let dumper = CtSocket::open().map_err(map_socket_error)?;
+    // The hot refresh's answers (one skb of ~4 KiB each) queue up here
+    // while one sendmsg asks for hundreds; set while CAP_NET_ADMIN allows
+    // going beyond rmem_max. A smaller buffer only means smaller batches.
+    let _ = dumper.set_kernel_rcvbuf(conntrack::source::REFRESH_RCVBUF);
     let sysctls = if args.no_sysctl {
         None
     } else {
@@ -346,6 +350,7 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
     let cfg = engine::StreamConfig {
         sel: args.selection(),
         interval: interval(args),
+        full_refresh: args.full_refresh.map(Duration::from_secs_f64),
         procfs_attribution: !attribution.is_off(),
     };
     runtime.block_on(engine::run_stream(
@@ -520,6 +525,7 @@ fn run_screen(args: &Args) -> Result<(), RunError> {
     let cfg = engine::StreamConfig {
         sel: everything,
         interval: interval(args),
+        full_refresh: args.full_refresh.map(Duration::from_secs_f64),
         procfs_attribution: !attribution.is_off(),
     };
     let (snap_tx, snap_rx) = tokio::sync::watch::channel(std::sync::Arc::new(flow::table::Snapshot {

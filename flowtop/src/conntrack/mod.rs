@@ -2,5 +2,6 @@
 
 pub mod attrs;
 pub mod decode;
+pub mod request;
 pub mod socket;
 pub mod source;

@@ -110,6 +110,25 @@ impl CtSocket {
         Ok(())
     }
 
+    /// Sends requests already framed (several netlink messages back to back).
+    pub fn send_requests(&self, msgs: &[u8]) -> io::Result<()> {
+        let n = self.sock.send(msgs, 0)?;
+        if n != msgs.len() {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "short netlink send"));
+        }
+        Ok(())
+    }
+
+    /// Receives one datagram if one is queued, without waiting.
+    pub fn try_recv(&mut self) -> io::Result<Option<&[u8]>> {
+        let mut slice = &mut self.buf[..];
+        match self.sock.recv(&mut slice, libc::MSG_DONTWAIT) {
+            Ok(n) => Ok(Some(&self.buf[..n.min(self.buf.len())])),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Receives one datagram; ENOBUFS comes back as an error of that kind.
     pub fn recv(&mut self) -> io::Result<&[u8]> {
         let mut slice = &mut self.buf[..];

@@ -64,6 +64,10 @@ pub struct Entry {
     dump_gen: u64,
     /// Generation current when an event last touched it.
     event_gen: u64,
+    /// When it last showed activity (appeared, counters moved, an event),
+    /// in whole seconds since the table's epoch: what makes it "hot", i.e.
+    /// re-read every interval rather than only by the full re-dump.
+    moved_secs: u32,
 }
 
 /// Counters the header and the stats line show.
@@ -75,6 +79,10 @@ pub struct TableStats {
     pub swept: u64,
     pub expired: u64,
     pub malformed: u64,
+    /// Hot refreshes done (active flows re-read one by one between dumps).
+    pub refreshes: u64,
+    /// Entries those refreshes re-read.
+    pub refreshed: u64,
 }
 
 /// Table configuration.
@@ -112,11 +120,14 @@ pub struct FlowTable {
     /// Sockets seen by the eBPF programs (exact local/remote ends), bounded.
     ebpf_sockets: Generational<(u8, SocketAddr, SocketAddr), Arc<Owner>>,
     pub stats: TableStats,
+    /// Origin of the entries' `moved_secs`.
+    epoch: Instant,
 }
 
 impl FlowTable {
     pub fn new(config: TableConfig) -> Self {
         FlowTable {
+            epoch: Instant::now(),
             entries: HashMap::default(),
             config,
             gen: 0,
@@ -180,13 +191,14 @@ impl FlowTable {
         match self.entries.get_mut(&key) {
             Some(e) => {
                 e.dump_gen = gen;
-                if refresh(e, flow, now, &config) {
+                if refresh(e, flow, now, secs_since(self.epoch, now), &config) {
                     out(EventKind::Update, e);
                 }
             }
             None => {
                 let owner = self.owner_for(&flow);
                 let mut e = new_entry(flow, now, &config, owner);
+                e.moved_secs = secs_since(self.epoch, now);
                 e.dump_gen = gen;
                 let kind = if first_dump {
                     EventKind::Snapshot
@@ -220,6 +232,37 @@ impl FlowTable {
         }
     }
 
+    /// Applies a reading of one known entry asked for by itself (the hot
+    /// refresh between full re-dumps). It says nothing about other entries,
+    /// so it neither marks nor sweeps; an entry the table no longer has
+    /// (destroyed since it was asked for) is not brought back.
+    pub fn apply_refresh(&mut self, flow: Flow, now: Instant, out: &mut impl FnMut(EventKind, &Entry)) {
+        let config = self.config;
+        let now_secs = secs_since(self.epoch, now);
+        if let Some(e) = self.entries.get_mut(&flow.key()) {
+            if refresh(e, flow, now, now_secs, &config) {
+                out(EventKind::Update, e);
+            }
+        }
+    }
+
+    /// The flows that showed activity at or after `since` (the hot set), at
+    /// most `limit` of them: `None` when there are more, so that the caller
+    /// re-dumps everything instead of asking for them one by one.
+    pub fn hot_flows(&self, since: Instant, limit: usize) -> Option<Vec<Flow>> {
+        let since = secs_since(self.epoch, since);
+        let mut hot = Vec::new();
+        for e in self.entries.values() {
+            if e.moved_secs >= since {
+                if hot.len() == limit {
+                    return None;
+                }
+                hot.push(e.flow.clone());
+            }
+        }
+        Some(hot)
+    }
+
     /// Abandons a dump that failed: nothing is swept.
     pub fn abort_dump(&mut self, gen: u64) {
         if gen == self.gen {
@@ -242,13 +285,17 @@ impl FlowTable {
             CtEventKind::New | CtEventKind::Update => match self.entries.get_mut(&key) {
                 Some(e) => {
                     e.event_gen = gen;
-                    if refresh(e, flow, now, &config) {
+                    // Any event is activity, even one that changes nothing shown.
+                    let now_secs = secs_since(self.epoch, now);
+                    e.moved_secs = now_secs;
+                    if refresh(e, flow, now, now_secs, &config) {
                         out(EventKind::Update, e);
                     }
                 }
                 None => {
                     let owner = self.owner_for(&flow);
                     let mut e = new_entry(flow, now, &config, owner);
+                    e.moved_secs = secs_since(self.epoch, now);
                     e.event_gen = gen;
                     out(EventKind::New, &e);
                     self.entries.insert(key, e);
@@ -399,6 +446,12 @@ pub struct Aggregates {
     pub by_state: std::collections::BTreeMap<&'static str, usize>,
 }
 
+/// Whole seconds from `epoch` to `now`, plus one so that 0 means "never"
+/// (saturating: the table would have to run for 136 years).
+fn secs_since(epoch: Instant, now: Instant) -> u32 {
+    u32::try_from(now.saturating_duration_since(epoch).as_secs()).map_or(u32::MAX, |s| s.saturating_add(1))
+}
+
 fn deadline(flow: &Flow, now: Instant) -> Option<Instant> {
     flow.timeout.map(|t| now + Duration::from_secs(u64::from(t)))
 }
@@ -415,11 +468,14 @@ fn new_entry(flow: Flow, now: Instant, config: &TableConfig, owner: Option<Arc<O
         owner,
         dump_gen: 0,
         event_gen: 0,
+        moved_secs: 0,
     }
 }
 
 /// Merges a new reading into an entry; true when something visible changed.
-fn refresh(e: &mut Entry, mut flow: Flow, now: Instant, config: &TableConfig) -> bool {
+/// An entry whose record differs from the last reading (counters moved,
+/// state changed) becomes hot as of `now_secs`.
+fn refresh(e: &mut Entry, mut flow: Flow, now: Instant, now_secs: u32, config: &TableConfig) -> bool {
     e.deadline = deadline(&flow, now).or(e.deadline);
     // NEW/UPDATE events carry no counters and sometimes no timestamp: keep the
     // ones we have rather than forgetting them.
@@ -437,15 +493,19 @@ fn refresh(e: &mut Entry, mut flow: Flow, now: Instant, config: &TableConfig) ->
         }
         None => false,
     };
-    let changed = flow.differs_from(&e.flow) || rates_changed;
+    let moved = flow.differs_from(&e.flow);
+    if moved {
+        e.moved_secs = now_secs;
+    }
     e.flow = flow;
-    changed
+    moved || rates_changed
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::flow::model::{Counters, Family, ProtoState, Tuple};
+    use std::collections::BTreeSet;
     use std::net::{IpAddr, Ipv4Addr};
 
     fn flow(id: u32) -> Flow {
@@ -582,6 +642,71 @@ mod tests {
         t.apply_event(CtEventKind::Destroy, flow(9), now, &mut rec(&mut log));
         t.apply_dump_entry(g, flow(9), now, &mut rec(&mut log));
         t.end_dump(g, &mut rec(&mut log));
+        assert!(t.is_empty());
+    }
+
+    fn with_counters(mut f: Flow, orig_bytes: u64) -> Flow {
+        f.counters = Some(Counters {
+            orig_packets: orig_bytes / 100,
+            orig_bytes,
+            reply_packets: 0,
+            reply_bytes: 0,
+        });
+        f
+    }
+
+    /// Hot: appeared, moved or got an event since the given time. Idle
+    /// entries cool down; a refresh that finds them moving heats them up.
+    #[test]
+    fn hot_flows_are_the_recently_active_ones() {
+        let t0 = Instant::now();
+        let mut t = FlowTable::new(TableConfig::default());
+        let mut log = Log::new();
+        let g = t.begin_dump(false);
+        for id in 1..=4 {
+            t.apply_dump_entry(g, with_counters(flow(id), 100), t0, &mut rec(&mut log));
+        }
+        t.end_dump(g, &mut rec(&mut log));
+        let ids = |hot: Option<Vec<Flow>>| hot.map(|v| v.iter().map(|f| f.id).collect::<BTreeSet<u32>>());
+        let all: BTreeSet<u32> = (1..=4).collect();
+        assert_eq!(ids(t.hot_flows(t0, 10)), Some(all), "new flows are hot");
+        assert_eq!(ids(t.hot_flows(t0, 3)), None, "more than the limit");
+
+        // 5 s later: flow 2 moved (seen by a full dump), flow 3 got an event.
+        let t5 = t0 + Duration::from_secs(5);
+        let g = t.begin_dump(false);
+        for id in 1..=4 {
+            let bytes = if id == 2 { 900 } else { 100 };
+            t.apply_dump_entry(g, with_counters(flow(id), bytes), t5, &mut rec(&mut log));
+        }
+        t.end_dump(g, &mut rec(&mut log));
+        let mut f3 = flow(3);
+        f3.state = Some(ProtoState::Tcp(4));
+        t.apply_event(CtEventKind::Update, f3, t5, &mut rec(&mut log));
+        assert_eq!(ids(t.hot_flows(t5, 10)), Some(BTreeSet::from([2, 3])));
+
+        // A refresh of flow 1 finding it moved makes it hot and reports it.
+        let t7 = t0 + Duration::from_secs(7);
+        log.clear();
+        t.apply_refresh(with_counters(flow(1), 5000), t7, &mut rec(&mut log));
+        assert_eq!(log, vec![(EventKind::Update, 1)]);
+        assert_eq!(ids(t.hot_flows(t7, 10)), Some(BTreeSet::from([1])));
+        let rate = t.get(flow(1).key()).expect("entry").rate.rates().orig_bytes;
+        assert_eq!(rate, 2450.0, "4900 bytes over the 2 s since the last reading");
+    }
+
+    /// A refresh answer for a flow the table no longer has (its DESTROY
+    /// came in between) does not bring it back, and marks nothing for sweeps.
+    #[test]
+    fn refresh_of_a_destroyed_flow_is_dropped() {
+        let t0 = Instant::now();
+        let mut t = FlowTable::new(TableConfig::default());
+        let mut log = Log::new();
+        t.apply_event(CtEventKind::New, flow(1), t0, &mut rec(&mut log));
+        t.apply_event(CtEventKind::Destroy, flow(1), t0, &mut rec(&mut log));
+        log.clear();
+        t.apply_refresh(with_counters(flow(1), 100), t0, &mut rec(&mut log));
+        assert!(log.is_empty());
         assert!(t.is_empty());
     }
 

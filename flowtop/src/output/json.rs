@@ -116,6 +116,8 @@ impl<W: Write> JsonWriter<W> {
             "swept": stats.swept,
             "expired": stats.expired,
             "malformed": stats.malformed,
+            "refreshes": stats.refreshes,
+            "refreshed": stats.refreshed,
             "rcvbuf": rcvbuf,
         });
         self.value(&v)
