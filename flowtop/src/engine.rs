@@ -60,6 +60,17 @@ nft add table inet flowtop; nft add chain inet flowtop in '{ type filter hook in
 nft add rule inet flowtop in ct state established,related accept\n\
 or: iptables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT";
 
+/// Whether the hint above applies after a dump that returned nothing: a
+/// dump filtered in the kernel by protocol returns nothing when only other
+/// protocols are tracked, so the namespace's entry count decides (when it
+/// cannot be read, the empty dump is taken at its word).
+pub fn conntrack_is_empty() -> bool {
+    std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .is_none_or(|n| n == 0)
+}
+
 fn is_broken_pipe(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::BrokenPipe
 }
@@ -299,10 +310,11 @@ impl Engine {
             SourceMsg::DumpDone { gen, total } => {
                 test_panic_point("engine");
                 table.end_dump(gen, &mut sink);
+                table.stats.dumped = total;
                 self.pacing.ended(now);
                 self.forget_unused_addresses();
                 self.initial_table_done();
-                if gen == 1 && total == 0 {
+                if gen == 1 && total == 0 && conntrack_is_empty() {
                     self.warn(EMPTY_TABLE_HINT.to_owned());
                 }
                 if self.resync_pending {

@@ -46,7 +46,7 @@ pub fn run(args: &Args) -> Result<(), RunError> {
         enrichment.wait_for_names(enrichment.dns_timeout + enrich::start::ONCE_MARGIN);
         (summary, print_text(args, &table, &enrichment, stdout))
     };
-    if summary.total == 0 {
+    if summary.total == 0 && engine::conntrack_is_empty() {
         eprintln!("{}", engine::EMPTY_TABLE_HINT);
     }
     if summary.malformed > 0 {

@@ -30,7 +30,7 @@ pub enum SocketError {
 }
 
 impl SocketError {
-    fn io(what: &'static str, source: io::Error) -> Self {
+    pub(crate) fn io(what: &'static str, source: io::Error) -> Self {
         if source.raw_os_error() == Some(libc::EPERM) || source.raw_os_error() == Some(libc::EACCES) {
             SocketError::PermissionDenied(what)
         } else {

@@ -8,7 +8,9 @@ use std::thread;
 
 use tokio::sync::mpsc;
 
-use super::decode::{self, CtEventKind, Message};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::decode::{self, CtEventKind, Message, AF_INET, AF_INET6};
 use super::socket::{CtSocket, SocketError};
 use crate::flow::{Flow, Selection};
 
@@ -281,7 +283,43 @@ pub struct DumpSummary {
     pub first_error: Option<String>,
 }
 
-/// Runs one dump on `sock`, handing each datagram's selected flows to
+/// The kernel-side filters of one full dump: one dump per selected
+/// family and protocol when that makes few dumps (`-4U`, `-T`, `-TU`...:
+/// the kernel then skips entries of other protocols before marshalling
+/// them, and its filter needs a family), else one dump of everything
+/// (`None`), the selection being applied while decoding.
+pub fn kernel_filters(sel: &Selection) -> Vec<(u8, Option<u8>, Selection)> {
+    const MAX_FILTERED_DUMPS: usize = 4;
+    let protos: Vec<u8> = (0..=255u8).filter(|&p| sel.proto(p)).collect();
+    let families: Vec<(u8, bool, bool)> = [(AF_INET, true, false), (AF_INET6, false, true)]
+        .into_iter()
+        .filter(|&(_, v4, _)| if v4 { sel.ipv4 } else { sel.ipv6 })
+        .collect();
+    let parts = protos.len() * families.len();
+    if parts == 0 || parts > MAX_FILTERED_DUMPS || KERNEL_FILTER_REFUSED.load(Ordering::Relaxed) {
+        return vec![(sel.dump_family(), None, sel.clone())];
+    }
+    let mut out = Vec::with_capacity(parts);
+    for &(family, v4, v6) in &families {
+        for &p in &protos {
+            // Each part keeps only its own family and protocol: a kernel
+            // without CTA_FILTER sends everything to each, and no entry
+            // may be taken twice.
+            let mut part = Selection::none();
+            part.ipv4 = v4;
+            part.ipv6 = v6;
+            out.push((family, Some(p), part.with_proto(p)));
+        }
+    }
+    out
+}
+
+/// Set when the kernel refused a filtered dump: every later dump is
+/// unfiltered (and filtered while decoding, as before Linux 5.8).
+static KERNEL_FILTER_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// Runs one full dump on `sock` (one kernel dump per filter of
+/// [`kernel_filters`]), handing each datagram's selected flows to
 /// `on_chunk`; stops early (returning `None`) when `on_chunk` returns false.
 pub fn run_dump(
     sock: &mut CtSocket,
@@ -289,9 +327,42 @@ pub fn run_dump(
     seq: u32,
     mut on_chunk: impl FnMut(Vec<Flow>) -> bool,
 ) -> Result<Option<DumpSummary>, SocketError> {
-    const WHAT: &str = "dumping the conntrack table";
-    sock.request_dump(sel.dump_family(), seq)?;
     let mut summary = DumpSummary::default();
+    let mut request = Vec::new();
+    let mut parts = kernel_filters(sel);
+    let mut i = 0;
+    while i < parts.len() {
+        let (family, proto, part) = &parts[i];
+        request.clear();
+        super::request::append_dump(&mut request, *family, *proto, seq);
+        sock.send_requests(&request)
+            .map_err(|e| SocketError::io("requesting a conntrack dump", e))?;
+        match receive_dump(sock, part, &mut summary, &mut on_chunk) {
+            Ok(true) => i += 1,
+            Ok(false) => return Ok(None),
+            // Refused before sending anything: start over without filters.
+            Err(SocketError::Io { source, .. })
+                if proto.is_some()
+                    && i == 0
+                    && matches!(source.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) =>
+            {
+                KERNEL_FILTER_REFUSED.store(true, Ordering::Relaxed);
+                parts = kernel_filters(sel);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some(summary))
+}
+
+/// Reads one kernel dump to its end; false when `on_chunk` said stop.
+fn receive_dump(
+    sock: &mut CtSocket,
+    sel: &Selection,
+    summary: &mut DumpSummary,
+    on_chunk: &mut impl FnMut(Vec<Flow>) -> bool,
+) -> Result<bool, SocketError> {
+    const WHAT: &str = "dumping the conntrack table";
     loop {
         let datagram = match sock.recv() {
             Ok(d) => d,
@@ -322,7 +393,7 @@ pub fn run_dump(
             }
         });
         if !flows.is_empty() && !on_chunk(flows) {
-            return Ok(None);
+            return Ok(false);
         }
         if let Some(code) = error {
             return Err(if code == -libc::EPERM {
@@ -335,7 +406,50 @@ pub fn run_dump(
             });
         }
         if done {
-            return Ok(Some(summary));
+            return Ok(true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::model::proto;
+
+    #[test]
+    fn few_protocols_are_filtered_in_the_kernel_each_on_its_own() {
+        let mut sel = Selection::none().with_proto(proto::TCP).with_proto(proto::UDP);
+        sel.ipv4 = true;
+        let parts = kernel_filters(&sel);
+        assert_eq!(parts.len(), 2);
+        assert_eq!((parts[0].0, parts[0].1), (AF_INET, Some(proto::TCP)));
+        assert!(parts[0].2.proto(proto::TCP) && !parts[0].2.proto(proto::UDP));
+        assert!(parts[0].2.ipv4 && !parts[0].2.ipv6);
+        assert_eq!((parts[1].0, parts[1].1), (AF_INET, Some(proto::UDP)));
+        assert!(parts[1].2.proto(proto::UDP) && !parts[1].2.proto(proto::TCP));
+
+        // Both families: the kernel's filter needs one, so one dump each.
+        sel.ipv6 = true;
+        let parts = kernel_filters(&sel);
+        let keys: Vec<(u8, Option<u8>)> = parts.iter().map(|p| (p.0, p.1)).collect();
+        assert_eq!(
+            keys,
+            vec![
+                (AF_INET, Some(proto::TCP)),
+                (AF_INET, Some(proto::UDP)),
+                (AF_INET6, Some(proto::TCP)),
+                (AF_INET6, Some(proto::UDP))
+            ]
+        );
+        assert!(parts[3].2.ipv6 && !parts[3].2.ipv4);
+    }
+
+    #[test]
+    fn many_protocols_are_one_unfiltered_dump() {
+        let sel = Selection::everything();
+        let parts = kernel_filters(&sel);
+        assert_eq!(parts.len(), 1);
+        assert_eq!((parts[0].0, parts[0].1), (0, None));
+        assert_eq!(parts[0].2, sel);
     }
 }

@@ -83,6 +83,9 @@ pub struct TableStats {
     pub refreshes: u64,
     /// Entries those refreshes re-read.
     pub refreshed: u64,
+    /// Entries the kernel sent in the last full dump, selected or not
+    /// (with few protocols selected, the kernel filters: see `kernel_filters`).
+    pub dumped: u64,
 }
 
 /// Table configuration.

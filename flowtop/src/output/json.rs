@@ -118,6 +118,7 @@ impl<W: Write> JsonWriter<W> {
             "malformed": stats.malformed,
             "refreshes": stats.refreshes,
             "refreshed": stats.refreshed,
+            "dumped": stats.dumped,
             "rcvbuf": rcvbuf,
         });
         self.value(&v)
