@@ -1,6 +1,8 @@
 //! ctnetlink: attributes, message decoding, the socket and the sources.
 
 pub mod attrs;
+pub mod build;
 pub mod decode;
 pub mod socket;
 pub mod source;
+pub mod wire;
