@@ -32,6 +32,7 @@ pub type Target = fn(&[u8]);
 /// Every target, by name (the corpus directory names).
 pub const TARGETS: &[(&str, Target)] = &[
     ("ctnetlink", ctnetlink),
+    ("ctnetlink_diff", ctnetlink_diff),
     ("sock_events", sock_events),
     ("services_conf", services_conf),
     ("geoip_conf", geoip_conf),
@@ -88,7 +89,69 @@ pub fn ctnetlink(data: &[u8]) {
     }
 }
 
-fn base_flow() -> Flow {
+/// Every message of `datagram` through both attribute decoders (the
+/// in-place [`crate::conntrack::wire`] one and the crate-based reference);
+/// panics unless they agree: both `Ok` with the same value, or both `Err`.
+/// Returns the results (errors as text).
+pub fn decoders_agree(datagram: &[u8], sel: &Selection) -> Vec<Result<Message, String>> {
+    let mut wire = Vec::new();
+    decode::for_each_message(datagram, sel, |m| wire.push(m.map_err(|e| e.to_string())));
+    let mut reference = Vec::new();
+    decode::for_each_message_reference(datagram, sel, |m| reference.push(m.map_err(|e| e.to_string())));
+    assert_eq!(
+        wire.len(),
+        reference.len(),
+        "the decoders framed different message counts"
+    );
+    for (w, r) in wire.iter().zip(&reference) {
+        match (w, r) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "the decoders decoded different values"),
+            (Err(_), Err(_)) => {}
+            _ => panic!("the decoders disagree: wire {w:?}, reference {r:?}"),
+        }
+    }
+    wire
+}
+
+/// The same attribute body through both decoders: same value or both errors.
+fn flow_decoders_agree(family: Family, body: &[u8]) {
+    let wire = decode::decode_flow(family, body);
+    let reference = decode::decode_flow_reference(family, body);
+    match (&wire, &reference) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "the decoders decoded different flows"),
+        (Err(_), Err(_)) => {}
+        _ => panic!("the decoders disagree: wire {wire:?}, reference {reference:?}"),
+    }
+    let peek = decode::peek_protocol(body).ok();
+    assert_eq!(
+        peek,
+        decode::peek_protocol_reference(body).ok(),
+        "the protocol peeks disagree"
+    );
+}
+
+/// One netlink datagram through both ctnetlink decoders, which must agree
+/// on every message (see [`decoders_agree`]), with everything selected and
+/// with a narrow selection (the early filtering paths). The last input byte
+/// (padding in most datagrams) picks the narrow selection: that protocol
+/// only, IPv4 unless bit 0 is set, IPv6 unless bit 1 is.
+pub fn ctnetlink_diff(data: &[u8]) {
+    decoders_agree(data, &Selection::everything());
+    if let Some(&pick) = data.last() {
+        let mut narrow = Selection::none().with_proto(pick);
+        narrow.ipv4 = pick & 1 == 0;
+        narrow.ipv6 = pick & 2 == 0;
+        decoders_agree(data, &narrow);
+    }
+    // The attribute decoders alone, on the bytes after a nfgenmsg header.
+    if data.len() > 4 {
+        flow_decoders_agree(Family::Ipv4, &data[4..]);
+        flow_decoders_agree(Family::Ipv6, &data[4..]);
+    }
+}
+
+/// A TCP flow between two documentation addresses, no state or counters.
+pub fn test_flow() -> Flow {
     let a = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
     let b = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
     Flow {
@@ -136,7 +199,7 @@ pub fn sock_events(data: &[u8]) {
             continue;
         };
         if let Some((_, _, _, owner)) = owners.apply(&ev, proc_of) {
-            write_json(&base_flow(), Some(&owner));
+            write_json(&test_flow(), Some(&owner));
             let text = crate::output::safe::terminal_safe(&owner.comm);
             assert!(!text.chars().any(char::is_control), "control char in {text:?}");
         }
@@ -220,7 +283,7 @@ pub fn filter(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let Ok(f) = Filter::parse(&text) else { return };
     let book = AddressBook::new();
-    let mut flow = base_flow();
+    let mut flow = test_flow();
     book.update(flow.orig.dst, |v| {
         v.name = NameState::Name("h\u{1b}[2J\u{202e}.example".into());
         v.country = Some("NZ".into());

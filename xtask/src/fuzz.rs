@@ -20,6 +20,7 @@ use crate::cmd;
 
 pub const TARGETS: &[&str] = &[
     "ctnetlink",
+    "ctnetlink_diff",
     "sock_events",
     "services_conf",
     "geoip_conf",

@@ -1,10 +1,21 @@
 //! Turns ctnetlink messages into [`Flow`]s.
 //!
-//! Framing (netlink header, nfgenmsg) and the attributes that
-//! `netlink-packet-netfilter` types come from that crate; the rest comes from
-//! [`super::attrs`]. The selection is applied as early as possible: the
-//! family from the nfgenmsg and the protocol from a non-allocating peek, both
-//! before any attribute is decoded into owned values.
+//! Framing (netlink header, nfgenmsg) is shared by two attribute decoders:
+//!
+//! - [`super::wire`], the one [`for_each_message`] uses: walks the attributes
+//!   in place, allocates nothing.
+//! - the reference decoder (`decode_flow_reference`, reached through
+//!   [`for_each_message_reference`]): the attributes that
+//!   `netlink-packet-netfilter` types come from that crate, the rest from
+//!   [`super::attrs`]. It allocates a `Vec` per nested attribute list and
+//!   costs about 6 times the instructions per entry (`examples/decode_cost.rs`),
+//!   but it is built on the crate's own parsers and serves as the oracle the
+//!   wire decoder is checked against (differential proptests, the
+//!   `ctnetlink_diff` fuzz target).
+//!
+//! The selection is applied as early as possible: the family from the
+//! nfgenmsg and the protocol from a non-allocating peek, both before any
+//! attribute is decoded.
 
 use std::net::IpAddr;
 
@@ -17,6 +28,7 @@ use netlink_packet_netfilter::conntrack::{ConntrackAttribute, IPTuple, ProtoInfo
 use super::attrs::{
     self, CounterAttr, ExtraAttr, ExtraProtoInfo, IcmpTupleAttr, SctpInfoAttr, TimestampAttr,
 };
+use super::wire;
 use crate::flow::model::{proto, Counters, Family, Flow, Icmp, ProtoState, Tuple};
 use crate::flow::Selection;
 
@@ -59,10 +71,40 @@ pub enum Message {
     Ignored,
 }
 
+/// Which attribute decoder turns a conntrack entry into a [`Flow`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decoder {
+    /// [`super::wire`]: in place, no allocation.
+    Wire,
+    /// The crate-based oracle ([`decode_flow_reference`]).
+    Reference,
+}
+
 /// Decodes every netlink message in one datagram, calling `f` for each.
 /// A malformed message is reported through `f` as `Err` and decoding goes on
 /// with the next one when the framing allows it.
-pub fn for_each_message(datagram: &[u8], sel: &Selection, mut f: impl FnMut(Result<Message, DecodeError>)) {
+pub fn for_each_message(datagram: &[u8], sel: &Selection, f: impl FnMut(Result<Message, DecodeError>)) {
+    frame(datagram, sel, Decoder::Wire, f);
+}
+
+/// [`for_each_message`] through the crate-based reference decoder: the
+/// oracle of the differential tests, the `ctnetlink_diff` fuzz target and
+/// `examples/decode_cost.rs`. Not for production use (it allocates per
+/// nested attribute); public only so that examples can reach it.
+pub fn for_each_message_reference(
+    datagram: &[u8],
+    sel: &Selection,
+    f: impl FnMut(Result<Message, DecodeError>),
+) {
+    frame(datagram, sel, Decoder::Reference, f);
+}
+
+fn frame(
+    datagram: &[u8],
+    sel: &Selection,
+    decoder: Decoder,
+    mut f: impl FnMut(Result<Message, DecodeError>),
+) {
     let mut offset = 0;
     while offset + NETLINK_HEADER_LEN <= datagram.len() {
         let rest = &datagram[offset..];
@@ -75,7 +117,13 @@ pub fn for_each_message(datagram: &[u8], sel: &Selection, mut f: impl FnMut(Resu
             }
         };
         let len = nl.length() as usize;
-        f(decode_one(nl.message_type(), nl.flags(), nl.payload(), sel));
+        f(decode_one(
+            nl.message_type(),
+            nl.flags(),
+            nl.payload(),
+            sel,
+            decoder,
+        ));
         if len == 0 {
             return;
         }
@@ -83,7 +131,13 @@ pub fn for_each_message(datagram: &[u8], sel: &Selection, mut f: impl FnMut(Resu
     }
 }
 
-fn decode_one(msg_type: u16, flags: u16, payload: &[u8], sel: &Selection) -> Result<Message, DecodeError> {
+fn decode_one(
+    msg_type: u16,
+    flags: u16,
+    payload: &[u8],
+    sel: &Selection,
+    decoder: Decoder,
+) -> Result<Message, DecodeError> {
     match msg_type {
         NLMSG_DONE => return Ok(Message::Done),
         NLMSG_NOOP | NLMSG_OVERRUN => return Ok(Message::Ignored),
@@ -119,7 +173,11 @@ fn decode_one(msg_type: u16, flags: u16, payload: &[u8], sel: &Selection) -> Res
         return Ok(Message::Filtered);
     }
     let attrs = &payload[NFGENMSG_LEN..];
-    match peek_protocol(attrs)? {
+    let protocol = match decoder {
+        Decoder::Wire => wire::peek_protocol(attrs)?,
+        Decoder::Reference => peek_protocol_reference(attrs)?,
+    };
+    match protocol {
         Some(p) if sel.proto(p) => {}
         Some(_) => return Ok(Message::Filtered),
         None => {
@@ -128,11 +186,18 @@ fn decode_one(msg_type: u16, flags: u16, payload: &[u8], sel: &Selection) -> Res
             ))
         }
     }
-    Ok(Message::Flow(kind, decode_flow(family, attrs)?))
+    let flow = match decoder {
+        Decoder::Wire => wire::decode_flow(family, attrs)?,
+        Decoder::Reference => decode_flow_reference(family, attrs)?,
+    };
+    Ok(Message::Flow(kind, flow))
 }
 
-/// Finds `CTA_TUPLE_ORIG / CTA_TUPLE_PROTO / CTA_PROTO_NUM` without allocating.
-pub fn peek_protocol(attrs: &[u8]) -> Result<Option<u8>, DecodeError> {
+// The production attribute decoder, under the names callers know.
+pub use super::wire::{decode_flow, peek_protocol};
+
+/// The reference decoder's [`peek_protocol`], on the crate's `NlasIterator`.
+pub(crate) fn peek_protocol_reference(attrs: &[u8]) -> Result<Option<u8>, DecodeError> {
     for nla in NlasIterator::new(attrs) {
         let nla = nla?;
         if attrs::kind_of(&nla) != attrs::CTA_TUPLE_ORIG {
@@ -168,8 +233,11 @@ fn crate_types(kind: u16) -> bool {
     )
 }
 
-/// Decodes the attributes of one conntrack entry.
-pub fn decode_flow(family: Family, attrs: &[u8]) -> Result<Flow, DecodeError> {
+/// The reference decoder: the attributes of one conntrack entry decoded
+/// into the crate's typed attributes (and ours from [`super::attrs`]),
+/// then into a [`Flow`]. The oracle [`super::wire::decode_flow`] must agree
+/// with, on every input: same `Flow`, or both an error.
+pub(crate) fn decode_flow_reference(family: Family, attrs: &[u8]) -> Result<Flow, DecodeError> {
     let mut orig = None;
     let mut reply = None;
     let mut id = None;
@@ -403,11 +471,16 @@ mod tests {
     /// NEW, UPDATE (mark set) and DESTROY of one TCP entry, captured likewise.
     const EVENTS: &[u8] = include_bytes!("../../tests/data/events.bin");
 
+    fn both(bytes: &[u8], sel: &Selection) -> Vec<Result<Message, String>> {
+        crate::fuzzing::decoders_agree(bytes, sel)
+    }
+
     fn decode_all(bytes: &[u8], sel: &Selection) -> Vec<Message> {
-        let mut out = Vec::new();
         // The capture files are datagrams concatenated: messages are self-framed.
-        for_each_message(bytes, sel, |m| out.push(m.expect("captured bytes decode")));
-        out
+        both(bytes, sel)
+            .into_iter()
+            .map(|m| m.expect("captured bytes decode"))
+            .collect()
     }
 
     fn flows(msgs: &[Message]) -> Vec<&Flow> {
@@ -542,6 +615,7 @@ mod tests {
         let mut body = vec![0u8; attrs_list.as_slice().buffer_len()];
         attrs_list.as_slice().emit(&mut body);
         let flow = decode_flow(Family::Ipv4, &body).expect("decodes");
+        assert_eq!(decode_flow_reference(Family::Ipv4, &body).expect("decodes"), flow);
         assert_eq!(flow.proto, proto::DCCP);
         assert_eq!(flow.id, 4242);
         assert_eq!(flow.state.map(|s| s.name()), Some("OPEN"));
@@ -566,16 +640,18 @@ mod tests {
 
     #[test]
     fn truncated_and_missing_attributes_are_errors() {
-        let mut out = Vec::new();
+        let errors = |msg: &[u8]| -> Vec<bool> {
+            both(msg, &Selection::everything())
+                .iter()
+                .map(Result::is_err)
+                .collect()
+        };
         // A ctnetlink NEW whose body is only the nfgenmsg: no tuple.
         let mut msg = vec![20, 0, 0, 0, 0, 1, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0];
-        for_each_message(&msg, &Selection::everything(), |m| out.push(m.is_err()));
-        assert_eq!(out, vec![true]);
+        assert_eq!(errors(&msg), vec![true]);
         // A length field beyond the datagram.
         msg[0] = 200;
-        out.clear();
-        for_each_message(&msg, &Selection::everything(), |m| out.push(m.is_err()));
-        assert_eq!(out, vec![true]);
+        assert_eq!(errors(&msg), vec![true]);
     }
 
     #[test]
@@ -593,7 +669,7 @@ mod tests {
 
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            for_each_message(&bytes, &Selection::everything(), |_| {});
+            both(&bytes, &Selection::everything());
         }
 
         #[test]
@@ -602,14 +678,16 @@ mod tests {
             for (i, b) in flips {
                 bytes[i] = b;
             }
-            for_each_message(&bytes, &Selection::everything(), |_| {});
+            both(&bytes, &Selection::everything());
         }
 
         #[test]
         fn arbitrary_attribute_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let _ = decode_flow(Family::Ipv4, &bytes);
+            let wire = decode_flow(Family::Ipv4, &bytes).ok();
+            prop_assert_eq!(wire, decode_flow_reference(Family::Ipv4, &bytes).ok());
             let _ = attrs::parse_all(&bytes);
-            let _ = peek_protocol(&bytes);
+            let peek = peek_protocol(&bytes).ok();
+            prop_assert_eq!(peek, peek_protocol_reference(&bytes).ok());
         }
     }
 }
