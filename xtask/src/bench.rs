@@ -30,7 +30,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -780,13 +780,37 @@ pub(crate) fn timed_run(cmd: &mut Command, stderr_path: &Path, timeout: Duration
     })
 }
 
-/// Output of a running `flowtop --json`: total bytes and snapshot lines.
+/// Output of a running `flowtop --json`: total bytes and snapshot lines,
+/// `update` lines of the active flows of [`ACTIVE_PY`], the last `stats` line.
 #[derive(Default)]
 pub(crate) struct OutCounter {
     pub(crate) bytes: AtomicU64,
     pub(crate) snapshots: AtomicU64,
     pub(crate) lines: AtomicU64,
+    pub(crate) active_updates: AtomicU64,
+    pub(crate) stats: Mutex<Option<(u64, String)>>,
 }
+
+/// Destination port of the active flows [`ACTIVE_PY`] makes.
+const ACTIVE_DPORT: u16 = 9999;
+
+/// N UDP sockets on 127.0.0.1 ports 20000.. each sending a 100-byte datagram
+/// to port 9999 twice a second: N conntrack entries whose counters move.
+const ACTIVE_PY: &str = r#"
+import socket, sys, time
+n = int(sys.argv[1])
+socks = []
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 20000 + i))
+    socks.append(s)
+print("ready", flush=True)
+while True:
+    t = time.time()
+    for s in socks:
+        s.sendto(b"x" * 100, ("127.0.0.1", 9999))
+    time.sleep(max(0.0, 0.5 - (time.time() - t)))
+"#;
 
 pub(crate) fn spawn_counter(out: impl Read + Send + 'static) -> (Arc<OutCounter>, thread::JoinHandle<()>) {
     let c = Arc::new(OutCounter::default());
@@ -803,6 +827,15 @@ pub(crate) fn spawn_counter(out: impl Read + Send + 'static) -> (Arc<OutCounter>
                     c2.lines.fetch_add(1, Ordering::Relaxed);
                     if line.starts_with(br#"{"event":"snapshot""#) {
                         c2.snapshots.fetch_add(1, Ordering::Relaxed);
+                    } else if line.starts_with(br#"{"event":"update""#) {
+                        let dport = format!("\"dport\":{ACTIVE_DPORT},");
+                        if line.windows(dport.len()).any(|w| w == dport.as_bytes()) {
+                            c2.active_updates.fetch_add(1, Ordering::Relaxed);
+                        }
+                    } else if line.starts_with(br#"{"event":"stats""#) {
+                        let mut last = c2.stats.lock().unwrap_or_else(|p| p.into_inner());
+                        let seen = last.as_ref().map_or(0, |(k, _)| *k);
+                        *last = Some((seen + 1, String::from_utf8_lossy(&line).into_owned()));
                     }
                 }
             }
@@ -822,6 +855,37 @@ pub(crate) struct Steady {
     pub(crate) hwm_kib: u64,
     pub(crate) rss_kib: u64,
     pub(crate) note: String,
+    /// What flowtop's `stats` lines (SIGUSR1 before and after) counted
+    /// during the window; None when it printed none (an older flowtop).
+    pub(crate) refresh: Option<RefreshCounts>,
+    /// Flows made active during the window, and `update` lines about them.
+    pub(crate) active: Option<(u64, u64)>,
+}
+
+/// Full dumps and hot refreshes during a steady-state window.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RefreshCounts {
+    pub(crate) dumps: u64,
+    pub(crate) refreshes: u64,
+    pub(crate) refreshed: u64,
+}
+
+/// Asks a running `flowtop --json` for a `stats` line (SIGUSR1) and returns
+/// it, or None if none came within 2 s.
+fn ask_stats(pid: i32, counter: &OutCounter) -> Option<String> {
+    let before = counter.stats.lock().ok()?.as_ref().map_or(0, |(k, _)| *k);
+    // SAFETY: kill with a valid signal number.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end {
+        if let Some((k, line)) = counter.stats.lock().ok()?.as_ref() {
+            if *k > before {
+                return Some(line.clone());
+            }
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
 
 /// Measures CPU (% of one core) and memory of `pid` over `secs`.
@@ -868,7 +932,16 @@ pub(crate) struct Window {
     pub(crate) rss_kib: u64,
 }
 
-pub(crate) fn steady_flowtop(ns: &Netns, flowtop: &Path, n: u64, secs: f64, tmp: &Path) -> Result<Steady> {
+/// The steady state of `flowtop --json -t 1` on a table of `n` idle entries,
+/// plus `active` flows with traffic made once the table is loaded.
+pub(crate) fn steady_flowtop(
+    ns: &Netns,
+    flowtop: &Path,
+    n: u64,
+    active: u64,
+    secs: f64,
+    tmp: &Path,
+) -> Result<Steady> {
     let errp = tmp.join("steady-flowtop.err");
     let mut cmd = ns.cmd(&flowtop.to_string_lossy());
     cmd.args(["--json", "-t", "1", "-4UnG", "--no-sysctl"])
@@ -917,9 +990,49 @@ pub(crate) fn steady_flowtop(ns: &Netns, flowtop: &Path, n: u64, secs: f64, tmp:
         }
     }
     let warmup_s = t0.elapsed().as_secs_f64();
+    let _traffic = if active > 0 {
+        let script = tmp.join("active.py");
+        fs::write(&script, ACTIVE_PY)?;
+        let mut cmd = ns.cmd("python3");
+        cmd.arg(&script)
+            .arg(active.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .context("cannot start the traffic of the active flows")?;
+        let mut ready = String::new();
+        BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut ready)?;
+        let guard = ProcGuard::new(child, "active flows");
+        // Let the flows appear and their first rates be measured.
+        sleep_checked(Duration::from_secs(3))?;
+        Some(guard)
+    } else {
+        None
+    };
     let bytes_before = counter.bytes.load(Ordering::Relaxed);
     let lines_before = counter.lines.load(Ordering::Relaxed);
+    let active_before = counter.active_updates.load(Ordering::Relaxed);
+    let stats_before = ask_stats(pid, &counter);
     let w = measure_window(pid, secs, &mut || guard.exited())?;
+    let stats_after = ask_stats(pid, &counter);
+    let active_updates = counter.active_updates.load(Ordering::Relaxed) - active_before;
+    let refresh = match (stats_before, stats_after) {
+        (Some(a), Some(b)) => {
+            let d = |k: &str| {
+                field(&b, k)
+                    .unwrap_or(0)
+                    .saturating_sub(field(&a, k).unwrap_or(0))
+            };
+            Some(RefreshCounts {
+                dumps: d("dumps"),
+                refreshes: d("refreshes"),
+                refreshed: d("refreshed"),
+            })
+        }
+        _ => None,
+    };
     let dbytes = counter.bytes.load(Ordering::Relaxed) - bytes_before;
     let dlines = counter.lines.load(Ordering::Relaxed) - lines_before;
     if dlines > 0 {
@@ -940,7 +1053,16 @@ pub(crate) fn steady_flowtop(ns: &Netns, flowtop: &Path, n: u64, secs: f64, tmp:
         hwm_kib: w.hwm_kib,
         rss_kib: w.rss_kib,
         note: note.trim().to_string(),
+        refresh,
+        active: (active > 0).then_some((active, active_updates)),
     })
+}
+
+/// A non-negative integer field of a JSON line, by plain text search.
+fn field(line: &str, key: &str) -> Option<u64> {
+    let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let digits: String = line[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// A pseudo-terminal pair: (master, slave), both close-on-exec, with a
@@ -1077,6 +1199,8 @@ pub(crate) fn steady_netsniff(ns: &Netns, secs: f64) -> Result<Steady> {
         hwm_kib: w.hwm_kib,
         rss_kib: w.rss_kib,
         note: note.trim().to_string(),
+        refresh: None,
+        active: None,
     })
 }
 
@@ -1245,7 +1369,7 @@ fn one_size(opts: &DumpOpts, n: u64, flowtop: &Path, tmp: &Path, with_legacy: bo
             "steady state of flowtop --json -t 1 ({} s window)",
             opts.cpu_secs
         ));
-        Some(match steady_flowtop(&ns, flowtop, n, opts.cpu_secs, tmp) {
+        Some(match steady_flowtop(&ns, flowtop, n, 0, opts.cpu_secs, tmp) {
             Ok(s) => Ok(s),
             Err(e) if INTERRUPTED.load(Ordering::SeqCst) => return Err(e),
             Err(e) => Err(format!("{e:#}")),

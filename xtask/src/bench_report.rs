@@ -158,7 +158,12 @@ struct SizeRes {
     frame_ours: Vec<Result<Screen, String>>,
     frame_old: Option<Result<Screen, String>>,
     steady_json: Result<Steady, String>,
+    /// The same with [`ACTIVE_FLOWS`] flows moving data.
+    steady_active: Result<Steady, String>,
 }
+
+/// Flows with traffic in the second steady-state run of each size.
+const ACTIVE_FLOWS: u64 = 1000;
 
 fn keep(e: anyhow::Error) -> Result<String> {
     if INTERRUPTED.load(Ordering::SeqCst) {
@@ -284,7 +289,15 @@ fn one_size(opts: &Opts, n: u64, flowtop: &Path, tmp: &Path, legacy: bool) -> Re
         "{n}: steady state of flowtop --json -t 1 ({} s)",
         opts.window
     ));
-    let steady_json = match steady_flowtop(&ns, flowtop, n, opts.window, tmp) {
+    let steady_json = match steady_flowtop(&ns, flowtop, n, 0, opts.window, tmp) {
+        Ok(s) => Ok(s),
+        Err(e) => Err(keep(e)?),
+    };
+    log(format!(
+        "{n}: steady state of flowtop --json -t 1 with {ACTIVE_FLOWS} active flows ({} s)",
+        opts.window
+    ));
+    let steady_active = match steady_flowtop(&ns, flowtop, n, ACTIVE_FLOWS, opts.window, tmp) {
         Ok(s) => Ok(s),
         Err(e) => Err(keep(e)?),
     };
@@ -300,6 +313,7 @@ fn one_size(opts: &Opts, n: u64, flowtop: &Path, tmp: &Path, legacy: bool) -> Re
         frame_ours,
         frame_old,
         steady_json,
+        steady_active,
     })
 }
 
@@ -641,6 +655,30 @@ pub fn run(args: &[String]) -> Result<()> {
 
 // ---------------------------------------------------------------- report
 
+/// Full dumps and hot refreshes of a steady window, for the table.
+fn rereads(s: &Steady) -> String {
+    let Some(r) = s.refresh else {
+        return "no `stats` line".into();
+    };
+    let every = if r.dumps > 0 {
+        format!(" (one per {:.1} s)", s.window_s / r.dumps as f64)
+    } else {
+        String::new()
+    };
+    let mut cell = format!(
+        "{} full dumps{every}, {} hot refreshes ({} entries)",
+        r.dumps, r.refreshes, r.refreshed
+    );
+    if let Some((a, u)) = s.active {
+        let _ = write!(
+            cell,
+            "; {:.2} updates per active flow per s",
+            u as f64 / a as f64 / s.window_s
+        );
+    }
+    cell
+}
+
 fn pct(v: f64) -> String {
     format!("{v:.1} %")
 }
@@ -850,18 +888,24 @@ fn render(
         o,
         "CPU in % of one core (utime+stime from /proc/PID/stat) over a {} s window once the table \
          is loaded, and VmRSS / VmHWM at its end. `--json -t 1 -4UnG --no-sysctl` with stdout drained \
-         through a pipe; the screens in the tmux panes of section 1 (flowtop `-t 1`; 0.6.8 refreshes \
-         every second by default). One window each. \"rest\" is what the other processes of the \
-         machine used meanwhile (% of a core).\n",
+         through a pipe, on the idle table and again with {ACTIVE_FLOWS} more UDP flows on loopback \
+         each sending a datagram every 0.5 s (started 3 s before the window); the screens in the tmux \
+         panes of section 1 (flowtop `-t 1`; 0.6.8 refreshes every second by default). One window \
+         each. \"rest\" is what the other processes of the machine used meanwhile (% of a core, the \
+         traffic generator included). \"re-reads\": from flowtop's `stats` lines (SIGUSR1 before and \
+         after the window): full dumps (every entry) and hot refreshes (only flows with recent \
+         activity, one GET each), and for the active run the `update` lines about the active flows \
+         per flow per second (1.0 = every active flow's rates re-read every interval).\n",
         opts.window
     );
     o.push_str(
-        "| entries | tool | CPU | user / sys | rest | VmRSS | VmHWM | CPU vs 0.6.8 | VmRSS vs 0.6.8 |\n\
-         |---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| entries | tool | CPU | user / sys | rest | VmRSS | VmHWM | CPU vs 0.6.8 | VmRSS vs 0.6.8 | re-reads in the window |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     let mut json_rss: Vec<(u64, f64)> = Vec::new();
     let mut json_cpu: Vec<(u64, f64)> = Vec::new();
     let mut screen_cpu: Vec<(u64, f64)> = Vec::new();
+    let mut active_cpu: Vec<(u64, f64, Option<f64>)> = Vec::new();
     let mut notes = Vec::new();
     for r in sizes {
         let old: Option<&Window> = match &r.frame_old {
@@ -880,14 +924,15 @@ fn render(
                 let (a, b) = vs(s.cpu_pct, s.rss_kib as f64);
                 let _ = writeln!(
                     o,
-                    "| {} | flowtop --json -t 1 | {} | {:.1} / {:.1} | {:.0} | {} | {} | {a} | {b} |",
+                    "| {} | flowtop --json -t 1 | {} | {:.1} / {:.1} | {:.0} | {} | {} | {a} | {b} | {} |",
                     r.n,
                     pct(s.cpu_pct),
                     s.user_pct,
                     s.sys_pct,
                     s.other_pct,
                     mib(s.rss_kib as f64),
-                    mib(s.hwm_kib as f64)
+                    mib(s.hwm_kib as f64),
+                    rereads(s)
                 );
                 json_rss.push((r.n, s.rss_kib as f64 * 1024.0));
                 json_cpu.push((r.n, s.cpu_pct));
@@ -896,7 +941,35 @@ fn render(
                 }
             }
             Err(e) => {
-                let _ = writeln!(o, "| {} | flowtop --json -t 1 | failed: {e} | | | | | | |", r.n);
+                let _ = writeln!(o, "| {} | flowtop --json -t 1 | failed: {e} | | | | | | | |", r.n);
+            }
+        }
+        match &r.steady_active {
+            Ok(s) => {
+                let _ = writeln!(
+                    o,
+                    "| {} + {ACTIVE_FLOWS} active | flowtop --json -t 1 | {} | {:.1} / {:.1} | {:.0} | {} | {} | — | — | {} |",
+                    r.n,
+                    pct(s.cpu_pct),
+                    s.user_pct,
+                    s.sys_pct,
+                    s.other_pct,
+                    mib(s.rss_kib as f64),
+                    mib(s.hwm_kib as f64),
+                    rereads(s)
+                );
+                active_cpu.push((
+                    r.n,
+                    s.cpu_pct,
+                    s.active.map(|(a, u)| u as f64 / a as f64 / s.window_s),
+                ));
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    o,
+                    "| {} + {ACTIVE_FLOWS} active | flowtop --json -t 1 | failed: {e} | | | | | | | |",
+                    r.n
+                );
             }
         }
         if let Some(e) = r.frame_ours.iter().find_map(|s| s.as_ref().err()) {
@@ -912,7 +985,7 @@ fn render(
                 let (a, b) = vs(w.cpu_pct, w.rss_kib as f64);
                 let _ = writeln!(
                     o,
-                    "| {} | flowtop screen -t 1 | {} | {:.1} / {:.1} | {:.0} | {} | {} | {a} | {b} |",
+                    "| {} | flowtop screen -t 1 | {} | {:.1} / {:.1} | {:.0} | {} | {} | {a} | {b} | — |",
                     r.n,
                     pct(w.cpu_pct),
                     w.user_pct,
@@ -938,7 +1011,7 @@ fn render(
             (_, Some(w)) => {
                 let _ = writeln!(
                     o,
-                    "| {} | flowtop 0.6.8 screen | {} | {:.1} / {:.1} | {:.0} | {} | {} | 1.00× | 1.00× |",
+                    "| {} | flowtop 0.6.8 screen | {} | {:.1} / {:.1} | {:.0} | {} | {} | 1.00× | 1.00× | every entry, every interval |",
                     r.n,
                     pct(w.cpu_pct),
                     w.user_pct,
@@ -1014,6 +1087,17 @@ fn render(
                 met(c < 20.0)
             ));
         }
+    }
+    if let Some(&(_, c, per_s)) = active_cpu.iter().find(|(n, ..)| *n == 100_000) {
+        let fresh = per_s.map_or("not counted".to_string(), |u| {
+            format!("{u:.2} updates per active flow per second")
+        });
+        verdicts.push(format!(
+            "Steady state at 100000 flows + {ACTIVE_FLOWS} active under 20 % of one core, `--json -t 1`, \
+             rates of the active flows refreshed every second: {} ({fresh}): **{}**",
+            pct(c),
+            met(c < 20.0 && per_s.is_some_and(|u| u >= 0.9))
+        ));
     }
     let growth = |v: &[(u64, f64)]| {
         let a = v.iter().find(|(n, _)| *n == 100_000)?.1;
