@@ -5,8 +5,9 @@
 //! event, several dumps in one interval), the base reading is kept, so the
 //! bytes of the short gaps are counted in the next rate instead of dropped.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::clock::Millis;
 use super::model::Counters;
 
 /// Rates of one flow, both directions, per second.
@@ -20,32 +21,59 @@ pub struct Rates {
 
 /// The reading rates are measured from, and the last rates measured.
 ///
-/// Rates are kept as `f32` (seven significant digits are plenty for a
-/// rate; one meter per flow, so its size counts at a million flows).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// One meter per flow, so its size counts at a million flows: rates are
+/// kept as `f32` (seven significant digits are plenty for a rate), the base
+/// reading's time as table [`Millis`] rather than an `Instant`, and its
+/// counters not at all as long as they are the flow's own: the caller
+/// keeps the counters of the last reading (the flow's), and passes them to
+/// [`RateMeter::observe`]. Only a reading that came too soon after the base
+/// to measure over makes them differ; the base's counters are then kept
+/// aside, boxed, until the next measurement.
+#[derive(Debug, Clone, PartialEq)]
 pub struct RateMeter {
-    base: Option<(Instant, Counters)>,
     /// orig bytes, reply bytes, orig packets, reply packets per second.
     per_sec: [f32; 4],
+    base_at: Millis,
+    /// False until the first reading (then `base_at` means nothing).
+    has_base: bool,
     /// False until two readings a window apart gave a rate: before that the
     /// rate is unknown, not zero.
     measured: bool,
+    /// The base reading's counters, when they are not the last reading's.
+    lagging_base: Option<Box<Counters>>,
 }
 
 impl RateMeter {
     pub fn new() -> Self {
         RateMeter {
-            base: None,
             per_sec: [0.0; 4],
+            base_at: Millis(0),
+            has_base: false,
             measured: false,
+            lagging_base: None,
         }
     }
 
-    /// Feeds one counter reading taken at `now`. Returns whether the rates
-    /// were recomputed.
-    pub fn observe(&mut self, counters: Counters, now: Instant, window: Duration) -> bool {
-        let Some((t0, c0)) = self.base else {
-            self.base = Some((now, counters));
+    /// Makes the reading at `now` the base (its counters: the caller's).
+    fn rebase(&mut self, now: Millis) {
+        self.base_at = now;
+        self.has_base = true;
+        self.lagging_base = None;
+    }
+
+    /// Feeds one counter reading taken at `now`; `held` are the counters
+    /// of the previous reading, which the caller keeps and replaces with
+    /// `counters` afterwards. Returns whether the rates were recomputed.
+    pub fn observe(
+        &mut self,
+        held: Option<Counters>,
+        counters: Counters,
+        now: Millis,
+        window: Duration,
+    ) -> bool {
+        let base = self.lagging_base.as_deref().copied().or(held);
+        let (true, Some(c0)) = (self.has_base, base) else {
+            self.rebase(now);
             return false;
         };
         let went_backwards = counters.orig_bytes < c0.orig_bytes
@@ -55,13 +83,18 @@ impl RateMeter {
         if went_backwards {
             // Counters were zeroed (conntrack -Z) or the id now names another
             // entry: start over instead of reporting a negative rate.
-            self.base = Some((now, counters));
+            self.rebase(now);
             self.per_sec = [0.0; 4];
             self.measured = false;
             return true;
         }
-        let elapsed = now.saturating_duration_since(t0);
+        let elapsed = Duration::from_millis(u64::from(now.since(self.base_at)));
         if elapsed < window || elapsed.is_zero() {
+            // Too soon to measure: the base stays, so its counters are kept
+            // aside once the caller's move on.
+            if self.lagging_base.is_none() && c0 != counters {
+                self.lagging_base = Some(Box::new(c0));
+            }
             return false;
         }
         let secs = elapsed.as_secs_f64();
@@ -72,7 +105,7 @@ impl RateMeter {
             per_sec(counters.orig_packets, c0.orig_packets),
             per_sec(counters.reply_packets, c0.reply_packets),
         ];
-        self.base = Some((now, counters));
+        self.rebase(now);
         self.measured = true;
         true
     }
@@ -104,6 +137,40 @@ impl Default for RateMeter {
 mod tests {
     use super::*;
 
+    /// The table clock `ms` milliseconds after some start.
+    fn at(ms: u32) -> Millis {
+        Millis(1_000 + ms)
+    }
+
+    /// A meter and the counters its caller keeps.
+    struct Flow {
+        meter: RateMeter,
+        held: Option<Counters>,
+    }
+
+    impl Flow {
+        fn new() -> Self {
+            Flow {
+                meter: RateMeter::new(),
+                held: None,
+            }
+        }
+
+        fn observe(&mut self, c: Counters, now: Millis, w: Duration) -> bool {
+            let r = self.meter.observe(self.held, c, now, w);
+            self.held = Some(c);
+            r
+        }
+
+        fn rates(&self) -> Rates {
+            self.meter.rates()
+        }
+
+        fn measured_rates(&self) -> Option<Rates> {
+            self.meter.measured_rates()
+        }
+    }
+
     fn c(ob: u64, rb: u64) -> Counters {
         Counters {
             orig_packets: ob / 100,
@@ -115,39 +182,44 @@ mod tests {
 
     #[test]
     fn rate_is_delta_over_real_elapsed_time() {
-        let t0 = Instant::now();
         let w = Duration::from_millis(500);
-        let mut m = RateMeter::new();
-        m.observe(c(0, 0), t0, w);
+        let mut m = Flow::new();
+        m.observe(c(0, 0), at(0), w);
         assert_eq!(m.measured_rates(), None, "one reading is no rate");
-        assert!(m.observe(c(3000, 1000), t0 + Duration::from_secs(2), w));
+        assert!(m.observe(c(3000, 1000), at(2000), w));
         assert_eq!(m.rates().orig_bytes, 1500.0);
         assert_eq!(m.rates().reply_bytes, 500.0);
     }
 
     #[test]
     fn readings_inside_one_window_lose_no_bytes() {
-        let t0 = Instant::now();
         let w = Duration::from_secs(1);
-        let mut m = RateMeter::new();
-        m.observe(c(0, 0), t0, w);
+        let mut m = Flow::new();
+        m.observe(c(0, 0), at(0), w);
         // Two readings 100 ms apart: too close, the base stays.
-        assert!(!m.observe(c(500, 0), t0 + Duration::from_millis(100), w));
-        assert!(!m.observe(c(900, 0), t0 + Duration::from_millis(200), w));
+        assert!(!m.observe(c(500, 0), at(100), w));
+        assert!(!m.observe(c(900, 0), at(200), w));
         // The next one covers all 1000 bytes since t0.
-        assert!(m.observe(c(1000, 0), t0 + Duration::from_secs(1), w));
+        assert!(
+            m.meter.lagging_base.is_some(),
+            "the base's counters are kept aside"
+        );
+        assert!(m.observe(c(1000, 0), at(1000), w));
         assert_eq!(m.rates().orig_bytes, 1000.0);
+        assert!(m.meter.lagging_base.is_none());
+        // An unchanged reading too soon needs nothing kept aside.
+        assert!(!m.observe(c(1000, 0), at(1100), w));
+        assert!(m.meter.lagging_base.is_none());
     }
 
     #[test]
     fn counters_going_backwards_reset_instead_of_underflowing() {
-        let t0 = Instant::now();
         let w = Duration::from_millis(10);
-        let mut m = RateMeter::new();
-        m.observe(c(5000, 5000), t0, w);
-        assert!(m.observe(c(10, 10), t0 + Duration::from_secs(1), w));
+        let mut m = Flow::new();
+        m.observe(c(5000, 5000), at(0), w);
+        assert!(m.observe(c(10, 10), at(1000), w));
         assert_eq!(m.rates(), Rates::default());
-        assert!(m.observe(c(110, 10), t0 + Duration::from_secs(2), w));
+        assert!(m.observe(c(110, 10), at(2000), w));
         assert_eq!(m.rates().orig_bytes, 100.0);
     }
 }
