@@ -24,12 +24,12 @@ pub struct Rates {
 /// One meter per flow, so its size counts at a million flows: rates are
 /// kept as `f32` (seven significant digits are plenty for a rate), the base
 /// reading's time as table [`Millis`] rather than an `Instant`, and its
-/// counters not at all as long as they are the flow's own: the caller
-/// keeps the counters of the last reading (the flow's), and passes them to
-/// [`RateMeter::observe`]. Only a reading that came too soon after the base
-/// to measure over makes them differ; the base's counters are then kept
-/// aside, boxed, until the next measurement.
-#[derive(Debug, Clone, PartialEq)]
+/// counters not at all: the caller has them. They are the last reading's
+/// (the flow's own), unless a reading came too soon after the base to
+/// measure over ([`RateMeter::lagging`]); the caller keeps them aside
+/// then, until the next measurement. That is rare, so not worth 32 bytes
+/// in every meter.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateMeter {
     /// orig bytes, reply bytes, orig packets, reply packets per second.
     per_sec: [f32; 4],
@@ -39,8 +39,8 @@ pub struct RateMeter {
     /// False until two readings a window apart gave a rate: before that the
     /// rate is unknown, not zero.
     measured: bool,
-    /// The base reading's counters, when they are not the last reading's.
-    lagging_base: Option<Box<Counters>>,
+    /// The base reading's counters are not the last reading's.
+    lagging: bool,
 }
 
 impl RateMeter {
@@ -50,28 +50,37 @@ impl RateMeter {
             base_at: Millis(0),
             has_base: false,
             measured: false,
-            lagging_base: None,
+            lagging: false,
         }
+    }
+
+    /// Whether the base reading is older than the last one: its counters
+    /// are then not the flow's, and the caller keeps them aside.
+    pub fn lagging(&self) -> bool {
+        self.lagging
     }
 
     /// Makes the reading at `now` the base (its counters: the caller's).
     fn rebase(&mut self, now: Millis) {
         self.base_at = now;
         self.has_base = true;
-        self.lagging_base = None;
+        self.lagging = false;
     }
 
-    /// Feeds one counter reading taken at `now`; `held` are the counters
-    /// of the previous reading, which the caller keeps and replaces with
-    /// `counters` afterwards. Returns whether the rates were recomputed.
+    /// Feeds one counter reading taken at `now`. `base` are the base
+    /// reading's counters: the previous reading's (the flow's, which the
+    /// caller replaces with `counters` afterwards), or while
+    /// [`lagging`](Self::lagging) the ones the caller kept aside. When this
+    /// makes the meter lag, the caller keeps `base` aside; when it stops
+    /// lagging, the caller may forget them. Returns whether the rates were
+    /// recomputed.
     pub fn observe(
         &mut self,
-        held: Option<Counters>,
+        base: Option<Counters>,
         counters: Counters,
         now: Millis,
         window: Duration,
     ) -> bool {
-        let base = self.lagging_base.as_deref().copied().or(held);
         let (true, Some(c0)) = (self.has_base, base) else {
             self.rebase(now);
             return false;
@@ -90,11 +99,9 @@ impl RateMeter {
         }
         let elapsed = Duration::from_millis(u64::from(now.since(self.base_at)));
         if elapsed < window || elapsed.is_zero() {
-            // Too soon to measure: the base stays, so its counters are kept
-            // aside once the caller's move on.
-            if self.lagging_base.is_none() && c0 != counters {
-                self.lagging_base = Some(Box::new(c0));
-            }
+            // Too soon to measure: the base stays, so its counters must be
+            // kept aside once the flow's move on.
+            self.lagging |= c0 != counters;
             return false;
         }
         let secs = elapsed.as_secs_f64();
@@ -142,10 +149,12 @@ mod tests {
         Millis(1_000 + ms)
     }
 
-    /// A meter and the counters its caller keeps.
+    /// A meter and what its caller keeps: the flow's counters, and the
+    /// base's while the meter lags.
     struct Flow {
         meter: RateMeter,
         held: Option<Counters>,
+        aside: Option<Counters>,
     }
 
     impl Flow {
@@ -153,11 +162,18 @@ mod tests {
             Flow {
                 meter: RateMeter::new(),
                 held: None,
+                aside: None,
             }
         }
 
         fn observe(&mut self, c: Counters, now: Millis, w: Duration) -> bool {
-            let r = self.meter.observe(self.held, c, now, w);
+            let base = if self.meter.lagging() {
+                self.aside
+            } else {
+                self.held
+            };
+            let r = self.meter.observe(base, c, now, w);
+            self.aside = if self.meter.lagging() { base } else { None };
             self.held = Some(c);
             r
         }
@@ -199,17 +215,14 @@ mod tests {
         // Two readings 100 ms apart: too close, the base stays.
         assert!(!m.observe(c(500, 0), at(100), w));
         assert!(!m.observe(c(900, 0), at(200), w));
+        assert!(m.meter.lagging(), "the base's counters are kept aside");
         // The next one covers all 1000 bytes since t0.
-        assert!(
-            m.meter.lagging_base.is_some(),
-            "the base's counters are kept aside"
-        );
         assert!(m.observe(c(1000, 0), at(1000), w));
         assert_eq!(m.rates().orig_bytes, 1000.0);
-        assert!(m.meter.lagging_base.is_none());
+        assert!(!m.meter.lagging());
         // An unchanged reading too soon needs nothing kept aside.
         assert!(!m.observe(c(1000, 0), at(1100), w));
-        assert!(m.meter.lagging_base.is_none());
+        assert!(!m.meter.lagging());
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! - an entry destroyed while a dump runs is not resurrected by that dump;
 //! - an entry whose timeout ran out is expired even when DESTROY is late.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// foldhash: several times cheaper than SipHash per lookup, randomly seeded
 /// per process like std's, so tuples chosen by peers cannot aim at one bucket.
@@ -19,8 +19,8 @@ type FastState = foldhash::fast::RandomState;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::clock::Clock;
-use super::model::{proto, Flow, FlowKey};
+use super::clock::{Clock, Millis};
+use super::model::{proto, Counters, Flow, FlowKey};
 use super::rate::RateMeter;
 use super::store::{Keyed, Store};
 use crate::attribution::ebpf_owners::{Generational, OwnedSocket};
@@ -134,6 +134,9 @@ pub struct FlowTable {
     dump_is_resync: bool,
     /// Ids destroyed while the current dump runs.
     tombstones: HashSet<FlowKey, FastState>,
+    /// The base counters of the rate meters that lag their flow's (see
+    /// [`RateMeter::lagging`]): few, so kept here rather than in every entry.
+    rate_bases: RateBases,
     /// The latest socket index from /proc, asked when a flow appears.
     index: Option<Arc<SocketIndex>>,
     /// Sockets seen by the eBPF programs (exact local/remote ends), bounded.
@@ -157,6 +160,7 @@ impl FlowTable {
             dump_running: false,
             dump_is_resync: false,
             tombstones: HashSet::default(),
+            rate_bases: RateBases::default(),
             index: None,
             ebpf_sockets: Generational::new(EBPF_SOCKETS_HALF),
             stats: TableStats::default(),
@@ -214,7 +218,7 @@ impl FlowTable {
         match self.entries.get_mut(&key) {
             Some(e) => {
                 e.dump_gen = gen32(gen);
-                if refresh(e, flow, now, &self.clock, &config) {
+                if refresh(e, flow, now, &self.clock, &config, &mut self.rate_bases) {
                     out(EventKind::Update, e);
                 }
             }
@@ -243,10 +247,11 @@ impl FlowTable {
         // An entry's event generation is at most the current one, so "not
         // touched since the dump began" is "not equal".
         let gen = gen32(gen);
-        let stats = &mut self.stats;
+        let (stats, bases) = (&mut self.stats, &mut self.rate_bases);
         self.entries.remove_if(
             |e| e.dump_gen != gen && e.event_gen != gen,
             |e| {
+                bases.forget(&e);
                 stats.swept += 1;
                 out(EventKind::Destroy, &e);
             },
@@ -260,7 +265,7 @@ impl FlowTable {
     pub fn apply_refresh(&mut self, flow: Flow, now: Instant, out: &mut impl FnMut(EventKind, &Entry)) {
         let config = self.config;
         if let Some(e) = self.entries.get_mut(&flow.key()) {
-            if refresh(e, flow, now, &self.clock, &config) {
+            if refresh(e, flow, now, &self.clock, &config, &mut self.rate_bases) {
                 out(EventKind::Update, e);
             }
         }
@@ -311,7 +316,7 @@ impl FlowTable {
                     e.event_gen = gen32(gen);
                     // Any event is activity, even one that changes nothing shown.
                     e.moved_secs = self.clock.secs(now);
-                    if refresh(e, flow, now, &self.clock, &config) {
+                    if refresh(e, flow, now, &self.clock, &config, &mut self.rate_bases) {
                         out(EventKind::Update, e);
                     }
                 }
@@ -330,11 +335,11 @@ impl FlowTable {
                 if let Some(mut e) = self.entries.remove(&key) {
                     // DESTROY carries the final counters; keep what we knew otherwise.
                     if let Some(c) = flow.counters {
-                        let held = e.flow.counters;
-                        e.rate
-                            .observe(held, c, self.clock.millis(now), config.rate_window);
+                        let now = self.clock.millis(now);
+                        self.rate_bases.observe(&mut e, c, now, config.rate_window);
                         e.flow.counters = Some(c);
                     }
+                    self.rate_bases.forget(&e);
                     out(EventKind::Destroy, &e);
                 }
             }
@@ -348,10 +353,11 @@ impl FlowTable {
         let grace = self.config.expiry_grace;
         let grace = u32::try_from(grace.as_secs() + u64::from(grace.subsec_nanos() > 0)).unwrap_or(u32::MAX);
         let now = self.clock.secs(now);
-        let stats = &mut self.stats;
+        let (stats, bases) = (&mut self.stats, &mut self.rate_bases);
         self.entries.remove_if(
             |e| e.deadline_secs != 0 && now > e.deadline_secs.saturating_add(grace),
             |e| {
+                bases.forget(&e);
                 stats.expired += 1;
                 out(EventKind::Destroy, &e);
             },
@@ -470,6 +476,42 @@ pub struct Aggregates {
     pub by_state: std::collections::BTreeMap<&'static str, usize>,
 }
 
+/// The base counters of lagging rate meters, by flow (see
+/// [`RateMeter::lagging`]).
+#[derive(Debug, Default)]
+struct RateBases(HashMap<FlowKey, Counters, FastState>);
+
+impl RateBases {
+    /// Feeds a counter reading of `e` (not yet stored in `e.flow`) to its
+    /// rate meter, keeping the meter's base aside while it lags.
+    fn observe(&mut self, e: &mut Entry, c: Counters, now: Millis, window: Duration) -> bool {
+        let lagged = e.rate.lagging();
+        let base = if lagged {
+            self.0.get(&e.flow.key()).copied()
+        } else {
+            e.flow.counters
+        };
+        let recomputed = e.rate.observe(base, c, now, window);
+        match (lagged, e.rate.lagging(), base) {
+            (false, true, Some(b)) => {
+                self.0.insert(e.flow.key(), b);
+            }
+            (true, false, _) => {
+                self.0.remove(&e.flow.key());
+            }
+            _ => {}
+        }
+        recomputed
+    }
+
+    /// Drops what was kept for `e`, which leaves the table.
+    fn forget(&mut self, e: &Entry) {
+        if e.rate.lagging() {
+            self.0.remove(&e.flow.key());
+        }
+    }
+}
+
 /// When the kernel will expire the flow read at `now`, in table seconds
 /// (0: unknown).
 fn deadline(flow: &Flow, now: Instant, clock: &Clock) -> u32 {
@@ -502,7 +544,14 @@ fn new_entry(
 /// Merges a new reading (of the same flow: same key) into an entry; true
 /// when something visible changed. An entry whose record differs from the
 /// last reading (counters moved, state changed) becomes hot as of `now`.
-fn refresh(e: &mut Entry, mut flow: Flow, now: Instant, clock: &Clock, config: &TableConfig) -> bool {
+fn refresh(
+    e: &mut Entry,
+    mut flow: Flow,
+    now: Instant,
+    clock: &Clock,
+    config: &TableConfig,
+    bases: &mut RateBases,
+) -> bool {
     match deadline(&flow, now, clock) {
         0 => {}
         d => e.deadline_secs = d,
@@ -518,8 +567,7 @@ fn refresh(e: &mut Entry, mut flow: Flow, now: Instant, clock: &Clock, config: &
     let rates_changed = match flow.counters {
         Some(c) => {
             let before = e.rate.rates();
-            e.rate
-                .observe(e.flow.counters, c, clock.millis(now), config.rate_window);
+            bases.observe(e, c, clock.millis(now), config.rate_window);
             e.rate.rates() != before
         }
         None => false,
@@ -847,13 +895,44 @@ mod tests {
         assert_eq!(a.by_state.get("ESTABLISHED"), Some(&1));
     }
 
+    /// A reading too soon after the base keeps the base's counters aside
+    /// (so its bytes count in the next rate) until the next measurement,
+    /// or until the flow leaves the table.
+    #[test]
+    fn a_lagging_rate_base_is_kept_aside_and_forgotten() {
+        let t0 = Instant::now();
+        let mut t = FlowTable::new(TableConfig::default());
+        let mut log = Log::new();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        for id in [1, 2] {
+            t.apply_event(
+                CtEventKind::New,
+                with_counters(flow(id), 100),
+                t0,
+                &mut rec(&mut log),
+            );
+            t.apply_refresh(with_counters(flow(id), 500), at(200), &mut rec(&mut log));
+        }
+        assert_eq!(t.rate_bases.0.len(), 2, "both read again 200 ms after their base");
+        t.apply_refresh(with_counters(flow(1), 1100), at(1000), &mut rec(&mut log));
+        let e = t.get(flow(1).key()).expect("entry");
+        assert_eq!(
+            e.rate.rates().orig_bytes,
+            1000.0,
+            "1000 bytes since the base, not 600"
+        );
+        assert_eq!(t.rate_bases.0.len(), 1);
+        t.apply_event(CtEventKind::Destroy, flow(2), at(1000), &mut rec(&mut log));
+        assert!(t.rate_bases.0.is_empty());
+    }
+
     /// One entry per flow: its size is most of flowtop's memory on a big
     /// table (issue 6 asks for under 300 bytes per flow in all). The flow
     /// itself is 184 bytes.
     #[test]
     fn entries_stay_small() {
         assert!(
-            std::mem::size_of::<Entry>() <= 240,
+            std::mem::size_of::<Entry>() <= 232,
             "{}",
             std::mem::size_of::<Entry>()
         );
