@@ -4,11 +4,12 @@
 //! Why not a `HashMap<Key, Entry>`: a swiss table keeps its values in its
 //! bucket array, which is 1.14 to 2.3 buckets per value (load 0.875 down to
 //! 0.44 after a doubling), and while it grows it holds the old and the new
-//! array at once. With values of ~260 bytes that is most of flowtop's memory
+//! array at once. With values of 232 bytes that is most of flowtop's memory
 //! at a million flows. Here the values sit in fixed-size chunks that are
 //! never moved or doubled (a freed slot is reused before a new chunk is
 //! made), and only the index doubles, at 5 bytes per bucket (a `u32` slot
-//! and a control byte).
+//! and a control byte). Like the map's arrays, chunks are not given back
+//! when the table shrinks: their slots wait for the next flows.
 //!
 //! The key is not stored: it is derived from the value ([`Keyed`]), so a
 //! value must keep its key while it is in the store (the flow table only
@@ -18,7 +19,7 @@ use std::hash::{BuildHasher, Hash};
 
 use hashbrown::HashTable;
 
-/// Values per chunk: 2^17 flow entries are 31 MB, reserved at once but
+/// Values per chunk: 2^17 flow entries are 30 MB, reserved at once but
 /// resident only as slots fill (an allocation that big is mapped on its
 /// own, see main.rs, and its pages are backed when first written), and a
 /// million flows take only eight chunks.
