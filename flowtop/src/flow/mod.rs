@@ -1,7 +1,9 @@
 //! The pure flow model and table: no I/O, time passed in by the caller.
 
+pub mod clock;
 pub mod model;
 pub mod rate;
+mod store;
 pub mod table;
 
 pub use model::{Family, Flow};

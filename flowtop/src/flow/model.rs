@@ -193,13 +193,17 @@ pub struct FlowKey {
 impl Flow {
     /// The table key of this entry.
     pub fn key(&self) -> FlowKey {
-        use std::hash::{Hash, Hasher};
-        // Fixed keys: the hash must be the same for every reading of a flow.
-        let mut h = std::hash::DefaultHasher::new();
-        (self.proto, self.zone, &self.orig).hash(&mut h);
+        use std::hash::BuildHasher;
+        // A fixed seed: the hash must be the same for every reading of a
+        // flow. foldhash rather than std's SipHash because the table asks
+        // for the key of every reading and on every lookup (it does not
+        // store it); bucket choice is not at stake here (the table's index
+        // hashes the key again with a random seed), only equality.
+        const TUPLE_HASH: foldhash::quality::FixedState =
+            foldhash::quality::FixedState::with_seed(0x0066_6c6f_7774_6f70);
         FlowKey {
             id: self.id,
-            tuple_hash: h.finish(),
+            tuple_hash: TUPLE_HASH.hash_one((self.proto, self.zone, &self.orig)),
         }
     }
 

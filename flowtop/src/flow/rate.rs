@@ -5,8 +5,9 @@
 //! event, several dumps in one interval), the base reading is kept, so the
 //! bytes of the short gaps are counted in the next rate instead of dropped.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::clock::Millis;
 use super::model::Counters;
 
 /// Rates of one flow, both directions, per second.
@@ -20,32 +21,68 @@ pub struct Rates {
 
 /// The reading rates are measured from, and the last rates measured.
 ///
-/// Rates are kept as `f32` (seven significant digits are plenty for a
-/// rate; one meter per flow, so its size counts at a million flows).
+/// One meter per flow, so its size counts at a million flows: rates are
+/// kept as `f32` (seven significant digits are plenty for a rate), the base
+/// reading's time as table [`Millis`] rather than an `Instant`, and its
+/// counters not at all: the caller has them. They are the last reading's
+/// (the flow's own), unless a reading came too soon after the base to
+/// measure over ([`RateMeter::lagging`]); the caller keeps them aside
+/// then, until the next measurement. That is rare, so not worth 32 bytes
+/// in every meter.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateMeter {
-    base: Option<(Instant, Counters)>,
     /// orig bytes, reply bytes, orig packets, reply packets per second.
     per_sec: [f32; 4],
+    base_at: Millis,
+    /// False until the first reading (then `base_at` means nothing).
+    has_base: bool,
     /// False until two readings a window apart gave a rate: before that the
     /// rate is unknown, not zero.
     measured: bool,
+    /// The base reading's counters are not the last reading's.
+    lagging: bool,
 }
 
 impl RateMeter {
     pub fn new() -> Self {
         RateMeter {
-            base: None,
             per_sec: [0.0; 4],
+            base_at: Millis(0),
+            has_base: false,
             measured: false,
+            lagging: false,
         }
     }
 
-    /// Feeds one counter reading taken at `now`. Returns whether the rates
-    /// were recomputed.
-    pub fn observe(&mut self, counters: Counters, now: Instant, window: Duration) -> bool {
-        let Some((t0, c0)) = self.base else {
-            self.base = Some((now, counters));
+    /// Whether the base reading is older than the last one: its counters
+    /// are then not the flow's, and the caller keeps them aside.
+    pub fn lagging(&self) -> bool {
+        self.lagging
+    }
+
+    /// Makes the reading at `now` the base (its counters: the caller's).
+    fn rebase(&mut self, now: Millis) {
+        self.base_at = now;
+        self.has_base = true;
+        self.lagging = false;
+    }
+
+    /// Feeds one counter reading taken at `now`. `base` are the base
+    /// reading's counters: the previous reading's (the flow's, which the
+    /// caller replaces with `counters` afterwards), or while
+    /// [`lagging`](Self::lagging) the ones the caller kept aside. When this
+    /// makes the meter lag, the caller keeps `base` aside; when it stops
+    /// lagging, the caller may forget them. Returns whether the rates were
+    /// recomputed.
+    pub fn observe(
+        &mut self,
+        base: Option<Counters>,
+        counters: Counters,
+        now: Millis,
+        window: Duration,
+    ) -> bool {
+        let (true, Some(c0)) = (self.has_base, base) else {
+            self.rebase(now);
             return false;
         };
         let went_backwards = counters.orig_bytes < c0.orig_bytes
@@ -55,13 +92,16 @@ impl RateMeter {
         if went_backwards {
             // Counters were zeroed (conntrack -Z) or the id now names another
             // entry: start over instead of reporting a negative rate.
-            self.base = Some((now, counters));
+            self.rebase(now);
             self.per_sec = [0.0; 4];
             self.measured = false;
             return true;
         }
-        let elapsed = now.saturating_duration_since(t0);
+        let elapsed = Duration::from_millis(u64::from(now.since(self.base_at)));
         if elapsed < window || elapsed.is_zero() {
+            // Too soon to measure: the base stays, so its counters must be
+            // kept aside once the flow's move on.
+            self.lagging |= c0 != counters;
             return false;
         }
         let secs = elapsed.as_secs_f64();
@@ -72,7 +112,7 @@ impl RateMeter {
             per_sec(counters.orig_packets, c0.orig_packets),
             per_sec(counters.reply_packets, c0.reply_packets),
         ];
-        self.base = Some((now, counters));
+        self.rebase(now);
         self.measured = true;
         true
     }
@@ -104,6 +144,49 @@ impl Default for RateMeter {
 mod tests {
     use super::*;
 
+    /// The table clock `ms` milliseconds after some start.
+    fn at(ms: u32) -> Millis {
+        Millis(1_000 + ms)
+    }
+
+    /// A meter and what its caller keeps: the flow's counters, and the
+    /// base's while the meter lags.
+    struct Flow {
+        meter: RateMeter,
+        held: Option<Counters>,
+        aside: Option<Counters>,
+    }
+
+    impl Flow {
+        fn new() -> Self {
+            Flow {
+                meter: RateMeter::new(),
+                held: None,
+                aside: None,
+            }
+        }
+
+        fn observe(&mut self, c: Counters, now: Millis, w: Duration) -> bool {
+            let base = if self.meter.lagging() {
+                self.aside
+            } else {
+                self.held
+            };
+            let r = self.meter.observe(base, c, now, w);
+            self.aside = if self.meter.lagging() { base } else { None };
+            self.held = Some(c);
+            r
+        }
+
+        fn rates(&self) -> Rates {
+            self.meter.rates()
+        }
+
+        fn measured_rates(&self) -> Option<Rates> {
+            self.meter.measured_rates()
+        }
+    }
+
     fn c(ob: u64, rb: u64) -> Counters {
         Counters {
             orig_packets: ob / 100,
@@ -115,39 +198,41 @@ mod tests {
 
     #[test]
     fn rate_is_delta_over_real_elapsed_time() {
-        let t0 = Instant::now();
         let w = Duration::from_millis(500);
-        let mut m = RateMeter::new();
-        m.observe(c(0, 0), t0, w);
+        let mut m = Flow::new();
+        m.observe(c(0, 0), at(0), w);
         assert_eq!(m.measured_rates(), None, "one reading is no rate");
-        assert!(m.observe(c(3000, 1000), t0 + Duration::from_secs(2), w));
+        assert!(m.observe(c(3000, 1000), at(2000), w));
         assert_eq!(m.rates().orig_bytes, 1500.0);
         assert_eq!(m.rates().reply_bytes, 500.0);
     }
 
     #[test]
     fn readings_inside_one_window_lose_no_bytes() {
-        let t0 = Instant::now();
         let w = Duration::from_secs(1);
-        let mut m = RateMeter::new();
-        m.observe(c(0, 0), t0, w);
+        let mut m = Flow::new();
+        m.observe(c(0, 0), at(0), w);
         // Two readings 100 ms apart: too close, the base stays.
-        assert!(!m.observe(c(500, 0), t0 + Duration::from_millis(100), w));
-        assert!(!m.observe(c(900, 0), t0 + Duration::from_millis(200), w));
+        assert!(!m.observe(c(500, 0), at(100), w));
+        assert!(!m.observe(c(900, 0), at(200), w));
+        assert!(m.meter.lagging(), "the base's counters are kept aside");
         // The next one covers all 1000 bytes since t0.
-        assert!(m.observe(c(1000, 0), t0 + Duration::from_secs(1), w));
+        assert!(m.observe(c(1000, 0), at(1000), w));
         assert_eq!(m.rates().orig_bytes, 1000.0);
+        assert!(!m.meter.lagging());
+        // An unchanged reading too soon needs nothing kept aside.
+        assert!(!m.observe(c(1000, 0), at(1100), w));
+        assert!(!m.meter.lagging());
     }
 
     #[test]
     fn counters_going_backwards_reset_instead_of_underflowing() {
-        let t0 = Instant::now();
         let w = Duration::from_millis(10);
-        let mut m = RateMeter::new();
-        m.observe(c(5000, 5000), t0, w);
-        assert!(m.observe(c(10, 10), t0 + Duration::from_secs(1), w));
+        let mut m = Flow::new();
+        m.observe(c(5000, 5000), at(0), w);
+        assert!(m.observe(c(10, 10), at(1000), w));
         assert_eq!(m.rates(), Rates::default());
-        assert!(m.observe(c(110, 10), t0 + Duration::from_secs(2), w));
+        assert!(m.observe(c(110, 10), at(2000), w));
         assert_eq!(m.rates().orig_bytes, 100.0);
     }
 }

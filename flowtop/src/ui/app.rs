@@ -349,6 +349,13 @@ impl App {
         None
     }
 
+    /// The replaced snapshots, for the caller to free off the screen's
+    /// thread now rather than with the next job (an interval later, which
+    /// kept a second copy of the table alive most of the time).
+    pub fn take_garbage(&mut self) -> Vec<Arc<Snapshot>> {
+        std::mem::take(&mut self.garbage)
+    }
+
     /// Puts rows in place; returns the snapshot they replace.
     fn install(&mut self, d: Derived) -> Arc<Snapshot> {
         let old = std::mem::replace(&mut self.shown, d.snapshot);

@@ -103,7 +103,7 @@ pub fn run(mut input: ScreenInput) -> io::Result<()> {
             Ok(true) => {
                 let snap = Arc::clone(&input.snapshots.borrow_and_update());
                 if let Some(job) = app.snapshot_job(snap) {
-                    let _ = jobs.send(job);
+                    let _ = jobs.send(ToDeriver::Job(job));
                 }
                 // While paused the header's live count moves.
                 dirty |= app.paused;
@@ -146,7 +146,13 @@ pub fn run(mut input: ScreenInput) -> io::Result<()> {
                         Wake::Derived(d, us) => {
                             built_there += us;
                             if let Some(job) = app.take_derived(*d) {
-                                let _ = jobs.send(job);
+                                let _ = jobs.send(ToDeriver::Job(job));
+                            }
+                            // The snapshot these rows replaced: a copy of
+                            // the whole table (240 MB at a million flows).
+                            let garbage = app.take_garbage();
+                            if !garbage.is_empty() {
+                                let _ = jobs.send(ToDeriver::Free(garbage));
                             }
                         }
                     }
@@ -181,20 +187,40 @@ fn spawn_input(wake: mpsc::Sender<Wake>) -> io::Result<()> {
     Ok(())
 }
 
+/// What the screen asks of the deriver thread.
+enum ToDeriver {
+    Job(derive::Job),
+    /// Snapshots to free: unmapping the pages of 100 000 flows takes
+    /// milliseconds the screen need not spend.
+    Free(Vec<Arc<Snapshot>>),
+}
+
 /// Builds rows for snapshots on a thread of its own; only the newest job
 /// waiting is worth doing.
 fn spawn_deriver(
     book: Arc<AddressBook>,
     services: Arc<Services>,
     wake: mpsc::Sender<Wake>,
-) -> io::Result<mpsc::Sender<derive::Job>> {
-    let (tx, rx) = mpsc::channel::<derive::Job>();
+) -> io::Result<mpsc::Sender<ToDeriver>> {
+    let (tx, rx) = mpsc::channel::<ToDeriver>();
     std::thread::Builder::new().name("rows".into()).spawn(move || {
         let mut buffer = Vec::new();
-        while let Ok(mut job) = rx.recv() {
-            while let Ok(mut newer) = rx.try_recv() {
-                newer.garbage.append(&mut job.garbage);
-                job = newer;
+        while let Ok(msg) = rx.recv() {
+            let mut job = match msg {
+                ToDeriver::Job(job) => job,
+                ToDeriver::Free(garbage) => {
+                    drop(garbage);
+                    continue;
+                }
+            };
+            while let Ok(newer) = rx.try_recv() {
+                match newer {
+                    ToDeriver::Job(mut newer) => {
+                        newer.garbage.append(&mut job.garbage);
+                        job = newer;
+                    }
+                    ToDeriver::Free(garbage) => drop(garbage),
+                }
             }
             let t0 = Instant::now();
             let ctx = rows::RowCtx {

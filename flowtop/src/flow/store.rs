@@ -1,0 +1,341 @@
+//! Storage for the flow table: values in a chunked slab, found through a
+//! hash index of slot numbers.
+//!
+//! Why not a `HashMap<Key, Entry>`: a swiss table keeps its values in its
+//! bucket array, which is 1.14 to 2.3 buckets per value (load 0.875 down to
+//! 0.44 after a doubling), and while it grows it holds the old and the new
+//! array at once. With values of 232 bytes that is most of flowtop's memory
+//! at a million flows. Here the values sit in fixed-size chunks that are
+//! never moved or doubled (a freed slot is reused before a new chunk is
+//! made), and only the index doubles, at 5 bytes per bucket (a `u32` slot
+//! and a control byte). Like the map's arrays, chunks are not given back
+//! when the table shrinks: their slots wait for the next flows.
+//!
+//! The key is not stored: it is derived from the value ([`Keyed`]), so a
+//! value must keep its key while it is in the store (the flow table only
+//! replaces a flow by a reading of the same flow).
+
+use std::hash::{BuildHasher, Hash};
+
+use hashbrown::HashTable;
+
+/// Values per chunk: 2^17 flow entries are 30 MB, reserved at once but
+/// resident only as slots fill (an allocation that big is mapped on its
+/// own, see main.rs, and its pages are backed when first written), and a
+/// million flows take only eight chunks.
+const CHUNK: usize = 1 << 17;
+
+/// A value that knows its key.
+pub trait Keyed {
+    type Key: Hash + Eq + Copy;
+    fn key(&self) -> Self::Key;
+}
+
+/// Values of type `T`, unique by key.
+#[derive(Debug)]
+pub struct Store<T> {
+    /// Each chunk is allocated with capacity [`CHUNK`] and never grows
+    /// beyond it, so it is never reallocated.
+    chunks: Vec<Vec<Option<T>>>,
+    /// Vacant slots inside the chunks, reused last-freed first.
+    free: Vec<u32>,
+    /// Slot numbers, hashed by the key of the value in the slot.
+    index: HashTable<u32>,
+    /// Randomly seeded per store, so keys chosen by peers cannot aim at one
+    /// bucket.
+    hasher: foldhash::fast::RandomState,
+}
+
+impl<T> Default for Store<T> {
+    fn default() -> Self {
+        Store {
+            chunks: Vec::new(),
+            free: Vec::new(),
+            index: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+}
+
+fn split(slot: u32) -> (usize, usize) {
+    let slot = slot as usize;
+    (slot / CHUNK, slot % CHUNK)
+}
+
+impl<T: Keyed> Store<T> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    fn hash(&self, key: &T::Key) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn at(&self, slot: u32) -> Option<&T> {
+        let (c, i) = split(slot);
+        self.chunks.get(c)?.get(i)?.as_ref()
+    }
+
+    fn at_mut(&mut self, slot: u32) -> Option<&mut T> {
+        let (c, i) = split(slot);
+        self.chunks.get_mut(c)?.get_mut(i)?.as_mut()
+    }
+
+    /// The slot holding `key`.
+    fn find(&self, key: &T::Key) -> Option<u32> {
+        let chunks = &self.chunks;
+        let is_key = |&s: &u32| {
+            let (c, i) = split(s);
+            chunks[c][i].as_ref().is_some_and(|v| v.key() == *key)
+        };
+        self.index.find(self.hash(key), is_key).copied()
+    }
+
+    pub fn get(&self, key: &T::Key) -> Option<&T> {
+        self.find(key).and_then(|s| self.at(s))
+    }
+
+    /// The value of `key`, to change anything but its key.
+    pub fn get_mut(&mut self, key: &T::Key) -> Option<&mut T> {
+        let slot = self.find(key)?;
+        self.at_mut(slot)
+    }
+
+    /// Adds `value`, replacing (and returning) the value with the same key.
+    pub fn insert(&mut self, value: T) -> Option<T> {
+        let key = value.key();
+        if let Some(old) = self.get_mut(&key) {
+            return Some(std::mem::replace(old, value));
+        }
+        let slot = self.vacant_slot();
+        let (c, i) = split(slot);
+        let chunk = &mut self.chunks[c];
+        if i == chunk.len() {
+            chunk.push(Some(value));
+        } else {
+            chunk[i] = Some(value);
+        }
+        let (chunks, hasher) = (&self.chunks, &self.hasher);
+        let rehash = |&s: &u32| {
+            let (c, i) = split(s);
+            chunks[c][i].as_ref().map_or(0, |v| hasher.hash_one(v.key()))
+        };
+        self.index.insert_unique(hasher.hash_one(key), slot, rehash);
+        None
+    }
+
+    /// A slot to fill: a freed one, else the next one of the last chunk,
+    /// else the first one of a new chunk.
+    fn vacant_slot(&mut self) -> u32 {
+        if let Some(s) = self.free.pop() {
+            return s;
+        }
+        if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        let c = self.chunks.len() - 1;
+        let slot = c * CHUNK + self.chunks[c].len();
+        // More than four billion flows do not fit in memory anyway.
+        u32::try_from(slot).expect("flow store full")
+    }
+
+    pub fn remove(&mut self, key: &T::Key) -> Option<T> {
+        let slot = self.find(key)?;
+        self.remove_slot(slot)
+    }
+
+    /// Empties `slot`, dropping it from the index.
+    fn remove_slot(&mut self, slot: u32) -> Option<T> {
+        let key = self.at(slot)?.key();
+        let hash = self.hash(&key);
+        if let Ok(found) = self.index.find_entry(hash, |&s| s == slot) {
+            found.remove();
+        }
+        let (c, i) = split(slot);
+        let value = self.chunks[c][i].take();
+        self.free.push(slot);
+        value
+    }
+
+    /// Removes every value `pred` accepts, handing each to `removed`.
+    pub fn remove_if(&mut self, mut pred: impl FnMut(&T) -> bool, mut removed: impl FnMut(T)) {
+        let slots: Vec<u32> = self.slots().filter(|&(_, v)| pred(v)).map(|(s, _)| s).collect();
+        for s in slots {
+            if let Some(v) = self.remove_slot(s) {
+                removed(v);
+            }
+        }
+    }
+
+    /// Every value with its slot, in slot order.
+    pub fn slots(&self) -> impl Iterator<Item = (u32, &T)> {
+        self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
+            chunk.iter().enumerate().filter_map(move |(i, v)| {
+                let slot = (c * CHUNK + i) as u32;
+                v.as_ref().map(|v| (slot, v))
+            })
+        })
+    }
+
+    /// The value in `slot` (from [`Store::slots`]), to change anything but
+    /// its key.
+    pub fn slot_mut(&mut self, slot: u32) -> Option<&mut T> {
+        self.at_mut(slot)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.slots().map(|(_, v)| v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    /// A value keyed by its first field.
+    #[derive(Debug, Clone, PartialEq)]
+    struct V(u32, u64);
+
+    impl Keyed for V {
+        type Key = u32;
+        fn key(&self) -> u32 {
+            self.0
+        }
+    }
+
+    /// The index holds exactly one slot per value, each found by its key.
+    fn check(s: &Store<V>) {
+        let values: Vec<&V> = s.iter().collect();
+        assert_eq!(values.len(), s.len());
+        for v in values {
+            assert_eq!(s.get(&v.0), Some(v));
+        }
+    }
+
+    #[test]
+    fn insert_get_replace_remove() {
+        let mut s = Store::new();
+        assert_eq!(s.insert(V(1, 10)), None);
+        assert_eq!(s.insert(V(2, 20)), None);
+        assert_eq!(s.insert(V(1, 11)), Some(V(1, 10)));
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.get(&1), Some(&V(1, 11)));
+        s.get_mut(&2).expect("present").1 = 21;
+        assert_eq!(s.remove(&2), Some(V(2, 21)));
+        assert_eq!(s.remove(&2), None);
+        assert_eq!(s.get(&2), None);
+        assert_eq!(s.len(), 1);
+        check(&s);
+    }
+
+    #[test]
+    fn freed_slots_are_reused_before_a_new_chunk() {
+        let mut s = Store::new();
+        for k in 0..CHUNK as u32 {
+            s.insert(V(k, 0));
+        }
+        assert_eq!(s.chunks.len(), 1);
+        for k in 0..100 {
+            s.remove(&k);
+        }
+        for k in 0..100 {
+            s.insert(V(k + CHUNK as u32, 1));
+        }
+        assert_eq!(s.chunks.len(), 1, "the freed slots took the new values");
+        assert!(s.free.is_empty());
+        s.insert(V(u32::MAX, 2));
+        assert_eq!(s.chunks.len(), 2);
+        check(&s);
+    }
+
+    #[test]
+    fn index_stays_consistent_after_many_removals() {
+        let mut s = Store::new();
+        for k in 0..20_000u32 {
+            s.insert(V(k, u64::from(k)));
+        }
+        let mut gone = Vec::new();
+        s.remove_if(|v| v.0 % 3 != 0, |v| gone.push(v.0));
+        assert_eq!(gone.len(), 20_000 - 6667);
+        assert_eq!(s.len(), 6667);
+        for k in 0..20_000u32 {
+            assert_eq!(s.get(&k).is_some(), k % 3 == 0, "key {k}");
+        }
+        for k in 20_000..30_000u32 {
+            s.insert(V(k, 0));
+        }
+        check(&s);
+        assert_eq!(s.len(), 16_667);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u32, u64),
+        Remove(u32),
+        Mutate(u32, u64),
+        RemoveIf(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        // Few keys, so that removals and replacements hit.
+        let key = 0..300u32;
+        prop_oneof![
+            3 => (key.clone(), any::<u64>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            2 => key.clone().prop_map(Op::Remove),
+            1 => (key, any::<u64>()).prop_map(|(k, v)| Op::Mutate(k, v)),
+            1 => (2..7u64).prop_map(Op::RemoveIf),
+        ]
+    }
+
+    proptest! {
+        /// The store behaves as a `HashMap` of key to value.
+        #[test]
+        fn matches_a_hash_map(ops in proptest::collection::vec(op(), 1..2000)) {
+            let mut s = Store::new();
+            let mut m: HashMap<u32, u64> = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Insert(k, v) => {
+                        prop_assert_eq!(s.insert(V(k, v)).map(|o| o.1), m.insert(k, v));
+                    }
+                    Op::Remove(k) => prop_assert_eq!(s.remove(&k).map(|o| o.1), m.remove(&k)),
+                    Op::Mutate(k, v) => {
+                        if let Some(x) = s.get_mut(&k) {
+                            x.1 = v;
+                        }
+                        if let Some(x) = m.get_mut(&k) {
+                            *x = v;
+                        }
+                    }
+                    Op::RemoveIf(d) => {
+                        let mut gone = Vec::new();
+                        s.remove_if(|x| x.1 % d == 0, |x| gone.push(x.0));
+                        gone.sort();
+                        let mut want: Vec<u32> =
+                            m.iter().filter(|(_, v)| **v % d == 0).map(|(k, _)| *k).collect();
+                        want.sort();
+                        m.retain(|_, v| *v % d != 0);
+                        prop_assert_eq!(gone, want);
+                    }
+                }
+                prop_assert_eq!(s.len(), m.len());
+            }
+            check(&s);
+            let mut got: Vec<(u32, u64)> = s.iter().map(|v| (v.0, v.1)).collect();
+            got.sort();
+            let mut want: Vec<(u32, u64)> = m.into_iter().collect();
+            want.sort();
+            prop_assert_eq!(got, want);
+        }
+    }
+}
