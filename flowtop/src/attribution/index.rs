@@ -98,6 +98,12 @@ impl SocketIndex {
         }
     }
 
+    /// Whether the addresses of this namespace are known (an index made
+    /// without them cannot tell forwarded flows from local ones).
+    pub fn knows_local_addresses(&self) -> bool {
+        !self.local_addrs.is_empty()
+    }
+
     /// Whether `ip` is an address of this namespace.
     pub fn is_local(&self, ip: IpAddr) -> bool {
         self.local_addrs.contains(&normalise(ip))

@@ -12,7 +12,7 @@
 use std::net::IpAddr;
 
 use super::decode::{AF_INET, AF_INET6, IPCTNL_MSG_CT_GET, NFNL_SUBSYS_CTNETLINK};
-use crate::flow::model::{proto, Family, Flow};
+use crate::flow::model::{proto, Family, LookupKey};
 
 const NLA_F_NESTED: u16 = 0x8000;
 // Top-level ctnetlink attributes.
@@ -69,11 +69,11 @@ pub fn append_dump(buf: &mut Vec<u8>, family: u8, proto: Option<u8>, seq: u32) {
     buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
 }
 
-/// Appends a GET request for `flow` (by its original tuple and zone) with
-/// sequence number `seq`. Returns false, appending nothing, when the flow
-/// cannot be asked for by tuple (a protocol without ports or ICMP fields
+/// Appends a GET request for the entry `flow` names (its original tuple and
+/// zone) with sequence number `seq`. Returns false, appending nothing, when
+/// it cannot be asked for by tuple (a protocol without ports or ICMP fields
 /// that conntrack would need, or addresses of the wrong family).
-pub fn append_get(buf: &mut Vec<u8>, flow: &Flow, seq: u32) -> bool {
+pub fn append_get(buf: &mut Vec<u8>, flow: &LookupKey, seq: u32) -> bool {
     let t = &flow.orig;
     let family = match (flow.family, t.src, t.dst) {
         (Family::Ipv4, IpAddr::V4(_), IpAddr::V4(_)) => AF_INET,
@@ -165,7 +165,7 @@ fn end_nested(buf: &mut [u8], at: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::model::{Icmp, Tuple};
+    use crate::flow::model::{Flow, Icmp, Tuple};
     use netlink_packet_core::{NlaBuffer, NlasIterator, Parseable};
     use netlink_packet_netfilter::conntrack::ConntrackAttribute;
     use std::net::{Ipv4Addr, Ipv6Addr};
@@ -215,7 +215,7 @@ mod tests {
         ];
         for (i, f) in flows.iter().enumerate() {
             let mut buf = Vec::new();
-            assert!(append_get(&mut buf, f, 100 + i as u32), "{f:?}");
+            assert!(append_get(&mut buf, &f.lookup_key(), 100 + i as u32), "{f:?}");
             let len = u32::from_ne_bytes(buf[0..4].try_into().unwrap()) as usize;
             assert_eq!(len, buf.len());
             assert_eq!(u16::from_ne_bytes([buf[4], buf[5]]), 0x0101);
@@ -265,21 +265,29 @@ mod tests {
         assert!(filtered.ends_with(&[8, 0, 1, 0, 8, 0, 0, 0]), "{filtered:?}");
     }
 
+    fn flow_key(family: Family, p: u8, src: IpAddr, dst: IpAddr, icmp: Option<Icmp>) -> LookupKey {
+        flow(family, p, src, dst, icmp).lookup_key()
+    }
+
     #[test]
     fn flows_that_cannot_be_asked_for_append_nothing() {
         let v4 = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
         let mut buf = vec![1, 2, 3];
         // GRE has neither ports nor ICMP fields; mixed families are nonsense.
-        assert!(!append_get(&mut buf, &flow(Family::Ipv4, 47, v4, v4, None), 1));
         assert!(!append_get(
             &mut buf,
-            &flow(Family::Ipv4, proto::TCP, v4, v6, None),
+            &flow_key(Family::Ipv4, 47, v4, v4, None),
             1
         ));
         assert!(!append_get(
             &mut buf,
-            &flow(Family::Ipv4, proto::ICMP, v4, v4, None),
+            &flow_key(Family::Ipv4, proto::TCP, v4, v6, None),
+            1
+        ));
+        assert!(!append_get(
+            &mut buf,
+            &flow_key(Family::Ipv4, proto::ICMP, v4, v4, None),
             1
         ));
         assert_eq!(buf, vec![1, 2, 3]);

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::decode::{self, CtEventKind, Message, AF_INET, AF_INET6};
 use super::socket::{CtSocket, SocketError};
+use crate::flow::model::LookupKey;
 use crate::flow::{Flow, Selection};
 
 /// Largest kernel receive buffer flowtop grows the event socket to.
@@ -96,7 +97,7 @@ pub enum DumpRequest {
     /// A full dump, generation `gen`.
     Dump { gen: u64 },
     /// Re-read these entries, one GET each.
-    Refresh(Vec<Flow>),
+    Refresh(Vec<LookupKey>),
 }
 
 /// Receive buffer asked for the dump socket (see [`run_refresh`]).
@@ -201,7 +202,7 @@ impl Refresher {
         &mut self,
         sock: &mut CtSocket,
         sel: &Selection,
-        flows: &[Flow],
+        flows: &[LookupKey],
         seq: u32,
         mut on_found: impl FnMut(Vec<Flow>) -> bool,
     ) -> Option<RefreshSummary> {

@@ -184,6 +184,17 @@ pub struct Flow {
 /// its original tuple. The id alone is a 32-bit hash of the kernel's object
 /// and collides on large tables; the original tuple is unique among live
 /// entries and never changes, and events and dumps both carry it.
+/// What names a conntrack entry to the kernel (a GET request): family,
+/// protocol, zone and original tuple. A quarter of a [`Flow`], so that a
+/// hot refresh of many flows does not copy whole flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LookupKey {
+    pub family: Family,
+    pub proto: u8,
+    pub zone: u16,
+    pub orig: Tuple,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub id: u32,
@@ -204,6 +215,15 @@ impl Flow {
         FlowKey {
             id: self.id,
             tuple_hash: TUPLE_HASH.hash_one((self.proto, self.zone, &self.orig)),
+        }
+    }
+
+    pub fn lookup_key(&self) -> LookupKey {
+        LookupKey {
+            family: self.family,
+            proto: self.proto,
+            zone: self.zone,
+            orig: self.orig,
         }
     }
 

@@ -11,7 +11,7 @@
 //! - an entry destroyed while a dump runs is not resurrected by that dump;
 //! - an entry whose timeout ran out is expired even when DESTROY is late.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 /// foldhash: several times cheaper than SipHash per lookup, randomly seeded
 /// per process like std's, so tuples chosen by peers cannot aim at one bucket.
@@ -20,7 +20,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::clock::{Clock, Millis};
-use super::model::{proto, Counters, Flow, FlowKey};
+use super::model::{proto, Counters, Flow, FlowKey, LookupKey};
 use super::rate::RateMeter;
 use super::store::{Keyed, Store};
 use crate::attribution::ebpf_owners::{Generational, OwnedSocket};
@@ -28,6 +28,11 @@ use crate::attribution::index::{local_ends, unspecified_like, SocketIndex};
 use crate::attribution::Owner;
 use crate::conntrack::decode::CtEventKind;
 use std::sync::Arc;
+
+/// How long a flow that appeared without an owner is tried against new
+/// eBPF sockets, and how many such flows are remembered at most.
+const RECENT_UNOWNED: Duration = Duration::from_secs(5);
+const RECENT_UNOWNED_MAX: usize = 1 << 16;
 
 /// Half the bound of the eBPF socket map (two generations are kept).
 const EBPF_SOCKETS_HALF: usize = 1 << 17;
@@ -144,6 +149,9 @@ pub struct FlowTable {
     index: Option<Arc<SocketIndex>>,
     /// Sockets seen by the eBPF programs (exact local/remote ends), bounded.
     ebpf_sockets: Generational<(u8, SocketAddr, SocketAddr), Arc<Owner>>,
+    /// Flows that appeared without an owner lately, oldest first: the only
+    /// ones a batch of eBPF sockets is tried on (see [`Self::add_sockets`]).
+    recent_unowned: VecDeque<(u32, FlowKey)>,
     pub stats: TableStats,
     /// The time base of the entries' times.
     clock: Clock,
@@ -158,6 +166,7 @@ impl FlowTable {
         FlowTable {
             clock: Clock::new(now.checked_sub(Duration::from_secs(60)).unwrap_or(now)),
             entries: Store::new(),
+            recent_unowned: VecDeque::new(),
             config,
             gen: 0,
             dump_running: false,
@@ -227,6 +236,9 @@ impl FlowTable {
             }
             None => {
                 let owner = self.owner_for(&flow);
+                if owner.is_none() {
+                    self.note_unowned(key, now);
+                }
                 let mut e = new_entry(flow, now, &self.clock, &config, owner);
                 e.dump_gen = gen32(gen);
                 let kind = if first_dump {
@@ -277,7 +289,7 @@ impl FlowTable {
     /// The flows that showed activity at or after `since` (the hot set), at
     /// most `limit` of them: `None` when there are more, so that the caller
     /// re-dumps everything instead of asking for them one by one.
-    pub fn hot_flows(&self, since: Instant, limit: usize) -> Option<Vec<Flow>> {
+    pub fn hot_flows(&self, since: Instant, limit: usize) -> Option<Vec<LookupKey>> {
         let since = self.clock.secs(since);
         let is_hot = |e: &&Entry| e.moved_secs >= since;
         // Counted before anything is copied: the answer is often "too many"
@@ -290,7 +302,7 @@ impl FlowTable {
             self.entries
                 .iter()
                 .filter(is_hot)
-                .map(|e| e.flow.clone())
+                .map(|e| e.flow.lookup_key())
                 .collect(),
         )
     }
@@ -325,6 +337,9 @@ impl FlowTable {
                 }
                 None => {
                     let owner = self.owner_for(&flow);
+                    if owner.is_none() {
+                        self.note_unowned(key, now);
+                    }
                     let mut e = new_entry(flow, now, &self.clock, &config, owner);
                     e.event_gen = gen32(gen);
                     out(EventKind::New, &e);
@@ -376,6 +391,14 @@ impl FlowTable {
 
     /// Takes sockets seen by eBPF; flows that arrived before their socket
     /// event are attributed now (an update each).
+    ///
+    /// Only flows that appeared without an owner in the last
+    /// [`RECENT_UNOWNED`] are tried: a socket event comes when the socket
+    /// is made or first sends, within moments of its flow's NEW event, and
+    /// batches come many times a second, so trying every unowned flow (all
+    /// of them on a router: forwarded flows have no local socket) would cost
+    /// a scan of the table per batch. Older flows are retried with each
+    /// /proc index ([`Self::set_index`]).
     pub fn add_sockets(&mut self, sockets: Vec<OwnedSocket>, out: &mut impl FnMut(EventKind, &Entry)) {
         if sockets.is_empty() {
             return;
@@ -383,17 +406,56 @@ impl FlowTable {
         for (p, local, remote, owner) in sockets {
             self.ebpf_sockets.insert((p, local, remote), owner);
         }
-        self.reattribute(out);
+        self.prune_recent_unowned(Instant::now());
+        let recent: Vec<FlowKey> = self.recent_unowned.iter().map(|&(_, k)| k).collect();
+        for key in recent {
+            let owner = match self.entries.get(&key) {
+                Some(e) if e.owner.is_none() => self.owner_for(&e.flow),
+                _ => None,
+            };
+            if let (Some(o), Some(e)) = (owner, self.entries.get_mut(&key)) {
+                e.owner = Some(o);
+                out(EventKind::Update, e);
+            }
+        }
     }
 
-    /// Looks up the owners of flows that have none yet.
+    /// Remembers a flow that appeared without an owner.
+    fn note_unowned(&mut self, key: FlowKey, now: Instant) {
+        self.prune_recent_unowned(now);
+        if self.recent_unowned.len() < RECENT_UNOWNED_MAX {
+            self.recent_unowned.push_back((self.clock.secs(now), key));
+        }
+    }
+
+    fn prune_recent_unowned(&mut self, now: Instant) {
+        let horizon = self
+            .clock
+            .secs(now)
+            .saturating_sub(RECENT_UNOWNED.as_secs() as u32);
+        while self.recent_unowned.front().is_some_and(|&(t, _)| t < horizon) {
+            self.recent_unowned.pop_front();
+        }
+    }
+
+    /// Looks up the owners of flows that have none yet and may have a
+    /// local end: a flow none of whose ends is an address of this host
+    /// (forwarded traffic) has no socket here, and is skipped with two
+    /// lookups instead of the socket lookups.
     fn reattribute(&mut self, out: &mut impl FnMut(EventKind, &Entry)) {
         let mut found = Vec::new();
+        let local_known = self.index.as_ref().filter(|i| i.knows_local_addresses());
         for (slot, e) in self.entries.slots() {
-            if e.owner.is_none() {
-                if let Some(o) = self.owner_for(&e.flow) {
-                    found.push((slot, o));
+            if e.owner.is_some() {
+                continue;
+            }
+            if let Some(i) = local_known {
+                if !i.is_local(e.flow.orig.src) && !i.is_local(e.flow.reply.src) {
+                    continue;
                 }
+            }
+            if let Some(o) = self.owner_for(&e.flow) {
+                found.push((slot, o));
             }
         }
         for (slot, o) in found {
@@ -737,6 +799,15 @@ mod tests {
         f
     }
 
+    /// `flow(id)` with its own source port, 40000 + id: lookup keys carry
+    /// no conntrack id.
+    fn hflow(id: u32) -> Flow {
+        let mut f = flow(id);
+        f.orig.sport = Some(40000 + id as u16);
+        f.reply.dport = f.orig.sport;
+        f
+    }
+
     /// Hot: appeared, moved or got an event since the given time. Idle
     /// entries cool down; a refresh that finds them moving heats them up.
     #[test]
@@ -746,10 +817,16 @@ mod tests {
         let mut log = Log::new();
         let g = t.begin_dump(false);
         for id in 1..=4 {
-            t.apply_dump_entry(g, with_counters(flow(id), 100), t0, &mut rec(&mut log));
+            t.apply_dump_entry(g, with_counters(hflow(id), 100), t0, &mut rec(&mut log));
         }
         t.end_dump(g, &mut rec(&mut log));
-        let ids = |hot: Option<Vec<Flow>>| hot.map(|v| v.iter().map(|f| f.id).collect::<BTreeSet<u32>>());
+        let ids = |hot: Option<Vec<LookupKey>>| {
+            hot.map(|v| {
+                v.iter()
+                    .map(|k| u32::from(k.orig.sport.unwrap_or(0) - 40000))
+                    .collect::<BTreeSet<u32>>()
+            })
+        };
         let all: BTreeSet<u32> = (1..=4).collect();
         assert_eq!(ids(t.hot_flows(t0, 10)), Some(all), "new flows are hot");
         assert_eq!(ids(t.hot_flows(t0, 3)), None, "more than the limit");
@@ -759,10 +836,10 @@ mod tests {
         let g = t.begin_dump(false);
         for id in 1..=4 {
             let bytes = if id == 2 { 900 } else { 100 };
-            t.apply_dump_entry(g, with_counters(flow(id), bytes), t5, &mut rec(&mut log));
+            t.apply_dump_entry(g, with_counters(hflow(id), bytes), t5, &mut rec(&mut log));
         }
         t.end_dump(g, &mut rec(&mut log));
-        let mut f3 = flow(3);
+        let mut f3 = hflow(3);
         f3.state = Some(ProtoState::Tcp(4));
         t.apply_event(CtEventKind::Update, f3, t5, &mut rec(&mut log));
         assert_eq!(ids(t.hot_flows(t5, 10)), Some(BTreeSet::from([2, 3])));
@@ -770,11 +847,57 @@ mod tests {
         // A refresh of flow 1 finding it moved makes it hot and reports it.
         let t7 = t0 + Duration::from_secs(7);
         log.clear();
-        t.apply_refresh(with_counters(flow(1), 5000), t7, &mut rec(&mut log));
+        t.apply_refresh(with_counters(hflow(1), 5000), t7, &mut rec(&mut log));
         assert_eq!(log, vec![(EventKind::Update, 1)]);
         assert_eq!(ids(t.hot_flows(t7, 10)), Some(BTreeSet::from([1])));
-        let rate = t.get(flow(1).key()).expect("entry").rate.rates().orig_bytes;
+        let rate = t.get(hflow(1).key()).expect("entry").rate.rates().orig_bytes;
         assert_eq!(rate, 2450.0, "4900 bytes over the 2 s since the last reading");
+    }
+
+    /// A batch of eBPF sockets is tried only on flows that appeared without
+    /// an owner in the last few seconds; a /proc index retries the older
+    /// ones, except flows none of whose ends is an address of this host.
+    #[test]
+    fn socket_batches_try_recent_flows_and_indexes_skip_forwarded_ones() {
+        use crate::attribution::procfs::ProcScan;
+        let t0 = Instant::now();
+        let long_ago = t0
+            .checked_sub(Duration::from_secs(10))
+            .expect("an instant 10 s back");
+        let mut t = FlowTable::new(TableConfig::default());
+        let mut log = Log::new();
+        let (old, fresh) = (hflow(1), hflow(2));
+        let mut forwarded = hflow(3);
+        forwarded.orig.src = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
+        forwarded.reply.dst = forwarded.orig.src;
+        t.apply_event(CtEventKind::New, old.clone(), long_ago, &mut rec(&mut log));
+        t.apply_event(CtEventKind::New, forwarded.clone(), long_ago, &mut rec(&mut log));
+        t.apply_event(CtEventKind::New, fresh.clone(), t0, &mut rec(&mut log));
+        let socket = |f: &Flow, pid: u32| {
+            let local = SocketAddr::new(f.orig.src, f.orig.sport.expect("port"));
+            let remote = SocketAddr::new(f.orig.dst, f.orig.dport.expect("port"));
+            (f.proto, local, remote, crate::fuzzing::owner(pid, "app", None))
+        };
+        log.clear();
+        t.add_sockets(
+            vec![socket(&old, 11), socket(&fresh, 12), socket(&forwarded, 13)],
+            &mut rec(&mut log),
+        );
+        assert_eq!(log, vec![(EventKind::Update, 2)], "only the recent flow is tried");
+
+        // This host is 192.0.2.1 (the source of `old`), not 198.51.100.7.
+        let local = [IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))];
+        log.clear();
+        t.set_index(
+            Arc::new(SocketIndex::from_procfs(&ProcScan::default(), local)),
+            &mut rec(&mut log),
+        );
+        assert_eq!(log, vec![(EventKind::Update, 1)], "the forwarded flow is skipped");
+        let owner = |f: &Flow| t.get(f.key()).and_then(|e| e.owner.as_ref().map(|o| o.pid));
+        assert_eq!(
+            (owner(&old), owner(&fresh), owner(&forwarded)),
+            (Some(11), Some(12), None)
+        );
     }
 
     /// A refresh answer for a flow the table no longer has (its DESTROY
