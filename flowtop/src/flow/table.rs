@@ -29,10 +29,11 @@ use crate::attribution::Owner;
 use crate::conntrack::decode::CtEventKind;
 use std::sync::Arc;
 
-/// How long a flow that appeared without an owner is tried against new
-/// eBPF sockets, and how many such flows are remembered at most.
+/// How long (at least) a flow that appeared without an owner is tried
+/// against new eBPF sockets and /proc indexes, and how many such flows are
+/// remembered at most (beyond that, the next full dump's end retries them).
 const RECENT_UNOWNED: Duration = Duration::from_secs(5);
-const RECENT_UNOWNED_MAX: usize = 1 << 16;
+const RECENT_UNOWNED_MAX: usize = 1 << 17;
 
 /// Half the bound of the eBPF socket map (two generations are kept).
 const EBPF_SOCKETS_HALF: usize = 1 << 17;
@@ -271,6 +272,8 @@ impl FlowTable {
                 out(EventKind::Destroy, &e);
             },
         );
+        // The safety net of the recent-only retries: as rare as full dumps.
+        self.reattribute(out);
     }
 
     /// Applies a reading of one known entry asked for by itself (the hot
@@ -382,11 +385,22 @@ impl FlowTable {
         );
     }
 
-    /// Takes a new socket index: flows still without an owner are looked up
-    /// again, and each one attributed now is reported as an update.
+    /// Takes a new socket index (a /proc scan, every interval). The first
+    /// one is tried on every flow without an owner; later ones only on
+    /// those that appeared lately (see [`Self::retry_recent`]): a socket
+    /// exists before its flow's first packet, so an older flow an earlier
+    /// index could not attribute is forwarded, inserted, or its process was
+    /// gone before any scan. Trying every unowned flow each interval cost a
+    /// scan of the table with several lookups per flow (a quarter of a core
+    /// at a million entries). Each full dump's end retries them all anyway.
     pub fn set_index(&mut self, index: Arc<SocketIndex>, out: &mut impl FnMut(EventKind, &Entry)) {
+        let first = self.index.is_none();
         self.index = Some(index);
-        self.reattribute(out);
+        if first {
+            self.reattribute(out);
+        } else {
+            self.retry_recent(out);
+        }
     }
 
     /// Takes sockets seen by eBPF; flows that arrived before their socket
@@ -397,8 +411,8 @@ impl FlowTable {
     /// is made or first sends, within moments of its flow's NEW event, and
     /// batches come many times a second, so trying every unowned flow (all
     /// of them on a router: forwarded flows have no local socket) would cost
-    /// a scan of the table per batch. Older flows are retried with each
-    /// /proc index ([`Self::set_index`]).
+    /// a scan of the table per batch. Older flows are retried at the end of
+    /// each full dump.
     pub fn add_sockets(&mut self, sockets: Vec<OwnedSocket>, out: &mut impl FnMut(EventKind, &Entry)) {
         if sockets.is_empty() {
             return;
@@ -406,6 +420,11 @@ impl FlowTable {
         for (p, local, remote, owner) in sockets {
             self.ebpf_sockets.insert((p, local, remote), owner);
         }
+        self.retry_recent(out);
+    }
+
+    /// Looks up the owners of the flows that appeared without one lately.
+    fn retry_recent(&mut self, out: &mut impl FnMut(EventKind, &Entry)) {
         self.prune_recent_unowned(Instant::now());
         let recent: Vec<FlowKey> = self.recent_unowned.iter().map(|&(_, k)| k).collect();
         for key in recent {
@@ -855,8 +874,8 @@ mod tests {
     }
 
     /// A batch of eBPF sockets is tried only on flows that appeared without
-    /// an owner in the last few seconds; a /proc index retries the older
-    /// ones, except flows none of whose ends is an address of this host.
+    /// an owner in the last few seconds; the first /proc index retries the
+    /// older ones, except flows none of whose ends is an address of this host.
     #[test]
     fn socket_batches_try_recent_flows_and_indexes_skip_forwarded_ones() {
         use crate::attribution::procfs::ProcScan;
@@ -898,6 +917,50 @@ mod tests {
             (owner(&old), owner(&fresh), owner(&forwarded)),
             (Some(11), Some(12), None)
         );
+    }
+
+    /// After the first index, a new /proc index is tried only on recent
+    /// unowned flows; the end of a full dump retries the older ones.
+    #[test]
+    fn later_indexes_try_recent_flows_and_full_dumps_retry_all() {
+        use crate::attribution::procfs::ProcScan;
+        let t0 = Instant::now();
+        let long_ago = t0
+            .checked_sub(Duration::from_secs(30))
+            .expect("an instant 30 s back");
+        let mut t = FlowTable::new(TableConfig::default());
+        let mut log = Log::new();
+        let local = [IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))];
+        let empty = SocketIndex::from_procfs(&ProcScan::default(), local);
+        t.set_index(Arc::new(empty), &mut rec(&mut log));
+        let g = t.begin_dump(false);
+        t.apply_dump_entry(g, hflow(1), long_ago, &mut rec(&mut log));
+        t.end_dump(g, &mut rec(&mut log));
+        let (recent, old) = (hflow(2), hflow(1));
+        t.apply_event(CtEventKind::New, recent.clone(), t0, &mut rec(&mut log));
+        log.clear();
+        // An index holding both sockets: only the recent flow is tried.
+        let mut both = SocketIndex::from_procfs(&ProcScan::default(), local);
+        for f in [&old, &recent] {
+            let l = SocketAddr::new(f.orig.src, f.orig.sport.expect("port"));
+            let r = SocketAddr::new(f.orig.dst, f.orig.dport.expect("port"));
+            both.insert(
+                f.proto,
+                l,
+                r,
+                false,
+                crate::fuzzing::owner(f.id + 20, "late", None),
+            );
+        }
+        t.set_index(Arc::new(both), &mut rec(&mut log));
+        assert_eq!(log, vec![(EventKind::Update, 2)]);
+        // The next full dump's end tries the old one too.
+        log.clear();
+        let g = t.begin_dump(false);
+        t.apply_dump_entry(g, hflow(1), t0, &mut rec(&mut log));
+        t.apply_dump_entry(g, hflow(2), t0, &mut rec(&mut log));
+        t.end_dump(g, &mut rec(&mut log));
+        assert_eq!(log, vec![(EventKind::Update, 1)]);
     }
 
     /// A refresh answer for a flow the table no longer has (its DESTROY
