@@ -56,6 +56,9 @@ pub fn run() -> ExitCode {
         return docs::main(argv.get(2).and_then(|a| a.to_str()));
     }
     let args = Args::parse();
+    if args.json || args.once {
+        pin_malloc_thresholds();
+    }
     install_panic_hook();
     match run_with(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -71,6 +74,29 @@ pub fn run() -> ExitCode {
             eprintln!("flowtop: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// glibc's malloc raises its mmap threshold (up to 32 MiB), and its trim
+/// threshold to twice that, each time a mapped block is freed. flowtop
+/// frees such blocks early (the flow index's arrays as it grows during the
+/// first dump), and from then on the blocks it allocates and frees by the
+/// hundred (dump batches, per-interval buffers) stay in malloc's arenas,
+/// resident after they are freed (15 MB at a million flows, more when
+/// entries were bigger). Pinning the threshold at its default keeps big
+/// blocks mapped on their own and returned when freed, and arenas trimmed.
+///
+/// Not for the screen: its snapshot and rows (tens of MB, every interval)
+/// would then be fresh mappings each time, page-faulted in as they are
+/// written and unmapped when freed, which doubled the time to build rows
+/// and pushed the frame p99 from 11 to 17 ms in `cargo xtask bench ui`;
+/// reused from the heap they cost less time, for more resident memory.
+fn pin_malloc_thresholds() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a parameter of the allocator; called before
+    // any thread is started.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 
