@@ -446,20 +446,6 @@ fn counters_from(attrs: &[CounterAttr]) -> (u64, u64) {
     (packets, bytes)
 }
 
-/// Builds a ctnetlink dump request (`IPCTNL_MSG_CT_GET` with `NLM_F_DUMP`).
-pub fn dump_request(family: u8, seq: u32) -> Vec<u8> {
-    let len: u32 = (NETLINK_HEADER_LEN + NFGENMSG_LEN) as u32;
-    let mut msg = Vec::with_capacity(len as usize);
-    msg.extend_from_slice(&len.to_ne_bytes());
-    msg.extend_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET).to_ne_bytes());
-    let flags = netlink_packet_core::NLM_F_REQUEST | netlink_packet_core::NLM_F_DUMP;
-    msg.extend_from_slice(&flags.to_ne_bytes());
-    msg.extend_from_slice(&seq.to_ne_bytes());
-    msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
-    msg.extend_from_slice(&[family, 0, 0, 0]); // nfgenmsg: family, NFNETLINK_V0, res_id
-    msg
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -620,22 +606,6 @@ mod tests {
         assert_eq!(flow.id, 4242);
         assert_eq!(flow.state.map(|s| s.name()), Some("OPEN"));
         assert_eq!((flow.orig.sport, flow.reply.sport), (Some(5000), Some(6000)));
-    }
-
-    #[test]
-    fn dump_request_is_a_ctnetlink_get_dump() {
-        let req = dump_request(AF_INET6, 9);
-        let nl = NetlinkBuffer::new_checked(&req[..]).expect("framing");
-        assert_eq!(
-            nl.message_type(),
-            (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
-        );
-        assert_eq!(
-            nl.flags() & netlink_packet_core::NLM_F_DUMP,
-            netlink_packet_core::NLM_F_DUMP
-        );
-        assert_eq!(nl.sequence_number(), 9);
-        assert_eq!(nl.payload()[0], AF_INET6);
     }
 
     #[test]

@@ -43,14 +43,8 @@ const CTA_PROTO_ICMPV6_CODE: u16 = 9;
 /// without `CTA_FILTER` ignores the filter and sends everything, which the
 /// decoder's selection then drops: slower, never wrong.
 pub fn append_dump(buf: &mut Vec<u8>, family: u8, proto: Option<u8>, seq: u32) {
-    let start = buf.len();
-    buf.extend_from_slice(&0u32.to_ne_bytes());
-    buf.extend_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET).to_ne_bytes());
     let flags = netlink_packet_core::NLM_F_REQUEST | netlink_packet_core::NLM_F_DUMP;
-    buf.extend_from_slice(&flags.to_ne_bytes());
-    buf.extend_from_slice(&seq.to_ne_bytes());
-    buf.extend_from_slice(&0u32.to_ne_bytes());
-    buf.extend_from_slice(&[family, 0, 0, 0]);
+    let start = begin_get(buf, flags, family, seq);
     if let Some(p) = proto {
         let tuple = begin_nested(buf, CTA_TUPLE_ORIG);
         let proto_attr = begin_nested(buf, CTA_TUPLE_PROTO);
@@ -65,8 +59,7 @@ pub fn append_dump(buf: &mut Vec<u8>, family: u8, proto: Option<u8>, seq: u32) {
         );
         end_nested(buf, filter);
     }
-    let len = u32::try_from(buf.len() - start).expect("a request is a few dozen bytes");
-    buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+    end_message(buf, start);
 }
 
 /// Appends a GET request for the entry `flow` names (its original tuple and
@@ -80,15 +73,7 @@ pub fn append_get(buf: &mut Vec<u8>, flow: &LookupKey, seq: u32) -> bool {
         (Family::Ipv6, IpAddr::V6(_), IpAddr::V6(_)) => AF_INET6,
         _ => return false,
     };
-    let start = buf.len();
-    // nlmsghdr: length patched at the end.
-    buf.extend_from_slice(&0u32.to_ne_bytes());
-    buf.extend_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET).to_ne_bytes());
-    buf.extend_from_slice(&netlink_packet_core::NLM_F_REQUEST.to_ne_bytes());
-    buf.extend_from_slice(&seq.to_ne_bytes());
-    buf.extend_from_slice(&0u32.to_ne_bytes());
-    buf.extend_from_slice(&[family, 0, 0, 0]); // nfgenmsg: family, version 0, res_id
-
+    let start = begin_get(buf, netlink_packet_core::NLM_F_REQUEST, family, seq);
     let tuple = begin_nested(buf, CTA_TUPLE_ORIG);
     let ip = begin_nested(buf, CTA_TUPLE_IP);
     match (t.src, t.dst) {
@@ -134,9 +119,27 @@ pub fn append_get(buf: &mut Vec<u8>, flow: &LookupKey, seq: u32) -> bool {
     if flow.zone != 0 {
         put(buf, CTA_ZONE, &flow.zone.to_be_bytes());
     }
+    end_message(buf, start);
+    true
+}
+
+/// Starts an `IPCTNL_MSG_CT_GET` message: the netlink header (its length
+/// written by [`end_message`]) and the nfgenmsg. Returns where it starts.
+fn begin_get(buf: &mut Vec<u8>, flags: u16, family: u8, seq: u32) -> usize {
+    let start = buf.len();
+    buf.extend_from_slice(&0u32.to_ne_bytes());
+    buf.extend_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET).to_ne_bytes());
+    buf.extend_from_slice(&flags.to_ne_bytes());
+    buf.extend_from_slice(&seq.to_ne_bytes());
+    buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
+    buf.extend_from_slice(&[family, 0, 0, 0]); // nfgenmsg: family, NFNETLINK_V0, res_id
+    start
+}
+
+/// Writes the length of the message started at `start`.
+fn end_message(buf: &mut [u8], start: usize) {
     let len = u32::try_from(buf.len() - start).expect("a request is a few hundred bytes");
     buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
-    true
 }
 
 /// Appends an attribute, padded to 4 bytes.
@@ -246,8 +249,16 @@ mod tests {
     fn dump_requests_with_and_without_a_protocol_filter() {
         let mut plain = Vec::new();
         append_dump(&mut plain, AF_INET, None, 9);
-        // Identical to the unfiltered request the decoder module builds.
-        assert_eq!(plain, super::super::decode::dump_request(AF_INET, 9));
+        // Header only: length 20, IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP,
+        // seq 9, port 0, nfgenmsg for AF_INET.
+        let mut expected = Vec::new();
+        expected.extend_from_slice(&20u32.to_ne_bytes());
+        expected.extend_from_slice(&0x0101u16.to_ne_bytes());
+        expected.extend_from_slice(&0x0301u16.to_ne_bytes());
+        expected.extend_from_slice(&9u32.to_ne_bytes());
+        expected.extend_from_slice(&0u32.to_ne_bytes());
+        expected.extend_from_slice(&[AF_INET, 0, 0, 0]);
+        assert_eq!(plain, expected);
 
         let mut filtered = Vec::new();
         append_dump(&mut filtered, 0, Some(proto::TCP), 9);
@@ -267,6 +278,24 @@ mod tests {
 
     fn flow_key(family: Family, p: u8, src: IpAddr, dst: IpAddr, icmp: Option<Icmp>) -> LookupKey {
         flow(family, p, src, dst, icmp).lookup_key()
+    }
+
+    #[test]
+    fn dump_request_is_a_ctnetlink_get_dump() {
+        use netlink_packet_core::NetlinkBuffer;
+        let mut req = Vec::new();
+        append_dump(&mut req, AF_INET6, None, 9);
+        let nl = NetlinkBuffer::new_checked(&req[..]).expect("framing");
+        assert_eq!(
+            nl.message_type(),
+            (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
+        );
+        assert_eq!(
+            nl.flags() & netlink_packet_core::NLM_F_DUMP,
+            netlink_packet_core::NLM_F_DUMP
+        );
+        assert_eq!(nl.sequence_number(), 9);
+        assert_eq!(nl.payload()[0], AF_INET6);
     }
 
     #[test]

@@ -5,8 +5,6 @@ use std::os::fd::AsRawFd;
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 
-use super::decode;
-
 /// Multicast groups of ctnetlink (`NFNLGRP_CONNTRACK_*`): group numbers, not bits.
 pub const NFNLGRP_CONNTRACK_NEW: u32 = 1;
 pub const NFNLGRP_CONNTRACK_UPDATE: u32 = 2;
@@ -99,15 +97,6 @@ impl CtSocket {
             return Err(io::Error::last_os_error());
         }
         Ok(usize::try_from(val).unwrap_or(0))
-    }
-
-    /// Asks for a dump of `family` (0 = both).
-    pub fn request_dump(&self, family: u8, seq: u32) -> Result<(), SocketError> {
-        let msg = decode::dump_request(family, seq);
-        self.sock
-            .send(&msg, 0)
-            .map_err(|e| SocketError::io("requesting a conntrack dump", e))?;
-        Ok(())
     }
 
     /// Sends requests already framed (several netlink messages back to back).
