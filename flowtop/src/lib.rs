@@ -261,6 +261,17 @@ pub(crate) fn interval(args: &Args) -> Duration {
     Duration::from_secs_f64(args.interval)
 }
 
+/// The engine's configuration from the command line; `sel` is what it
+/// keeps (the screen keeps everything and selects while drawing).
+fn stream_config(args: &Args, sel: flow::Selection, attribution: &Attribution) -> engine::StreamConfig {
+    engine::StreamConfig {
+        sel,
+        interval: interval(args),
+        full_refresh: args.full_refresh.map(Duration::from_secs_f64),
+        procfs_attribution: !attribution.is_off(),
+    }
+}
+
 /// What a live run (`--json` or the screen) holds once started. Dropping
 /// it detaches eBPF and puts the kernel settings back.
 struct Live {
@@ -373,12 +384,7 @@ fn run_json_stream(args: &Args) -> Result<(), RunError> {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
         Err(e) => return Err(RunError::Other(e.into())),
     }
-    let cfg = engine::StreamConfig {
-        sel: args.selection(),
-        interval: interval(args),
-        full_refresh: args.full_refresh.map(Duration::from_secs_f64),
-        procfs_attribution: !attribution.is_off(),
-    };
+    let cfg = stream_config(args, args.selection(), &attribution);
     runtime.block_on(engine::run_stream(
         cfg,
         events,
@@ -548,12 +554,7 @@ fn run_screen(args: &Args) -> Result<(), RunError> {
     let mut everything = flow::Selection::everything();
     everything.ipv4 = true;
     everything.ipv6 = true;
-    let cfg = engine::StreamConfig {
-        sel: everything,
-        interval: interval(args),
-        full_refresh: args.full_refresh.map(Duration::from_secs_f64),
-        procfs_attribution: !attribution.is_off(),
-    };
+    let cfg = stream_config(args, everything, &attribution);
     let (snap_tx, snap_rx) = tokio::sync::watch::channel(std::sync::Arc::new(flow::table::Snapshot {
         flows: Vec::new(),
         stats: Default::default(),
