@@ -789,6 +789,17 @@ garbage
         }
     }
 
+    /// `<root>/self/net/tcp` with a listener on 127.0.0.1:PORT per (inode, port).
+    fn fake_tcp_table(root: &Path, rows: &[(u64, u16)]) {
+        let mut text = String::from("  sl  local_address rem_address   st\n");
+        for (inode, port) in rows {
+            text += &format!(
+                "   0: 0100007F:{port:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 {inode} 1\n"
+            );
+        }
+        fs::write(root.join("self/net/tcp"), text).expect("tcp table");
+    }
+
     /// /proc/PID/stat with the given start time (field 22).
     fn fake_stat(root: &Path, pid: u32, comm: &str, start: u64) {
         let line = format!("{pid} ({comm}) S 1 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 {start} 1000 10\n");
@@ -811,20 +822,7 @@ garbage
         let tmp = TempDir::new("shared");
         let root = &tmp.0;
         fs::create_dir_all(root.join("self/net")).expect("net dir");
-        let row = |inode: u64, port: u16| {
-            format!(
-                "   0: 0100007F:{port:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 {inode} 1\n"
-            )
-        };
-        fs::write(
-            root.join("self/net/tcp"),
-            format!(
-                "  sl  local_address rem_address   st\n{}{}",
-                row(5000, 1),
-                row(5001, 2)
-            ),
-        )
-        .expect("tcp table");
+        fake_tcp_table(root, &[(5000, 1), (5001, 2)]);
         fake_process(root, 32000, Some("parent"), &[(3, "socket:[5000]")]);
         fake_stat(root, 32000, "parent", 1_000);
         fake_process(root, 333, Some("child"), &[(3, "socket:[5000]")]);
@@ -845,21 +843,7 @@ garbage
         let tmp = TempDir::new("fake");
         let root = &tmp.0;
         fs::create_dir_all(root.join("self/net")).expect("net dir");
-        let row = |inode: u64, port: u16| {
-            format!(
-                "   0: 0100007F:{port:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 {inode} 1\n"
-            )
-        };
-        fs::write(
-            root.join("self/net/tcp"),
-            format!(
-                "  sl  local_address rem_address   st\n{}{}{}",
-                row(4242, 1),
-                row(4343, 2),
-                row(0, 3)
-            ),
-        )
-        .expect("tcp table");
+        fake_tcp_table(root, &[(4242, 1), (4343, 2), (0, 3)]);
         // 123 holds 4242 (and a pipe, and a socket of another namespace).
         fake_process(
             root,
