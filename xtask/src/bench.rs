@@ -530,6 +530,20 @@ impl SysctlGuard {
         Ok(Some(format!("{path}: {old} -> {min}")))
     }
 
+    /// Room for `n` conntrack entries: `nf_conntrack_max` with a fifth more
+    /// and a margin (the limit is compared per namespace), and about one hash
+    /// bucket per entry for fast inserts. Logs and returns each change.
+    pub(crate) fn raise_for_entries(&mut self, n: u64) -> Result<Vec<String>> {
+        let mut changed = Vec::new();
+        for (path, min) in [(CT_MAX, n + n / 5 + 1000), (CT_HASHSIZE, n)] {
+            if let Some(c) = self.raise(path, min)? {
+                log(format!("raised {c}"));
+                changed.push(c);
+            }
+        }
+        Ok(changed)
+    }
+
     /// Restores the values of runs that died without cleaning up.
     pub(crate) fn recover_stale() {
         let Ok(rd) = fs::read_dir("/run") else { return };
@@ -1280,6 +1294,30 @@ pub(crate) fn setup_namespace(ns: &Netns) -> Result<&'static str> {
     Ok(kind)
 }
 
+/// Refuses to start a benchmark without root (`why` says what needs it).
+pub(crate) fn require_root(what: &str, why: &str) -> Result<()> {
+    if !crate::cmd::is_root() {
+        bail!("{what} needs root ({why})");
+    }
+    Ok(())
+}
+
+/// Refuses to start a benchmark without one of `tools` (each started with
+/// `-V`: only whether it starts matters).
+pub(crate) fn require_tools(tools: &[&str]) -> Result<()> {
+    for tool in tools {
+        if Command::new(tool)
+            .arg("-V")
+            .stdin(Stdio::null())
+            .output()
+            .is_err()
+        {
+            bail!("'{tool}' is not installed");
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn conntrack_count(ns: &Netns) -> Result<u64> {
     let out = run_cmd(ns.cmd("conntrack").arg("-C"))?;
     out.trim()
@@ -1289,18 +1327,7 @@ pub(crate) fn conntrack_count(ns: &Netns) -> Result<u64> {
 
 fn one_size(opts: &DumpOpts, n: u64, flowtop: &Path, tmp: &Path, with_legacy: bool) -> Result<SizeResult> {
     let mut sysctls = SysctlGuard::new();
-    let mut changed = Vec::new();
-    // Room for N entries plus margin (the limit is compared per namespace),
-    // and about one hash bucket per entry for fast inserts.
-    if let Some(c) = sysctls.raise(CT_MAX, n + n / 5 + 1000)? {
-        changed.push(c);
-    }
-    if let Some(c) = sysctls.raise(CT_HASHSIZE, n)? {
-        changed.push(c);
-    }
-    for c in &changed {
-        log(format!("raised {c}"));
-    }
+    let changed = sysctls.raise_for_entries(n)?;
     let ns = Netns::create(&format!("ftbench-{}", std::process::id()))?;
     let kind = setup_namespace(&ns)?;
     log(format!("namespace {} ready ({kind} interface)", ns.name));
@@ -1410,20 +1437,8 @@ fn one_size(opts: &DumpOpts, n: u64, flowtop: &Path, tmp: &Path, with_legacy: bo
 }
 
 fn dump(opts: &DumpOpts) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("bench dump needs root (network namespaces, sysctls)");
-    }
-    for tool in ["ip", "nft", "conntrack", "python3", "sysctl"] {
-        if Command::new(tool)
-            .arg("--version")
-            .stdin(Stdio::null())
-            .output()
-            .is_err()
-        {
-            bail!("'{tool}' is not installed");
-        }
-    }
+    require_root("bench dump", "network namespaces, sysctls")?;
+    require_tools(&["ip", "nft", "conntrack", "python3", "sysctl"])?;
     let legacy = Path::new(NETSNIFF_FLOWTOP).is_file();
     if !legacy {
         log(format!(

@@ -33,7 +33,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::bench::{
     clk_tck, cpu_ticks, log, machine_info, median, run_cmd, sleep_checked, timed_run, Netns, ProcGuard,
-    SysctlGuard, TempDir, CT_HASHSIZE, CT_MAX,
+    SysctlGuard, TempDir,
 };
 use crate::cmd;
 
@@ -271,8 +271,7 @@ pub fn run(args: &[String]) -> Result<()> {
     run_cmd(&mut mk)?;
 
     let mut sysctls = SysctlGuard::new();
-    sysctls.raise(CT_MAX, opts.flows + opts.flows / 5 + 1000)?;
-    sysctls.raise(CT_HASHSIZE, opts.flows)?;
+    sysctls.raise_for_entries(opts.flows)?;
     let ns = Netns::create(&format!("ftbench-{}", std::process::id()))?;
     run_cmd(ns.cmd("ip").args(["link", "set", "lo", "up"]))?;
     ns.sysctl("net.netfilter.nf_conntrack_acct", "1")?;

@@ -27,7 +27,7 @@ use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -37,9 +37,9 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::bench::{
     check_interrupted, clk_tck, conntrack_count, cpu_ticks, log, machine_info, measure_window, median, mib,
-    parse_count, pid_alive, remove_stale_namespaces, repo_root, run_cmd, secs, setup_namespace,
-    sleep_checked, steady_flowtop, timed_run, Netns, ProcGuard, RunStat, Steady, SysctlGuard, TempDir,
-    Window, CT_HASHSIZE, CT_MAX, INTERRUPTED, NETSNIFF_FLOWTOP,
+    parse_count, pid_alive, remove_stale_namespaces, repo_root, require_root, require_tools, run_cmd, secs,
+    setup_namespace, sleep_checked, steady_flowtop, timed_run, Netns, ProcGuard, RunStat, Steady,
+    SysctlGuard, TempDir, Window, INTERRUPTED, NETSNIFF_FLOWTOP,
 };
 use crate::bench_ui::{percentile, shown_flows, Pane};
 
@@ -205,13 +205,7 @@ fn screen_run(
 
 fn one_size(opts: &Opts, n: u64, flowtop: &Path, tmp: &Path, legacy: bool) -> Result<SizeRes> {
     let mut sysctls = SysctlGuard::new();
-    let mut changed = Vec::new();
-    for (path, min) in [(CT_MAX, n + n / 5 + 1000), (CT_HASHSIZE, n)] {
-        if let Some(c) = sysctls.raise(path, min)? {
-            log(format!("raised {c}"));
-            changed.push(c);
-        }
-    }
+    let changed = sysctls.raise_for_entries(n)?;
     let ns = Netns::create(&format!("ftbench-{}", std::process::id()))?;
     setup_namespace(&ns)?;
     let timeout = Duration::from_secs_f64(60.0 + n as f64 / 2_000.0);
@@ -439,12 +433,7 @@ fn kernel_tuples(ns: &Netns) -> Result<HashSet<TupleKey>> {
 
 fn churn_one(rate: u64, window: f64, flowtop: &Path, tmp: &Path) -> Result<ChurnRes> {
     let mut sysctls = SysctlGuard::new();
-    let n = CHURN_BASE + rate * (CHURN_LIVE_S + 1);
-    for (path, min) in [(CT_MAX, n + n / 5 + 1000), (CT_HASHSIZE, n)] {
-        if let Some(c) = sysctls.raise(path, min)? {
-            log(format!("raised {c}"));
-        }
-    }
+    sysctls.raise_for_entries(CHURN_BASE + rate * (CHURN_LIVE_S + 1))?;
     let ns = Netns::create(&format!("ftbench-{}", std::process::id()))?;
     setup_namespace(&ns)?;
     let ins = tmp.join("ct_insert.py");
@@ -573,21 +562,9 @@ fn churn_one(rate: u64, window: f64, flowtop: &Path, tmp: &Path) -> Result<Churn
 
 pub fn run(args: &[String]) -> Result<()> {
     let opts = parse(args)?;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("bench report needs root (network namespaces, sysctls)");
-    }
+    require_root("bench report", "network namespaces, sysctls")?;
     crate::setup::ensure(crate::setup::Need::All)?;
-    for tool in ["ip", "nft", "conntrack", "python3", "tmux"] {
-        if Command::new(tool)
-            .arg("-V")
-            .stdin(Stdio::null())
-            .output()
-            .is_err()
-        {
-            bail!("'{tool}' is not installed");
-        }
-    }
+    require_tools(&["ip", "nft", "conntrack", "python3", "tmux"])?;
     let legacy = Path::new(NETSNIFF_FLOWTOP).is_file();
     remove_stale_namespaces();
     SysctlGuard::recover_stale();

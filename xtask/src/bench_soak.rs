@@ -71,9 +71,7 @@ fn rss_kib(pid: i32) -> Result<u64> {
 
 pub fn run(args: &[String]) -> Result<()> {
     let opts = parse(args)?;
-    if !cmd::is_root() {
-        bail!("bench soak needs root (network namespaces, ctnetlink)");
-    }
+    crate::bench::require_root("bench soak", "network namespaces, ctnetlink")?;
     let root = cmd::root_dir();
     cmd::run(cmd::cargo().args(["build", "--release", "-p", "flowtop"]))?;
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")

@@ -27,8 +27,8 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::bench::{
     check_interrupted, clk_tck, conntrack_count, cpu_ticks, log, machine_info, parse_count,
-    remove_stale_namespaces, repo_root, run_cmd, setup_namespace, signal_and_wait, sleep_checked, Netns,
-    ProcGuard, SysctlGuard, TempDir, CT_HASHSIZE, CT_MAX, FILL_PY, NETSNIFF_FLOWTOP,
+    remove_stale_namespaces, repo_root, require_root, require_tools, run_cmd, setup_namespace,
+    signal_and_wait, sleep_checked, Netns, ProcGuard, SysctlGuard, TempDir, FILL_PY, NETSNIFF_FLOWTOP,
 };
 
 pub const USAGE: &str = "\
@@ -324,20 +324,8 @@ fn frames(log: &Path, skip: usize) -> Result<Vec<(f64, f64, f64)>> {
 }
 
 pub fn run(opts: &Opts) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("bench ui needs root (network namespaces, sysctls)");
-    }
-    for tool in ["ip", "nft", "conntrack", "python3", "tmux"] {
-        if Command::new(tool)
-            .arg("-V")
-            .stdin(Stdio::null())
-            .output()
-            .is_err()
-        {
-            bail!("'{tool}' is not installed");
-        }
-    }
+    require_root("bench ui", "network namespaces, sysctls")?;
+    require_tools(&["ip", "nft", "conntrack", "python3", "tmux"])?;
     remove_stale_namespaces();
     SysctlGuard::recover_stale();
     let root = repo_root();
@@ -393,14 +381,7 @@ pub(crate) fn collect(opts: &Opts, flowtop: &Path, tmp: &Path) -> Result<UiRun> 
     let churn_rate = opts.events / 2;
     let steady_churn = churn_rate * CHURN_TIMEOUT_S;
     let mut sysctls = SysctlGuard::new();
-    let mut changed = Vec::new();
-    let n = opts.flows + steady_churn;
-    for (path, min) in [(CT_MAX, n + n / 5 + 1000), (CT_HASHSIZE, n)] {
-        if let Some(c) = sysctls.raise(path, min)? {
-            log(format!("raised {c}"));
-            changed.push(c);
-        }
-    }
+    let changed = sysctls.raise_for_entries(opts.flows + steady_churn)?;
     let ns = Netns::create(&format!("ftbench-{}", std::process::id()))?;
     setup_namespace(&ns)?;
     log(format!("filling the table with {} UDP entries", opts.flows));
