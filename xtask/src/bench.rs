@@ -876,6 +876,15 @@ pub(crate) struct Steady {
     pub(crate) active: Option<(u64, u64)>,
 }
 
+impl Steady {
+    /// `update` lines per active flow per second of the window (1.0: every
+    /// active flow's rates re-read every interval of 1 s).
+    pub(crate) fn updates_per_active_flow_s(&self) -> Option<f64> {
+        self.active
+            .map(|(flows, updates)| updates as f64 / flows as f64 / self.window_s)
+    }
+}
+
 /// Full dumps and hot refreshes during a steady-state window.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RefreshCounts {

@@ -632,6 +632,16 @@ pub fn run(args: &[String]) -> Result<()> {
 
 // ---------------------------------------------------------------- report
 
+/// The "CPU | user / sys | rest | VmRSS | VmHWM" cells of a steady-state row.
+fn usage_cells(cpu: f64, user: f64, sys: f64, rest: f64, rss_kib: u64, hwm_kib: u64) -> String {
+    format!(
+        "{} | {user:.1} / {sys:.1} | {rest:.0} | {} | {}",
+        pct(cpu),
+        mib(rss_kib as f64),
+        mib(hwm_kib as f64)
+    )
+}
+
 /// Full dumps and hot refreshes of a steady window, for the table.
 fn rereads(s: &Steady) -> String {
     let Some(r) = s.refresh else {
@@ -646,12 +656,8 @@ fn rereads(s: &Steady) -> String {
         "{} full dumps{every}, {} hot refreshes ({} entries)",
         r.dumps, r.refreshes, r.refreshed
     );
-    if let Some((a, u)) = s.active {
-        let _ = write!(
-            cell,
-            "; {:.2} updates per active flow per s",
-            u as f64 / a as f64 / s.window_s
-        );
+    if let Some(u) = s.updates_per_active_flow_s() {
+        let _ = write!(cell, "; {u:.2} updates per active flow per s");
     }
     cell
 }
@@ -901,14 +907,16 @@ fn render(
                 let (a, b) = vs(s.cpu_pct, s.rss_kib as f64);
                 let _ = writeln!(
                     o,
-                    "| {} | flowtop --json -t 1 | {} | {:.1} / {:.1} | {:.0} | {} | {} | {a} | {b} | {} |",
+                    "| {} | flowtop --json -t 1 | {} | {a} | {b} | {} |",
                     r.n,
-                    pct(s.cpu_pct),
-                    s.user_pct,
-                    s.sys_pct,
-                    s.other_pct,
-                    mib(s.rss_kib as f64),
-                    mib(s.hwm_kib as f64),
+                    usage_cells(
+                        s.cpu_pct,
+                        s.user_pct,
+                        s.sys_pct,
+                        s.other_pct,
+                        s.rss_kib,
+                        s.hwm_kib
+                    ),
                     rereads(s)
                 );
                 json_rss.push((r.n, s.rss_kib as f64 * 1024.0));
@@ -925,21 +933,19 @@ fn render(
             Ok(s) => {
                 let _ = writeln!(
                     o,
-                    "| {} + {ACTIVE_FLOWS} active | flowtop --json -t 1 | {} | {:.1} / {:.1} | {:.0} | {} | {} | — | — | {} |",
+                    "| {} + {ACTIVE_FLOWS} active | flowtop --json -t 1 | {} | — | — | {} |",
                     r.n,
-                    pct(s.cpu_pct),
-                    s.user_pct,
-                    s.sys_pct,
-                    s.other_pct,
-                    mib(s.rss_kib as f64),
-                    mib(s.hwm_kib as f64),
+                    usage_cells(
+                        s.cpu_pct,
+                        s.user_pct,
+                        s.sys_pct,
+                        s.other_pct,
+                        s.rss_kib,
+                        s.hwm_kib
+                    ),
                     rereads(s)
                 );
-                active_cpu.push((
-                    r.n,
-                    s.cpu_pct,
-                    s.active.map(|(a, u)| u as f64 / a as f64 / s.window_s),
-                ));
+                active_cpu.push((r.n, s.cpu_pct, s.updates_per_active_flow_s()));
             }
             Err(e) => {
                 let _ = writeln!(
@@ -962,14 +968,16 @@ fn render(
                 let (a, b) = vs(w.cpu_pct, w.rss_kib as f64);
                 let _ = writeln!(
                     o,
-                    "| {} | flowtop screen -t 1 | {} | {:.1} / {:.1} | {:.0} | {} | {} | {a} | {b} | — |",
+                    "| {} | flowtop screen -t 1 | {} | {a} | {b} | — |",
                     r.n,
-                    pct(w.cpu_pct),
-                    w.user_pct,
-                    w.sys_pct,
-                    w.other_pct,
-                    mib(w.rss_kib as f64),
-                    mib(w.hwm_kib as f64)
+                    usage_cells(
+                        w.cpu_pct,
+                        w.user_pct,
+                        w.sys_pct,
+                        w.other_pct,
+                        w.rss_kib,
+                        w.hwm_kib
+                    )
                 );
                 screen_cpu.push((r.n, w.cpu_pct));
             }
@@ -988,14 +996,16 @@ fn render(
             (_, Some(w)) => {
                 let _ = writeln!(
                     o,
-                    "| {} | flowtop 0.6.8 screen | {} | {:.1} / {:.1} | {:.0} | {} | {} | 1.00× | 1.00× | every entry, every interval |",
+                    "| {} | flowtop 0.6.8 screen | {} | 1.00× | 1.00× | every entry, every interval |",
                     r.n,
-                    pct(w.cpu_pct),
-                    w.user_pct,
-                    w.sys_pct,
-                    w.other_pct,
-                    mib(w.rss_kib as f64),
-                    mib(w.hwm_kib as f64)
+                    usage_cells(
+                        w.cpu_pct,
+                        w.user_pct,
+                        w.sys_pct,
+                        w.other_pct,
+                        w.rss_kib,
+                        w.hwm_kib
+                    )
                 );
             }
             (Some(Ok(s)), None) if s.load_s.is_none() => {
