@@ -15,32 +15,22 @@ import struct
 import sys
 import time
 
-NETLINK_NETFILTER = 12
-NLM_F_REQUEST, NLM_F_CREATE, NLM_F_EXCL = 0x1, 0x400, 0x200
-NLMSG_ERROR = 2
-MSG_CT_NEW = (1 << 8) | 0
-MSG_CT_DELETE = (1 << 8) | 2
-NESTED = 0x8000
-CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_TIMEOUT = 1, 2, 7
-CTA_TUPLE_IP, CTA_TUPLE_PROTO = 1, 2
-CTA_IP_V4_SRC, CTA_IP_V4_DST = 1, 2
-CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT = 1, 2, 3
+# The ctnetlink packing is ct_insert.py's (written beside this file).
+from ct_insert import (
+    CTA_TIMEOUT,
+    CTA_TUPLE_ORIG,
+    CTA_TUPLE_REPLY,
+    MSG_CT_NEW,
+    NLM_F_CREATE,
+    NLM_F_EXCL,
+    NLM_F_REQUEST,
+    attr,
+    drain,
+    open_socket,
+    tuple_attr,
+)
 
-
-def attr(kind, payload):
-    head = struct.pack("=HH", 4 + len(payload), kind)
-    return head + payload + b"\0" * ((4 - len(payload) % 4) % 4)
-
-
-def tuple_attr(kind, src, dst, sport, dport):
-    ip = attr(NESTED | CTA_TUPLE_IP, attr(CTA_IP_V4_SRC, src) + attr(CTA_IP_V4_DST, dst))
-    proto = attr(
-        NESTED | CTA_TUPLE_PROTO,
-        attr(CTA_PROTO_NUM, bytes([17]))
-        + attr(CTA_PROTO_SRC_PORT, struct.pack("!H", sport))
-        + attr(CTA_PROTO_DST_PORT, struct.pack("!H", dport)),
-    )
-    return attr(NESTED | kind, ip + proto)
+MSG_CT_DELETE = (1 << 8) | 2  # NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_DELETE
 
 
 def main():
@@ -51,24 +41,8 @@ def main():
     dsts = int(opts.get("--dsts", "1000"))
     src = ipaddress.IPv4Address(opts.get("--src", "198.51.100.1")).packed
     base = int(ipaddress.IPv4Address(opts.get("--dst-base", "198.51.100.2")))
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-    sock.bind((0, 0))
-    sock.setblocking(False)
+    sock = open_socket()
     counts = {"created": 0, "deleted": 0, "errors": 0}
-
-    def drain():
-        while True:
-            try:
-                data = sock.recv(1 << 16)
-            except BlockingIOError:
-                return
-            off = 0
-            while off + 16 <= len(data):
-                length, kind = struct.unpack_from("=IH", data, off)
-                if kind == NLMSG_ERROR and struct.unpack_from("=i", data, off + 16)[0] != 0:
-                    counts["errors"] += 1
-                off += max(16, (length + 3) & ~3)
 
     def tuple_of(i):
         # Unique while alive: 60 000 source ports x D destinations x ports.
@@ -96,9 +70,9 @@ def main():
                     sock.send(b"".join(msgs[k:k + 64]))
                     break
                 except BlockingIOError:
-                    drain()
+                    counts["errors"] += drain(sock)
                     time.sleep(0.001)
-        drain()
+        counts["errors"] += drain(sock)
 
     step = 0.1
     per_step = rate * step
@@ -129,7 +103,7 @@ def main():
     send([message(MSG_CT_DELETE, j) for j in range(gone, made)])
     counts["deleted"] += made - gone
     time.sleep(0.05)
-    drain()
+    counts["errors"] += drain(sock)
     print(counts["created"], counts["deleted"], counts["errors"], "%.1f" % (time.monotonic() - t0), flush=True)
 
 

@@ -9,6 +9,9 @@ usage: ct_insert.py N [--dsts D] [--dst-base A.B.C.D] [--src A.B.C.D] [--timeout
 Entry i is UDP SRC:(1024 + i % 60000) -> DST_j:(1 + i // 60000 ...) with
 DST_j = dst-base + (i % D): D distinct destinations, spread over all entries.
 Prints "created errors seconds".
+
+Also the ctnetlink packing that ct_churn.py imports (it is written beside
+this file wherever it runs).
 """
 import ipaddress
 import socket
@@ -44,6 +47,31 @@ def tuple_attr(kind, src, dst, sport, dport):
     return attr(NESTED | kind, ip + proto)
 
 
+def open_socket():
+    """A non-blocking ctnetlink socket with room for many answers."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    sock.bind((0, 0))
+    sock.setblocking(False)
+    return sock
+
+
+def drain(sock):
+    """Reads every queued answer; returns how many were errors."""
+    errors = 0
+    while True:
+        try:
+            data = sock.recv(1 << 16)
+        except BlockingIOError:
+            return errors
+        off = 0
+        while off + 16 <= len(data):
+            length, kind = struct.unpack_from("=IH", data, off)
+            if kind == NLMSG_ERROR and struct.unpack_from("=i", data, off + 16)[0] != 0:
+                errors += 1
+            off += max(16, (length + 3) & ~3)
+
+
 def main():
     args = sys.argv[1:]
     n = int(args[0])
@@ -53,25 +81,8 @@ def main():
     src = ipaddress.IPv4Address(opts.get("--src", "198.51.100.1")).packed
     timeout = int(opts.get("--timeout", "3600"))
     mark = int(opts.get("--mark", "0"))
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-    sock.bind((0, 0))
-    sock.setblocking(False)
+    sock = open_socket()
     errors = 0
-
-    def drain():
-        nonlocal errors
-        while True:
-            try:
-                data = sock.recv(1 << 16)
-            except BlockingIOError:
-                return
-            off = 0
-            while off + 16 <= len(data):
-                length, kind = struct.unpack_from("=IH", data, off)
-                if kind == NLMSG_ERROR and struct.unpack_from("=i", data, off + 16)[0] != 0:
-                    errors += 1
-                off += max(16, (length + 3) & ~3)
 
     t0 = time.monotonic()
     batch = []
@@ -91,12 +102,13 @@ def main():
             sock.send(b"".join(batch))
             batch = []
             if i % 4096 == 0:
-                drain()
+                errors += drain(sock)
     if batch:
         sock.send(b"".join(batch))
     time.sleep(0.05)
-    drain()
+    errors += drain(sock)
     print(n - errors, errors, "%.3f" % (time.monotonic() - t0))
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -23,6 +23,8 @@ use crate::bench::{log, run_cmd, sleep_checked, Netns, ProcGuard, TempDir};
 use crate::cmd;
 
 const CT_CHURN_PY: &str = include_str!("../scripts/ct_churn.py");
+/// ct_churn.py imports its ctnetlink packing from this one, beside it.
+const CT_INSERT_PY: &str = include_str!("../scripts/ct_insert.py");
 
 pub const USAGE: &str = "\
 usage: cargo xtask bench soak [--minutes M] [--rate R]
@@ -83,6 +85,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let ns = Netns::create(&format!("ftsoak-{}", std::process::id()))?;
     let script = tmp.0.join("ct_churn.py");
     fs::write(&script, CT_CHURN_PY)?;
+    fs::write(tmp.0.join("ct_insert.py"), CT_INSERT_PY)?;
 
     let mut ft_cmd = ns.cmd(&flowtop.to_string_lossy());
     ft_cmd
