@@ -77,6 +77,25 @@ fn example(name: &str) -> PathBuf {
 }
 
 /// Starts `ptr_server` in `ns` and waits for its "listening on" line.
+/// The client's /etc/netns resolv.conf naming the test DNS server, with
+/// resolver `options` ("" for none).
+fn resolv_conf(client: &Netns, options: &str) -> EtcNetns {
+    let text = if options.is_empty() {
+        format!("nameserver {DNS_V4}\n")
+    } else {
+        format!("nameserver {DNS_V4}\noptions {options}\n")
+    };
+    EtcNetns::new(client, &[("resolv.conf", &text)])
+}
+
+/// `ptr_server` answering on the test DNS server's address, port 53.
+fn dns_server(server: &Netns, args: &[&str]) -> Killed {
+    let listen = format!("{DNS_V4}:53");
+    let mut all = vec!["--listen", listen.as_str()];
+    all.extend_from_slice(args);
+    ptr_server(server, &all)
+}
+
 fn ptr_server(ns: &Netns, args: &[&str]) -> Killed {
     let mut cmd = ns.cmd(example("ptr_server").to_str().expect("utf-8 path"), args);
     cmd.stdin(Stdio::null())
@@ -138,11 +157,9 @@ fn resolves_through_the_namespace_resolv_conf_and_hosts() {
             ("hosts", "127.0.0.1 localhost\n192.0.2.77 from-hosts.test alias\n"),
         ],
     );
-    let _srv = ptr_server(
+    let _srv = dns_server(
         &server,
         &[
-            "--listen",
-            &format!("{DNS_V4}:53"),
             "--ptr",
             &format!("{SERVER_V4}=server.test"),
             "--ptr",
@@ -199,8 +216,8 @@ fn resolves_through_the_namespace_resolv_conf_and_hosts() {
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
 fn a_silent_name_server_gives_no_name_within_the_timeout() {
     let (client, server) = dns_pair();
-    let _etc = EtcNetns::new(&client, &[("resolv.conf", &format!("nameserver {DNS_V4}\n"))]);
-    let _srv = ptr_server(&server, &["--listen", &format!("{DNS_V4}:53"), "--silent"]);
+    let _etc = resolv_conf(&client, "");
+    let _srv = dns_server(&server, &["--silent"]);
     // rdns waits at most 2 × timeout + 1 s before printing "?": a lookup
     // that ends prints "-" instead.
     let out = client.run(
@@ -229,18 +246,10 @@ fn flow_to<'a>(lines: &'a [&'a serde_json::Value], dst: &str) -> &'a serde_json:
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
 fn flowtop_names_flows_and_escapes_hostile_names() {
     let (client, server) = dns_pair();
-    let _etc = EtcNetns::new(
-        &client,
-        &[(
-            "resolv.conf",
-            &format!("nameserver {DNS_V4}\noptions timeout:1 attempts:1\n"),
-        )],
-    );
-    let _srv = ptr_server(
+    let _etc = resolv_conf(&client, "timeout:1 attempts:1");
+    let _srv = dns_server(
         &server,
         &[
-            "--listen",
-            &format!("{DNS_V4}:53"),
             "--ptr",
             "81.2.69.142=far.test",
             "--ptr",
@@ -289,24 +298,8 @@ fn flowtop_names_flows_and_escapes_hostile_names() {
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
 fn names_arriving_late_come_as_updates_and_own_queries_stay_hidden() {
     let (client, server) = dns_pair();
-    let _etc = EtcNetns::new(
-        &client,
-        &[(
-            "resolv.conf",
-            &format!("nameserver {DNS_V4}\noptions timeout:2\n"),
-        )],
-    );
-    let _srv = ptr_server(
-        &server,
-        &[
-            "--listen",
-            &format!("{DNS_V4}:53"),
-            "--ptr",
-            "81.2.69.142=far.test",
-            "--delay-ms",
-            "500",
-        ],
-    );
+    let _etc = resolv_conf(&client, "timeout:2");
+    let _srv = dns_server(&server, &["--ptr", "81.2.69.142=far.test", "--delay-ms", "500"]);
     let mut ft = Flowtop::start(&client, &["--json", "-U", "-t", "1"]);
     // Somebody else's DNS flow (same server, a port flowtop never used).
     client.conntrack(&format!(
@@ -350,14 +343,8 @@ fn names_arriving_late_come_as_updates_and_own_queries_stay_hidden() {
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
 fn a_silent_name_server_does_not_hold_up_the_table() {
     let (client, server) = dns_pair();
-    let _etc = EtcNetns::new(
-        &client,
-        &[(
-            "resolv.conf",
-            &format!("nameserver {DNS_V4}\noptions timeout:2\n"),
-        )],
-    );
-    let _srv = ptr_server(&server, &["--listen", &format!("{DNS_V4}:53"), "--silent"]);
+    let _etc = resolv_conf(&client, "timeout:2");
+    let _srv = dns_server(&server, &["--silent"]);
     for i in 0..40u16 {
         insert_udp(&client, &format!("203.0.113.{}", i + 1), 3000 + i);
     }
@@ -397,13 +384,7 @@ fn a_silent_name_server_does_not_hold_up_the_table() {
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
 fn a_garbage_then_dead_name_server_while_streaming_is_survived() {
     let (client, server) = dns_pair();
-    let _etc = EtcNetns::new(
-        &client,
-        &[(
-            "resolv.conf",
-            &format!("nameserver {DNS_V4}\noptions timeout:1 attempts:1\n"),
-        )],
-    );
+    let _etc = resolv_conf(&client, "timeout:1 attempts:1");
     let listen = format!("{DNS_V4}:53");
     let garbage = ptr_server(
         &server,
