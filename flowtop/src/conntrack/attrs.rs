@@ -26,15 +26,40 @@ pub const CTA_ID: u16 = 12;
 pub const CTA_ZONE: u16 = 18;
 pub const CTA_TIMESTAMP: u16 = 20;
 
+/// `enum ctattr_tuple`.
+pub const CTA_TUPLE_IP: u16 = 1;
+pub const CTA_TUPLE_PROTO: u16 = 2;
+
+/// `enum ctattr_ip`.
+pub const CTA_IP_V4_SRC: u16 = 1;
+pub const CTA_IP_V4_DST: u16 = 2;
+pub const CTA_IP_V6_SRC: u16 = 3;
+pub const CTA_IP_V6_DST: u16 = 4;
+
+/// `enum ctattr_l4proto`: protocol and ports (the ICMP members are below).
+pub const CTA_PROTO_NUM: u16 = 1;
+pub const CTA_PROTO_SRC_PORT: u16 = 2;
+pub const CTA_PROTO_DST_PORT: u16 = 3;
+
+/// `enum ctattr_protoinfo`: TCP (SCTP and DCCP are below).
+pub const CTA_PROTOINFO_TCP: u16 = 1;
+
+/// `enum ctattr_protoinfo_tcp`.
+pub const CTA_PROTOINFO_TCP_STATE: u16 = 1;
+pub const CTA_PROTOINFO_TCP_WSCALE_ORIGINAL: u16 = 2;
+pub const CTA_PROTOINFO_TCP_WSCALE_REPLY: u16 = 3;
+pub const CTA_PROTOINFO_TCP_FLAGS_ORIGINAL: u16 = 4;
+pub const CTA_PROTOINFO_TCP_FLAGS_REPLY: u16 = 5;
+
 /// `enum ctattr_counters`.
-const CTA_COUNTERS_PACKETS: u16 = 1;
-const CTA_COUNTERS_BYTES: u16 = 2;
-const CTA_COUNTERS32_PACKETS: u16 = 3;
-const CTA_COUNTERS32_BYTES: u16 = 4;
+pub const CTA_COUNTERS_PACKETS: u16 = 1;
+pub const CTA_COUNTERS_BYTES: u16 = 2;
+pub const CTA_COUNTERS32_PACKETS: u16 = 3;
+pub const CTA_COUNTERS32_BYTES: u16 = 4;
 
 /// `enum ctattr_tstamp`.
-const CTA_TIMESTAMP_START: u16 = 1;
-const CTA_TIMESTAMP_STOP: u16 = 2;
+pub const CTA_TIMESTAMP_START: u16 = 1;
+pub const CTA_TIMESTAMP_STOP: u16 = 2;
 
 /// `enum ctattr_l4proto`: the ICMP members of `CTA_TUPLE_PROTO`.
 pub const CTA_PROTO_ICMP_ID: u16 = 4;
@@ -48,13 +73,13 @@ pub const CTA_PROTO_ICMPV6_CODE: u16 = 9;
 pub const CTA_PROTOINFO_DCCP: u16 = 2;
 pub const CTA_PROTOINFO_SCTP: u16 = 3;
 
-const CTA_PROTOINFO_DCCP_STATE: u16 = 1;
-const CTA_PROTOINFO_DCCP_ROLE: u16 = 2;
-const CTA_PROTOINFO_DCCP_HANDSHAKE_SEQ: u16 = 3;
+pub const CTA_PROTOINFO_DCCP_STATE: u16 = 1;
+pub const CTA_PROTOINFO_DCCP_ROLE: u16 = 2;
+pub const CTA_PROTOINFO_DCCP_HANDSHAKE_SEQ: u16 = 3;
 
-const CTA_PROTOINFO_SCTP_STATE: u16 = 1;
-const CTA_PROTOINFO_SCTP_VTAG_ORIGINAL: u16 = 2;
-const CTA_PROTOINFO_SCTP_VTAG_REPLY: u16 = 3;
+pub const CTA_PROTOINFO_SCTP_STATE: u16 = 1;
+pub const CTA_PROTOINFO_SCTP_VTAG_ORIGINAL: u16 = 2;
+pub const CTA_PROTOINFO_SCTP_VTAG_REPLY: u16 = 3;
 
 /// Flag bits of an attribute type, stripped before matching on the kind.
 const NLA_TYPE_MASK: u16 = !(netlink_packet_core::NLA_F_NESTED | netlink_packet_core::NLA_F_NET_BYTEORDER);

@@ -11,32 +11,20 @@
 
 use std::net::IpAddr;
 
+use netlink_packet_core::NLA_F_NESTED;
+
+use super::attrs::{
+    CTA_IP_V4_DST, CTA_IP_V4_SRC, CTA_IP_V6_DST, CTA_IP_V6_SRC, CTA_PROTO_DST_PORT, CTA_PROTO_ICMPV6_CODE,
+    CTA_PROTO_ICMPV6_ID, CTA_PROTO_ICMPV6_TYPE, CTA_PROTO_ICMP_CODE, CTA_PROTO_ICMP_ID, CTA_PROTO_ICMP_TYPE,
+    CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_TUPLE_IP, CTA_TUPLE_ORIG, CTA_TUPLE_PROTO, CTA_ZONE,
+};
 use super::decode::{AF_INET, AF_INET6, IPCTNL_MSG_CT_GET, NFNL_SUBSYS_CTNETLINK};
 use crate::flow::model::{proto, Family, LookupKey};
 
-const NLA_F_NESTED: u16 = 0x8000;
-// Top-level ctnetlink attributes.
-const CTA_TUPLE_ORIG: u16 = 1;
-const CTA_ZONE: u16 = 18;
+/// `CTA_FILTER` (`enum ctattr_type`) and what it holds; only dump requests use it.
 const CTA_FILTER: u16 = 25;
 const CTA_FILTER_ORIG_FLAGS: u16 = 1;
 const CTA_FILTER_FLAG_CTA_PROTO_NUM: u32 = 1 << 3;
-// Inside a tuple.
-const CTA_TUPLE_IP: u16 = 1;
-const CTA_TUPLE_PROTO: u16 = 2;
-const CTA_IP_V4_SRC: u16 = 1;
-const CTA_IP_V4_DST: u16 = 2;
-const CTA_IP_V6_SRC: u16 = 3;
-const CTA_IP_V6_DST: u16 = 4;
-const CTA_PROTO_NUM: u16 = 1;
-const CTA_PROTO_SRC_PORT: u16 = 2;
-const CTA_PROTO_DST_PORT: u16 = 3;
-const CTA_PROTO_ICMP_ID: u16 = 4;
-const CTA_PROTO_ICMP_TYPE: u16 = 5;
-const CTA_PROTO_ICMP_CODE: u16 = 6;
-const CTA_PROTO_ICMPV6_ID: u16 = 7;
-const CTA_PROTO_ICMPV6_TYPE: u16 = 8;
-const CTA_PROTO_ICMPV6_CODE: u16 = 9;
 
 /// Appends a dump request (`IPCTNL_MSG_CT_GET` with `NLM_F_DUMP`) of
 /// `family` (0: both), only of protocol `proto` when given. A kernel

@@ -19,53 +19,22 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netlink_packet_core::{DecodeError, NLA_F_NESTED, NLA_F_NET_BYTEORDER};
 
-use super::attrs;
+use super::attrs::{
+    self, CTA_COUNTERS32_BYTES, CTA_COUNTERS32_PACKETS, CTA_COUNTERS_BYTES, CTA_COUNTERS_PACKETS,
+    CTA_IP_V4_DST, CTA_IP_V4_SRC, CTA_IP_V6_DST, CTA_IP_V6_SRC, CTA_PROTOINFO_DCCP_HANDSHAKE_SEQ,
+    CTA_PROTOINFO_DCCP_ROLE, CTA_PROTOINFO_SCTP_VTAG_ORIGINAL, CTA_PROTOINFO_SCTP_VTAG_REPLY,
+    CTA_PROTOINFO_TCP, CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, CTA_PROTOINFO_TCP_FLAGS_REPLY,
+    CTA_PROTOINFO_TCP_STATE, CTA_PROTOINFO_TCP_WSCALE_ORIGINAL, CTA_PROTOINFO_TCP_WSCALE_REPLY,
+    CTA_PROTO_DST_PORT, CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_TIMESTAMP_START, CTA_TIMESTAMP_STOP,
+    CTA_TUPLE_IP, CTA_TUPLE_PROTO,
+};
 use crate::flow::model::{proto, Counters, Family, Flow, Icmp, ProtoState, Tuple};
 
 const NLA_HEADER_LEN: usize = 4;
 const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
 
-/// `enum ctattr_tuple`.
-const CTA_TUPLE_IP: u16 = 1;
-const CTA_TUPLE_PROTO: u16 = 2;
-
-/// `enum ctattr_ip`.
-const CTA_IP_V4_SRC: u16 = 1;
-const CTA_IP_V4_DST: u16 = 2;
-const CTA_IP_V6_SRC: u16 = 3;
-const CTA_IP_V6_DST: u16 = 4;
-
-/// `enum ctattr_l4proto` (the ICMP members are in [`attrs`]).
-const CTA_PROTO_NUM: u16 = 1;
-const CTA_PROTO_SRC_PORT: u16 = 2;
-const CTA_PROTO_DST_PORT: u16 = 3;
-
-/// `enum ctattr_protoinfo` (SCTP and DCCP are in [`attrs`]).
-const CTA_PROTOINFO_TCP: u16 = 1;
-
-/// `enum ctattr_protoinfo_tcp`.
-const CTA_PROTOINFO_TCP_STATE: u16 = 1;
-const CTA_PROTOINFO_TCP_WSCALE_ORIGINAL: u16 = 2;
-const CTA_PROTOINFO_TCP_WSCALE_REPLY: u16 = 3;
-const CTA_PROTOINFO_TCP_FLAGS_ORIGINAL: u16 = 4;
-const CTA_PROTOINFO_TCP_FLAGS_REPLY: u16 = 5;
-
-/// The first member of `CTA_PROTOINFO_SCTP` and `CTA_PROTOINFO_DCCP` is the state.
-const CTA_PROTOINFO_STATE: u16 = 1;
-const CTA_PROTOINFO_SCTP_VTAG_ORIGINAL: u16 = 2;
-const CTA_PROTOINFO_SCTP_VTAG_REPLY: u16 = 3;
-const CTA_PROTOINFO_DCCP_ROLE: u16 = 2;
-const CTA_PROTOINFO_DCCP_HANDSHAKE_SEQ: u16 = 3;
-
-/// `enum ctattr_counters`.
-const CTA_COUNTERS_PACKETS: u16 = 1;
-const CTA_COUNTERS_BYTES: u16 = 2;
-const CTA_COUNTERS32_PACKETS: u16 = 3;
-const CTA_COUNTERS32_BYTES: u16 = 4;
-
-/// `enum ctattr_tstamp`.
-const CTA_TIMESTAMP_START: u16 = 1;
-const CTA_TIMESTAMP_STOP: u16 = 2;
+/// The first member of `CTA_PROTOINFO_SCTP` and `CTA_PROTOINFO_DCCP` alike.
+const CTA_PROTOINFO_STATE: u16 = attrs::CTA_PROTOINFO_SCTP_STATE;
 
 /// One attribute: its type without the flag bits, and its value (padding excluded).
 #[derive(Debug, Clone, Copy)]
