@@ -955,6 +955,23 @@ pub(crate) struct Window {
     pub(crate) rss_kib: u64,
 }
 
+/// Starts `flowtop --json -t 1 -4UnG --no-sysctl` in `ns`, stderr to `errp`;
+/// returns it (killed on drop) and its stdout.
+pub(crate) fn spawn_flowtop_json(
+    ns: &Netns,
+    flowtop: &Path,
+    errp: &Path,
+) -> Result<(ProcGuard, std::process::ChildStdout)> {
+    let mut cmd = ns.cmd(&flowtop.to_string_lossy());
+    cmd.args(["--json", "-t", "1", "-4UnG", "--no-sysctl"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(File::create(errp)?);
+    let mut child = cmd.spawn().context("cannot start flowtop --json")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    Ok((ProcGuard::new(child, "flowtop --json"), stdout))
+}
+
 /// The steady state of `flowtop --json -t 1` on a table of `n` idle entries,
 /// plus `active` flows with traffic made once the table is loaded.
 pub(crate) fn steady_flowtop(
@@ -966,14 +983,7 @@ pub(crate) fn steady_flowtop(
     tmp: &Path,
 ) -> Result<Steady> {
     let errp = tmp.join("steady-flowtop.err");
-    let mut cmd = ns.cmd(&flowtop.to_string_lossy());
-    cmd.args(["--json", "-t", "1", "-4UnG", "--no-sysctl"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(File::create(&errp)?);
-    let mut child = cmd.spawn().context("cannot start flowtop --json")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut guard = ProcGuard::new(child, "flowtop --json");
+    let (mut guard, stdout) = spawn_flowtop_json(ns, flowtop, &errp)?;
     let (counter, reader) = spawn_counter(stdout);
     let pid = guard.pid();
     let t0 = Instant::now();
@@ -1583,6 +1593,17 @@ pub(crate) fn secs(v: f64) -> String {
         format!("{v:.3} s")
     } else {
         format!("{v:.1} s")
+    }
+}
+
+/// Milliseconds for a table: two decimals below 10, "—" for none (NaN).
+pub(crate) fn ms(v: f64) -> String {
+    if v.is_nan() {
+        "—".into()
+    } else if v < 10.0 {
+        format!("{v:.2} ms")
+    } else {
+        format!("{v:.0} ms")
     }
 }
 

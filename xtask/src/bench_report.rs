@@ -37,9 +37,9 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::bench::{
     check_interrupted, clk_tck, conntrack_count, cpu_ticks, log, machine_info, measure_window, median, mib,
-    parse_count, pid_alive, remove_stale_namespaces, repo_root, require_root, require_tools, run_cmd, secs,
-    setup_namespace, sleep_checked, steady_flowtop, timed_run, Netns, ProcGuard, RunStat, Steady,
-    SysctlGuard, TempDir, Window, INTERRUPTED, NETSNIFF_FLOWTOP,
+    ms, parse_count, pid_alive, remove_stale_namespaces, repo_root, require_root, require_tools, run_cmd,
+    secs, setup_namespace, sleep_checked, spawn_flowtop_json, steady_flowtop, timed_run, Netns, ProcGuard,
+    RunStat, Steady, SysctlGuard, TempDir, Window, INTERRUPTED, NETSNIFF_FLOWTOP,
 };
 use crate::bench_ui::{percentile, shown_flows, Pane};
 
@@ -443,14 +443,7 @@ fn churn_one(rate: u64, window: f64, flowtop: &Path, tmp: &Path) -> Result<Churn
     run_cmd(ns.cmd("python3").arg(&ins).arg(CHURN_BASE.to_string()))?;
 
     let errp = tmp.join("churn-flowtop.err");
-    let mut cmd = ns.cmd(&flowtop.to_string_lossy());
-    cmd.args(["--json", "-t", "1", "-4UnG", "--no-sysctl"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(File::create(&errp)?);
-    let mut child = cmd.spawn().context("cannot start flowtop --json")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut ft = ProcGuard::new(child, "flowtop --json");
+    let (mut ft, stdout) = spawn_flowtop_json(&ns, flowtop, &errp)?;
     let state = Arc::new(Mutex::new(Stream::default()));
     let reader = follow(stdout, state.clone());
     let live = || state.lock().map(|s| s.live.len()).unwrap_or(0);
@@ -671,16 +664,6 @@ fn ratio(a: f64, b: f64) -> String {
         format!("{:.2}×", a / b)
     } else {
         "—".into()
-    }
-}
-
-fn ms(v: f64) -> String {
-    if v.is_nan() {
-        "—".into()
-    } else if v < 10.0 {
-        format!("{v:.2} ms")
-    } else {
-        format!("{v:.0} ms")
     }
 }
 

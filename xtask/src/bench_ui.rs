@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 
 use crate::bench::{
-    check_interrupted, clk_tck, conntrack_count, cpu_ticks, log, machine_info, parse_count,
+    check_interrupted, clk_tck, conntrack_count, cpu_ticks, log, machine_info, ms, parse_count,
     remove_stale_namespaces, repo_root, require_root, require_tools, run_cmd, setup_namespace,
     signal_and_wait, sleep_checked, Netns, ProcGuard, SysctlGuard, TempDir, FILL_PY, NETSNIFF_FLOWTOP,
 };
@@ -452,16 +452,6 @@ pub(crate) fn collect(opts: &Opts, flowtop: &Path, tmp: &Path) -> Result<UiRun> 
         ours,
         old,
     })
-}
-
-fn ms(v: f64) -> String {
-    if v.is_nan() {
-        "—".into()
-    } else if v < 10.0 {
-        format!("{v:.2} ms")
-    } else {
-        format!("{v:.0} ms")
-    }
 }
 
 fn render(
