@@ -8,11 +8,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use flowtop::conntrack::decode::CtEventKind;
 use flowtop::enrich::book::AddressBook;
 use flowtop::enrich::services::Services;
 use flowtop::flow::model::{proto, Counters, Family, Flow, Tuple};
-use flowtop::flow::table::{FlowTable, TableConfig};
+use flowtop::flow::table::{Change, FlowTable, NoOwners, TableConfig};
 use flowtop::flow::Selection;
 use flowtop::ui::keys::Action;
 use flowtop::ui::{App, HeaderInfo, ViewOptions};
@@ -76,10 +75,10 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(125_000);
-    let mut table = FlowTable::new(TableConfig::default());
     let t0 = Instant::now();
+    let mut table = FlowTable::new(TableConfig::default(), t0);
     for i in 0..n {
-        table.apply_event(CtEventKind::New, flow(i), t0, &mut |_, _| {});
+        table.apply_event(Change::Seen, flow(i), t0, &mut NoOwners, &mut |_, _| {});
     }
     let snap = table.snapshot();
     let mut sel = Selection::none().with_proto(proto::UDP);
@@ -87,7 +86,7 @@ fn main() {
     let mut app = App::new(
         HeaderInfo {
             version: "bench",
-            attribution: "off".into(),
+            attribution: flowtop::attribution::Active::Off,
             attribution_reason: String::new(),
             interval: Duration::from_secs(1),
         },

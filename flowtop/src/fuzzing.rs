@@ -291,20 +291,21 @@ pub fn filter(data: &[u8]) {
     });
     book.update(flow.orig.src, |v| v.scope = Some("documentation"));
     let services = Services::builtin();
-    let mut table = FlowTable::new(TableConfig::default());
     let now = std::time::Instant::now();
+    let mut table = FlowTable::new(TableConfig::default(), now);
     for (id, proto, dport) in [(1, 6, Some(443)), (2, 17, Some(53)), (3, 1, None)] {
         flow.id = id;
         flow.proto = proto;
         flow.orig.dport = dport;
         table.apply_event(
-            crate::conntrack::decode::CtEventKind::New,
+            crate::flow::table::Change::Seen,
             flow.clone(),
             now,
+            &mut crate::flow::table::NoOwners,
             &mut |_, _| {},
         );
     }
-    table.set_index(
+    let join = crate::attribution::join::OwnerJoin::with_index(
         Arc::new({
             let mut idx = crate::attribution::index::SocketIndex::default();
             idx.insert(
@@ -322,8 +323,9 @@ pub fn filter(data: &[u8]) {
             );
             idx
         }),
-        &mut |_, _| {},
+        now,
     );
+    table.set_owners(join.retry_all(&table), &mut |_, _| {});
     let m = f.matcher(RowCtx {
         book: &book,
         services: &services,

@@ -1,49 +1,23 @@
 //! Process attribution: which process owns a flow's local socket.
 //!
-//! Sources feed a [`index::SocketIndex`]; the flow table asks it when a flow
-//! appears and again whenever a new index arrives, until the flow is
-//! attributed (then the owner sticks, so a process that exited stays known).
-//! This version has the /proc source ([`procfs`]); the eBPF source comes next.
+//! Two sources: periodic /proc scans ([`procfs`], folded into a
+//! [`index::SocketIndex`]) and the sockets the eBPF programs report
+//! ([`ebpf_owners`]). [`join::OwnerJoin`] answers "who owns this flow" from
+//! both; the engine asks it when a flow appears and again when new sockets
+//! arrive, until the flow is attributed (then the owner sticks, so a
+//! process that exited stays known).
 
 pub mod ebpf_owners;
 pub mod index;
+pub mod join;
 pub mod procfs;
 
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-/// How an owner was found (the `attribution` JSON field).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum How {
-    /// From the eBPF programs.
-    Ebpf,
-    /// An accepted connection matched to its listening socket.
-    Listener,
-    /// From a /proc scan.
-    Procfs,
-}
-
-impl How {
-    pub fn name(self) -> &'static str {
-        match self {
-            How::Ebpf => "ebpf",
-            How::Listener => "listener",
-            How::Procfs => "procfs",
-        }
-    }
-}
-
-/// The process that owns a flow's local socket. `comm` and `exe` are stored
-/// raw (any bytes a process chose); outputs escape or sanitise them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owner {
-    pub pid: u32,
-    pub comm: String,
-    pub exe: Option<String>,
-    pub uid: u32,
-    pub how: How,
-}
+// The owner is data of the flow model (an entry keeps it); found here.
+pub use crate::flow::model::{How, Owner};
 
 /// The attribution mode (`--attribution`). The variants carry no doc
 /// comments on purpose: clap would turn them into a long help that differs
@@ -52,12 +26,81 @@ pub struct Owner {
 pub enum Mode {
     // The best available: eBPF when built and attachable, else /proc.
     Auto,
-    // eBPF only (not built yet in this version).
+    // eBPF only: fails when the programs do not load.
     Ebpf,
     // Periodic /proc scans.
     Procfs,
     // No attribution.
     Off,
+}
+
+/// The attribution a run uses (the meta line's `attribution`, the header's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Active {
+    /// eBPF socket events, with /proc scans for older sockets and listeners.
+    Ebpf,
+    /// /proc scans only.
+    Procfs,
+    /// No attribution.
+    Off,
+}
+
+impl Active {
+    /// The name the outputs use ("ebpf", "procfs", "off").
+    pub fn name(self) -> &'static str {
+        match self {
+            Active::Ebpf => "ebpf",
+            Active::Procfs => "procfs",
+            Active::Off => "off",
+        }
+    }
+}
+
+/// The attribution in use and why (the meta line's `attribution` and
+/// `attribution_reason`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub active: Active,
+    pub reason: String,
+    /// Why eBPF is not in use, when it was wanted or tried.
+    pub ebpf_unavailable: Option<String>,
+}
+
+impl Decision {
+    pub fn is_off(&self) -> bool {
+        self.active == Active::Off
+    }
+
+    /// `--attribution off`.
+    pub fn off() -> Self {
+        Decision {
+            active: Active::Off,
+            reason: "--attribution off".into(),
+            ebpf_unavailable: None,
+        }
+    }
+
+    /// `--attribution procfs` on a live run.
+    pub fn procfs() -> Self {
+        Decision {
+            active: Active::Procfs,
+            reason: "--attribution procfs: periodic /proc scans".into(),
+            ebpf_unavailable: None,
+        }
+    }
+
+    /// `--once`: one /proc scan (eBPF only sees sockets made while it runs).
+    pub fn for_once(asked: Mode) -> Self {
+        match asked {
+            Mode::Off => Decision::off(),
+            _ => Decision {
+                active: Active::Procfs,
+                reason: "--once: one /proc scan (eBPF only sees sockets created while flowtop runs)".into(),
+                ebpf_unavailable: None,
+            },
+        }
+    }
 }
 
 /// Builds a fresh index from /proc and this namespace's addresses.

@@ -18,9 +18,11 @@ use crate::flow::{Flow, Selection};
 /// Largest kernel receive buffer flowtop grows the event socket to.
 pub const MAX_RCVBUF: usize = 1 << 30;
 
-/// What the sources tell the engine.
+/// What the conntrack sources report. Their consumer (the engine) wraps it
+/// in its own inbox type (`M: From<CtMsg>`), so that sources know nothing
+/// of the other messages it takes.
 #[derive(Debug)]
-pub enum SourceMsg {
+pub enum CtMsg {
     /// Live events from one datagram.
     Events(Vec<(CtEventKind, Flow)>),
     /// The event socket overflowed: events were lost. Carries the new buffer size.
@@ -36,22 +38,32 @@ pub enum SourceMsg {
     Refreshed(Vec<Flow>),
     /// The hot refresh asked for is complete (or failed part way).
     RefreshDone(RefreshSummary),
-    /// A new socket index from an attribution source.
-    Sockets(std::sync::Arc<crate::attribution::index::SocketIndex>),
-    /// Sockets the eBPF programs saw, joined to their owners.
-    EbpfSockets(Vec<crate::attribution::ebpf_owners::OwnedSocket>),
     /// A message could not be decoded (skipped, counted).
     Malformed(String),
     /// The source cannot go on.
     Fatal(String),
 }
 
+/// Debug builds only: panics here when `FLOWTOP_TEST_PANIC` names this
+/// point, so that a test can check that a panic in any thread restores the
+/// kernel settings.
+#[inline]
+pub fn test_panic_point(point: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var_os("FLOWTOP_TEST_PANIC").is_some_and(|v| v == point) {
+        panic!("FLOWTOP_TEST_PANIC={point}: test panic");
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = point;
+}
+
 /// Starts the event reader on an already subscribed socket.
-pub fn spawn_events(
+pub fn spawn_events<M: From<CtMsg> + Send + 'static>(
     mut sock: CtSocket,
     sel: Selection,
-    tx: mpsc::Sender<SourceMsg>,
+    tx: mpsc::Sender<M>,
 ) -> io::Result<thread::JoinHandle<()>> {
+    let send = move |msg: CtMsg| tx.blocking_send(M::from(msg)).is_ok();
     thread::Builder::new()
         .name("ct-events".into())
         .spawn(move || loop {
@@ -65,27 +77,27 @@ pub fn spawn_events(
                         Err(e) => bad = Some(e.to_string()),
                     });
                     if let Some(e) = bad {
-                        if tx.blocking_send(SourceMsg::Malformed(e)).is_err() {
+                        if !send(CtMsg::Malformed(e)) {
                             return;
                         }
                     }
                     if batch.is_empty() {
                         continue;
                     }
-                    SourceMsg::Events(batch)
+                    CtMsg::Events(batch)
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     let current = sock.kernel_rcvbuf().unwrap_or(0);
                     let grown = sock
                         .set_kernel_rcvbuf((current * 2).clamp(1 << 16, MAX_RCVBUF))
                         .unwrap_or(current);
-                    SourceMsg::Overrun { rcvbuf: grown }
+                    CtMsg::Overrun { rcvbuf: grown }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => SourceMsg::Fatal(format!("reading conntrack events: {e}")),
+                Err(e) => CtMsg::Fatal(format!("reading conntrack events: {e}")),
             };
-            let fatal = matches!(msg, SourceMsg::Fatal(_));
-            if tx.blocking_send(msg).is_err() || fatal {
+            let fatal = matches!(msg, CtMsg::Fatal(_));
+            if !send(msg) || fatal {
                 return;
             }
         })
@@ -104,12 +116,13 @@ pub enum DumpRequest {
 pub const REFRESH_RCVBUF: usize = 4 << 20;
 
 /// Starts the dump thread; it dumps or refreshes once per request received.
-pub fn spawn_dumper(
+pub fn spawn_dumper<M: From<CtMsg> + Send + 'static>(
     mut sock: CtSocket,
     sel: Selection,
     requests: std_mpsc::Receiver<DumpRequest>,
-    tx: mpsc::Sender<SourceMsg>,
+    tx: mpsc::Sender<M>,
 ) -> io::Result<thread::JoinHandle<()>> {
+    let send = move |msg: CtMsg| tx.blocking_send(M::from(msg)).is_ok();
     thread::Builder::new().name("ct-dump".into()).spawn(move || {
         let mut seq = 0u32;
         let mut refresher = Refresher::new(&sock);
@@ -119,37 +132,37 @@ pub fn spawn_dumper(
                 DumpRequest::Dump { gen } => gen,
                 DumpRequest::Refresh(flows) => {
                     let summary = refresher.run(&mut sock, &sel, &flows, seq, |found| {
-                        tx.blocking_send(SourceMsg::Refreshed(found)).is_ok()
+                        send(CtMsg::Refreshed(found))
                     });
                     // None: the engine is gone.
                     let Some(summary) = summary else { return };
-                    if tx.blocking_send(SourceMsg::RefreshDone(summary)).is_err() {
+                    if !send(CtMsg::RefreshDone(summary)) {
                         return;
                     }
                     continue;
                 }
             };
-            crate::engine::test_panic_point("dump");
+            test_panic_point("dump");
             let result = run_dump(&mut sock, &sel, seq, |flows| {
-                tx.blocking_send(SourceMsg::DumpChunk { gen, flows }).is_ok()
+                send(CtMsg::DumpChunk { gen, flows })
             });
             let msg = match result {
                 Ok(Some(summary)) => {
                     if let Some(e) = summary.first_error {
-                        let _ = tx.blocking_send(SourceMsg::Malformed(e));
+                        let _ = send(CtMsg::Malformed(e));
                     }
-                    SourceMsg::DumpDone {
+                    CtMsg::DumpDone {
                         gen,
                         total: summary.total,
                     }
                 }
                 Ok(None) => return, // the engine is gone
-                Err(e) => SourceMsg::DumpFailed {
+                Err(e) => CtMsg::DumpFailed {
                     gen,
                     error: e.to_string(),
                 },
             };
-            if tx.blocking_send(msg).is_err() {
+            if !send(msg) {
                 return;
             }
         }

@@ -9,10 +9,10 @@ use super::dns::{DnsConfig, ReverseDns};
 use super::enricher::{Enricher, GeoLookup, NameLookup};
 use super::geoip::{self, GeoCache};
 use super::sources::ScopeOnly;
-use crate::cli::Args;
+use crate::config::EnrichOptions;
 
 /// The enrichment of a run and what it says about itself in the meta line.
-pub struct Started {
+pub struct Enrichment {
     pub enricher: Enricher,
     /// "on", "off" (-n) or why it is unavailable.
     pub dns: String,
@@ -22,15 +22,7 @@ pub struct Started {
     pub dns_timeout: Duration,
 }
 
-impl Started {
-    /// Adds `dns` and `geoip` to the meta line.
-    pub fn describe(&self, meta: &mut serde_json::Value) {
-        if let Some(m) = meta.as_object_mut() {
-            m.insert("dns".into(), self.dns.clone().into());
-            m.insert("geoip".into(), self.geoip.clone().into());
-        }
-    }
-
+impl Enrichment {
     /// `--once`: waits until every address seen has its name or has failed,
     /// at most `bound`, so batch output is complete.
     /// Lookups held back while the table loaded are asked now.
@@ -59,14 +51,16 @@ impl Drop for DnsRuntime {
     }
 }
 
-/// Starts the sources the flags leave on. Notices go to stderr, once.
-pub fn start(args: &Args) -> Started {
+/// Starts the sources the flags leave on (`geoip_dir`: searched first for
+/// databases). Notices go to stderr, once. Needs no privileges: called
+/// after they are dropped, so the resolver's thread starts without any.
+pub fn start(opts: &EnrichOptions, geoip_dir: Option<&std::path::Path>) -> Enrichment {
     let book = AddressBook::new();
-    let (geo, geoip) = start_geoip(args);
+    let (geo, geoip) = start_geoip(opts.no_geoip, geoip_dir);
     let cfg = DnsConfig::default();
     let dns_timeout = cfg.timeout;
     let mut enricher = Enricher::new(book.clone(), geo, None);
-    let dns = if args.no_dns {
+    let dns = if opts.no_dns {
         "off".to_owned()
     } else {
         let sink = Enricher::name_sink(book, enricher.arrived().clone());
@@ -93,7 +87,7 @@ pub fn start(args: &Args) -> Started {
             }
         }
     };
-    Started {
+    Enrichment {
         enricher,
         dns,
         geoip,
@@ -103,11 +97,14 @@ pub fn start(args: &Args) -> Started {
 
 /// GeoIP from the first usable databases on the search path; without one
 /// (or with `-G`), addresses still get their scope label.
-fn start_geoip(args: &Args) -> (Option<Box<dyn GeoLookup>>, Vec<String>) {
-    if args.no_geoip {
+fn start_geoip(
+    no_geoip: bool,
+    geoip_dir: Option<&std::path::Path>,
+) -> (Option<Box<dyn GeoLookup>>, Vec<String>) {
+    if no_geoip {
         return (Some(Box::new(ScopeOnly)), Vec::new());
     }
-    let (db, notices) = geoip::open(&geoip::search_path(args.geoip_dir.as_deref()));
+    let (db, notices) = geoip::open(&geoip::search_path(geoip_dir));
     for n in notices {
         eprintln!("flowtop: {n}");
     }

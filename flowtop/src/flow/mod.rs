@@ -3,6 +3,10 @@
 pub mod clock;
 pub mod model;
 pub mod rate;
+// `Store::slot_mut` lost its last caller when attribution moved out of the
+// table; store.rs is reworked in parallel (snapshots sharing chunks), which
+// settles its API.
+#[allow(dead_code, reason = "see above")]
 mod store;
 pub mod table;
 
@@ -67,8 +71,8 @@ impl Selection {
     /// The nfgenmsg family to dump: both (`AF_UNSPEC`) or just one.
     pub fn dump_family(&self) -> u8 {
         match (self.ipv4, self.ipv6) {
-            (true, false) => crate::conntrack::decode::AF_INET,
-            (false, true) => crate::conntrack::decode::AF_INET6,
+            (true, false) => libc::AF_INET as u8,
+            (false, true) => libc::AF_INET6 as u8,
             _ => 0,
         }
     }

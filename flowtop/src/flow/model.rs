@@ -242,3 +242,35 @@ impl Flow {
             || self.reply != other.reply
     }
 }
+
+/// How an owner was found (the `attribution` JSON field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum How {
+    /// From the eBPF programs.
+    Ebpf,
+    /// An accepted connection matched to its listening socket.
+    Listener,
+    /// From a /proc scan.
+    Procfs,
+}
+
+impl How {
+    pub fn name(self) -> &'static str {
+        match self {
+            How::Ebpf => "ebpf",
+            How::Listener => "listener",
+            How::Procfs => "procfs",
+        }
+    }
+}
+
+/// The process that owns a flow's local socket. `comm` and `exe` are stored
+/// raw (any bytes a process chose); outputs escape or sanitise them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    pub comm: String,
+    pub exe: Option<String>,
+    pub uid: u32,
+    pub how: How,
+}

@@ -11,32 +11,51 @@
 //! - an entry destroyed while a dump runs is not resurrected by that dump;
 //! - an entry whose timeout ran out is expired even when DESTROY is late.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 
 /// foldhash: several times cheaper than SipHash per lookup, randomly seeded
 /// per process like std's, so tuples chosen by peers cannot aim at one bucket.
 type FastState = foldhash::fast::RandomState;
-use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::clock::{Clock, Millis};
-use super::model::{proto, Counters, Flow, FlowKey, LookupKey};
+use super::model::{proto, Counters, Flow, FlowKey, LookupKey, Owner};
 use super::rate::RateMeter;
 use super::store::{Keyed, Store};
-use crate::attribution::ebpf_owners::{Generational, OwnedSocket};
-use crate::attribution::index::{local_ends, unspecified_like, SocketIndex};
-use crate::attribution::Owner;
-use crate::conntrack::decode::CtEventKind;
 use std::sync::Arc;
 
-/// How long (at least) a flow that appeared without an owner is tried
-/// against new eBPF sockets and /proc indexes, and how many such flows are
-/// remembered at most (beyond that, the next full dump's end retries them).
-const RECENT_UNOWNED: Duration = Duration::from_secs(5);
-const RECENT_UNOWNED_MAX: usize = 1 << 17;
+/// Who owns the local socket of a flow that enters the table: asked once,
+/// before the flow's first line is reported, so that line carries the
+/// owner. Attribution implements it; the table never looks sockets up.
+pub trait OwnerLookup {
+    fn owner_of(&mut self, flow: &Flow, now: Instant) -> Option<Arc<Owner>>;
+}
 
-/// Half the bound of the eBPF socket map (two generations are kept).
-const EBPF_SOCKETS_HALF: usize = 1 << 17;
+/// No attribution: no flow has an owner.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoOwners;
+
+impl OwnerLookup for NoOwners {
+    fn owner_of(&mut self, _: &Flow, _: Instant) -> Option<Arc<Owner>> {
+        None
+    }
+}
+
+/// `None`: attribution is off.
+impl<T: OwnerLookup> OwnerLookup for Option<T> {
+    fn owner_of(&mut self, flow: &Flow, now: Instant) -> Option<Arc<Owner>> {
+        self.as_mut().and_then(|o| o.owner_of(flow, now))
+    }
+}
+
+/// A live conntrack event, as the table tells them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// NEW or UPDATE: the flow exists with this reading.
+    Seen,
+    /// DESTROY: the flow is gone (with its final counters, if any).
+    Gone,
+}
 
 /// What a change means to a consumer of the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,36 +165,26 @@ pub struct FlowTable {
     /// The base counters of the rate meters that lag their flow's (see
     /// [`RateMeter::lagging`]): few, so kept here rather than in every entry.
     rate_bases: RateBases,
-    /// The latest socket index from /proc, asked when a flow appears.
-    index: Option<Arc<SocketIndex>>,
-    /// Sockets seen by the eBPF programs (exact local/remote ends), bounded.
-    ebpf_sockets: Generational<(u8, SocketAddr, SocketAddr), Arc<Owner>>,
-    /// Flows that appeared without an owner lately, oldest first: the only
-    /// ones a batch of eBPF sockets is tried on (see [`Self::add_sockets`]).
-    recent_unowned: VecDeque<(u32, FlowKey)>,
     pub stats: TableStats,
     /// The time base of the entries' times.
     clock: Clock,
 }
 
 impl FlowTable {
-    pub fn new(config: TableConfig) -> Self {
+    /// An empty table whose times count from about `now`.
+    pub fn new(config: TableConfig, now: Instant) -> Self {
         // The epoch is set a minute back so that instants read just before
-        // the table was made (the caller's `now`) count from it like later
-        // ones instead of saturating to it.
-        let now = Instant::now();
+        // `now` (a caller's earlier reading) count from it like later ones
+        // instead of saturating to it.
         FlowTable {
             clock: Clock::new(now.checked_sub(Duration::from_secs(60)).unwrap_or(now)),
             entries: Store::new(),
-            recent_unowned: VecDeque::new(),
             config,
             gen: 0,
             dump_running: false,
             dump_is_resync: false,
             tombstones: HashSet::default(),
             rate_bases: RateBases::default(),
-            index: None,
-            ebpf_sockets: Generational::new(EBPF_SOCKETS_HALF),
             stats: TableStats::default(),
         }
     }
@@ -214,12 +223,13 @@ impl FlowTable {
         self.gen
     }
 
-    /// Applies one entry of the dump `gen`.
+    /// Applies one entry of the dump `gen`; `owners` is asked when it is new.
     pub fn apply_dump_entry(
         &mut self,
         gen: u64,
         flow: Flow,
         now: Instant,
+        owners: &mut impl OwnerLookup,
         out: &mut impl FnMut(EventKind, &Entry),
     ) {
         let key = flow.key();
@@ -236,10 +246,7 @@ impl FlowTable {
                 }
             }
             None => {
-                let owner = self.owner_for(&flow);
-                if owner.is_none() {
-                    self.note_unowned(key, now);
-                }
+                let owner = owners.owner_of(&flow, now);
                 let mut e = new_entry(flow, now, &self.clock, &config, owner);
                 e.dump_gen = gen32(gen);
                 let kind = if first_dump {
@@ -272,8 +279,6 @@ impl FlowTable {
                 out(EventKind::Destroy, &e);
             },
         );
-        // The safety net of the recent-only retries: as rare as full dumps.
-        self.reattribute(out);
     }
 
     /// Applies a reading of one known entry asked for by itself (the hot
@@ -317,19 +322,20 @@ impl FlowTable {
         }
     }
 
-    /// Applies a live conntrack event.
+    /// Applies a live conntrack event; `owners` is asked when the flow is new.
     pub fn apply_event(
         &mut self,
-        kind: CtEventKind,
+        change: Change,
         flow: Flow,
         now: Instant,
+        owners: &mut impl OwnerLookup,
         out: &mut impl FnMut(EventKind, &Entry),
     ) {
         let config = self.config;
         let gen = self.gen;
         let key = flow.key();
-        match kind {
-            CtEventKind::New | CtEventKind::Update => match self.entries.get_mut(&key) {
+        match change {
+            Change::Seen => match self.entries.get_mut(&key) {
                 Some(e) => {
                     e.event_gen = gen32(gen);
                     // Any event is activity, even one that changes nothing shown.
@@ -339,17 +345,14 @@ impl FlowTable {
                     }
                 }
                 None => {
-                    let owner = self.owner_for(&flow);
-                    if owner.is_none() {
-                        self.note_unowned(key, now);
-                    }
+                    let owner = owners.owner_of(&flow, now);
                     let mut e = new_entry(flow, now, &self.clock, &config, owner);
                     e.event_gen = gen32(gen);
                     out(EventKind::New, &e);
                     self.entries.insert(e);
                 }
             },
-            CtEventKind::Destroy => {
+            Change::Gone => {
                 if self.dump_running {
                     self.tombstones.insert(key);
                 }
@@ -385,131 +388,28 @@ impl FlowTable {
         );
     }
 
-    /// Takes a new socket index (a /proc scan, every interval). The first
-    /// one is tried on every flow without an owner; later ones only on
-    /// those that appeared lately (see [`Self::retry_recent`]): a socket
-    /// exists before its flow's first packet, so an older flow an earlier
-    /// index could not attribute is forwarded, inserted, or its process was
-    /// gone before any scan. Trying every unowned flow each interval cost a
-    /// scan of the table with several lookups per flow (a quarter of a core
-    /// at a million entries). Each full dump's end retries them all anyway.
-    pub fn set_index(&mut self, index: Arc<SocketIndex>, out: &mut impl FnMut(EventKind, &Entry)) {
-        let first = self.index.is_none();
-        self.index = Some(index);
-        if first {
-            self.reattribute(out);
-        } else {
-            self.retry_recent(out);
-        }
+    /// The flows that have no owner yet (what attribution retries).
+    pub fn unowned(&self) -> impl Iterator<Item = &Flow> {
+        self.entries.iter().filter(|e| e.owner.is_none()).map(|e| &e.flow)
     }
 
-    /// Takes sockets seen by eBPF; flows that arrived before their socket
-    /// event are attributed now (an update each).
-    ///
-    /// Only flows that appeared without an owner in the last
-    /// [`RECENT_UNOWNED`] are tried: a socket event comes when the socket
-    /// is made or first sends, within moments of its flow's NEW event, and
-    /// batches come many times a second, so trying every unowned flow (all
-    /// of them on a router: forwarded flows have no local socket) would cost
-    /// a scan of the table per batch. Older flows are retried at the end of
-    /// each full dump.
-    pub fn add_sockets(&mut self, sockets: Vec<OwnedSocket>, out: &mut impl FnMut(EventKind, &Entry)) {
-        if sockets.is_empty() {
-            return;
-        }
-        for (p, local, remote, owner) in sockets {
-            self.ebpf_sockets.insert((p, local, remote), owner);
-        }
-        self.retry_recent(out);
+    /// The flow of `key`, if the table has it and it has no owner yet.
+    pub fn unowned_flow(&self, key: &FlowKey) -> Option<&Flow> {
+        self.entries
+            .get(key)
+            .filter(|e| e.owner.is_none())
+            .map(|e| &e.flow)
     }
 
-    /// Looks up the owners of the flows that appeared without one lately.
-    fn retry_recent(&mut self, out: &mut impl FnMut(EventKind, &Entry)) {
-        self.prune_recent_unowned(Instant::now());
-        let recent: Vec<FlowKey> = self.recent_unowned.iter().map(|&(_, k)| k).collect();
-        for key in recent {
-            let owner = match self.entries.get(&key) {
-                Some(e) if e.owner.is_none() => self.owner_for(&e.flow),
-                _ => None,
-            };
-            if let (Some(o), Some(e)) = (owner, self.entries.get_mut(&key)) {
-                e.owner = Some(o);
+    /// Gives flows the owners attribution found for them (an update each);
+    /// a flow that has gone or got an owner meanwhile is left alone.
+    pub fn set_owners(&mut self, found: Vec<(FlowKey, Arc<Owner>)>, out: &mut impl FnMut(EventKind, &Entry)) {
+        for (key, owner) in found {
+            if let Some(e) = self.entries.get_mut(&key).filter(|e| e.owner.is_none()) {
+                e.owner = Some(owner);
                 out(EventKind::Update, e);
             }
         }
-    }
-
-    /// Remembers a flow that appeared without an owner.
-    fn note_unowned(&mut self, key: FlowKey, now: Instant) {
-        self.prune_recent_unowned(now);
-        if self.recent_unowned.len() < RECENT_UNOWNED_MAX {
-            self.recent_unowned.push_back((self.clock.secs(now), key));
-        }
-    }
-
-    fn prune_recent_unowned(&mut self, now: Instant) {
-        let horizon = self
-            .clock
-            .secs(now)
-            .saturating_sub(RECENT_UNOWNED.as_secs() as u32);
-        while self.recent_unowned.front().is_some_and(|&(t, _)| t < horizon) {
-            self.recent_unowned.pop_front();
-        }
-    }
-
-    /// Looks up the owners of flows that have none yet and may have a
-    /// local end: a flow none of whose ends is an address of this host
-    /// (forwarded traffic) has no socket here, and is skipped with two
-    /// lookups instead of the socket lookups.
-    fn reattribute(&mut self, out: &mut impl FnMut(EventKind, &Entry)) {
-        let mut found = Vec::new();
-        let local_known = self.index.as_ref().filter(|i| i.knows_local_addresses());
-        for (slot, e) in self.entries.slots() {
-            if e.owner.is_some() {
-                continue;
-            }
-            if let Some(i) = local_known {
-                if !i.is_local(e.flow.orig.src) && !i.is_local(e.flow.reply.src) {
-                    continue;
-                }
-            }
-            if let Some(o) = self.owner_for(&e.flow) {
-                found.push((slot, o));
-            }
-        }
-        for (slot, o) in found {
-            if let Some(e) = self.entries.slot_mut(slot) {
-                e.owner = Some(o);
-                out(EventKind::Update, e);
-            }
-        }
-    }
-
-    /// The owner of a flow: an exact eBPF socket first, then the /proc index.
-    fn owner_for(&self, flow: &Flow) -> Option<Arc<Owner>> {
-        if !self.ebpf_sockets.is_empty() {
-            let is_local = |ip: IpAddr| self.index.as_ref().is_some_and(|i| i.is_local(ip));
-            for (local, remote) in local_ends(flow).into_iter().flatten() {
-                // Exact ends first. An unconnected socket (sendto) reports no
-                // remote end, and an unbound one no local address: those
-                // match only when the flow's end is an address of this host,
-                // so forwarded traffic never borrows a local socket's port.
-                let any_remote = SocketAddr::new(unspecified_like(remote.ip()), 0);
-                let any_local = SocketAddr::new(unspecified_like(local.ip()), local.port());
-                let exact = [(flow.proto, local, remote), (flow.proto, local, any_remote)];
-                let wildcard = [
-                    (flow.proto, any_local, remote),
-                    (flow.proto, any_local, any_remote),
-                ];
-                let local_ok = is_local(local.ip());
-                for key in exact.iter().chain(wildcard.iter().filter(|_| local_ok)) {
-                    if let Some(o) = self.ebpf_sockets.get(key) {
-                        return Some(o.clone());
-                    }
-                }
-            }
-        }
-        self.index.as_ref().and_then(|i| i.lookup(flow))
     }
 
     /// Counts of flows by protocol and by state, for headers.
@@ -711,16 +611,16 @@ mod tests {
     #[test]
     fn first_dump_is_snapshot_then_events_are_new_update_destroy() {
         let now = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default());
+        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
         let mut log = Log::new();
         let g = t.begin_dump(false);
-        t.apply_dump_entry(g, flow(1), now, &mut rec(&mut log));
+        t.apply_dump_entry(g, flow(1), now, &mut NoOwners, &mut rec(&mut log));
         t.end_dump(g, &mut rec(&mut log));
-        t.apply_event(CtEventKind::New, flow(2), now, &mut rec(&mut log));
+        t.apply_event(Change::Seen, flow(2), now, &mut NoOwners, &mut rec(&mut log));
         let mut f2 = flow(2);
         f2.state = Some(ProtoState::Tcp(7));
-        t.apply_event(CtEventKind::Update, f2, now, &mut rec(&mut log));
-        t.apply_event(CtEventKind::Destroy, flow(2), now, &mut rec(&mut log));
+        t.apply_event(Change::Seen, f2, now, &mut NoOwners, &mut rec(&mut log));
+        t.apply_event(Change::Gone, flow(2), now, &mut NoOwners, &mut rec(&mut log));
         assert_eq!(
             log,
             vec![
@@ -736,10 +636,10 @@ mod tests {
     #[test]
     fn duplicate_new_for_known_id_is_not_a_second_flow() {
         let now = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default());
+        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
         let mut log = Log::new();
-        t.apply_event(CtEventKind::New, flow(5), now, &mut rec(&mut log));
-        t.apply_event(CtEventKind::New, flow(5), now, &mut rec(&mut log));
+        t.apply_event(Change::Seen, flow(5), now, &mut NoOwners, &mut rec(&mut log));
+        t.apply_event(Change::Seen, flow(5), now, &mut NoOwners, &mut rec(&mut log));
         assert_eq!(log, vec![(EventKind::New, 5)]);
         assert_eq!(t.len(), 1);
     }
@@ -747,19 +647,19 @@ mod tests {
     #[test]
     fn resync_sweeps_what_the_dump_lost_and_keeps_what_events_touched() {
         let now = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default());
+        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
         let mut log = Log::new();
         let g = t.begin_dump(false);
         for id in [1, 2, 3] {
-            t.apply_dump_entry(g, flow(id), now, &mut rec(&mut log));
+            t.apply_dump_entry(g, flow(id), now, &mut NoOwners, &mut rec(&mut log));
         }
         t.end_dump(g, &mut rec(&mut log));
         log.clear();
         // Resync: the kernel now holds 1 and 4; 5 is created during the dump.
         let g = t.begin_dump(true);
-        t.apply_event(CtEventKind::New, flow(5), now, &mut rec(&mut log));
-        t.apply_dump_entry(g, flow(1), now, &mut rec(&mut log));
-        t.apply_dump_entry(g, flow(4), now, &mut rec(&mut log));
+        t.apply_event(Change::Seen, flow(5), now, &mut NoOwners, &mut rec(&mut log));
+        t.apply_dump_entry(g, flow(1), now, &mut NoOwners, &mut rec(&mut log));
+        t.apply_dump_entry(g, flow(4), now, &mut NoOwners, &mut rec(&mut log));
         t.end_dump(g, &mut rec(&mut log));
         log.sort_by_key(|(_, id)| *id);
         assert_eq!(
@@ -780,17 +680,17 @@ mod tests {
     #[test]
     fn two_live_entries_sharing_an_id_are_two_flows() {
         let now = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default());
+        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
         let mut log = Log::new();
         let a = flow(77);
         let mut b = flow(77);
         b.orig.sport = Some(40001);
         let g = t.begin_dump(false);
-        t.apply_dump_entry(g, a.clone(), now, &mut rec(&mut log));
-        t.apply_dump_entry(g, b.clone(), now, &mut rec(&mut log));
+        t.apply_dump_entry(g, a.clone(), now, &mut NoOwners, &mut rec(&mut log));
+        t.apply_dump_entry(g, b.clone(), now, &mut NoOwners, &mut rec(&mut log));
         t.end_dump(g, &mut rec(&mut log));
         assert_eq!(t.len(), 2);
-        t.apply_event(CtEventKind::Destroy, b, now, &mut rec(&mut log));
+        t.apply_event(Change::Gone, b, now, &mut NoOwners, &mut rec(&mut log));
         assert_eq!(t.len(), 1);
         assert!(t.get(a.key()).is_some());
     }
@@ -798,12 +698,12 @@ mod tests {
     #[test]
     fn destroyed_during_dump_is_not_resurrected() {
         let now = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default());
+        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
         let mut log = Log::new();
-        t.apply_event(CtEventKind::New, flow(9), now, &mut rec(&mut log));
+        t.apply_event(Change::Seen, flow(9), now, &mut NoOwners, &mut rec(&mut log));
         let g = t.begin_dump(false);
-        t.apply_event(CtEventKind::Destroy, flow(9), now, &mut rec(&mut log));
-        t.apply_dump_entry(g, flow(9), now, &mut rec(&mut log));
+        t.apply_event(Change::Gone, flow(9), now, &mut NoOwners, &mut rec(&mut log));
+        t.apply_dump_entry(g, flow(9), now, &mut NoOwners, &mut rec(&mut log));
         t.end_dump(g, &mut rec(&mut log));
         assert!(t.is_empty());
     }
@@ -832,11 +732,17 @@ mod tests {
     #[test]
     fn hot_flows_are_the_recently_active_ones() {
         let t0 = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default());
+        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
         let mut log = Log::new();
         let g = t.begin_dump(false);
         for id in 1..=4 {
-            t.apply_dump_entry(g, with_counters(hflow(id), 100), t0, &mut rec(&mut log));
+            t.apply_dump_entry(
+                g,
+                with_counters(hflow(id), 100),
+                t0,
+                &mut NoOwners,
+                &mut rec(&mut log),
+            );
         }
         t.end_dump(g, &mut rec(&mut log));
         let ids = |hot: Option<Vec<LookupKey>>| {
@@ -855,12 +761,18 @@ mod tests {
         let g = t.begin_dump(false);
         for id in 1..=4 {
             let bytes = if id == 2 { 900 } else { 100 };
-            t.apply_dump_entry(g, with_counters(hflow(id), bytes), t5, &mut rec(&mut log));
+            t.apply_dump_entry(
+                g,
+                with_counters(hflow(id), bytes),
+                t5,
+                &mut NoOwners,
+                &mut rec(&mut log),
+            );
         }
         t.end_dump(g, &mut rec(&mut log));
         let mut f3 = hflow(3);
         f3.state = Some(ProtoState::Tcp(4));
-        t.apply_event(CtEventKind::Update, f3, t5, &mut rec(&mut log));
+        t.apply_event(Change::Seen, f3, t5, &mut NoOwners, &mut rec(&mut log));
         assert_eq!(ids(t.hot_flows(t5, 10)), Some(BTreeSet::from([2, 3])));
 
         // A refresh of flow 1 finding it moved makes it hot and reports it.
@@ -873,105 +785,15 @@ mod tests {
         assert_eq!(rate, 2450.0, "4900 bytes over the 2 s since the last reading");
     }
 
-    /// A batch of eBPF sockets is tried only on flows that appeared without
-    /// an owner in the last few seconds; the first /proc index retries the
-    /// older ones, except flows none of whose ends is an address of this host.
-    #[test]
-    fn socket_batches_try_recent_flows_and_indexes_skip_forwarded_ones() {
-        use crate::attribution::procfs::ProcScan;
-        let t0 = Instant::now();
-        let long_ago = t0
-            .checked_sub(Duration::from_secs(10))
-            .expect("an instant 10 s back");
-        let mut t = FlowTable::new(TableConfig::default());
-        let mut log = Log::new();
-        let (old, fresh) = (hflow(1), hflow(2));
-        let mut forwarded = hflow(3);
-        forwarded.orig.src = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
-        forwarded.reply.dst = forwarded.orig.src;
-        t.apply_event(CtEventKind::New, old.clone(), long_ago, &mut rec(&mut log));
-        t.apply_event(CtEventKind::New, forwarded.clone(), long_ago, &mut rec(&mut log));
-        t.apply_event(CtEventKind::New, fresh.clone(), t0, &mut rec(&mut log));
-        let socket = |f: &Flow, pid: u32| {
-            let local = SocketAddr::new(f.orig.src, f.orig.sport.expect("port"));
-            let remote = SocketAddr::new(f.orig.dst, f.orig.dport.expect("port"));
-            (f.proto, local, remote, crate::fuzzing::owner(pid, "app", None))
-        };
-        log.clear();
-        t.add_sockets(
-            vec![socket(&old, 11), socket(&fresh, 12), socket(&forwarded, 13)],
-            &mut rec(&mut log),
-        );
-        assert_eq!(log, vec![(EventKind::Update, 2)], "only the recent flow is tried");
-
-        // This host is 192.0.2.1 (the source of `old`), not 198.51.100.7.
-        let local = [IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))];
-        log.clear();
-        t.set_index(
-            Arc::new(SocketIndex::from_procfs(&ProcScan::default(), local)),
-            &mut rec(&mut log),
-        );
-        assert_eq!(log, vec![(EventKind::Update, 1)], "the forwarded flow is skipped");
-        let owner = |f: &Flow| t.get(f.key()).and_then(|e| e.owner.as_ref().map(|o| o.pid));
-        assert_eq!(
-            (owner(&old), owner(&fresh), owner(&forwarded)),
-            (Some(11), Some(12), None)
-        );
-    }
-
-    /// After the first index, a new /proc index is tried only on recent
-    /// unowned flows; the end of a full dump retries the older ones.
-    #[test]
-    fn later_indexes_try_recent_flows_and_full_dumps_retry_all() {
-        use crate::attribution::procfs::ProcScan;
-        let t0 = Instant::now();
-        let long_ago = t0
-            .checked_sub(Duration::from_secs(30))
-            .expect("an instant 30 s back");
-        let mut t = FlowTable::new(TableConfig::default());
-        let mut log = Log::new();
-        let local = [IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))];
-        let empty = SocketIndex::from_procfs(&ProcScan::default(), local);
-        t.set_index(Arc::new(empty), &mut rec(&mut log));
-        let g = t.begin_dump(false);
-        t.apply_dump_entry(g, hflow(1), long_ago, &mut rec(&mut log));
-        t.end_dump(g, &mut rec(&mut log));
-        let (recent, old) = (hflow(2), hflow(1));
-        t.apply_event(CtEventKind::New, recent.clone(), t0, &mut rec(&mut log));
-        log.clear();
-        // An index holding both sockets: only the recent flow is tried.
-        let mut both = SocketIndex::from_procfs(&ProcScan::default(), local);
-        for f in [&old, &recent] {
-            let l = SocketAddr::new(f.orig.src, f.orig.sport.expect("port"));
-            let r = SocketAddr::new(f.orig.dst, f.orig.dport.expect("port"));
-            both.insert(
-                f.proto,
-                l,
-                r,
-                false,
-                crate::fuzzing::owner(f.id + 20, "late", None),
-            );
-        }
-        t.set_index(Arc::new(both), &mut rec(&mut log));
-        assert_eq!(log, vec![(EventKind::Update, 2)]);
-        // The next full dump's end tries the old one too.
-        log.clear();
-        let g = t.begin_dump(false);
-        t.apply_dump_entry(g, hflow(1), t0, &mut rec(&mut log));
-        t.apply_dump_entry(g, hflow(2), t0, &mut rec(&mut log));
-        t.end_dump(g, &mut rec(&mut log));
-        assert_eq!(log, vec![(EventKind::Update, 1)]);
-    }
-
     /// A refresh answer for a flow the table no longer has (its DESTROY
     /// came in between) does not bring it back, and marks nothing for sweeps.
     #[test]
     fn refresh_of_a_destroyed_flow_is_dropped() {
         let t0 = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default());
+        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
         let mut log = Log::new();
-        t.apply_event(CtEventKind::New, flow(1), t0, &mut rec(&mut log));
-        t.apply_event(CtEventKind::Destroy, flow(1), t0, &mut rec(&mut log));
+        t.apply_event(Change::Seen, flow(1), t0, &mut NoOwners, &mut rec(&mut log));
+        t.apply_event(Change::Gone, flow(1), t0, &mut NoOwners, &mut rec(&mut log));
         log.clear();
         t.apply_refresh(with_counters(flow(1), 100), t0, &mut rec(&mut log));
         assert!(log.is_empty());
@@ -981,10 +803,10 @@ mod tests {
     #[test]
     fn redump_with_changed_counters_is_an_update_with_rates() {
         let t0 = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default());
+        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
         let mut log = Log::new();
         let g = t.begin_dump(false);
-        t.apply_dump_entry(g, flow(1), t0, &mut rec(&mut log));
+        t.apply_dump_entry(g, flow(1), t0, &mut NoOwners, &mut rec(&mut log));
         t.end_dump(g, &mut rec(&mut log));
         let mut f = flow(1);
         f.counters = Some(Counters {
@@ -994,7 +816,13 @@ mod tests {
             reply_bytes: 2000,
         });
         let g = t.begin_dump(false);
-        t.apply_dump_entry(g, f.clone(), t0 + Duration::from_secs(2), &mut rec(&mut log));
+        t.apply_dump_entry(
+            g,
+            f.clone(),
+            t0 + Duration::from_secs(2),
+            &mut NoOwners,
+            &mut rec(&mut log),
+        );
         t.end_dump(g, &mut rec(&mut log));
         assert_eq!(log.last(), Some(&(EventKind::Update, 1)));
         let e = t.get(f.key()).expect("entry");
@@ -1004,7 +832,13 @@ mod tests {
         log.clear();
         for s in [4, 6] {
             let g = t.begin_dump(false);
-            t.apply_dump_entry(g, f.clone(), t0 + Duration::from_secs(s), &mut rec(&mut log));
+            t.apply_dump_entry(
+                g,
+                f.clone(),
+                t0 + Duration::from_secs(s),
+                &mut NoOwners,
+                &mut rec(&mut log),
+            );
             t.end_dump(g, &mut rec(&mut log));
         }
         assert_eq!(log, vec![(EventKind::Update, 1)]);
@@ -1014,7 +848,7 @@ mod tests {
     #[test]
     fn events_without_counters_keep_the_known_counters() {
         let now = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default());
+        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
         let mut log = Log::new();
         let mut f = flow(1);
         f.counters = Some(Counters {
@@ -1023,11 +857,11 @@ mod tests {
             reply_packets: 0,
             reply_bytes: 0,
         });
-        t.apply_event(CtEventKind::New, f, now, &mut rec(&mut log));
+        t.apply_event(Change::Seen, f, now, &mut NoOwners, &mut rec(&mut log));
         let mut u = flow(1);
         u.counters = None;
         u.state = Some(ProtoState::Tcp(4));
-        t.apply_event(CtEventKind::Update, u, now, &mut rec(&mut log));
+        t.apply_event(Change::Seen, u, now, &mut NoOwners, &mut rec(&mut log));
         assert_eq!(
             t.get(flow(1).key())
                 .expect("entry")
@@ -1041,12 +875,12 @@ mod tests {
     #[test]
     fn timed_out_entries_expire_without_destroy() {
         let now = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default());
+        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
         let mut log = Log::new();
         let mut f = flow(1);
         f.timeout = Some(10);
-        t.apply_event(CtEventKind::New, f, now, &mut rec(&mut log));
-        t.apply_event(CtEventKind::New, flow(2), now, &mut rec(&mut log));
+        t.apply_event(Change::Seen, f, now, &mut NoOwners, &mut rec(&mut log));
+        t.apply_event(Change::Seen, flow(2), now, &mut NoOwners, &mut rec(&mut log));
         t.expire(now + Duration::from_secs(11), &mut rec(&mut log));
         assert_eq!(t.len(), 2, "inside the grace period");
         t.expire(now + Duration::from_secs(13), &mut rec(&mut log));
@@ -1058,11 +892,11 @@ mod tests {
     #[test]
     fn a_snapshot_does_not_move_with_the_table() {
         let now = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default());
-        t.apply_event(CtEventKind::New, flow(1), now, &mut |_, _| {});
+        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
+        t.apply_event(Change::Seen, flow(1), now, &mut NoOwners, &mut |_, _| {});
         let snap = t.snapshot();
-        t.apply_event(CtEventKind::Destroy, flow(1), now, &mut |_, _| {});
-        t.apply_event(CtEventKind::New, flow(2), now, &mut |_, _| {});
+        t.apply_event(Change::Gone, flow(1), now, &mut NoOwners, &mut |_, _| {});
+        t.apply_event(Change::Seen, flow(2), now, &mut NoOwners, &mut |_, _| {});
         assert_eq!(snap.flows.len(), 1);
         assert_eq!(snap.flows[0].flow.id, 1);
         assert_eq!(snap.aggregates.by_proto.get("tcp"), Some(&1));
@@ -1072,12 +906,12 @@ mod tests {
     #[test]
     fn aggregates_count_by_proto_and_state() {
         let now = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default());
+        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
         let mut f = flow(2);
         f.proto = proto::UDP;
         f.state = None;
-        t.apply_event(CtEventKind::New, flow(1), now, &mut |_, _| {});
-        t.apply_event(CtEventKind::New, f, now, &mut |_, _| {});
+        t.apply_event(Change::Seen, flow(1), now, &mut NoOwners, &mut |_, _| {});
+        t.apply_event(Change::Seen, f, now, &mut NoOwners, &mut |_, _| {});
         let a = t.aggregates();
         assert_eq!(a.by_proto.get("tcp"), Some(&1));
         assert_eq!(a.by_proto.get("udp"), Some(&1));
@@ -1090,14 +924,15 @@ mod tests {
     #[test]
     fn a_lagging_rate_base_is_kept_aside_and_forgotten() {
         let t0 = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default());
+        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
         let mut log = Log::new();
         let at = |ms| t0 + Duration::from_millis(ms);
         for id in [1, 2] {
             t.apply_event(
-                CtEventKind::New,
+                Change::Seen,
                 with_counters(flow(id), 100),
                 t0,
+                &mut NoOwners,
                 &mut rec(&mut log),
             );
             t.apply_refresh(with_counters(flow(id), 500), at(200), &mut rec(&mut log));
@@ -1111,7 +946,7 @@ mod tests {
             "1000 bytes since the base, not 600"
         );
         assert_eq!(t.rate_bases.0.len(), 1);
-        t.apply_event(CtEventKind::Destroy, flow(2), at(1000), &mut rec(&mut log));
+        t.apply_event(Change::Gone, flow(2), at(1000), &mut NoOwners, &mut rec(&mut log));
         assert!(t.rate_bases.0.is_empty());
     }
 

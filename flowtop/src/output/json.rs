@@ -55,8 +55,8 @@ impl<W: Write> JsonWriter<W> {
         self.out.flush()
     }
 
-    /// Writes one raw JSON value as a line.
-    pub fn value(&mut self, v: &serde_json::Value) -> io::Result<()> {
+    /// Writes one JSON value (the meta line, a raw `Value`) as a line.
+    pub fn value(&mut self, v: &impl serde::Serialize) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, v)?;
         self.out.write_all(b"\n")
     }
@@ -280,9 +280,9 @@ pub fn now_ts() -> (String, SystemTime) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conntrack::decode::CtEventKind;
     use crate::enrich::book::NameState;
     use crate::flow::model::{Counters, Family, Flow, Icmp, ProtoState, Tuple};
+    use crate::flow::table::{Change, NoOwners};
     use crate::flow::table::{FlowTable, TableConfig};
     use serde::Serialize;
     use std::net::IpAddr;
@@ -512,9 +512,9 @@ mod tests {
             },
             ..base.clone()
         };
-        let mut t = FlowTable::new(TableConfig::default());
+        let mut t = FlowTable::new(TableConfig::default(), std::time::Instant::now());
         for f in [base.clone(), icmp6, gre] {
-            t.apply_event(CtEventKind::New, f, t0, &mut |_, _| {});
+            t.apply_event(Change::Seen, f, t0, &mut NoOwners, &mut |_, _| {});
         }
         let mut later = base;
         later.counters = Some(Counters {
@@ -524,9 +524,10 @@ mod tests {
             reply_bytes: 1007,
         });
         t.apply_event(
-            CtEventKind::Update,
+            Change::Seen,
             later,
             t0 + Duration::from_millis(3000),
+            &mut NoOwners,
             &mut |_, _| {},
         );
         // An owner with a hostile name: escaped in JSON, equal to serde's escaping.
@@ -544,7 +545,11 @@ mod tests {
                 how: crate::attribution::How::Ebpf,
             }),
         );
-        t.set_index(std::sync::Arc::new(idx), &mut |_, _| {});
+        let join = crate::attribution::join::OwnerJoin::with_index(
+            std::sync::Arc::new(idx),
+            std::time::Instant::now(),
+        );
+        t.set_owners(join.retry_all(&t), &mut |_, _| {});
         assert!(
             t.iter().any(|e| e.owner.is_some()),
             "the index attributed the TCP flow"

@@ -3,5 +3,6 @@
 pub mod format;
 pub mod json;
 pub mod line;
+pub mod meta;
 pub mod safe;
 pub mod text;

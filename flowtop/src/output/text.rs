@@ -164,8 +164,8 @@ pub fn table(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conntrack::decode::CtEventKind;
     use crate::flow::model::{Counters, Family, Flow, ProtoState, Tuple};
+    use crate::flow::table::{Change, NoOwners};
     use crate::flow::table::{FlowTable, TableConfig};
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -177,7 +177,7 @@ mod tests {
     fn sample_table() -> FlowTable {
         let t0 = Instant::now();
         let start = 1_700_000_000_000_000_000u64;
-        let mut t = FlowTable::new(TableConfig::default());
+        let mut t = FlowTable::new(TableConfig::default(), std::time::Instant::now());
         let tcp = Flow {
             id: 1,
             family: Family::Ipv4,
@@ -248,7 +248,7 @@ mod tests {
             ..tcp.clone()
         };
         for f in [tcp.clone(), nat, udp6] {
-            t.apply_event(CtEventKind::New, f, t0, &mut |_, _| {});
+            t.apply_event(Change::Seen, f, t0, &mut NoOwners, &mut |_, _| {});
         }
         // A second reading two seconds later gives the TCP flow its rates.
         let mut later = tcp;
@@ -259,9 +259,10 @@ mod tests {
             reply_bytes: (3 << 20) + 20480,
         });
         t.apply_event(
-            CtEventKind::Update,
+            Change::Seen,
             later,
             t0 + Duration::from_secs(2),
+            &mut NoOwners,
             &mut |_, _| {},
         );
         t

@@ -26,8 +26,8 @@ use super::sort::{Ordered, SortSpec};
 #[derive(Debug, Clone)]
 pub struct HeaderInfo {
     pub version: &'static str,
-    /// The attribution mode ("ebpf", "procfs", "off") and why.
-    pub attribution: String,
+    /// The attribution in use and why.
+    pub attribution: crate::attribution::Active,
     pub attribution_reason: String,
     /// The refresh interval (`-t`).
     pub interval: Duration,
@@ -141,7 +141,7 @@ pub struct App {
     pub quit: bool,
     pub procs: ProcInfos,
     /// The engine's last warning, shown in the footer.
-    pub note: Option<String>,
+    pub note: Option<crate::engine::Notice>,
     /// The rows' buffer, kept between derivations.
     row_buffer: Vec<usize>,
     /// The shown flows that pass the selection and the filter.

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::attribution::{How, Owner};
-use crate::conntrack::decode::CtEventKind;
 use crate::enrich::book::{AddressBook, NameState};
 use crate::enrich::services::Services;
 use crate::flow::model::{proto, Counters, Family, Flow, ProtoState, Tuple};
+use crate::flow::table::{Change, NoOwners};
 use crate::flow::table::{FlowTable, Snapshot, TableConfig};
 use crate::flow::Selection;
 
@@ -84,7 +84,7 @@ pub type Spec = (Flow, (u64, u64), (u64, u64), Option<Arc<Owner>>);
 /// Builds a snapshot of flows whose rates come from the two readings.
 pub fn snapshot(flows: Vec<Spec>) -> Arc<Snapshot> {
     let t0 = Instant::now();
-    let mut table = FlowTable::new(TableConfig::default());
+    let mut table = FlowTable::new(TableConfig::default(), std::time::Instant::now());
     let mut owners = Vec::new();
     for (mut f, first, later, owner) in flows {
         let key = f.key();
@@ -92,13 +92,14 @@ pub fn snapshot(flows: Vec<Spec>) -> Arc<Snapshot> {
             f.counters = counters(first.0, first.1);
         }
         let mut second = f.clone();
-        table.apply_event(CtEventKind::New, f, t0, &mut |_, _| {});
+        table.apply_event(Change::Seen, f, t0, &mut NoOwners, &mut |_, _| {});
         if second.counters.is_some() {
             second.counters = counters(later.0, later.1);
             table.apply_event(
-                CtEventKind::Update,
+                Change::Seen,
                 second,
                 t0 + Duration::from_secs(2),
+                &mut NoOwners,
                 &mut |_, _| {},
             );
         }
@@ -232,7 +233,7 @@ pub fn book() -> Arc<AddressBook> {
 pub fn header() -> HeaderInfo {
     HeaderInfo {
         version: "0.1.0",
-        attribution: "ebpf".into(),
+        attribution: crate::attribution::Active::Ebpf,
         attribution_reason: "eBPF socket events".into(),
         interval: Duration::from_secs(1),
     }

@@ -181,7 +181,7 @@ fn title_line(app: &App) -> String {
     let _ = write!(
         s,
         " │ attribution {} │ every {}s",
-        app.header.attribution,
+        app.header.attribution.name(),
         app.header.interval.as_secs_f64()
     );
     s
@@ -228,10 +228,11 @@ fn footer<'a>(app: &App, theme: &Theme) -> Paragraph<'a> {
         let text = format!("/{}█  Enter keep · Esc clear", terminal_safe(&app.filter_text));
         return Paragraph::new(text);
     }
-    if let Some(note) = app.note.as_deref() {
+    if let Some(note) = &app.note {
         // The empty-table hint is moot once flows show up.
-        let moot = note == crate::engine::EMPTY_TABLE_HINT && !app.shown().flows.is_empty();
+        let moot = *note == crate::engine::Notice::EmptyTable && !app.shown().flows.is_empty();
         if !moot {
+            let note = note.to_string();
             let first = note.lines().next().unwrap_or_default();
             return Paragraph::new(format!(" {}", terminal_safe(first))).style(theme.warn());
         }
@@ -559,7 +560,8 @@ fn detail_lines(app: &App, d: &Detail, now: SystemTime) -> Vec<(String, String)>
             "process",
             format!(
                 "unknown (attribution {}: {})",
-                app.header.attribution, app.header.attribution_reason
+                app.header.attribution.name(),
+                app.header.attribution_reason
             ),
         ),
     }

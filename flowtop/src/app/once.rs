@@ -8,43 +8,52 @@
 
 use std::collections::HashSet;
 use std::io::{self, BufWriter, Write};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Instant, SystemTime};
 
-use crate::attribution;
-use crate::cli::Args;
+use super::start::{drop_privileges, state_paths};
+use super::{load_services, map_socket_error, RunError};
+use crate::attribution::join::OwnerJoin;
+use crate::attribution::{self, Decision};
+use crate::config::{Config, RunMode};
 use crate::conntrack::socket::CtSocket;
 use crate::conntrack::source::{self, DumpSummary};
-use crate::enrich;
+use crate::enrich::{self, start::Enrichment};
 use crate::flow::model::{Flow, FlowKey};
 use crate::flow::table::{EventKind, FlowTable};
 use crate::output::json::{now_ts, JsonWriter};
-use crate::{engine, map_socket_error, meta_line, output, state_paths, sysctl, RunError, VERSION};
+use crate::output::meta::{Meta, MetaInputs};
+use crate::{engine, output, sysctl, VERSION};
 
 /// Chunks (one per netlink datagram) in flight between the two threads.
 const CHUNKS_IN_FLIGHT: usize = 64;
 
-pub fn run(args: &Args) -> Result<(), RunError> {
+pub fn run(config: &Config) -> Result<(), RunError> {
     let mut sock = CtSocket::open().map_err(map_socket_error)?;
-    if !args.no_sysctl {
-        repair_settings_left_by_a_killed_run(args);
+    if !config.no_sysctl {
+        repair_settings_left_by_a_killed_run(config);
     }
-    let mut enrichment = enrich::start::start(args);
+    let decision = Decision::for_once(config.attribution);
+    // Privileged start-up is over: keep only what the dump and the /proc
+    // scan need; enrichment's resolver thread starts without privileges.
+    drop_privileges(!decision.is_off());
+    let mut enrichment = enrich::start::start(&config.enrich, config.paths.geoip_dir.as_deref());
     // Names are asked once the dump is in (the wait below), not while it loads.
     enrichment.enricher.defer_names();
-    // Start-up is over: keep only what the dump and the /proc scan need.
-    crate::drop_privileges(!crate::Attribution::for_once(args).is_off());
     let stdout = io::stdout().lock();
-    let (summary, written) = if args.json {
-        stream_json(args, sock, &mut enrichment, stdout)?
+    let (summary, written) = if config.mode == RunMode::OnceJson {
+        stream_json(config, &decision, sock, &mut enrichment, stdout)?
     } else {
-        let (table, summary) = dump_into_table(args, &mut sock)?;
+        let (table, summary) = dump_into_table(config, &decision, &mut sock)?;
         for e in table.iter() {
             enrichment.enricher.see(&e.flow);
         }
         enrichment.wait_for_names(enrichment.dns_timeout + enrich::start::ONCE_MARGIN);
-        (summary, print_text(args, &table, &enrichment, stdout))
+        (
+            summary,
+            print_text(config, &decision, &table, &enrichment, stdout),
+        )
     };
     if summary.total == 0 && engine::conntrack_is_empty() {
         eprintln!("{}", engine::EMPTY_TABLE_HINT);
@@ -64,8 +73,8 @@ pub fn run(args: &Args) -> Result<(), RunError> {
 
 /// A one-shot run changes no settings (they only affect entries created
 /// later), but it does put back what a killed streaming run left changed.
-fn repair_settings_left_by_a_killed_run(args: &Args) {
-    match state_paths(args).and_then(|p| sysctl::repair(&p).map_err(|e| RunError::Other(e.into()))) {
+fn repair_settings_left_by_a_killed_run(config: &Config) {
+    match state_paths(&config.paths).and_then(|p| sysctl::repair(&p).map_err(|e| RunError::Other(e.into()))) {
         Ok(repaired) if !repaired.is_empty() => {
             eprintln!("flowtop: restored conntrack settings left changed by a killed flowtop: {repaired:?}");
         }
@@ -82,12 +91,13 @@ fn repair_settings_left_by_a_killed_run(args: &Args) {
 /// (bounded by the lookup time-out): batch output is complete or it is
 /// nothing. Geography needs no wait.
 fn stream_json(
-    args: &Args,
+    config: &Config,
+    decision: &Decision,
     mut sock: CtSocket,
-    enrichment: &mut enrich::start::Started,
+    enrichment: &mut Enrichment,
     out: impl Write,
 ) -> Result<(DumpSummary, io::Result<()>), RunError> {
-    let sel = args.selection();
+    let sel = config.selection.clone();
     let (tx, rx) = mpsc::sync_channel::<Vec<Flow>>(CHUNKS_IN_FLIGHT);
     let dumper = thread::Builder::new()
         .name("ct-dump".into())
@@ -95,14 +105,26 @@ fn stream_json(
         .map_err(|e| RunError::Other(e.into()))?;
 
     // The /proc scan runs here while the dump thread works.
-    let mode = crate::Attribution::for_once(args);
-    let index = (!mode.is_off()).then(attribution::scan_procfs);
+    let index = (!decision.is_off()).then(attribution::scan_procfs);
     let (ts, wall) = now_ts();
     let mut w = JsonWriter::new(BufWriter::with_capacity(1 << 16, out))
-        .with_services(crate::load_services(args))
+        .with_services(load_services(&config.paths))
         .with_book(enrichment.enricher.book().clone());
-    let mut meta = meta_line(args, &ts, None, &mode, None);
-    enrichment.describe(&mut meta);
+    // Owned copies: the meta line is written after the names are waited for.
+    let (dns, geoip) = (enrichment.dns.clone(), enrichment.geoip.clone());
+    let meta = Meta::new(
+        &ts,
+        &MetaInputs {
+            version: VERSION,
+            attribution: decision,
+            ebpf: None,
+            kprobes: None,
+            selection: &config.selection,
+            interval_s: config.interval_s,
+            dns: &dns,
+            geoip: &geoip,
+        },
+    );
     let wait_for_names = enrichment.enricher.dns_on();
     let mut held: Vec<Flow> = Vec::new();
     let mut written: io::Result<()> = Ok(());
@@ -154,17 +176,20 @@ fn stream_json(
     Ok((summary, written.and_then(|()| w.flush())))
 }
 
-fn dump_into_table(args: &Args, sock: &mut CtSocket) -> Result<(FlowTable, DumpSummary), RunError> {
-    let sel = args.selection();
-    let mut table = FlowTable::new(engine::table_config(crate::interval(args)));
-    if !crate::Attribution::for_once(args).is_off() {
-        table.set_index(std::sync::Arc::new(attribution::scan_procfs()), &mut |_, _| {});
-    }
-    let gen = table.begin_dump(false);
+fn dump_into_table(
+    config: &Config,
+    decision: &Decision,
+    sock: &mut CtSocket,
+) -> Result<(FlowTable, DumpSummary), RunError> {
+    let sel = &config.selection;
     let now = Instant::now();
-    let summary = source::run_dump(sock, &sel, 1, |flows| {
+    let mut table = FlowTable::new(engine::table_config(config.interval()), now);
+    let mut owners =
+        (!decision.is_off()).then(|| OwnerJoin::with_index(Arc::new(attribution::scan_procfs()), now));
+    let gen = table.begin_dump(false);
+    let summary = source::run_dump(sock, sel, 1, |flows| {
         for f in flows {
-            table.apply_dump_entry(gen, f, now, &mut |_, _| {});
+            table.apply_dump_entry(gen, f, now, &mut owners, &mut |_, _| {});
         }
         true
     })
@@ -175,23 +200,28 @@ fn dump_into_table(args: &Args, sock: &mut CtSocket) -> Result<(FlowTable, DumpS
 }
 
 fn print_text(
-    args: &Args,
+    config: &Config,
+    decision: &Decision,
     table: &FlowTable,
-    enrichment: &enrich::start::Started,
+    enrichment: &Enrichment,
     out: impl Write,
 ) -> io::Result<()> {
     let snap = table.snapshot();
     let mut out = BufWriter::new(out);
-    let mode = crate::Attribution::for_once(args).mode;
-    let summary = output::text::summary(VERSION, snap.flows.len(), &snap.aggregates, mode);
+    let summary = output::text::summary(
+        VERSION,
+        snap.flows.len(),
+        &snap.aggregates,
+        decision.active.name(),
+    );
     writeln!(out, "{summary}")?;
     writeln!(out)?;
     let mut entries: Vec<_> = snap.flows.iter().collect();
     let opts = output::text::TextOptions {
-        show_src: args.show_src,
-        bits: args.bits,
+        show_src: config.show.show_src,
+        bits: config.show.bits,
     };
-    let services = crate::load_services(args);
+    let services = load_services(&config.paths);
     let book = enrichment.enricher.book();
     out.write_all(output::text::table(&mut entries, SystemTime::now(), opts, &services, book).as_bytes())?;
     out.flush()

@@ -1,0 +1,56 @@
+//! The screen's engine: publishes snapshots of the table instead of lines.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Engine, Inbox, Inputs, Notes, Stop};
+use crate::conntrack::source::CtMsg;
+use crate::flow::table::{Entry, EventKind, Snapshot};
+
+/// Where the screen engine publishes: a snapshot of the table once per
+/// interval and right after the first dump, and the warnings.
+pub struct ScreenSink {
+    pub snapshots: tokio::sync::watch::Sender<Arc<Snapshot>>,
+    pub notes: Notes,
+    /// Changes (or closes) when the user quits the screen.
+    pub quit: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Feeds the table for the screen until a signal, the user quitting or a
+/// fatal error. Rows are not written per change: the screen draws from the
+/// snapshots, and dropping the snapshot sender on return tells it the run
+/// is over.
+pub async fn run_screen(inputs: Inputs, mut sink: ScreenSink) -> anyhow::Result<Stop> {
+    let interval = inputs.cfg.interval;
+    let (mut engine, mut signals, mut rx) = Engine::start(inputs, Some(sink.notes.clone()))?;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut ignore = |_: EventKind, _: &Entry| {};
+    loop {
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some(msg) = msg else {
+                    anyhow::bail!("the conntrack sources stopped");
+                };
+                let first_dump_done = matches!(msg, Inbox::Conntrack(CtMsg::DumpDone { gen: 1, .. }));
+                engine.handle(msg, Instant::now(), &mut ignore)?;
+                if first_dump_done {
+                    sink.snapshots.send_replace(engine.table.snapshot());
+                }
+            }
+            _ = tick.tick() => {
+                engine.tick(Instant::now(), &mut ignore)?;
+                // The screen reads names from the address book as it draws:
+                // the list of addresses whose name arrived is not needed.
+                if let Some(en) = &engine.enricher {
+                    en.arrived().take();
+                }
+                sink.snapshots.send_replace(engine.table.snapshot());
+            }
+            // Either a change or the screen going away (its sender dropped).
+            _ = sink.quit.changed() => return Ok(Stop::Quit),
+            name = signals.recv() => return Ok(Stop::Signal(name)),
+        }
+    }
+}
