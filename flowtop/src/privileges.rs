@@ -24,15 +24,21 @@
 //! state file under `/run/flowtop` belongs to root (uid 0 stays, so no
 //! `CAP_DAC_OVERRIDE`/`CAP_FOWNER`).
 //!
-//! Capabilities are per thread in Linux. flowtop has started threads by the
-//! time it drops (the eBPF reader, the DNS runtime), so the drop is applied
-//! in every thread of the process: the calling thread directly, the others
-//! through a real-time signal whose handler makes the same system calls
-//! (only raw, async-signal-safe ones). Threads started later inherit the
-//! reduced sets. In each thread: the bounding set is cut to the kept set,
-//! the ambient set is cleared, `PR_SET_NO_NEW_PRIVS` is set, and the
-//! effective, permitted and inheritable sets are set to the kept set
-//! (inheritable empty).
+//! Capabilities are per thread in Linux, so one call drops them for the
+//! whole process only while the process has one thread: start-up (see
+//! `app::start`) does its privileged work first, drops, and only then
+//! starts the threads that need no privileges (the DNS resolver, the
+//! conntrack sources, the /proc scanner), which inherit the reduced sets.
+//! `--once` drops with one thread.
+//!
+//! The exception is the eBPF ring reader: the eBPF loader starts it as it
+//! attaches the programs (one call does both), so it exists before the
+//! drop. For it, and for any thread a future start-up starts early, the
+//! drop is also applied through a real-time signal whose handler makes the
+//! same system calls (only raw, async-signal-safe ones). In each thread:
+//! the bounding set is cut to the kept set, the ambient set is cleared,
+//! `PR_SET_NO_NEW_PRIVS` is set, and the effective, permitted and
+//! inheritable sets are set to the kept set (inheritable empty).
 
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -228,10 +234,9 @@ fn thread_ids() -> std::io::Result<Vec<i32>> {
 
 /// Gives up every capability continued operation does not need, in every
 /// thread of the process (see the module documentation). Call it once,
-/// after netlink sockets are open, eBPF is attached, the sysctls are saved
-/// and enrichment has started; before the engine's threads start is
-/// best (they then inherit the reduced sets), but threads already running
-/// are covered too.
+/// after netlink sockets are open, eBPF is attached and the sysctls are
+/// saved, and before starting threads that need no privileges (they then
+/// inherit the reduced sets); threads already running are covered too.
 ///
 /// A process without capabilities (not root, tests) has nothing to drop:
 /// still sets no_new_privs and returns Ok.
