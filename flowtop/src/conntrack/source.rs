@@ -1,14 +1,14 @@
 //! The conntrack sources: one thread reading live events, one running dumps
-//! on request. Both decode in their own thread and hand owned flows to the
-//! engine through one bounded channel, in batches (one per datagram).
+//! on request. Both decode in their own thread and hand owned flows to
+//! their consumer through one bounded channel, in batches (one per
+//! datagram), as [`CtMsg`]s wrapped in the consumer's message type.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::thread;
 
 use tokio::sync::mpsc;
-
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::decode::{self, CtEventKind, Message, AF_INET, AF_INET6};
 use super::socket::{CtSocket, SocketError};

@@ -7,9 +7,9 @@ const FULL_DUMP_SHARE: f64 = 0.1;
 
 /// Chooses, each interval, between a full re-dump and a hot refresh.
 ///
-/// A full dump re-reads every entry; the kernel's part alone is about 2 µs
-/// per entry here, so at 100 000 entries once a second it is a fifth of a
-/// core before flowtop decodes anything. Most entries of a big table are
+/// A full dump re-reads every entry, and the kernel's part alone grows with
+/// the table: on a big table, once a second is a large share of a core
+/// before flowtop decodes anything. Most entries of a big table are
 /// idle, though, and an idle entry's counters do not change: between full
 /// dumps only the hot flows (those that appeared, moved or got an event in
 /// the last few intervals) are re-read, one GET each. Full dumps still come

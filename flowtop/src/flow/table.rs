@@ -12,17 +12,17 @@
 //! - an entry whose timeout ran out is expired even when DESTROY is late.
 
 use std::collections::{HashMap, HashSet};
-
-/// foldhash: several times cheaper than SipHash per lookup, randomly seeded
-/// per process like std's, so tuples chosen by peers cannot aim at one bucket.
-type FastState = foldhash::fast::RandomState;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::clock::{Clock, Millis};
 use super::model::{proto, Counters, Flow, FlowKey, LookupKey, Owner};
 use super::rate::RateMeter;
 use super::store::{Keyed, Store};
-use std::sync::Arc;
+
+/// foldhash: cheaper than SipHash per lookup, randomly seeded per process
+/// like std's, so tuples chosen by peers cannot aim at one bucket.
+type FastState = foldhash::fast::RandomState;
 
 /// Who owns the local socket of a flow that enters the table: asked once,
 /// before the flow's first line is reported, so that line carries the
