@@ -611,7 +611,7 @@ mod tests {
     #[test]
     fn first_dump_is_snapshot_then_events_are_new_update_destroy() {
         let now = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
+        let mut t = FlowTable::new(TableConfig::default(), now);
         let mut log = Log::new();
         let g = t.begin_dump(false);
         t.apply_dump_entry(g, flow(1), now, &mut NoOwners, &mut rec(&mut log));
@@ -636,7 +636,7 @@ mod tests {
     #[test]
     fn duplicate_new_for_known_id_is_not_a_second_flow() {
         let now = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
+        let mut t = FlowTable::new(TableConfig::default(), now);
         let mut log = Log::new();
         t.apply_event(Change::Seen, flow(5), now, &mut NoOwners, &mut rec(&mut log));
         t.apply_event(Change::Seen, flow(5), now, &mut NoOwners, &mut rec(&mut log));
@@ -647,7 +647,7 @@ mod tests {
     #[test]
     fn resync_sweeps_what_the_dump_lost_and_keeps_what_events_touched() {
         let now = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
+        let mut t = FlowTable::new(TableConfig::default(), now);
         let mut log = Log::new();
         let g = t.begin_dump(false);
         for id in [1, 2, 3] {
@@ -680,7 +680,7 @@ mod tests {
     #[test]
     fn two_live_entries_sharing_an_id_are_two_flows() {
         let now = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
+        let mut t = FlowTable::new(TableConfig::default(), now);
         let mut log = Log::new();
         let a = flow(77);
         let mut b = flow(77);
@@ -698,7 +698,7 @@ mod tests {
     #[test]
     fn destroyed_during_dump_is_not_resurrected() {
         let now = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
+        let mut t = FlowTable::new(TableConfig::default(), now);
         let mut log = Log::new();
         t.apply_event(Change::Seen, flow(9), now, &mut NoOwners, &mut rec(&mut log));
         let g = t.begin_dump(false);
@@ -732,7 +732,7 @@ mod tests {
     #[test]
     fn hot_flows_are_the_recently_active_ones() {
         let t0 = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
+        let mut t = FlowTable::new(TableConfig::default(), t0);
         let mut log = Log::new();
         let g = t.begin_dump(false);
         for id in 1..=4 {
@@ -790,7 +790,7 @@ mod tests {
     #[test]
     fn refresh_of_a_destroyed_flow_is_dropped() {
         let t0 = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
+        let mut t = FlowTable::new(TableConfig::default(), t0);
         let mut log = Log::new();
         t.apply_event(Change::Seen, flow(1), t0, &mut NoOwners, &mut rec(&mut log));
         t.apply_event(Change::Gone, flow(1), t0, &mut NoOwners, &mut rec(&mut log));
@@ -803,7 +803,7 @@ mod tests {
     #[test]
     fn redump_with_changed_counters_is_an_update_with_rates() {
         let t0 = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
+        let mut t = FlowTable::new(TableConfig::default(), t0);
         let mut log = Log::new();
         let g = t.begin_dump(false);
         t.apply_dump_entry(g, flow(1), t0, &mut NoOwners, &mut rec(&mut log));
@@ -848,7 +848,7 @@ mod tests {
     #[test]
     fn events_without_counters_keep_the_known_counters() {
         let now = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
+        let mut t = FlowTable::new(TableConfig::default(), now);
         let mut log = Log::new();
         let mut f = flow(1);
         f.counters = Some(Counters {
@@ -875,7 +875,7 @@ mod tests {
     #[test]
     fn timed_out_entries_expire_without_destroy() {
         let now = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
+        let mut t = FlowTable::new(TableConfig::default(), now);
         let mut log = Log::new();
         let mut f = flow(1);
         f.timeout = Some(10);
@@ -892,7 +892,7 @@ mod tests {
     #[test]
     fn a_snapshot_does_not_move_with_the_table() {
         let now = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
+        let mut t = FlowTable::new(TableConfig::default(), now);
         t.apply_event(Change::Seen, flow(1), now, &mut NoOwners, &mut |_, _| {});
         let snap = t.snapshot();
         t.apply_event(Change::Gone, flow(1), now, &mut NoOwners, &mut |_, _| {});
@@ -906,7 +906,7 @@ mod tests {
     #[test]
     fn aggregates_count_by_proto_and_state() {
         let now = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
+        let mut t = FlowTable::new(TableConfig::default(), now);
         let mut f = flow(2);
         f.proto = proto::UDP;
         f.state = None;
@@ -924,7 +924,7 @@ mod tests {
     #[test]
     fn a_lagging_rate_base_is_kept_aside_and_forgotten() {
         let t0 = Instant::now();
-        let mut t = FlowTable::new(TableConfig::default(), Instant::now());
+        let mut t = FlowTable::new(TableConfig::default(), t0);
         let mut log = Log::new();
         let at = |ms| t0 + Duration::from_millis(ms);
         for id in [1, 2] {
