@@ -5,12 +5,10 @@
 //! `cargo test -p flowtop --test geoip_netns -- --ignored --test-threads=1`
 //! (which `cargo xtask test` does).
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
-use flowtop::enrich::mmdb_write::{city_record, country_record, Writer};
+use flowtop_testkit::harness::*;
+use flowtop_testkit::mmdb::{city_record, country_record, Writer};
 
 /// A scratch directory removed on drop.
 struct Scratch(PathBuf);
@@ -97,7 +95,7 @@ fn flows_to_public_addresses_get_country_and_city() {
 
     // The text table: GEO column, hostile city escaped.
     let text = run_to_end(
-        ns.cmd(FLOWTOP, &["--once", "-46U", "-n", "--geoip-dir", geo_dir]),
+        ns.netns_exec(flowtop_bin(), &["--once", "-46U", "-n", "--geoip-dir", geo_dir]),
         WAIT,
     );
     assert!(text.status.success(), "{}", text.stderr);
@@ -149,8 +147,8 @@ fn a_corrupt_database_is_named_and_skipped_and_a_country_database_still_serves()
     // No database at all: one notice, flows still printed.
     let empty = Scratch::new("empty");
     let run = run_to_end(
-        ns.cmd(
-            FLOWTOP,
+        ns.netns_exec(
+            flowtop_bin(),
             &[
                 "--once",
                 "--json",

@@ -3,13 +3,11 @@
 //! `cargo test -p flowtop --test netns -- --ignored --test-threads=1`
 //! (which `cargo xtask test` does).
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use flowtop_testkit::harness::*;
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------
@@ -805,10 +803,10 @@ fn without_cap_net_admin_exits_1_with_message() {
             "--regid=65534",
             "--clear-groups",
             "--inh-caps=-all",
-            FLOWTOP,
+            flowtop_bin(),
         ];
         args.extend_from_slice(mode);
-        let mut cmd = ns.cmd("setpriv", &args);
+        let mut cmd = ns.netns_exec("setpriv", &args);
         cmd.env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE");
         let run = run_to_end(cmd, Duration::from_secs(15));
         let ctx = format!(
@@ -1012,7 +1010,7 @@ fn short_lived(ns: &Netns, kind: &str, port: u16) -> (u32, u16) {
          print(s.getsockname()[1], flush=True)\n"
     );
     let child = ns
-        .cmd(python(), &["-c", &script])
+        .netns_exec(python(), &["-c", &script])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1240,7 +1238,7 @@ fn a_reader_that_goes_away_ends_the_stream_and_restores_sysctls() {
     let ns = Netns::with_conntrack();
     ns.set_acct_ts("0", "0");
     let mut child = ns
-        .cmd(FLOWTOP, &["--json", "-t", "1"])
+        .netns_exec(flowtop_bin(), &["--json", "-t", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

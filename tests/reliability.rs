@@ -4,14 +4,12 @@
 //! `cargo test -p flowtop --test reliability -- --ignored --test-threads=1`
 //! (which `cargo xtask test` does).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::*;
+use flowtop_testkit::harness::*;
 use serde_json::Value;
 
 const ROOT: &str = "needs root and network namespaces: run by `cargo xtask test` as root";
@@ -108,7 +106,7 @@ fn nobody_client(ns: &Netns, host: &str, port: u16) -> (Child, u16) {
          while True:\n    s.sendall(b'x' * 100); time.sleep(0.1)\n"
     );
     let mut child = ns
-        .cmd(
+        .netns_exec(
             "setpriv",
             &[
                 "--reuid=65534",
@@ -245,7 +243,7 @@ fn once_drops_capabilities_and_still_dumps_and_attributes() {
     let (nobody, port) = nobody_client(&client, SERVER_V4, 7402);
     ct_insert(&client, 5000, &[]);
     let mut child = client
-        .cmd(FLOWTOP, &["--once", "--json", "-n", "-4TU"])
+        .netns_exec(flowtop_bin(), &["--once", "--json", "-n", "-4TU"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -410,7 +408,7 @@ fn panic_in_any_thread_restores_sysctls_and_exits() {
     let ns = Netns::with_conntrack();
     for point in ["engine", "dump"] {
         ns.set_acct_ts("0", "0");
-        let mut cmd = ns.cmd(FLOWTOP, &["--json", "-t", "1"]);
+        let mut cmd = ns.netns_exec(flowtop_bin(), &["--json", "-t", "1"]);
         cmd.env("FLOWTOP_TEST_PANIC", point);
         let done = run_to_end(cmd, Duration::from_secs(20));
         assert_eq!(done.status.code(), Some(101), "{point}: stderr: {}", done.stderr);
@@ -540,7 +538,7 @@ fn hostile_process_names_and_paths_render_safely() {
     assert!(!once.stdout.contains('\u{1b}'), "raw ESC in JSON output");
 
     // --once text: escaped, no raw control bytes.
-    let text = run_to_end(client.cmd(FLOWTOP, &["--once", "-n", "-4T"]), WAIT);
+    let text = run_to_end(client.netns_exec(flowtop_bin(), &["--once", "-n", "-4T"]), WAIT);
     assert!(text.status.success(), "{}", text.stderr);
     assert_no_raw_controls(&text.stdout, "--once text");
     assert!(text.stdout.contains("\\x1b]0;x\\x07"), "{}", text.stdout);
@@ -567,7 +565,7 @@ impl Drop for Scratch {
 }
 
 fn write_city_db(path: &std::path::Path, country: &str, city: &str) {
-    use flowtop::enrich::mmdb_write::{city_record, Writer};
+    use flowtop_testkit::mmdb::{city_record, Writer};
     let mut w = Writer::new("GeoLite2-City", 6);
     w.insert_cidr("81.2.69.0/24", city_record(country, "Somewhere", city))
         .expect("network");
@@ -620,7 +618,10 @@ fn geoip_database_replaced_and_deleted_while_running() {
 
     // --once with the hostile names: text escaped, JSON valid.
     let text = run_to_end(
-        ns.cmd(FLOWTOP, &["--once", "-n", "-U", "-s", "--geoip-dir", geo_dir]),
+        ns.netns_exec(
+            flowtop_bin(),
+            &["--once", "-n", "-U", "-s", "--geoip-dir", geo_dir],
+        ),
         WAIT,
     );
     assert!(text.status.success(), "{}", text.stderr);
@@ -694,7 +695,7 @@ fn short_lived_processes_and_a_full_ring_buffer_are_survived() {
             "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('{CLIENT_V4}', {port}))\ns.sendto(b'x', ('{SERVER_V4}', 9))\n"
         );
         let mut c = client
-            .cmd(python(), &["-c", &script])
+            .netns_exec(python(), &["-c", &script])
             .stdout(Stdio::null())
             .spawn()
             .expect("short-lived");
@@ -709,7 +710,7 @@ fn short_lived_processes_and_a_full_ring_buffer_are_survived() {
          for i in range(20000):\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n    s.sendto(b'x', ('{SERVER_V4}', 20000 + i % 40000))\n    s.close()\n"
     );
     let st = client
-        .cmd(python(), &["-c", &storm])
+        .netns_exec(python(), &["-c", &storm])
         .stdout(Stdio::null())
         .status()
         .expect("storm");

@@ -3,13 +3,11 @@
 //!
 //! `cargo test -p flowtop --test screen -- --ignored --test-threads=1`
 
-mod common;
-
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::*;
+use flowtop_testkit::harness::*;
 
 /// A private tmux server with one pane running a command.
 struct Tmux {
@@ -130,8 +128,9 @@ fn line_with<'a>(screen: &'a str, text: &str) -> Option<(usize, &'a str)> {
 /// once it is gone.
 fn pane_command(ns: &Netns, args: &str) -> String {
     format!(
-        "ip netns exec {} {FLOWTOP} {args}; echo FLOWTOP-EXIT=$?; stty -a | tr ' ' '\\n' | grep -x -e -icanon -e icanon -e echo -e -echo | tr '\\n' ' '; echo; sleep 600",
-        ns.name
+        "ip netns exec {} {} {args}; echo FLOWTOP-EXIT=$?; stty -a | tr ' ' '\\n' | grep -x -e -icanon -e icanon -e echo -e -echo | tr '\\n' ' '; echo; sleep 600",
+        ns.name,
+        flowtop_bin()
     )
 }
 

@@ -13,8 +13,6 @@ pub mod ebpf;
 pub mod engine;
 pub mod enrich;
 pub mod flow;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod once;
 pub mod output;
 pub mod privileges;

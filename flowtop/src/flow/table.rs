@@ -818,6 +818,18 @@ mod tests {
         f
     }
 
+    /// An owner found by /proc (was `flowtop::fuzzing::owner`, now in
+    /// flowtop-testkit, whose `Owner` is another crate's copy of the type).
+    fn owner(pid: u32, comm: &str, exe: Option<&str>) -> Arc<Owner> {
+        Arc::new(Owner {
+            pid,
+            comm: comm.to_owned(),
+            exe: exe.map(str::to_owned),
+            uid: 0,
+            how: crate::attribution::How::Procfs,
+        })
+    }
+
     /// `flow(id)` with its own source port, 40000 + id: lookup keys carry
     /// no conntrack id.
     fn hflow(id: u32) -> Flow {
@@ -895,7 +907,7 @@ mod tests {
         let socket = |f: &Flow, pid: u32| {
             let local = SocketAddr::new(f.orig.src, f.orig.sport.expect("port"));
             let remote = SocketAddr::new(f.orig.dst, f.orig.dport.expect("port"));
-            (f.proto, local, remote, crate::fuzzing::owner(pid, "app", None))
+            (f.proto, local, remote, owner(pid, "app", None))
         };
         log.clear();
         t.add_sockets(
@@ -944,13 +956,7 @@ mod tests {
         for f in [&old, &recent] {
             let l = SocketAddr::new(f.orig.src, f.orig.sport.expect("port"));
             let r = SocketAddr::new(f.orig.dst, f.orig.dport.expect("port"));
-            both.insert(
-                f.proto,
-                l,
-                r,
-                false,
-                crate::fuzzing::owner(f.id + 20, "late", None),
-            );
+            both.insert(f.proto, l, r, false, owner(f.id + 20, "late", None));
         }
         t.set_index(Arc::new(both), &mut rec(&mut log));
         assert_eq!(log, vec![(EventKind::Update, 2)]);
