@@ -98,6 +98,9 @@ fn parse_rdns(out: &str) -> RdnsOutput {
 #[test]
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
 fn resolves_through_the_namespace_resolv_conf_and_hosts() {
+    if !require_root() {
+        return;
+    }
     let (client, server) = dns_pair();
     let _etc = EtcNetns::new(
         &client,
@@ -167,6 +170,9 @@ fn resolves_through_the_namespace_resolv_conf_and_hosts() {
 #[test]
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
 fn a_silent_name_server_gives_no_name_within_the_timeout() {
+    if !require_root() {
+        return;
+    }
     let (client, server) = dns_pair();
     let _etc = resolv_conf(&client, "");
     let _srv = dns_server(&server, &["--silent"]);
@@ -197,6 +203,9 @@ fn flow_to<'a>(lines: &'a [&'a serde_json::Value], dst: &str) -> &'a serde_json:
 #[test]
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
 fn flowtop_names_flows_and_escapes_hostile_names() {
+    if !require_root() {
+        return;
+    }
     let (client, server) = dns_pair();
     let _etc = resolv_conf(&client, "timeout:1 attempts:1");
     let _srv = dns_server(
@@ -249,6 +258,9 @@ fn flowtop_names_flows_and_escapes_hostile_names() {
 #[test]
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
 fn names_arriving_late_come_as_updates_and_own_queries_stay_hidden() {
+    if !require_root() {
+        return;
+    }
     let (client, server) = dns_pair();
     let _etc = resolv_conf(&client, "timeout:2");
     let _srv = dns_server(&server, &["--ptr", "81.2.69.142=far.test", "--delay-ms", "500"]);
@@ -294,6 +306,9 @@ fn names_arriving_late_come_as_updates_and_own_queries_stay_hidden() {
 #[test]
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
 fn a_silent_name_server_does_not_hold_up_the_table() {
+    if !require_root() {
+        return;
+    }
     let (client, server) = dns_pair();
     let _etc = resolv_conf(&client, "timeout:2");
     let _srv = dns_server(&server, &["--silent"]);
@@ -335,6 +350,9 @@ fn a_silent_name_server_does_not_hold_up_the_table() {
 #[test]
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
 fn a_garbage_then_dead_name_server_while_streaming_is_survived() {
+    if !require_root() {
+        return;
+    }
     let (client, server) = dns_pair();
     let _etc = resolv_conf(&client, "timeout:1 attempts:1");
     let listen = format!("{DNS_V4}:53");

@@ -50,6 +50,9 @@ fn flow_to<'a>(flows: &'a [&'a serde_json::Value], dst: &str) -> &'a serde_json:
 #[test]
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
 fn flows_to_public_addresses_get_country_and_city() {
+    if !require_root() {
+        return;
+    }
     let ns = Netns::new();
     let dir = Scratch::new("city");
     city_db(&dir.0);
@@ -117,6 +120,9 @@ fn flows_to_public_addresses_get_country_and_city() {
 #[test]
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
 fn a_corrupt_database_is_named_and_skipped_and_a_country_database_still_serves() {
+    if !require_root() {
+        return;
+    }
     let ns = Netns::new();
     let dir = Scratch::new("corrupt");
     // A truncated City file and a good Country file in the same directory.

@@ -160,6 +160,12 @@ fn assert_restored(t: &Tmux, ns: &Netns, before: &(String, String)) {
 #[test]
 #[ignore = "needs root, network namespaces and tmux: run by `cargo xtask test` as root"]
 fn screen_shows_flows_and_obeys_its_keys() {
+    if !require_root() {
+        return;
+    }
+    if !require_tool("tmux") {
+        return;
+    }
     let (client, server) = Netns::pair();
     let before = sysctls_off(&client);
     let _srv = Agent::server(&server, 7101);
@@ -260,6 +266,12 @@ fn screen_shows_flows_and_obeys_its_keys() {
 #[test]
 #[ignore = "needs root, network namespaces and tmux: run by `cargo xtask test` as root"]
 fn ctrl_c_and_sigterm_end_the_screen_with_everything_restored() {
+    if !require_root() {
+        return;
+    }
+    if !require_tool("tmux") {
+        return;
+    }
     let ns = Netns::with_conntrack();
     ns.conntrack("-I -s 203.0.113.9 -d 198.51.100.9 -p tcp --sport 1000 --dport 80 --state ESTABLISHED -t 300 -u ASSURED");
     let before = sysctls_off(&ns);
@@ -308,6 +320,12 @@ fn ctrl_c_and_sigterm_end_the_screen_with_everything_restored() {
 #[test]
 #[ignore = "needs root, network namespaces and tmux: run by `cargo xtask test` as root"]
 fn a_small_terminal_gets_a_message_and_a_resize_brings_the_table() {
+    if !require_root() {
+        return;
+    }
+    if !require_tool("tmux") {
+        return;
+    }
     let ns = Netns::with_conntrack();
     ns.conntrack("-I -s 203.0.113.9 -d 198.51.100.9 -p tcp --sport 1000 --dport 80 --state ESTABLISHED -t 300 -u ASSURED");
     let before = sysctls_off(&ns);
@@ -322,6 +340,12 @@ fn a_small_terminal_gets_a_message_and_a_resize_brings_the_table() {
 #[test]
 #[ignore = "needs root, network namespaces and tmux: run by `cargo xtask test` as root"]
 fn closing_the_terminal_ends_flowtop_and_restores_the_sysctls() {
+    if !require_root() {
+        return;
+    }
+    if !require_tool("tmux") {
+        return;
+    }
     // flowtop 0.6.8 survives its terminal and spins; this one gets SIGHUP
     // and leaves through the normal path.
     let ns = Netns::with_conntrack();
