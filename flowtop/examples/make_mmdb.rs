@@ -5,7 +5,7 @@
 //! ```
 //!
 //! `--db-type` defaults to `GeoLite2-City` / `GeoLite2-Country`. Test data
-//! only: see `flowtop::enrich::mmdb_write`.
+//! only: see `flowtop_testkit::mmdb`.
 
 use std::process::ExitCode;
 

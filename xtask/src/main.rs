@@ -218,22 +218,26 @@ fn test() -> Result<()> {
         );
     }
     skipped.extend(flowtop_testkit::skip::read_log(&skip_log));
-    let took = started.elapsed().as_secs_f64();
-    if skipped.is_empty() {
-        println!("\n==> xtask test: all steps passed, nothing skipped [{took:.0} s]");
-    } else {
-        let bar = "!".repeat(78);
-        println!("\n{bar}");
-        for s in &skipped {
-            println!("{}{s}", flowtop_testkit::skip::PREFIX);
-        }
-        println!("{bar}");
-        println!(
-            "\n==> xtask test: all steps passed, {} SKIPPED (listed above; not passes) [{took:.0} s]",
-            skipped.len()
-        );
-    }
+    print!("{}", summary(&skipped, started.elapsed().as_secs_f64()));
     Ok(())
+}
+
+/// The last lines of a passing `cargo xtask test`: every skip listed and
+/// counted, so that a run that skipped something never reads as a clean pass.
+fn summary(skipped: &[String], took: f64) -> String {
+    if skipped.is_empty() {
+        return format!("\n==> xtask test: all steps passed, nothing skipped [{took:.0} s]\n");
+    }
+    let bar = "!".repeat(78);
+    let mut out = format!("\n{bar}\n");
+    for s in skipped {
+        out.push_str(&format!("{}{s}\n", flowtop_testkit::skip::PREFIX));
+    }
+    out.push_str(&format!(
+        "{bar}\n\n==> xtask test: all steps passed, {} SKIPPED (listed above; not passes) [{took:.0} s]\n",
+        skipped.len()
+    ));
+    out
 }
 
 /// Where the tests append their skips during `cargo xtask test`.
@@ -242,4 +246,29 @@ fn skip_log_path() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| cmd::root_dir().join("target"))
         .join("xtask-test-skips.log")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summary;
+
+    #[test]
+    fn the_summary_counts_and_lists_every_skip() {
+        let clean = summary(&[], 12.0);
+        assert!(clean.contains("all steps passed, nothing skipped"), "{clean}");
+        let skips = [
+            "netns::sysctls::x: not root".to_owned(),
+            "screen::y: `tmux` is not installed".to_owned(),
+        ];
+        let text = summary(&skips, 12.0);
+        assert!(text.contains("SKIPPED netns::sysctls::x: not root\n"), "{text}");
+        assert!(
+            text.contains("SKIPPED screen::y: `tmux` is not installed\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("all steps passed, 2 SKIPPED (listed above; not passes)"),
+            "{text}"
+        );
+    }
 }
