@@ -168,7 +168,7 @@ impl Netns {
     /// `prog` to be run inside the namespace: `setns` in the child before
     /// exec, and killed (`PR_SET_PDEATHSIG`) if this process dies. No
     /// `/etc/netns` binding: see [`Netns::netns_exec`].
-    pub fn cmd(&self, prog: impl AsRef<std::ffi::OsStr>) -> Command {
+    pub fn cmd(&self, prog: &str) -> Command {
         let mut c = Command::new(prog);
         let fd = self.fd.as_ref().map_or(-1, |f| f.as_raw_fd());
         // SAFETY: only async-signal-safe syscalls between fork and exec.

@@ -94,9 +94,12 @@ pub fn is_root() -> bool {
 /// (reported through [`skip`]) and the caller returns; under `CI=true` it
 /// panics instead, failing the test.
 ///
-/// ```ignore
-/// if !require_root() {
-///     return;
+/// ```no_run
+/// fn a_root_only_test() {
+///     if !flowtop_testkit::skip::require_root() {
+///         return;
+///     }
+///     // ... what needs root
 /// }
 /// ```
 pub fn require_root() -> bool {
