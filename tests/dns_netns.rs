@@ -7,41 +7,16 @@
 //! (which `cargo xtask test` does). The examples are built by `cargo test`
 //! of the package; run alone, this test builds them first.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::thread;
 
-use common::*;
+use flowtop_testkit::harness::*;
 
 /// The DNS server host's address (on the server side of the veth pair).
 const DNS_V4: &str = "198.51.100.1";
-
-/// `/etc/netns/NAME`, removed again on drop (whatever way the test ends).
-struct EtcNetns(PathBuf);
-
-impl EtcNetns {
-    fn new(ns: &Netns, files: &[(&str, &str)]) -> EtcNetns {
-        let dir = Path::new("/etc/netns").join(&ns.name);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        let guard = EtcNetns(dir);
-        for (name, text) in files {
-            let path = guard.0.join(name);
-            std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-        }
-        guard
-    }
-}
-
-impl Drop for EtcNetns {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A child process killed on drop.
 struct Killed(Child);
@@ -53,30 +28,6 @@ impl Drop for Killed {
     }
 }
 
-/// Path of an example binary of this package, built if missing.
-fn example(name: &str) -> PathBuf {
-    // The test binary is target/<profile>/deps/dns_netns-<hash>.
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary under target/<profile>/deps");
-    let path = profile_dir.join("examples").join(name);
-    if !path.exists() {
-        let target_dir = profile_dir.parent().expect("target dir");
-        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        c.args(["build", "-p", "flowtop", "--example", name, "--target-dir"])
-            .arg(target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.ends_with("release") {
-            c.arg("--release");
-        }
-        check_output(c);
-    }
-    path
-}
-
-/// Starts `ptr_server` in `ns` and waits for its "listening on" line.
 /// The client's /etc/netns resolv.conf naming the test DNS server, with
 /// resolver `options` ("" for none).
 fn resolv_conf(client: &Netns, options: &str) -> EtcNetns {
@@ -96,8 +47,9 @@ fn dns_server(server: &Netns, args: &[&str]) -> Killed {
     ptr_server(server, &all)
 }
 
+/// Starts `ptr_server` in `ns` and waits for its "listening on" line.
 fn ptr_server(ns: &Netns, args: &[&str]) -> Killed {
-    let mut cmd = ns.cmd(example("ptr_server").to_str().expect("utf-8 path"), args);
+    let mut cmd = ns.netns_exec(example("ptr_server").to_str().expect("utf-8 path"), args);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -146,6 +98,9 @@ fn parse_rdns(out: &str) -> RdnsOutput {
 #[test]
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
 fn resolves_through_the_namespace_resolv_conf_and_hosts() {
+    if !require_root() {
+        return;
+    }
     let (client, server) = dns_pair();
     let _etc = EtcNetns::new(
         &client,
@@ -215,6 +170,9 @@ fn resolves_through_the_namespace_resolv_conf_and_hosts() {
 #[test]
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
 fn a_silent_name_server_gives_no_name_within_the_timeout() {
+    if !require_root() {
+        return;
+    }
     let (client, server) = dns_pair();
     let _etc = resolv_conf(&client, "");
     let _srv = dns_server(&server, &["--silent"]);
@@ -245,6 +203,9 @@ fn flow_to<'a>(lines: &'a [&'a serde_json::Value], dst: &str) -> &'a serde_json:
 #[test]
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
 fn flowtop_names_flows_and_escapes_hostile_names() {
+    if !require_root() {
+        return;
+    }
     let (client, server) = dns_pair();
     let _etc = resolv_conf(&client, "timeout:1 attempts:1");
     let _srv = dns_server(
@@ -277,7 +238,7 @@ fn flowtop_names_flows_and_escapes_hostile_names() {
     assert_eq!(run.lines[0]["dns"], "on", "meta line: {}", run.lines[0]);
 
     // The text table shows the hostile name escaped, never raw.
-    let text = run_to_end(client.cmd(FLOWTOP, &["--once", "-U"]), WAIT);
+    let text = run_to_end(client.netns_exec(flowtop_bin(), &["--once", "-U"]), WAIT);
     assert!(text.status.success(), "{}", text.stderr);
     assert!(text.stdout.contains("far.test"), "{}", text.stdout);
     assert!(
@@ -297,6 +258,9 @@ fn flowtop_names_flows_and_escapes_hostile_names() {
 #[test]
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
 fn names_arriving_late_come_as_updates_and_own_queries_stay_hidden() {
+    if !require_root() {
+        return;
+    }
     let (client, server) = dns_pair();
     let _etc = resolv_conf(&client, "timeout:2");
     let _srv = dns_server(&server, &["--ptr", "81.2.69.142=far.test", "--delay-ms", "500"]);
@@ -342,6 +306,9 @@ fn names_arriving_late_come_as_updates_and_own_queries_stay_hidden() {
 #[test]
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
 fn a_silent_name_server_does_not_hold_up_the_table() {
+    if !require_root() {
+        return;
+    }
     let (client, server) = dns_pair();
     let _etc = resolv_conf(&client, "timeout:2");
     let _srv = dns_server(&server, &["--silent"]);
@@ -383,6 +350,9 @@ fn a_silent_name_server_does_not_hold_up_the_table() {
 #[test]
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
 fn a_garbage_then_dead_name_server_while_streaming_is_survived() {
+    if !require_root() {
+        return;
+    }
     let (client, server) = dns_pair();
     let _etc = resolv_conf(&client, "timeout:1 attempts:1");
     let listen = format!("{DNS_V4}:53");

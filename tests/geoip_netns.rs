@@ -5,12 +5,10 @@
 //! `cargo test -p flowtop --test geoip_netns -- --ignored --test-threads=1`
 //! (which `cargo xtask test` does).
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
-use flowtop::enrich::mmdb_write::{city_record, country_record, Writer};
+use flowtop_testkit::harness::*;
+use flowtop_testkit::mmdb::{city_record, country_record, Writer};
 
 /// A scratch directory removed on drop.
 struct Scratch(PathBuf);
@@ -52,6 +50,9 @@ fn flow_to<'a>(flows: &'a [&'a serde_json::Value], dst: &str) -> &'a serde_json:
 #[test]
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
 fn flows_to_public_addresses_get_country_and_city() {
+    if !require_root() {
+        return;
+    }
     let ns = Netns::new();
     let dir = Scratch::new("city");
     city_db(&dir.0);
@@ -97,7 +98,7 @@ fn flows_to_public_addresses_get_country_and_city() {
 
     // The text table: GEO column, hostile city escaped.
     let text = run_to_end(
-        ns.cmd(FLOWTOP, &["--once", "-46U", "-n", "--geoip-dir", geo_dir]),
+        ns.netns_exec(flowtop_bin(), &["--once", "-46U", "-n", "--geoip-dir", geo_dir]),
         WAIT,
     );
     assert!(text.status.success(), "{}", text.stderr);
@@ -119,6 +120,9 @@ fn flows_to_public_addresses_get_country_and_city() {
 #[test]
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
 fn a_corrupt_database_is_named_and_skipped_and_a_country_database_still_serves() {
+    if !require_root() {
+        return;
+    }
     let ns = Netns::new();
     let dir = Scratch::new("corrupt");
     // A truncated City file and a good Country file in the same directory.
@@ -149,8 +153,8 @@ fn a_corrupt_database_is_named_and_skipped_and_a_country_database_still_serves()
     // No database at all: one notice, flows still printed.
     let empty = Scratch::new("empty");
     let run = run_to_end(
-        ns.cmd(
-            FLOWTOP,
+        ns.netns_exec(
+            flowtop_bin(),
             &[
                 "--once",
                 "--json",

@@ -3,13 +3,11 @@
 //!
 //! `cargo test -p flowtop --test screen -- --ignored --test-threads=1`
 
-mod common;
-
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::*;
+use flowtop_testkit::harness::*;
 
 /// A private tmux server with one pane running a command.
 struct Tmux {
@@ -130,8 +128,9 @@ fn line_with<'a>(screen: &'a str, text: &str) -> Option<(usize, &'a str)> {
 /// once it is gone.
 fn pane_command(ns: &Netns, args: &str) -> String {
     format!(
-        "ip netns exec {} {FLOWTOP} {args}; echo FLOWTOP-EXIT=$?; stty -a | tr ' ' '\\n' | grep -x -e -icanon -e icanon -e echo -e -echo | tr '\\n' ' '; echo; sleep 600",
-        ns.name
+        "ip netns exec {} {} {args}; echo FLOWTOP-EXIT=$?; stty -a | tr ' ' '\\n' | grep -x -e -icanon -e icanon -e echo -e -echo | tr '\\n' ' '; echo; sleep 600",
+        ns.name,
+        flowtop_bin()
     )
 }
 
@@ -161,6 +160,12 @@ fn assert_restored(t: &Tmux, ns: &Netns, before: &(String, String)) {
 #[test]
 #[ignore = "needs root, network namespaces and tmux: run by `cargo xtask test` as root"]
 fn screen_shows_flows_and_obeys_its_keys() {
+    if !require_root() {
+        return;
+    }
+    if !require_tool("tmux") {
+        return;
+    }
     let (client, server) = Netns::pair();
     let before = sysctls_off(&client);
     let _srv = Agent::server(&server, 7101);
@@ -261,6 +266,12 @@ fn screen_shows_flows_and_obeys_its_keys() {
 #[test]
 #[ignore = "needs root, network namespaces and tmux: run by `cargo xtask test` as root"]
 fn ctrl_c_and_sigterm_end_the_screen_with_everything_restored() {
+    if !require_root() {
+        return;
+    }
+    if !require_tool("tmux") {
+        return;
+    }
     let ns = Netns::with_conntrack();
     ns.conntrack("-I -s 203.0.113.9 -d 198.51.100.9 -p tcp --sport 1000 --dport 80 --state ESTABLISHED -t 300 -u ASSURED");
     let before = sysctls_off(&ns);
@@ -309,6 +320,12 @@ fn ctrl_c_and_sigterm_end_the_screen_with_everything_restored() {
 #[test]
 #[ignore = "needs root, network namespaces and tmux: run by `cargo xtask test` as root"]
 fn a_small_terminal_gets_a_message_and_a_resize_brings_the_table() {
+    if !require_root() {
+        return;
+    }
+    if !require_tool("tmux") {
+        return;
+    }
     let ns = Netns::with_conntrack();
     ns.conntrack("-I -s 203.0.113.9 -d 198.51.100.9 -p tcp --sport 1000 --dport 80 --state ESTABLISHED -t 300 -u ASSURED");
     let before = sysctls_off(&ns);
@@ -323,6 +340,12 @@ fn a_small_terminal_gets_a_message_and_a_resize_brings_the_table() {
 #[test]
 #[ignore = "needs root, network namespaces and tmux: run by `cargo xtask test` as root"]
 fn closing_the_terminal_ends_flowtop_and_restores_the_sysctls() {
+    if !require_root() {
+        return;
+    }
+    if !require_tool("tmux") {
+        return;
+    }
     // flowtop 0.6.8 survives its terminal and spins; this one gets SIGHUP
     // and leaves through the normal path.
     let ns = Netns::with_conntrack();

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use flowtop::enrich::geoip::{self, DbKind};
-use flowtop::enrich::mmdb_write::{city_record, country_record, Writer};
+use flowtop_testkit::mmdb::{city_record, country_record, Writer};
 
 const FLOWTOP: &str = env!("CARGO_BIN_EXE_flowtop");
 

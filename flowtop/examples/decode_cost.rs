@@ -24,10 +24,10 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
-use flowtop::conntrack::build::{self, Extras};
 use flowtop::conntrack::decode::{self, CtEventKind, Message};
 use flowtop::flow::model::{proto, Counters, Family, Flow, ProtoState, Tuple};
 use flowtop::flow::Selection;
+use flowtop_testkit::ctnetlink::{self as build, Extras};
 
 /// Datagram size of the dump reads (the kernel fills what the reader offers).
 const DATAGRAM: usize = 16 * 1024;
@@ -125,7 +125,7 @@ fn wire(d: &[u8], sel: &Selection, f: Sink<'_>) {
 }
 
 fn reference(d: &[u8], sel: &Selection, f: Sink<'_>) {
-    decode::for_each_message_reference(d, sel, f);
+    flowtop_testkit::reference::for_each_message(d, sel, f);
 }
 
 #[inline(never)]
@@ -179,7 +179,7 @@ fn main() {
     // The two decoders agree on this input (the tests check much more).
     let (mut a, mut b) = (Vec::new(), Vec::new());
     decode::for_each_message(&dgrams[0], &sel, |m| a.push(m.ok()));
-    decode::for_each_message_reference(&dgrams[0], &sel, |m| b.push(m.ok()));
+    flowtop_testkit::reference::for_each_message(&dgrams[0], &sel, |m| b.push(m.ok()));
     assert_eq!(a, b, "the decoders disagree");
     if which != "reference" {
         run("wire", n, k, || decode_passes_wire(&dgrams, &sel, k));

@@ -1,6 +1,6 @@
 //! Mutation fuzzer over the committed corpus, for stable Rust (no
 //! sanitizers, no coverage feedback): every target of
-//! `flowtop::fuzzing::TARGETS` gets inputs made from its seed files by
+//! `flowtop_testkit::fuzzing::TARGETS` gets inputs made from its seed files by
 //! random byte-level mutations (bit flips, interesting values over length
 //! fields, insertions, deletions, duplications, splices with another seed,
 //! truncation) for a bounded time. Built with the dev profile, integer
@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use flowtop::fuzzing::TARGETS;
+use flowtop_testkit::fuzzing::TARGETS;
 
 struct Rng(u64);
 
@@ -155,7 +155,7 @@ fn main() -> ExitCode {
         }
     }
     for t in &only {
-        if flowtop::fuzzing::target(t).is_none() {
+        if flowtop_testkit::fuzzing::target(t).is_none() {
             eprintln!("fuzz: unknown target {t}");
             return ExitCode::from(2);
         }

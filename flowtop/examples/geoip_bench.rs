@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use flowtop::enrich::geoip::{self, GeoCache};
-use flowtop::enrich::mmdb_write::{city_record, Writer};
+use flowtop_testkit::mmdb::{city_record, Writer};
 
 fn rss() -> u64 {
     // SAFETY: malloc_trim only returns free heap to the system.

@@ -5,11 +5,11 @@
 //! ```
 //!
 //! `--db-type` defaults to `GeoLite2-City` / `GeoLite2-Country`. Test data
-//! only: see `flowtop::enrich::mmdb_write`.
+//! only: see `flowtop_testkit::mmdb`.
 
 use std::process::ExitCode;
 
-use flowtop::enrich::mmdb_write::{parse_spec, Kind, Writer};
+use flowtop_testkit::mmdb::{parse_spec, Kind, Writer};
 
 const USAGE: &str =
     "usage: make_mmdb --type city|country [--db-type NAME] [--ip-version 4|6] OUT.mmdb CIDR=CC[,City] ...";

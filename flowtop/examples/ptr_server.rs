@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use flowtop::enrich::dns::testserver::{raw_name, Mode, PtrServer, ServerConfig};
+use flowtop_testkit::dns::{raw_name, Mode, PtrServer, ServerConfig};
 
 #[derive(Parser)]
 #[command(about = "Answers PTR queries for tests and benchmarks")]

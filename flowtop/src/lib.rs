@@ -17,8 +17,6 @@ pub mod ebpf;
 pub mod engine;
 pub mod enrich;
 pub mod flow;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod output;
 pub mod privileges;
 pub mod sysctl;

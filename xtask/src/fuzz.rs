@@ -1,5 +1,5 @@
 //! `cargo xtask fuzz [--secs N] [--libfuzzer] [TARGET...]`: runs every fuzz
-//! target of `flowtop::fuzzing` (or the ones named) for N seconds each.
+//! target of `flowtop_testkit::fuzzing` (or the ones named) for N seconds each.
 //!
 //! - Default: the stable mutation runner (`flowtop/examples/fuzz.rs`, dev
 //!   profile: overflow checks on), starting from the committed corpus

@@ -101,14 +101,34 @@ fn run_flowtop(args: &[String]) -> Result<()> {
 }
 
 /// `test`: every check CI runs, failing fast.
+///
+/// Skips are never passes: every test that skips (or leaves checks out)
+/// appends a line to the skip log (`flowtop_testkit::skip`, through
+/// `FLOWTOP_SKIP_LOG`, which the cargo steps get), and the summary counts
+/// and lists them with the steps skipped here. With `CI=true` the
+/// root-only tests run even when not root, and fail there.
 fn test() -> Result<()> {
     let started = Instant::now();
     let root = cmd::is_root();
+    let strict = flowtop_testkit::skip::strict();
     let need = if root {
         setup::Need::All
     } else {
         setup::Need::BuildOnly
     };
+    let skip_log = skip_log_path();
+    // A fresh log per run: the summary counts this run's skips only.
+    if let Err(e) = std::fs::remove_file(&skip_log) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Err(e).with_context(|| format!("cannot remove {}", skip_log.display()));
+        }
+    }
+    if let Some(dir) = skip_log.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // Inherited by every cargo and test process below (xtask is single
+    // threaded here, so setting its environment is sound).
+    env::set_var(flowtop_testkit::skip::LOG_ENV, &skip_log);
 
     let cargo = |args: &[&str]| {
         let mut c = cmd::cargo();
@@ -166,7 +186,10 @@ fn test() -> Result<()> {
             Box::new(degrade::check),
         ),
     ];
-    if root {
+    // Step-level skips, listed with the tests' own.
+    let mut skipped: Vec<String> = Vec::new();
+    if root || strict {
+        // Not root under CI=true: every root-only test fails, saying so.
         steps.push((
             "cargo test --workspace -- --ignored --test-threads=1 (root-only tests)",
             Box::new(move || {
@@ -188,13 +211,64 @@ fn test() -> Result<()> {
         step().with_context(|| format!("step {}/{total} `{name}` FAILED", i + 1))?;
         println!("==> ok: {name} [{:.1} s]", step_started.elapsed().as_secs_f64());
     }
-    if !root {
-        let bar = "!".repeat(78);
-        println!("\n{bar}\nSKIPPED root-only integration tests: not root\n(run `cargo xtask test` as root to include them)\n{bar}");
+    if !root && !strict {
+        skipped.push(
+            "root-only tests (cargo test --workspace -- --ignored): not root; run `cargo xtask test` as root to include them"
+                .to_owned(),
+        );
     }
-    println!(
-        "\n==> xtask test: all steps passed [{:.0} s]",
-        started.elapsed().as_secs_f64()
-    );
+    skipped.extend(flowtop_testkit::skip::read_log(&skip_log));
+    print!("{}", summary(&skipped, started.elapsed().as_secs_f64()));
     Ok(())
+}
+
+/// The last lines of a passing `cargo xtask test`: every skip listed and
+/// counted, so that a run that skipped something never reads as a clean pass.
+fn summary(skipped: &[String], took: f64) -> String {
+    if skipped.is_empty() {
+        return format!("\n==> xtask test: all steps passed, nothing skipped [{took:.0} s]\n");
+    }
+    let bar = "!".repeat(78);
+    let mut out = format!("\n{bar}\n");
+    for s in skipped {
+        out.push_str(&format!("{}{s}\n", flowtop_testkit::skip::PREFIX));
+    }
+    out.push_str(&format!(
+        "{bar}\n\n==> xtask test: all steps passed, {} SKIPPED (listed above; not passes) [{took:.0} s]\n",
+        skipped.len()
+    ));
+    out
+}
+
+/// Where the tests append their skips during `cargo xtask test`.
+fn skip_log_path() -> std::path::PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| cmd::root_dir().join("target"))
+        .join("xtask-test-skips.log")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summary;
+
+    #[test]
+    fn the_summary_counts_and_lists_every_skip() {
+        let clean = summary(&[], 12.0);
+        assert!(clean.contains("all steps passed, nothing skipped"), "{clean}");
+        let skips = [
+            "netns::sysctls::x: not root".to_owned(),
+            "screen::y: `tmux` is not installed".to_owned(),
+        ];
+        let text = summary(&skips, 12.0);
+        assert!(text.contains("SKIPPED netns::sysctls::x: not root\n"), "{text}");
+        assert!(
+            text.contains("SKIPPED screen::y: `tmux` is not installed\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("all steps passed, 2 SKIPPED (listed above; not passes)"),
+            "{text}"
+        );
+    }
 }

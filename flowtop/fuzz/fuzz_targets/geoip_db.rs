@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| flowtop::fuzzing::geoip_db(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| flowtop_testkit::fuzzing::geoip_db(data));

@@ -190,6 +190,18 @@ mod tests {
     use crate::flow::table::{Change, Entry, EventKind, TableConfig};
     use std::net::Ipv4Addr;
 
+    /// An owner found by /proc (the testkit has one too, but its `Owner` is
+    /// another crate's copy of the type).
+    fn owner(pid: u32, comm: &str, exe: Option<&str>) -> Arc<Owner> {
+        Arc::new(Owner {
+            pid,
+            comm: comm.to_owned(),
+            exe: exe.map(str::to_owned),
+            uid: 0,
+            how: crate::attribution::How::Procfs,
+        })
+    }
+
     fn hflow(id: u32) -> Flow {
         let a = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
         let b = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
@@ -256,7 +268,7 @@ mod tests {
         let socket = |f: &Flow, pid: u32| {
             let local = SocketAddr::new(f.orig.src, f.orig.sport.expect("port"));
             let remote = SocketAddr::new(f.orig.dst, f.orig.dport.expect("port"));
-            (f.proto, local, remote, crate::fuzzing::owner(pid, "app", None))
+            (f.proto, local, remote, owner(pid, "app", None))
         };
         log.clear();
         let found = j.take_sockets(
@@ -315,7 +327,7 @@ mod tests {
                 l,
                 r,
                 false,
-                crate::fuzzing::owner(f.id + 20, "late", None),
+                owner(f.id + 20, "late", None),
             );
         }
         let found = j.take_index(Arc::new(both), &t, t0);

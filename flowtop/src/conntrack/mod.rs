@@ -1,7 +1,6 @@
 //! ctnetlink: attributes, message decoding, the socket and the sources.
 
 pub mod attrs;
-pub mod build;
 pub mod decode;
 pub mod request;
 pub mod socket;

@@ -6,8 +6,6 @@ pub mod book;
 pub mod dns;
 pub mod enricher;
 pub mod geoip;
-#[doc(hidden)]
-pub mod mmdb_write;
 pub mod scope;
 pub mod services;
 mod sources;

@@ -206,7 +206,7 @@ fn create_temp(dir: &Path, name: &str) -> Result<(PathBuf, File), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::enrich::mmdb_write::{city_record, Writer};
+    use flowtop_testkit::mmdb::{city_record, Writer};
     use std::os::unix::fs::MetadataExt;
 
     fn city() -> Vec<u8> {

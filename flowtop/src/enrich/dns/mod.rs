@@ -31,8 +31,6 @@
 mod cache;
 mod name;
 mod own;
-#[doc(hidden)]
-pub mod testserver;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};

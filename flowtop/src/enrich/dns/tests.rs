@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
-use super::testserver::{Mode, PtrServer, ServerConfig};
 use super::*;
 use crate::flow::model::proto;
 use crate::output::safe::terminal_safe;
+use flowtop_testkit::dns::{Mode, PtrServer, ServerConfig};
 
 /// Longest wait for a delivery that should come (a sanity bound, not a
 /// speed check).

@@ -1,5 +1,5 @@
 use super::*;
-use crate::enrich::mmdb_write::{city_record, country_record, Value, Writer};
+use flowtop_testkit::mmdb::{city_record, country_record, Value, Writer};
 use proptest::prelude::*;
 
 /// A temporary directory, removed on drop.

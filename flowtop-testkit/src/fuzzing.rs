@@ -7,24 +7,30 @@
 //! There is no `flowtop.toml`: flowtop reads no configuration file besides
 //! the service lists (`tcp.conf`, `udp.conf`, ...) and `geoip.conf`.
 //!
+//! Lives in flowtop-testkit, not in flowtop's library: nothing here is part
+//! of flowtop's interface, and the targets reach flowtop through its public
+//! modules only.
+//!
 //! Adding a target (e.g. the screen's filter language): write a
 //! `pub fn NAME(data: &[u8])` here, add it to [`TARGETS`], put seed files
 //! under `flowtop/fuzz/corpus/NAME/`, and add `flowtop/fuzz/fuzz_targets/NAME.rs`
 //! (a copy of another target's three lines).
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::attribution::ebpf_owners::{EbpfOwners, ProcInfo};
-use crate::attribution::{How, Owner};
-use crate::conntrack::decode::{self, Message};
-use crate::enrich::geoip::{DbKind, GeoIp};
-use crate::flow::model::{Family, Flow, Tuple};
-use crate::flow::table::EventKind;
-use crate::flow::Selection;
-use crate::output::json::JsonWriter;
-use crate::update::install::{self, Format};
+use flowtop::attribution::ebpf_owners::{EbpfOwners, ProcInfo};
+use flowtop::attribution::{How, Owner};
+use flowtop::conntrack::decode::{self, Message};
+use flowtop::enrich::geoip::{DbKind, GeoIp};
+use flowtop::flow::model::{Family, Flow};
+use flowtop::flow::table::EventKind;
+use flowtop::flow::Selection;
+use flowtop::output::json::JsonWriter;
+use flowtop::update::install::{self, Format};
+
+use crate::fixtures::test_flow;
+use crate::reference::{decoders_agree, flow_decoders_agree};
 
 /// A fuzz target: arbitrary bytes in, panics on a bug.
 pub type Target = fn(&[u8]);
@@ -89,47 +95,6 @@ pub fn ctnetlink(data: &[u8]) {
     }
 }
 
-/// Every message of `datagram` through both attribute decoders (the
-/// in-place [`crate::conntrack::wire`] one and the crate-based reference);
-/// panics unless they agree: both `Ok` with the same value, or both `Err`.
-/// Returns the results (errors as text).
-pub fn decoders_agree(datagram: &[u8], sel: &Selection) -> Vec<Result<Message, String>> {
-    let mut wire = Vec::new();
-    decode::for_each_message(datagram, sel, |m| wire.push(m.map_err(|e| e.to_string())));
-    let mut reference = Vec::new();
-    decode::for_each_message_reference(datagram, sel, |m| reference.push(m.map_err(|e| e.to_string())));
-    assert_eq!(
-        wire.len(),
-        reference.len(),
-        "the decoders framed different message counts"
-    );
-    for (w, r) in wire.iter().zip(&reference) {
-        match (w, r) {
-            (Ok(a), Ok(b)) => assert_eq!(a, b, "the decoders decoded different values"),
-            (Err(_), Err(_)) => {}
-            _ => panic!("the decoders disagree: wire {w:?}, reference {r:?}"),
-        }
-    }
-    wire
-}
-
-/// The same attribute body through both decoders: same value or both errors.
-fn flow_decoders_agree(family: Family, body: &[u8]) {
-    let wire = decode::decode_flow(family, body);
-    let reference = decode::decode_flow_reference(family, body);
-    match (&wire, &reference) {
-        (Ok(a), Ok(b)) => assert_eq!(a, b, "the decoders decoded different flows"),
-        (Err(_), Err(_)) => {}
-        _ => panic!("the decoders disagree: wire {wire:?}, reference {reference:?}"),
-    }
-    let peek = decode::peek_protocol(body).ok();
-    assert_eq!(
-        peek,
-        decode::peek_protocol_reference(body).ok(),
-        "the protocol peeks disagree"
-    );
-}
-
 /// One netlink datagram through both ctnetlink decoders, which must agree
 /// on every message (see [`decoders_agree`]), with everything selected and
 /// with a narrow selection (the early filtering paths). The last input byte
@@ -150,38 +115,6 @@ pub fn ctnetlink_diff(data: &[u8]) {
     }
 }
 
-/// A TCP flow between two documentation addresses, no state or counters.
-pub fn test_flow() -> Flow {
-    let a = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
-    let b = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
-    Flow {
-        id: 1,
-        family: Family::Ipv4,
-        proto: 6,
-        state: None,
-        orig: Tuple {
-            src: a,
-            dst: b,
-            sport: Some(1),
-            dport: Some(2),
-            icmp: None,
-        },
-        reply: Tuple {
-            src: b,
-            dst: a,
-            sport: Some(2),
-            dport: Some(1),
-            icmp: None,
-        },
-        status: 0,
-        mark: 0,
-        zone: 0,
-        timeout: None,
-        counters: None,
-        start_ns: None,
-    }
-}
-
 /// Ring buffer records of the eBPF programs (88-byte `SockEvent`s, as many
 /// as the input holds), joined by the owner table; each owner found is
 /// written as JSON. /proc answers come from the input too (hostile
@@ -195,12 +128,12 @@ pub fn sock_events(data: &[u8]) {
         leader_comm: Some(proc_text.clone()),
     };
     for record in data.chunks(size) {
-        let Some(ev) = crate::ebpf::parse_sock_event(record) else {
+        let Some(ev) = flowtop::ebpf::parse_sock_event(record) else {
             continue;
         };
         if let Some((_, _, _, owner)) = owners.apply(&ev, proc_of) {
             write_json(&test_flow(), Some(&owner));
-            let text = crate::output::safe::terminal_safe(&owner.comm);
+            let text = flowtop::output::safe::terminal_safe(&owner.comm);
             assert!(!text.chars().any(char::is_control), "control char in {text:?}");
         }
     }
@@ -209,14 +142,14 @@ pub fn sock_events(data: &[u8]) {
 /// A service list (`tcp.conf`, `udp.conf`, ...).
 pub fn services_conf(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    let (entries, warnings) = crate::enrich::services::parse(&text, "tcp.conf");
+    let (entries, warnings) = flowtop::enrich::services::parse(&text, "tcp.conf");
     let _ = (entries.len(), warnings.len());
 }
 
 /// `geoip.conf` (mirrors of `-u`).
 pub fn geoip_conf(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    let (mirrors, _warnings) = crate::update::conf::parse(&text, "geoip.conf");
+    let (mirrors, _warnings) = flowtop::update::conf::parse(&text, "geoip.conf");
     for m in &mirrors {
         let _ = m.url("GeoLite2-City.mmdb.gz");
     }
@@ -259,26 +192,15 @@ pub fn geoip_db(data: &[u8]) {
     }
 }
 
-/// An owner with the given strings (tests of hostile names).
-pub fn owner(pid: u32, comm: &str, exe: Option<&str>) -> Arc<Owner> {
-    Arc::new(Owner {
-        pid,
-        comm: comm.to_owned(),
-        exe: exe.map(str::to_owned),
-        uid: 0,
-        how: How::Procfs,
-    })
-}
-
 /// The screen's `/` filter: any text parses or is refused with an error,
 /// and a parsed filter matches a few flows (named, hostile, unnamed)
 /// without panicking.
 pub fn filter(data: &[u8]) {
-    use crate::enrich::book::{AddressBook, NameState};
-    use crate::enrich::services::Services;
-    use crate::flow::table::{FlowTable, TableConfig};
-    use crate::ui::filter::Filter;
-    use crate::ui::rows::RowCtx;
+    use flowtop::enrich::book::{AddressBook, NameState};
+    use flowtop::enrich::services::Services;
+    use flowtop::flow::table::{FlowTable, TableConfig};
+    use flowtop::ui::filter::Filter;
+    use flowtop::ui::rows::RowCtx;
 
     let text = String::from_utf8_lossy(data);
     let Ok(f) = Filter::parse(&text) else { return };
@@ -298,16 +220,16 @@ pub fn filter(data: &[u8]) {
         flow.proto = proto;
         flow.orig.dport = dport;
         table.apply_event(
-            crate::flow::table::Change::Seen,
+            flowtop::flow::table::Change::Seen,
             flow.clone(),
             now,
-            &mut crate::flow::table::NoOwners,
+            &mut flowtop::flow::table::NoOwners,
             &mut |_, _| {},
         );
     }
-    let join = crate::attribution::join::OwnerJoin::with_index(
+    let join = flowtop::attribution::join::OwnerJoin::with_index(
         Arc::new({
-            let mut idx = crate::attribution::index::SocketIndex::default();
+            let mut idx = flowtop::attribution::index::SocketIndex::default();
             idx.insert(
                 6,
                 std::net::SocketAddr::new(flow.orig.src, flow.orig.sport.unwrap_or(1)),
@@ -343,7 +265,7 @@ mod tests {
     /// from it; a regression input added there is checked by plain `cargo test`).
     #[test]
     fn committed_corpus_passes() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+        let root = crate::fixtures::fuzz_corpus_dir();
         let mut n = 0;
         for (name, f) in TARGETS {
             let dir = root.join(name);

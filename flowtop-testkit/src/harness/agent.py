@@ -1,4 +1,4 @@
-"""Traffic helper for tests/netns.rs (run as `python3 -c SCRIPT server PORT|client`).
+"""Traffic helper of the root-only tests (flowtop_testkit::harness::Agent; run as `python3 -c SCRIPT server PORT|client`).
 
 server: TCP sink + UDP echo on PORT (IPv4 and IPv6); prints "ready"; exits on stdin EOF.
 client: one command per stdin line, answers "ok ..." (see client()); exits on stdin EOF.

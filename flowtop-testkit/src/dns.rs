@@ -1,12 +1,14 @@
 //! A small PTR server over UDP, for tests and benchmarks (the
-//! `ptr_server` example wraps it). Not part of flowtop's interface.
+//! `ptr_server` example wraps it). Not part of flowtop's interface, hence
+//! here and not in flowtop's library.
 //!
 //! Written on a raw tokio UDP socket with hickory-proto's message types
 //! rather than on hickory-server: the misbehaviours tests need (never answer,
 //! answer late, answer with malformed bytes or the wrong record type, names
 //! with control bytes in a label) and the counters they check (queries seen,
 //! most answered concurrently, query source addresses) are each a few lines
-//! here, and it lives in the library so unit tests can run it in-process.
+//! here. It needs none of flowtop's types, so flowtop's own unit tests can
+//! run it in-process.
 
 use std::collections::HashMap;
 use std::io;

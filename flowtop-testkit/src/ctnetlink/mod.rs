@@ -1,22 +1,23 @@
 //! Builds ctnetlink messages from [`Flow`]s, the way the kernel lays them
 //! out, through the typed attributes of `netlink-packet-netfilter` and
-//! [`super::attrs`] (so the bytes do not depend on the decoders they feed).
+//! [`attrs`] (so the bytes do not depend on the decoders they feed).
 //!
 //! For tests, fuzz seeds and `examples/decode_cost.rs`; flowtop itself
-//! never sends a conntrack entry.
+//! never sends a conntrack entry, which is why this lives here and not in
+//! flowtop's library.
+
+pub mod attrs;
 
 use netlink_packet_core::{DefaultNla, Emitable, NLA_F_NESTED, NLM_F_CREATE, NLM_F_MULTIPART};
 use netlink_packet_netfilter::conntrack::{
     ConntrackAttribute, IPTuple, ProtoInfo, ProtoInfoTCP, ProtoTuple, TCPFlags, Tuple as NfTuple,
 };
 
-use super::attrs::{
-    self, CounterAttr, CtAttr, DccpInfoAttr, ExtraAttr, ExtraProtoInfo, SctpInfoAttr, TimestampAttr,
-};
-use super::decode::{
+use attrs::{CounterAttr, CtAttr, DccpInfoAttr, ExtraAttr, ExtraProtoInfo, SctpInfoAttr, TimestampAttr};
+use flowtop::conntrack::decode::{
     CtEventKind, AF_INET, AF_INET6, IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_NEW, NFNL_SUBSYS_CTNETLINK,
 };
-use crate::flow::model::{proto, Counters, Family, Flow, ProtoState, Tuple};
+use flowtop::flow::model::{proto, Counters, Family, Flow, ProtoState, Tuple};
 
 const NLMSG_DONE: u16 = 3;
 
