@@ -556,7 +556,7 @@ fn run_screen(args: &Args) -> Result<(), RunError> {
     everything.ipv6 = true;
     let cfg = stream_config(args, everything, &attribution);
     let (snap_tx, snap_rx) = tokio::sync::watch::channel(std::sync::Arc::new(flow::table::Snapshot {
-        flows: Vec::new(),
+        flows: Default::default(),
         stats: Default::default(),
         aggregates: Default::default(),
     }));

@@ -11,11 +11,18 @@
 //! and a control byte). Like the map's arrays, chunks are not given back
 //! when the table shrinks: their slots wait for the next flows.
 //!
+//! Chunks are shared with the table's snapshots ([`Frozen`]): a snapshot
+//! is a list of chunk pointers, and the store copies a chunk only when it
+//! changes one that a snapshot still holds (copy on write), so a view of
+//! a large, mostly idle table costs the chunks that changed since the
+//! view before, not a copy of every value.
+//!
 //! The key is not stored: it is derived from the value ([`Keyed`]), so a
 //! value must keep its key while it is in the store (the flow table only
 //! replaces a flow by a reading of the same flow).
 
 use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
 
 use hashbrown::HashTable;
 
@@ -35,8 +42,9 @@ pub trait Keyed {
 #[derive(Debug)]
 pub struct Store<T> {
     /// Each chunk is allocated with capacity [`CHUNK`] and never grows
-    /// beyond it, so it is never reallocated.
-    chunks: Vec<Vec<Option<T>>>,
+    /// beyond it, so it is never reallocated; shared with snapshots until
+    /// the store changes it (see [`Store::chunk_mut`]).
+    chunks: Vec<Arc<Chunk<T>>>,
     /// Vacant slots inside the chunks, reused last-freed first.
     free: Vec<u32>,
     /// Slot numbers, hashed by the key of the value in the slot.
@@ -57,12 +65,27 @@ impl<T> Default for Store<T> {
     }
 }
 
+/// The slots of one chunk, vacant ones `None`.
+type Chunk<T> = Vec<Option<T>>;
+
 fn split(slot: u32) -> (usize, usize) {
     let slot = slot as usize;
     (slot / CHUNK, slot % CHUNK)
 }
 
-impl<T: Keyed> Store<T> {
+/// Chunk `c` of `chunks`, to change: copied first when a snapshot shares
+/// it. The copy gets the full capacity, so that it too never moves.
+fn chunk_mut<T: Clone>(chunks: &mut [Arc<Chunk<T>>], c: usize) -> &mut Chunk<T> {
+    let chunk = &mut chunks[c];
+    if Arc::get_mut(chunk).is_none() {
+        let mut copy = Vec::with_capacity(CHUNK);
+        copy.extend_from_slice(chunk);
+        *chunk = Arc::new(copy);
+    }
+    Arc::get_mut(chunk).expect("a chunk just copied is not shared")
+}
+
+impl<T: Keyed + Clone> Store<T> {
     pub fn new() -> Self {
         Self::default()
     }
@@ -86,7 +109,10 @@ impl<T: Keyed> Store<T> {
 
     fn at_mut(&mut self, slot: u32) -> Option<&mut T> {
         let (c, i) = split(slot);
-        self.chunks.get_mut(c)?.get_mut(i)?.as_mut()
+        if self.chunks.get(c)?.get(i)?.is_none() {
+            return None;
+        }
+        chunk_mut(&mut self.chunks, c)[i].as_mut()
     }
 
     /// The slot holding `key`.
@@ -117,7 +143,7 @@ impl<T: Keyed> Store<T> {
         }
         let slot = self.vacant_slot();
         let (c, i) = split(slot);
-        let chunk = &mut self.chunks[c];
+        let chunk = chunk_mut(&mut self.chunks, c);
         if i == chunk.len() {
             chunk.push(Some(value));
         } else {
@@ -139,7 +165,7 @@ impl<T: Keyed> Store<T> {
             return s;
         }
         if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
-            self.chunks.push(Vec::with_capacity(CHUNK));
+            self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
         }
         let c = self.chunks.len() - 1;
         let slot = c * CHUNK + self.chunks[c].len();
@@ -160,7 +186,7 @@ impl<T: Keyed> Store<T> {
             found.remove();
         }
         let (c, i) = split(slot);
-        let value = self.chunks[c][i].take();
+        let value = chunk_mut(&mut self.chunks, c)[i].take();
         self.free.push(slot);
         value
     }
@@ -193,6 +219,141 @@ impl<T: Keyed> Store<T> {
 
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.slots().map(|(_, v)| v)
+    }
+
+    /// The values as they are now, sharing the chunks: cheap, and the
+    /// store copies a shared chunk before it changes it.
+    pub fn freeze(&self) -> Frozen<T> {
+        Frozen {
+            chunks: self.chunks.clone(),
+            len: self.len(),
+        }
+    }
+}
+
+/// An immutable view of a [`Store`]'s values, indexed by slot (slot numbers
+/// have holes where values were removed). Chunks the store has not changed
+/// since are shared with it and with the views taken before.
+#[derive(Debug)]
+pub struct Frozen<T> {
+    chunks: Vec<Arc<Chunk<T>>>,
+    len: usize,
+}
+
+impl<T> Clone for Frozen<T> {
+    fn clone(&self) -> Self {
+        Frozen {
+            chunks: self.chunks.clone(),
+            len: self.len,
+        }
+    }
+}
+
+impl<T> Default for Frozen<T> {
+    fn default() -> Self {
+        Frozen {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Frozen<T> {
+    /// Values held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The value in `slot`, if any.
+    pub fn get(&self, slot: usize) -> Option<&T> {
+        self.chunks.get(slot / CHUNK)?.get(slot % CHUNK)?.as_ref()
+    }
+
+    /// Every value with its slot, in slot order.
+    pub fn slots(&self) -> impl Iterator<Item = (usize, &T)> {
+        self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
+            chunk
+                .iter()
+                .enumerate()
+                .filter_map(move |(i, v)| v.as_ref().map(|v| (c * CHUNK + i, v)))
+        })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flat_map(|chunk| chunk.iter().flatten())
+    }
+
+    /// Whether `self` and `other` hold the very same chunks: nothing
+    /// changed between the two views (a chunk held by a view is never
+    /// changed in place).
+    pub fn same_as(&self, other: &Frozen<T>) -> bool {
+        self.len == other.len
+            && self.chunks.len() == other.chunks.len()
+            && self
+                .chunks
+                .iter()
+                .zip(&other.chunks)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+}
+
+impl<T: Clone> Frozen<T> {
+    /// Every value, to change in this view only: chunks shared with the
+    /// store or other views are copied first.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.chunks
+            .iter_mut()
+            .flat_map(|chunk| Arc::make_mut(chunk).iter_mut().flatten())
+    }
+
+    /// Keeps the values `keep` accepts, in this view only (their slots
+    /// stay the same).
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        let mut len = 0;
+        for chunk in &mut self.chunks {
+            for v in Arc::make_mut(chunk).iter_mut() {
+                if v.as_ref().is_some_and(|x| !keep(x)) {
+                    *v = None;
+                }
+                len += usize::from(v.is_some());
+            }
+        }
+        self.len = len;
+    }
+}
+
+impl<T> std::ops::Index<usize> for Frozen<T> {
+    type Output = T;
+
+    /// The value in `slot`; panics on a vacant slot, like a slice out of
+    /// bounds (slots come from [`Frozen::slots`]).
+    fn index(&self, slot: usize) -> &T {
+        self.get(slot).expect("a slot of this view")
+    }
+}
+
+/// A view of `values` in order, slot `i` holding the `i`-th (for views
+/// made without a store: tests, fixtures).
+impl<T> FromIterator<T> for Frozen<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(values: I) -> Self {
+        let mut chunks: Vec<Arc<Chunk<T>>> = Vec::new();
+        let mut current: Chunk<T> = Vec::new();
+        let mut len = 0;
+        for v in values {
+            if current.len() == CHUNK {
+                chunks.push(Arc::new(std::mem::take(&mut current)));
+            }
+            current.push(Some(v));
+            len += 1;
+        }
+        if !current.is_empty() {
+            chunks.push(Arc::new(current));
+        }
+        Frozen { chunks, len }
     }
 }
 
@@ -278,6 +439,89 @@ mod tests {
         assert_eq!(s.len(), 16_667);
     }
 
+    /// A view keeps the values of its time: changes, insertions and
+    /// removals after it do not show in it.
+    #[test]
+    fn a_frozen_view_does_not_move_with_the_store() {
+        let mut s = Store::new();
+        for k in 0..10u32 {
+            s.insert(V(k, 0));
+        }
+        let view = s.freeze();
+        s.get_mut(&3).expect("present").1 = 33;
+        s.remove(&4);
+        s.insert(V(100, 1));
+        s.insert(V(5, 55));
+        assert_eq!(view.len(), 10);
+        let got: Vec<(u32, u64)> = view.iter().map(|v| (v.0, v.1)).collect();
+        assert_eq!(got, (0..10).map(|k| (k, 0)).collect::<Vec<_>>());
+        for (slot, v) in view.slots() {
+            assert_eq!(view[slot], *v);
+        }
+        let now = s.freeze();
+        assert_eq!(now.len(), 10);
+        assert_eq!(now.iter().find(|v| v.0 == 3).map(|v| v.1), Some(33));
+        assert!(now.iter().all(|v| v.0 != 4));
+    }
+
+    /// A view shares every chunk; the store copies a chunk only when it
+    /// changes one a view holds, and only that chunk; with no view left,
+    /// it changes chunks in place.
+    #[test]
+    fn only_the_chunks_changed_since_a_view_are_copied() {
+        let mut s = Store::new();
+        for k in 0..(3 * CHUNK) as u32 {
+            s.insert(V(k, 0));
+        }
+        let before = s.freeze();
+        assert!(before
+            .chunks
+            .iter()
+            .zip(&s.chunks)
+            .all(|(a, b)| Arc::ptr_eq(a, b)));
+        // Key k sits in chunk k / CHUNK (inserted in order, none freed).
+        s.get_mut(&(CHUNK as u32 + 7)).expect("present").1 = 1;
+        let shared: Vec<bool> = before
+            .chunks
+            .iter()
+            .zip(&s.chunks)
+            .map(|(a, b)| Arc::ptr_eq(a, b))
+            .collect();
+        assert_eq!(shared, vec![true, false, true]);
+        assert!(!before.same_as(&s.freeze()));
+        assert!(s.freeze().same_as(&s.freeze()));
+        // The copy keeps its full capacity, so it never moves either.
+        assert_eq!(s.chunks[1].capacity(), CHUNK);
+        drop(before);
+        let p = Arc::as_ptr(&s.chunks[2]);
+        s.get_mut(&(2 * CHUNK as u32)).expect("present").1 = 2;
+        assert_eq!(Arc::as_ptr(&s.chunks[2]), p, "changed in place when not shared");
+        // Removing and inserting copy a shared chunk too.
+        let view = s.freeze();
+        s.remove(&0);
+        assert!(!Arc::ptr_eq(&view.chunks[0], &s.chunks[0]));
+        assert!(Arc::ptr_eq(&view.chunks[2], &s.chunks[2]));
+        assert_eq!(view.get(0).map(|v| v.0), Some(0));
+        check(&s);
+    }
+
+    #[test]
+    fn views_made_from_values_and_changed_alone() {
+        let mut view: Frozen<V> = (0..(CHUNK as u32 + 3)).map(|k| V(k, 0)).collect();
+        assert_eq!(view.len(), CHUNK + 3);
+        assert_eq!(view[CHUNK + 2], V(CHUNK as u32 + 2, 0));
+        let copy = view.clone();
+        view.retain(|v| v.0 % 2 == 0);
+        for v in view.iter_mut() {
+            v.1 = 9;
+        }
+        assert_eq!(view.len(), CHUNK / 2 + 2);
+        assert_eq!(view.get(1), None);
+        assert_eq!(view[2], V(2, 9));
+        assert_eq!(copy.len(), CHUNK + 3);
+        assert_eq!(copy[1], V(1, 0));
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Insert(u32, u64),
@@ -303,7 +547,12 @@ mod tests {
         fn matches_a_hash_map(ops in proptest::collection::vec(op(), 1..2000)) {
             let mut s = Store::new();
             let mut m: HashMap<u32, u64> = HashMap::new();
-            for op in ops {
+            // A view taken now and then, with the model at that time.
+            let mut views: Vec<(Frozen<V>, HashMap<u32, u64>)> = Vec::new();
+            for (n, op) in ops.into_iter().enumerate() {
+                if n % 97 == 0 {
+                    views.push((s.freeze(), m.clone()));
+                }
                 match op {
                     Op::Insert(k, v) => {
                         prop_assert_eq!(s.insert(V(k, v)).map(|o| o.1), m.insert(k, v));
@@ -331,11 +580,15 @@ mod tests {
                 prop_assert_eq!(s.len(), m.len());
             }
             check(&s);
-            let mut got: Vec<(u32, u64)> = s.iter().map(|v| (v.0, v.1)).collect();
-            got.sort();
-            let mut want: Vec<(u32, u64)> = m.into_iter().collect();
-            want.sort();
-            prop_assert_eq!(got, want);
+            views.push((s.freeze(), m));
+            for (view, m) in views {
+                let mut got: Vec<(u32, u64)> = view.iter().map(|v| (v.0, v.1)).collect();
+                got.sort();
+                let mut want: Vec<(u32, u64)> = m.into_iter().collect();
+                want.sort();
+                prop_assert_eq!(view.len(), want.len());
+                prop_assert_eq!(got, want);
+            }
         }
     }
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use super::clock::{Clock, Millis};
 use super::model::{proto, Counters, Flow, FlowKey, LookupKey};
 use super::rate::RateMeter;
-use super::store::{Keyed, Store};
+use super::store::{Frozen, Keyed, Store};
 use crate::attribution::ebpf_owners::{Generational, OwnedSocket};
 use crate::attribution::index::{local_ends, unspecified_like, SocketIndex};
 use crate::attribution::Owner;
@@ -532,26 +532,32 @@ impl FlowTable {
     }
 }
 
-/// An immutable copy of the table for views (the batch table now, the
-/// screen later): taken by the table's owner and shared behind an `Arc`, so a
-/// view reads it without a lock while the table moves on.
+/// An immutable view of the table for views (the batch table, the screen):
+/// taken by the table's owner and shared behind an `Arc`, so a view reads
+/// it without a lock while the table moves on. The flows are the store's
+/// chunks, shared (see [`Store::freeze`]): taking one copies nothing, and
+/// the table copies a chunk only when it changes one a snapshot holds.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    pub flows: Vec<Entry>,
+    /// The flows by slot (see [`Frozen`]).
+    pub flows: Flows,
     pub stats: TableStats,
     pub aggregates: Aggregates,
 }
 
 impl FlowTable {
-    /// Copies the table into a [`Snapshot`].
+    /// The table as it is now, as a [`Snapshot`].
     pub fn snapshot(&self) -> std::sync::Arc<Snapshot> {
         std::sync::Arc::new(Snapshot {
-            flows: self.entries.iter().cloned().collect(),
+            flows: self.entries.freeze(),
             stats: self.stats,
             aggregates: self.aggregates(),
         })
     }
 }
+
+/// The flows of a [`Snapshot`], by slot.
+pub type Flows = Frozen<Entry>;
 
 /// Flow counts per protocol and per state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

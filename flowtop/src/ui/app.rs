@@ -157,7 +157,7 @@ pub struct App {
 
 fn empty_snapshot() -> Arc<Snapshot> {
     Arc::new(Snapshot {
-        flows: Vec::new(),
+        flows: Default::default(),
         stats: Default::default(),
         aggregates: Default::default(),
     })
@@ -342,8 +342,8 @@ impl App {
             return Arc::ptr_eq(&d.snapshot, &self.latest).then(|| self.job(d.snapshot));
         }
         let old = self.install(d);
-        // Freed by the deriver with the next job: unmapping the pages of
-        // 100 000 flows takes milliseconds the screen need not spend.
+        // Freed by the deriver: unmapping the chunks only the old snapshot
+        // still holds takes milliseconds the screen need not spend.
         self.garbage.push(old);
         self.refresh_detail();
         None

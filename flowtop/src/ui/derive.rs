@@ -42,8 +42,8 @@ pub struct Derived {
 }
 
 /// Selects, filters and sorts (or aggregates) the flows of `snapshot`:
-/// no screen state, so a thread of its own can run it. `buffer` is kept by
-/// the caller between calls (fresh buffers of this size cost page faults).
+/// no screen state, so a thread of its own can run it. `buffer` collects
+/// the rows that pass and is handed over in [`Derived::filtered`].
 pub fn derive_rows(
     snapshot: Arc<Snapshot>,
     params: ViewParams,
@@ -57,7 +57,7 @@ pub fn derive_rows(
     let filtering = !params.filter.is_empty();
     let matcher = params.filter.matcher(ctx);
     let sel = &params.view_sel;
-    for (i, e) in flows.iter().enumerate() {
+    for (i, e) in flows.slots() {
         if !sel.family(e.flow.family) || !sel.proto(e.flow.proto) {
             continue;
         }
@@ -89,7 +89,8 @@ pub fn derive_rows(
         flows: flows_rows,
         processes,
         countries,
-        filtered: buffer.clone(),
+        // The screen keeps them (for a new sort): handed over, not copied.
+        filtered: std::mem::take(buffer),
     }
 }
 
