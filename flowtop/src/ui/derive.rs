@@ -39,6 +39,9 @@ pub struct Derived {
     /// The flows (indices) that pass the selection and the filter: a new
     /// sort reorders these without filtering again.
     pub filtered: Vec<usize>,
+    /// [`AddressBook::changes`](crate::enrich::book::AddressBook::changes)
+    /// before the rows were built from the book.
+    pub book_changes: u64,
 }
 
 /// Selects, filters and sorts (or aggregates) the flows of `snapshot`:
@@ -51,6 +54,7 @@ pub fn derive_rows(
     ctx: RowCtx<'_>,
     buffer: &mut Vec<usize>,
 ) -> Derived {
+    let book_changes = ctx.book.changes();
     let flows = &snapshot.flows;
     let mut per_proto = [0usize; 256];
     buffer.clear();
@@ -91,6 +95,7 @@ pub fn derive_rows(
         countries,
         // The screen keeps them (for a new sort): handed over, not copied.
         filtered: std::mem::take(buffer),
+        book_changes,
     }
 }
 

@@ -102,11 +102,18 @@ pub fn run(mut input: ScreenInput) -> io::Result<()> {
         match input.snapshots.has_changed() {
             Ok(true) => {
                 let snap = Arc::clone(&input.snapshots.borrow_and_update());
-                if let Some(job) = app.snapshot_job(snap) {
-                    let _ = jobs.send(ToDeriver::Job(job));
+                match app.snapshot_job(snap) {
+                    Some(job) => {
+                        let _ = jobs.send(ToDeriver::Job(job));
+                    }
+                    // While paused the header's live count moves; unpaused,
+                    // the rows stood and the header's counters moved.
+                    None => dirty = true,
                 }
-                // While paused the header's live count moves.
-                dirty |= app.paused;
+                let garbage = app.take_garbage();
+                if !garbage.is_empty() {
+                    let _ = jobs.send(ToDeriver::Free(garbage));
+                }
             }
             Ok(false) => {}
             Err(_) => break, // the engine ended (signal, error)
