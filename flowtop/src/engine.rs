@@ -591,6 +591,16 @@ pub struct ScreenSink {
     pub quit: tokio::sync::watch::Receiver<bool>,
 }
 
+impl ScreenSink {
+    /// Publishes a snapshot of `table`, after the one published last (the
+    /// channel holds it): shared chunks, and counts reused when unchanged.
+    fn publish(&self, table: &FlowTable) {
+        // Made before the send: the channel's lock is not held while sending.
+        let snap = table.snapshot_after(&self.snapshots.borrow());
+        self.snapshots.send_replace(snap);
+    }
+}
+
 /// Feeds the table for the screen until a signal, the user quitting or a
 /// fatal error. Rows are not written per change: the screen draws from the
 /// snapshots, and dropping the snapshot sender on return tells it the run
@@ -618,7 +628,7 @@ pub async fn run_screen(
                 let first_dump_done = matches!(msg, SourceMsg::DumpDone { gen: 1, .. });
                 engine.handle(msg, Instant::now(), &mut ignore)?;
                 if first_dump_done {
-                    sink.snapshots.send_replace(engine.table.snapshot());
+                    sink.publish(&engine.table);
                 }
             }
             _ = tick.tick() => {
@@ -628,7 +638,7 @@ pub async fn run_screen(
                 if let Some(en) = &engine.enricher {
                     en.arrived().take();
                 }
-                sink.snapshots.send_replace(engine.table.snapshot());
+                sink.publish(&engine.table);
             }
             // Either a change or the screen going away (its sender dropped).
             _ = sink.quit.changed() => return Ok(Stop::Quit),

@@ -610,6 +610,23 @@ impl FlowTable {
             aggregates: self.aggregates(),
         })
     }
+
+    /// The same, after `prev` (a snapshot of this table): its counts are
+    /// reused when no entry changed since, rather than counted again over
+    /// every entry.
+    pub fn snapshot_after(&self, prev: &Snapshot) -> std::sync::Arc<Snapshot> {
+        let flows = self.entries.freeze();
+        let aggregates = if flows.same_values(&prev.flows) {
+            prev.aggregates.clone()
+        } else {
+            self.aggregates()
+        };
+        std::sync::Arc::new(Snapshot {
+            flows,
+            stats: self.stats,
+            aggregates,
+        })
+    }
 }
 
 /// The flows of a [`Snapshot`], by slot.
@@ -1209,6 +1226,20 @@ mod tests {
         let g = held.begin_dump(false);
         held.end_dump(g, &mut |_, _| {});
         assert!(held.is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_after_an_unchanged_one_keeps_its_counts() {
+        let now = Instant::now();
+        let mut t = FlowTable::new(TableConfig::default());
+        t.apply_event(CtEventKind::New, flow(1), now, &mut |_, _| {});
+        let first = t.snapshot();
+        let same = t.snapshot_after(&first);
+        assert!(same.flows.same_values(&first.flows));
+        assert_eq!(same.aggregates, first.aggregates);
+        t.apply_event(CtEventKind::New, flow(2), now, &mut |_, _| {});
+        let next = t.snapshot_after(&same);
+        assert_eq!(next.aggregates.by_proto.get("tcp"), Some(&2));
     }
 
     #[test]
