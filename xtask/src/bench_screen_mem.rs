@@ -11,7 +11,7 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
@@ -23,11 +23,13 @@ use crate::bench::{
 use crate::bench_ui::{shown_flows, Pane};
 
 const USAGE: &str = "\
-usage: cargo xtask bench-screen-mem [--sizes N,N...] [--window SECS] [--warmup SECS] [--no-json]
+usage: cargo xtask bench-screen-mem [--sizes N,N...] [--window SECS] [--warmup SECS] [--no-json] [--trace]
 
 The screen's VmRSS, VmHWM and CPU at steady state per table size (default
 100000,1000000; window 30 s after 5 s of warm-up), and `--json -t 1`'s on the
-same table. Needs root, tmux, python3. Prints a table; writes nothing.";
+same table. --trace also prints the screen's VmRSS and VmHWM every 100 ms
+from its start to the end of the warm-up, where VmHWM grew. Needs root, tmux,
+python3. Prints a table; writes nothing.";
 
 const CT_INSERT_PY: &str = include_str!("../scripts/ct_insert.py");
 
@@ -36,6 +38,7 @@ struct Opts {
     window: f64,
     warmup: f64,
     json: bool,
+    trace: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -44,6 +47,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         window: 30.0,
         warmup: 5.0,
         json: true,
+        trace: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -53,6 +57,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--window" => o.window = val()?.parse().context("--window")?,
             "--warmup" => o.warmup = val()?.parse().context("--warmup")?,
             "--no-json" => o.json = false,
+            "--trace" => o.trace = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -85,16 +90,47 @@ fn screen(n: u64, ns: &Netns, flowtop: &str, o: &Opts) -> Result<Row> {
         "exec ip netns exec {} {flowtop} -4U -t 1 --no-sysctl -n -G",
         ns.name
     );
+    let t0 = Instant::now();
     let pane = Pane::start("mem", &cmd)?;
-    let limit = Duration::from_secs_f64(60.0 + n as f64 / 2_000.0);
-    let shown = pane.wait(limit, |s| {
-        shown_flows(s).is_some_and(|k| k >= n) && s.contains("ADDRESS")
-    })?;
-    if shown.is_none() {
-        bail!("the screen did not show {n} flows within {limit:?}");
-    }
-    sleep_checked(Duration::from_secs_f64(o.warmup))?;
     let pid = pane.pid();
+    let limit = Duration::from_secs_f64(60.0 + n as f64 / 2_000.0);
+    // (seconds since the start, VmRSS, VmHWM) where VmHWM grew.
+    let mut trace: Vec<(f64, u64, u64)> = Vec::new();
+    let sample = |trace: &mut Vec<(f64, u64, u64)>| {
+        if let Ok((hwm, rss)) = mem_kib(pid) {
+            if trace.last().is_none_or(|&(_, _, h)| hwm > h + 4096) {
+                trace.push((t0.elapsed().as_secs_f64(), rss, hwm));
+            }
+        }
+    };
+    let mut shown_at = None;
+    while t0.elapsed() < limit {
+        sample(&mut trace);
+        let s = pane.screen()?;
+        if shown_flows(&s).is_some_and(|k| k >= n) && s.contains("ADDRESS") {
+            shown_at = Some(t0.elapsed().as_secs_f64());
+            break;
+        }
+        sleep_checked(Duration::from_millis(100))?;
+    }
+    let Some(shown_at) = shown_at else {
+        bail!("the screen did not show {n} flows within {limit:?}");
+    };
+    let warm_end = Instant::now() + Duration::from_secs_f64(o.warmup);
+    while Instant::now() < warm_end {
+        sample(&mut trace);
+        sleep_checked(Duration::from_millis(100))?;
+    }
+    if o.trace {
+        eprintln!("{n}: table on screen after {shown_at:.1} s; VmHWM growth (s, VmRSS MiB, VmHWM MiB):");
+        for (t, rss, hwm) in &trace {
+            eprintln!(
+                "  {t:6.1} {:8.1} {:8.1}",
+                *rss as f64 / 1024.0,
+                *hwm as f64 / 1024.0
+            );
+        }
+    }
     let mut max_rss = 0;
     let w = measure_window(pid, o.window, &mut || {
         if !pid_alive(pid) {

@@ -70,9 +70,6 @@ pub struct Entry {
     pub rate: RateMeter,
     /// The process owning the local socket, once known (kept after it exits).
     pub owner: Option<Arc<Owner>>,
-    /// When the kernel will expire it, as of the last reading, in table
-    /// seconds ([`Clock::secs`]); 0 when unknown.
-    deadline_secs: u32,
     /// Generation current when an event last touched it.
     event_gen: u32,
     /// When it last showed activity (appeared, counters moved, an event),
@@ -102,14 +99,21 @@ pub struct Reading {
     /// The kernel's timeout as of the last reading (the entry's flow holds
     /// it as of the last change written).
     timeout: Option<u32>,
+    /// When the kernel will expire it, as of the last reading, in table
+    /// seconds ([`Clock::secs`]); 0 when unknown. Here rather than in the
+    /// entry: recomputed at every reading, it moves by a second or two of
+    /// rounding and delay even when the kernel's deadline did not.
+    deadline_secs: u32,
 }
 
 impl Reading {
-    fn of(e: &Entry, dump_gen: u32) -> Reading {
+    /// The reading of a new entry, read at `now`.
+    fn of(e: &Entry, dump_gen: u32, now: Instant, clock: &Clock) -> Reading {
         Reading {
             dump_gen,
             rate_base: e.rate.base_at().0,
             timeout: e.flow.timeout,
+            deadline_secs: deadline(&e.flow, now, clock),
         }
     }
 
@@ -280,7 +284,7 @@ impl FlowTable {
                     EventKind::New
                 };
                 out(kind, &e);
-                let reading = Reading::of(&e, gen32(gen));
+                let reading = Reading::of(&e, gen32(gen), now, &self.clock);
                 self.entries.insert_full(e, reading);
             }
         }
@@ -385,7 +389,7 @@ impl FlowTable {
                     let mut e = new_entry(flow, now, &self.clock, &config, owner);
                     e.event_gen = gen32(gen);
                     out(EventKind::New, &e);
-                    let reading = Reading::of(&e, 0);
+                    let reading = Reading::of(&e, 0, now, &self.clock);
                     self.entries.insert_full(e, reading);
                 }
             },
@@ -419,7 +423,7 @@ impl FlowTable {
         let now = self.clock.secs(now);
         let (stats, bases) = (&mut self.stats, &mut self.rate_bases);
         self.entries.remove_if(
-            |e, _| e.deadline_secs != 0 && now > e.deadline_secs.saturating_add(grace),
+            |_, r| r.deadline_secs != 0 && now > r.deadline_secs.saturating_add(grace),
             |mut e, r| {
                 r.settle(&mut e);
                 bases.forget(&e);
@@ -699,7 +703,6 @@ fn new_entry(
         rate.observe(None, c, clock.millis(now), config.rate_window);
     }
     Entry {
-        deadline_secs: deadline(&flow, now, clock),
         flow,
         rate,
         owner,
@@ -729,10 +732,9 @@ fn refresh<'s>(
 ) -> Option<&'s Entry> {
     let e = entries.at_slot(slot)?;
     let mut reading = entries.side(slot)?;
-    let deadline_secs = match deadline(&flow, now, clock) {
-        0 => e.deadline_secs,
-        d => d,
-    };
+    if let d @ 1.. = deadline(&flow, now, clock) {
+        reading.deadline_secs = d;
+    }
     // NEW/UPDATE events carry no counters and sometimes no timestamp: keep the
     // ones we have rather than forgetting them.
     if flow.counters.is_none() {
@@ -757,17 +759,12 @@ fn refresh<'s>(
     let moved = flow.differs_from(&e.flow);
     let mut shown_rate = rate;
     shown_rate.set_base_at(e.rate.base_at());
-    let write = moved
-        || shown_rate != e.rate
-        || flow.start_ns != e.flow.start_ns
-        || deadline_secs.abs_diff(e.deadline_secs) > 1
-        || !entries.is_shared(slot);
+    let write = moved || shown_rate != e.rate || flow.start_ns != e.flow.start_ns || !entries.is_shared(slot);
     *entries.side_mut(slot)? = reading;
     if !write {
         return None;
     }
     let e = entries.slot_mut(slot)?;
-    e.deadline_secs = deadline_secs;
     if moved {
         e.moved_secs = clock.secs(now);
     }
