@@ -36,6 +36,8 @@ impl From<crate::config::UsageError> for RunError {
 pub fn run(config: &Config) -> ExitCode {
     if config.mode.is_batch_output() {
         pin_malloc_thresholds();
+    } else if config.mode == RunMode::Screen {
+        screen_malloc_threshold();
     }
     install_panic_hook();
     exit_code(run_mode(config))
@@ -98,6 +100,21 @@ fn pin_malloc_thresholds() {
     // any thread is started.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+/// The screen's blocks: the table's chunks and the rows of a large table
+/// are mapped on their own and returned when freed (a chunk the table
+/// copied because a snapshot held it is given back once the snapshot goes,
+/// instead of staying resident in an arena), while the rows of tables up
+/// to a few hundred thousand flows are still reused from the heap (see
+/// above: fresh mappings each interval cost frame time).
+fn screen_malloc_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a parameter of the allocator; called before
+    // any thread is started.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
     }
 }
 

@@ -41,7 +41,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         ..
     } = Live::start(config, everything)?;
     let (snap_tx, snap_rx) = tokio::sync::watch::channel(Arc::new(Snapshot {
-        flows: Vec::new(),
+        flows: Default::default(),
         stats: Default::default(),
         aggregates: Default::default(),
     }));

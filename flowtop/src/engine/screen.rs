@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::{Engine, Inbox, Inputs, Notes, Stop};
 use crate::conntrack::source::CtMsg;
-use crate::flow::table::{Entry, EventKind, Snapshot};
+use crate::flow::table::{Entry, EventKind, FlowTable, Snapshot};
 
 /// Where the screen engine publishes: a snapshot of the table once per
 /// interval and right after the first dump, and the warnings.
@@ -14,6 +14,16 @@ pub struct ScreenSink {
     pub notes: Notes,
     /// Changes (or closes) when the user quits the screen.
     pub quit: tokio::sync::watch::Receiver<bool>,
+}
+
+impl ScreenSink {
+    /// Publishes a snapshot of `table`, after the one published last (the
+    /// channel holds it): shared chunks, and counts reused when unchanged.
+    fn publish(&self, table: &FlowTable) {
+        // Made before the send: the channel's lock is not held while sending.
+        let snap = table.snapshot_after(&self.snapshots.borrow());
+        self.snapshots.send_replace(snap);
+    }
 }
 
 /// Feeds the table for the screen until a signal, the user quitting or a
@@ -36,7 +46,7 @@ pub async fn run_screen(inputs: Inputs, mut sink: ScreenSink) -> anyhow::Result<
                 let first_dump_done = matches!(msg, Inbox::Conntrack(CtMsg::DumpDone { gen: 1, .. }));
                 engine.handle(msg, Instant::now(), &mut ignore)?;
                 if first_dump_done {
-                    sink.snapshots.send_replace(engine.table.snapshot());
+                    sink.publish(&engine.table);
                 }
             }
             _ = tick.tick() => {
@@ -46,7 +56,7 @@ pub async fn run_screen(inputs: Inputs, mut sink: ScreenSink) -> anyhow::Result<
                 if let Some(en) = &engine.enricher {
                     en.arrived().take();
                 }
-                sink.snapshots.send_replace(engine.table.snapshot());
+                sink.publish(&engine.table);
             }
             // Either a change or the screen going away (its sender dropped).
             _ = sink.quit.changed() => return Ok(Stop::Quit),

@@ -54,6 +54,9 @@ impl AddrView {
 #[derive(Debug, Default)]
 pub struct AddressBook {
     entries: RwLock<HashMap<IpAddr, AddrView, FastState>>,
+    /// Counts changes, so that a view can tell that what it built from the
+    /// book is still current.
+    changes: std::sync::atomic::AtomicU64,
 }
 
 impl AddressBook {
@@ -76,7 +79,14 @@ impl AddressBook {
     /// Changes what is known about `ip` (inserting it first).
     pub fn update<R>(&self, ip: IpAddr, f: impl FnOnce(&mut AddrView) -> R) -> R {
         let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        self.changes.fetch_add(1, std::sync::atomic::Ordering::Release);
         f(map.entry(ip).or_default())
+    }
+
+    /// A number that moves whenever the book changes (read it before
+    /// reading the book).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn len(&self) -> usize {
@@ -111,6 +121,7 @@ impl AddressBook {
     /// addresses no flow uses any more, so the book stays bounded).
     pub fn retain(&self, mut keep: impl FnMut(&IpAddr) -> bool) {
         let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        self.changes.fetch_add(1, std::sync::atomic::Ordering::Release);
         map.retain(|ip, _| keep(ip));
     }
 }

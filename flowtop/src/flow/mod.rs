@@ -3,10 +3,6 @@
 pub mod clock;
 pub mod model;
 pub mod rate;
-// `Store::slot_mut` lost its last caller when attribution moved out of the
-// table; store.rs is reworked in parallel (snapshots sharing chunks), which
-// settles its API.
-#[allow(dead_code, reason = "see above")]
 mod store;
 pub mod table;
 

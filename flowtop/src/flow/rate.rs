@@ -54,6 +54,17 @@ impl RateMeter {
         }
     }
 
+    /// When the base reading was taken. The flow table keeps it beside the
+    /// entry (it moves at every reading, the rest of the meter does not)
+    /// and sets it back before feeding a reading.
+    pub fn base_at(&self) -> Millis {
+        self.base_at
+    }
+
+    pub fn set_base_at(&mut self, at: Millis) {
+        self.base_at = at;
+    }
+
     /// Whether the base reading is older than the last one: its counters
     /// are then not the flow's, and the caller keeps them aside.
     pub fn lagging(&self) -> bool {

@@ -11,11 +11,23 @@
 //! and a control byte). Like the map's arrays, chunks are not given back
 //! when the table shrinks: their slots wait for the next flows.
 //!
+//! Chunks are shared with the table's snapshots ([`Frozen`]): a snapshot
+//! is a list of chunk pointers, and the store copies a chunk only when it
+//! changes one that a snapshot still holds (copy on write), so a view of
+//! a large, mostly idle table costs the chunks that changed since the
+//! view before, not a copy of every value.
+//!
+//! Beside each value the store keeps a small side value (`R`), in chunks of
+//! their own: what changes at every reading of an otherwise unchanged value
+//! (the flow table's marks and reading times) goes there, so that such a
+//! reading copies a chunk of side values, not of values.
+//!
 //! The key is not stored: it is derived from the value ([`Keyed`]), so a
 //! value must keep its key while it is in the store (the flow table only
 //! replaces a flow by a reading of the same flow).
 
 use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
 
 use hashbrown::HashTable;
 
@@ -31,12 +43,16 @@ pub trait Keyed {
     fn key(&self) -> Self::Key;
 }
 
-/// Values of type `T`, unique by key.
+/// Values of type `T`, unique by key, each with a side value `R`.
 #[derive(Debug)]
-pub struct Store<T> {
+pub struct Store<T, R = ()> {
     /// Each chunk is allocated with capacity [`CHUNK`] and never grows
-    /// beyond it, so it is never reallocated.
-    chunks: Vec<Vec<Option<T>>>,
+    /// beyond it, so it is never reallocated; shared with snapshots until
+    /// the store changes it (see [`Store::chunk_mut`]).
+    chunks: Vec<Arc<Chunk<T>>>,
+    /// The side values, chunk for chunk and slot for slot (vacant slots
+    /// keep the last one's).
+    sides: Vec<Arc<Vec<R>>>,
     /// Vacant slots inside the chunks, reused last-freed first.
     free: Vec<u32>,
     /// Slot numbers, hashed by the key of the value in the slot.
@@ -46,10 +62,11 @@ pub struct Store<T> {
     hasher: foldhash::fast::RandomState,
 }
 
-impl<T> Default for Store<T> {
+impl<T, R> Default for Store<T, R> {
     fn default() -> Self {
         Store {
             chunks: Vec::new(),
+            sides: Vec::new(),
             free: Vec::new(),
             index: HashTable::new(),
             hasher: foldhash::fast::RandomState::default(),
@@ -57,12 +74,27 @@ impl<T> Default for Store<T> {
     }
 }
 
+/// The slots of one chunk, vacant ones `None`.
+type Chunk<T> = Vec<Option<T>>;
+
 fn split(slot: u32) -> (usize, usize) {
     let slot = slot as usize;
     (slot / CHUNK, slot % CHUNK)
 }
 
-impl<T: Keyed> Store<T> {
+/// Chunk `c` of `chunks`, to change: copied first when a snapshot shares
+/// it. The copy gets the full capacity, so that it too never moves.
+fn chunk_mut<T: Clone>(chunks: &mut [Arc<Vec<T>>], c: usize) -> &mut Vec<T> {
+    let chunk = &mut chunks[c];
+    if Arc::get_mut(chunk).is_none() {
+        let mut copy = Vec::with_capacity(CHUNK);
+        copy.extend_from_slice(chunk);
+        *chunk = Arc::new(copy);
+    }
+    Arc::get_mut(chunk).expect("a chunk just copied is not shared")
+}
+
+impl<T: Keyed + Clone, R: Copy + Default> Store<T, R> {
     pub fn new() -> Self {
         Self::default()
     }
@@ -86,7 +118,10 @@ impl<T: Keyed> Store<T> {
 
     fn at_mut(&mut self, slot: u32) -> Option<&mut T> {
         let (c, i) = split(slot);
-        self.chunks.get_mut(c)?.get_mut(i)?.as_mut()
+        if self.chunks.get(c)?.get(i)?.is_none() {
+            return None;
+        }
+        chunk_mut(&mut self.chunks, c)[i].as_mut()
     }
 
     /// The slot holding `key`.
@@ -110,18 +145,32 @@ impl<T: Keyed> Store<T> {
     }
 
     /// Adds `value`, replacing (and returning) the value with the same key.
+    #[cfg(test)]
     pub fn insert(&mut self, value: T) -> Option<T> {
+        self.insert_full(value, R::default())
+    }
+
+    /// Adds `value` with its side value, replacing (and returning) the
+    /// value with the same key.
+    pub fn insert_full(&mut self, value: T, side_value: R) -> Option<T> {
         let key = value.key();
-        if let Some(old) = self.get_mut(&key) {
+        if let Some(slot) = self.find(&key) {
+            if let Some(side) = self.side_mut(slot) {
+                *side = side_value;
+            }
+            let old = self.at_mut(slot).expect("a slot just found");
             return Some(std::mem::replace(old, value));
         }
         let slot = self.vacant_slot();
         let (c, i) = split(slot);
-        let chunk = &mut self.chunks[c];
+        let chunk = chunk_mut(&mut self.chunks, c);
+        let side = chunk_mut(&mut self.sides, c);
         if i == chunk.len() {
             chunk.push(Some(value));
+            side.push(side_value);
         } else {
             chunk[i] = Some(value);
+            side[i] = side_value;
         }
         let (chunks, hasher) = (&self.chunks, &self.hasher);
         let rehash = |&s: &u32| {
@@ -139,7 +188,8 @@ impl<T: Keyed> Store<T> {
             return s;
         }
         if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
-            self.chunks.push(Vec::with_capacity(CHUNK));
+            self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
+            self.sides.push(Arc::new(Vec::with_capacity(CHUNK)));
         }
         let c = self.chunks.len() - 1;
         let slot = c * CHUNK + self.chunks[c].len();
@@ -147,9 +197,16 @@ impl<T: Keyed> Store<T> {
         u32::try_from(slot).expect("flow store full")
     }
 
+    #[cfg(test)]
     pub fn remove(&mut self, key: &T::Key) -> Option<T> {
+        self.remove_full(key).map(|(v, _)| v)
+    }
+
+    /// Removes the value of `key`, with its side value.
+    pub fn remove_full(&mut self, key: &T::Key) -> Option<(T, R)> {
         let slot = self.find(key)?;
-        self.remove_slot(slot)
+        let side = self.side(slot)?;
+        self.remove_slot(slot).map(|v| (v, side))
     }
 
     /// Empties `slot`, dropping it from the index.
@@ -160,19 +217,63 @@ impl<T: Keyed> Store<T> {
             found.remove();
         }
         let (c, i) = split(slot);
-        let value = self.chunks[c][i].take();
+        let value = chunk_mut(&mut self.chunks, c)[i].take();
         self.free.push(slot);
         value
     }
 
-    /// Removes every value `pred` accepts, handing each to `removed`.
-    pub fn remove_if(&mut self, mut pred: impl FnMut(&T) -> bool, mut removed: impl FnMut(T)) {
-        let slots: Vec<u32> = self.slots().filter(|&(_, v)| pred(v)).map(|(s, _)| s).collect();
+    /// Removes every value `pred` accepts (given its side value too),
+    /// handing each to `removed`.
+    pub fn remove_if(&mut self, mut pred: impl FnMut(&T, &R) -> bool, mut removed: impl FnMut(T, R)) {
+        let sides = &self.sides;
+        let slots: Vec<u32> = self
+            .slots()
+            .filter(|&(s, v)| {
+                let (c, i) = split(s);
+                pred(v, &sides[c][i])
+            })
+            .map(|(s, _)| s)
+            .collect();
         for s in slots {
+            let side = self.side(s).unwrap_or_default();
             if let Some(v) = self.remove_slot(s) {
-                removed(v);
+                removed(v, side);
             }
         }
+    }
+
+    /// The slot of `key`'s value.
+    pub fn slot_of(&self, key: &T::Key) -> Option<u32> {
+        self.find(key)
+    }
+
+    /// The value in `slot`.
+    pub fn at_slot(&self, slot: u32) -> Option<&T> {
+        self.at(slot)
+    }
+
+    /// The side value of the value in `slot`.
+    pub fn side(&self, slot: u32) -> Option<R> {
+        self.at(slot)?;
+        let (c, i) = split(slot);
+        Some(self.sides[c][i])
+    }
+
+    /// The side value of the value in `slot`, to change (its chunk of side
+    /// values is copied first when a view shares it; the values are not).
+    pub fn side_mut(&mut self, slot: u32) -> Option<&mut R> {
+        self.at(slot)?;
+        let (c, i) = split(slot);
+        Some(&mut chunk_mut(&mut self.sides, c)[i])
+    }
+
+    /// Whether changing the value in `slot` would copy its chunk (a view
+    /// still holds it).
+    pub fn is_shared(&self, slot: u32) -> bool {
+        let (c, _) = split(slot);
+        self.chunks
+            .get(c)
+            .is_some_and(|chunk| Arc::strong_count(chunk) > 1)
     }
 
     /// Every value with its slot, in slot order.
@@ -193,6 +294,175 @@ impl<T: Keyed> Store<T> {
 
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.slots().map(|(_, v)| v)
+    }
+
+    /// The values as they are now, sharing the chunks: cheap, and the
+    /// store copies a shared chunk before it changes it.
+    pub fn freeze(&self) -> Frozen<T, R> {
+        Frozen {
+            chunks: self.chunks.clone(),
+            sides: self.sides.clone(),
+            len: self.len(),
+        }
+    }
+}
+
+/// An immutable view of a [`Store`]'s values, indexed by slot (slot numbers
+/// have holes where values were removed). Chunks the store has not changed
+/// since are shared with it and with the views taken before.
+#[derive(Debug)]
+pub struct Frozen<T, R = ()> {
+    chunks: Vec<Arc<Chunk<T>>>,
+    sides: Vec<Arc<Vec<R>>>,
+    len: usize,
+}
+
+impl<T, R> Clone for Frozen<T, R> {
+    fn clone(&self) -> Self {
+        Frozen {
+            chunks: self.chunks.clone(),
+            sides: self.sides.clone(),
+            len: self.len,
+        }
+    }
+}
+
+impl<T, R> Default for Frozen<T, R> {
+    fn default() -> Self {
+        Frozen {
+            chunks: Vec::new(),
+            sides: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T, R: Copy + Default> Frozen<T, R> {
+    /// The side value of the value in `slot`, as of the view.
+    pub fn side(&self, slot: usize) -> Option<R> {
+        self.get(slot)?;
+        Some(
+            self.sides
+                .get(slot / CHUNK)
+                .and_then(|c| c.get(slot % CHUNK))
+                .copied()
+                .unwrap_or_default(),
+        )
+    }
+}
+
+impl<T, R> Frozen<T, R> {
+    /// Values held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The value in `slot`, if any.
+    pub fn get(&self, slot: usize) -> Option<&T> {
+        self.chunks.get(slot / CHUNK)?.get(slot % CHUNK)?.as_ref()
+    }
+
+    /// Every value with its slot, in slot order.
+    pub fn slots(&self) -> impl Iterator<Item = (usize, &T)> {
+        self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
+            chunk
+                .iter()
+                .enumerate()
+                .filter_map(move |(i, v)| v.as_ref().map(|v| (c * CHUNK + i, v)))
+        })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flat_map(|chunk| chunk.iter().flatten())
+    }
+
+    /// Whether `self` and `other` hold the very same chunks of values
+    /// (side values aside): no value changed between the two views.
+    pub fn same_values(&self, other: &Frozen<T, R>) -> bool {
+        self.len == other.len
+            && self.chunks.len() == other.chunks.len()
+            && self
+                .chunks
+                .iter()
+                .zip(&other.chunks)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+
+    /// Whether `self` and `other` hold the very same chunks: nothing
+    /// changed between the two views (a chunk held by a view is never
+    /// changed in place).
+    pub fn same_as(&self, other: &Frozen<T>) -> bool {
+        self.len == other.len
+            && self.chunks.len() == other.chunks.len()
+            && self
+                .chunks
+                .iter()
+                .zip(&other.chunks)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+}
+
+impl<T: Clone, R> Frozen<T, R> {
+    /// Every value, to change in this view only: chunks shared with the
+    /// store or other views are copied first.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.chunks
+            .iter_mut()
+            .flat_map(|chunk| Arc::make_mut(chunk).iter_mut().flatten())
+    }
+
+    /// Keeps the values `keep` accepts, in this view only (their slots
+    /// stay the same).
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        let mut len = 0;
+        for chunk in &mut self.chunks {
+            for v in Arc::make_mut(chunk).iter_mut() {
+                if v.as_ref().is_some_and(|x| !keep(x)) {
+                    *v = None;
+                }
+                len += usize::from(v.is_some());
+            }
+        }
+        self.len = len;
+    }
+}
+
+impl<T, R> std::ops::Index<usize> for Frozen<T, R> {
+    type Output = T;
+
+    /// The value in `slot`; panics on a vacant slot, like a slice out of
+    /// bounds (slots come from [`Frozen::slots`]).
+    fn index(&self, slot: usize) -> &T {
+        self.get(slot).expect("a slot of this view")
+    }
+}
+
+/// A view of `values` in order, slot `i` holding the `i`-th, with default
+/// side values (for views made without a store: tests, fixtures).
+impl<T, R: Clone + Default> FromIterator<T> for Frozen<T, R> {
+    fn from_iter<I: IntoIterator<Item = T>>(values: I) -> Self {
+        let mut chunks: Vec<Arc<Chunk<T>>> = Vec::new();
+        let mut current: Chunk<T> = Vec::new();
+        let mut len = 0;
+        for v in values {
+            if current.len() == CHUNK {
+                chunks.push(Arc::new(std::mem::take(&mut current)));
+            }
+            current.push(Some(v));
+            len += 1;
+        }
+        if !current.is_empty() {
+            chunks.push(Arc::new(current));
+        }
+        let sides = chunks
+            .iter()
+            .map(|c| Arc::new(vec![R::default(); c.len()]))
+            .collect();
+        Frozen { chunks, sides, len }
     }
 }
 
@@ -224,7 +494,7 @@ mod tests {
 
     #[test]
     fn insert_get_replace_remove() {
-        let mut s = Store::new();
+        let mut s: Store<V> = Store::new();
         assert_eq!(s.insert(V(1, 10)), None);
         assert_eq!(s.insert(V(2, 20)), None);
         assert_eq!(s.insert(V(1, 11)), Some(V(1, 10)));
@@ -240,7 +510,7 @@ mod tests {
 
     #[test]
     fn freed_slots_are_reused_before_a_new_chunk() {
-        let mut s = Store::new();
+        let mut s: Store<V> = Store::new();
         for k in 0..CHUNK as u32 {
             s.insert(V(k, 0));
         }
@@ -260,12 +530,12 @@ mod tests {
 
     #[test]
     fn index_stays_consistent_after_many_removals() {
-        let mut s = Store::new();
+        let mut s: Store<V> = Store::new();
         for k in 0..20_000u32 {
             s.insert(V(k, u64::from(k)));
         }
         let mut gone = Vec::new();
-        s.remove_if(|v| v.0 % 3 != 0, |v| gone.push(v.0));
+        s.remove_if(|v, _| v.0 % 3 != 0, |v, _| gone.push(v.0));
         assert_eq!(gone.len(), 20_000 - 6667);
         assert_eq!(s.len(), 6667);
         for k in 0..20_000u32 {
@@ -276,6 +546,89 @@ mod tests {
         }
         check(&s);
         assert_eq!(s.len(), 16_667);
+    }
+
+    /// A view keeps the values of its time: changes, insertions and
+    /// removals after it do not show in it.
+    #[test]
+    fn a_frozen_view_does_not_move_with_the_store() {
+        let mut s: Store<V> = Store::new();
+        for k in 0..10u32 {
+            s.insert(V(k, 0));
+        }
+        let view = s.freeze();
+        s.get_mut(&3).expect("present").1 = 33;
+        s.remove(&4);
+        s.insert(V(100, 1));
+        s.insert(V(5, 55));
+        assert_eq!(view.len(), 10);
+        let got: Vec<(u32, u64)> = view.iter().map(|v| (v.0, v.1)).collect();
+        assert_eq!(got, (0..10).map(|k| (k, 0)).collect::<Vec<_>>());
+        for (slot, v) in view.slots() {
+            assert_eq!(view[slot], *v);
+        }
+        let now = s.freeze();
+        assert_eq!(now.len(), 10);
+        assert_eq!(now.iter().find(|v| v.0 == 3).map(|v| v.1), Some(33));
+        assert!(now.iter().all(|v| v.0 != 4));
+    }
+
+    /// A view shares every chunk; the store copies a chunk only when it
+    /// changes one a view holds, and only that chunk; with no view left,
+    /// it changes chunks in place.
+    #[test]
+    fn only_the_chunks_changed_since_a_view_are_copied() {
+        let mut s: Store<V> = Store::new();
+        for k in 0..(3 * CHUNK) as u32 {
+            s.insert(V(k, 0));
+        }
+        let before = s.freeze();
+        assert!(before
+            .chunks
+            .iter()
+            .zip(&s.chunks)
+            .all(|(a, b)| Arc::ptr_eq(a, b)));
+        // Key k sits in chunk k / CHUNK (inserted in order, none freed).
+        s.get_mut(&(CHUNK as u32 + 7)).expect("present").1 = 1;
+        let shared: Vec<bool> = before
+            .chunks
+            .iter()
+            .zip(&s.chunks)
+            .map(|(a, b)| Arc::ptr_eq(a, b))
+            .collect();
+        assert_eq!(shared, vec![true, false, true]);
+        assert!(!before.same_as(&s.freeze()));
+        assert!(s.freeze().same_as(&s.freeze()));
+        // The copy keeps its full capacity, so it never moves either.
+        assert_eq!(s.chunks[1].capacity(), CHUNK);
+        drop(before);
+        let p = Arc::as_ptr(&s.chunks[2]);
+        s.get_mut(&(2 * CHUNK as u32)).expect("present").1 = 2;
+        assert_eq!(Arc::as_ptr(&s.chunks[2]), p, "changed in place when not shared");
+        // Removing and inserting copy a shared chunk too.
+        let view = s.freeze();
+        s.remove(&0);
+        assert!(!Arc::ptr_eq(&view.chunks[0], &s.chunks[0]));
+        assert!(Arc::ptr_eq(&view.chunks[2], &s.chunks[2]));
+        assert_eq!(view.get(0).map(|v| v.0), Some(0));
+        check(&s);
+    }
+
+    #[test]
+    fn views_made_from_values_and_changed_alone() {
+        let mut view: Frozen<V> = (0..(CHUNK as u32 + 3)).map(|k| V(k, 0)).collect();
+        assert_eq!(view.len(), CHUNK + 3);
+        assert_eq!(view[CHUNK + 2], V(CHUNK as u32 + 2, 0));
+        let copy = view.clone();
+        view.retain(|v| v.0 % 2 == 0);
+        for v in view.iter_mut() {
+            v.1 = 9;
+        }
+        assert_eq!(view.len(), CHUNK / 2 + 2);
+        assert_eq!(view.get(1), None);
+        assert_eq!(view[2], V(2, 9));
+        assert_eq!(copy.len(), CHUNK + 3);
+        assert_eq!(copy[1], V(1, 0));
     }
 
     #[derive(Debug, Clone)]
@@ -301,9 +654,14 @@ mod tests {
         /// The store behaves as a `HashMap` of key to value.
         #[test]
         fn matches_a_hash_map(ops in proptest::collection::vec(op(), 1..2000)) {
-            let mut s = Store::new();
+            let mut s: Store<V> = Store::new();
             let mut m: HashMap<u32, u64> = HashMap::new();
-            for op in ops {
+            // A view taken now and then, with the model at that time.
+            let mut views: Vec<(Frozen<V>, HashMap<u32, u64>)> = Vec::new();
+            for (n, op) in ops.into_iter().enumerate() {
+                if n % 97 == 0 {
+                    views.push((s.freeze(), m.clone()));
+                }
                 match op {
                     Op::Insert(k, v) => {
                         prop_assert_eq!(s.insert(V(k, v)).map(|o| o.1), m.insert(k, v));
@@ -319,7 +677,7 @@ mod tests {
                     }
                     Op::RemoveIf(d) => {
                         let mut gone = Vec::new();
-                        s.remove_if(|x| x.1 % d == 0, |x| gone.push(x.0));
+                        s.remove_if(|x, _| x.1 % d == 0, |x, _| gone.push(x.0));
                         gone.sort();
                         let mut want: Vec<u32> =
                             m.iter().filter(|(_, v)| **v % d == 0).map(|(k, _)| *k).collect();
@@ -331,11 +689,15 @@ mod tests {
                 prop_assert_eq!(s.len(), m.len());
             }
             check(&s);
-            let mut got: Vec<(u32, u64)> = s.iter().map(|v| (v.0, v.1)).collect();
-            got.sort();
-            let mut want: Vec<(u32, u64)> = m.into_iter().collect();
-            want.sort();
-            prop_assert_eq!(got, want);
+            views.push((s.freeze(), m));
+            for (view, m) in views {
+                let mut got: Vec<(u32, u64)> = view.iter().map(|v| (v.0, v.1)).collect();
+                got.sort();
+                let mut want: Vec<(u32, u64)> = m.into_iter().collect();
+                want.sort();
+                prop_assert_eq!(view.len(), want.len());
+                prop_assert_eq!(got, want);
+            }
         }
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use super::clock::{Clock, Millis};
 use super::model::{proto, Counters, Flow, FlowKey, LookupKey, Owner};
 use super::rate::RateMeter;
-use super::store::{Keyed, Store};
+use super::store::{Frozen, Keyed, Store};
 
 /// foldhash: cheaper than SipHash per lookup, randomly seeded per process
 /// like std's, so tuples chosen by peers cannot aim at one bucket.
@@ -89,11 +89,6 @@ pub struct Entry {
     pub rate: RateMeter,
     /// The process owning the local socket, once known (kept after it exits).
     pub owner: Option<Arc<Owner>>,
-    /// When the kernel will expire it, as of the last reading, in table
-    /// seconds ([`Clock::secs`]); 0 when unknown.
-    deadline_secs: u32,
-    /// Generation of the last dump that listed it.
-    dump_gen: u32,
     /// Generation current when an event last touched it.
     event_gen: u32,
     /// When it last showed activity (appeared, counters moved, an event),
@@ -106,6 +101,45 @@ impl Keyed for Entry {
     type Key = FlowKey;
     fn key(&self) -> FlowKey {
         self.flow.key()
+    }
+}
+
+/// What changes at every reading of a flow even when nothing shown does,
+/// kept beside its entry in the store (see [`Store`]): so that a full
+/// re-dump of a large idle table does not make the store copy every chunk
+/// of entries that a snapshot holds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reading {
+    /// Generation of the last dump that listed it.
+    dump_gen: u32,
+    /// When the rate meter's base reading was taken, in table milliseconds
+    /// (the entry's meter holds the time of the last change written).
+    rate_base: u32,
+    /// The kernel's timeout as of the last reading (the entry's flow holds
+    /// it as of the last change written).
+    timeout: Option<u32>,
+    /// When the kernel will expire it, as of the last reading, in table
+    /// seconds ([`Clock::secs`]); 0 when unknown. Here rather than in the
+    /// entry: recomputed at every reading, it moves by a second or two of
+    /// rounding and delay even when the kernel's deadline did not.
+    deadline_secs: u32,
+}
+
+impl Reading {
+    /// The reading of a new entry, read at `now`.
+    fn of(e: &Entry, dump_gen: u32, now: Instant, clock: &Clock) -> Reading {
+        Reading {
+            dump_gen,
+            rate_base: e.rate.base_at().0,
+            timeout: e.flow.timeout,
+            deadline_secs: deadline(&e.flow, now, clock),
+        }
+    }
+
+    /// Puts the last reading's values back into `e` (a copy of the entry).
+    fn settle(self, e: &mut Entry) {
+        e.flow.timeout = self.timeout;
+        e.rate.set_base_at(Millis(self.rate_base));
     }
 }
 
@@ -153,7 +187,7 @@ impl Default for TableConfig {
 /// The flow table.
 #[derive(Debug)]
 pub struct FlowTable {
-    entries: Store<Entry>,
+    entries: Store<Entry, Reading>,
     config: TableConfig,
     /// Generation of the dump in progress (or of the last one).
     gen: u64,
@@ -238,24 +272,27 @@ impl FlowTable {
         }
         let first_dump = gen == 1;
         let config = self.config;
-        match self.entries.get_mut(&key) {
-            Some(e) => {
-                e.dump_gen = gen32(gen);
-                if refresh(e, flow, now, &self.clock, &config, &mut self.rate_bases) {
+        match self.entries.slot_of(&key) {
+            Some(slot) => {
+                if let Some(side) = self.entries.side_mut(slot) {
+                    side.dump_gen = gen32(gen);
+                }
+                let bases = &mut self.rate_bases;
+                if let Some(e) = refresh(&mut self.entries, slot, flow, now, &self.clock, &config, bases) {
                     out(EventKind::Update, e);
                 }
             }
             None => {
                 let owner = owners.owner_of(&flow, now);
-                let mut e = new_entry(flow, now, &self.clock, &config, owner);
-                e.dump_gen = gen32(gen);
+                let e = new_entry(flow, now, &self.clock, &config, owner);
                 let kind = if first_dump {
                     EventKind::Snapshot
                 } else {
                     EventKind::New
                 };
                 out(kind, &e);
-                self.entries.insert(e);
+                let reading = Reading::of(&e, gen32(gen), now, &self.clock);
+                self.entries.insert_full(e, reading);
             }
         }
     }
@@ -272,8 +309,9 @@ impl FlowTable {
         let gen = gen32(gen);
         let (stats, bases) = (&mut self.stats, &mut self.rate_bases);
         self.entries.remove_if(
-            |e| e.dump_gen != gen && e.event_gen != gen,
-            |e| {
+            |e, r| r.dump_gen != gen && e.event_gen != gen,
+            |mut e, r| {
+                r.settle(&mut e);
                 bases.forget(&e);
                 stats.swept += 1;
                 out(EventKind::Destroy, &e);
@@ -287,8 +325,9 @@ impl FlowTable {
     /// (destroyed since it was asked for) is not brought back.
     pub fn apply_refresh(&mut self, flow: Flow, now: Instant, out: &mut impl FnMut(EventKind, &Entry)) {
         let config = self.config;
-        if let Some(e) = self.entries.get_mut(&flow.key()) {
-            if refresh(e, flow, now, &self.clock, &config, &mut self.rate_bases) {
+        if let Some(slot) = self.entries.slot_of(&flow.key()) {
+            let bases = &mut self.rate_bases;
+            if let Some(e) = refresh(&mut self.entries, slot, flow, now, &self.clock, &config, bases) {
                 out(EventKind::Update, e);
             }
         }
@@ -335,12 +374,16 @@ impl FlowTable {
         let gen = self.gen;
         let key = flow.key();
         match change {
-            Change::Seen => match self.entries.get_mut(&key) {
-                Some(e) => {
-                    e.event_gen = gen32(gen);
-                    // Any event is activity, even one that changes nothing shown.
-                    e.moved_secs = self.clock.secs(now);
-                    if refresh(e, flow, now, &self.clock, &config, &mut self.rate_bases) {
+            Change::Seen => match self.entries.slot_of(&key) {
+                Some(slot) => {
+                    if let Some(e) = self.entries.slot_mut(slot) {
+                        e.event_gen = gen32(gen);
+                        // Any event is activity, even one that changes nothing shown.
+                        e.moved_secs = self.clock.secs(now);
+                    }
+                    let bases = &mut self.rate_bases;
+                    if let Some(e) = refresh(&mut self.entries, slot, flow, now, &self.clock, &config, bases)
+                    {
                         out(EventKind::Update, e);
                     }
                 }
@@ -349,18 +392,22 @@ impl FlowTable {
                     let mut e = new_entry(flow, now, &self.clock, &config, owner);
                     e.event_gen = gen32(gen);
                     out(EventKind::New, &e);
-                    self.entries.insert(e);
+                    let reading = Reading::of(&e, 0, now, &self.clock);
+                    self.entries.insert_full(e, reading);
                 }
             },
             Change::Gone => {
                 if self.dump_running {
                     self.tombstones.insert(key);
                 }
-                if let Some(mut e) = self.entries.remove(&key) {
+                if let Some((mut e, r)) = self.entries.remove_full(&key) {
+                    r.settle(&mut e);
                     // DESTROY carries the final counters; keep what we knew otherwise.
                     if let Some(c) = flow.counters {
                         let now = self.clock.millis(now);
-                        self.rate_bases.observe(&mut e, c, now, config.rate_window);
+                        let last = e.flow.counters;
+                        self.rate_bases
+                            .observe(key, &mut e.rate, last, c, now, config.rate_window);
                         e.flow.counters = Some(c);
                     }
                     self.rate_bases.forget(&e);
@@ -379,8 +426,9 @@ impl FlowTable {
         let now = self.clock.secs(now);
         let (stats, bases) = (&mut self.stats, &mut self.rate_bases);
         self.entries.remove_if(
-            |e| e.deadline_secs != 0 && now > e.deadline_secs.saturating_add(grace),
-            |e| {
+            |_, r| r.deadline_secs != 0 && now > r.deadline_secs.saturating_add(grace),
+            |mut e, r| {
+                r.settle(&mut e);
                 bases.forget(&e);
                 stats.expired += 1;
                 out(EventKind::Destroy, &e);
@@ -432,26 +480,61 @@ impl FlowTable {
     }
 }
 
-/// An immutable copy of the table for views (the batch table now, the
-/// screen later): taken by the table's owner and shared behind an `Arc`, so a
-/// view reads it without a lock while the table moves on.
+/// An immutable view of the table for views (the batch table, the screen):
+/// taken by the table's owner and shared behind an `Arc`, so a view reads
+/// it without a lock while the table moves on. The flows are the store's
+/// chunks, shared (see [`Store::freeze`]): taking one copies nothing, and
+/// the table copies a chunk only when it changes one a snapshot holds.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    pub flows: Vec<Entry>,
+    /// The flows by slot (see [`Frozen`]).
+    pub flows: Flows,
     pub stats: TableStats,
     pub aggregates: Aggregates,
 }
 
+impl Snapshot {
+    /// The flow in `slot` as of its last reading: the entry's timeout is as
+    /// of its last change (see [`Reading`]).
+    pub fn entry_at(&self, slot: usize) -> Option<Entry> {
+        let mut e = self.flows.get(slot)?.clone();
+        if let Some(r) = self.flows.side(slot) {
+            r.settle(&mut e);
+        }
+        Some(e)
+    }
+}
+
 impl FlowTable {
-    /// Copies the table into a [`Snapshot`].
+    /// The table as it is now, as a [`Snapshot`].
     pub fn snapshot(&self) -> std::sync::Arc<Snapshot> {
         std::sync::Arc::new(Snapshot {
-            flows: self.entries.iter().cloned().collect(),
+            flows: self.entries.freeze(),
             stats: self.stats,
             aggregates: self.aggregates(),
         })
     }
+
+    /// The same, after `prev` (a snapshot of this table): its counts are
+    /// reused when no entry changed since, rather than counted again over
+    /// every entry.
+    pub fn snapshot_after(&self, prev: &Snapshot) -> std::sync::Arc<Snapshot> {
+        let flows = self.entries.freeze();
+        let aggregates = if flows.same_values(&prev.flows) {
+            prev.aggregates.clone()
+        } else {
+            self.aggregates()
+        };
+        std::sync::Arc::new(Snapshot {
+            flows,
+            stats: self.stats,
+            aggregates,
+        })
+    }
 }
+
+/// The flows of a [`Snapshot`], by slot.
+pub type Flows = Frozen<Entry, Reading>;
 
 /// Flow counts per protocol and per state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -466,22 +549,27 @@ pub struct Aggregates {
 struct RateBases(HashMap<FlowKey, Counters, FastState>);
 
 impl RateBases {
-    /// Feeds a counter reading of `e` (not yet stored in `e.flow`) to its
-    /// rate meter, keeping the meter's base aside while it lags.
-    fn observe(&mut self, e: &mut Entry, c: Counters, now: Millis, window: Duration) -> bool {
-        let lagged = e.rate.lagging();
-        let base = if lagged {
-            self.0.get(&e.flow.key()).copied()
-        } else {
-            e.flow.counters
-        };
-        let recomputed = e.rate.observe(base, c, now, window);
-        match (lagged, e.rate.lagging(), base) {
+    /// Feeds a counter reading `c` of flow `key` (whose last counters are
+    /// `last`) to its rate meter, keeping the meter's base aside while it
+    /// lags.
+    fn observe(
+        &mut self,
+        key: FlowKey,
+        rate: &mut RateMeter,
+        last: Option<Counters>,
+        c: Counters,
+        now: Millis,
+        window: Duration,
+    ) -> bool {
+        let lagged = rate.lagging();
+        let base = if lagged { self.0.get(&key).copied() } else { last };
+        let recomputed = rate.observe(base, c, now, window);
+        match (lagged, rate.lagging(), base) {
             (false, true, Some(b)) => {
-                self.0.insert(e.flow.key(), b);
+                self.0.insert(key, b);
             }
             (true, false, _) => {
-                self.0.remove(&e.flow.key());
+                self.0.remove(&key);
             }
             _ => {}
         }
@@ -515,30 +603,37 @@ fn new_entry(
         rate.observe(None, c, clock.millis(now), config.rate_window);
     }
     Entry {
-        deadline_secs: deadline(&flow, now, clock),
         flow,
         rate,
         owner,
-        dump_gen: 0,
         event_gen: 0,
         moved_secs: clock.secs(now),
     }
 }
 
-/// Merges a new reading (of the same flow: same key) into an entry; true
-/// when something visible changed. An entry whose record differs from the
-/// last reading (counters moved, state changed) becomes hot as of `now`.
-fn refresh(
-    e: &mut Entry,
+/// Merges a new reading (of the same flow: same key) into the entry in
+/// `slot`; the entry when something visible changed. An entry whose record
+/// differs from the last reading (counters moved, state changed) becomes
+/// hot as of `now`.
+///
+/// What moves at every reading (the rate meter's base time, the timeout,
+/// the deadline by a second of rounding) goes to the entry's [`Reading`];
+/// the entry itself is written only when more changed, or when no snapshot
+/// shares its chunk (writing then copies nothing): so a re-dump of an idle
+/// table leaves the chunks snapshots share alone.
+fn refresh<'s>(
+    entries: &'s mut Store<Entry, Reading>,
+    slot: u32,
     mut flow: Flow,
     now: Instant,
     clock: &Clock,
     config: &TableConfig,
     bases: &mut RateBases,
-) -> bool {
-    match deadline(&flow, now, clock) {
-        0 => {}
-        d => e.deadline_secs = d,
+) -> Option<&'s Entry> {
+    let e = entries.at_slot(slot)?;
+    let mut reading = entries.side(slot)?;
+    if let d @ 1.. = deadline(&flow, now, clock) {
+        reading.deadline_secs = d;
     }
     // NEW/UPDATE events carry no counters and sometimes no timestamp: keep the
     // ones we have rather than forgetting them.
@@ -548,20 +643,34 @@ fn refresh(
     if flow.start_ns.is_none() {
         flow.start_ns = e.flow.start_ns;
     }
+    let mut rate = e.rate;
+    rate.set_base_at(Millis(reading.rate_base));
     let rates_changed = match flow.counters {
         Some(c) => {
-            let before = e.rate.rates();
-            bases.observe(e, c, clock.millis(now), config.rate_window);
-            e.rate.rates() != before
+            let before = rate.rates();
+            let (key, last) = (e.flow.key(), e.flow.counters);
+            bases.observe(key, &mut rate, last, c, clock.millis(now), config.rate_window);
+            rate.rates() != before
         }
         None => false,
     };
+    reading.rate_base = rate.base_at().0;
+    reading.timeout = flow.timeout;
     let moved = flow.differs_from(&e.flow);
+    let mut shown_rate = rate;
+    shown_rate.set_base_at(e.rate.base_at());
+    let write = moved || shown_rate != e.rate || flow.start_ns != e.flow.start_ns || !entries.is_shared(slot);
+    *entries.side_mut(slot)? = reading;
+    if !write {
+        return None;
+    }
+    let e = entries.slot_mut(slot)?;
     if moved {
         e.moved_secs = clock.secs(now);
     }
     e.flow = flow;
-    moved || rates_changed
+    e.rate = rate;
+    (moved || rates_changed).then_some(&*e)
 }
 
 #[cfg(test)]
@@ -898,9 +1007,70 @@ mod tests {
         t.apply_event(Change::Gone, flow(1), now, &mut NoOwners, &mut |_, _| {});
         t.apply_event(Change::Seen, flow(2), now, &mut NoOwners, &mut |_, _| {});
         assert_eq!(snap.flows.len(), 1);
-        assert_eq!(snap.flows[0].flow.id, 1);
+        assert_eq!(snap.flows.iter().next().map(|e| e.flow.id), Some(1));
         assert_eq!(snap.aggregates.by_proto.get("tcp"), Some(&1));
         assert_eq!(t.snapshot().flows[0].flow.id, 2);
+    }
+
+    /// With a snapshot holding the entries, a re-dump that finds nothing
+    /// new leaves their chunk alone (the snapshot still shares it), yet
+    /// the next rate is measured from that re-dump's reading, exactly as
+    /// without a snapshot, and the snapshot tells the latest timeout.
+    #[test]
+    fn idle_redumps_copy_no_entries_and_keep_rates_exact() {
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let reading = |bytes, timeout| {
+            let mut f = with_counters(flow(1), bytes);
+            f.timeout = Some(timeout);
+            f
+        };
+        let dump = |t: &mut FlowTable, f: Flow, now| {
+            let g = t.begin_dump(false);
+            t.apply_dump_entry(g, f, now, &mut NoOwners, &mut |_, _| {});
+            t.end_dump(g, &mut |_, _| {});
+        };
+        let (mut plain, mut held) = (
+            FlowTable::new(TableConfig::default(), t0),
+            FlowTable::new(TableConfig::default(), t0),
+        );
+        for t in [&mut plain, &mut held] {
+            dump(t, reading(100, 300), at(0));
+            dump(t, reading(100, 298), at(2));
+        }
+        let before = held.snapshot();
+        dump(&mut plain, reading(100, 296), at(4));
+        dump(&mut held, reading(100, 296), at(4));
+        let after = held.snapshot();
+        assert!(after.flows.same_values(&before.flows), "no entry chunk copied");
+        assert_eq!(after.entry_at(0).and_then(|e| e.flow.timeout), Some(296));
+        assert_eq!(before.entry_at(0).and_then(|e| e.flow.timeout), Some(298));
+        // Traffic again: 2000 bytes over the 2 s since the last reading.
+        dump(&mut plain, reading(2100, 300), at(6));
+        dump(&mut held, reading(2100, 300), at(6));
+        let rate = |t: &FlowTable| t.get(flow(1).key()).expect("entry").rate.rates().orig_bytes;
+        assert_eq!(rate(&plain), 1000.0);
+        assert_eq!(rate(&held), 1000.0);
+        assert!(!held.snapshot().flows.same_values(&before.flows));
+        assert_eq!(before.flows[0].flow.counters.map(|c| c.orig_bytes), Some(100));
+        // Sweeps still see which entries the dump listed.
+        let g = held.begin_dump(false);
+        held.end_dump(g, &mut |_, _| {});
+        assert!(held.is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_after_an_unchanged_one_keeps_its_counts() {
+        let now = Instant::now();
+        let mut t = FlowTable::new(TableConfig::default(), now);
+        t.apply_event(Change::Seen, flow(1), now, &mut NoOwners, &mut |_, _| {});
+        let first = t.snapshot();
+        let same = t.snapshot_after(&first);
+        assert!(same.flows.same_values(&first.flows));
+        assert_eq!(same.aggregates, first.aggregates);
+        t.apply_event(Change::Seen, flow(2), now, &mut NoOwners, &mut |_, _| {});
+        let next = t.snapshot_after(&same);
+        assert_eq!(next.aggregates.by_proto.get("tcp"), Some(&2));
     }
 
     #[test]

@@ -153,11 +153,13 @@ pub struct App {
     /// Per tab (in [`Tab::ALL`] order): whether its rows are of the shown
     /// snapshot and the current parameters.
     fresh: [bool; 3],
+    /// The address book's change count the rows were built at.
+    rows_book: u64,
 }
 
 fn empty_snapshot() -> Arc<Snapshot> {
     Arc::new(Snapshot {
-        flows: Vec::new(),
+        flows: Default::default(),
         stats: Default::default(),
         aggregates: Default::default(),
     })
@@ -211,6 +213,7 @@ impl App {
             windowed_from: super::sort::WINDOWED_FROM,
             garbage: Vec::new(),
             fresh: [false; 3],
+            rows_book: 0,
         }
     }
 
@@ -310,7 +313,19 @@ impl App {
     /// A new snapshot for a deriver thread: the job to run, unless paused.
     pub fn snapshot_job(&mut self, snap: Arc<Snapshot>) -> Option<Job> {
         self.latest = snap;
-        (!self.paused).then(|| self.job(Arc::clone(&self.latest)))
+        if self.paused {
+            return None;
+        }
+        if self.latest.flows.same_values(&self.shown.flows) && self.book.changes() == self.rows_book {
+            // No flow and no name changed: the rows stand (an idle table
+            // costs no rebuild); the header's counters and the detail view's
+            // timeout come from the new snapshot.
+            let old = std::mem::replace(&mut self.shown, Arc::clone(&self.latest));
+            self.garbage.push(old);
+            self.refresh_detail();
+            return None;
+        }
+        Some(self.job(Arc::clone(&self.latest)))
     }
 
     fn job(&mut self, snapshot: Arc<Snapshot>) -> Job {
@@ -342,8 +357,8 @@ impl App {
             return Arc::ptr_eq(&d.snapshot, &self.latest).then(|| self.job(d.snapshot));
         }
         let old = self.install(d);
-        // Freed by the deriver with the next job: unmapping the pages of
-        // 100 000 flows takes milliseconds the screen need not spend.
+        // Freed by the deriver: unmapping the chunks only the old snapshot
+        // still holds takes milliseconds the screen need not spend.
         self.garbage.push(old);
         self.refresh_detail();
         None
@@ -359,6 +374,7 @@ impl App {
     /// Puts rows in place; returns the snapshot they replace.
     fn install(&mut self, d: Derived) -> Arc<Snapshot> {
         let old = std::mem::replace(&mut self.shown, d.snapshot);
+        self.rows_book = d.book_changes;
         self.counts = d.counts;
         self.fresh = [d.flows.is_some(), d.processes.is_some(), d.countries.is_some()];
         self.filtered = d.filtered;
@@ -437,13 +453,14 @@ impl App {
     /// Keeps the detail view's flow current; marks it ended when it left.
     fn refresh_detail(&mut self) {
         let Some(d) = &mut self.detail else { return };
-        match self
+        let slot = self
             .shown
             .flows
-            .iter()
-            .find(|e| e.flow.id == d.key.id && e.flow.key() == d.key)
-        {
-            Some(e) => d.entry = e.clone(),
+            .slots()
+            .find(|(_, e)| e.flow.id == d.key.id && e.flow.key() == d.key)
+            .map(|(slot, _)| slot);
+        match slot.and_then(|slot| self.shown.entry_at(slot)) {
+            Some(e) => d.entry = e,
             None => d.ended = true,
         }
     }
@@ -479,8 +496,8 @@ impl App {
     fn open(&mut self) {
         match self.tab {
             Tab::Flows => {
-                if let Some(e) = self.flow_at(self.cursor) {
-                    let entry = e.clone();
+                let slot = self.flow_rows.get(self.cursor);
+                if let Some(entry) = slot.and_then(|slot| self.shown.entry_at(slot)) {
                     if let Some(o) = &entry.owner {
                         self.procs.request(o.pid);
                     }

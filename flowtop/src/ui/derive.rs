@@ -39,11 +39,14 @@ pub struct Derived {
     /// The flows (indices) that pass the selection and the filter: a new
     /// sort reorders these without filtering again.
     pub filtered: Vec<usize>,
+    /// [`AddressBook::changes`](crate::enrich::book::AddressBook::changes)
+    /// before the rows were built from the book.
+    pub book_changes: u64,
 }
 
 /// Selects, filters and sorts (or aggregates) the flows of `snapshot`:
-/// no screen state, so a thread of its own can run it. `buffer` is kept by
-/// the caller between calls (fresh buffers of this size cost page faults).
+/// no screen state, so a thread of its own can run it. `buffer` collects
+/// the rows that pass and is handed over in [`Derived::filtered`].
 pub fn derive_rows(
     snapshot: Arc<Snapshot>,
     params: ViewParams,
@@ -51,13 +54,14 @@ pub fn derive_rows(
     ctx: RowCtx<'_>,
     buffer: &mut Vec<usize>,
 ) -> Derived {
+    let book_changes = ctx.book.changes();
     let flows = &snapshot.flows;
     let mut per_proto = [0usize; 256];
     buffer.clear();
     let filtering = !params.filter.is_empty();
     let matcher = params.filter.matcher(ctx);
     let sel = &params.view_sel;
-    for (i, e) in flows.iter().enumerate() {
+    for (i, e) in flows.slots() {
         if !sel.family(e.flow.family) || !sel.proto(e.flow.proto) {
             continue;
         }
@@ -89,7 +93,9 @@ pub fn derive_rows(
         flows: flows_rows,
         processes,
         countries,
-        filtered: buffer.clone(),
+        // The screen keeps them (for a new sort): handed over, not copied.
+        filtered: std::mem::take(buffer),
+        book_changes,
     }
 }
 

@@ -106,7 +106,7 @@ pub fn snapshot(flows: Vec<Spec>) -> Arc<Snapshot> {
         owners.push((key, owner));
     }
     let mut snap = Arc::unwrap_or_clone(table.snapshot());
-    for e in &mut snap.flows {
+    for e in snap.flows.iter_mut() {
         e.owner = owners
             .iter()
             .find(|(k, _)| *k == e.flow.key())

@@ -102,11 +102,18 @@ pub fn run(mut input: ScreenInput) -> io::Result<()> {
         match input.snapshots.has_changed() {
             Ok(true) => {
                 let snap = Arc::clone(&input.snapshots.borrow_and_update());
-                if let Some(job) = app.snapshot_job(snap) {
-                    let _ = jobs.send(ToDeriver::Job(job));
+                match app.snapshot_job(snap) {
+                    Some(job) => {
+                        let _ = jobs.send(ToDeriver::Job(job));
+                    }
+                    // While paused the header's live count moves; unpaused,
+                    // the rows stood and the header's counters moved.
+                    None => dirty = true,
                 }
-                // While paused the header's live count moves.
-                dirty |= app.paused;
+                let garbage = app.take_garbage();
+                if !garbage.is_empty() {
+                    let _ = jobs.send(ToDeriver::Free(garbage));
+                }
             }
             Ok(false) => {}
             Err(_) => break, // the engine ended (signal, error)
@@ -148,8 +155,9 @@ pub fn run(mut input: ScreenInput) -> io::Result<()> {
                             if let Some(job) = app.take_derived(*d) {
                                 let _ = jobs.send(ToDeriver::Job(job));
                             }
-                            // The snapshot these rows replaced: a copy of
-                            // the whole table (240 MB at a million flows).
+                            // The snapshot these rows replaced may hold the
+                            // last references to chunks the table copied
+                            // since: freed off this thread.
                             let garbage = app.take_garbage();
                             if !garbage.is_empty() {
                                 let _ = jobs.send(ToDeriver::Free(garbage));
@@ -190,7 +198,7 @@ fn spawn_input(wake: mpsc::Sender<Wake>) -> io::Result<()> {
 /// What the screen asks of the deriver thread.
 enum ToDeriver {
     Job(derive::Job),
-    /// Snapshots to free: unmapping the pages of 100 000 flows takes
+    /// Snapshots to free: unmapping the chunks only they still hold takes
     /// milliseconds the screen need not spend.
     Free(Vec<Arc<Snapshot>>),
 }

@@ -212,15 +212,25 @@ pub fn processes<'a>(flows: impl Iterator<Item = &'a Entry>) -> Vec<ProcRow> {
 /// connection from the internet to a private address here); otherwise the
 /// destination's scope label ("private", ...) or "??".
 pub fn countries<'a>(flows: impl Iterator<Item = &'a Entry>, ctx: &RowCtx<'_>) -> Vec<CountryRow> {
-    // Many flows share an address: ask the book once per address.
-    let mut known: HashMap<IpAddr, (bool, Option<String>)> = HashMap::new();
+    // Many flows share an address: ask the book once per address, and
+    // count by the country's number among those seen, so that a flow
+    // costs no text of its own.
+    // Number 0 is "??": flows without a country or a scope.
+    let mut names: Vec<String> = vec!["??".to_owned()];
+    let mut number: HashMap<String, usize> = HashMap::from([("??".to_owned(), 0)]);
+    let mut known: HashMap<IpAddr, (bool, Option<usize>)> = HashMap::new();
     let mut lookup = |ip: IpAddr| {
-        known
-            .entry(ip)
-            .or_insert_with(|| (ctx.has_country(ip), ctx.country_of(ip)))
-            .clone()
+        *known.entry(ip).or_insert_with(|| {
+            let cc = ctx.country_of(ip).map(|cc| {
+                *number.entry(cc).or_insert_with_key(|cc| {
+                    names.push(cc.clone());
+                    names.len() - 1
+                })
+            });
+            (ctx.has_country(ip), cc)
+        })
     };
-    let mut by_cc: HashMap<String, Totals> = HashMap::new();
+    let mut totals: Vec<Totals> = Vec::new();
     for e in flows {
         let (dst_has, dst_cc) = lookup(e.flow.orig.dst);
         let cc = if dst_has {
@@ -231,13 +241,18 @@ pub fn countries<'a>(flows: impl Iterator<Item = &'a Entry>, ctx: &RowCtx<'_>) -
                 _ => dst_cc,
             }
         };
-        by_cc
-            .entry(cc.unwrap_or_else(|| "??".to_owned()))
-            .or_default()
-            .add(e);
+        let i = cc.unwrap_or(0);
+        if totals.len() <= i {
+            totals.resize(i + 1, Totals::default());
+        }
+        totals[i].add(e);
     }
-    let mut rows: Vec<CountryRow> = by_cc
+    let by_cc = totals
         .into_iter()
+        .zip(names)
+        .filter(|(t, _)| t.flows > 0)
+        .map(|(t, name)| (name, t));
+    let mut rows: Vec<CountryRow> = by_cc
         .map(|(country, totals)| CountryRow { country, totals })
         .collect();
     rows.sort_by(|a, b| {

@@ -6,8 +6,10 @@ use std::cmp::Ordering;
 use std::net::IpAddr;
 use std::ops::Range;
 
+use std::collections::HashMap;
+
 use crate::flow::model::FlowKey;
-use crate::flow::table::Entry;
+use crate::flow::table::{Entry, Flows};
 
 use super::rows::RowCtx;
 
@@ -128,77 +130,90 @@ fn ip(a: IpAddr) -> Packed {
     }
 }
 
-/// Ranks of texts: each distinct text is lowercased and sorted once.
-fn ranked<'a>(texts: &[Option<std::borrow::Cow<'a, str>>]) -> Vec<Packed> {
-    let mut distinct: Vec<&str> = texts.iter().flatten().map(|t| t.as_ref()).collect();
+/// Ranks of texts: each distinct text is lowercased and sorted once, so
+/// that rows compare integers only.
+fn ranks<'a>(texts: impl Iterator<Item = &'a str>) -> HashMap<&'a str, u128> {
+    let mut distinct: Vec<&str> = texts.collect();
     distinct.sort_unstable();
     distinct.dedup();
     let mut by_lower: Vec<(String, &str)> = distinct.into_iter().map(|t| (t.to_lowercase(), t)).collect();
     by_lower.sort();
-    let rank: std::collections::HashMap<&str, u128> = by_lower
-        .iter()
+    by_lower
+        .into_iter()
         .enumerate()
-        .map(|(i, (_, t))| (*t, i as u128))
-        .collect();
-    texts
-        .iter()
-        .map(|t| t.as_ref().map_or(MISSING, |t| (1, rank[t.as_ref()])))
+        .map(|(i, (_, t))| (t, i as u128))
         .collect()
 }
 
-/// The packed sort values of `rows` with their conntrack ids, in the same
-/// order (one pass over the entries where the value needs no ranking).
-fn packed(col: Column, rows: &[usize], flows: &[Entry], ctx: &RowCtx<'_>) -> Vec<(Packed, u32)> {
-    use std::borrow::Cow;
-    let each = |f: &dyn Fn(&Entry) -> Packed| {
-        rows.iter()
-            .map(|&i| {
-                let e = &flows[i];
-                (f(e), e.flow.id)
-            })
-            .collect()
-    };
-    let with_ids = |keys: Vec<Packed>| {
-        keys.into_iter()
-            .zip(rows.iter().map(|&i| flows[i].flow.id))
-            .collect()
-    };
-    match col {
-        Column::Process => with_ids(ranked(
-            &rows
-                .iter()
-                .map(|&i| flows[i].owner.as_ref().map(|o| Cow::Borrowed(o.comm.as_str())))
-                .collect::<Vec<_>>(),
-        )),
-        Column::State => with_ids(ranked(
-            &rows
-                .iter()
-                .map(|&i| flows[i].flow.state.map(|s| Cow::Borrowed(s.name())))
-                .collect::<Vec<_>>(),
-        )),
-        Column::Geo => {
-            // Many flows share an address: ask the book once per address.
-            let mut geo: std::collections::HashMap<IpAddr, Option<String>> = Default::default();
-            for &i in rows {
-                let a = flows[i].flow.orig.dst;
-                geo.entry(a).or_insert_with(|| ctx.geo_of(a));
+/// The packed sort value of a flow in one column. Columns of text hold
+/// the ranks of the distinct texts of the rows (worked out once per
+/// build), so that no row needs a text of its own.
+enum Keyer {
+    Plain(Column),
+    /// Process names by rank.
+    Comm(HashMap<String, u128>),
+    /// State names by rank.
+    State(HashMap<&'static str, u128>),
+    /// Per destination address: its place among the geography texts.
+    Geo(HashMap<IpAddr, Packed>),
+}
+
+impl Keyer {
+    fn new(col: Column, rows: &[usize], flows: &Flows, ctx: &RowCtx<'_>) -> Keyer {
+        let each = || rows.iter().map(|&i| &flows[i]);
+        match col {
+            Column::Process => {
+                let r = ranks(each().filter_map(|e| e.owner.as_ref().map(|o| o.comm.as_str())));
+                Keyer::Comm(r.into_iter().map(|(t, v)| (t.to_owned(), v)).collect())
             }
-            with_ids(ranked(
-                &rows
+            Column::State => Keyer::State(ranks(each().filter_map(|e| e.flow.state.map(|s| s.name())))),
+            Column::Geo => {
+                // Many flows share an address: ask the book once per address.
+                let mut geo: HashMap<IpAddr, Option<String>> = HashMap::new();
+                for e in each() {
+                    let a = e.flow.orig.dst;
+                    geo.entry(a).or_insert_with(|| ctx.geo_of(a));
+                }
+                let rank = ranks(geo.values().flatten().map(String::as_str));
+                let by_ip = geo
                     .iter()
-                    .map(|&i| geo[&flows[i].flow.orig.dst].as_deref().map(Cow::Borrowed))
-                    .collect::<Vec<_>>(),
-            ))
+                    .map(|(ip, g)| (*ip, g.as_deref().map_or(MISSING, |g| (1, rank[g]))))
+                    .collect();
+                Keyer::Geo(by_ip)
+            }
+            col => Keyer::Plain(col),
         }
-        Column::Pid => each(&|e| num(e.owner.as_ref().map(|o| f64::from(o.pid)))),
-        Column::Proto => each(&|e| (1, u128::from(e.flow.proto))),
-        // Younger first when ascending: the start time, reversed.
-        Column::Time => each(&|e| num(e.flow.start_ns.map(|s| -(s as f64)))),
-        Column::Source => each(&|e| ip(e.flow.orig.src)),
-        Column::Address => each(&|e| ip(e.flow.orig.dst)),
-        Column::Port => each(&|e| num(e.flow.orig.dport.map(f64::from))),
-        Column::Bytes => each(&|e| num(e.flow.counters.map(|c| (c.orig_bytes + c.reply_bytes) as f64))),
-        Column::Rate => each(&|e| num(e.rate.measured_rates().map(|r| r.orig_bytes + r.reply_bytes))),
+    }
+
+    fn key(&self, e: &Entry) -> Packed {
+        match self {
+            Keyer::Comm(r) => e.owner.as_ref().map_or(MISSING, |o| (1, r[o.comm.as_str()])),
+            Keyer::State(r) => e.flow.state.map_or(MISSING, |s| (1, r[s.name()])),
+            Keyer::Geo(by_ip) => by_ip.get(&e.flow.orig.dst).copied().unwrap_or(MISSING),
+            Keyer::Plain(col) => match col {
+                Column::Pid => num(e.owner.as_ref().map(|o| f64::from(o.pid))),
+                Column::Proto => (1, u128::from(e.flow.proto)),
+                // Younger first when ascending: the start time, reversed.
+                Column::Time => num(e.flow.start_ns.map(|s| -(s as f64))),
+                Column::Source => ip(e.flow.orig.src),
+                Column::Address => ip(e.flow.orig.dst),
+                Column::Port => num(e.flow.orig.dport.map(f64::from)),
+                Column::Bytes => num(e.flow.counters.map(|c| (c.orig_bytes + c.reply_bytes) as f64)),
+                Column::Rate => num(e.rate.measured_rates().map(|r| r.orig_bytes + r.reply_bytes)),
+                Column::Process | Column::State | Column::Geo => MISSING,
+            },
+        }
+    }
+
+    /// Whether some row's value needs more than 64 bits (IPv6 addresses;
+    /// no other column's does).
+    fn any_wide(&self, rows: &[usize], flows: &Flows) -> bool {
+        let wide = |a: IpAddr| ip(a).1 > u128::from(u64::MAX);
+        match self {
+            Keyer::Plain(Column::Source) => rows.iter().any(|&i| wide(flows[i].flow.orig.src)),
+            Keyer::Plain(Column::Address) => rows.iter().any(|&i| wide(flows[i].flow.orig.dst)),
+            _ => false,
+        }
     }
 }
 
@@ -226,8 +241,8 @@ pub const WINDOWED_FROM: usize = 20_000;
 /// it.
 #[derive(Debug)]
 pub struct Ordered {
-    /// Narrow keys (tag, value, id in one u128) and the flow's index.
-    keyed: Vec<(u128, usize)>,
+    /// Narrow keys: tag, value and id in one u128, and the flow's slot.
+    keyed: Vec<Narrow>,
     /// Keys with IPv6 addresses do not fit: those tables are sorted fully.
     wide: Vec<(Packed, u32, usize)>,
     is_wide: bool,
@@ -249,8 +264,41 @@ impl Default for Ordered {
     }
 }
 
-fn narrow_order(flows: &[Entry]) -> impl Fn(&(u128, usize), &(u128, usize)) -> Ordering + '_ {
-    move |a, b| a.0.cmp(&b.0).then_with(|| tiebreak(&flows[a.1], &flows[b.1]))
+/// A row of a table whose sort values fit 64 bits: the u128 key split in
+/// two words, so that a row takes 24 bytes rather than the 32 of a u128
+/// beside an index (a u128 is 16-byte aligned).
+#[derive(Debug, Clone, Copy)]
+struct Narrow {
+    hi: u64,
+    lo: u64,
+    slot: u32,
+}
+
+impl Narrow {
+    fn new(key: u128, slot: usize) -> Narrow {
+        Narrow {
+            hi: (key >> 64) as u64,
+            lo: key as u64,
+            // Slots are the store's, which are u32.
+            slot: slot as u32,
+        }
+    }
+
+    fn id(&self) -> u32 {
+        self.lo as u32
+    }
+
+    fn slot(&self) -> usize {
+        self.slot as usize
+    }
+}
+
+fn narrow_order(flows: &Flows) -> impl Fn(&Narrow, &Narrow) -> Ordering + '_ {
+    move |a, b| {
+        (a.hi, a.lo)
+            .cmp(&(b.hi, b.lo))
+            .then_with(|| tiebreak(&flows[a.slot()], &flows[b.slot()]))
+    }
 }
 
 impl Ordered {
@@ -271,28 +319,32 @@ impl Ordered {
         if self.is_wide {
             self.wide.get(i).map(|k| k.2)
         } else if self.exact.contains(&i) {
-            self.keyed.get(i).map(|k| k.1)
+            self.keyed.get(i).map(Narrow::slot)
         } else {
             None
         }
     }
 
-    /// Orders `rows` (indices into `flows`) by `spec`: fully for small
+    /// Orders `rows` (slots of `flows`) by `spec`: fully for small
     /// tables, else nothing yet (see [`Ordered::ensure`]).
-    pub fn build(&mut self, rows: &[usize], flows: &[Entry], spec: SortSpec, ctx: &RowCtx<'_>) {
-        let keys = packed(spec.column, rows, flows, ctx);
+    pub fn build(&mut self, rows: &[usize], flows: &Flows, spec: SortSpec, ctx: &RowCtx<'_>) {
+        let keyer = Keyer::new(spec.column, rows, flows, ctx);
         // Descending: invert the value only; the tiebreak stays ascending.
         let directed = |(tag, v): Packed| if spec.desc { (u8::MAX - tag, !v) } else { (tag, v) };
-        self.is_wide = !keys.iter().all(|((_, v), _)| *v <= u128::from(u64::MAX));
-        self.keyed.clear();
-        self.wide.clear();
+        self.is_wide = keyer.any_wide(rows, flows);
+        // Both emptied and shrunk: a table that was much longer must not
+        // keep its rows' memory.
+        self.keyed = Vec::new();
+        self.wide = Vec::new();
         self.exact = 0..0;
         if self.is_wide {
-            self.wide.extend(
-                keys.into_iter()
-                    .zip(rows.iter())
-                    .map(|((k, id), &i)| (directed(k), id, i)),
-            );
+            self.wide = rows
+                .iter()
+                .map(|&i| {
+                    let e = &flows[i];
+                    (directed(keyer.key(e)), e.flow.id, i)
+                })
+                .collect();
             self.wide.sort_unstable_by(|a, b| {
                 (a.0, a.1)
                     .cmp(&(b.0, b.1))
@@ -302,12 +354,15 @@ impl Ordered {
         }
         // Every value fits 64 bits: tag, value and conntrack id in one
         // u128, so most comparisons are one integer's.
-        self.keyed
-            .extend(keys.into_iter().zip(rows.iter()).map(|((k, id), &i)| {
-                let (tag, v) = directed(k);
+        self.keyed = rows
+            .iter()
+            .map(|&i| {
+                let e = &flows[i];
+                let (tag, v) = directed(keyer.key(e));
                 let v = v & u128::from(u64::MAX);
-                ((u128::from(tag) << 96) | (v << 32) | u128::from(id), i)
-            }));
+                Narrow::new((u128::from(tag) << 96) | (v << 32) | u128::from(e.flow.id), i)
+            })
+            .collect();
         if self.keyed.len() < self.windowed_from {
             self.keyed.sort_unstable_by(narrow_order(flows));
             self.exact = 0..self.keyed.len();
@@ -315,7 +370,7 @@ impl Ordered {
     }
 
     /// Puts rows `want` (clamped to the table) in their final place.
-    pub fn ensure(&mut self, want: Range<usize>, flows: &[Entry]) {
+    pub fn ensure(&mut self, want: Range<usize>, flows: &Flows) {
         let end = want.end.min(self.len());
         let start = want.start.min(end);
         if self.is_wide || (self.exact.start <= start && end <= self.exact.end) {
@@ -336,12 +391,12 @@ impl Ordered {
     /// The row of the flow `key`, if it is shown. Searches the compact keys
     /// (the conntrack id is in them), not the flows: at 100 000 flows a
     /// pass over the entries costs milliseconds of cache misses.
-    pub fn row_of(&self, key: FlowKey, flows: &[Entry]) -> Option<usize> {
+    pub fn row_of(&self, key: FlowKey, flows: &Flows) -> Option<usize> {
         let is = |i: usize| flows[i].flow.key() == key;
         if self.is_wide {
             return self.wide.iter().position(|k| k.1 == key.id && is(k.2));
         }
-        let at = self.keyed.iter().position(|k| k.0 as u32 == key.id && is(k.1))?;
+        let at = self.keyed.iter().position(|k| k.id() == key.id && is(k.slot()))?;
         if self.exact.contains(&at) {
             return Some(at);
         }

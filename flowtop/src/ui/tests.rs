@@ -730,3 +730,33 @@ fn the_selected_row_is_drawn_reversed() {
     // Row 0 of the table is screen row 3: the second flow is row 4.
     assert!(!reversed(3) && reversed(4) && !reversed(5));
 }
+
+/// A snapshot whose flows are the very same chunks as the shown one's (an
+/// idle table) needs no rows built: the screen takes it as it is, for the
+/// header's counters; other chunks, or names that changed, do.
+#[test]
+fn an_unchanged_snapshot_keeps_its_rows() {
+    use super::derive::run_job;
+    let mut a = app(120, 30);
+    let mut buf = Vec::new();
+    let first = fixture::many(3);
+    let job = a.snapshot_job(Arc::clone(&first)).expect("a job");
+    let d = run_job(job, a.ctx(), &mut buf);
+    assert!(a.take_derived(d).is_none());
+    let mut same = (*first).clone();
+    same.stats.dumps += 1;
+    assert!(
+        a.snapshot_job(Arc::new(same.clone())).is_none(),
+        "no rows to build"
+    );
+    assert_eq!(a.shown().stats.dumps, first.stats.dumps + 1);
+    assert_eq!(ids(&a), vec![3, 2, 1]);
+    assert!(!a.take_garbage().is_empty(), "the replaced snapshot, to free");
+    assert!(a.snapshot_job(fixture::many(3)).is_some(), "other chunks");
+    let mut a = app(120, 30);
+    let job = a.snapshot_job(Arc::clone(&first)).expect("a job");
+    let d = run_job(job, a.ctx(), &mut buf);
+    assert!(a.take_derived(d).is_none());
+    a.ctx().book.update("198.51.100.1".parse().expect("ip"), |_| {});
+    assert!(a.snapshot_job(Arc::new(same)).is_some(), "the book changed");
+}
