@@ -2,10 +2,6 @@
 
 mod bench;
 mod bench_attr;
-mod bench_enrich;
-mod bench_report;
-mod bench_soak;
-mod bench_ui;
 mod cmd;
 mod degrade;
 mod dist;
