@@ -244,10 +244,27 @@ flowtop's `-4U -t 1 -n -G --no-sysctl` and 0.6.8's `-4UGn` (it refreshes every s
 of its own (output drained), after a warm-up of at least 10 s that ends when the RSS has not grown for 3 s. \
 CPU from /proc/PID/stat utime+stime over the window, VmHWM/VmRSS from /proc/PID/status at its end; one run \
 each. Ratios only between like for like: `--once --json` vs `conntrack -L` (both dump the table once), \
-flowtop's screen vs 0.6.8's screen; `--json -t 1` has no peer (0.6.8 has no stream), so no ratio. The \
-machine may be shared: a CPU-bound process only gets what the rest of the machine leaves over (\"rest of \
-the machine\"); ratios of the same run are what count.\n",
+flowtop's screen vs 0.6.8's screen; `--json -t 1` has no peer (0.6.8 has no stream), so no ratio. A \
+CPU-bound process only gets what the rest of the machine leaves over (\"rest of the machine\").\n",
     );
+    let rest: Vec<f64> = results
+        .iter()
+        .flat_map(|(_, st)| [Some(&st.json), st.screen.as_ref(), st.legacy.as_ref()])
+        .filter_map(|s| s.and_then(|s| s.as_ref().ok()).map(|s| s.other_pct))
+        .collect();
+    let rest = median(&rest);
+    if rest.is_finite() {
+        let _ = writeln!(
+            o,
+            "\nThe rest of the machine used {rest:.0} % of a core in the median steady-state window{}.",
+            if rest >= 10.0 {
+                ": the machine was shared, so CPU figures are indicative and the ratios of the same run are \
+                 what count"
+            } else {
+                ""
+            }
+        );
+    }
 
     let mut verdicts = Vec::new();
     let mut screens_compared = false;

@@ -11,6 +11,10 @@
 //!   (ingestion of the full table) and its CPU time by then; with DNS on,
 //!   also the time until every flow's destination name has been printed
 //!   (in its snapshot line or in an `update`);
+//! * the cost over a window that holds the lookups: each round runs GeoIP +
+//!   DNS first until every name is out, and the other variants at least as
+//!   long; CPU of every thread over that window, and the PTR answers sent in
+//!   it (an nft counter on the namespace's output hook, UDP from port 53);
 //! * `flowtop --once --json` both ways (with DNS on it waits for names);
 //! * lookups per second of the GeoIP database with and without flowtop's
 //!   cache (`flowtop/examples/geoip_bench.rs`).
@@ -594,13 +598,14 @@ fn render(opts: &Opts, root: &Path, runs: &Runs, geo_cost: &str, took: Duration)
         s,
         "\nEnrichment costs {:.1}% of ingestion throughput, in CPU per flow of the ingesting threads \
          (target under 10%: {verdict}); wall-clock time to the full table: {:+.1}%. Over the window that \
-         holds the lookups ({} PTR answers in the median run with DNS on, {:.3} s), flowtop used {:+.1}% CPU \
-         with enrichment on than off.\n",
+         holds the lookups ({} PTR answers in the median run with DNS on, {:.3} s), flowtop used {:.1}% {} \
+         CPU with enrichment on than off.\n",
         cost * 100.0,
         (full_on / full_off - 1.0) * 100.0,
         med(on.iter().map(|r| r.answers as f64).collect()),
         win(on),
-        window_cost * 100.0
+        window_cost.abs() * 100.0,
+        if window_cost >= 0.0 { "more" } else { "less" }
     );
     let _ = writeln!(s, "## GeoIP lookups\n\n{}", geo_cost.trim());
     s
