@@ -593,19 +593,29 @@ fn render(opts: &Opts, root: &Path, runs: &Runs, geo_cost: &str, took: Duration)
         win_dns(&runs.dns)
     );
     let window_cost = win_cpu(on) / win_cpu(off) - 1.0;
-    let verdict = if cost < 0.10 { "met" } else { "NOT met" };
+    // The target is judged over the window that holds the lookups: the span
+    // to the full table ends before the resolver has answered anything.
+    let answered = med(on.iter().map(|r| r.answers as f64).collect());
+    let verdict = if answered < 1.0 {
+        "not judged: no PTR answer in the window"
+    } else if window_cost < 0.10 {
+        "met"
+    } else {
+        "NOT met"
+    };
     let _ = writeln!(
         s,
-        "\nEnrichment costs {:.1}% of ingestion throughput, in CPU per flow of the ingesting threads \
-         (target under 10%: {verdict}); wall-clock time to the full table: {:+.1}%. Over the window that \
-         holds the lookups ({} PTR answers in the median run with DNS on, {:.3} s), flowtop used {:.1}% {} \
-         CPU with enrichment on than off.\n",
-        cost * 100.0,
-        (full_on / full_off - 1.0) * 100.0,
-        med(on.iter().map(|r| r.answers as f64).collect()),
+        "\nOver the window that holds the lookups ({answered:.0} PTR answers in the median run with DNS on, \
+         {:.3} s), flowtop used {:.1}% {} CPU with enrichment on than off, {:.3} s of it in the resolver's \
+         threads (target under 10%: **{verdict}**). Up to the full table, before any answer has come, \
+         enrichment costs {:.1}% of ingestion throughput (CPU per flow of the ingesting threads) and \
+         {:+.1}% of wall-clock time.\n",
         win(on),
         window_cost.abs() * 100.0,
-        if window_cost >= 0.0 { "more" } else { "less" }
+        if window_cost >= 0.0 { "more" } else { "less" },
+        win_dns(on),
+        cost * 100.0,
+        (full_on / full_off - 1.0) * 100.0,
     );
     let _ = writeln!(s, "## GeoIP lookups\n\n{}", geo_cost.trim());
     s
