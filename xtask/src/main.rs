@@ -2,11 +2,6 @@
 
 mod bench;
 mod bench_attr;
-mod bench_enrich;
-mod bench_report;
-mod bench_screen_mem;
-mod bench_soak;
-mod bench_ui;
 mod cmd;
 mod degrade;
 mod dist;
@@ -60,7 +55,6 @@ fn main() -> ExitCode {
         "check-degraded" => degrade::check(),
         "dist" => dist::run(rest),
         "fuzz" => fuzz::run(rest),
-        "bench-screen-mem" => bench_screen_mem::run(rest),
         "bench" => match rest.split_first() {
             Some((name, bench_args)) => bench::run(name, bench_args),
             None => {

@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench::{log, run_cmd, sleep_checked, Netns, ProcGuard, TempDir};
+use super::guards::{sleep_checked, ProcGuard, TempDir};
+use super::markdown::header;
+use super::netns::Netns;
+use super::table::{CT_CHURN_PY, CT_INSERT_PY};
+use super::{log, require_root, run_cmd};
 use crate::cmd;
-
-const CT_CHURN_PY: &str = include_str!("../scripts/ct_churn.py");
-/// ct_churn.py imports its ctnetlink packing from this one, beside it.
-const CT_INSERT_PY: &str = include_str!("../scripts/ct_insert.py");
 
 pub const USAGE: &str = "\
 usage: cargo xtask bench soak [--minutes M] [--rate R]
@@ -73,7 +73,7 @@ fn rss_kib(pid: i32) -> Result<u64> {
 
 pub fn run(args: &[String]) -> Result<()> {
     let opts = parse(args)?;
-    crate::bench::require_root("bench soak", "network namespaces, ctnetlink")?;
+    require_root("bench soak", "network namespaces, ctnetlink")?;
     let root = cmd::root_dir();
     cmd::run(cmd::cargo().args(["build", "--release", "-p", "flowtop"]))?;
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
@@ -177,18 +177,19 @@ pub fn run(args: &[String]) -> Result<()> {
     let growth = (rss_end as f64 - at_1min as f64) / at_1min as f64 * 100.0;
     let pass = growth.abs() <= 10.0 && alive;
     let mut md = String::new();
-    let _ = writeln!(md, "# flowtop soak: memory under conntrack churn\n");
-    let _ = writeln!(
-        md,
-        "`cargo xtask bench soak --minutes {} --rate {}`\n",
+    let command = format!(
+        "cargo xtask bench soak --minutes {} --rate {}",
         opts.minutes, opts.rate
     );
-    for (k, v) in crate::bench::machine_info(&root) {
-        let _ = writeln!(md, "- {k}: {v}");
-    }
+    md.push_str(&header(
+        "flowtop soak: memory under conntrack churn",
+        &root,
+        &command,
+        t0.elapsed(),
+    ));
     let _ = writeln!(
         md,
-        "- flowtop: `flowtop --json -t 1 -n -U` (release), stdout drained\n\
+        "\n- flowtop: `flowtop --json -t 1 -n -U` (release), stdout drained\n\
          - churn: `ct_churn.py` creates {r} UDP entries/s over ctnetlink and deletes each 2 s later ({r} destroys/s, ~{l} alive)\n\
          - churn summary (created deleted errors seconds): {}\n",
         churn_summary.trim(),

@@ -1,4 +1,4 @@
-//! `cargo xtask bench-screen-mem`: the screen's memory and CPU at steady
+//! `cargo xtask bench screen-mem`: the screen's memory and CPU at steady
 //! state, per table size, beside `--json`'s in the same namespace: the one
 //! scenario of `bench report` section 2 that the screen's memory work needs,
 //! without the rest of the report.
@@ -15,15 +15,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::bench::{
-    log, measure_window, mem_kib, parse_count, pid_alive, remove_stale_namespaces, repo_root, require_root,
-    require_tools, setup_namespace, sleep_checked, steady_flowtop, timed_run, Netns, SignalGuard,
-    SysctlGuard, TempDir,
-};
-use crate::bench_ui::{shown_flows, Pane};
+use super::guards::{remove_stale_namespaces, sleep_checked, SysctlGuard, TempDir};
+use super::measure::{measure_window, mem_kib, pid_alive, timed_run};
+use super::netns::Netns;
+use super::stream::steady_flowtop;
+use super::table::setup_namespace;
+use super::ui::{shown_flows, Pane};
+use super::{log, parse_count, repo_root, require_root, require_tools};
 
-const USAGE: &str = "\
-usage: cargo xtask bench-screen-mem [--sizes N,N...] [--window SECS] [--warmup SECS] [--no-json] [--trace]
+pub(crate) const USAGE: &str = "\
+usage: cargo xtask bench screen-mem [--sizes N,N...] [--window SECS] [--warmup SECS] [--no-json] [--trace]
 
 The screen's VmRSS, VmHWM and CPU at steady state per table size (default
 100000,1000000; window 30 s after 5 s of warm-up), and `--json -t 1`'s on the
@@ -31,7 +32,7 @@ same table. --trace also prints the screen's VmRSS and VmHWM every 100 ms
 from its start to the end of the warm-up, where VmHWM grew. Needs root, tmux,
 python3. Prints a table; writes nothing.";
 
-const CT_INSERT_PY: &str = include_str!("../scripts/ct_insert.py");
+const CT_INSERT_PY: &str = include_str!("../../scripts/ct_insert.py");
 
 struct Opts {
     sizes: Vec<u64>,
@@ -189,9 +190,9 @@ fn one_size(n: u64, flowtop: &str, tmp: &std::path::Path, o: &Opts) -> Result<Ve
 
 pub fn run(args: &[String]) -> Result<()> {
     let o = parse(args)?;
-    require_root("bench-screen-mem", "network namespaces, sysctls")?;
+    require_root("bench screen-mem", "network namespaces, sysctls")?;
     require_tools(&["ip", "nft", "python3", "tmux"])?;
-    let _signals = SignalGuard::install();
+    // The dispatcher (bench/mod.rs) holds the signal guard for the run.
     remove_stale_namespaces();
     SysctlGuard::recover_stale();
     let target = std::env::var_os("CARGO_TARGET_DIR")

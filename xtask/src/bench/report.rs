@@ -26,7 +26,7 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -35,13 +35,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::bench::{
-    check_interrupted, clk_tck, conntrack_count, cpu_ticks, log, machine_info, measure_window, median, mib,
-    ms, parse_count, pid_alive, remove_stale_namespaces, repo_root, require_root, require_tools, run_cmd,
-    secs, setup_namespace, sleep_checked, spawn_flowtop_json, steady_flowtop, timed_run, Netns, ProcGuard,
-    RunStat, Steady, SysctlGuard, TempDir, Window, INTERRUPTED, NETSNIFF_FLOWTOP,
+use super::guards::{
+    check_interrupted, remove_stale_namespaces, sleep_checked, ProcGuard, SysctlGuard, TempDir, INTERRUPTED,
 };
-use crate::bench_ui::{percentile, shown_flows, Pane};
+use super::markdown::{header, mib, ms, pct, ratio, secs};
+use super::measure::{clk_tck, cpu_ticks, measure_window, median, percentile, pid_alive, RunStat, Window};
+use super::netns::Netns;
+use super::stream::{spawn_counter, spawn_flowtop_json, steady_flowtop, Steady};
+use super::table::{one_size, setup_namespace, ColdStart, Fill, CT_CHURN_PY, CT_INSERT_PY};
+use super::ui::{shown_flows, Pane};
+use super::{
+    build_flowtop, log, parse_count, repo_root, require_root, require_tools, run_cmd, NETSNIFF_FLOWTOP,
+};
 
 pub const USAGE: &str = "\
 usage: cargo xtask bench report [--sizes N[,N..]] [--runs R] [--quick]
@@ -60,11 +65,6 @@ usage: cargo xtask bench report [--sizes N[,N..]] [--runs R] [--quick]
 Needs root, tmux, conntrack, python3; flowtop 0.6.8 (/usr/sbin/flowtop) for the
 side-by-side columns. Writes bench/REPORT.md.";
 
-/// The last section of bench/REPORT.md, from a profile made by hand
-/// (`xtask/scripts/profile_steady.sh`); kept when the report is rewritten.
-const PROFILE_HEADING: &str = "## Where the time goes";
-const CT_INSERT_PY: &str = include_str!("../scripts/ct_insert.py");
-const CT_CHURN_PY: &str = include_str!("../scripts/ct_churn.py");
 /// 0.6.8 is not run above this size (minutes per 100 000 entries).
 const LEGACY_MAX: u64 = 200_000;
 /// Entries already in the table during the churn.
@@ -80,7 +80,22 @@ struct Opts {
     churn_rates: Vec<u64>,
     legacy_limit: f64,
     rerun_enrich: bool,
-    argv: String,
+}
+
+impl Opts {
+    /// The command line that reproduces this run, every option spelled out.
+    fn command(&self) -> String {
+        let join = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        format!(
+            "cargo xtask bench report --sizes {} --runs {} --window {} --churn-rates {} --legacy-limit {}{}",
+            join(&self.sizes),
+            self.runs,
+            self.window,
+            join(&self.churn_rates),
+            self.legacy_limit,
+            if self.rerun_enrich { " --rerun-enrich" } else { "" }
+        )
+    }
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -92,7 +107,6 @@ fn parse(args: &[String]) -> Result<Opts> {
         churn_rates: vec![1_000, 10_000, 50_000],
         legacy_limit: 120.0,
         rerun_enrich: false,
-        argv: args.join(" "),
     };
     let (mut sizes, mut runs, mut window, mut rates, mut limit) = (None, None, None, None, None);
     let list =
@@ -148,13 +162,8 @@ struct Screen {
 }
 
 struct SizeRes {
-    n: u64,
-    fill_s: f64,
-    changed: Vec<String>,
-    conntrack: Vec<RunStat>,
-    flowtop: Vec<RunStat>,
-    /// Snapshot lines of an untimed `--once --json` pass.
-    once_lines: u64,
+    /// Fill and the one-shot dumps, as `bench dump` measures them.
+    cold: ColdStart,
     frame_ours: Vec<Result<Screen, String>>,
     frame_old: Option<Result<Screen, String>>,
     steady_json: Result<Steady, String>,
@@ -203,107 +212,67 @@ fn screen_run(
     Ok(Screen { load_s, steady })
 }
 
-fn one_size(opts: &Opts, n: u64, flowtop: &Path, tmp: &Path, legacy: bool) -> Result<SizeRes> {
-    let mut sysctls = SysctlGuard::new();
-    let changed = sysctls.raise_for_entries(n)?;
-    let ns = Netns::create(&format!("ftbench-{}", std::process::id()))?;
-    setup_namespace(&ns)?;
-    let timeout = Duration::from_secs_f64(60.0 + n as f64 / 2_000.0);
-    let script = tmp.join("ct_insert.py");
-    fs::write(&script, CT_INSERT_PY)?;
-    log(format!("filling the table with {n} UDP entries (ctnetlink)"));
-    let fill = timed_run(
-        ns.cmd("python3").arg(&script).arg(n.to_string()),
-        &tmp.join("fill.err"),
-        timeout,
-    )?;
-    let counted = conntrack_count(&ns)?;
-    if counted < n {
-        bail!("only {counted} of {n} entries after the fill");
-    }
+fn measure_size(opts: &Opts, n: u64, flowtop: &Path, tmp: &Path, legacy: bool) -> Result<SizeRes> {
     let ft = flowtop.to_string_lossy().into_owned();
-
-    // Untimed pass: flowtop prints every flow (and caches are warm for both).
-    let once_lines = crate::bench::once_snapshot_lines(&ns, flowtop, tmp, timeout)?;
-    let _ = timed_run(ns.cmd("conntrack").arg("-L"), &tmp.join("ct.err"), timeout)?;
-
-    let mut conntrack = Vec::new();
-    let mut ours = Vec::new();
-    for r in 0..opts.runs {
-        log(format!("{n}: cold start run {}/{}", r + 1, opts.runs));
-        conntrack.push(timed_run(
-            ns.cmd("conntrack").arg("-L"),
-            &tmp.join("ct.err"),
-            timeout,
-        )?);
-        ours.push(timed_run(
-            ns.cmd(&ft).args(["--once", "--json", "-4UnG", "--no-sysctl"]),
-            &tmp.join("ft.err"),
-            timeout,
-        )?);
-    }
-
-    // The screen: the first run also measures the steady state.
-    let mut frame_ours = Vec::new();
-    for r in 0..opts.runs {
-        log(format!("{n}: flowtop screen, run {}/{}", r + 1, opts.runs));
-        let cmd = format!("exec ip netns exec {} {ft} -4U -t 1 --no-sysctl -n -G", ns.name);
-        let window = (r == 0).then_some(opts.window);
-        let limit = timeout.as_secs_f64();
-        // One failed run (tmux, say) is reported, not fatal to the others.
-        frame_ours.push(match screen_run("new", &cmd, n, "ADDRESS", limit, window) {
-            Ok(s) => Ok(s),
-            Err(e) => Err(keep(e)?),
-        });
-    }
-    let frame_old = if !legacy || n > LEGACY_MAX {
-        None
-    } else {
-        log(format!(
-            "{n}: flowtop 0.6.8 screen (limit {:.0} s)",
-            opts.legacy_limit
-        ));
-        let cmd = format!("exec ip netns exec {} {NETSNIFF_FLOWTOP} -4UGn", ns.name);
-        // Its header counts what it has read so far; 99% is "the table".
-        Some(
-            match screen_run(
-                "old",
-                &cmd,
-                n * 99 / 100,
-                "ADDRESS",
-                opts.legacy_limit,
-                Some(opts.window),
-            ) {
+    let (cold, (frame_ours, frame_old, steady_json, steady_active)) = one_size(
+        n,
+        Fill::Ctnetlink,
+        opts.runs,
+        false,
+        flowtop,
+        tmp,
+        |ns, timeout| {
+            // The screen: the first run also measures the steady state.
+            let mut frame_ours = Vec::new();
+            for r in 0..opts.runs {
+                log(format!("{n}: flowtop screen, run {}/{}", r + 1, opts.runs));
+                let cmd = format!("exec ip netns exec {} {ft} -4U -t 1 --no-sysctl -n -G", ns.name);
+                let window = (r == 0).then_some(opts.window);
+                let limit = timeout.as_secs_f64();
+                // One failed run (tmux, say) is reported, not fatal to the others.
+                frame_ours.push(match screen_run("new", &cmd, n, "ADDRESS", limit, window) {
+                    Ok(s) => Ok(s),
+                    Err(e) => Err(keep(e)?),
+                });
+            }
+            let frame_old = if !legacy || n > LEGACY_MAX {
+                None
+            } else {
+                log(format!(
+                    "{n}: flowtop 0.6.8 screen (limit {:.0} s)",
+                    opts.legacy_limit
+                ));
+                let cmd = format!("exec ip netns exec {} {NETSNIFF_FLOWTOP} -4UGn", ns.name);
+                // Its header counts what it has read so far; 99% is "the table".
+                let want = n * 99 / 100;
+                Some(
+                    match screen_run("old", &cmd, want, "ADDRESS", opts.legacy_limit, Some(opts.window)) {
+                        Ok(s) => Ok(s),
+                        Err(e) => Err(keep(e)?),
+                    },
+                )
+            };
+            log(format!(
+                "{n}: steady state of flowtop --json -t 1 ({} s)",
+                opts.window
+            ));
+            let steady_json = match steady_flowtop(ns, flowtop, n, 0, opts.window, tmp) {
                 Ok(s) => Ok(s),
                 Err(e) => Err(keep(e)?),
-            },
-        )
-    };
-    log(format!(
-        "{n}: steady state of flowtop --json -t 1 ({} s)",
-        opts.window
-    ));
-    let steady_json = match steady_flowtop(&ns, flowtop, n, 0, opts.window, tmp) {
-        Ok(s) => Ok(s),
-        Err(e) => Err(keep(e)?),
-    };
-    log(format!(
-        "{n}: steady state of flowtop --json -t 1 with {ACTIVE_FLOWS} active flows ({} s)",
-        opts.window
-    ));
-    let steady_active = match steady_flowtop(&ns, flowtop, n, ACTIVE_FLOWS, opts.window, tmp) {
-        Ok(s) => Ok(s),
-        Err(e) => Err(keep(e)?),
-    };
-    drop(ns);
-    drop(sysctls);
+            };
+            log(format!(
+                "{n}: steady state of flowtop --json -t 1 with {ACTIVE_FLOWS} active flows ({} s)",
+                opts.window
+            ));
+            let steady_active = match steady_flowtop(ns, flowtop, n, ACTIVE_FLOWS, opts.window, tmp) {
+                Ok(s) => Ok(s),
+                Err(e) => Err(keep(e)?),
+            };
+            Ok((frame_ours, frame_old, steady_json, steady_active))
+        },
+    )?;
     Ok(SizeRes {
-        n,
-        fill_s: fill.wall_s,
-        changed,
-        conntrack,
-        flowtop: ours,
-        once_lines,
+        cold,
         frame_ours,
         frame_old,
         steady_json,
@@ -408,7 +377,19 @@ fn follow(out: impl Read + Send + 'static, state: Arc<Mutex<Stream>>) -> thread:
     })
 }
 
+/// `conntrack -E` over the same churn: the streaming peer of `--json`.
+struct Peer {
+    cpu_pct: f64,
+    /// Event lines it printed during the churn.
+    lines: u64,
+    /// Its "ENOBUFS" warnings (events it lost).
+    enobufs: u64,
+    /// Still running at the end of the churn.
+    alive: bool,
+}
+
 struct ChurnRes {
+    peer: Peer,
     rate: u64,
     /// created, deleted, errors, seconds (ct_churn.py's summary).
     summary: (u64, u64, u64, f64),
@@ -463,6 +444,18 @@ fn churn_one(rate: u64, window: f64, flowtop: &Path, tmp: &Path) -> Result<Churn
             );
         }
     }
+    // The streaming peer: `conntrack -E` follows the same event stream,
+    // started now so that both see the whole churn.
+    let ce_err = tmp.join("conntrack-E.err");
+    let mut ce = ns.cmd("conntrack");
+    ce.args(["-E", "-p", "udp"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(File::create(&ce_err)?);
+    let mut ce = ce.spawn().context("cannot start conntrack -E")?;
+    let ce_out = ce.stdout.take().context("no stdout")?;
+    let (ce_lines, ce_reader) = spawn_counter(ce_out);
+    let mut ce = ProcGuard::new(ce, "conntrack -E");
     sleep_checked(Duration::from_secs(2))?;
 
     log(format!(
@@ -486,6 +479,8 @@ fn churn_one(rate: u64, window: f64, flowtop: &Path, tmp: &Path) -> Result<Churn
     let mut churn = ProcGuard::new(churn, "ct_churn.py");
     let tck = clk_tck();
     let c0 = cpu_ticks(ft.pid())?;
+    let e0 = cpu_ticks(ce.pid())?;
+    let lines0 = ce_lines.lines.load(Ordering::Relaxed);
     let w0 = Instant::now();
     let deadline = Duration::from_secs_f64(window + 60.0);
     while churn.exited().is_none() {
@@ -502,6 +497,9 @@ fn churn_one(rate: u64, window: f64, flowtop: &Path, tmp: &Path) -> Result<Churn
     }
     let storm_end = Instant::now();
     let c1 = cpu_ticks(ft.pid())?;
+    let e1 = cpu_ticks(ce.pid())?;
+    let peer_lines = ce_lines.lines.load(Ordering::Relaxed) - lines0;
+    let peer_alive = ce.exited().is_none();
     let w = w0.elapsed().as_secs_f64();
     let mut text = String::new();
     let _ = churn_out.read_to_string(&mut text);
@@ -533,6 +531,13 @@ fn churn_one(rate: u64, window: f64, flowtop: &Path, tmp: &Path) -> Result<Churn
         .map(|s| (s.overruns, s.resyncs, s.live.len(), s.stats_lines > 0))
         .unwrap_or_default();
     drop(ft);
+    drop(ce);
+    let _ = ce_reader.join();
+    let peer_enobufs = fs::read_to_string(&ce_err)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("ENOBUFS"))
+        .count() as u64;
     let _ = reader.join();
     drop(ns);
     drop(sysctls);
@@ -543,6 +548,12 @@ fn churn_one(rate: u64, window: f64, flowtop: &Path, tmp: &Path) -> Result<Churn
         cpu_pct: pct(c1.0 + c1.1 - c0.0 - c0.1),
         user_pct: pct(c1.0 - c0.0),
         sys_pct: pct(c1.1 - c0.1),
+        peer: Peer {
+            cpu_pct: pct(e1.0 + e1.1 - e0.0 - e0.1),
+            lines: peer_lines,
+            enobufs: peer_enobufs,
+            alive: peer_alive,
+        },
         overruns,
         resyncs,
         converge_s,
@@ -562,15 +573,9 @@ pub fn run(args: &[String]) -> Result<()> {
     remove_stale_namespaces();
     SysctlGuard::recover_stale();
     let root = repo_root();
-    log("building flowtop (release)");
-    crate::cmd::run(crate::cmd::cargo().args(["build", "--release", "-p", "flowtop"]))?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let flowtop = target_dir.join("release/flowtop");
+    let flowtop = build_flowtop(&root)?;
     let tmp = TempDir::new()?;
     let started = Instant::now();
-    let info = machine_info(&root);
 
     let mut sizes = Vec::new();
     for (i, &n) in opts.sizes.iter().enumerate() {
@@ -578,7 +583,7 @@ pub fn run(args: &[String]) -> Result<()> {
             sleep_checked(Duration::from_secs(2))?;
         }
         log(format!("=== {n} entries ==="));
-        sizes.push(one_size(&opts, n, &flowtop, &tmp.0, legacy)?);
+        sizes.push(measure_size(&opts, n, &flowtop, &tmp.0, legacy)?);
     }
     let mut churn = Vec::new();
     for &rate in &opts.churn_rates {
@@ -590,32 +595,24 @@ pub fn run(args: &[String]) -> Result<()> {
         });
     }
     log("=== the screen under an event stream (bench ui) ===");
-    let ui_opts = crate::bench_ui::Opts {
+    let ui_opts = super::ui::Opts {
         flows: 100_000,
         events: 10_000,
         secs: if opts.quick { 8.0 } else { 20.0 },
         presses: if opts.quick { 8 } else { 20 },
     };
-    let ui = match crate::bench_ui::collect(&ui_opts, &flowtop, &tmp.0) {
+    let ui = match super::ui::collect(&ui_opts, &flowtop, &tmp.0) {
         Ok(r) => Ok(r),
         Err(e) => Err(keep(e)?),
     };
     if opts.rerun_enrich {
         log("=== bench enrich ===");
         let runs = opts.runs.to_string();
-        crate::bench_enrich::run(&["--flows".into(), "100000".into(), "--runs".into(), runs])?;
+        super::enrich::run(&["--flows".into(), "100000".into(), "--runs".into(), runs])?;
     }
     let took = started.elapsed();
-    let report = render(&opts, &root, &info, &sizes, &churn, &ui, &ui_opts, took);
+    let report = render(&opts, &root, &sizes, &churn, &ui, &ui_opts, took);
     let path = root.join("bench/REPORT.md");
-    // The profile section is written by hand (see its text): carried over.
-    let report = match fs::read_to_string(&path)
-        .ok()
-        .and_then(|old| old.find(PROFILE_HEADING).map(|i| old[i..].to_string()))
-    {
-        Some(profile) => format!("{report}\n{}", profile.trim_end()) + "\n",
-        None => report,
-    };
     fs::create_dir_all(root.join("bench"))?;
     fs::write(&path, &report).with_context(|| format!("cannot write {}", path.display()))?;
     println!("{report}");
@@ -655,18 +652,6 @@ fn rereads(s: &Steady) -> String {
     cell
 }
 
-fn pct(v: f64) -> String {
-    format!("{v:.1} %")
-}
-
-fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 && a.is_finite() && b.is_finite() {
-        format!("{:.2}×", a / b)
-    } else {
-        "—".into()
-    }
-}
-
 fn met(ok: bool) -> &'static str {
     if ok {
         "met"
@@ -703,23 +688,31 @@ fn quote_section(path: &Path, start: &str) -> Option<String> {
 fn render(
     opts: &Opts,
     root: &Path,
-    info: &[(String, String)],
     sizes: &[SizeRes],
     churn: &[Result<ChurnRes, (u64, String)>],
-    ui: &Result<crate::bench_ui::UiRun, String>,
-    ui_opts: &crate::bench_ui::Opts,
+    ui: &Result<super::ui::UiRun, String>,
+    ui_opts: &super::ui::Opts,
     took: Duration,
 ) -> String {
-    let mut o = String::new();
+    let mut o = header("flowtop scale report", root, &opts.command(), took);
     let mut verdicts: Vec<String> = Vec::new();
-    o.push_str("# flowtop scale report\n\n");
+    // Every comparison with a like-for-like peer of the same run: (what, flowtop, peer).
+    let mut vs_peer: Vec<(String, f64, f64)> = Vec::new();
+    let rest: Vec<f64> = sizes
+        .iter()
+        .flat_map(|r| [&r.steady_json, &r.steady_active])
+        .filter_map(|s| s.as_ref().ok().map(|s| s.other_pct))
+        .collect();
+    let rest = median(&rest);
     let _ = writeln!(
         o,
-        "Produced by `cargo xtask bench report{}{}` in {:.0} s: sizes {}, {} run(s) per one-shot \
-         measurement (median shown), {} s windows, churn at {} per second.\n",
-        if opts.argv.is_empty() { "" } else { " " },
-        opts.argv,
-        took.as_secs_f64(),
+        "\nSizes {}, {} run(s) per one-shot measurement (median shown), {} s windows, churn at {} per \
+         second. Every table is built in a fresh network namespace (UDP entries inserted over ctnetlink by \
+         `xtask/scripts/ct_insert.py`, timeout 3600 s), removed afterwards with any global sysctl raised \
+         for it. Ratios are given only between like for like in the same run: `--once --json` vs \
+         `conntrack -L` (one dump of the table each), flowtop's screen vs 0.6.8's screen, and under churn \
+         `--json` vs `conntrack -E` (both follow the event stream); the steady state of `--json` has no \
+         peer (0.6.8 has no stream; `conntrack -E` prints nothing on an idle table).",
         opts.sizes
             .iter()
             .map(u64::to_string)
@@ -733,19 +726,23 @@ fn render(
             .collect::<Vec<_>>()
             .join(", "),
     );
-    for (k, v) in info {
-        let _ = writeln!(o, "- {k}: {v}");
+    if rest.is_finite() {
+        let _ = writeln!(
+            o,
+            "\nThe rest of the machine used {rest:.0} % of a core during the median steady-state window \
+             (\"rest\" below){}.",
+            if rest >= 10.0 {
+                ": the machine was shared, so CPU-bound figures are indicative and the ratios of the same \
+                 run are what count"
+            } else {
+                ""
+            }
+        );
     }
     let _ = writeln!(
         o,
-        "- load average at the end: {}",
-        fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
-    );
-    o.push_str(
-        "\nThe machine is shared (2 cores; other work runs beside the benchmark): CPU-bound \
-         numbers are indicative, ratios of the same run are what count. Every table is built in a \
-         fresh network namespace (UDP entries inserted over ctnetlink by `xtask/scripts/ct_insert.py`, \
-         timeout 3600 s), removed afterwards with any global sysctl raised for it.\n",
+        "\nNotes on where the time goes, from profiles made by hand: [docs/perf-notes.md](../docs/perf-notes.md) \
+         (dated; not regenerated by this command)."
     );
 
     // 1. Cold start.
@@ -765,8 +762,8 @@ fn render(
     );
     for r in sizes {
         let w = |v: &[RunStat], f: fn(&RunStat) -> f64| median(&v.iter().map(f).collect::<Vec<_>>());
-        let ct = w(&r.conntrack, |s| s.wall_s);
-        let ft = w(&r.flowtop, |s| s.wall_s);
+        let ct = w(&r.cold.conntrack, |s| s.wall_s);
+        let ft = w(&r.cold.flowtop, |s| s.wall_s);
         let ours_loads: Vec<f64> = r
             .frame_ours
             .iter()
@@ -782,7 +779,7 @@ fn render(
             f64::NAN
         };
         let (old_txt, old_v) = match &r.frame_old {
-            None if r.n > LEGACY_MAX => (format!("not run (> {LEGACY_MAX} entries: minutes)"), f64::NAN),
+            None if r.cold.n > LEGACY_MAX => (format!("not run (> {LEGACY_MAX} entries: minutes)"), f64::NAN),
             None => ("not installed".into(), f64::NAN),
             Some(Err(e)) => (format!("failed: {e}"), f64::NAN),
             Some(Ok(s)) => match s.load_s {
@@ -790,6 +787,21 @@ fn render(
                 None => (format!("> {:.0} s (limit)", opts.legacy_limit), f64::NAN),
             },
         };
+        vs_peer.push((
+            format!(
+                "{} entries: `--once --json` vs `conntrack -L`, wall time",
+                r.cold.n
+            ),
+            ft,
+            ct,
+        ));
+        if old_v.is_finite() && ours_screen.is_finite() {
+            vs_peer.push((
+                format!("{} entries: table on screen, vs 0.6.8's screen", r.cold.n),
+                ours_screen,
+                old_v,
+            ));
+        }
         let screen_ratio = if old_v.is_finite() {
             format!("{:.2}× ({:.0}× faster)", ours_screen / old_v, old_v / ours_screen)
         } else if old_txt.starts_with('>') {
@@ -800,15 +812,15 @@ fn render(
         let _ = writeln!(
             o,
             "| {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} | {} |",
-            r.n,
-            secs(r.fill_s),
+            r.cold.n,
+            secs(r.cold.fill_s),
             secs(ct),
             secs(ft),
             ratio(ft, ct),
-            secs(w(&r.conntrack, |s| s.cpu_s)),
-            secs(w(&r.flowtop, |s| s.cpu_s)),
-            mib(w(&r.conntrack, |s| s.maxrss_kib as f64)),
-            mib(w(&r.flowtop, |s| s.maxrss_kib as f64)),
+            secs(w(&r.cold.conntrack, |s| s.cpu_s)),
+            secs(w(&r.cold.flowtop, |s| s.cpu_s)),
+            mib(w(&r.cold.conntrack, |s| s.maxrss_kib as f64)),
+            mib(w(&r.cold.flowtop, |s| s.maxrss_kib as f64)),
             if ours_screen.is_finite() {
                 secs(ours_screen)
             } else {
@@ -817,30 +829,30 @@ fn render(
             old_txt,
             screen_ratio
         );
-        if r.once_lines != r.n {
+        if r.cold.once_lines != r.cold.n {
             let _ = writeln!(
                 o,
                 "\nNote: at {} entries `--once --json` printed {} snapshot lines.\n",
-                r.n, r.once_lines
+                r.cold.n, r.cold.once_lines
             );
         }
     }
     for r in sizes {
-        for c in &r.changed {
-            let _ = writeln!(o, "\n- raised for {} entries (restored): {c}", r.n);
+        for c in &r.cold.changed {
+            let _ = writeln!(o, "\n- raised for {} entries (restored): {c}", r.cold.n);
         }
     }
     if let Some(r) = sizes.last() {
         let w = |v: &[RunStat]| median(&v.iter().map(|s| s.wall_s).collect::<Vec<_>>());
-        let (ft, ct) = (w(&r.flowtop), w(&r.conntrack));
-        let at = if r.n == 1_000_000 {
+        let (ft, ct) = (w(&r.cold.flowtop), w(&r.cold.conntrack));
+        let at = if r.cold.n == 1_000_000 {
             String::new()
         } else {
-            format!(" (measured at {}, the target is stated at 1000000)", r.n)
+            format!(" (measured at {}, the target is stated at 1000000)", r.cold.n)
         };
         verdicts.push(format!(
             "Cold start at {} entries no slower than `conntrack -L`{at}: {} vs {} ({}): **{}**",
-            r.n,
+            r.cold.n,
             secs(ft),
             secs(ct),
             ratio(ft, ct),
@@ -887,11 +899,10 @@ fn render(
         };
         match &r.steady_json {
             Ok(s) => {
-                let (a, b) = vs(s.cpu_pct, s.rss_kib as f64);
                 let _ = writeln!(
                     o,
-                    "| {} | flowtop --json -t 1 | {} | {a} | {b} | {} |",
-                    r.n,
+                    "| {} | flowtop --json -t 1 | {} | no peer | no peer | {} |",
+                    r.cold.n,
                     usage_cells(
                         s.cpu_pct,
                         s.user_pct,
@@ -902,22 +913,26 @@ fn render(
                     ),
                     rereads(s)
                 );
-                json_rss.push((r.n, s.rss_kib as f64 * 1024.0));
-                json_cpu.push((r.n, s.cpu_pct));
+                json_rss.push((r.cold.n, s.rss_kib as f64 * 1024.0));
+                json_cpu.push((r.cold.n, s.cpu_pct));
                 if !s.note.is_empty() {
-                    notes.push(format!("{} entries, `--json`: {}", r.n, s.note));
+                    notes.push(format!("{} entries, `--json`: {}", r.cold.n, s.note));
                 }
             }
             Err(e) => {
-                let _ = writeln!(o, "| {} | flowtop --json -t 1 | failed: {e} | | | | | | | |", r.n);
+                let _ = writeln!(
+                    o,
+                    "| {} | flowtop --json -t 1 | failed: {e} | | | | | | | |",
+                    r.cold.n
+                );
             }
         }
         match &r.steady_active {
             Ok(s) => {
                 let _ = writeln!(
                     o,
-                    "| {} + {ACTIVE_FLOWS} active | flowtop --json -t 1 | {} | — | — | {} |",
-                    r.n,
+                    "| {} + {ACTIVE_FLOWS} active | flowtop --json -t 1 | {} | no peer | no peer | {} |",
+                    r.cold.n,
                     usage_cells(
                         s.cpu_pct,
                         s.user_pct,
@@ -928,18 +943,18 @@ fn render(
                     ),
                     rereads(s)
                 );
-                active_cpu.push((r.n, s.cpu_pct, s.updates_per_active_flow_s()));
+                active_cpu.push((r.cold.n, s.cpu_pct, s.updates_per_active_flow_s()));
             }
             Err(e) => {
                 let _ = writeln!(
                     o,
                     "| {} + {ACTIVE_FLOWS} active | flowtop --json -t 1 | failed: {e} | | | | | | | |",
-                    r.n
+                    r.cold.n
                 );
             }
         }
         if let Some(e) = r.frame_ours.iter().find_map(|s| s.as_ref().err()) {
-            notes.push(format!("{} entries, a screen run failed: {e}", r.n));
+            notes.push(format!("{} entries, a screen run failed: {e}", r.cold.n));
         }
         match r
             .frame_ours
@@ -949,10 +964,22 @@ fn render(
         {
             Some(Ok(w)) => {
                 let (a, b) = vs(w.cpu_pct, w.rss_kib as f64);
+                if let Some(p) = old {
+                    vs_peer.push((
+                        format!("{} entries: screen steady CPU, vs 0.6.8's screen", r.cold.n),
+                        w.cpu_pct,
+                        p.cpu_pct,
+                    ));
+                    vs_peer.push((
+                        format!("{} entries: screen steady VmRSS, vs 0.6.8's screen", r.cold.n),
+                        w.rss_kib as f64,
+                        p.rss_kib as f64,
+                    ));
+                }
                 let _ = writeln!(
                     o,
                     "| {} | flowtop screen -t 1 | {} | {a} | {b} | — |",
-                    r.n,
+                    r.cold.n,
                     usage_cells(
                         w.cpu_pct,
                         w.user_pct,
@@ -962,16 +989,16 @@ fn render(
                         w.hwm_kib
                     )
                 );
-                screen_cpu.push((r.n, w.cpu_pct));
+                screen_cpu.push((r.cold.n, w.cpu_pct));
             }
             Some(Err(e)) => {
-                let _ = writeln!(o, "| {} | flowtop screen | failed: {e} | | | | | | |", r.n);
+                let _ = writeln!(o, "| {} | flowtop screen | failed: {e} | | | | | | |", r.cold.n);
             }
             None => {
                 let _ = writeln!(
                     o,
                     "| {} | flowtop screen | not measured (table not shown) | | | | | | |",
-                    r.n
+                    r.cold.n
                 );
             }
         }
@@ -980,7 +1007,7 @@ fn render(
                 let _ = writeln!(
                     o,
                     "| {} | flowtop 0.6.8 screen | {} | 1.00× | 1.00× | every entry, every interval |",
-                    r.n,
+                    r.cold.n,
                     usage_cells(
                         w.cpu_pct,
                         w.user_pct,
@@ -995,7 +1022,7 @@ fn render(
                 let _ = writeln!(
                     o,
                     "| {} | flowtop 0.6.8 screen | not measured: table not shown within {:.0} s | | | | | | |",
-                    r.n, opts.legacy_limit
+                    r.cold.n, opts.legacy_limit
                 );
             }
             (
@@ -1004,13 +1031,17 @@ fn render(
                 })),
                 None,
             ) => {
-                let _ = writeln!(o, "| {} | flowtop 0.6.8 screen | failed: {e} | | | | | | |", r.n);
+                let _ = writeln!(
+                    o,
+                    "| {} | flowtop 0.6.8 screen | failed: {e} | | | | | | |",
+                    r.cold.n
+                );
             }
-            (None, _) if r.n > LEGACY_MAX => {
+            (None, _) if r.cold.n > LEGACY_MAX => {
                 let _ = writeln!(
                     o,
                     "| {} | flowtop 0.6.8 screen | not run (> {LEGACY_MAX} entries) | | | | | | |",
-                    r.n
+                    r.cold.n
                 );
             }
             _ => {}
@@ -1104,21 +1135,30 @@ fn render(
          add the flow's original tuple, `destroy` removes it; not the id, a 32-bit hash that a new \
          entry sometimes shares with a live one). Overruns (ENOBUFS) and resyncs: flowtop's last `stats` line. \
          Converged: time from the end of the churn until that set equals the tuples `conntrack -L` \
-         lists (limit 15 s). CPU: flowtop over the churn. No peer here: 0.6.8 has no stream to compare \
-         and `conntrack -E` is no table.\n",
+         lists (limit 15 s). CPU: flowtop over the churn. The peer: `conntrack -E -p udp` in the same namespace, \
+         started before the churn, its stdout read and counted by the benchmark like flowtop's, CPU over \
+         the same span; it only prints events (no table, no rates), the least a consumer of the stream does. \
+         0.6.8 has no stream.\n",
         opts.window
     );
     o.push_str(
-        "| rate asked | achieved (created/s) | created / deleted / errors | CPU | user / sys | overruns | resyncs | converged after | sets (flowtop / kernel) |\n\
-         |---:|---:|---|---:|---:|---:|---:|---:|---|\n",
+        "| rate asked | achieved (created/s) | created / deleted / errors | CPU | user / sys | overruns | resyncs | converged after | sets (flowtop / kernel) | `conntrack -E`: CPU, lines, ENOBUFS | CPU vs `conntrack -E` |\n\
+         |---:|---:|---|---:|---:|---:|---:|---:|---|---|---:|\n",
     );
     for c in churn {
         match c {
             Ok(c) => {
                 let (cr, de, er, s) = c.summary;
+                let peer_cell = format!(
+                    "{}, {} lines, {} ENOBUFS{}",
+                    pct(c.peer.cpu_pct),
+                    c.peer.lines,
+                    c.peer.enobufs,
+                    if c.peer.alive { "" } else { ", exited early" }
+                );
                 let _ = writeln!(
                     o,
-                    "| {} | {:.0} | {cr} / {de} / {er} | {} | {:.1} / {:.1} | {}{} | {} | {} | {} / {} |",
+                    "| {} | {:.0} | {cr} / {de} / {er} | {} | {:.1} / {:.1} | {}{} | {} | {} | {} / {} | {} | {} |",
                     c.rate,
                     cr as f64 / s,
                     pct(c.cpu_pct),
@@ -1133,8 +1173,15 @@ fn render(
                     c.resyncs,
                     c.converge_s.map(secs).unwrap_or_else(|| "not within 15 s".into()),
                     c.sets.0,
-                    c.sets.1
+                    c.sets.1,
+                    peer_cell,
+                    ratio(c.cpu_pct, c.peer.cpu_pct)
                 );
+                vs_peer.push((
+                    format!("churn at {}/s: CPU of `--json`, vs `conntrack -E`", c.rate),
+                    c.cpu_pct,
+                    c.peer.cpu_pct,
+                ));
                 if c.rate == 10_000 {
                     let ok = c.overruns == 0 || c.converge_s.is_some_and(|t| t <= 2.0);
                     verdicts.push(format!(
@@ -1247,6 +1294,21 @@ fn render(
                     );
                     let a = percentile(&u.ours.latencies_ms, 50.0);
                     let b = percentile(&r.latencies_ms, 50.0);
+                    vs_peer.push((
+                        "screen under churn: keystroke to frame p50, vs 0.6.8".into(),
+                        a,
+                        b,
+                    ));
+                    vs_peer.push((
+                        "screen under churn: CPU, vs 0.6.8".into(),
+                        u.ours.cpu_pct,
+                        r.cpu_pct,
+                    ));
+                    vs_peer.push((
+                        "screen under churn: table on screen, vs 0.6.8".into(),
+                        u.ours.load_s,
+                        r.load_s,
+                    ));
                     let _ = writeln!(
                         o,
                         "\nRatios flowtop / 0.6.8: keystroke p50 {}, CPU {}, table on screen {}.",
@@ -1281,9 +1343,39 @@ fn render(
     for v in &verdicts {
         let _ = writeln!(o, "- {v}");
     }
-    o.push_str(
-        "- Every scenario ahead of the original: see the ratio columns above (a ratio below 1× is \
-         flowtop ahead).\n",
+    // Computed from the comparisons above, not asserted: the target is
+    // about the original (0.6.8); the other peers are shown beside it.
+    let summary = |original: bool| {
+        let judged: Vec<&(String, f64, f64)> = vs_peer
+            .iter()
+            .filter(|(what, a, b)| {
+                what.contains("0.6.8") == original && a.is_finite() && b.is_finite() && *b > 0.0
+            })
+            .collect();
+        let behind: Vec<String> = judged
+            .iter()
+            .filter(|(_, a, b)| a >= b)
+            .map(|(what, a, b)| format!("{what} ({})", ratio(*a, *b)))
+            .collect();
+        (judged.len(), behind)
+    };
+    let (n, behind) = summary(true);
+    let _ =
+        writeln!(
+        o,
+        "- Every scenario ahead of the original: flowtop ahead of 0.6.8 in {} of the {n} screen-vs-screen \
+         comparisons of this run{}: **{}**",
+        n - behind.len(),
+        if behind.is_empty() { String::new() } else { format!("; not ahead: {}", behind.join("; ")) },
+        if n == 0 { "not judged (0.6.8 not measured)" } else { met(behind.is_empty()) }
+    );
+    let (n, behind) = summary(false);
+    let _ = writeln!(
+        o,
+        "- Against the other peers of this run (`conntrack -L`, `conntrack -E`; no target): flowtop ahead in \
+         {} of {n}{}",
+        n - behind.len(),
+        if behind.is_empty() { String::new() } else { format!("; not ahead: {}", behind.join("; ")) }
     );
     o
 }
