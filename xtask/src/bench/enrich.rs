@@ -26,7 +26,7 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,7 +38,7 @@ use anyhow::{bail, Context, Result};
 use super::guards::{sleep_checked, ProcGuard, SysctlGuard, TempDir};
 use super::markdown::header;
 use super::measure::{clk_tck, cpu_ticks, median, thread_ticks, timed_run, RunStat};
-use super::netns::Netns;
+use super::netns::{EtcNetns, Netns};
 use super::table::CT_INSERT_PY;
 use super::{log, run_cmd};
 use crate::cmd;
@@ -89,24 +89,6 @@ impl Opts {
 
 fn dst(i: u32) -> std::net::Ipv4Addr {
     std::net::Ipv4Addr::from(u32::from_be_bytes(DST_BASE) + i)
-}
-
-/// `/etc/netns/NS/resolv.conf`, removed on drop.
-struct NetnsResolvConf(PathBuf);
-
-impl NetnsResolvConf {
-    fn create(ns: &str, content: &str) -> Result<Self> {
-        let dir = PathBuf::from(format!("/etc/netns/{ns}"));
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        fs::write(dir.join("resolv.conf"), content)?;
-        Ok(NetnsResolvConf(dir))
-    }
-}
-
-impl Drop for NetnsResolvConf {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 /// What one streaming run measured.
@@ -331,7 +313,10 @@ pub fn run(args: &[String]) -> Result<()> {
     run_cmd(ns.cmd("ip").args(["link", "set", "lo", "up"]))?;
     ns.sysctl("net.netfilter.nf_conntrack_acct", "1")?;
     count_ptr_answers(&ns)?;
-    let _resolv = NetnsResolvConf::create(&ns.name, "nameserver 127.0.0.1\noptions timeout:2\n")?;
+    let _resolv = EtcNetns::create(
+        &ns.name,
+        &[("resolv.conf", "nameserver 127.0.0.1\noptions timeout:2\n")],
+    )?;
 
     // The PTR server: every destination has a name; the source has none.
     let names_file = tmp.0.join("ptr.txt");

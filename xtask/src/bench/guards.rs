@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -210,7 +210,6 @@ impl Drop for SysctlGuard {
 /// Deletes namespaces `ftbench-<pid>` whose process is gone, killing what
 /// that run left running inside them first.
 pub(crate) fn remove_stale_namespaces() {
-    use std::os::unix::fs::MetadataExt;
     // Scratch directories of dead runs.
     for e in fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -220,34 +219,10 @@ pub(crate) fn remove_stale_namespaces() {
             }
         }
     }
-    let Ok(rd) = fs::read_dir("/run/netns") else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix("ftbench-").and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if pid_alive(pid) {
-            continue;
+    for prefix in ["ftbench-", "ftsoak-"] {
+        for line in flowtop_testkit::netns::remove_stale(prefix) {
+            log(line);
         }
-        if let Ok(meta) = fs::metadata(e.path()) {
-            let link = format!("net:[{}]", meta.ino());
-            for p in fs::read_dir("/proc").into_iter().flatten().flatten() {
-                let Some(q) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-                    continue;
-                };
-                if fs::read_link(format!("/proc/{q}/ns/net")).is_ok_and(|l| l.to_string_lossy() == link) {
-                    log(format!("killing process {q} left in stale namespace {name}"));
-                    signal_and_wait(q, libc::SIGKILL, Duration::from_secs(3));
-                }
-            }
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stdin(Stdio::null())
-            .status();
-        log(format!("deleted stale namespace {name}"));
     }
 }
 
