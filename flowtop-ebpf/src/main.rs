@@ -2,9 +2,6 @@
 //! (aya-build) and embedded into the `flowtop` binary.
 //!
 //! Programs:
-//! - `tracepoint/sock/inet_sock_set_state`: counts socket state transitions
-//!   per new state into a per-CPU array. The tracepoint record layout is a
-//!   stable kernel ABI, so no CO-RE relocations are needed.
 //! - `cgroup/sock_create` ([`flowtop_sock_create`]): a CREATED
 //!   [`SockEvent`] per AF_INET/AF_INET6 socket, in the creator's context.
 //! - `cgroup_skb/egress` ([`flowtop_sock_egress`]): a TUPLE [`SockEvent`]
@@ -16,7 +13,7 @@
 //!   the running kernel's BTF.
 //!
 //! The cgroup programs read only the UAPI context structs (`bpf_sock`,
-//! `__sk_buff`), which the kernel rewrites for itself: no CO-RE needed either.
+//! `__sk_buff`), which the kernel rewrites for itself: no CO-RE needed.
 //!
 //! On any target other than bpf the crate is an ordinary (std) binary whose
 //! `main` only says so: that keeps `cargo clippy -p flowtop-ebpf` on the host
@@ -34,59 +31,15 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_sk_fullsock},
     },
-    macros::{cgroup_skb, cgroup_sock, map, tracepoint},
+    macros::{cgroup_skb, cgroup_sock, map},
     maps::{LruHashMap, PerCpuArray, RingBuf},
-    programs::{SkBuffContext, SockContext, TracePointContext},
+    programs::{SkBuffContext, SockContext},
     EbpfContext as _,
 };
 use flowtop_common::{
-    state_slot, InetSockSetStateRecord, SockEvent, SockTuple, SockTupleKey, StateCounter, AF_INET, AF_INET6,
-    IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, SOCK_EVENTS_BYTES, SOCK_EVENT_CREATED, SOCK_EVENT_TUPLE,
-    SOCK_SEEN_ENTRIES, STATE_SLOTS,
+    SockEvent, SockTuple, SockTupleKey, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE,
+    SOCK_EVENTS_BYTES, SOCK_EVENT_CREATED, SOCK_EVENT_TUPLE, SOCK_SEEN_ENTRIES,
 };
-
-/// Per CPU: transitions into each TCP state, indexed by `state_slot(newstate)`.
-/// Name must match `flowtop_common::MAP_STATE_COUNTS`.
-#[map]
-static STATE_COUNTS: PerCpuArray<StateCounter> = PerCpuArray::with_max_entries(STATE_SLOTS, 0);
-
-/// Attached to `sock:inet_sock_set_state`. Name must match
-/// `flowtop_common::PROG_INET_SOCK_SET_STATE`.
-#[tracepoint(category = "sock", name = "inet_sock_set_state")]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    count_transition(&ctx);
-    0
-}
-
-#[inline(always)]
-fn count_transition(ctx: &TracePointContext) {
-    let rec = ctx.as_ptr().cast::<InetSockSetStateRecord>().cast_const();
-    // SAFETY: for a tracepoint program the context is the trace record, whose
-    // layout `InetSockSetStateRecord` mirrors (checked against the kernel's
-    // format file by a root-only test). Tracepoint programs may read the
-    // record directly (naturally aligned loads past the 8-byte common header),
-    // which the verifier checks; no helper call is needed.
-    let (oldstate, newstate, family) = unsafe {
-        (
-            core::ptr::addr_of!((*rec).oldstate).read(),
-            core::ptr::addr_of!((*rec).newstate).read(),
-            core::ptr::addr_of!((*rec).family).read(),
-        )
-    };
-    let Some(counter) = STATE_COUNTS.get_ptr_mut(state_slot(newstate)) else {
-        return;
-    };
-    // SAFETY: the pointer comes from a successful per-CPU array lookup and is
-    // valid for this CPU's slot for the duration of the program; tracepoint
-    // programs do not migrate between CPUs while running.
-    unsafe {
-        (*counter).transitions = (*counter).transitions.wrapping_add(1);
-        if family == AF_INET6 {
-            (*counter).ipv6 = (*counter).ipv6.wrapping_add(1);
-        }
-        (*counter).last_oldstate = oldstate as u32;
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Socket ownership events

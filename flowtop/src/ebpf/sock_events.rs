@@ -210,7 +210,9 @@ pub(super) fn start_sock_events_object(
         (None, Some(root)) => root,
         (None, None) => return Err("no cgroup2 hierarchy is mounted".to_owned()),
     };
-    // Quietly first, then with the verifier log for the reason (as attach()).
+    // Quietly first: a verifier log buffer costs ~16 MB of peak memory. Only
+    // when the kernel refuses is the load repeated with the log, so that the
+    // reason carries the verifier's explanation.
     let attached = attach_sock_programs(object, &cgroup, aya::VerifierLogLevel::DISABLE)
         .or_else(|_| attach_sock_programs(object, &cgroup, aya::VerifierLogLevel::default()));
     // The links hold the cgroup itself, not the mount: undo ours at once.
@@ -256,7 +258,7 @@ fn attach_sock_programs(
 ) -> Result<(aya::Ebpf, Vec<String>), String> {
     use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock};
 
-    let mut ebpf = load_object(object, log, LoadFor::SockEvents)?;
+    let mut ebpf = load_object(object, log, LoadFor::Cgroup)?;
     let cgroup_dir = std::fs::File::open(cgroup)
         .map_err(|e| format!("opening the cgroup2 root {} failed: {e}", cgroup.display()))?;
     // Ours must run next to programs that systemd or others attach further
