@@ -22,8 +22,10 @@ pub const AF_INET6: u16 = 10;
 pub const PROG_SOCK_CREATE: &str = "flowtop_sock_create";
 /// `cgroup_skb/egress` program: one [`SockEvent`] of kind
 /// [`SOCK_EVENT_TUPLE`] per socket and distinct address tuple it sends from.
-/// TCP sockets report from their SYN only (sent by connect(2)); later TCP
-/// packets are passed after a look at their flags, without a map lookup.
+/// TCP sockets report from their SYN only (sent by connect(2), in
+/// SYN_SENT); every other TCP packet is passed on one load of the socket's
+/// state. Other sockets cost one socket-local storage lookup
+/// ([`MAP_SOCK_STATE`]) per packet while they repeat their latest tuple.
 pub const PROG_SOCK_EGRESS: &str = "flowtop_sock_egress";
 /// Ring buffer of [`SockEvent`]s written by both programs.
 pub const MAP_SOCK_EVENTS: &str = "SOCK_EVENTS";
@@ -31,13 +33,18 @@ pub const MAP_SOCK_EVENTS: &str = "SOCK_EVENTS";
 /// size): about 11 900 events.
 pub const SOCK_EVENTS_BYTES: u32 = 1 << 20;
 /// LRU hash, [`SockTupleKey`] -> 0: the (socket, tuple) pairs the egress
-/// program has reported, so steady traffic costs one lookup per packet and
-/// no event.
+/// program has reported for non-TCP sockets, consulted only when a socket
+/// sends with a tuple other than its latest one ([`MAP_SOCK_STATE`]), e.g.
+/// an unconnected UDP socket alternating between peers.
 pub const MAP_SOCK_SEEN: &str = "SOCK_SEEN";
 /// Capacity of [`MAP_SOCK_SEEN`]. When more (socket, tuple) pairs than this
 /// are active, the least recently used are forgotten and reported again (a
 /// duplicate TUPLE event) when they next send.
 pub const SOCK_SEEN_ENTRIES: u32 = 65536;
+/// Socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`, a BTF map), value
+/// [`SockTupleKey`]: per socket, its cookie and the latest tuple it was
+/// reported (or found in [`MAP_SOCK_SEEN`]) with. Freed with the socket.
+pub const MAP_SOCK_STATE: &str = "SOCK_STATE";
 /// Per-CPU array with one `u64`: events dropped because [`MAP_SOCK_EVENTS`]
 /// was full.
 pub const MAP_SOCK_EVENTS_LOST: &str = "SOCK_EVENTS_LOST";
@@ -153,7 +160,8 @@ pub struct SockTuple {
 
 const _: () = assert!(size_of::<SockTuple>() == 40);
 
-/// Key of [`MAP_SOCK_SEEN`]: a socket cookie and one tuple it sent with.
+/// Key of [`MAP_SOCK_SEEN`] and value of [`MAP_SOCK_STATE`]: a socket
+/// cookie and one tuple it sent with.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockTupleKey {
@@ -162,6 +170,9 @@ pub struct SockTupleKey {
 }
 
 const _: () = assert!(size_of::<SockTupleKey>() == 48);
+// The eBPF side compares tuples as five aligned words.
+const _: () = assert!(core::mem::offset_of!(SockTupleKey, tuple) == 8);
+const _: () = assert!(core::mem::align_of::<SockTupleKey>() == 8);
 
 // ---------------------------------------------------------------------------
 // Socket ownership from kprobes (used where the kernel can attach them)
@@ -217,7 +228,8 @@ pub const KPROBE_PROGRAMS: [(&str, &str, bool); 6] = [
 ];
 
 /// LRU hash, [`KprobeSeenKey`] -> 0: what the send probes have reported, so
-/// a busy socket costs one lookup per send and no event.
+/// a busy socket costs no event. A send repeating the key the probes last
+/// saw on that CPU (kept in a one-slot per-CPU array) skips even the lookup.
 pub const MAP_KPROBE_SEEN: &str = "KPROBE_SEEN";
 /// Capacity of [`MAP_KPROBE_SEEN`] (loads that do not attach the kprobes
 /// shrink it to one entry).
@@ -237,6 +249,8 @@ pub struct KprobeSeenKey {
 }
 
 const _: () = assert!(size_of::<KprobeSeenKey>() == 56);
+// The kprobes compare keys as seven aligned words.
+const _: () = assert!(core::mem::align_of::<KprobeSeenKey>() == 8);
 
 /// Name of the global ([`SockOffsets`]) the kprobe programs read kernel
 /// struct offsets from. Userspace sets it at load time from the running

@@ -23,15 +23,17 @@
 
 mod kprobe;
 
-use core::ptr::{addr_of, read_volatile};
+use core::ffi::c_void;
+use core::ptr::{addr_of, null_mut, read_volatile};
 
 use aya_ebpf::{
     bindings::{bpf_sock, BPF_ANY},
+    btf_maps::SkStorage,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_sk_fullsock},
+        generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_sk_fullsock, bpf_sk_storage_get},
     },
-    macros::{cgroup_skb, cgroup_sock, map},
+    macros::{btf_map, cgroup_skb, cgroup_sock, map},
     maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::{SkBuffContext, SockContext},
     EbpfContext as _,
@@ -49,10 +51,20 @@ use flowtop_common::{
 #[map]
 static SOCK_EVENTS: RingBuf = RingBuf::with_byte_size(SOCK_EVENTS_BYTES, 0);
 
-/// (cookie, tuple) pairs already reported by the egress program. Name must
-/// match `flowtop_common::MAP_SOCK_SEEN`.
+/// (cookie, tuple) pairs already reported by the egress program, for
+/// sockets that send with more than one tuple (an unconnected UDP socket
+/// talking to several peers): [`SOCK_STATE`] holds only the latest. Name
+/// must match `flowtop_common::MAP_SOCK_SEEN`.
 #[map]
 static SOCK_SEEN: LruHashMap<SockTupleKey, u32> = LruHashMap::with_max_entries(SOCK_SEEN_ENTRIES, 0);
+
+/// Per socket (socket-local storage, freed with the socket): its cookie and
+/// the tuple it last sent with that is known to be reported. A repeat of
+/// that tuple, the common case, costs this one lookup and no hash of the
+/// tuple. `cookie == 0` means nothing reported yet (cookies start at 1).
+/// Name must match `flowtop_common::MAP_SOCK_STATE`.
+#[btf_map]
+static SOCK_STATE: SkStorage<SockTupleKey> = SkStorage::new();
 
 /// Slot 0: events dropped because the ring buffer was full. Name must match
 /// `flowtop_common::MAP_SOCK_EVENTS_LOST`.
@@ -131,6 +143,46 @@ pub fn flowtop_sock_egress(ctx: SkBuffContext) -> i32 {
     1
 }
 
+/// `TCP_SYN_SENT` (include/net/tcp_states.h), as in `bpf_sock.state`.
+const TCP_SYN_SENT: u32 = 2;
+
+/// `bpf_sk_storage_get` flag: create the socket's value if it has none.
+const BPF_SK_STORAGE_GET_F_CREATE: u64 = 1;
+
+/// The socket's [`SOCK_STATE`] value, created (zeroed) if `create`.
+#[inline(always)]
+fn sock_state(sk: *mut bpf_sock, create: bool) -> *mut SockTupleKey {
+    let flags = if create { BPF_SK_STORAGE_GET_F_CREATE } else { 0 };
+    // SAFETY: `sk` is a full socket checked by bpf_sk_fullsock (the helper
+    // takes any socket pointer the verifier tracks); the map pointer is the
+    // BTF map definition, which the loader relocates to the map.
+    unsafe {
+        bpf_sk_storage_get(
+            addr_of!(SOCK_STATE).cast_mut().cast::<c_void>(),
+            sk.cast::<c_void>(),
+            null_mut(),
+            flags,
+        )
+    }
+    .cast::<SockTupleKey>()
+}
+
+/// The tuple of a key as five words, for a compare without a byte loop (the
+/// tuple is 40 bytes at offset 8 of an 8-aligned struct).
+#[inline(always)]
+fn tuple_words(key: *const SockTupleKey) -> *const [u64; 5] {
+    // SAFETY: only computes an address inside `*key`.
+    unsafe { addr_of!((*key).tuple) }.cast::<[u64; 5]>()
+}
+
+#[inline(always)]
+fn same_tuple(a: *const SockTupleKey, b: *const SockTupleKey) -> bool {
+    // SAFETY: both point to live, 8-aligned SockTupleKeys (a stack value or
+    // a socket-storage value the verifier checked for NULL).
+    let (a, b) = unsafe { (&*tuple_words(a), &*tuple_words(b)) };
+    a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4]
+}
+
 #[inline(always)]
 fn on_egress(ctx: &SkBuffContext) {
     let skb = ctx.skb.skb;
@@ -144,15 +196,17 @@ fn on_egress(ctx: &SkBuffContext) {
     if sk.is_null() {
         return;
     }
-    let family = ctx_read!(sk, family);
     let protocol = ctx_read!(sk, protocol) as u16;
     // A TCP socket's tuple is complete in its SYN, which connect(2) sends
-    // from the calling process. Every later packet would cost a map lookup
-    // for nothing; accepted sockets send no SYN and have no socket(2) owner
-    // anyway (userspace matches them to their listener).
-    if protocol == IPPROTO_TCP && !is_tcp_syn(ctx) {
+    // from the calling process, in SYN_SENT: every other TCP packet (the
+    // steady state) is passed on this one load of the socket's state, with
+    // no helper call and no look at the packet. Accepted sockets never are
+    // in SYN_SENT and have no socket(2) owner anyway (userspace matches
+    // them to their listener).
+    if protocol == IPPROTO_TCP && ctx_read!(sk, state) != TCP_SYN_SENT {
         return;
     }
+    let family = ctx_read!(sk, family);
     let mut key = SockTupleKey::default();
     let t = &mut key.tuple;
     t.family = family as u16;
@@ -186,35 +240,65 @@ fn on_egress(ctx: &SkBuffContext) {
         tuple_from_packet(ctx, family, t);
     }
 
-    // SAFETY: the helper takes the program context (the skb) and returns
-    // the cookie of skb->sk (allocating it on first use).
-    key.cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let key = &key;
-    if SOCK_SEEN.get_ptr(key).is_some() {
-        return;
+    // The steady state of every other socket: the tuple it last reported.
+    let state = sock_state(sk, false);
+    if !state.is_null() {
+        // SAFETY: non-NULL socket-storage value.
+        let cookie = unsafe { (*state).cookie };
+        if cookie != 0 && (same_tuple(state, &key) || protocol == IPPROTO_TCP) {
+            // (A TCP socket has one tuple: anything more in SYN_SENT is a
+            // retransmitted SYN.)
+            return;
+        }
+        key.cookie = cookie;
     }
-    let Some(mut entry) = SOCK_EVENTS.reserve::<SockEvent>(0) else {
-        // Not remembered as seen: the next packet tries again.
-        count_lost();
-        return;
+    if key.cookie == 0 {
+        // SAFETY: the helper takes the program context (the skb) and
+        // returns the cookie of skb->sk (allocating it on first use).
+        key.cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    }
+    let key = &key;
+    // Not the latest tuple: reported before if the socket alternates
+    // between peers. A TCP socket gets here once, with no tuple to look up.
+    let reported = protocol != IPPROTO_TCP && SOCK_SEEN.get_ptr(key).is_some();
+    if !reported {
+        let Some(mut entry) = SOCK_EVENTS.reserve::<SockEvent>(0) else {
+            // Not remembered as seen: the next packet tries again.
+            count_lost();
+            return;
+        };
+        if protocol != IPPROTO_TCP {
+            // A full map evicts its least recently used entry; an error
+            // here only means a later packet reports the tuple again.
+            let _ = SOCK_SEEN.insert(key, 0, u64::from(BPF_ANY));
+        }
+        let t = &key.tuple;
+        entry.write(SockEvent {
+            kind: SOCK_EVENT_TUPLE,
+            uid: ctx.get_socket_uid(),
+            protocol: t.protocol,
+            family: t.family,
+            cookie: key.cookie,
+            local_port: t.local_port,
+            remote_port: t.remote_port,
+            local_addr: t.local_addr,
+            remote_addr: t.remote_addr,
+            ..SockEvent::default()
+        });
+        entry.submit(wakeup_flags());
+    }
+    // Remember it as the socket's latest (creating the value on the first
+    // report). Without memory for it the socket just stays on this path:
+    // SOCK_SEEN still keeps the events unique.
+    let state = if state.is_null() {
+        sock_state(sk, true)
+    } else {
+        state
     };
-    // A full map evicts its least recently used entry; an error here only
-    // means a later packet reports the tuple again.
-    let _ = SOCK_SEEN.insert(key, 0, u64::from(BPF_ANY));
-    let t = &key.tuple;
-    entry.write(SockEvent {
-        kind: SOCK_EVENT_TUPLE,
-        uid: ctx.get_socket_uid(),
-        protocol: t.protocol,
-        family: t.family,
-        cookie: key.cookie,
-        local_port: t.local_port,
-        remote_port: t.remote_port,
-        local_addr: t.local_addr,
-        remote_addr: t.remote_addr,
-        ..SockEvent::default()
-    });
-    entry.submit(wakeup_flags());
+    if !state.is_null() {
+        // SAFETY: non-NULL socket-storage value, written as a whole.
+        unsafe { *state = *key };
+    }
 }
 
 /// `bpf_ringbuf_submit` flags: no wakeup per event (the reader drains every
@@ -254,28 +338,6 @@ fn v6(w: [u32; 4]) -> [u8; 16] {
     [
         a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2], d[3],
     ]
-}
-
-/// Whether the packet is a TCP SYN (not a SYN-ACK): IPv4 with any header
-/// length, IPv6 with TCP as the first next header.
-#[inline(always)]
-fn is_tcp_syn(ctx: &SkBuffContext) -> bool {
-    const SYN: u8 = 0x02;
-    const ACK: u8 = 0x10;
-    let Ok(first) = ctx.load::<u8>(0) else {
-        return false;
-    };
-    let flags_at = if first >> 4 == 4 {
-        usize::from(first & 0x0f) * 4 + 13
-    } else if first >> 4 == 6 {
-        match ctx.load::<u8>(6) {
-            Ok(6) => 40 + 13,
-            _ => return false,
-        }
-    } else {
-        return false;
-    };
-    ctx.load::<u8>(flags_at).is_ok_and(|f| f & (SYN | ACK) == SYN)
 }
 
 /// Fills `t`'s addresses and ports from the packet's IP and UDP headers

@@ -79,7 +79,8 @@ fn load_object(object: &[u8], log: aya::VerifierLogLevel, purpose: LoadFor<'_>) 
     // No kernel BTF: the programs read UAPI context structs the kernel
     // rewrites itself, and kernel structs at offsets passed in as a global;
     // they have no CO-RE relocations, and parsing vmlinux BTF here would cost
-    // ~0.3 s and ~36 MB of peak memory for nothing.
+    // ~0.3 s and ~36 MB of peak memory for nothing. (The object's own BTF is
+    // still loaded: the socket-storage map needs it.)
     let mut loader = aya::EbpfLoader::new();
     loader.btf(None).verifier_log_level(log);
     match purpose {

@@ -71,7 +71,11 @@ fn the_embedded_object_holds_the_socket_programs_and_maps() {
         PROG_SOCK_EGRESS,
         MAP_SOCK_EVENTS,
         MAP_SOCK_SEEN,
+        flowtop_common::MAP_SOCK_STATE,
         MAP_SOCK_EVENTS_LOST,
+        // The socket-storage map is a BTF map: it needs both sections.
+        ".maps",
+        ".BTF",
     ] {
         assert!(contains(needle.as_bytes()), "no {needle} in the object");
     }
@@ -358,6 +362,41 @@ fn sock_events_report_each_destination_of_an_unconnected_udp_socket() {
     let created = events.wait_for("CREATED", |e| is_created(e) && e.cookie == cookie);
     assert_eq!((created.tgid, created.protocol), (std::process::id(), 17));
     // Alternating destinations are still one event per (socket, tuple).
+    events.drain_for(Duration::from_millis(300));
+    let tuples = events
+        .seen
+        .iter()
+        .filter(|e| is_tuple(e) && e.cookie == cookie)
+        .count();
+    assert_eq!(tuples, 2, "{:?}", events.seen);
+}
+
+/// A connected UDP socket: one event per peer it is connected to, none for
+/// its steady traffic, none when it returns to a peer reported before.
+#[test]
+#[ignore = "needs root: run by cargo xtask test"]
+fn sock_events_report_a_connected_udp_socket_once_per_peer() {
+    let mut events = Events::start();
+    let sink1 = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind sink");
+    let sink2 = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind sink");
+    let (p1, p2) = (
+        sink1.local_addr().expect("addr").port(),
+        sink2.local_addr().expect("addr").port(),
+    );
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind sender");
+    let cookie = socket_cookie(&sender);
+    for (port, sends) in [(p1, 20), (p2, 5), (p1, 5)] {
+        sender.connect(("127.0.0.1", port)).expect("connect");
+        for _ in 0..sends {
+            sender.send(b"x").expect("send");
+        }
+    }
+    for port in [p1, p2] {
+        let t = events.wait_for("UDP TUPLE", |e| {
+            is_tuple(e) && e.cookie == cookie && e.remote_port == port
+        });
+        assert_eq!((t.protocol, t.family), (17, 2), "{t:?}");
+    }
     events.drain_for(Duration::from_millis(300));
     let tuples = events
         .seen
