@@ -343,20 +343,25 @@ fn v6(w: [u32; 4]) -> [u8; 16] {
 /// Fills `t`'s addresses and ports from the packet's IP and UDP headers
 /// (for cgroup_skb, offset 0 is the IP header). Leaves `t` unchanged for
 /// anything it cannot parse: non-first fragments, IPv6 extension headers.
+///
+/// This runs for every packet of an unconnected UDP socket, so it reads the
+/// headers with one `bpf_skb_load_bytes` call: the IP version comes from
+/// `__sk_buff.protocol` (set before the egress hook), not from the packet.
 #[inline(always)]
 fn tuple_from_packet(ctx: &SkBuffContext, family: u32, t: &mut SockTuple) {
-    let Ok(first) = ctx.load::<u8>(0) else {
-        return;
-    };
-    let l4_offset;
-    let (local, remote);
-    if first >> 4 == 4 {
-        let Ok(h) = ctx.load::<[u8; 20]>(0) else {
+    const ETH_P_IP: u16 = 0x0800;
+    const ETH_P_IPV6: u16 = 0x86dd;
+    // The EtherType in network byte order, in the low 16 bits.
+    let ethertype = u16::from_be(ctx_read!(ctx.skb.skb, protocol) as u16);
+    let (local, remote, ports);
+    if ethertype == ETH_P_IP {
+        // The header without options and the UDP ports.
+        let Ok(h) = ctx.load::<[u8; 24]>(0) else {
             return;
         };
         let ihl = usize::from(h[0] & 0x0f) * 4;
         let fragment_offset = u16::from_be_bytes([h[6], h[7]]) & 0x1fff;
-        if ihl < 20 || fragment_offset != 0 || !is_udp(h[9]) {
+        if h[0] >> 4 != 4 || ihl < 20 || fragment_offset != 0 || !is_udp(h[9]) {
             return;
         }
         let (src, dst) = ([h[12], h[13], h[14], h[15]], [h[16], h[17], h[18], h[19]]);
@@ -367,12 +372,21 @@ fn tuple_from_packet(ctx: &SkBuffContext, family: u32, t: &mut SockTuple) {
         } else {
             (local, remote) = (v4(src), v4(dst));
         }
-        l4_offset = ihl;
-    } else if first >> 4 == 6 {
-        let Ok(h) = ctx.load::<[u8; 40]>(0) else {
+        ports = if ihl == 20 {
+            [h[20], h[21], h[22], h[23]]
+        } else {
+            // IP options: a second read for the ports.
+            let Ok(p) = ctx.load::<[u8; 4]>(ihl) else {
+                return;
+            };
+            p
+        };
+    } else if ethertype == ETH_P_IPV6 {
+        // The fixed header and the UDP ports.
+        let Ok(h) = ctx.load::<[u8; 44]>(0) else {
             return;
         };
-        if !is_udp(h[6]) {
+        if h[0] >> 4 != 6 || !is_udp(h[6]) {
             return;
         }
         let mut src = [0u8; 16];
@@ -384,13 +398,10 @@ fn tuple_from_packet(ctx: &SkBuffContext, family: u32, t: &mut SockTuple) {
             i += 1;
         }
         (local, remote) = (src, dst);
-        l4_offset = 40;
+        ports = [h[40], h[41], h[42], h[43]];
     } else {
         return;
     }
-    let Ok(ports) = ctx.load::<[u8; 4]>(l4_offset) else {
-        return;
-    };
     t.local_addr = local;
     t.remote_addr = remote;
     t.local_port = u16::from_be_bytes([ports[0], ports[1]]);
