@@ -23,8 +23,8 @@ pub const PROG_SOCK_CREATE: &str = "flowtop_sock_create";
 /// `cgroup_skb/egress` program: one [`SockEvent`] of kind
 /// [`SOCK_EVENT_TUPLE`] per socket and distinct address tuple it sends from.
 /// TCP sockets report from their SYN only (sent by connect(2), in
-/// SYN_SENT); every other TCP packet is passed on one load of the socket's
-/// state. Other sockets cost one socket-local storage lookup
+/// SYN_SENT, with no dedupe state: a retransmitted SYN repeats its event);
+/// every other TCP packet is passed on one load of the socket's state. Other sockets cost one socket-local storage lookup
 /// ([`MAP_SOCK_STATE`]) per packet while they repeat their latest tuple.
 pub const PROG_SOCK_EGRESS: &str = "flowtop_sock_egress";
 /// Ring buffer of [`SockEvent`]s written by both programs.
@@ -42,7 +42,7 @@ pub const MAP_SOCK_SEEN: &str = "SOCK_SEEN";
 /// duplicate TUPLE event) when they next send.
 pub const SOCK_SEEN_ENTRIES: u32 = 65536;
 /// Socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`, a BTF map), value
-/// [`SockTupleKey`]: per socket, its cookie and the latest tuple it was
+/// [`SockTupleKey`]: per non-TCP socket, its cookie and the latest tuple it was
 /// reported (or found in [`MAP_SOCK_SEEN`]) with. Freed with the socket.
 pub const MAP_SOCK_STATE: &str = "SOCK_STATE";
 /// Per-CPU array with one `u64`: events dropped because [`MAP_SOCK_EVENTS`]

@@ -240,14 +240,23 @@ fn on_egress(ctx: &SkBuffContext) {
         tuple_from_packet(ctx, family, t);
     }
 
+    if protocol == IPPROTO_TCP {
+        // A SYN: reported as it is, with no state kept. A retransmitted
+        // SYN reports the same tuple again, which userspace takes as a
+        // repeat; keeping socket storage to suppress that rare duplicate
+        // would cost an allocation per TCP socket.
+        // SAFETY: as below.
+        key.cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+        report(ctx, &key);
+        return;
+    }
+
     // The steady state of every other socket: the tuple it last reported.
     let state = sock_state(sk, false);
     if !state.is_null() {
         // SAFETY: non-NULL socket-storage value.
         let cookie = unsafe { (*state).cookie };
-        if cookie != 0 && (same_tuple(state, &key) || protocol == IPPROTO_TCP) {
-            // (A TCP socket has one tuple: anything more in SYN_SENT is a
-            // retransmitted SYN.)
+        if cookie != 0 && same_tuple(state, &key) {
             return;
         }
         key.cookie = cookie;
@@ -259,33 +268,15 @@ fn on_egress(ctx: &SkBuffContext) {
     }
     let key = &key;
     // Not the latest tuple: reported before if the socket alternates
-    // between peers. A TCP socket gets here once, with no tuple to look up.
-    let reported = protocol != IPPROTO_TCP && SOCK_SEEN.get_ptr(key).is_some();
-    if !reported {
-        let Some(mut entry) = SOCK_EVENTS.reserve::<SockEvent>(0) else {
+    // between peers.
+    if SOCK_SEEN.get_ptr(key).is_none() {
+        if !report(ctx, key) {
             // Not remembered as seen: the next packet tries again.
-            count_lost();
             return;
-        };
-        if protocol != IPPROTO_TCP {
-            // A full map evicts its least recently used entry; an error
-            // here only means a later packet reports the tuple again.
-            let _ = SOCK_SEEN.insert(key, 0, u64::from(BPF_ANY));
         }
-        let t = &key.tuple;
-        entry.write(SockEvent {
-            kind: SOCK_EVENT_TUPLE,
-            uid: ctx.get_socket_uid(),
-            protocol: t.protocol,
-            family: t.family,
-            cookie: key.cookie,
-            local_port: t.local_port,
-            remote_port: t.remote_port,
-            local_addr: t.local_addr,
-            remote_addr: t.remote_addr,
-            ..SockEvent::default()
-        });
-        entry.submit(wakeup_flags());
+        // A full map evicts its least recently used entry; an error here
+        // only means a later packet reports the tuple again.
+        let _ = SOCK_SEEN.insert(key, 0, u64::from(BPF_ANY));
     }
     // Remember it as the socket's latest (creating the value on the first
     // report). Without memory for it the socket just stays on this path:
@@ -299,6 +290,30 @@ fn on_egress(ctx: &SkBuffContext) {
         // SAFETY: non-NULL socket-storage value, written as a whole.
         unsafe { *state = *key };
     }
+}
+
+/// Sends a TUPLE event for `key`; false when the ring buffer was full.
+#[inline(always)]
+fn report(ctx: &SkBuffContext, key: &SockTupleKey) -> bool {
+    let Some(mut entry) = SOCK_EVENTS.reserve::<SockEvent>(0) else {
+        count_lost();
+        return false;
+    };
+    let t = &key.tuple;
+    entry.write(SockEvent {
+        kind: SOCK_EVENT_TUPLE,
+        uid: ctx.get_socket_uid(),
+        protocol: t.protocol,
+        family: t.family,
+        cookie: key.cookie,
+        local_port: t.local_port,
+        remote_port: t.remote_port,
+        local_addr: t.local_addr,
+        remote_addr: t.remote_addr,
+        ..SockEvent::default()
+    });
+    entry.submit(wakeup_flags());
+    true
 }
 
 /// `bpf_ringbuf_submit` flags: no wakeup per event (the reader drains every
