@@ -72,6 +72,29 @@ impl SockEventsHandle {
     }
 }
 
+#[cfg(test)]
+impl SockEventsHandle {
+    /// The egress program's `SOCK_STATE` value for `socket` (None before
+    /// the program stored one): lets tests see the per-socket fast path.
+    pub(crate) fn sock_state(
+        &self,
+        socket: &impl std::os::fd::AsRawFd,
+    ) -> Result<Option<flowtop_common::SockTupleKey>, String> {
+        use flowtop_common::MAP_SOCK_STATE;
+        let map = self
+            .ebpf
+            .map(MAP_SOCK_STATE)
+            .ok_or_else(|| format!("eBPF object has no map {MAP_SOCK_STATE}"))?;
+        let storage = aya::maps::SkStorage::<_, flowtop_common::SockTupleKey>::try_from(map)
+            .map_err(|e| format!("map {MAP_SOCK_STATE} has an unexpected type: {e:?}"))?;
+        match storage.get(socket, 0) {
+            Ok(value) => Ok(Some(value)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(format!("reading {MAP_SOCK_STATE} failed: {e:?}")),
+        }
+    }
+}
+
 impl Drop for SockEventsHandle {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);

@@ -404,6 +404,18 @@ fn sock_events_report_a_connected_udp_socket_once_per_peer() {
         .filter(|e| is_tuple(e) && e.cookie == cookie)
         .count();
     assert_eq!(tuples, 2, "{:?}", events.seen);
+    // The fast path's state: the socket's cookie and its latest tuple.
+    let state = events.handle.sock_state(&sender).expect("read SOCK_STATE");
+    let state = state.expect("no socket storage for the sender");
+    assert_eq!(state.cookie, cookie, "{state:?}");
+    assert_eq!(state.tuple.remote_port, p1, "{state:?}");
+    assert_eq!(state.tuple.local_addr, LOOPBACK4, "{state:?}");
+    // A TCP socket keeps none (its SYN is reported without state).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let tcp_cookie = socket_cookie(&client);
+    events.wait_for("TCP TUPLE", |e| is_tuple(e) && e.cookie == tcp_cookie);
+    assert_eq!(events.handle.sock_state(&client), Ok(None));
 }
 
 #[test]
