@@ -8,148 +8,9 @@
 
 use core::mem::size_of;
 
-/// Name of the eBPF program (the function name in `flowtop-ebpf`).
-pub const PROG_INET_SOCK_SET_STATE: &str = "inet_sock_set_state";
-/// Tracepoint category and name the program attaches to.
-pub const TRACEPOINT_CATEGORY: &str = "sock";
-pub const TRACEPOINT_NAME: &str = "inet_sock_set_state";
-
-/// Name of the per-CPU array of [`StateCounter`], indexed by the new TCP state.
-pub const MAP_STATE_COUNTS: &str = "STATE_COUNTS";
-/// Number of slots in [`MAP_STATE_COUNTS`]. TCP states are 1..=12
-/// (`TCP_ESTABLISHED` .. `TCP_NEW_SYN_RECV`); anything else lands in slot 0.
-pub const STATE_SLOTS: u32 = 16;
-
-/// Kernel TCP state numbers (include/net/tcp_states.h), as found in the
-/// `oldstate`/`newstate` fields of the tracepoint.
-pub mod tcp_state {
-    pub const ESTABLISHED: i32 = 1;
-    pub const SYN_SENT: i32 = 2;
-    pub const SYN_RECV: i32 = 3;
-    pub const FIN_WAIT1: i32 = 4;
-    pub const FIN_WAIT2: i32 = 5;
-    pub const TIME_WAIT: i32 = 6;
-    pub const CLOSE: i32 = 7;
-    pub const CLOSE_WAIT: i32 = 8;
-    pub const LAST_ACK: i32 = 9;
-    pub const LISTEN: i32 = 10;
-    pub const CLOSING: i32 = 11;
-    pub const NEW_SYN_RECV: i32 = 12;
-}
-
-/// Address families as they appear in the tracepoint's `family` field.
+/// Address families as they appear in [`SockEvent::family`].
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
-
-/// Slot of [`MAP_STATE_COUNTS`] that a transition into `newstate` counts in.
-#[inline(always)]
-pub const fn state_slot(newstate: i32) -> u32 {
-    if newstate > 0 && (newstate as u32) < STATE_SLOTS {
-        newstate as u32
-    } else {
-        0
-    }
-}
-
-/// Value type of [`MAP_STATE_COUNTS`]: per CPU, how many socket state
-/// transitions went *into* the slot's state.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StateCounter {
-    /// All transitions into this state.
-    pub transitions: u64,
-    /// Of those, how many were on `AF_INET6` sockets.
-    pub ipv6: u64,
-    /// `oldstate` of the most recent transition into this state (0 if none).
-    pub last_oldstate: u32,
-    /// Explicit padding to an 8-byte multiple; always zero.
-    pub _pad: u32,
-}
-
-const _: () = assert!(size_of::<StateCounter>() == 24);
-
-impl StateCounter {
-    /// Sums the per-CPU values of one slot.
-    pub fn merge(self, other: Self) -> Self {
-        Self {
-            transitions: self.transitions.wrapping_add(other.transitions),
-            ipv6: self.ipv6.wrapping_add(other.ipv6),
-            last_oldstate: if other.last_oldstate != 0 {
-                other.last_oldstate
-            } else {
-                self.last_oldstate
-            },
-            _pad: 0,
-        }
-    }
-}
-
-/// Layout of the `sock:inet_sock_set_state` tracepoint record as the kernel
-/// hands it to a `tracepoint/` program (see
-/// `/sys/kernel/tracing/events/sock/inet_sock_set_state/format`). Tracepoint
-/// formats are a stable ABI, unlike struct layouts read through BTF.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct InetSockSetStateRecord {
-    pub common_type: u16,
-    pub common_flags: u8,
-    pub common_preempt_count: u8,
-    pub common_pid: i32,
-    /// Kernel address of the `struct sock` (only usable as an identity).
-    pub skaddr: u64,
-    pub oldstate: i32,
-    pub newstate: i32,
-    /// Host byte order.
-    pub sport: u16,
-    /// Host byte order.
-    pub dport: u16,
-    pub family: u16,
-    pub protocol: u16,
-    pub saddr: [u8; 4],
-    pub daddr: [u8; 4],
-    pub saddr_v6: [u8; 16],
-    pub daddr_v6: [u8; 16],
-}
-
-const _: () = assert!(size_of::<InetSockSetStateRecord>() == 72);
-
-/// Byte offsets of the record fields, checked against the kernel's format file
-/// by a root-only test in `flowtop`.
-pub mod record_offsets {
-    use super::InetSockSetStateRecord as R;
-    use core::mem::offset_of;
-
-    pub const SKADDR: usize = offset_of!(R, skaddr);
-    pub const OLDSTATE: usize = offset_of!(R, oldstate);
-    pub const NEWSTATE: usize = offset_of!(R, newstate);
-    pub const SPORT: usize = offset_of!(R, sport);
-    pub const DPORT: usize = offset_of!(R, dport);
-    pub const FAMILY: usize = offset_of!(R, family);
-    pub const PROTOCOL: usize = offset_of!(R, protocol);
-    pub const SADDR: usize = offset_of!(R, saddr);
-    pub const DADDR: usize = offset_of!(R, daddr);
-    pub const SADDR_V6: usize = offset_of!(R, saddr_v6);
-    pub const DADDR_V6: usize = offset_of!(R, daddr_v6);
-
-    /// `(field name, offset, size)` in format-file order.
-    pub const FIELDS: [(&str, usize, usize); 11] = [
-        ("skaddr", SKADDR, 8),
-        ("oldstate", OLDSTATE, 4),
-        ("newstate", NEWSTATE, 4),
-        ("sport", SPORT, 2),
-        ("dport", DPORT, 2),
-        ("family", FAMILY, 2),
-        ("protocol", PROTOCOL, 2),
-        ("saddr", SADDR, 4),
-        ("daddr", DADDR, 4),
-        ("saddr_v6", SADDR_V6, 16),
-        ("daddr_v6", DADDR_V6, 16),
-    ];
-
-    const _: () = assert!(SKADDR == 8 && OLDSTATE == 16 && NEWSTATE == 20);
-    const _: () = assert!(SPORT == 24 && DPORT == 26 && FAMILY == 28 && PROTOCOL == 30);
-    const _: () = assert!(SADDR == 32 && DADDR == 36 && SADDR_V6 == 40 && DADDR_V6 == 56);
-}
 
 // ---------------------------------------------------------------------------
 // Socket ownership events (cgroup programs -> ring buffer)
@@ -161,8 +22,10 @@ pub mod record_offsets {
 pub const PROG_SOCK_CREATE: &str = "flowtop_sock_create";
 /// `cgroup_skb/egress` program: one [`SockEvent`] of kind
 /// [`SOCK_EVENT_TUPLE`] per socket and distinct address tuple it sends from.
-/// TCP sockets report from their SYN only (sent by connect(2)); later TCP
-/// packets are passed after a look at their flags, without a map lookup.
+/// TCP sockets report from their SYN only (sent by connect(2), in
+/// SYN_SENT, with no dedupe state: a retransmitted SYN repeats its event);
+/// every other TCP packet is passed on one load of the socket's state. Other sockets cost one socket-local storage lookup
+/// ([`MAP_SOCK_STATE`]) per packet while they repeat their latest tuple.
 pub const PROG_SOCK_EGRESS: &str = "flowtop_sock_egress";
 /// Ring buffer of [`SockEvent`]s written by both programs.
 pub const MAP_SOCK_EVENTS: &str = "SOCK_EVENTS";
@@ -170,13 +33,18 @@ pub const MAP_SOCK_EVENTS: &str = "SOCK_EVENTS";
 /// size): about 11 900 events.
 pub const SOCK_EVENTS_BYTES: u32 = 1 << 20;
 /// LRU hash, [`SockTupleKey`] -> 0: the (socket, tuple) pairs the egress
-/// program has reported, so steady traffic costs one lookup per packet and
-/// no event.
+/// program has reported for non-TCP sockets, consulted only when a socket
+/// sends with a tuple other than its latest one ([`MAP_SOCK_STATE`]), e.g.
+/// an unconnected UDP socket alternating between peers.
 pub const MAP_SOCK_SEEN: &str = "SOCK_SEEN";
 /// Capacity of [`MAP_SOCK_SEEN`]. When more (socket, tuple) pairs than this
 /// are active, the least recently used are forgotten and reported again (a
 /// duplicate TUPLE event) when they next send.
 pub const SOCK_SEEN_ENTRIES: u32 = 65536;
+/// Socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`, a BTF map), value
+/// [`SockTupleKey`]: per non-TCP socket, its cookie and the latest tuple it was
+/// reported (or found in [`MAP_SOCK_SEEN`]) with. Freed with the socket.
+pub const MAP_SOCK_STATE: &str = "SOCK_STATE";
 /// Per-CPU array with one `u64`: events dropped because [`MAP_SOCK_EVENTS`]
 /// was full.
 pub const MAP_SOCK_EVENTS_LOST: &str = "SOCK_EVENTS_LOST";
@@ -292,7 +160,8 @@ pub struct SockTuple {
 
 const _: () = assert!(size_of::<SockTuple>() == 40);
 
-/// Key of [`MAP_SOCK_SEEN`]: a socket cookie and one tuple it sent with.
+/// Key of [`MAP_SOCK_SEEN`] and value of [`MAP_SOCK_STATE`]: a socket
+/// cookie and one tuple it sent with.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockTupleKey {
@@ -301,6 +170,9 @@ pub struct SockTupleKey {
 }
 
 const _: () = assert!(size_of::<SockTupleKey>() == 48);
+// The eBPF side compares tuples as five aligned words.
+const _: () = assert!(core::mem::offset_of!(SockTupleKey, tuple) == 8);
+const _: () = assert!(core::mem::align_of::<SockTupleKey>() == 8);
 
 // ---------------------------------------------------------------------------
 // Socket ownership from kprobes (used where the kernel can attach them)
@@ -356,7 +228,8 @@ pub const KPROBE_PROGRAMS: [(&str, &str, bool); 6] = [
 ];
 
 /// LRU hash, [`KprobeSeenKey`] -> 0: what the send probes have reported, so
-/// a busy socket costs one lookup per send and no event.
+/// a busy socket costs no event. A send repeating the key the probes last
+/// saw on that CPU (kept in a one-slot per-CPU array) skips even the lookup.
 pub const MAP_KPROBE_SEEN: &str = "KPROBE_SEEN";
 /// Capacity of [`MAP_KPROBE_SEEN`] (loads that do not attach the kprobes
 /// shrink it to one entry).
@@ -376,6 +249,8 @@ pub struct KprobeSeenKey {
 }
 
 const _: () = assert!(size_of::<KprobeSeenKey>() == 56);
+// The kprobes compare keys as seven aligned words.
+const _: () = assert!(core::mem::align_of::<KprobeSeenKey>() == 8);
 
 /// Name of the global ([`SockOffsets`]) the kprobe programs read kernel
 /// struct offsets from. Userspace sets it at load time from the running
@@ -450,13 +325,9 @@ impl Default for SockOffsets {
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: both types are `#[repr(C)]`, `Copy`, consist only of integers
+    // SAFETY: these types are `#[repr(C)]`, `Copy`, consist only of integers
     // and integer arrays, have no implicit padding (padding is an explicit
     // field), and every bit pattern is a valid value.
-    unsafe impl aya::Pod for super::StateCounter {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::InetSockSetStateRecord {}
-    // SAFETY: as above.
     unsafe impl aya::Pod for super::SockEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SockTuple {}
@@ -466,45 +337,4 @@ mod user {
     unsafe impl aya::Pod for super::KprobeSeenKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SockOffsets {}
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slot_maps_known_states_and_clamps_the_rest() {
-        assert_eq!(state_slot(tcp_state::ESTABLISHED), 1);
-        assert_eq!(state_slot(tcp_state::NEW_SYN_RECV), 12);
-        assert_eq!(state_slot(0), 0);
-        assert_eq!(state_slot(-3), 0);
-        assert_eq!(state_slot(STATE_SLOTS as i32), 0);
-        assert_eq!(state_slot(i32::MAX), 0);
-    }
-
-    #[test]
-    fn merge_sums_counts_and_keeps_a_nonzero_oldstate() {
-        let a = StateCounter {
-            transitions: 3,
-            ipv6: 1,
-            last_oldstate: 2,
-            _pad: 0,
-        };
-        let b = StateCounter {
-            transitions: 4,
-            ipv6: 0,
-            last_oldstate: 0,
-            _pad: 0,
-        };
-        let m = a.merge(b);
-        assert_eq!((m.transitions, m.ipv6, m.last_oldstate), (7, 1, 2));
-        let c = StateCounter {
-            transitions: 1,
-            ipv6: 1,
-            last_oldstate: 7,
-            _pad: 0,
-        };
-        assert_eq!(m.merge(c).last_oldstate, 7);
-        assert_eq!(m.merge(c).transitions, 8);
-    }
 }

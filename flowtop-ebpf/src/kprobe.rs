@@ -23,7 +23,7 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
     },
     macros::{kprobe, kretprobe, map},
-    maps::LruHashMap,
+    maps::{LruHashMap, PerCpuArray},
     programs::{ProbeContext, RetProbeContext},
 };
 use flowtop_common::{
@@ -42,6 +42,29 @@ static SOCK_OFFSETS: SockOffsets = SockOffsets::ABSENT;
 /// `flowtop_common::MAP_KPROBE_SEEN`.
 #[map]
 static KPROBE_SEEN: LruHashMap<KprobeSeenKey, u32> = LruHashMap::with_max_entries(KPROBE_SEEN_ENTRIES, 0);
+
+/// Per CPU, the key the send probes last reported or found in
+/// [`KPROBE_SEEN`]: a socket repeating its send (the common case) is passed
+/// on a compare with it, without hashing the key. Socket-local storage would
+/// be the per-socket equivalent, but kprobes see an untyped `struct sock`
+/// pointer, which `bpf_sk_storage_get` does not take.
+#[map]
+static KPROBE_LAST: PerCpuArray<KprobeSeenKey> = PerCpuArray::with_max_entries(1, 0);
+
+/// Whether two keys are equal, word by word (56 bytes, 8-aligned).
+#[inline(always)]
+fn same_key(a: *const KprobeSeenKey, b: *const KprobeSeenKey) -> bool {
+    // SAFETY: both point to live KprobeSeenKeys (a stack value and a checked
+    // per-CPU array value), which are 8-aligned and 56 bytes long.
+    let (a, b) = unsafe { (&*a.cast::<[u64; 7]>(), &*b.cast::<[u64; 7]>()) };
+    a[0] == b[0]
+        && a[1] == b[1]
+        && a[2] == b[2]
+        && a[3] == b[3]
+        && a[4] == b[4]
+        && a[5] == b[5]
+        && a[6] == b[6]
+}
 
 /// One offset out of [`SOCK_OFFSETS`]. A volatile read: the value is set in
 /// the object by the loader, after compilation, so it must not be folded.
@@ -111,7 +134,17 @@ fn emit(sk: *const u8, t: &SockTuple, dedupe: bool) {
         tuple: *t,
     };
     let key = &key;
+    let last = if dedupe { KPROBE_LAST.get_ptr_mut(0) } else { None };
+    if let Some(last) = last {
+        if same_key(last, key) {
+            return;
+        }
+    }
     if dedupe && KPROBE_SEEN.get_ptr(key).is_some() {
+        if let Some(last) = last {
+            // SAFETY: this CPU's slot; kprobe programs do not migrate.
+            unsafe { *last = *key };
+        }
         return;
     }
     let Some(mut entry) = SOCK_EVENTS.reserve::<SockEvent>(0) else {
@@ -122,6 +155,10 @@ fn emit(sk: *const u8, t: &SockTuple, dedupe: bool) {
         // A full map evicts its least recently used entry; an error only
         // means a later send reports the tuple again.
         let _ = KPROBE_SEEN.insert(key, 0, u64::from(BPF_ANY));
+        if let Some(last) = last {
+            // SAFETY: as above.
+            unsafe { *last = *key };
+        }
     }
     let net: Option<*const u8> = read_at(sk, offset!(skc_net));
     let netns_cookie = net

@@ -2,9 +2,6 @@
 //! (aya-build) and embedded into the `flowtop` binary.
 //!
 //! Programs:
-//! - `tracepoint/sock/inet_sock_set_state`: counts socket state transitions
-//!   per new state into a per-CPU array. The tracepoint record layout is a
-//!   stable kernel ABI, so no CO-RE relocations are needed.
 //! - `cgroup/sock_create` ([`flowtop_sock_create`]): a CREATED
 //!   [`SockEvent`] per AF_INET/AF_INET6 socket, in the creator's context.
 //! - `cgroup_skb/egress` ([`flowtop_sock_egress`]): a TUPLE [`SockEvent`]
@@ -16,7 +13,7 @@
 //!   the running kernel's BTF.
 //!
 //! The cgroup programs read only the UAPI context structs (`bpf_sock`,
-//! `__sk_buff`), which the kernel rewrites for itself: no CO-RE needed either.
+//! `__sk_buff`), which the kernel rewrites for itself: no CO-RE needed.
 //!
 //! On any target other than bpf the crate is an ordinary (std) binary whose
 //! `main` only says so: that keeps `cargo clippy -p flowtop-ebpf` on the host
@@ -26,67 +23,25 @@
 
 mod kprobe;
 
-use core::ptr::{addr_of, read_volatile};
+use core::ffi::c_void;
+use core::ptr::{addr_of, null_mut, read_volatile};
 
 use aya_ebpf::{
     bindings::{bpf_sock, BPF_ANY},
+    btf_maps::SkStorage,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_sk_fullsock},
+        generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_sk_fullsock, bpf_sk_storage_get},
     },
-    macros::{cgroup_skb, cgroup_sock, map, tracepoint},
+    macros::{btf_map, cgroup_skb, cgroup_sock, map},
     maps::{LruHashMap, PerCpuArray, RingBuf},
-    programs::{SkBuffContext, SockContext, TracePointContext},
+    programs::{SkBuffContext, SockContext},
     EbpfContext as _,
 };
 use flowtop_common::{
-    state_slot, InetSockSetStateRecord, SockEvent, SockTuple, SockTupleKey, StateCounter, AF_INET, AF_INET6,
-    IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, SOCK_EVENTS_BYTES, SOCK_EVENT_CREATED, SOCK_EVENT_TUPLE,
-    SOCK_SEEN_ENTRIES, STATE_SLOTS,
+    SockEvent, SockTuple, SockTupleKey, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE,
+    SOCK_EVENTS_BYTES, SOCK_EVENT_CREATED, SOCK_EVENT_TUPLE, SOCK_SEEN_ENTRIES,
 };
-
-/// Per CPU: transitions into each TCP state, indexed by `state_slot(newstate)`.
-/// Name must match `flowtop_common::MAP_STATE_COUNTS`.
-#[map]
-static STATE_COUNTS: PerCpuArray<StateCounter> = PerCpuArray::with_max_entries(STATE_SLOTS, 0);
-
-/// Attached to `sock:inet_sock_set_state`. Name must match
-/// `flowtop_common::PROG_INET_SOCK_SET_STATE`.
-#[tracepoint(category = "sock", name = "inet_sock_set_state")]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    count_transition(&ctx);
-    0
-}
-
-#[inline(always)]
-fn count_transition(ctx: &TracePointContext) {
-    let rec = ctx.as_ptr().cast::<InetSockSetStateRecord>().cast_const();
-    // SAFETY: for a tracepoint program the context is the trace record, whose
-    // layout `InetSockSetStateRecord` mirrors (checked against the kernel's
-    // format file by a root-only test). Tracepoint programs may read the
-    // record directly (naturally aligned loads past the 8-byte common header),
-    // which the verifier checks; no helper call is needed.
-    let (oldstate, newstate, family) = unsafe {
-        (
-            core::ptr::addr_of!((*rec).oldstate).read(),
-            core::ptr::addr_of!((*rec).newstate).read(),
-            core::ptr::addr_of!((*rec).family).read(),
-        )
-    };
-    let Some(counter) = STATE_COUNTS.get_ptr_mut(state_slot(newstate)) else {
-        return;
-    };
-    // SAFETY: the pointer comes from a successful per-CPU array lookup and is
-    // valid for this CPU's slot for the duration of the program; tracepoint
-    // programs do not migrate between CPUs while running.
-    unsafe {
-        (*counter).transitions = (*counter).transitions.wrapping_add(1);
-        if family == AF_INET6 {
-            (*counter).ipv6 = (*counter).ipv6.wrapping_add(1);
-        }
-        (*counter).last_oldstate = oldstate as u32;
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Socket ownership events
@@ -96,10 +51,20 @@ fn count_transition(ctx: &TracePointContext) {
 #[map]
 static SOCK_EVENTS: RingBuf = RingBuf::with_byte_size(SOCK_EVENTS_BYTES, 0);
 
-/// (cookie, tuple) pairs already reported by the egress program. Name must
-/// match `flowtop_common::MAP_SOCK_SEEN`.
+/// (cookie, tuple) pairs already reported by the egress program, for
+/// sockets that send with more than one tuple (an unconnected UDP socket
+/// talking to several peers): [`SOCK_STATE`] holds only the latest. Name
+/// must match `flowtop_common::MAP_SOCK_SEEN`.
 #[map]
 static SOCK_SEEN: LruHashMap<SockTupleKey, u32> = LruHashMap::with_max_entries(SOCK_SEEN_ENTRIES, 0);
+
+/// Per socket (socket-local storage, freed with the socket): its cookie and
+/// the tuple it last sent with that is known to be reported. A repeat of
+/// that tuple, the common case, costs this one lookup and no hash of the
+/// tuple. `cookie == 0` means nothing reported yet (cookies start at 1).
+/// Name must match `flowtop_common::MAP_SOCK_STATE`.
+#[btf_map]
+static SOCK_STATE: SkStorage<SockTupleKey> = SkStorage::new();
 
 /// Slot 0: events dropped because the ring buffer was full. Name must match
 /// `flowtop_common::MAP_SOCK_EVENTS_LOST`.
@@ -178,6 +143,46 @@ pub fn flowtop_sock_egress(ctx: SkBuffContext) -> i32 {
     1
 }
 
+/// `TCP_SYN_SENT` (include/net/tcp_states.h), as in `bpf_sock.state`.
+const TCP_SYN_SENT: u32 = 2;
+
+/// `bpf_sk_storage_get` flag: create the socket's value if it has none.
+const BPF_SK_STORAGE_GET_F_CREATE: u64 = 1;
+
+/// The socket's [`SOCK_STATE`] value, created (zeroed) if `create`.
+#[inline(always)]
+fn sock_state(sk: *mut bpf_sock, create: bool) -> *mut SockTupleKey {
+    let flags = if create { BPF_SK_STORAGE_GET_F_CREATE } else { 0 };
+    // SAFETY: `sk` is a full socket checked by bpf_sk_fullsock (the helper
+    // takes any socket pointer the verifier tracks); the map pointer is the
+    // BTF map definition, which the loader relocates to the map.
+    unsafe {
+        bpf_sk_storage_get(
+            addr_of!(SOCK_STATE).cast_mut().cast::<c_void>(),
+            sk.cast::<c_void>(),
+            null_mut(),
+            flags,
+        )
+    }
+    .cast::<SockTupleKey>()
+}
+
+/// The tuple of a key as five words, for a compare without a byte loop (the
+/// tuple is 40 bytes at offset 8 of an 8-aligned struct).
+#[inline(always)]
+fn tuple_words(key: *const SockTupleKey) -> *const [u64; 5] {
+    // SAFETY: only computes an address inside `*key`.
+    unsafe { addr_of!((*key).tuple) }.cast::<[u64; 5]>()
+}
+
+#[inline(always)]
+fn same_tuple(a: *const SockTupleKey, b: *const SockTupleKey) -> bool {
+    // SAFETY: both point to live, 8-aligned SockTupleKeys (a stack value or
+    // a socket-storage value the verifier checked for NULL).
+    let (a, b) = unsafe { (&*tuple_words(a), &*tuple_words(b)) };
+    a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4]
+}
+
 #[inline(always)]
 fn on_egress(ctx: &SkBuffContext) {
     let skb = ctx.skb.skb;
@@ -191,15 +196,17 @@ fn on_egress(ctx: &SkBuffContext) {
     if sk.is_null() {
         return;
     }
-    let family = ctx_read!(sk, family);
     let protocol = ctx_read!(sk, protocol) as u16;
     // A TCP socket's tuple is complete in its SYN, which connect(2) sends
-    // from the calling process. Every later packet would cost a map lookup
-    // for nothing; accepted sockets send no SYN and have no socket(2) owner
-    // anyway (userspace matches them to their listener).
-    if protocol == IPPROTO_TCP && !is_tcp_syn(ctx) {
+    // from the calling process, in SYN_SENT: every other TCP packet (the
+    // steady state) is passed on this one load of the socket's state, with
+    // no helper call and no look at the packet. Accepted sockets never are
+    // in SYN_SENT and have no socket(2) owner anyway (userspace matches
+    // them to their listener).
+    if protocol == IPPROTO_TCP && ctx_read!(sk, state) != TCP_SYN_SENT {
         return;
     }
+    let family = ctx_read!(sk, family);
     let mut key = SockTupleKey::default();
     let t = &mut key.tuple;
     t.family = family as u16;
@@ -233,21 +240,65 @@ fn on_egress(ctx: &SkBuffContext) {
         tuple_from_packet(ctx, family, t);
     }
 
-    // SAFETY: the helper takes the program context (the skb) and returns
-    // the cookie of skb->sk (allocating it on first use).
-    key.cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let key = &key;
-    if SOCK_SEEN.get_ptr(key).is_some() {
+    if protocol == IPPROTO_TCP {
+        // A SYN: reported as it is, with no state kept. A retransmitted
+        // SYN reports the same tuple again, which userspace takes as a
+        // repeat; keeping socket storage to suppress that rare duplicate
+        // would cost an allocation per TCP socket.
+        // SAFETY: as below.
+        key.cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+        report(ctx, &key);
         return;
     }
-    let Some(mut entry) = SOCK_EVENTS.reserve::<SockEvent>(0) else {
-        // Not remembered as seen: the next packet tries again.
-        count_lost();
-        return;
+
+    // The steady state of every other socket: the tuple it last reported.
+    let state = sock_state(sk, false);
+    if !state.is_null() {
+        // SAFETY: non-NULL socket-storage value.
+        let cookie = unsafe { (*state).cookie };
+        if cookie != 0 && same_tuple(state, &key) {
+            return;
+        }
+        key.cookie = cookie;
+    }
+    if key.cookie == 0 {
+        // SAFETY: the helper takes the program context (the skb) and
+        // returns the cookie of skb->sk (allocating it on first use).
+        key.cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    }
+    let key = &key;
+    // Not the latest tuple: reported before if the socket alternates
+    // between peers.
+    if SOCK_SEEN.get_ptr(key).is_none() {
+        if !report(ctx, key) {
+            // Not remembered as seen: the next packet tries again.
+            return;
+        }
+        // A full map evicts its least recently used entry; an error here
+        // only means a later packet reports the tuple again.
+        let _ = SOCK_SEEN.insert(key, 0, u64::from(BPF_ANY));
+    }
+    // Remember it as the socket's latest (creating the value on the first
+    // report). Without memory for it the socket just stays on this path:
+    // SOCK_SEEN still keeps the events unique.
+    let state = if state.is_null() {
+        sock_state(sk, true)
+    } else {
+        state
     };
-    // A full map evicts its least recently used entry; an error here only
-    // means a later packet reports the tuple again.
-    let _ = SOCK_SEEN.insert(key, 0, u64::from(BPF_ANY));
+    if !state.is_null() {
+        // SAFETY: non-NULL socket-storage value, written as a whole.
+        unsafe { *state = *key };
+    }
+}
+
+/// Sends a TUPLE event for `key`; false when the ring buffer was full.
+#[inline(always)]
+fn report(ctx: &SkBuffContext, key: &SockTupleKey) -> bool {
+    let Some(mut entry) = SOCK_EVENTS.reserve::<SockEvent>(0) else {
+        count_lost();
+        return false;
+    };
     let t = &key.tuple;
     entry.write(SockEvent {
         kind: SOCK_EVENT_TUPLE,
@@ -262,6 +313,7 @@ fn on_egress(ctx: &SkBuffContext) {
         ..SockEvent::default()
     });
     entry.submit(wakeup_flags());
+    true
 }
 
 /// `bpf_ringbuf_submit` flags: no wakeup per event (the reader drains every
@@ -303,45 +355,28 @@ fn v6(w: [u32; 4]) -> [u8; 16] {
     ]
 }
 
-/// Whether the packet is a TCP SYN (not a SYN-ACK): IPv4 with any header
-/// length, IPv6 with TCP as the first next header.
-#[inline(always)]
-fn is_tcp_syn(ctx: &SkBuffContext) -> bool {
-    const SYN: u8 = 0x02;
-    const ACK: u8 = 0x10;
-    let Ok(first) = ctx.load::<u8>(0) else {
-        return false;
-    };
-    let flags_at = if first >> 4 == 4 {
-        usize::from(first & 0x0f) * 4 + 13
-    } else if first >> 4 == 6 {
-        match ctx.load::<u8>(6) {
-            Ok(6) => 40 + 13,
-            _ => return false,
-        }
-    } else {
-        return false;
-    };
-    ctx.load::<u8>(flags_at).is_ok_and(|f| f & (SYN | ACK) == SYN)
-}
-
 /// Fills `t`'s addresses and ports from the packet's IP and UDP headers
 /// (for cgroup_skb, offset 0 is the IP header). Leaves `t` unchanged for
 /// anything it cannot parse: non-first fragments, IPv6 extension headers.
+///
+/// This runs for every packet of an unconnected UDP socket, so it reads the
+/// headers with one `bpf_skb_load_bytes` call: the IP version comes from
+/// `__sk_buff.protocol` (set before the egress hook), not from the packet.
 #[inline(always)]
 fn tuple_from_packet(ctx: &SkBuffContext, family: u32, t: &mut SockTuple) {
-    let Ok(first) = ctx.load::<u8>(0) else {
-        return;
-    };
-    let l4_offset;
-    let (local, remote);
-    if first >> 4 == 4 {
-        let Ok(h) = ctx.load::<[u8; 20]>(0) else {
+    const ETH_P_IP: u16 = 0x0800;
+    const ETH_P_IPV6: u16 = 0x86dd;
+    // The EtherType in network byte order, in the low 16 bits.
+    let ethertype = u16::from_be(ctx_read!(ctx.skb.skb, protocol) as u16);
+    let (local, remote, ports);
+    if ethertype == ETH_P_IP {
+        // The header without options and the UDP ports.
+        let Ok(h) = ctx.load::<[u8; 24]>(0) else {
             return;
         };
         let ihl = usize::from(h[0] & 0x0f) * 4;
         let fragment_offset = u16::from_be_bytes([h[6], h[7]]) & 0x1fff;
-        if ihl < 20 || fragment_offset != 0 || !is_udp(h[9]) {
+        if h[0] >> 4 != 4 || ihl < 20 || fragment_offset != 0 || !is_udp(h[9]) {
             return;
         }
         let (src, dst) = ([h[12], h[13], h[14], h[15]], [h[16], h[17], h[18], h[19]]);
@@ -352,12 +387,21 @@ fn tuple_from_packet(ctx: &SkBuffContext, family: u32, t: &mut SockTuple) {
         } else {
             (local, remote) = (v4(src), v4(dst));
         }
-        l4_offset = ihl;
-    } else if first >> 4 == 6 {
-        let Ok(h) = ctx.load::<[u8; 40]>(0) else {
+        ports = if ihl == 20 {
+            [h[20], h[21], h[22], h[23]]
+        } else {
+            // IP options: a second read for the ports.
+            let Ok(p) = ctx.load::<[u8; 4]>(ihl) else {
+                return;
+            };
+            p
+        };
+    } else if ethertype == ETH_P_IPV6 {
+        // The fixed header and the UDP ports.
+        let Ok(h) = ctx.load::<[u8; 44]>(0) else {
             return;
         };
-        if !is_udp(h[6]) {
+        if h[0] >> 4 != 6 || !is_udp(h[6]) {
             return;
         }
         let mut src = [0u8; 16];
@@ -369,13 +413,10 @@ fn tuple_from_packet(ctx: &SkBuffContext, family: u32, t: &mut SockTuple) {
             i += 1;
         }
         (local, remote) = (src, dst);
-        l4_offset = 40;
+        ports = [h[40], h[41], h[42], h[43]];
     } else {
         return;
     }
-    let Ok(ports) = ctx.load::<[u8; 4]>(l4_offset) else {
-        return;
-    };
     t.local_addr = local;
     t.remote_addr = remote;
     t.local_port = u16::from_be_bytes([ports[0], ports[1]]);

@@ -164,17 +164,13 @@ fn attach_kprobes_with(
     // Inert offsets when BTF failed: the programs still load (and so are
     // verified), but are not attached.
     let globals = offsets.clone().unwrap_or(SockOffsets::ABSENT);
-    let mut loader = aya::EbpfLoader::new();
-    loader
-        .btf(None)
-        .verifier_log_level(log)
-        .override_global(GLOBAL_SOCK_OFFSETS, &globals, true)
-        .map_max_entries(MAP_SOCK_SEEN, 64);
-    let mut ebpf = match loader.load(object) {
+    let mut ebpf = match load_object(object, log, LoadFor::Kprobes(&globals)) {
         Ok(ebpf) => ebpf,
-        Err(e) => {
-            let reason = with_privilege_hint(format!("loading the eBPF object failed: {e:?}"));
-            return (KprobeReport::failed(reason, offsets.clone()), None);
+        Err(reason) => {
+            return (
+                KprobeReport::failed(with_privilege_hint(reason), offsets.clone()),
+                None,
+            )
         }
     };
     let mut programs = Vec::new();
@@ -266,56 +262,4 @@ fn start_kprobe_reader(
 ) -> Result<SockEventsHandle, String> {
     let KprobeAttachment { ebpf, programs } = attachment;
     start_reader(ebpf, programs, PathBuf::new(), deliver)
-}
-
-pub(super) const TRACEFS: &str = "/sys/kernel/tracing";
-
-pub(crate) fn unmount_tracefs() {
-    // SAFETY: a valid NUL-terminated path; MNT_DETACH never blocks.
-    unsafe {
-        libc::umount2(c"/sys/kernel/tracing".as_ptr(), libc::MNT_DETACH);
-    }
-}
-
-fn tracefs_mounted() -> bool {
-    [TRACEFS, "/sys/kernel/debug/tracing"]
-        .iter()
-        .any(|dir| Path::new(dir).join("events").is_dir())
-}
-
-/// Tracepoint attachment reads the event id from tracefs, which is not always
-/// mounted (it is not on the reference machine). Mount it at its standard
-/// place if needed; returns whether flowtop mounted it, so the caller can
-/// unmount it once attached (flowtop leaves no kernel state behind).
-pub(crate) fn ensure_tracefs() -> Result<bool, String> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-    if tracefs_mounted() {
-        return Ok(false);
-    }
-    // SAFETY: all pointers are valid NUL-terminated strings; data may be NULL.
-    let rc = unsafe {
-        libc::mount(
-            c"nodev".as_ptr(),
-            c"/sys/kernel/tracing".as_ptr(),
-            c"tracefs".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        let err = io::Error::last_os_error();
-        return Err(format!(
-            "tracefs is not mounted and mounting it at {TRACEFS} failed: {err:?} \
-             (try `mount -t tracefs nodev {TRACEFS}`)"
-        ));
-    }
-    if tracefs_mounted() {
-        Ok(true)
-    } else {
-        unmount_tracefs();
-        Err(format!(
-            "tracefs mounted at {TRACEFS} but it has no events directory"
-        ))
-    }
 }

@@ -72,6 +72,29 @@ impl SockEventsHandle {
     }
 }
 
+#[cfg(test)]
+impl SockEventsHandle {
+    /// The egress program's `SOCK_STATE` value for `socket` (None before
+    /// the program stored one): lets tests see the per-socket fast path.
+    pub(crate) fn sock_state(
+        &self,
+        socket: &impl std::os::fd::AsRawFd,
+    ) -> Result<Option<flowtop_common::SockTupleKey>, String> {
+        use flowtop_common::MAP_SOCK_STATE;
+        let map = self
+            .ebpf
+            .map(MAP_SOCK_STATE)
+            .ok_or_else(|| format!("eBPF object has no map {MAP_SOCK_STATE}"))?;
+        let storage = aya::maps::SkStorage::<_, flowtop_common::SockTupleKey>::try_from(map)
+            .map_err(|e| format!("map {MAP_SOCK_STATE} has an unexpected type: {e:?}"))?;
+        match storage.get(socket, 0) {
+            Ok(value) => Ok(Some(value)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(format!("reading {MAP_SOCK_STATE} failed: {e:?}")),
+        }
+    }
+}
+
 impl Drop for SockEventsHandle {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -210,7 +233,9 @@ pub(super) fn start_sock_events_object(
         (None, Some(root)) => root,
         (None, None) => return Err("no cgroup2 hierarchy is mounted".to_owned()),
     };
-    // Quietly first, then with the verifier log for the reason (as attach()).
+    // Quietly first: a verifier log buffer costs ~16 MB of peak memory. Only
+    // when the kernel refuses is the load repeated with the log, so that the
+    // reason carries the verifier's explanation.
     let attached = attach_sock_programs(object, &cgroup, aya::VerifierLogLevel::DISABLE)
         .or_else(|_| attach_sock_programs(object, &cgroup, aya::VerifierLogLevel::default()));
     // The links hold the cgroup itself, not the mount: undo ours at once.
@@ -256,7 +281,7 @@ fn attach_sock_programs(
 ) -> Result<(aya::Ebpf, Vec<String>), String> {
     use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock};
 
-    let mut ebpf = load_object(object, log, LoadFor::SockEvents)?;
+    let mut ebpf = load_object(object, log, LoadFor::Cgroup)?;
     let cgroup_dir = std::fs::File::open(cgroup)
         .map_err(|e| format!("opening the cgroup2 root {} failed: {e}", cgroup.display()))?;
     // Ours must run next to programs that systemd or others attach further
