@@ -69,9 +69,11 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
 const ATTRIBUTION_USAGE: &str = "\
 usage: cargo xtask bench attribution
 
-  Times 20 000 loopback connect/accept/close cycles and 100 000 ping-pongs
-  with and without flowtop's eBPF socket programs attached (5 rounds, same
-  run; flowtop/examples/attribution_cost.rs). Needs root. Writes
+  Loopback connect/accept/close cycles and one-byte TCP and UDP ping-pongs,
+  timed without programs, with an empty cgroup_skb egress program and with
+  flowtop's eBPF socket programs (21 rounds, rotating order, a fresh network
+  namespace per side, same run; flowtop/examples/attribution_cost.rs), and
+  the attribution accuracy of 50 short-lived processes. Needs root. Writes
   bench/attribution.md.";
 
 /// `bench attribution`: the probes' cost, measured by the example binary.
