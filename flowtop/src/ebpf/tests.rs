@@ -157,7 +157,7 @@ fn the_cgroup2_root_prefers_the_hybrid_unified_mount() {
 fn starting_sock_events_on_a_corrupt_object_fails_with_a_reason() {
     let mut bogus = vec![0u8; 256];
     bogus[..4].copy_from_slice(b"\x7fELF");
-    match start_sock_events_object(&bogus, |_| true) {
+    match attach_sock_events_object(&bogus) {
         Ok(handle) => panic!("started on a corrupt object: {handle:?}"),
         // Either no cgroup2 mount here or aya's parse error.
         Err(reason) => assert!(
