@@ -213,6 +213,9 @@ fn ebpf_attribution_works_after_the_drop() {
     assert!(jstr(&v, "exe").is_some_and(|e| e.starts_with('/')), "{v}");
     kill_child(nobody);
     ft.stop();
+    // The drop refuses (and says so) when a thread, such as the ring
+    // reader, started before it.
+    assert!(!ft.stderr().contains("could not drop"), "{}", ft.stderr());
 }
 
 /// `--attribution off` keeps CAP_NET_ADMIN alone.
@@ -270,7 +273,8 @@ fn once_drops_capabilities_and_still_dumps_and_attributes() {
             .then_some(threads)
     });
     assert!(seen.is_some(), "flowtop --once never dropped (or exited early)");
-    // Give every thread time to answer, then check them all.
+    // The first thread seen dropped; give the dump thread, started after
+    // the drop, time to appear, then check them all.
     std::thread::sleep(Duration::from_millis(200));
     if std::fs::metadata(format!("/proc/{pid}/task")).is_ok() {
         assert_dropped(pid, KEPT, "flowtop --once");
@@ -282,8 +286,11 @@ fn once_drops_capabilities_and_still_dumps_and_attributes() {
         .expect("stdout")
         .read_to_string(&mut stdout)
         .expect("read");
+    let mut stderr = String::new();
+    let _ = child.stderr.take().expect("stderr").read_to_string(&mut stderr);
     let st = child.wait().expect("wait");
-    assert!(st.success(), "exit {st}");
+    assert!(st.success(), "exit {st}\n{stderr}");
+    assert!(!stderr.contains("could not drop"), "{stderr}");
     let lines: Vec<Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))

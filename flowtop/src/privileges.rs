@@ -25,23 +25,20 @@
 //! `CAP_DAC_OVERRIDE`/`CAP_FOWNER`).
 //!
 //! Capabilities are per thread in Linux, so one call drops them for the
-//! whole process only while the process has one thread: start-up (see
-//! `app::start`) does its privileged work first, drops, and only then
-//! starts the threads that need no privileges (the DNS resolver, the
-//! conntrack sources, the /proc scanner), which inherit the reduced sets.
-//! `--once` drops with one thread.
+//! whole process only while the process has one thread. Start-up (see
+//! `app::start`, and `app::once` for `--once`) is ordered for that: it does
+//! its privileged work on the main thread (eBPF is attached and its ring
+//! buffer taken, but its reader not started), drops, and only then starts
+//! the threads that need no privileges (the eBPF ring reader, the DNS
+//! resolver, the conntrack sources and dump thread, the /proc scanner, the
+//! screen), which inherit the reduced sets. [`drop_after_startup`] checks
+//! that: when other threads exist it still drops in the calling thread but
+//! returns an error naming them, as they keep their privileges (a start-up
+//! ordering bug, which the root tests reading every thread's sets catch).
 //!
-//! The exception is the eBPF ring reader: the eBPF loader starts it as it
-//! attaches the programs (one call does both), so it exists before the
-//! drop. For it, and for any thread a future start-up starts early, the
-//! drop is also applied through a real-time signal whose handler makes the
-//! same system calls (only raw, async-signal-safe ones). In each thread:
-//! the bounding set is cut to the kept set, the ambient set is cleared,
-//! `PR_SET_NO_NEW_PRIVS` is set, and the effective, permitted and
-//! inheritable sets are set to the kept set (inheritable empty).
-
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+//! The drop, in the calling thread: the bounding set is cut to the kept
+//! set, the ambient set is cleared, `PR_SET_NO_NEW_PRIVS` is set, and the
+//! effective and permitted sets are set to the kept set (inheritable empty).
 
 pub const CAP_DAC_READ_SEARCH: u32 = 2;
 pub const CAP_SETPCAP: u32 = 8;
@@ -88,16 +85,7 @@ impl Keep {
 pub struct Dropped {
     /// Effective/permitted set after the drop.
     pub kept: u64,
-    /// Threads that applied the drop (the caller included).
-    pub threads: usize,
 }
-
-/// The plan the signal handler reads (set before any signal is sent).
-static PLAN_KEEP: AtomicU64 = AtomicU64::new(0);
-static PLAN_LAST_CAP: AtomicU64 = AtomicU64::new(40);
-/// Threads whose drop succeeded / failed (errno of the failing step).
-static APPLIED: AtomicUsize = AtomicUsize::new(0);
-static FAILED: AtomicI32 = AtomicI32::new(0);
 
 fn last_cap() -> u64 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
@@ -121,23 +109,19 @@ fn permitted_now() -> std::io::Result<u64> {
     Ok(u64::from(data[0].permitted) | (u64::from(data[1].permitted) << 32))
 }
 
-/// Applies the plan to the calling thread with raw system calls only, so
-/// that it can run in a signal handler. Returns 0 or the failing errno.
-fn apply_to_this_thread() -> i32 {
-    let keep = PLAN_KEEP.load(Ordering::SeqCst);
-    let last = PLAN_LAST_CAP.load(Ordering::SeqCst);
+/// Applies the drop to the calling thread. Returns the failing errno.
+fn apply_to_this_thread(keep: u64, last: u64) -> Result<(), i32> {
     // SAFETY: prctl and capset with plain integer arguments and pointers to
-    // live local structs; none of them allocates or takes locks.
+    // live local structs.
     unsafe {
         // The bounding set needs CAP_SETPCAP, still effective at this point.
-        let can_setpcap = permitted_has(CAP_SETPCAP);
-        if can_setpcap {
+        if effective_has(CAP_SETPCAP) {
             for cap in 0..=last {
                 if keep & (1 << cap) == 0
                     && libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) == 1
                     && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0
                 {
-                    return errno();
+                    return Err(errno());
                 }
             }
         }
@@ -150,43 +134,35 @@ fn apply_to_this_thread() -> i32 {
             0,
         );
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            return errno();
-        }
-        let mut hdr = CapHeader {
-            version: CAP_VERSION_3,
-            pid: 0,
-        };
-        let mut have = [CapData::default(); 2];
-        if libc::syscall(libc::SYS_capget, &mut hdr as *mut CapHeader, have.as_mut_ptr()) != 0 {
-            return errno();
-        }
-        let permitted = u64::from(have[0].permitted) | (u64::from(have[1].permitted) << 32);
-        let set = keep & permitted;
-        let data = [
-            CapData {
-                effective: set as u32,
-                permitted: set as u32,
-                inheritable: 0,
-            },
-            CapData {
-                effective: (set >> 32) as u32,
-                permitted: (set >> 32) as u32,
-                inheritable: 0,
-            },
-        ];
-        let mut hdr = CapHeader {
-            version: CAP_VERSION_3,
-            pid: 0,
-        };
-        if libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) != 0 {
-            return errno();
+            return Err(errno());
         }
     }
-    0
+    let set = keep & permitted_now().map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    let data = [
+        CapData {
+            effective: set as u32,
+            permitted: set as u32,
+            inheritable: 0,
+        },
+        CapData {
+            effective: (set >> 32) as u32,
+            permitted: (set >> 32) as u32,
+            inheritable: 0,
+        },
+    ];
+    let mut hdr = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    // SAFETY: capset with a valid header and two data structs (version 3).
+    if unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) } != 0 {
+        return Err(errno());
+    }
+    Ok(())
 }
 
-/// Whether the calling thread's effective set has `cap` (raw, signal-safe).
-unsafe fn permitted_has(cap: u32) -> bool {
+/// Whether the calling thread's effective set has `cap`.
+fn effective_has(cap: u32) -> bool {
     let mut hdr = CapHeader {
         version: CAP_VERSION_3,
         pid: 0,
@@ -203,122 +179,49 @@ fn errno() -> i32 {
         .unwrap_or(libc::EIO)
 }
 
-extern "C" fn on_drop_signal(_sig: libc::c_int) {
-    // Keep errno of the interrupted code intact.
-    // SAFETY: __errno_location returns the calling thread's errno slot.
-    let saved = unsafe { *libc::__errno_location() };
-    match apply_to_this_thread() {
-        0 => {
-            APPLIED.fetch_add(1, Ordering::SeqCst);
-        }
-        e => FAILED.store(e, Ordering::SeqCst),
-    }
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = saved };
-}
-
-fn drop_signal() -> libc::c_int {
-    libc::SIGRTMIN() + 7
-}
-
-/// The ids of the process's threads.
-fn thread_ids() -> std::io::Result<Vec<i32>> {
-    let mut tids = Vec::new();
+/// The process's threads other than the caller, as `name (tid)`.
+fn other_threads() -> std::io::Result<Vec<String>> {
+    // SAFETY: gettid has no arguments.
+    let me = unsafe { libc::gettid() };
+    let mut others = Vec::new();
     for entry in std::fs::read_dir("/proc/self/task")? {
-        if let Some(tid) = entry?.file_name().to_str().and_then(|s| s.parse().ok()) {
-            tids.push(tid);
+        let Some(tid) = entry?.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if tid != me {
+            let name = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).unwrap_or_default();
+            others.push(format!("{} ({tid})", name.trim()));
         }
     }
-    Ok(tids)
+    others.sort();
+    Ok(others)
 }
 
-/// Gives up every capability continued operation does not need, in every
-/// thread of the process (see the module documentation). Call it once,
+/// Gives up every capability continued operation does not need (see the
+/// module documentation). Call it once, from the process's only thread,
 /// after netlink sockets are open, eBPF is attached and the sysctls are
-/// saved, and before starting threads that need no privileges (they then
-/// inherit the reduced sets); threads already running are covered too.
+/// saved, and before starting any other thread: they then inherit the
+/// reduced sets.
+///
+/// When other threads exist the calling thread still drops, but the error
+/// names them: they keep what they had.
 ///
 /// A process without capabilities (not root, tests) has nothing to drop:
 /// still sets no_new_privs and returns Ok.
 pub fn drop_after_startup(keep: Keep) -> Result<Dropped, String> {
-    PLAN_KEEP.store(keep.mask(), Ordering::SeqCst);
-    PLAN_LAST_CAP.store(last_cap().min(63), Ordering::SeqCst);
-    APPLIED.store(0, Ordering::SeqCst);
-    FAILED.store(0, Ordering::SeqCst);
-    let sig = drop_signal();
-    // SAFETY: installs a handler that only makes raw system calls and
-    // touches atomics.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_drop_signal as *const () as libc::sighandler_t;
-        sa.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut sa.sa_mask);
-        if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
-            return Err(format!(
-                "installing the drop handler: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
-    // SAFETY: gettid has no arguments.
-    let me = unsafe { libc::gettid() };
-    let pid = std::process::id() as i32;
-    // Threads can appear while we signal (a thread spawning another): repeat
-    // until every thread seen has been asked. A thread created after its
-    // parent dropped inherits the reduced sets, so a tid seen twice is fine.
-    let mut asked: Vec<i32> = Vec::new();
-    let own = apply_to_this_thread();
-    if own != 0 {
+    let others = other_threads().map_err(|e| format!("listing threads: {e}"))?;
+    apply_to_this_thread(keep.mask(), last_cap().min(63))
+        .map_err(|e| format!("dropping capabilities: {}", std::io::Error::from_raw_os_error(e)))?;
+    if !others.is_empty() {
         return Err(format!(
-            "dropping capabilities: {}",
-            std::io::Error::from_raw_os_error(own)
+            "dropped in the calling thread only: {} other thread(s) started before the drop keep their capabilities: {}",
+            others.len(),
+            others.join(", ")
         ));
-    }
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let tids = thread_ids().map_err(|e| format!("listing threads: {e}"))?;
-        let new: Vec<i32> = tids
-            .into_iter()
-            .filter(|t| *t != me && !asked.contains(t))
-            .collect();
-        if new.is_empty() {
-            break;
-        }
-        for tid in new {
-            // SAFETY: tgkill with our own pid; a thread that exited meanwhile gives ESRCH.
-            let rc = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) };
-            if rc == 0 {
-                asked.push(tid);
-            }
-        }
-        // Wait for the handlers of the threads asked so far.
-        while APPLIED.load(Ordering::SeqCst) + count_gone(&asked) < asked.len()
-            && FAILED.load(Ordering::SeqCst) == 0
-        {
-            if Instant::now() > deadline {
-                return Err("dropping capabilities: a thread did not answer".into());
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        if let e @ 1.. = FAILED.load(Ordering::SeqCst) {
-            return Err(format!(
-                "dropping capabilities in a thread: {}",
-                std::io::Error::from_raw_os_error(e)
-            ));
-        }
     }
     Ok(Dropped {
         kept: permitted_now().map_err(|e| format!("reading capabilities: {e}"))?,
-        threads: APPLIED.load(Ordering::SeqCst) + 1,
     })
-}
-
-/// Threads asked that have exited since (they cannot answer).
-fn count_gone(asked: &[i32]) -> usize {
-    asked
-        .iter()
-        .filter(|t| !std::path::Path::new(&format!("/proc/self/task/{t}")).exists())
-        .count()
 }
 
 /// Names of capability numbers, for messages.
@@ -346,6 +249,85 @@ mod tests {
         assert_eq!(
             names(Keep { procfs: true }.mask()),
             ["CAP_DAC_READ_SEARCH", "CAP_NET_ADMIN", "CAP_SYS_PTRACE"]
+        );
+    }
+
+    /// Runs `child` in a forked process (whose only thread is the caller's
+    /// copy, as fork copies one thread) and returns its exit status: the
+    /// drop can then be tried with one thread and with two, whatever the
+    /// test harness's own threads, and without changing the test process.
+    fn in_forked_child(child: fn() -> i32) -> i32 {
+        // SAFETY: the child only reads /proc, makes the drop's system calls,
+        // starts a thread and exits with _exit; glibc's fork handlers leave
+        // malloc usable in the child.
+        unsafe {
+            match libc::fork() {
+                -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+                0 => libc::_exit(child()),
+                pid => {
+                    let mut status = 0;
+                    assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+                    assert!(libc::WIFEXITED(status), "child status {status:#x}");
+                    libc::WEXITSTATUS(status)
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_drop_succeeds_in_the_only_thread_and_names_threads_started_before_it() {
+        let code = in_forked_child(|| {
+            if drop_after_startup(Keep { procfs: true }).is_err() {
+                return 10;
+            }
+            // A thread started too early: the next drop must say so, by name.
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+            let early = std::thread::Builder::new()
+                .name("early-thread".into())
+                .spawn(move || {
+                    let _ = ready_tx.send(());
+                    let _ = rx.recv();
+                });
+            let Ok(early) = early else { return 11 };
+            // std names the thread from inside it, as it starts: wait for
+            // that, so that /proc shows the name.
+            let _ = ready_rx.recv();
+            let refused = drop_after_startup(Keep { procfs: true });
+            drop(tx);
+            let _ = early.join();
+            match refused {
+                Ok(_) => 12,
+                Err(e) if e.contains("early-thread") && e.contains("1 other thread") => 0,
+                Err(e) => {
+                    eprintln!("unexpected error: {e}");
+                    13
+                }
+            }
+        });
+        assert_eq!(code, 0, "10: the single-thread drop failed, 12: two threads were accepted, 13: the error did not name the thread");
+    }
+
+    #[test]
+    fn the_drop_keeps_only_the_kept_set() {
+        let code = in_forked_child(|| {
+            let Ok(before) = permitted_now() else { return 10 };
+            let Ok(dropped) = drop_after_startup(Keep { procfs: false }) else {
+                return 11;
+            };
+            // Root keeps exactly CAP_NET_ADMIN; a process without it keeps nothing.
+            if dropped.kept != before & (Keep { procfs: false }).mask() {
+                return 12;
+            }
+            // SAFETY: prctl with integer arguments.
+            if unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) } != 1 {
+                return 13;
+            }
+            0
+        });
+        assert_eq!(
+            code, 0,
+            "11: drop failed, 12: wrong kept set, 13: no_new_privs unset"
         );
     }
 }

@@ -3,13 +3,12 @@
 //! 1. signal handlers (live runs): from then on SIGINT/SIGTERM/SIGHUP/SIGQUIT
 //!    end the run through the normal path, which restores the kernel settings;
 //! 2. privileged work: netlink sockets and their buffers, the sysctl guard,
-//!    eBPF load and attach (its map fds stay open);
-//! 3. one process-wide drop of the capabilities start-up needed;
-//! 4. then what needs no privileges starts its threads: enrichment (the DNS
-//!    resolver), the conntrack sources and /proc scanner (the engine).
-//!
-//! One thread exists before the drop: the eBPF ring reader, which the eBPF
-//! loader starts as it attaches; the drop reaches it (see privileges.rs).
+//!    eBPF load and attach, its ring buffer taken (its map fds stay open);
+//! 3. the drop of the capabilities start-up needed: one call, made while
+//!    this is the process's only thread (see privileges.rs);
+//! 4. then what needs no privileges starts its threads, which inherit the
+//!    reduced sets: the eBPF ring reader, enrichment (the DNS resolver), the
+//!    conntrack sources and /proc scanner (the engine), the screen.
 
 use super::{map_socket_error, RunError};
 use crate::attribution::{self, ebpf_owners, Decision};
@@ -64,7 +63,7 @@ impl Live {
             engage_sysctls(&config.paths)?
         };
         let inbox = engine::channel();
-        let attribution = start_attribution(config.attribution, &inbox)?;
+        let (mut attribution, attached) = attach_ebpf(config.attribution)?;
         // Loading the eBPF objects and reading the kernel's BTF left megabytes
         // of freed heap behind: give them back before the table grows.
         // SAFETY: malloc_trim only releases free memory of the allocator.
@@ -73,6 +72,9 @@ impl Live {
         }
         // Privileged start-up is over: keep only what the run needs.
         drop_privileges(!attribution.decision.is_off());
+        if let Some(attached) = attached {
+            attribution.handle = Some(start_ebpf_reader(attached, &inbox)?);
+        }
         // Notices about missing GeoIP databases or DNS go to stderr here,
         // before any screen, and stay readable after it.
         let Enrichment {
@@ -137,11 +139,14 @@ impl AttributionStart {
     }
 }
 
-/// Starts eBPF socket events when asked for (or in auto mode, when they load
-/// here): kprobes where the kernel attaches them all, else the cgroup
-/// programs. /proc scans always complement them (sockets made before
-/// flowtop started, listeners).
-fn start_attribution(asked: attribution::Mode, inbox: &InboxChannel) -> Result<AttributionStart, RunError> {
+/// Attaches the eBPF socket programs when asked for (or in auto mode, when
+/// they load here): kprobes where the kernel attaches them all, else the
+/// cgroup programs. /proc scans always complement them (sockets made before
+/// flowtop started, listeners). Privileged; the reader starts after the
+/// drop ([`start_ebpf_reader`]), which fills in the handle.
+fn attach_ebpf(
+    asked: attribution::Mode,
+) -> Result<(AttributionStart, Option<ebpf::AttachedSockEvents>), RunError> {
     use attribution::Mode;
     let without_ebpf = |decision: Decision| AttributionStart {
         decision,
@@ -149,34 +154,27 @@ fn start_attribution(asked: attribution::Mode, inbox: &InboxChannel) -> Result<A
         kprobes: None,
     };
     match asked {
-        Mode::Off => return Ok(without_ebpf(Decision::off())),
-        Mode::Procfs => return Ok(without_ebpf(Decision::procfs())),
+        Mode::Off => return Ok((without_ebpf(Decision::off()), None)),
+        Mode::Procfs => return Ok((without_ebpf(Decision::procfs()), None)),
         Mode::Auto | Mode::Ebpf => {}
     }
-    let tx = inbox.0.clone();
-    let mut owners = ebpf_owners::EbpfOwners::new(sysctl::netns_cookie(), 1 << 18);
-    let (kprobes, started) = ebpf::start_sock_events_preferring_kprobes(move |events| {
-        let sockets: Vec<_> = events
-            .iter()
-            .filter_map(|ev| owners.apply(ev, ebpf_owners::proc_info))
-            .collect();
-        sockets.is_empty() || tx.blocking_send(Inbox::EbpfSockets(sockets)).is_ok()
-    });
-    match started {
-        Ok(handle) => {
+    let (kprobes, attached) = ebpf::attach_sock_events_preferring_kprobes();
+    match attached {
+        Ok(attached) => {
             let reason = format!(
                 "eBPF socket events ({}), with /proc scans for sockets made before flowtop started and for listeners",
-                handle.programs().join(", ")
+                attached.programs().join(", ")
             );
-            Ok(AttributionStart {
+            let start = AttributionStart {
                 decision: Decision {
                     active: attribution::Active::Ebpf,
                     reason,
                     ebpf_unavailable: None,
                 },
-                handle: Some(handle),
+                handle: None,
                 kprobes: Some(kprobes),
-            })
+            };
+            Ok((start, Some(attached)))
         }
         Err(why) if asked == Mode::Ebpf => Err(RunError::Other(anyhow::anyhow!(
             "--attribution ebpf: the eBPF programs are unavailable: {why}"
@@ -185,7 +183,7 @@ fn start_attribution(asked: attribution::Mode, inbox: &InboxChannel) -> Result<A
             let reason = format!(
                 "eBPF unavailable ({why}): periodic /proc scans (short-lived processes can be missed)"
             );
-            Ok(AttributionStart {
+            let start = AttributionStart {
                 decision: Decision {
                     active: attribution::Active::Procfs,
                     reason,
@@ -193,9 +191,29 @@ fn start_attribution(asked: attribution::Mode, inbox: &InboxChannel) -> Result<A
                 },
                 handle: None,
                 kprobes: Some(kprobes),
-            })
+            };
+            Ok((start, None))
         }
     }
+}
+
+/// Starts the thread that reads the attached programs' events into the
+/// engine's inbox. Needs no privileges: called after the drop.
+fn start_ebpf_reader(
+    attached: ebpf::AttachedSockEvents,
+    inbox: &InboxChannel,
+) -> Result<ebpf::SockEventsHandle, RunError> {
+    let tx = inbox.0.clone();
+    let mut owners = ebpf_owners::EbpfOwners::new(sysctl::netns_cookie(), 1 << 18);
+    attached
+        .start_reader(move |events| {
+            let sockets: Vec<_> = events
+                .iter()
+                .filter_map(|ev| owners.apply(ev, ebpf_owners::proc_info))
+                .collect();
+            sockets.is_empty() || tx.blocking_send(Inbox::EbpfSockets(sockets)).is_ok()
+        })
+        .map_err(|e| RunError::Other(anyhow::anyhow!(e)))
 }
 
 /// The state file's location in this network namespace.

@@ -12,7 +12,7 @@ use super::*;
 /// [`KprobeReport::chosen`] when every kprobe attached.
 pub const SOCK_PATH_KPROBES: &str = "kprobes";
 /// [`KprobeReport::chosen`] when they did not: the cgroup programs
-/// ([`start_sock_events`]) are the socket-ownership path.
+/// ([`attach_sock_events`]) are the socket-ownership path.
 pub const SOCK_PATH_CGROUP: &str = "cgroup (fallback)";
 
 /// What happened to one kprobe program.
@@ -233,33 +233,30 @@ fn attach_kprobes_with(
 }
 
 /// Socket ownership events from the kprobes where they all attach, else
-/// from the cgroup programs ([`start_sock_events`]): the fallback is chosen
-/// here and reported (`report.chosen`; the handle's
-/// [`programs`](SockEventsHandle::programs) say which ones run).
+/// from the cgroup programs ([`attach_sock_events`]): the fallback is chosen
+/// here and reported (`report.chosen`; the attachment's
+/// [`programs`](AttachedSockEvents::programs) say which ones run). Needs
+/// root; the reader starts later, with
+/// [`start_reader`](AttachedSockEvents::start_reader).
 ///
 /// The kprobe path sends KPROBE events (`flowtop_common::SOCK_EVENT_KPROBE`),
 /// the cgroup path CREATED and TUPLE events: `deliver` must handle both. The
 /// kprobe handle's [`cgroup`](SockEventsHandle::cgroup) is empty.
-///
-/// flowtop's engine currently calls [`start_sock_events`] directly (the
-/// cgroup path, which attaches on every kernel flowtop supports); this is
-/// the entry point for switching to kprobes where the kernel has them.
-pub fn start_sock_events_preferring_kprobes(
-    deliver: impl FnMut(Vec<SockEvent>) -> bool + Send + 'static,
-) -> (KprobeReport, Result<SockEventsHandle, String>) {
+pub fn attach_sock_events_preferring_kprobes() -> (KprobeReport, Result<AttachedSockEvents, String>) {
     let (report, attachment) = attach_kprobes();
     match attachment {
-        Some(attachment) => (report, start_kprobe_reader(attachment, deliver)),
-        None => (report, start_sock_events(deliver)),
+        Some(KprobeAttachment { ebpf, programs }) => {
+            (report, AttachedSockEvents::new(ebpf, programs, PathBuf::new()))
+        }
+        None => (report, attach_sock_events()),
     }
 }
 
-/// Feeds the kprobes' ring buffer to `deliver` with the same reader thread
-/// as the cgroup path.
-fn start_kprobe_reader(
-    attachment: KprobeAttachment,
+/// [`attach_sock_events_preferring_kprobes`] and the reader in one call, for
+/// callers that do not drop privileges in between (tests).
+pub fn start_sock_events_preferring_kprobes(
     deliver: impl FnMut(Vec<SockEvent>) -> bool + Send + 'static,
-) -> Result<SockEventsHandle, String> {
-    let KprobeAttachment { ebpf, programs } = attachment;
-    start_reader(ebpf, programs, PathBuf::new(), deliver)
+) -> (KprobeReport, Result<SockEventsHandle, String>) {
+    let (report, attached) = attach_sock_events_preferring_kprobes();
+    (report, attached.and_then(|a| a.start_reader(deliver)))
 }

@@ -4,12 +4,13 @@
 //! Programs:
 //! - socket ownership events: `cgroup/sock_create` and `cgroup_skb/egress`
 //!   on the cgroup2 root, feeding a ring buffer of
-//!   [`SockEvent`](flowtop_common::SockEvent)s; see [`start_sock_events`].
+//!   [`SockEvent`](flowtop_common::SockEvent)s; see [`attach_sock_events`]
+//!   (privileged) and [`AttachedSockEvents::start_reader`] (not).
 //! - kprobes on `tcp_connect`, `inet_csk_accept` (return), `udp_sendmsg`,
 //!   `udpv6_sendmsg`, `ping_v4_sendmsg`, `ping_v6_sendmsg`, feeding the same
 //!   ring buffer with KPROBE events (tuple and owner in one), used where the
 //!   kernel can attach them; see [`probe_kprobes`], [`attach_kprobes`] and
-//!   [`start_sock_events_preferring_kprobes`]. They read `struct sock` at
+//!   [`attach_sock_events_preferring_kprobes`]. They read `struct sock` at
 //!   offsets taken from the running kernel's BTF at load time
 //!   ([`KernelBtf`]). Kernels without `CONFIG_KPROBES` load them (the
 //!   verifier passes them) but cannot attach them: then the cgroup programs

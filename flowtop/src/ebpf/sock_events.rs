@@ -16,8 +16,8 @@ const SOCK_EVENTS_BATCH: usize = 4096;
 /// whether it should stop.
 const SOCK_EVENTS_POLL: Duration = Duration::from_millis(100);
 
-/// Running socket ownership events (see [`start_sock_events`]). The cgroup
-/// programs stay attached while this lives; dropping it stops the reader
+/// Running socket ownership events (see [`AttachedSockEvents::start_reader`]).
+/// The programs stay attached while this lives; dropping it stops the reader
 /// thread (waiting for a `deliver` call in progress) and detaches them.
 pub struct SockEventsHandle {
     stop: Arc<AtomicBool>,
@@ -197,31 +197,107 @@ pub fn parse_sock_event(record: &[u8]) -> Option<SockEvent> {
     Some(unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<SockEvent>()) })
 }
 
-/// Loads the socket-event programs, attaches them to the cgroup2 root (so
-/// they see every socket of the machine, in every network namespace) and
-/// starts a thread that hands batches of events to `deliver` as they
-/// arrive, until `deliver` returns false or the handle is dropped.
+/// Loaded and attached socket-event programs (cgroup or kprobes) whose
+/// ring buffer has been taken but not read yet: what start-up does with
+/// root's privileges. The programs stay attached while this lives (events
+/// wait in the ring buffer, or are counted lost when it fills);
+/// [`start_reader`](Self::start_reader) then starts the reader thread, which
+/// needs no privileges, so that it can start after the capability drop.
+pub struct AttachedSockEvents {
+    ebpf: aya::Ebpf,
+    ring: aya::maps::RingBuf<aya::maps::MapData>,
+    programs: Vec<String>,
+    cgroup: PathBuf,
+}
+
+impl std::fmt::Debug for AttachedSockEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttachedSockEvents")
+            .field("programs", &self.programs)
+            .field("cgroup", &self.cgroup)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AttachedSockEvents {
+    /// Takes the ring buffer of a loaded and attached object (cgroup
+    /// programs or kprobes).
+    pub(crate) fn new(mut ebpf: aya::Ebpf, programs: Vec<String>, cgroup: PathBuf) -> Result<Self, String> {
+        let map = ebpf
+            .take_map(MAP_SOCK_EVENTS)
+            .ok_or_else(|| format!("the eBPF object has no map {MAP_SOCK_EVENTS}"))?;
+        let ring = aya::maps::RingBuf::try_from(map)
+            .map_err(|e| format!("map {MAP_SOCK_EVENTS} is not a ring buffer: {e:?}"))?;
+        Ok(AttachedSockEvents {
+            ebpf,
+            ring,
+            programs,
+            cgroup,
+        })
+    }
+
+    /// Attached programs, as `type/attach point` (e.g. `cgroup/sock_create`).
+    pub fn programs(&self) -> &[String] {
+        &self.programs
+    }
+
+    /// Starts the thread that hands batches of events to `deliver` as they
+    /// arrive, until `deliver` returns false or the handle is dropped. It
+    /// only polls the already mapped ring buffer: no privileges needed.
+    pub fn start_reader(
+        self,
+        deliver: impl FnMut(Vec<SockEvent>) -> bool + Send + 'static,
+    ) -> Result<SockEventsHandle, String> {
+        let AttachedSockEvents {
+            ebpf,
+            ring,
+            programs,
+            cgroup,
+        } = self;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("flowtop-sockev".to_owned())
+            .spawn({
+                let stop = Arc::clone(&stop);
+                move || read_sock_events(ring, &stop, deliver)
+            })
+            .map_err(|e| format!("starting the socket event thread failed: {e}"))?;
+        Ok(SockEventsHandle {
+            stop,
+            thread: Some(thread),
+            ebpf,
+            programs,
+            cgroup,
+        })
+    }
+}
+
+/// Loads the socket-event programs and attaches them to the cgroup2 root
+/// (so they see every socket of the machine, in every network namespace);
+/// needs root. No thread is started: see [`AttachedSockEvents::start_reader`].
 ///
 /// Event semantics are documented on [`SockEvent`]: join CREATED (who) and
 /// TUPLE (what) events by `cookie`.
-pub fn start_sock_events(
-    deliver: impl FnMut(Vec<SockEvent>) -> bool + Send + 'static,
-) -> Result<SockEventsHandle, String> {
+pub fn attach_sock_events() -> Result<AttachedSockEvents, String> {
     #[cfg(flowtop_no_ebpf)]
     {
-        drop(deliver);
         Err(NO_OBJECT_REASON.to_owned())
     }
     #[cfg(not(flowtop_no_ebpf))]
     {
-        start_sock_events_object(OBJECT, deliver)
+        attach_sock_events_object(OBJECT)
     }
 }
 
-pub(super) fn start_sock_events_object(
-    object: &[u8],
+/// [`attach_sock_events`] and [`AttachedSockEvents::start_reader`] in one
+/// call, for callers that do not drop privileges in between (tests, examples).
+pub fn start_sock_events(
     deliver: impl FnMut(Vec<SockEvent>) -> bool + Send + 'static,
 ) -> Result<SockEventsHandle, String> {
+    attach_sock_events()?.start_reader(deliver)
+}
+
+pub(super) fn attach_sock_events_object(object: &[u8]) -> Result<AttachedSockEvents, String> {
     // `ip netns exec` gives its command a private /sys without the cgroup
     // mounts: then flowtop mounts cgroup2 itself, only for the attach.
     let temporary = match cgroup2_root() {
@@ -241,37 +317,7 @@ pub(super) fn start_sock_events_object(
     // The links hold the cgroup itself, not the mount: undo ours at once.
     drop(temporary);
     let (ebpf, programs) = attached.map_err(with_privilege_hint)?;
-    start_reader(ebpf, programs, cgroup, deliver)
-}
-
-/// Starts the thread that reads `SOCK_EVENTS` of a loaded and attached
-/// object (cgroup programs or kprobes) and hands batches to `deliver`.
-pub(crate) fn start_reader(
-    mut ebpf: aya::Ebpf,
-    programs: Vec<String>,
-    cgroup: PathBuf,
-    deliver: impl FnMut(Vec<SockEvent>) -> bool + Send + 'static,
-) -> Result<SockEventsHandle, String> {
-    let map = ebpf
-        .take_map(MAP_SOCK_EVENTS)
-        .ok_or_else(|| format!("the eBPF object has no map {MAP_SOCK_EVENTS}"))?;
-    let ring = aya::maps::RingBuf::try_from(map)
-        .map_err(|e| format!("map {MAP_SOCK_EVENTS} is not a ring buffer: {e:?}"))?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let thread = std::thread::Builder::new()
-        .name("flowtop-sockev".to_owned())
-        .spawn({
-            let stop = Arc::clone(&stop);
-            move || read_sock_events(ring, &stop, deliver)
-        })
-        .map_err(|e| format!("starting the socket event thread failed: {e}"))?;
-    Ok(SockEventsHandle {
-        stop,
-        thread: Some(thread),
-        ebpf,
-        programs,
-        cgroup,
-    })
+    AttachedSockEvents::new(ebpf, programs, cgroup)
 }
 
 fn attach_sock_programs(

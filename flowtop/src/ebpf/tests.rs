@@ -1,5 +1,6 @@
 use super::*;
 use super::{btf::*, kprobes::*, sock_events::*};
+use flowtop_testkit::skip::{require_root, skip};
 
 /// The reason a load of `object` fails with (the object must not load).
 fn load_failure(object: &[u8]) -> String {
@@ -157,7 +158,7 @@ fn the_cgroup2_root_prefers_the_hybrid_unified_mount() {
 fn starting_sock_events_on_a_corrupt_object_fails_with_a_reason() {
     let mut bogus = vec![0u8; 256];
     bogus[..4].copy_from_slice(b"\x7fELF");
-    match start_sock_events_object(&bogus, |_| true) {
+    match attach_sock_events_object(&bogus) {
         Ok(handle) => panic!("started on a corrupt object: {handle:?}"),
         // Either no cgroup2 mount here or aya's parse error.
         Err(reason) => assert!(
@@ -261,6 +262,9 @@ const LOOPBACK4: [u8; 16] = [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 #[ignore = "needs root: run by cargo xtask test"]
 fn sock_events_attribute_a_tcp_connection_to_this_process() {
     use std::io::{Read as _, Write as _};
+    if !require_root() {
+        return;
+    }
 
     let mut events = Events::start();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -316,9 +320,12 @@ fn sock_events_attribute_a_tcp_connection_to_this_process() {
 #[test]
 #[ignore = "needs root: run by cargo xtask test"]
 fn sock_events_report_ipv6_tuples() {
+    if !require_root() {
+        return;
+    }
     let mut events = Events::start();
     let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {
-        eprintln!("no ::1 here: skipped");
+        skip("no ::1 here (IPv6 loopback unavailable): the IPv6 tuple was not checked");
         return;
     };
     let addr = listener.local_addr().expect("local_addr");
@@ -337,6 +344,9 @@ fn sock_events_report_ipv6_tuples() {
 #[test]
 #[ignore = "needs root: run by cargo xtask test"]
 fn sock_events_report_each_destination_of_an_unconnected_udp_socket() {
+    if !require_root() {
+        return;
+    }
     let mut events = Events::start();
     let sink1 = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind sink");
     let sink2 = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind sink");
@@ -376,6 +386,9 @@ fn sock_events_report_each_destination_of_an_unconnected_udp_socket() {
 #[test]
 #[ignore = "needs root: run by cargo xtask test"]
 fn sock_events_report_a_connected_udp_socket_once_per_peer() {
+    if !require_root() {
+        return;
+    }
     let mut events = Events::start();
     let sink1 = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind sink");
     let sink2 = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind sink");
@@ -421,6 +434,9 @@ fn sock_events_report_a_connected_udp_socket_once_per_peer() {
 #[test]
 #[ignore = "needs root: run by cargo xtask test"]
 fn sock_events_attribute_a_short_lived_child_process() {
+    if !require_root() {
+        return;
+    }
     let mut events = Events::start();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -453,6 +469,9 @@ fn sock_events_attribute_a_short_lived_child_process() {
 #[test]
 #[ignore = "needs root: run by cargo xtask test"]
 fn sock_events_stop_when_deliver_says_so_and_detach_on_drop() {
+    if !require_root() {
+        return;
+    }
     let handle = start_sock_events(|_| false).expect("start");
     let _ = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -577,6 +596,9 @@ fn the_embedded_object_holds_the_kprobe_programs() {
 #[test]
 #[ignore = "needs root: run by cargo xtask test"]
 fn every_kprobe_program_loads_and_the_fallback_is_reported() {
+    if !require_root() {
+        return;
+    }
     let report = probe_kprobes();
     eprintln!("{}", report.summary());
     assert_eq!(report.reason, None, "{report:?}");
@@ -615,13 +637,15 @@ fn every_kprobe_program_loads_and_the_fallback_is_reported() {
 #[ignore = "needs root: run by cargo xtask test"]
 fn kprobe_events_carry_tuple_and_owner_where_kprobes_attach() {
     use flowtop_common::SOCK_EVENT_KPROBE;
+    if !require_root() {
+        return;
+    }
     let (tx, rx) = std::sync::mpsc::channel();
     let (report, handle) = start_sock_events_preferring_kprobes(move |batch| tx.send(batch).is_ok());
     if report.chosen != SOCK_PATH_KPROBES {
-        eprintln!(
-            "SKIPPED kprobe event check: kprobes cannot attach on this kernel\n{}",
-            report.summary()
-        );
+        // The skip log counts one line per skip: the report goes to stderr apart.
+        eprintln!("{}", report.summary());
+        skip("kprobes cannot attach on this kernel: the kprobe events were not checked");
         return;
     }
     let _handle = handle.expect("kprobe handle");
