@@ -322,13 +322,7 @@ mod tests {
         for f in [&old, &recent] {
             let l = SocketAddr::new(f.orig.src, f.orig.sport.expect("port"));
             let r = SocketAddr::new(f.orig.dst, f.orig.dport.expect("port"));
-            both.insert(
-                f.proto,
-                l,
-                r,
-                false,
-                owner(f.id + 20, "late", None),
-            );
+            both.insert(f.proto, l, r, false, owner(f.id + 20, "late", None));
         }
         let found = j.take_index(Arc::new(both), &t, t0);
         t.set_owners(found, &mut rec(&mut log));
