@@ -268,6 +268,13 @@ impl App {
         self.flow_rows.get(i).map(|f| &self.shown.flows[f])
     }
 
+    /// The measured rates of the flow in row `i` of the flows tab.
+    pub fn rates_at(&self, i: usize) -> Option<crate::flow::rate::Rates> {
+        self.flow_rows
+            .get(i)
+            .and_then(|f| self.shown.flows.measured_rates(f))
+    }
+
     /// A new snapshot from the engine.
     pub fn on_snapshot(&mut self, snap: Arc<Snapshot>) {
         self.latest = snap;
