@@ -547,6 +547,10 @@ pub struct Snapshot {
     pub flows: Flows,
     pub stats: TableStats,
     pub aggregates: Aggregates,
+    /// Changes only when first rates were measured into readings (see
+    /// [`Reading::measured`]): a view that keeps its rows while no entry
+    /// chunk changed must rebuild them when it orders by rate.
+    pub first_rates: u64,
 }
 
 impl Snapshot {
@@ -568,6 +572,7 @@ impl FlowTable {
             flows: self.entries.freeze(),
             stats: self.stats,
             aggregates: self.aggregates(),
+            first_rates: self.rate_bases.1,
         })
     }
 
@@ -585,6 +590,7 @@ impl FlowTable {
             flows,
             stats: self.stats,
             aggregates,
+            first_rates: self.rate_bases.1,
         })
     }
 }
@@ -613,9 +619,10 @@ pub struct Aggregates {
 }
 
 /// The base counters of lagging rate meters, by flow (see
-/// [`RateMeter::lagging`]).
+/// [`RateMeter::lagging`]); and how many first rates were measured into
+/// readings only (see [`Reading::measured`]), which no entry chunk shows.
 #[derive(Debug, Default)]
-struct RateBases(HashMap<FlowKey, Counters, FastState>);
+struct RateBases(HashMap<FlowKey, Counters, FastState>, u64);
 
 impl RateBases {
     /// Feeds a counter reading `c` of flow `key` (whose last counters are
@@ -737,7 +744,11 @@ fn refresh<'s>(
         shown_rate.set_measured(false);
     }
     let write = moved || shown_rate != e.rate || flow.start_ns != e.flow.start_ns || !entries.is_shared(slot);
+    let was_measured = reading.measured;
     reading.measured = !write && rate.measured() && !e.rate.measured();
+    if reading.measured && !was_measured {
+        bases.1 += 1;
+    }
     *entries.side_mut(slot)? = reading;
     if !write {
         return None;
@@ -1170,6 +1181,7 @@ mod tests {
         dump(&mut held, at(2), &mut held_log);
         let after = held.snapshot_after(&before);
         assert!(after.flows.same_values(&before.flows), "no entry chunk copied");
+        assert_ne!(after.first_rates, before.first_rates, "yet views can tell");
         let zero = Some(Rates::default());
         for slot in 0..3 {
             assert_eq!(

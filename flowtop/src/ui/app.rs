@@ -162,6 +162,7 @@ fn empty_snapshot() -> Arc<Snapshot> {
         flows: Default::default(),
         stats: Default::default(),
         aggregates: Default::default(),
+        first_rates: 0,
     })
 }
 
@@ -323,7 +324,14 @@ impl App {
         if self.paused {
             return None;
         }
-        if self.latest.flows.same_values(&self.shown.flows) && self.book.changes() == self.rows_book {
+        // Ordered by rate, a first rate measured into the readings only
+        // (no entry chunk changed) can move rows.
+        let same_rates = self.sort.column != super::sort::Column::Rate
+            || self.latest.first_rates == self.shown.first_rates;
+        if self.latest.flows.same_values(&self.shown.flows)
+            && same_rates
+            && self.book.changes() == self.rows_book
+        {
             // No flow and no name changed: the rows stand (an idle table
             // costs no rebuild); the header's counters and the detail view's
             // timeout come from the new snapshot.
