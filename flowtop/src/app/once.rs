@@ -216,7 +216,10 @@ fn print_text(
     );
     writeln!(out, "{summary}")?;
     writeln!(out)?;
-    let mut entries: Vec<_> = snap.flows.iter().collect();
+    // As read: the entries with what their readings add (a rate measured
+    // since an entry was written is in its reading).
+    let read: Vec<_> = snap.flows.slots().filter_map(|(s, _)| snap.entry_at(s)).collect();
+    let mut entries: Vec<_> = read.iter().collect();
     let opts = output::text::TextOptions {
         show_src: config.show.show_src,
         bits: config.show.bits,

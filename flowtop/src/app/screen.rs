@@ -44,6 +44,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         flows: Default::default(),
         stats: Default::default(),
         aggregates: Default::default(),
+        first_rates: 0,
     }));
     let (quit_tx, quit_rx) = tokio::sync::watch::channel(false);
     let notes = engine::Notes::default();

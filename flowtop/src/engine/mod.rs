@@ -323,7 +323,7 @@ impl Engine {
             ips.into_iter().collect();
         for e in self.table.iter() {
             if ips.contains(&e.flow.orig.src) || ips.contains(&e.flow.orig.dst) {
-                em.emit(EventKind::Update, e);
+                em.emit(EventKind::Update, &self.table.as_read(e));
             }
         }
     }

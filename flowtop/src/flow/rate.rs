@@ -65,6 +65,17 @@ impl RateMeter {
         self.base_at = at;
     }
 
+    /// Whether a rate has been measured (see [`RateMeter::measured_rates`]).
+    /// The flow table keeps its turning true beside the entry: idle flows
+    /// of a table loaded at once all turn measured at the same reading.
+    pub fn measured(&self) -> bool {
+        self.measured
+    }
+
+    pub fn set_measured(&mut self, measured: bool) {
+        self.measured = measured;
+    }
+
     /// Whether the base reading is older than the last one: its counters
     /// are then not the flow's, and the caller keeps them aside.
     pub fn lagging(&self) -> bool {

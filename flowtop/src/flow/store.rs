@@ -139,6 +139,7 @@ impl<T: Keyed + Clone, R: Copy + Default> Store<T, R> {
     }
 
     /// The value of `key`, to change anything but its key.
+    #[cfg(test)]
     pub fn get_mut(&mut self, key: &T::Key) -> Option<&mut T> {
         let slot = self.find(key)?;
         self.at_mut(slot)

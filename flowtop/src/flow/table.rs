@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::clock::{Clock, Millis};
 use super::model::{proto, Counters, Flow, FlowKey, LookupKey, Owner};
-use super::rate::RateMeter;
+use super::rate::{RateMeter, Rates};
 use super::store::{Frozen, Keyed, Store};
 
 /// foldhash: cheaper than SipHash per lookup, randomly seeded per process
@@ -123,6 +123,13 @@ pub struct Reading {
     /// entry: recomputed at every reading, it moves by a second or two of
     /// rounding and delay even when the kernel's deadline did not.
     deadline_secs: u32,
+    /// The rate meter measured its first rate after the entry was last
+    /// written (the entry's meter still says not measured). Here rather
+    /// than in the entry: a table loaded at once is read again at once, so
+    /// every idle flow turns measured at the same reading, and writing that
+    /// into the entries would copy every chunk a snapshot holds. Reset
+    /// whenever the entry's meter is written.
+    measured: bool,
 }
 
 impl Reading {
@@ -133,6 +140,7 @@ impl Reading {
             rate_base: e.rate.base_at().0,
             timeout: e.flow.timeout,
             deadline_secs: deadline(&e.flow, now, clock),
+            measured: false,
         }
     }
 
@@ -140,6 +148,21 @@ impl Reading {
     fn settle(self, e: &mut Entry) {
         e.flow.timeout = self.timeout;
         e.rate.set_base_at(Millis(self.rate_base));
+        self.settle_rate(e);
+    }
+
+    /// Puts only whether the rate was measured back into `e`: what every
+    /// reader of the rate needs, and the only part of the reading that is
+    /// shown.
+    fn settle_rate(self, e: &mut Entry) {
+        if self.measured {
+            e.rate.set_measured(true);
+        }
+    }
+
+    /// The rates of `e` (whose reading this is), once measured.
+    fn measured_rates(self, e: &Entry) -> Option<Rates> {
+        (self.measured || e.rate.measured()).then(|| e.rate.rates())
     }
 }
 
@@ -453,10 +476,43 @@ impl FlowTable {
     /// a flow that has gone or got an owner meanwhile is left alone.
     pub fn set_owners(&mut self, found: Vec<(FlowKey, Arc<Owner>)>, out: &mut impl FnMut(EventKind, &Entry)) {
         for (key, owner) in found {
-            if let Some(e) = self.entries.get_mut(&key).filter(|e| e.owner.is_none()) {
-                e.owner = Some(owner);
-                out(EventKind::Update, e);
+            let Some(slot) = self.entries.slot_of(&key) else {
+                continue;
+            };
+            if self.entries.at_slot(slot).is_none_or(|e| e.owner.is_some()) {
+                continue;
             }
+            // The entry is written anyway: it takes the measured bit too.
+            let Some(side) = self.entries.side_mut(slot) else {
+                continue;
+            };
+            let reading = std::mem::replace(&mut side.measured, false);
+            let Some(e) = self.entries.slot_mut(slot) else {
+                continue;
+            };
+            if reading {
+                e.rate.set_measured(true);
+            }
+            e.owner = Some(owner);
+            out(EventKind::Update, e);
+        }
+    }
+
+    /// `e` (an entry of this table) as readers see it: with whether its
+    /// rate was measured, which its reading may hold rather than the entry
+    /// (copied only then).
+    pub fn as_read<'a>(&self, e: &'a Entry) -> std::borrow::Cow<'a, Entry> {
+        match self
+            .entries
+            .slot_of(&e.flow.key())
+            .and_then(|s| self.entries.side(s))
+        {
+            Some(r) if r.measured => {
+                let mut e = e.clone();
+                r.settle_rate(&mut e);
+                std::borrow::Cow::Owned(e)
+            }
+            _ => std::borrow::Cow::Borrowed(e),
         }
     }
 
@@ -491,6 +547,10 @@ pub struct Snapshot {
     pub flows: Flows,
     pub stats: TableStats,
     pub aggregates: Aggregates,
+    /// Changes only when first rates were measured into readings (see
+    /// [`Reading::measured`]): a view that keeps its rows while no entry
+    /// chunk changed must rebuild them when it orders by rate.
+    pub first_rates: u64,
 }
 
 impl Snapshot {
@@ -512,6 +572,7 @@ impl FlowTable {
             flows: self.entries.freeze(),
             stats: self.stats,
             aggregates: self.aggregates(),
+            first_rates: self.rate_bases.1,
         })
     }
 
@@ -529,12 +590,26 @@ impl FlowTable {
             flows,
             stats: self.stats,
             aggregates,
+            first_rates: self.rate_bases.1,
         })
     }
 }
 
 /// The flows of a [`Snapshot`], by slot.
 pub type Flows = Frozen<Entry, Reading>;
+
+impl Flows {
+    /// The rates of the flow in `slot`, once measured: what a reader of a
+    /// snapshot shows (whether they were measured may be in the reading
+    /// rather than in the entry).
+    pub fn measured_rates(&self, slot: usize) -> Option<Rates> {
+        let e = self.get(slot)?;
+        match self.side(slot) {
+            Some(r) => r.measured_rates(e),
+            None => e.rate.measured_rates(),
+        }
+    }
+}
 
 /// Flow counts per protocol and per state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -544,9 +619,10 @@ pub struct Aggregates {
 }
 
 /// The base counters of lagging rate meters, by flow (see
-/// [`RateMeter::lagging`]).
+/// [`RateMeter::lagging`]); and how many first rates were measured into
+/// readings only (see [`Reading::measured`]), which no entry chunk shows.
 #[derive(Debug, Default)]
-struct RateBases(HashMap<FlowKey, Counters, FastState>);
+struct RateBases(HashMap<FlowKey, Counters, FastState>, u64);
 
 impl RateBases {
     /// Feeds a counter reading `c` of flow `key` (whose last counters are
@@ -645,6 +721,9 @@ fn refresh<'s>(
     }
     let mut rate = e.rate;
     rate.set_base_at(Millis(reading.rate_base));
+    if reading.measured {
+        rate.set_measured(true);
+    }
     let rates_changed = match flow.counters {
         Some(c) => {
             let before = rate.rates();
@@ -657,9 +736,19 @@ fn refresh<'s>(
     reading.rate_base = rate.base_at().0;
     reading.timeout = flow.timeout;
     let moved = flow.differs_from(&e.flow);
+    // Compared without what the reading keeps: the base time, and a first
+    // measurement that found the rates the entry already holds.
     let mut shown_rate = rate;
     shown_rate.set_base_at(e.rate.base_at());
+    if rate.measured() && !e.rate.measured() && rate.rates() == e.rate.rates() {
+        shown_rate.set_measured(false);
+    }
     let write = moved || shown_rate != e.rate || flow.start_ns != e.flow.start_ns || !entries.is_shared(slot);
+    let was_measured = reading.measured;
+    reading.measured = !write && rate.measured() && !e.rate.measured();
+    if reading.measured && !was_measured {
+        bases.1 += 1;
+    }
     *entries.side_mut(slot)? = reading;
     if !write {
         return None;
@@ -1057,6 +1146,83 @@ mod tests {
         let g = held.begin_dump(false);
         held.end_dump(g, &mut |_, _| {});
         assert!(held.is_empty());
+    }
+
+    /// The second reading of a table loaded at once measures every flow's
+    /// first rate at once (zero for idle flows; shown as "0B/s" instead of
+    /// "-"). With a snapshot holding the entries that copies no entry
+    /// chunk, yet every reader (snapshot rows, detail, events) sees the
+    /// rate measured, as a table without a snapshot does.
+    #[test]
+    fn a_table_wide_first_measurement_copies_no_entries() {
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let ids = 1..=3u32;
+        let dump = |t: &mut FlowTable, now, log: &mut Vec<(EventKind, Option<Rates>)>| {
+            let g = t.begin_dump(false);
+            for id in ids.clone() {
+                let f = with_counters(flow(id), 100);
+                t.apply_dump_entry(g, f, now, &mut NoOwners, &mut |k, e| {
+                    log.push((k, e.rate.measured_rates()))
+                });
+            }
+            t.end_dump(g, &mut |k, e| log.push((k, e.rate.measured_rates())));
+        };
+        let (mut plain, mut held) = (
+            FlowTable::new(TableConfig::default(), t0),
+            FlowTable::new(TableConfig::default(), t0),
+        );
+        let (mut plain_log, mut held_log) = (Vec::new(), Vec::new());
+        dump(&mut plain, at(0), &mut plain_log);
+        dump(&mut held, at(0), &mut held_log);
+        let before = held.snapshot();
+        assert_eq!(before.flows.measured_rates(0), None);
+        dump(&mut plain, at(2), &mut plain_log);
+        dump(&mut held, at(2), &mut held_log);
+        let after = held.snapshot_after(&before);
+        assert!(after.flows.same_values(&before.flows), "no entry chunk copied");
+        assert_ne!(after.first_rates, before.first_rates, "yet views can tell");
+        let zero = Some(Rates::default());
+        for slot in 0..3 {
+            assert_eq!(
+                before.flows.measured_rates(slot),
+                None,
+                "the old snapshot keeps its rates"
+            );
+            assert_eq!(after.flows.measured_rates(slot), zero);
+            assert_eq!(after.entry_at(slot).and_then(|e| e.rate.measured_rates()), zero);
+            assert_eq!(plain.snapshot().flows.measured_rates(slot), zero);
+        }
+        let e = held.get(flow(1).key()).expect("entry");
+        assert_eq!(held.as_read(e).rate.measured_rates(), zero);
+        // A later reading too soon to measure keeps it measured.
+        dump(&mut held, at(2), &mut held_log);
+        assert_eq!(held.snapshot().flows.measured_rates(0), zero);
+        // Events show it as the plain table's do: an owner found, a destroy.
+        let owner = |pid| {
+            Arc::new(Owner {
+                pid,
+                comm: "x".into(),
+                exe: None,
+                uid: 0,
+                how: crate::flow::model::How::Ebpf,
+            })
+        };
+        for t in [&mut plain, &mut held] {
+            let mut seen = Vec::new();
+            t.set_owners(vec![(flow(1).key(), owner(1))], &mut |k, e| {
+                seen.push((k, e.rate.measured_rates()))
+            });
+            t.apply_event(
+                Change::Gone,
+                with_counters(flow(2), 100),
+                at(3),
+                &mut NoOwners,
+                &mut |k, e| seen.push((k, e.rate.measured_rates())),
+            );
+            assert_eq!(seen, vec![(EventKind::Update, zero), (EventKind::Destroy, zero)]);
+        }
+        assert_eq!(plain_log, held_log[..plain_log.len()]);
     }
 
     #[test]

@@ -162,6 +162,7 @@ fn empty_snapshot() -> Arc<Snapshot> {
         flows: Default::default(),
         stats: Default::default(),
         aggregates: Default::default(),
+        first_rates: 0,
     })
 }
 
@@ -268,6 +269,13 @@ impl App {
         self.flow_rows.get(i).map(|f| &self.shown.flows[f])
     }
 
+    /// The measured rates of the flow in row `i` of the flows tab.
+    pub fn rates_at(&self, i: usize) -> Option<crate::flow::rate::Rates> {
+        self.flow_rows
+            .get(i)
+            .and_then(|f| self.shown.flows.measured_rates(f))
+    }
+
     /// A new snapshot from the engine.
     pub fn on_snapshot(&mut self, snap: Arc<Snapshot>) {
         self.latest = snap;
@@ -316,7 +324,14 @@ impl App {
         if self.paused {
             return None;
         }
-        if self.latest.flows.same_values(&self.shown.flows) && self.book.changes() == self.rows_book {
+        // Ordered by rate, a first rate measured into the readings only
+        // (no entry chunk changed) can move rows.
+        let same_rates = self.sort.column != super::sort::Column::Rate
+            || self.latest.first_rates == self.shown.first_rates;
+        if self.latest.flows.same_values(&self.shown.flows)
+            && same_rates
+            && self.book.changes() == self.rows_book
+        {
             // No flow and no name changed: the rows stand (an idle table
             // costs no rebuild); the header's counters and the detail view's
             // timeout come from the new snapshot.

@@ -66,7 +66,9 @@ pub fn derive_rows(
             continue;
         }
         per_proto[usize::from(e.flow.proto)] += 1;
-        if (!params.active_only || rows::is_active(e)) && (!filtering || matcher.matches(e)) {
+        if (!params.active_only || rows::is_active(flows.measured_rates(i)))
+            && (!filtering || matcher.matches(e))
+        {
             buffer.push(i);
         }
     }

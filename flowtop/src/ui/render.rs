@@ -314,7 +314,7 @@ fn flow_cells(app: &App, i: usize, cols: &[(Column, Col)], now: SystemTime) -> V
                 Column::Port => ctx.port(f.proto, f.orig.dport),
                 Column::Geo => ctx.geo_of(f.orig.dst).unwrap_or_else(|| "-".into()),
                 Column::Bytes => rows::bytes_pair(e),
-                Column::Rate => rows::rate_pair(e, app.bits),
+                Column::Rate => rows::rate_pair(e, app.rates_at(i), app.bits),
             };
             (col, text)
         })

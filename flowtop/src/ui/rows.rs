@@ -10,6 +10,7 @@ use crate::attribution::{How, Owner};
 use crate::enrich::book::AddressBook;
 use crate::enrich::services::Services;
 use crate::flow::model::proto;
+use crate::flow::rate::Rates;
 use crate::flow::table::Entry;
 use crate::output::format::human_bytes;
 use crate::output::safe::terminal_safe;
@@ -102,12 +103,14 @@ pub fn rate_text(bytes_per_sec: f64, bits: bool) -> String {
     }
 }
 
-/// "1.0K/20K B/s" of a flow; "-" before the first measurement.
-pub fn rate_pair(e: &Entry, bits: bool) -> String {
+/// "1.0K/20K B/s" of a flow whose measured rates are `rates` (see
+/// [`Flows::measured_rates`](crate::flow::table::Flows)); "-" before the
+/// first measurement.
+pub fn rate_pair(e: &Entry, rates: Option<Rates>, bits: bool) -> String {
     if e.flow.counters.is_none() {
         return "n/a".to_owned();
     }
-    match e.rate.measured_rates() {
+    match rates {
         Some(r) => {
             let unit = if bits { 8.0 } else { 1.0 };
             format!(
@@ -121,11 +124,10 @@ pub fn rate_pair(e: &Entry, bits: bool) -> String {
     }
 }
 
-/// Whether traffic moved during the last measurement (`a`: active only).
-pub fn is_active(e: &Entry) -> bool {
-    e.rate
-        .measured_rates()
-        .is_some_and(|r| r.orig_bytes + r.reply_bytes > 0.0)
+/// Whether traffic moved during the last measurement (`a`: active only),
+/// by a flow's measured rates.
+pub fn is_active(rates: Option<Rates>) -> bool {
+    rates.is_some_and(|r| r.orig_bytes + r.reply_bytes > 0.0)
 }
 
 /// Bytes and rates of one flow seen from its local process: a process

@@ -185,7 +185,9 @@ impl Keyer {
         }
     }
 
-    fn key(&self, e: &Entry) -> Packed {
+    /// The key of the flow in `slot` of `flows`.
+    fn key(&self, flows: &Flows, slot: usize) -> Packed {
+        let e = &flows[slot];
         match self {
             Keyer::Comm(r) => e.owner.as_ref().map_or(MISSING, |o| (1, r[o.comm.as_str()])),
             Keyer::State(r) => e.flow.state.map_or(MISSING, |s| (1, r[s.name()])),
@@ -199,7 +201,7 @@ impl Keyer {
                 Column::Address => ip(e.flow.orig.dst),
                 Column::Port => num(e.flow.orig.dport.map(f64::from)),
                 Column::Bytes => num(e.flow.counters.map(|c| (c.orig_bytes + c.reply_bytes) as f64)),
-                Column::Rate => num(e.rate.measured_rates().map(|r| r.orig_bytes + r.reply_bytes)),
+                Column::Rate => num(flows.measured_rates(slot).map(|r| r.orig_bytes + r.reply_bytes)),
                 Column::Process | Column::State | Column::Geo => MISSING,
             },
         }
@@ -342,7 +344,7 @@ impl Ordered {
                 .iter()
                 .map(|&i| {
                     let e = &flows[i];
-                    (directed(keyer.key(e)), e.flow.id, i)
+                    (directed(keyer.key(flows, i)), e.flow.id, i)
                 })
                 .collect();
             self.wide.sort_unstable_by(|a, b| {
@@ -358,7 +360,7 @@ impl Ordered {
             .iter()
             .map(|&i| {
                 let e = &flows[i];
-                let (tag, v) = directed(keyer.key(e));
+                let (tag, v) = directed(keyer.key(flows, i));
                 let v = v & u128::from(u64::MAX);
                 Narrow::new((u128::from(tag) << 96) | (v << 32) | u128::from(e.flow.id), i)
             })

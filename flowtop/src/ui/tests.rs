@@ -760,3 +760,30 @@ fn an_unchanged_snapshot_keeps_its_rows() {
     a.ctx().book.update("198.51.100.1".parse().expect("ip"), |_| {});
     assert!(a.snapshot_job(Arc::new(same)).is_some(), "the book changed");
 }
+
+/// First rates measured into the table's readings change no entry chunk,
+/// yet they order rows sorted by rate ("-" after "0B/s"): those rows are
+/// rebuilt, others stand.
+#[test]
+fn first_rates_rebuild_rows_sorted_by_rate_only() {
+    use super::derive::run_job;
+    let mut buf = Vec::new();
+    let first = fixture::many(3);
+    let mut measured = (*first).clone();
+    measured.first_rates += 1;
+    let measured = Arc::new(measured);
+    for (by_rate, rebuilt) in [(false, false), (true, true)] {
+        let mut a = app(120, 30);
+        if by_rate {
+            a.sort.column = super::sort::Column::Rate;
+        }
+        let job = a.snapshot_job(Arc::clone(&first)).expect("a job");
+        let d = run_job(job, a.ctx(), &mut buf);
+        assert!(a.take_derived(d).is_none());
+        assert_eq!(
+            a.snapshot_job(Arc::clone(&measured)).is_some(),
+            rebuilt,
+            "by rate: {by_rate}"
+        );
+    }
+}

@@ -24,12 +24,14 @@ use super::ui::{shown_flows, Pane};
 use super::{log, parse_count, repo_root, require_root, require_tools};
 
 pub(crate) const USAGE: &str = "\
-usage: cargo xtask bench screen-mem [--sizes N,N...] [--window SECS] [--warmup SECS] [--no-json] [--trace]
+usage: cargo xtask bench screen-mem [--sizes N,N...] [--window SECS] [--warmup SECS] [--no-json] [--trace] [--bin PATH]
 
 The screen's VmRSS, VmHWM and CPU at steady state per table size (default
 100000,1000000; window 30 s after 5 s of warm-up), and `--json -t 1`'s on the
 same table. --trace also prints the screen's VmRSS and VmHWM every 100 ms
-from its start to the end of the warm-up, where VmHWM grew. Needs root, tmux,
+from its start to the end of the warm-up, where VmHWM grew. --bin measures
+another flowtop binary than target/release/flowtop (a build kept aside, to
+compare two commits in one run). Needs root, tmux,
 python3. Prints a table; writes nothing.";
 
 const CT_INSERT_PY: &str = include_str!("../../scripts/ct_insert.py");
@@ -40,6 +42,7 @@ struct Opts {
     warmup: f64,
     json: bool,
     trace: bool,
+    bin: Option<PathBuf>,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -49,6 +52,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         warmup: 5.0,
         json: true,
         trace: false,
+        bin: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -59,6 +63,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--warmup" => o.warmup = val()?.parse().context("--warmup")?,
             "--no-json" => o.json = false,
             "--trace" => o.trace = true,
+            "--bin" => o.bin = Some(PathBuf::from(val()?)),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -198,7 +203,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target"));
-    let flowtop = target.join("release/flowtop");
+    let flowtop = o.bin.clone().unwrap_or_else(|| target.join("release/flowtop"));
     if !flowtop.is_file() {
         bail!("{} missing: cargo build --release -p flowtop", flowtop.display());
     }
