@@ -13,20 +13,20 @@
 //! changes is undone on every path (see `guards`).
 
 use std::fmt::Write as _;
-use std::fs;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::guards::{remove_stale_namespaces, sleep_checked, SysctlGuard, TempDir, INTERRUPTED};
+use super::guards::{sleep_checked, INTERRUPTED};
 use super::markdown::{header, list, mib, pct, ratio, secs, Table};
 use super::measure::{median, RunStat};
 use super::pty::steady_screen;
 use super::stream::{steady_flowtop, Steady};
 use super::table::{one_size, ColdStart, Fill};
-use super::{build_flowtop, log, parse_count, repo_root, require_root, require_tools, NETSNIFF_FLOWTOP};
+use super::{log, parse_count, require_root, require_tools, NETSNIFF_FLOWTOP};
+use super::{prepare, write_report, Prepared};
 
 pub(crate) const USAGE: &str = "\
 usage: cargo xtask bench dump [--sizes N[,N..]] [--runs R] [--cpu-secs S] [--legacy-max N]
@@ -189,12 +189,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             "{NETSNIFF_FLOWTOP} missing: no screen comparison with flowtop 0.6.8 (apt-get install netsniff-ng)"
         ));
     }
-    remove_stale_namespaces();
-    SysctlGuard::recover_stale();
-    let root = repo_root();
-    let flowtop = build_flowtop(&root)?;
-    let tmp = TempDir::new()?;
-    let started = Instant::now();
+    let Prepared {
+        root,
+        flowtop,
+        tmp,
+        started,
+    } = prepare()?;
     let mut results = Vec::new();
     for (i, &n) in opts.sizes.iter().enumerate() {
         if i > 0 {
@@ -206,13 +206,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         results.push(measure_size(&opts, n, &flowtop, &tmp.0, screens)?);
     }
     let report = render(&opts, &root, &results, started.elapsed());
-    let dir = root.join("bench");
-    fs::create_dir_all(&dir)?;
-    let path = dir.join("dump.md");
-    fs::write(&path, &report).with_context(|| format!("cannot write {}", path.display()))?;
-    println!("{report}");
-    log(format!("wrote {}", path.display()));
-    Ok(())
+    write_report(&root, "dump.md", &report)
 }
 
 // ---------------------------------------------------------------- report

@@ -40,6 +40,7 @@ use super::markdown::header;
 use super::measure::{clk_tck, cpu_ticks, median, thread_ticks, timed_run, RunStat};
 use super::netns::{EtcNetns, Netns};
 use super::table::CT_INSERT_PY;
+use super::write_report;
 use super::{log, run_cmd};
 use crate::cmd;
 
@@ -403,12 +404,7 @@ pub fn run(args: &[String]) -> Result<()> {
         once_on,
     };
     let report = render(&opts, &root, &runs, &geo_cost, started.elapsed());
-    fs::create_dir_all(root.join("bench"))?;
-    let path = root.join("bench/enrich.md");
-    fs::write(&path, &report)?;
-    println!("{report}");
-    log(format!("wrote {}", path.display()));
-    Ok(())
+    write_report(&root, "enrich.md", &report)
 }
 
 struct Runs {

@@ -208,3 +208,37 @@ pub(crate) fn build_flowtop(root: &Path) -> Result<PathBuf> {
     }
     Ok(flowtop)
 }
+
+/// What a benchmark that builds flowtop starts from: the leftovers of killed
+/// runs cleaned up, the release build, a scratch directory, and its clock.
+pub(crate) struct Prepared {
+    pub(crate) root: PathBuf,
+    pub(crate) flowtop: PathBuf,
+    pub(crate) tmp: guards::TempDir,
+    pub(crate) started: std::time::Instant,
+}
+
+/// Cleans up after killed runs (namespaces, sysctls), builds flowtop.
+pub(crate) fn prepare() -> Result<Prepared> {
+    guards::remove_stale_namespaces();
+    guards::SysctlGuard::recover_stale();
+    let root = repo_root();
+    let flowtop = build_flowtop(&root)?;
+    Ok(Prepared {
+        root,
+        flowtop,
+        tmp: guards::TempDir::new()?,
+        started: std::time::Instant::now(),
+    })
+}
+
+/// Writes `bench/NAME` and prints the report.
+pub(crate) fn write_report(root: &Path, name: &str, report: &str) -> Result<()> {
+    let dir = root.join("bench");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(name);
+    std::fs::write(&path, report).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("{report}");
+    log(format!("wrote {}", path.display()));
+    Ok(())
+}

@@ -35,18 +35,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use super::guards::{
-    check_interrupted, remove_stale_namespaces, sleep_checked, ProcGuard, SysctlGuard, TempDir, INTERRUPTED,
-};
+use super::guards::{check_interrupted, sleep_checked, ProcGuard, SysctlGuard, INTERRUPTED};
 use super::markdown::{header, mib, ms, pct, ratio, secs};
 use super::measure::{clk_tck, cpu_ticks, measure_window, median, percentile, pid_alive, RunStat, Window};
 use super::netns::Netns;
 use super::stream::{spawn_counter, spawn_flowtop_json, steady_flowtop, Steady};
 use super::table::{one_size, setup_namespace, ColdStart, Fill, CT_CHURN_PY, CT_INSERT_PY};
 use super::ui::{shown_flows, Pane};
-use super::{
-    build_flowtop, log, parse_count, repo_root, require_root, require_tools, run_cmd, NETSNIFF_FLOWTOP,
-};
+use super::{log, parse_count, require_root, require_tools, run_cmd, NETSNIFF_FLOWTOP};
+use super::{prepare, write_report, Prepared};
 
 pub const USAGE: &str = "\
 usage: cargo xtask bench report [--sizes N[,N..]] [--runs R] [--quick]
@@ -570,12 +567,12 @@ pub fn run(args: &[String]) -> Result<()> {
     crate::setup::ensure(crate::setup::Need::All)?;
     require_tools(&["ip", "nft", "conntrack", "python3", "tmux"])?;
     let legacy = Path::new(NETSNIFF_FLOWTOP).is_file();
-    remove_stale_namespaces();
-    SysctlGuard::recover_stale();
-    let root = repo_root();
-    let flowtop = build_flowtop(&root)?;
-    let tmp = TempDir::new()?;
-    let started = Instant::now();
+    let Prepared {
+        root,
+        flowtop,
+        tmp,
+        started,
+    } = prepare()?;
 
     let mut sizes = Vec::new();
     for (i, &n) in opts.sizes.iter().enumerate() {
@@ -612,12 +609,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let took = started.elapsed();
     let report = render(&opts, &root, &sizes, &churn, &ui, &ui_opts, took);
-    let path = root.join("bench/REPORT.md");
-    fs::create_dir_all(root.join("bench"))?;
-    fs::write(&path, &report).with_context(|| format!("cannot write {}", path.display()))?;
-    println!("{report}");
-    log(format!("wrote {}", path.display()));
-    Ok(())
+    write_report(&root, "REPORT.md", &report)
 }
 
 // ---------------------------------------------------------------- report

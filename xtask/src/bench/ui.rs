@@ -25,17 +25,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use super::guards::{
-    check_interrupted, remove_stale_namespaces, signal_and_wait, sleep_checked, ProcGuard, SysctlGuard,
-    TempDir,
-};
+use super::guards::{check_interrupted, signal_and_wait, sleep_checked, ProcGuard, SysctlGuard};
 use super::markdown::{header, ms, pct, ratio};
 use super::measure::{clk_tck, cpu_ticks, percentile};
 use super::netns::Netns;
 use super::table::{conntrack_count, setup_namespace, FILL_PY};
-use super::{
-    build_flowtop, log, parse_count, repo_root, require_root, require_tools, run_cmd, NETSNIFF_FLOWTOP,
-};
+use super::{log, parse_count, require_root, require_tools, run_cmd, NETSNIFF_FLOWTOP};
+use super::{prepare, write_report, Prepared};
 
 pub const USAGE: &str = "\
 usage: cargo xtask bench ui [--flows N] [--events R] [--secs S] [--presses K]
@@ -322,12 +318,12 @@ fn frames(log: &Path, skip: usize) -> Result<Vec<(f64, f64, f64)>> {
 pub fn run(opts: &Opts) -> Result<()> {
     require_root("bench ui", "network namespaces, sysctls")?;
     require_tools(&["ip", "nft", "conntrack", "python3", "tmux"])?;
-    remove_stale_namespaces();
-    SysctlGuard::recover_stale();
-    let root = repo_root();
-    let flowtop = build_flowtop(&root)?;
-    let tmp = TempDir::new()?;
-    let started = Instant::now();
+    let Prepared {
+        root,
+        flowtop,
+        tmp,
+        started,
+    } = prepare()?;
     let r = collect(opts, &flowtop, &tmp.0)?;
     let report = render(
         opts,
@@ -338,13 +334,7 @@ pub fn run(opts: &Opts) -> Result<()> {
         r.old.as_ref(),
         started.elapsed(),
     );
-    let dir = root.join("bench");
-    fs::create_dir_all(&dir)?;
-    let path = dir.join("ui.md");
-    fs::write(&path, &report).with_context(|| format!("cannot write {}", path.display()))?;
-    println!("{report}");
-    log(format!("wrote {}", path.display()));
-    Ok(())
+    write_report(&root, "ui.md", &report)
 }
 
 /// What `collect` measured: the table size at steady state, the global
