@@ -875,6 +875,8 @@ fn render(
     let mut json_rss: Vec<(u64, f64)> = Vec::new();
     let mut json_cpu: Vec<(u64, f64)> = Vec::new();
     let mut screen_cpu: Vec<(u64, f64)> = Vec::new();
+    // (entries, VmRSS KiB, VmHWM KiB) of the screen at steady state.
+    let mut screen_mem: Vec<(u64, u64, u64)> = Vec::new();
     let mut active_cpu: Vec<(u64, f64, Option<f64>)> = Vec::new();
     let mut notes = Vec::new();
     for r in sizes {
@@ -982,6 +984,7 @@ fn render(
                     )
                 );
                 screen_cpu.push((r.cold.n, w.cpu_pct));
+                screen_mem.push((r.cold.n, w.rss_kib, w.hwm_kib));
             }
             Some(Err(e)) => {
                 let _ = writeln!(o, "| {} | flowtop screen | failed: {e} | | | | | | |", r.cold.n);
@@ -1113,6 +1116,31 @@ fn render(
         verdicts.push(format!(
             "Growth 100000 → 1000000 no worse than linear (≤ 10×), VmRSS of `--json`: {g:.1}×: **{}**",
             met(g <= 10.0)
+        ));
+    }
+
+    // The screen at a million flows (issue 11): memory per flow, the peak
+    // against the steady state, and CPU.
+    if let Some(&(n, rss, hwm)) = screen_mem.iter().find(|(n, ..)| *n == 1_000_000) {
+        let per_flow = rss as f64 * 1024.0 / n as f64;
+        verdicts.push(format!(
+            "The screen at {n} flows holds at most 350 B per flow (VmRSS {} / {n}): {per_flow:.0} B: **{}**",
+            mib(rss as f64),
+            met(per_flow <= 350.0)
+        ));
+        let ratio = hwm as f64 / rss as f64;
+        verdicts.push(format!(
+            "The screen at {n} flows peaks at most 1.2× its steady state: VmHWM {} / VmRSS {} = {ratio:.2}×: **{}**",
+            mib(hwm as f64),
+            mib(rss as f64),
+            met(ratio <= 1.2)
+        ));
+    }
+    if let Some(&(n, c)) = screen_cpu.iter().find(|(n, _)| *n == 1_000_000) {
+        verdicts.push(format!(
+            "The screen at {n} flows under 25 % of one core at steady state (`-t 1`): {}: **{}**",
+            pct(c),
+            met(c < 25.0)
         ));
     }
 
