@@ -147,17 +147,5 @@ pub(crate) fn steady_screen(
     if pid_alive(pid) {
         bail!("{label} (pid {pid}) survived the kill");
     }
-    Ok(Steady {
-        cpu_pct: w.cpu_pct,
-        user_pct: w.user_pct,
-        sys_pct: w.sys_pct,
-        other_pct: w.other_pct,
-        window_s: w.window_s,
-        warmup_s,
-        hwm_kib: w.hwm_kib,
-        rss_kib: w.rss_kib,
-        note: note.trim().to_string(),
-        refresh: None,
-        active: None,
-    })
+    Ok(Steady::from_window(&w, warmup_s, &note))
 }

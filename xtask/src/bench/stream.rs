@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::guards::{sleep_checked, ProcGuard};
-use super::measure::measure_window;
+use super::measure::{measure_window, Window};
 use super::netns::Netns;
 
 /// Runs `flowtop --once --json -4UnG` untimed in `ns` and counts its
@@ -125,6 +125,24 @@ pub(crate) struct Steady {
 }
 
 impl Steady {
+    /// A steady state from the measured window; the stream adds its
+    /// re-read counts and active flows, a screen has neither.
+    pub(crate) fn from_window(w: &Window, warmup_s: f64, note: &str) -> Steady {
+        Steady {
+            cpu_pct: w.cpu_pct,
+            user_pct: w.user_pct,
+            sys_pct: w.sys_pct,
+            other_pct: w.other_pct,
+            window_s: w.window_s,
+            warmup_s,
+            hwm_kib: w.hwm_kib,
+            rss_kib: w.rss_kib,
+            note: note.trim().to_string(),
+            refresh: None,
+            active: None,
+        }
+    }
+
     /// `update` lines per active flow per second of the window (1.0: every
     /// active flow's rates re-read every interval of 1 s).
     pub(crate) fn updates_per_active_flow_s(&self) -> Option<f64> {
@@ -281,17 +299,9 @@ pub(crate) fn steady_flowtop(
     drop(guard);
     let _ = reader.join();
     Ok(Steady {
-        cpu_pct: w.cpu_pct,
-        user_pct: w.user_pct,
-        sys_pct: w.sys_pct,
-        other_pct: w.other_pct,
-        window_s: w.window_s,
-        warmup_s,
-        hwm_kib: w.hwm_kib,
-        rss_kib: w.rss_kib,
-        note: note.trim().to_string(),
         refresh,
         active: (active > 0).then_some((active, active_updates)),
+        ..Steady::from_window(&w, warmup_s, &note)
     })
 }
 
