@@ -378,7 +378,9 @@ impl Engine {
         let now = Instant::now();
         let mut engine = Engine {
             table: FlowTable::new(table_config(cfg.interval), now),
-            owners: cfg.attribution.then(|| OwnerJoin::new(now)),
+            owners: cfg
+                .attribution
+                .then(|| OwnerJoin::new(now).with_local_addrs(crate::attribution::index::local_addresses())),
             dump_tx,
             rcvbuf,
             pacing: RefreshPacing::new(cfg.interval, cfg.full_refresh),
