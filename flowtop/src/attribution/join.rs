@@ -257,6 +257,7 @@ impl OwnerLookup for OwnerJoin {
 mod tests {
     use super::*;
     use crate::attribution::procfs::ProcScan;
+    use crate::attribution::How;
     use crate::flow::model::{proto, Counters, Family, ProtoState, Tuple};
     use crate::flow::table::{Change, Entry, EventKind, TableConfig};
     use std::net::Ipv4Addr;
@@ -406,5 +407,138 @@ mod tests {
         t.end_dump(g, &mut rec(&mut log));
         t.set_owners(j.retry_all(&t), &mut rec(&mut log));
         assert_eq!(log, vec![(EventKind::Update, 1)]);
+    }
+
+    /// A loopback connection: the client (initiator) owns it, the process
+    /// holding the accepted socket is its peer. The NEW event comes before
+    /// the client's socket event and before any /proc scan saw the
+    /// accepted socket: the listener is then only a provisional peer, and
+    /// both ends are filled in as their sockets become known.
+    #[test]
+    fn a_local_flow_gets_its_initiator_as_owner_and_the_holder_of_the_accepted_socket_as_peer() {
+        let now = Instant::now();
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let mut f = hflow(7);
+        f.orig.src = lo;
+        f.orig.dst = lo;
+        f.reply.src = lo;
+        f.reply.dst = lo;
+        f.orig.dport = Some(8000);
+        f.reply.sport = Some(8000);
+        let client = SocketAddr::new(lo, f.orig.sport.expect("port"));
+        let server = SocketAddr::new(lo, 8000);
+        let mut t = FlowTable::new(TableConfig::default(), now);
+        let mut j = OwnerJoin::new(now);
+        let mut listening = SocketIndex::from_procfs(&ProcScan::default(), [lo]);
+        listening.insert(
+            proto::TCP,
+            server,
+            SocketAddr::new(unspecified_like(lo), 0),
+            true,
+            owner(100, "server", None),
+        );
+        let found = j.take_index(Arc::new(listening), &t, now);
+        t.set_owners(found, &mut |_, _| {});
+        let mut log = Log::new();
+        t.apply_event(Change::Seen, f.clone(), now, &mut j, &mut rec(&mut log));
+        let e = t.get(f.key()).expect("entry");
+        assert_eq!(e.direction, Some(Direction::Local));
+        assert!(e.owner.is_none(), "the client's socket is not known yet");
+        assert_eq!(
+            e.peer.as_ref().map(|o| (o.pid, o.how)),
+            Some((100, How::Listener))
+        );
+
+        // The client's socket event: it owns the flow.
+        let found = j.take_sockets(
+            vec![(proto::TCP, client, server, owner(200, "client", None))],
+            &t,
+            now,
+        );
+        t.set_owners(found, &mut rec(&mut log));
+        let e = t.get(f.key()).expect("entry");
+        assert_eq!(e.owner.as_ref().map(|o| o.pid), Some(200));
+        assert_eq!(e.peer.as_ref().map(|o| o.pid), Some(100), "still the listener");
+
+        // A /proc scan finds the forked child holding the accepted socket.
+        let mut scanned = SocketIndex::from_procfs(&ProcScan::default(), [lo]);
+        scanned.insert(
+            proto::TCP,
+            server,
+            SocketAddr::new(unspecified_like(lo), 0),
+            true,
+            owner(100, "server", None),
+        );
+        scanned.insert(proto::TCP, server, client, false, owner(101, "server", None));
+        let found = j.take_index(Arc::new(scanned), &t, now);
+        t.set_owners(found, &mut rec(&mut log));
+        let e = t.get(f.key()).expect("entry");
+        assert_eq!(e.owner.as_ref().map(|o| o.pid), Some(200));
+        assert_eq!(e.peer.as_ref().map(|o| (o.pid, o.how)), Some((101, How::Procfs)));
+        assert!(e.settled());
+        assert_eq!(
+            log,
+            vec![
+                (EventKind::New, 7),
+                (EventKind::Update, 7),
+                (EventKind::Update, 7)
+            ]
+        );
+    }
+
+    /// Which ends are this host's decides the direction and whose process
+    /// owns the flow.
+    #[test]
+    fn direction_follows_which_ends_are_local() {
+        let now = Instant::now();
+        let (a, b) = (
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)),
+        );
+        let f = hflow(1); // a:40001 -> b:80
+        let end = |ip: IpAddr, port: u16| SocketAddr::new(ip, port);
+        let mut idx = SocketIndex::default();
+        idx.insert(
+            proto::TCP,
+            end(a, 40001),
+            end(b, 80),
+            false,
+            owner(1, "client", None),
+        );
+        idx.insert(
+            proto::TCP,
+            end(b, 80),
+            end(a, 40001),
+            false,
+            owner(2, "server", None),
+        );
+        let idx = Arc::new(idx);
+        let join_on = |locals: &[IpAddr]| {
+            let mut j = OwnerJoin::with_index(idx.clone(), now);
+            j.local_addrs = locals.iter().copied().collect();
+            j
+        };
+        let pids = |x: Attributed| (x.direction, x.owner.map(|o| o.pid), x.peer.map(|o| o.pid));
+        assert_eq!(
+            pids(join_on(&[a]).lookup(&f)),
+            (Some(Direction::Out), Some(1), None)
+        );
+        assert_eq!(
+            pids(join_on(&[b]).lookup(&f)),
+            (Some(Direction::In), Some(2), None)
+        );
+        assert_eq!(
+            pids(join_on(&[a, b]).lookup(&f)),
+            (Some(Direction::Local), Some(1), Some(2))
+        );
+        let router = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
+        assert_eq!(
+            pids(join_on(&[router]).lookup(&f)),
+            (Some(Direction::Forward), None, None)
+        );
+        assert!(
+            join_on(&[router]).lookup(&f).settled(),
+            "a forwarded flow has nothing to find"
+        );
     }
 }

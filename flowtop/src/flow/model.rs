@@ -366,3 +366,22 @@ pub fn settled(owner: Option<&Owner>, peer: Option<&Owner>, direction: Option<Di
         _ => held(owner),
     }
 }
+
+/// [`Attributed`] borrowed, for writing one line without touching the
+/// reference counts (the outputs' hot path).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Who<'a> {
+    pub owner: Option<&'a Owner>,
+    pub peer: Option<&'a Owner>,
+    pub direction: Option<Direction>,
+}
+
+impl Attributed {
+    pub fn who(&self) -> Who<'_> {
+        Who {
+            owner: self.owner.as_deref(),
+            peer: self.peer.as_deref(),
+            direction: self.direction,
+        }
+    }
+}

@@ -114,6 +114,15 @@ impl Entry {
         }
     }
 
+    /// What attribution said, borrowed (for writing a line).
+    pub fn who(&self) -> super::model::Who<'_> {
+        super::model::Who {
+            owner: self.owner.as_deref(),
+            peer: self.peer.as_deref(),
+            direction: self.direction,
+        }
+    }
+
     /// Whether attribution can learn nothing more about it.
     pub fn settled(&self) -> bool {
         super::model::settled(self.owner.as_deref(), self.peer.as_deref(), self.direction)
@@ -704,13 +713,7 @@ fn deadline(flow: &Flow, now: Instant, clock: &Clock) -> u32 {
 }
 
 /// A new entry, hot as of `now`.
-fn new_entry(
-    flow: Flow,
-    now: Instant,
-    clock: &Clock,
-    config: &TableConfig,
-    found: Attributed,
-) -> Entry {
+fn new_entry(flow: Flow, now: Instant, clock: &Clock, config: &TableConfig, found: Attributed) -> Entry {
     let mut rate = RateMeter::new();
     if let Some(c) = flow.counters {
         rate.observe(None, c, clock.millis(now), config.rate_window);
