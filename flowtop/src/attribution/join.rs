@@ -78,13 +78,6 @@ impl OwnerJoin {
         self.local_addrs.contains(&normalise(ip))
     }
 
-    /// Whether a flow whose attribution is not settled may still get an
-    /// owner from socket events not yet delivered (eBPF is feeding this
-    /// join): what makes holding its destroy worth a moment.
-    pub fn expects_socket_events(&self) -> bool {
-        !self.ebpf_sockets.is_empty()
-    }
-
     /// A join over one /proc index and nothing else (`--once`).
     pub fn with_index(index: Arc<SocketIndex>, now: Instant) -> Self {
         let mut join = OwnerJoin::new(now);

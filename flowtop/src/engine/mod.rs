@@ -48,6 +48,9 @@ pub struct StreamConfig {
     pub full_refresh: Option<Duration>,
     /// Attribution is on: run the /proc scanner and join owners to flows.
     pub attribution: bool,
+    /// eBPF socket events feed the inbox (a DESTROY of a flow without an
+    /// owner then waits for them a moment).
+    pub socket_events: bool,
 }
 
 /// What an engine runs on, made by the start-up before it: its
@@ -103,14 +106,13 @@ fn change_of(kind: CtEventKind) -> Change {
     }
 }
 
-/// Whether a DESTROY should wait for socket events: the flow is in the
-/// table without an owner, this host may have initiated it, and eBPF feeds
-/// the join (so the initiator's socket event may be in the ring buffer).
-fn awaits_socket_event(table: &FlowTable, owners: Option<&OwnerJoin>, flow: &Flow) -> bool {
-    owners.is_some_and(OwnerJoin::expects_socket_events)
-        && table.get(flow.key()).is_some_and(|e| {
-            e.owner.is_none() && matches!(e.direction, None | Some(Direction::Out) | Some(Direction::Local))
-        })
+/// Whether a DESTROY should wait for socket events (when eBPF feeds the
+/// join): the flow is in the table without an owner and this host may have
+/// initiated it, so the initiator's socket event may be in the ring buffer.
+fn awaits_socket_event(table: &FlowTable, flow: &Flow) -> bool {
+    table.get(flow.key()).is_some_and(|e| {
+        e.owner.is_none() && matches!(e.direction, None | Some(Direction::Out) | Some(Direction::Local))
+    })
 }
 
 /// The engine's state besides the sources.
@@ -135,6 +137,8 @@ struct Engine {
     /// DESTROY events held for [`DESTROY_HOLD`] (when they arrived, the
     /// flow's final reading), oldest first.
     held_destroys: VecDeque<(Instant, Flow)>,
+    /// eBPF socket events feed the inbox.
+    socket_events: bool,
 }
 
 impl Engine {
@@ -232,7 +236,8 @@ impl Engine {
                     if self.own_queries.contains(&flow) {
                         continue;
                     }
-                    if kind == CtEventKind::Destroy && awaits_socket_event(table, owners.as_ref(), &flow) {
+                    if kind == CtEventKind::Destroy && self.socket_events && awaits_socket_event(table, &flow)
+                    {
                         self.held_destroys.push_back((now, flow));
                         continue;
                     }
@@ -432,6 +437,7 @@ impl Engine {
             owners: cfg
                 .attribution
                 .then(|| OwnerJoin::new(now).with_local_addrs(crate::attribution::index::local_addresses())),
+            socket_events: cfg.socket_events,
             dump_tx,
             rcvbuf,
             pacing: RefreshPacing::new(cfg.interval, cfg.full_refresh),
