@@ -163,6 +163,7 @@ fn empty_snapshot() -> Arc<Snapshot> {
         stats: Default::default(),
         aggregates: Default::default(),
         first_rates: 0,
+        ended: Default::default(),
     })
 }
 
