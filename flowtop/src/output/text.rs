@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
+use super::ends::{direction_marker, ends};
 use super::format::{age_secs, human_age, human_bytes};
 use super::safe::terminal_safe;
 use crate::enrich::book::AddressBook;
@@ -80,7 +81,10 @@ pub fn table(
     if opts.show_src {
         header.extend(["SOURCE", "SRC HOST", "SRC GEO"]);
     }
-    header.extend(["DESTINATION", "HOST", "GEO", "SERVICE", "NAT", "BYTES", "RATE"]);
+    // ADDRESS is the remote end, after who started the flow (as on the
+    // screen: → out, ← in, ↔ local, ⇄ forwarded, · not known); SOURCE
+    // the local one.
+    header.extend(["ADDRESS", "HOST", "GEO", "SERVICE", "NAT", "BYTES", "RATE"]);
     rows.push(header.iter().map(|s| (*s).to_owned()).collect());
     let unit = if opts.bits { 8.0 } else { 1.0 };
     let suffix = if opts.bits { "b/s" } else { "B/s" };
@@ -98,13 +102,18 @@ pub fn table(
             f.start_ns
                 .map_or_else(|| "n/a".to_owned(), |s| human_age(age_secs(s, now))),
         ];
+        let ends = ends(e);
         if opts.show_src {
-            row.push(endpoint(&f.orig.src, f.orig.sport));
-            let (host, geo) = host_and_geo(book, f.orig.src);
+            row.push(endpoint(&ends.local.0, ends.local.1));
+            let (host, geo) = host_and_geo(book, ends.local.0);
             row.extend([host, geo]);
         }
-        row.push(endpoint(&f.orig.dst, f.orig.dport));
-        let (host, geo) = host_and_geo(book, f.orig.dst);
+        row.push(format!(
+            "{} {}",
+            direction_marker(e.direction),
+            endpoint(&ends.remote.0, ends.remote.1)
+        ));
+        let (host, geo) = host_and_geo(book, ends.remote.0);
         row.extend([host, geo]);
         row.push(
             services
@@ -128,9 +137,10 @@ pub fn table(
         match f.counters {
             Some(c) => {
                 row.push(format!(
-                    "{}/{}",
-                    human_bytes(c.orig_bytes as f64),
-                    human_bytes(c.reply_bytes as f64)
+                    "{}/{}{}",
+                    human_bytes(c.orig_bytes as f64 * unit),
+                    human_bytes(c.reply_bytes as f64 * unit),
+                    if opts.bits { "b" } else { "B" }
                 ));
                 row.push(match e.rate.measured_rates() {
                     Some(r) => format!(

@@ -545,14 +545,14 @@ fn processes_count_what_they_send_and_receive() {
     let mut a = app(120, 30);
     a.apply(Action::NextTab);
     assert_eq!(a.tab, Tab::Processes);
-    let sshd = a.proc_rows.iter().find(|r| r.pid == Some(800)).unwrap();
+    let sshd = a.proc_rows.iter().find(|r| r.pids == [800]).unwrap();
     // sshd accepted the connection: it sends the reply direction.
     assert_eq!((sshd.totals.sent, sshd.totals.received), (8_000, 50_000));
-    let ff = a.proc_rows.iter().find(|r| r.pid == Some(1000)).unwrap();
+    let ff = a.proc_rows.iter().find(|r| r.pids == [1000]).unwrap();
     assert_eq!(ff.totals.flows, 2);
     assert_eq!((ff.totals.sent, ff.totals.received), (12_000, 1_000_000));
     // Enter lists the process's flows.
-    let at = a.proc_rows.iter().position(|r| r.pid == Some(1000)).unwrap();
+    let at = a.proc_rows.iter().position(|r| r.pids == [1000]).unwrap();
     while a.cursor < at {
         a.apply(Action::Down);
     }
@@ -678,8 +678,8 @@ fn hostile_strings_are_drawn_escaped_and_long_ones_cut() {
     type_filter(&mut a, "pid:666");
     let s = screen(&a, 120, 30);
     assert!(!s.contains('\u{1b}') && !s.contains('\u{7}'), "{s}");
-    assert!(s.contains("evil\\x1b[2J…"), "{s}");
-    assert!(s.contains("a-very-long-reve… "), "{s}");
+    assert!(s.contains("evil\\x1b[2Jname "), "{s}");
+    assert!(s.contains("→ a-very-long-reverse-nam… "), "{s}");
     a.apply(Action::Open);
     let s = screen(&a, 120, 30);
     assert!(!s.contains('\u{1b}') && !s.contains('\u{202e}'), "{s}");
