@@ -489,6 +489,12 @@ impl App {
         self.selected = self.selected_at(self.cursor);
     }
 
+    /// Selects row `i` (tests).
+    #[cfg(test)]
+    pub fn move_for_test(&mut self, i: usize) {
+        self.move_to(i);
+    }
+
     fn scroll_into_view(&mut self) {
         let page = self.page();
         self.offset = scrolled(self.cursor, self.offset, page, self.len());

@@ -542,7 +542,8 @@ fn draw_table(frame: &mut Frame<'_>, app: &App, area: Rect, now: SystemTime, the
         }
     }
     if app.is_empty() {
-        for line in empty_text(app) {
+        let width = usize::from(area.width).saturating_sub(2).max(20);
+        for line in empty_text(app).iter().flat_map(|l| wrap_words(l, width)) {
             text.push(Line::styled(format!(" {line}"), theme.dim()));
         }
     }
@@ -554,13 +555,15 @@ fn draw_table(frame: &mut Frame<'_>, app: &App, area: Rect, now: SystemTime, the
 /// family toggled off, or every flow filtered out.
 fn empty_text(app: &App) -> Vec<String> {
     if app.shown().flows.is_empty() && app.shown().ended.flows.is_empty() {
-        let mut lines =
-            vec!["no flows: the conntrack table has none of the selected families and protocols".to_owned()];
         if app.note == Some(crate::engine::Notice::EmptyTable) {
-            lines.push(String::new());
-            lines.extend(crate::engine::EMPTY_TABLE_HINT.lines().map(str::to_owned));
+            return crate::engine::EMPTY_TABLE_HINT
+                .lines()
+                .map(str::to_owned)
+                .collect();
         }
-        return lines;
+        return vec![
+            "no flows: the conntrack table has none of the selected families and protocols".to_owned(),
+        ];
     }
     if app.counts.flows == 0 {
         return vec![format!(
@@ -580,6 +583,27 @@ fn empty_text(app: &App) -> Vec<String> {
         app.counts.flows,
         why.join(", ")
     )]
+}
+
+/// `text` in lines of at most `width` columns, broken between words (a
+/// word longer than a line is cut by the frame instead); leading spaces
+/// (an indented command) are kept on the first line.
+fn wrap_words(text: &str, width: usize) -> Vec<String> {
+    let indent: String = text.chars().take_while(|c| *c == ' ').collect();
+    let mut lines = Vec::new();
+    let mut line = indent.clone();
+    for word in text.split_whitespace() {
+        let used = line.chars().count();
+        if used > indent.len() && used + 1 + word.chars().count() > width {
+            lines.push(std::mem::replace(&mut line, indent.clone()));
+        }
+        if line.chars().count() > indent.len() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    lines.push(line);
+    lines
 }
 
 /// A tuple; `service` names the destination port's service (only for the
