@@ -283,12 +283,18 @@ pub struct EndedFlows {
     pub span: Duration,
 }
 
-/// How many ended flows one interval lists: a churn of short flows past
-/// this is still counted (in [`EndedFlows::overflow`]), without keeping
-/// each one for the filter and the Processes tab.
-pub const ENDED_KEPT: usize = 100_000;
+/// How many ended flows one interval lists (an entry each, about 270
+/// bytes: 6.5 MB at most): a churn of short flows past this is still
+/// counted (in [`EndedFlows::overflow`]), without keeping each one for the
+/// filter and the Processes tab.
+pub const ENDED_KEPT: usize = 25_000;
 
 impl EndedFlows {
+    /// Whether no flow ended with bytes to count.
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty() && self.overflow == Counters::default()
+    }
+
     fn push(&mut self, e: &Entry, moved: Counters) {
         if self.flows.len() < ENDED_KEPT {
             self.flows.push((e.clone(), moved));

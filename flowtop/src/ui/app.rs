@@ -351,8 +351,12 @@ impl App {
         // (no entry chunk changed) can move rows.
         let same_rates = self.sort.column != super::sort::Column::Rate
             || self.latest.first_rates == self.shown.first_rates;
+        // Flows that ended count in their interval's totals: rows built
+        // with or for them are rebuilt.
+        let no_ended = self.latest.ended.is_empty() && self.shown.ended.is_empty();
         if self.latest.flows.same_values(&self.shown.flows)
             && same_rates
+            && no_ended
             && self.book.changes() == self.rows_book
         {
             // No flow and no name changed: the rows stand (an idle table

@@ -89,6 +89,17 @@ pub fn derive_rows(
     for (e, moved) in &ended {
         throughput.add_ended(e, *moved, span);
     }
+    // Past the list's bound ended flows are only counted: in the total
+    // when nothing is filtered (which they could not be matched against),
+    // as sent by their initiators.
+    let overflow = snapshot.ended.overflow;
+    if !filtering && !params.active_only && overflow.orig_bytes + overflow.reply_bytes > 0 {
+        let secs = span.as_secs_f64();
+        if secs > 0.0 {
+            throughput.sent += overflow.orig_bytes as f64 / secs;
+            throughput.received += overflow.reply_bytes as f64 / secs;
+        }
+    }
     let counts = Counts {
         throughput,
         flows: per_proto.iter().sum(),

@@ -1112,3 +1112,56 @@ fn an_empty_table_says_why() {
         "{s}"
     );
 }
+
+/// Rows stand while no flow changed, unless flows ended in the interval
+/// (their bytes count in it) or did in the one shown (they stop counting).
+#[test]
+fn ended_flows_rebuild_rows_that_would_otherwise_stand() {
+    let t0 = Instant::now();
+    let mut t = FlowTable::new(TableConfig::default(), t0);
+    let tcp = crate::flow::model::proto::TCP;
+    let f = |id, port| fixture::flow(id, tcp, "192.0.2.1", Some(port), "198.51.100.7", Some(443));
+    t.apply_event(
+        Change::Seen,
+        f(1, 40001),
+        t0,
+        &mut crate::flow::table::NoOwners,
+        &mut |_, _| {},
+    );
+    t.apply_event(
+        Change::Seen,
+        f(2, 40002),
+        t0,
+        &mut crate::flow::table::NoOwners,
+        &mut |_, _| {},
+    );
+    t.collect_ended(t0);
+    let mut a = app(120, 24);
+    let s1 = t.snapshot_for_screen(&t.snapshot(), t0 + Duration::from_secs(1));
+    a.on_snapshot(s1.clone());
+    let s2 = t.snapshot_for_screen(&s1, t0 + Duration::from_secs(2));
+    assert!(a.snapshot_job(s2.clone()).is_none(), "nothing changed");
+    // Flow 2 ends with 1 MB its last reading did not see: a change of the
+    // chunk, and bytes to count.
+    let gone = with_bytes(f(2, 40002), 0, 1_000_000);
+    t.apply_event(
+        Change::Gone,
+        gone,
+        t0 + Duration::from_millis(2500),
+        &mut crate::flow::table::NoOwners,
+        &mut |_, _| {},
+    );
+    let s3 = t.snapshot_for_screen(&s2, t0 + Duration::from_secs(3));
+    assert!(!s3.ended.is_empty());
+    let job = a.snapshot_job(s3.clone()).expect("rebuilt");
+    let d = super::derive::run_job(job, a.ctx(), &mut Vec::new());
+    assert_eq!(d.counts.throughput.received, 1_000_000.0);
+    assert!(a.take_derived(d).is_none());
+    // The next interval: no change in the chunks, but the ended bytes no
+    // longer count.
+    let s4 = t.snapshot_for_screen(&s3, t0 + Duration::from_secs(4));
+    assert!(s4.flows.same_values(&s3.flows));
+    let job = a.snapshot_job(s4).expect("rebuilt without them");
+    let d = super::derive::run_job(job, a.ctx(), &mut Vec::new());
+    assert_eq!(d.counts.throughput.received, 0.0);
+}
