@@ -277,12 +277,13 @@ fn screen_shows_flows_and_obeys_its_keys() {
 
     // Tabs: Processes (the agent, with its executable), Countries, Flows.
     t.keys(&["Tab"]);
-    let s = t.wait_text("COMMAND");
+    let s = t.wait_text("EXECUTABLE");
     assert!(s.contains("python3") && s.contains("(unattributed)"), "{s}");
     assert!(s.contains("per program") && s.contains("PIDS"), "{s}");
     // g: a row per pid, with its command line (the agent's script).
     t.keys(&["g"]);
-    let s = t.wait_text("per pid");
+    let s = t.wait_text("COMMAND");
+    assert!(s.contains("per pid"), "{s}");
     assert!(
         line_with(&s, "python3 -c").is_some_and(|(_, l)| l.starts_with("python3 ")),
         "the agent's command line:\n{s}"

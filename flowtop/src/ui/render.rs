@@ -398,12 +398,12 @@ fn pids_text(r: &rows::ProcRow) -> String {
     }
 }
 
-/// What the COMMAND column shows: the command line of a row of one
-/// process (the owner record's, else read from /proc in the background),
-/// else the executable.
+/// What the last column shows: per program, the executable; per pid, the
+/// command line (the owner record's, else read from /proc in the
+/// background; the executable until then).
 fn command_text(app: &App, r: &rows::ProcRow) -> String {
     let exe = || r.exe.clone().unwrap_or_else(|| "-".into());
-    let (Some(pid), Some(owner)) = (r.single_pid(), &r.owner) else {
+    let (true, Some(pid), Some(owner)) = (app.per_pid, r.single_pid(), &r.owner) else {
         return exe();
     };
     if let Some(c) = rows::owner_cmdline(owner) {

@@ -419,7 +419,9 @@ impl ProcColumn {
             ProcColumn::Received => "RECEIVED",
             ProcColumn::SentRate => "SENT/s",
             ProcColumn::ReceivedRate => "RECV/s",
-            ProcColumn::Command => "COMMAND",
+            // Grouped by program, the program; per pid, its command line.
+            ProcColumn::Command if per_pid => "COMMAND",
+            ProcColumn::Command => "EXECUTABLE",
         }
     }
 
