@@ -303,43 +303,64 @@ fn proc_key(owner: Option<&Arc<Owner>>, per_pid: bool) -> ProcKey {
 #[derive(Default)]
 pub struct ProcTable {
     per_pid: bool,
-    rows: HashMap<ProcKey, ProcRow>,
+    rows: Vec<ProcRow>,
+    by_key: HashMap<ProcKey, usize>,
+    /// The row of each owner record seen, by address: the flows of one
+    /// process share their record, so a row's key (with its text) is made
+    /// once per process rather than once per flow.
+    by_owner: HashMap<usize, usize>,
 }
 
 impl ProcTable {
     pub fn new(per_pid: bool) -> ProcTable {
         ProcTable {
             per_pid,
-            rows: HashMap::new(),
+            ..ProcTable::default()
         }
+    }
+
+    /// The index of `owner`'s row, made when new.
+    fn index(&mut self, owner: Option<&Arc<Owner>>) -> usize {
+        let at = owner.map(|o| Arc::as_ptr(o) as usize);
+        if let Some(i) = at.and_then(|a| self.by_owner.get(&a)) {
+            return *i;
+        }
+        let key = proc_key(owner, self.per_pid);
+        let rows = &mut self.rows;
+        let i = *self.by_key.entry(key.clone()).or_insert_with(|| {
+            rows.push(ProcRow {
+                key,
+                comm: owner.map_or_else(
+                    || "(unattributed)".to_owned(),
+                    |o| terminal_safe(&o.comm).into_owned(),
+                ),
+                uid: owner.map(|o| o.uid),
+                exe: owner.and_then(|o| o.exe.as_deref().map(|x| terminal_safe(x).into_owned())),
+                pids: Vec::new(),
+                owner: owner.cloned(),
+                totals: Totals::default(),
+            });
+            rows.len() - 1
+        });
+        if let (Some(o), Some(a)) = (owner, at) {
+            let pids = &mut self.rows[i].pids;
+            if let Err(p) = pids.binary_search(&o.pid) {
+                pids.insert(p, o.pid);
+            }
+            self.by_owner.insert(a, i);
+        }
+        i
     }
 
     fn row(&mut self, owner: Option<&Arc<Owner>>) -> &mut ProcRow {
-        let key = proc_key(owner, self.per_pid);
-        let row = self.rows.entry(key.clone()).or_insert_with(|| ProcRow {
-            key,
-            comm: owner.map_or_else(
-                || "(unattributed)".to_owned(),
-                |o| terminal_safe(&o.comm).into_owned(),
-            ),
-            uid: owner.map(|o| o.uid),
-            exe: owner.and_then(|o| o.exe.as_deref().map(|x| terminal_safe(x).into_owned())),
-            pids: Vec::new(),
-            owner: owner.cloned(),
-            totals: Totals::default(),
-        });
-        if let Some(o) = owner {
-            if let Err(at) = row.pids.binary_search(&o.pid) {
-                row.pids.insert(at, o.pid);
-            }
-        }
-        row
+        let i = self.index(owner);
+        &mut self.rows[i]
     }
 
     /// The peer whose row also counts `e`, unless it is the owner's row.
-    fn peer_of<'e>(&self, e: &'e Entry) -> Option<&'e Arc<Owner>> {
+    fn peer_of<'e>(&mut self, e: &'e Entry) -> Option<&'e Arc<Owner>> {
         let peer = e.peer.as_ref()?;
-        let same = proc_key(Some(peer), self.per_pid) == proc_key(e.owner.as_ref(), self.per_pid);
+        let same = self.index(Some(peer)) == self.index(e.owner.as_ref());
         (!same).then_some(peer)
     }
 
@@ -375,7 +396,7 @@ impl ProcTable {
 
     /// The rows, in the order `sort` gives.
     pub fn rows(self, sort: ProcSort) -> Vec<ProcRow> {
-        let mut rows: Vec<ProcRow> = self.rows.into_values().collect();
+        let mut rows = self.rows;
         sort_processes(&mut rows, sort);
         rows
     }
