@@ -136,11 +136,11 @@ pub fn table(
         });
         match f.counters {
             Some(c) => {
+                // In bytes whatever `-b` says: it is about rates.
                 row.push(format!(
-                    "{}/{}{}",
-                    human_bytes(c.orig_bytes as f64 * unit),
-                    human_bytes(c.reply_bytes as f64 * unit),
-                    if opts.bits { "b" } else { "B" }
+                    "{}/{}B",
+                    human_bytes(c.orig_bytes as f64),
+                    human_bytes(c.reply_bytes as f64)
                 ));
                 row.push(match e.rate.measured_rates() {
                     Some(r) => format!(
@@ -320,5 +320,45 @@ mod tests {
         insta::assert_snapshot!("batch_table_bits", text);
         let summary = summary("0.1.0", t.len(), &t.aggregates(), "unavailable");
         insta::assert_snapshot!("batch_summary", summary);
+    }
+
+    /// An incoming flow shows its remote end (the original source) after
+    /// `←`, as on the screen; `-s` shows the local end (the reply's
+    /// source) in SOURCE.
+    #[test]
+    fn an_incoming_flow_shows_its_remote_end() {
+        struct Incoming;
+        impl crate::flow::table::OwnerLookup for Incoming {
+            fn attribute(&mut self, _: &Flow, _: Instant) -> crate::flow::model::Attributed {
+                crate::flow::model::Attributed {
+                    direction: Some(crate::flow::model::Direction::In),
+                    ..Default::default()
+                }
+            }
+        }
+        let t0 = Instant::now();
+        let mut t = FlowTable::new(TableConfig::default(), t0);
+        let mut f = sample_table().iter().next().expect("a flow").flow.clone();
+        (f.orig.src, f.orig.sport, f.orig.dst, f.orig.dport) =
+            (v4(203, 0, 113, 9), Some(51000), v4(192, 0, 2, 1), Some(22));
+        (f.reply.src, f.reply.sport, f.reply.dst, f.reply.dport) =
+            (v4(192, 0, 2, 1), Some(22), v4(203, 0, 113, 9), Some(51000));
+        t.apply_event(Change::Seen, f, t0, &mut Incoming, &mut |_, _| {});
+        let mut entries: Vec<_> = t.iter().collect();
+        let opts = TextOptions {
+            show_src: true,
+            bits: false,
+        };
+        let text = table(
+            &mut entries,
+            UNIX_EPOCH,
+            opts,
+            &Services::builtin(),
+            &AddressBook::new(),
+        );
+        let row = text.lines().nth(1).expect("a row");
+        assert!(row.contains("192.0.2.1:22 "), "{text}");
+        assert!(row.contains("← 203.0.113.9:51000"), "{text}");
+        assert!(row.contains("B "), "BYTES with a unit: {text}");
     }
 }

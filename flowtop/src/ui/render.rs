@@ -383,7 +383,7 @@ fn flow_cells(app: &App, i: usize, cols: &[Column], now: SystemTime) -> Vec<Stri
             ),
             Column::Port => ctx.port(f.proto, ends.service_port),
             Column::Geo => ctx.geo_of(ends.remote.0).unwrap_or_else(|| "-".into()),
-            Column::Bytes => rows::bytes_pair(e, app.bits),
+            Column::Bytes => rows::bytes_pair(e),
             Column::Rate => rows::rate_pair(e, app.rates_at(i), app.bits),
         })
         .collect()

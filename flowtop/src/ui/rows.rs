@@ -83,19 +83,15 @@ pub fn process_name(owner: Option<&Arc<Owner>>) -> String {
     owner.map_or_else(|| "-".to_owned(), |o| terminal_safe(&o.comm).into_owned())
 }
 
-/// "2.0K/3.0MB": sent by the initiator / sent back (`b`: in bits, as
-/// the rates; "Kb" for kilobits).
-pub fn bytes_pair(e: &Entry, bits: bool) -> String {
+/// "2.0K/3.0MB": sent by the initiator / sent back, in bytes (`-b` and
+/// `b` are about rates only, as in the original flowtop).
+pub fn bytes_pair(e: &Entry) -> String {
     match e.flow.counters {
-        Some(c) => {
-            let unit = if bits { 8.0 } else { 1.0 };
-            format!(
-                "{}/{}{}",
-                human_bytes(c.orig_bytes as f64 * unit),
-                human_bytes(c.reply_bytes as f64 * unit),
-                if bits { "b" } else { "B" }
-            )
-        }
+        Some(c) => format!(
+            "{}/{}B",
+            human_bytes(c.orig_bytes as f64),
+            human_bytes(c.reply_bytes as f64)
+        ),
         None => "n/a".to_owned(),
     }
 }
