@@ -554,7 +554,7 @@ fn draw_table(frame: &mut Frame<'_>, app: &App, area: Rect, now: SystemTime, the
 /// of the engine, whole, when it gave one), every flow of a protocol or
 /// family toggled off, or every flow filtered out.
 fn empty_text(app: &App) -> Vec<String> {
-    if app.shown().flows.is_empty() && app.shown().ended.flows.is_empty() {
+    if app.shown().flows.is_empty() {
         if app.note == Some(crate::engine::Notice::EmptyTable) {
             return crate::engine::EMPTY_TABLE_HINT
                 .lines()
@@ -724,6 +724,11 @@ fn detail_lines(app: &App, d: &Detail, now: SystemTime) -> Vec<(String, String)>
                     .map_or_else(|| "-".into(), |x| terminal_safe(x).into_owned()),
             );
             let (cmdline, user) = match app.procs.get(o.pid) {
+                // The owner record's, when it has one, outlives the process.
+                ProcInfo::Loading | ProcInfo::Exited if rows::owner_cmdline(o).is_some() => (
+                    rows::owner_cmdline(o).unwrap_or_default(),
+                    format!("uid {}", o.uid),
+                ),
                 ProcInfo::Loading => ("…".to_owned(), "…".to_owned()),
                 ProcInfo::Exited => ("(exited)".to_owned(), format!("uid {}", o.uid)),
                 ProcInfo::Ready { cmdline, user } => {

@@ -1165,3 +1165,34 @@ fn ended_flows_rebuild_rows_that_would_otherwise_stand() {
     let d = super::derive::run_job(job, a.ctx(), &mut Vec::new());
     assert_eq!(d.counts.throughput.received, 0.0);
 }
+
+/// A table emptied in the interval: the body says it has no flows, the
+/// header still counts what the flow that ended moved.
+#[test]
+fn a_table_emptied_in_the_interval_still_counts_its_last_bytes() {
+    let t0 = Instant::now();
+    let mut t = FlowTable::new(TableConfig::default(), t0);
+    let tcp = crate::flow::model::proto::TCP;
+    let f = fixture::flow(1, tcp, "192.0.2.1", Some(40001), "198.51.100.7", Some(443));
+    t.apply_event(
+        Change::Seen,
+        f.clone(),
+        t0,
+        &mut crate::flow::table::NoOwners,
+        &mut |_, _| {},
+    );
+    t.collect_ended(t0);
+    t.apply_event(
+        Change::Gone,
+        with_bytes(f, 0, 500_000),
+        t0 + Duration::from_millis(300),
+        &mut crate::flow::table::NoOwners,
+        &mut |_, _| {},
+    );
+    let snap = t.snapshot_for_screen(&t.snapshot(), t0 + Duration::from_secs(1));
+    let mut a = app(120, 24);
+    a.on_snapshot(snap);
+    let s = screen(&a, 120, 24);
+    assert!(s.contains("no flows: the conntrack table has none"), "{s}");
+    assert!(s.contains("in 488KB/s out 0B/s"), "{s}");
+}
