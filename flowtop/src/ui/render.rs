@@ -471,15 +471,16 @@ fn table_text(app: &App, width: u16, now: SystemTime) -> (String, Vec<String>) {
                 }
                 t
             };
+            // Everything but the command fits in 80 columns.
             let widths = [
-                (15, false),
-                (10, false),
+                (14, false),
+                (8, false),
                 (7, true),
                 (6, true),
+                (8, true),
                 (9, true),
                 (9, true),
-                (11, true),
-                (11, true),
+                (9, true),
                 (60, false),
             ];
             let col = |i: usize| Col {
