@@ -978,6 +978,14 @@ fn processes_group_by_program_and_split_per_pid_with_command_lines() {
     insta::assert_snapshot!("processes_per_pid_140x24", s);
     a.apply(Action::Group);
     assert!(!a.per_pid);
+    // Enter on the program's row lists the flows of its processes.
+    let at = a.proc_rows.iter().position(|r| r.comm == "python3").expect("row");
+    a.move_for_test(at);
+    a.apply(Action::Open);
+    assert_eq!(a.filter_text, "exe:/usr/bin/python3.12");
+    let mut v = ids(&a);
+    v.sort_unstable();
+    assert_eq!(v, vec![1, 3], "the ended flow is no row");
 }
 
 /// `<` `>` `r` sort the Processes tab as they sort the Flows tab: the next
