@@ -1581,6 +1581,31 @@ mod tests {
         assert_eq!(next.ended.span, Duration::from_millis(1_000));
     }
 
+    /// A flow that leaves while its rate meter lags (read again too soon
+    /// after its base) leaves with the bytes since that base, not since its
+    /// last reading: swept, expired or destroyed alike.
+    #[test]
+    fn a_lagging_flow_that_expires_leaves_its_bytes_since_the_base() {
+        let t0 = Instant::now();
+        let mut t = FlowTable::new(TableConfig::default(), t0);
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut f = with_counters(flow(1), 1_000);
+        f.timeout = Some(1);
+        let g = t.begin_dump(false);
+        t.apply_dump_entry(g, f.clone(), t0, &mut NoOwners, &mut |_, _| {});
+        t.end_dump(g, &mut |_, _| {});
+        t.collect_ended(t0);
+        let mut later = with_counters(flow(1), 1_600);
+        later.timeout = Some(1);
+        t.apply_refresh(later, at(200), &mut |_, _| {});
+        t.expire(at(5_000), &mut |_, _| {});
+        assert!(t.is_empty());
+        let snap = t.snapshot_for_screen(&t.snapshot(), at(5_000));
+        let moved: Vec<u64> = snap.ended.flows.iter().map(|(_, c)| c.orig_bytes).collect();
+        assert_eq!(moved, vec![600]);
+        assert!(t.rate_bases.0.is_empty(), "nothing kept aside for it");
+    }
+
     /// Flows of the first dump existed before flowtop: their first reading
     /// is the base (their lifetime's bytes are no interval's traffic), and
     /// so is that of a flow whose kernel start time is before the table.
