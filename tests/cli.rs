@@ -68,6 +68,10 @@ fn bad_usage_exits_2_with_a_message() {
     let o = flowtop(&["-t", "0"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("interval"), "{}", stderr(&o));
+    // A configuration directory that is not there is a typo, not a default.
+    let o = flowtop(&["--once", "--conf-dir", "/nonexistent"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--conf-dir /nonexistent"), "{}", stderr(&o));
 }
 
 #[test]

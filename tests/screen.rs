@@ -176,13 +176,18 @@ fn screen_shows_flows_and_obeys_its_keys() {
     client.conntrack("-I -s 203.0.113.9 -d 198.51.100.9 -p tcp --sport 1000 --dport 80 --state ESTABLISHED -t 300 -u ASSURED");
     client.conntrack("-I -s 203.0.113.9 -d 198.51.100.10 -p udp --sport 1000 --dport 53 -t 300");
 
-    let t = Tmux::start(&pane_command(&client, ""), 160, 40);
+    // A zone without a file: times on screen are local, per TZ.
+    let t = Tmux::start(&format!("TZ=XST-5:30 {}", pane_command(&client, "")), 160, 40);
     let s = t.wait_for("both TCP flows", |s| {
         s.contains("198.51.100.9") && s.contains(SERVER_V4)
     });
     assert!(
         s.contains("flowtop ") && s.contains("Flows") && s.contains("PROCESS"),
         "{s}"
+    );
+    assert!(
+        s.contains(" │ in ") && s.contains("B/s out "),
+        "the header total:\n{s}"
     );
     assert!(!s.contains("198.51.100.10"), "UDP shows before U:\n{s}");
     assert_eq!(
@@ -243,11 +248,48 @@ fn screen_shows_flows_and_obeys_its_keys() {
     t.wait_for("every flow after Esc", |s| {
         !s.contains("filter:") && s.contains("7101")
     });
+    // Ctrl-U erases the line being typed, as readline does.
+    t.keys(&["/"]);
+    t.type_text("port:80");
+    t.wait_text("filter: port:80");
+    t.keys(&["C-u"]);
+    t.wait_for("the filter erased", |s| {
+        !s.contains("filter:") && s.contains("7101")
+    });
+    t.keys(&["Enter"]);
+    // A flow begun while flowtop runs has a start time: in local time.
+    let (_, lport) = cl.tcp_connect(SERVER_V4, 7101);
+    t.keys(&["/"]);
+    t.type_text(&format!("port:{lport}"));
+    t.keys(&["Enter"]);
+    t.wait_for("the new flow alone", |s| {
+        s.contains(&format!("filter: port:{lport}")) && s.contains("7101")
+    });
+    t.keys(&["Enter"]);
+    // Its first events carry no start time: the next reading does.
+    t.wait_for("the start in local time", |s| {
+        line_with(s, "started").is_some_and(|(_, l)| l.contains(" XST (age "))
+    });
+    t.keys(&["Escape", "Escape"]);
+    t.wait_for("every flow again", |s| {
+        !s.contains("filter:") && s.contains("7101")
+    });
 
     // Tabs: Processes (the agent, with its executable), Countries, Flows.
     t.keys(&["Tab"]);
     let s = t.wait_text("EXECUTABLE");
     assert!(s.contains("python3") && s.contains("(unattributed)"), "{s}");
+    assert!(s.contains("per program") && s.contains("PIDS"), "{s}");
+    // g: a row per pid, with its command line (the agent's script).
+    t.keys(&["g"]);
+    let s = t.wait_text("COMMAND");
+    assert!(s.contains("per pid"), "{s}");
+    assert!(
+        line_with(&s, "python3 -c").is_some_and(|(_, l)| l.starts_with("python3 ")),
+        "the agent's command line:\n{s}"
+    );
+    t.keys(&["g"]);
+    t.wait_text("per program");
     t.keys(&["Tab"]);
     t.wait_text("COUNTRY");
     t.keys(&["Tab"]);

@@ -109,6 +109,20 @@ impl Config {
         } else {
             RunMode::Screen
         };
+        // A directory to read from that is not there is a typo: said now,
+        // rather than silently searching the default places only.
+        if let Some(dir) = &args.conf_dir {
+            if !dir.is_dir() {
+                let why = match std::fs::metadata(dir) {
+                    Ok(_) => "not a directory".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                return Err(UsageError(format!(
+                    "--conf-dir {}: {why}",
+                    crate::output::safe::terminal_safe(&dir.display().to_string())
+                )));
+            }
+        }
         Ok(Config {
             mode,
             selection: args.selection(),
@@ -165,6 +179,17 @@ mod tests {
         assert!(config(&["--json", "--attribution", "ebpf"]).is_ok());
         // -u is checked first: it ignores the rest.
         assert!(config(&["-u", "--once", "--attribution", "ebpf"]).is_ok());
+    }
+
+    #[test]
+    fn a_conf_dir_that_is_not_a_directory_is_a_usage_error() {
+        let e = config(&["--conf-dir", "/nonexistent/flowtop-conf"]).unwrap_err();
+        assert!(e.0.starts_with("--conf-dir /nonexistent/flowtop-conf: "), "{e}");
+        let e = config(&["--conf-dir", "/proc/self/status"]).unwrap_err();
+        assert!(e.0.ends_with("not a directory"), "{e}");
+        let e = config(&["--conf-dir", "/nonexistent/\x1b[2J"]).unwrap_err();
+        assert!(!e.0.contains('\x1b'), "escaped: {e}");
+        assert!(config(&["--conf-dir", "/"]).is_ok());
     }
 
     #[test]

@@ -162,6 +162,13 @@ fn apply_to_this_thread(keep: u64, last: u64) -> Result<(), i32> {
 }
 
 /// Whether the calling thread's effective set has `cap`.
+/// Whether this process may talk to ctnetlink: CAP_NET_ADMIN effective.
+/// Without it in its own user namespace it has it in no network namespace,
+/// so a `false` is never wrong.
+pub fn has_net_admin() -> bool {
+    effective_has(CAP_NET_ADMIN)
+}
+
 fn effective_has(cap: u32) -> bool {
     let mut hdr = CapHeader {
         version: CAP_VERSION_3,

@@ -10,6 +10,7 @@ mod attribution_ends;
 mod attribution_procfs;
 mod counters;
 mod dumps;
+mod rates;
 mod services;
 mod snapshot;
 mod startup;

@@ -11,7 +11,7 @@ fn without_cap_net_admin_exits_1_with_message() {
     let ns = Netns::with_conntrack();
     ns.conntrack("-I -s 203.0.113.1 -d 198.51.100.1 -p udp --sport 1 --dport 2 -t 300");
     let before = ns.acct_ts();
-    for mode in [&["--once", "--json"][..], &["--json"][..]] {
+    for mode in [&["--once", "--json"][..], &["--once"][..], &["--json"][..]] {
         let mut args = vec![
             "--reuid=65534",
             "--regid=65534",
@@ -34,6 +34,16 @@ fn without_cap_net_admin_exits_1_with_message() {
         assert!(
             run.stderr.contains("CAP_NET_ADMIN"),
             "stderr does not mention CAP_NET_ADMIN: {ctx}"
+        );
+        // The error comes first, and alone: no GeoIP or DNS notice of a
+        // run that cannot start.
+        assert!(
+            run.stderr.starts_with("flowtop: permission denied"),
+            "the permission error is not first: {ctx}"
+        );
+        assert!(
+            !run.stderr.contains("GeoIP"),
+            "a GeoIP notice came with it: {ctx}"
         );
         assert!(!run.stderr.contains("panicked"), "it panicked: {ctx}");
         assert!(

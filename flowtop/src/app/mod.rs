@@ -151,13 +151,38 @@ pub(crate) fn map_socket_error(e: SocketError) -> RunError {
     }
 }
 
+/// A warning about a configuration file, as printed: a file's bytes (a
+/// port, a scheme, a path) are escaped, never sent raw to the terminal.
+pub(crate) fn conf_warning(w: &str) -> String {
+    format!("flowtop: {}", crate::output::safe::terminal_safe(w))
+}
+
 /// Service names: built-ins under /etc/netsniff-ng, /etc/flowtop and
 /// --conf-dir; malformed lines are reported, not fatal.
 fn load_services(paths: &Paths) -> Arc<Services> {
     let dirs = Services::search_path(paths.conf_dir.as_deref());
     let (services, warnings) = Services::load(&dirs);
     for w in warnings {
-        eprintln!("flowtop: {w}");
+        eprintln!("{}", conf_warning(&w));
     }
     Arc::new(services)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A malformed line's text goes into its warning: printed escaped.
+    #[test]
+    fn conf_file_warnings_are_escaped() {
+        let (_, warnings) = crate::enrich::services::parse("8\x1b[2J0, http\n", "tcp\x07.conf");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains('\x1b'), "the parser keeps the bytes");
+        let line = conf_warning(&warnings[0]);
+        assert!(!line.contains('\x1b') && !line.contains('\x07'), "{line}");
+        assert!(
+            line.contains("8\\x1b[2J0") && line.contains("tcp\\x07.conf"),
+            "{line}"
+        );
+    }
 }

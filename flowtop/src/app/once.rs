@@ -31,6 +31,13 @@ const CHUNKS_IN_FLIGHT: usize = 64;
 
 pub fn run(config: &Config) -> Result<(), RunError> {
     let mut sock = CtSocket::open().map_err(map_socket_error)?;
+    // Opening the socket needs no privilege, the dump does: a run that
+    // will fail says so first, and alone (no GeoIP or DNS notice before).
+    if !crate::privileges::has_net_admin() {
+        return Err(RunError::Privileges(super::privileges_message(
+            "dumping the conntrack table",
+        )));
+    }
     if !config.no_sysctl {
         repair_settings_left_by_a_killed_run(config);
     }

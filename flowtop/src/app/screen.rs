@@ -45,6 +45,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         stats: Default::default(),
         aggregates: Default::default(),
         first_rates: 0,
+        ended: Default::default(),
     }));
     let (quit_tx, quit_rx) = tokio::sync::watch::channel(false);
     let notes = engine::Notes::default();

@@ -433,7 +433,8 @@ impl Engine {
         }
         let now = Instant::now();
         let mut engine = Engine {
-            table: FlowTable::new(table_config(cfg.interval), now),
+            table: FlowTable::new(table_config(cfg.interval), now)
+                .with_wall_clock(now, std::time::SystemTime::now()),
             owners: cfg
                 .attribution
                 .then(|| OwnerJoin::new(now).with_local_addrs(crate::attribution::index::local_addresses())),

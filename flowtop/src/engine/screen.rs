@@ -19,9 +19,11 @@ pub struct ScreenSink {
 impl ScreenSink {
     /// Publishes a snapshot of `table`, after the one published last (the
     /// channel holds it): shared chunks, and counts reused when unchanged.
-    fn publish(&self, table: &FlowTable) {
+    /// Flows that ended since the last one go with it, with bytes no rate
+    /// counted (see [`FlowTable::snapshot_for_screen`]).
+    fn publish(&self, table: &mut FlowTable, now: Instant) {
         // Made before the send: the channel's lock is not held while sending.
-        let snap = table.snapshot_after(&self.snapshots.borrow());
+        let snap = table.snapshot_for_screen(&self.snapshots.borrow(), now);
         self.snapshots.send_replace(snap);
     }
 }
@@ -36,6 +38,7 @@ pub async fn run_screen(inputs: Inputs, mut sink: ScreenSink) -> anyhow::Result<
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    engine.table.collect_ended(Instant::now());
     let mut ignore = |_: EventKind, _: &Entry| {};
     loop {
         tokio::select! {
@@ -46,7 +49,7 @@ pub async fn run_screen(inputs: Inputs, mut sink: ScreenSink) -> anyhow::Result<
                 let first_dump_done = matches!(msg, Inbox::Conntrack(CtMsg::DumpDone { gen: 1, .. }));
                 engine.handle(msg, Instant::now(), &mut ignore)?;
                 if first_dump_done {
-                    sink.publish(&engine.table);
+                    sink.publish(&mut engine.table, Instant::now());
                 }
             }
             _ = tick.tick() => {
@@ -56,7 +59,7 @@ pub async fn run_screen(inputs: Inputs, mut sink: ScreenSink) -> anyhow::Result<
                 if let Some(en) = &engine.enricher {
                     en.arrived().take();
                 }
-                sink.publish(&engine.table);
+                sink.publish(&mut engine.table, Instant::now());
             }
             // Either a change or the screen going away (its sender dropped).
             _ = sink.quit.changed() => return Ok(Stop::Quit),

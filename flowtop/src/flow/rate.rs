@@ -4,6 +4,14 @@
 //! readings arrive closer together than the window (a re-dump right after an
 //! event, several dumps in one interval), the base reading is kept, so the
 //! bytes of the short gaps are counted in the next rate instead of dropped.
+//!
+//! A flow that began while flowtop watched has a base before its first
+//! reading: zero counters at its start ([`RateMeter::start_at`]), so the
+//! bytes it moved before it was first read count in its first rate instead
+//! of being taken as the base. That first rate is over a whole interval at
+//! least: a flow younger than an interval moved its bytes within the
+//! interval, and rates are per interval (the sum over flows is then the
+//! traffic of the interval, not more).
 
 use std::time::Duration;
 
@@ -41,6 +49,9 @@ pub struct RateMeter {
     measured: bool,
     /// The base reading's counters are not the last reading's.
     lagging: bool,
+    /// The base is the flow's start: zero counters at `base_at`, whatever
+    /// the caller passes as the base (so nothing is kept aside for it).
+    zero_base: bool,
 }
 
 impl RateMeter {
@@ -51,6 +62,36 @@ impl RateMeter {
             has_base: false,
             measured: false,
             lagging: false,
+            zero_base: false,
+        }
+    }
+
+    /// Makes the flow's start, at `at`, the base: its first reading then
+    /// counts every byte from there. `at` is the kernel's start time of the
+    /// flow when known, else when it was first seen.
+    pub fn start_at(&mut self, at: Millis) {
+        self.base_at = at;
+        self.has_base = true;
+        self.lagging = false;
+        self.zero_base = true;
+    }
+
+    /// Whether the base is the flow's start (zero counters).
+    pub fn zero_based(&self) -> bool {
+        self.zero_base
+    }
+
+    /// The base reading's counters, given the flow's last ones (`last`) and
+    /// the ones kept aside while lagging (`aside`): what a reading now is
+    /// measured from, and what a flow that ends now has not yet counted in
+    /// a rate.
+    pub fn base_counters(&self, last: Option<Counters>, aside: Option<Counters>) -> Option<Counters> {
+        if self.zero_base {
+            Some(Counters::default())
+        } else if self.lagging {
+            aside
+        } else {
+            last
         }
     }
 
@@ -87,6 +128,7 @@ impl RateMeter {
         self.base_at = now;
         self.has_base = true;
         self.lagging = false;
+        self.zero_base = false;
     }
 
     /// Feeds one counter reading taken at `now`. `base` are the base
@@ -103,6 +145,11 @@ impl RateMeter {
         now: Millis,
         window: Duration,
     ) -> bool {
+        let base = if self.zero_base {
+            Some(Counters::default())
+        } else {
+            base
+        };
         let (true, Some(c0)) = (self.has_base, base) else {
             self.rebase(now);
             return false;
@@ -120,12 +167,21 @@ impl RateMeter {
             return true;
         }
         let elapsed = Duration::from_millis(u64::from(now.since(self.base_at)));
-        if elapsed < window || elapsed.is_zero() {
+        // From the start, no reading is too soon: the rate is over the
+        // interval at least, never over a few milliseconds.
+        if !self.zero_base && (elapsed < window || elapsed.is_zero()) {
             // Too soon to measure: the base stays, so its counters must be
             // kept aside once the flow's move on.
             self.lagging |= c0 != counters;
             return false;
         }
+        // A first reading from the start spans at least the interval (see
+        // the module's notes): `window` is half of it.
+        let elapsed = if self.zero_base {
+            elapsed.max(window * 2)
+        } else {
+            elapsed
+        };
         let secs = elapsed.as_secs_f64();
         let per_sec = |a: u64, b: u64| ((a - b) as f64 / secs) as f32;
         self.per_sec = [
@@ -245,6 +301,43 @@ mod tests {
         // An unchanged reading too soon needs nothing kept aside.
         assert!(!m.observe(c(1000, 0), at(1100), w));
         assert!(!m.meter.lagging());
+    }
+
+    /// A flow read first 300 ms after its start, with 1.2 MB moved: those
+    /// bytes are its first rate, over the interval (2 × window = 1 s), not
+    /// the base of the next reading.
+    #[test]
+    fn first_reading_counts_from_the_start() {
+        let w = Duration::from_millis(500);
+        let mut m = Flow::new();
+        m.meter.start_at(at(0));
+        assert_eq!(m.meter.base_counters(None, None), Some(c(0, 0)));
+        assert!(m.observe(c(1_200_000, 0), at(300), w));
+        assert_eq!(m.rates().orig_bytes, 1_200_000.0, "1.2 MB in the 1 s interval");
+        // From then on, plain deltas.
+        assert!(m.observe(c(2_200_000, 0), at(1300), w));
+        assert_eq!(m.rates().orig_bytes, 1_000_000.0);
+        // Older than an interval at its first reading: over its age.
+        let mut m = Flow::new();
+        m.meter.start_at(at(0));
+        assert!(m.observe(c(4000, 2000), at(2000), w));
+        assert_eq!(m.rates().orig_bytes, 2000.0);
+        assert_eq!(m.rates().reply_bytes, 1000.0);
+    }
+
+    /// A reading right after the start is measured at once, over the
+    /// interval; the zero base is then gone, nothing is kept aside.
+    #[test]
+    fn a_reading_right_after_the_start_is_measured() {
+        let w = Duration::from_millis(500);
+        let mut m = Flow::new();
+        m.meter.start_at(at(0));
+        assert!(m.meter.zero_based());
+        assert!(m.observe(c(500, 0), at(100), w));
+        assert_eq!(m.rates().orig_bytes, 500.0, "500 bytes in the 1 s interval");
+        assert!(!m.meter.lagging());
+        assert!(!m.meter.zero_based());
+        assert_eq!(m.meter.base_counters(Some(c(500, 0)), None), Some(c(500, 0)));
     }
 
     #[test]

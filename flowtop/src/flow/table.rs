@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::clock::{Clock, Millis};
 use super::model::{proto, Attributed, Counters, Direction, Flow, FlowKey, LookupKey, Owner};
@@ -257,6 +257,65 @@ pub struct FlowTable {
     pub stats: TableStats,
     /// The time base of the entries' times.
     clock: Clock,
+    /// The wall-clock time of the clock's epoch, in milliseconds since the
+    /// Unix epoch, when the caller gave one ([`FlowTable::with_wall_clock`]):
+    /// what places the kernel's start times of flows on the table's clock.
+    wall_epoch_ms: Option<u64>,
+    /// Bytes of flows that left uncounted by any rate, since the last
+    /// [`FlowTable::snapshot_for_screen`]; collected only for the screen
+    /// (`None` otherwise: nobody would drain it).
+    ended: Option<EndedFlows>,
+    /// When `ended` was last drained.
+    ended_from: Option<Instant>,
+}
+
+/// Flows that left the table (destroyed, swept, expired) with bytes no
+/// rate counted: moved since their last measured reading. The screen adds
+/// them to the interval they ended in (header total, Processes tab), so
+/// that a flow shorter than an interval is not missing from the totals.
+#[derive(Debug, Clone, Default)]
+pub struct EndedFlows {
+    /// Each flow as it left, with its bytes since its rate's base reading.
+    pub flows: Vec<(Entry, Counters)>,
+    /// Bytes of ended flows past [`ENDED_KEPT`]: counted, not listed.
+    pub overflow: Counters,
+    /// The time these were collected over (between two snapshots).
+    pub span: Duration,
+}
+
+/// How many ended flows one interval lists (an entry each, about 270
+/// bytes: 6.5 MB at most): a churn of short flows past this is still
+/// counted (in [`EndedFlows::overflow`]), without keeping each one for the
+/// filter and the Processes tab.
+pub const ENDED_KEPT: usize = 25_000;
+
+impl EndedFlows {
+    /// Whether no flow ended with bytes to count.
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty() && self.overflow == Counters::default()
+    }
+
+    fn push(&mut self, e: &Entry, moved: Counters) {
+        if self.flows.len() < ENDED_KEPT {
+            self.flows.push((e.clone(), moved));
+        } else {
+            let o = &mut self.overflow;
+            o.orig_bytes += moved.orig_bytes;
+            o.reply_bytes += moved.reply_bytes;
+            o.orig_packets += moved.orig_packets;
+            o.reply_packets += moved.reply_packets;
+        }
+    }
+}
+
+/// Counters moved from `base` to `now` (zero where they went backwards).
+fn moved_since(base: Counters, now: Counters) -> Counters {
+    Counters {
+        orig_bytes: now.orig_bytes.saturating_sub(base.orig_bytes),
+        reply_bytes: now.reply_bytes.saturating_sub(base.reply_bytes),
+        orig_packets: now.orig_packets.saturating_sub(base.orig_packets),
+        reply_packets: now.reply_packets.saturating_sub(base.reply_packets),
+    }
 }
 
 impl FlowTable {
@@ -275,6 +334,75 @@ impl FlowTable {
             tombstones: HashSet::default(),
             rate_bases: RateBases::default(),
             stats: TableStats::default(),
+            wall_epoch_ms: None,
+            ended: None,
+            ended_from: None,
+        }
+    }
+
+    /// The same table, told that `now` is `wall` on the wall clock: flows
+    /// that start while it runs then count their bytes from the kernel's
+    /// start time (`Flow::start_ns`), not from when they were first seen.
+    pub fn with_wall_clock(mut self, now: Instant, wall: SystemTime) -> Self {
+        let wall_ms = wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let since_epoch = u64::from(self.clock.millis(now).0);
+        self.wall_epoch_ms = wall_ms.checked_sub(since_epoch);
+        self
+    }
+
+    /// Keeps the bytes of flows that leave uncounted, for the screen's
+    /// [`FlowTable::snapshot_for_screen`].
+    pub fn collect_ended(&mut self, now: Instant) {
+        self.ended = Some(EndedFlows::default());
+        self.ended_from = Some(now);
+    }
+
+    /// When a new flow's first reading counts its bytes from, on the
+    /// table's clock; `None`: from that reading on (the flow may be older
+    /// than flowtop: counting its lifetime's bytes as one interval's would
+    /// be a spike that never happened).
+    fn counted_from(&self, flow: &Flow, now: Instant, first_dump: bool) -> Option<Millis> {
+        // The clock's epoch is a minute before the table began.
+        let began = 60_000u32;
+        let now_ms = self.clock.millis(now);
+        let start = match (flow.start_ns, self.wall_epoch_ms) {
+            (Some(ns), Some(epoch)) => {
+                let ms = (ns / 1_000_000).checked_sub(epoch)?;
+                let ms = u32::try_from(ms).ok()?;
+                if ms < began {
+                    return None;
+                }
+                Some(Millis(ms.min(now_ms.0)))
+            }
+            _ => None,
+        };
+        if first_dump {
+            return None;
+        }
+        match start {
+            Some(s) => Some(s),
+            // No start time: first seen now. Before the first dump ends an
+            // event may be of a flow older than flowtop.
+            None if flow.start_ns.is_none() && self.first_dump_done() => Some(now_ms),
+            None => None,
+        }
+    }
+
+    fn first_dump_done(&self) -> bool {
+        self.gen > 1 || (self.gen == 1 && !self.dump_running)
+    }
+
+    /// Notes the bytes `e` (leaving the table) moved since `base`, its
+    /// rate's base reading, when the screen collects them.
+    fn note_ended(ended: &mut Option<EndedFlows>, e: &Entry, base: Option<Counters>) {
+        let (Some(ended), Some(base), Some(c)) = (ended, base, e.flow.counters) else {
+            return;
+        };
+        let moved = moved_since(base, c);
+        if moved.orig_bytes + moved.reply_bytes > 0 {
+            ended.push(e, moved);
         }
     }
 
@@ -339,7 +467,8 @@ impl FlowTable {
             }
             None => {
                 let found = owners.attribute(&flow, now);
-                let e = new_entry(flow, now, &self.clock, &config, found);
+                let from = self.counted_from(&flow, now, first_dump);
+                let e = new_entry(flow, now, &self.clock, &config, found, from);
                 let kind = if first_dump {
                     EventKind::Snapshot
                 } else {
@@ -362,11 +491,12 @@ impl FlowTable {
         // An entry's event generation is at most the current one, so "not
         // touched since the dump began" is "not equal".
         let gen = gen32(gen);
-        let (stats, bases) = (&mut self.stats, &mut self.rate_bases);
+        let (stats, bases, ended) = (&mut self.stats, &mut self.rate_bases, &mut self.ended);
         self.entries.remove_if(
             |e, r| r.dump_gen != gen && e.event_gen != gen,
             |mut e, r| {
                 r.settle(&mut e);
+                Self::note_ended(ended, &e, bases.base_of(&e));
                 bases.forget(&e);
                 stats.swept += 1;
                 out(EventKind::Destroy, &e);
@@ -444,7 +574,8 @@ impl FlowTable {
                 }
                 None => {
                     let found = owners.attribute(&flow, now);
-                    let mut e = new_entry(flow, now, &self.clock, &config, found);
+                    let from = self.counted_from(&flow, now, false);
+                    let mut e = new_entry(flow, now, &self.clock, &config, found, from);
                     e.event_gen = gen32(gen);
                     out(EventKind::New, &e);
                     let reading = Reading::of(&e, 0, now, &self.clock);
@@ -457,6 +588,9 @@ impl FlowTable {
                 }
                 if let Some((mut e, r)) = self.entries.remove_full(&key) {
                     r.settle(&mut e);
+                    // What no rate counted yet is from the base on, as of
+                    // before the final reading moves it.
+                    let base = self.rate_bases.base_of(&e);
                     // DESTROY carries the final counters; keep what we knew otherwise.
                     if let Some(c) = flow.counters {
                         let now = self.clock.millis(now);
@@ -465,6 +599,7 @@ impl FlowTable {
                             .observe(key, &mut e.rate, last, c, now, config.rate_window);
                         e.flow.counters = Some(c);
                     }
+                    Self::note_ended(&mut self.ended, &e, base);
                     self.rate_bases.forget(&e);
                     out(EventKind::Destroy, &e);
                 }
@@ -479,11 +614,12 @@ impl FlowTable {
         let grace = self.config.expiry_grace;
         let grace = u32::try_from(grace.as_secs() + u64::from(grace.subsec_nanos() > 0)).unwrap_or(u32::MAX);
         let now = self.clock.secs(now);
-        let (stats, bases) = (&mut self.stats, &mut self.rate_bases);
+        let (stats, bases, ended) = (&mut self.stats, &mut self.rate_bases, &mut self.ended);
         self.entries.remove_if(
             |_, r| r.deadline_secs != 0 && now > r.deadline_secs.saturating_add(grace),
             |mut e, r| {
                 r.settle(&mut e);
+                Self::note_ended(ended, &e, bases.base_of(&e));
                 bases.forget(&e);
                 stats.expired += 1;
                 out(EventKind::Destroy, &e);
@@ -597,6 +733,10 @@ pub struct Snapshot {
     /// [`Reading::measured`]): a view that keeps its rows while no entry
     /// chunk changed must rebuild them when it orders by rate.
     pub first_rates: u64,
+    /// Flows that left since the previous snapshot with bytes no rate
+    /// counted (only in the screen's snapshots: see
+    /// [`FlowTable::snapshot_for_screen`]).
+    pub ended: Arc<EndedFlows>,
 }
 
 impl Snapshot {
@@ -619,6 +759,7 @@ impl FlowTable {
             stats: self.stats,
             aggregates: self.aggregates(),
             first_rates: self.rate_bases.1,
+            ended: Arc::default(),
         })
     }
 
@@ -637,6 +778,29 @@ impl FlowTable {
             stats: self.stats,
             aggregates,
             first_rates: self.rate_bases.1,
+            ended: Arc::default(),
+        })
+    }
+
+    /// [`FlowTable::snapshot_after`] with the flows that ended since the
+    /// last call (see [`FlowTable::collect_ended`]), over the time since.
+    pub fn snapshot_for_screen(&mut self, prev: &Snapshot, now: Instant) -> Arc<Snapshot> {
+        let flows = self.entries.freeze();
+        let aggregates = if flows.same_values(&prev.flows) {
+            prev.aggregates.clone()
+        } else {
+            self.aggregates()
+        };
+        let mut ended = self.ended.as_mut().map(std::mem::take).unwrap_or_default();
+        if let Some(from) = self.ended_from.replace(now) {
+            ended.span = now.saturating_duration_since(from);
+        }
+        Arc::new(Snapshot {
+            flows,
+            stats: self.stats,
+            aggregates,
+            first_rates: self.rate_bases.1,
+            ended: Arc::new(ended),
         })
     }
 }
@@ -698,6 +862,13 @@ impl RateBases {
         recomputed
     }
 
+    /// The base reading's counters of `e`'s rate meter (see
+    /// [`RateMeter::base_counters`]).
+    fn base_of(&self, e: &Entry) -> Option<Counters> {
+        let aside = self.0.get(&e.flow.key()).copied();
+        e.rate.base_counters(e.flow.counters, aside)
+    }
+
     /// Drops what was kept for `e`, which leaves the table.
     fn forget(&mut self, e: &Entry) {
         if e.rate.lagging() {
@@ -712,9 +883,20 @@ fn deadline(flow: &Flow, now: Instant, clock: &Clock) -> u32 {
     flow.timeout.map_or(0, |t| clock.secs(now).saturating_add(t))
 }
 
-/// A new entry, hot as of `now`.
-fn new_entry(flow: Flow, now: Instant, clock: &Clock, config: &TableConfig, found: Attributed) -> Entry {
+/// A new entry, hot as of `now`; its first reading counts from `from`
+/// when given (see [`FlowTable::counted_from`]).
+fn new_entry(
+    flow: Flow,
+    now: Instant,
+    clock: &Clock,
+    config: &TableConfig,
+    found: Attributed,
+    from: Option<Millis>,
+) -> Entry {
     let mut rate = RateMeter::new();
+    if let Some(at) = from {
+        rate.start_at(at);
+    }
     if let Some(c) = flow.counters {
         rate.observe(None, c, clock.millis(now), config.rate_window);
     }
@@ -1330,6 +1512,128 @@ mod tests {
         assert_eq!(t.rate_bases.0.len(), 1);
         t.apply_event(Change::Gone, flow(2), at(1000), &mut NoOwners, &mut rec(&mut log));
         assert!(t.rate_bases.0.is_empty());
+    }
+
+    /// A flow that starts while flowtop runs counts every byte: its first
+    /// reading (here 300 ms after it started, 2 MB moved) measures from the
+    /// kernel's start time, over the interval; bytes of a flow that ends
+    /// between two readings go to the screen's ended flows.
+    #[test]
+    fn a_short_flow_counts_every_byte() {
+        let t0 = Instant::now();
+        let wall0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut t = FlowTable::new(TableConfig::default(), t0).with_wall_clock(t0, wall0);
+        t.collect_ended(t0);
+        let g = t.begin_dump(false);
+        t.end_dump(g, &mut |_, _| {});
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let start_ns = |ms: u64| Some((1_700_000_000_000 + ms) * 1_000_000);
+        // NEW (no counters) 100 ms after its start, read at 400 ms.
+        let mut f = flow(1);
+        f.counters = None;
+        f.start_ns = start_ns(5_000);
+        t.apply_event(Change::Seen, f.clone(), at(5_100), &mut NoOwners, &mut |_, _| {});
+        let mut read = with_counters(f.clone(), 2_000_000);
+        read.start_ns = None;
+        t.apply_refresh(read, at(5_300), &mut |_, _| {});
+        let e = t.get(f.key()).expect("entry");
+        assert_eq!(
+            e.rate.measured_rates().map(|r| r.orig_bytes),
+            Some(2_000_000.0),
+            "2 MB counted over the 1 s interval, not taken as the base"
+        );
+        // Without a start time, from when it was first seen.
+        let mut g2 = hflow(2);
+        g2.counters = None;
+        t.apply_event(Change::Seen, g2.clone(), at(6_000), &mut NoOwners, &mut |_, _| {});
+        t.apply_refresh(with_counters(g2.clone(), 3_000_000), at(8_000), &mut |_, _| {});
+        let rate = |t: &FlowTable, f: &Flow| t.get(f.key()).and_then(|e| e.rate.measured_rates());
+        assert_eq!(rate(&t, &g2).map(|r| r.orig_bytes), Some(1_500_000.0));
+        // A UDP-like flow: NEW then DESTROY with its final counters, never
+        // read in between: all of its bytes end in the interval.
+        let mut h = hflow(3);
+        h.counters = None;
+        h.start_ns = start_ns(8_100);
+        t.apply_event(Change::Seen, h.clone(), at(8_100), &mut NoOwners, &mut |_, _| {});
+        let mut fin = with_counters(h.clone(), 700);
+        fin.counters.as_mut().expect("counters").reply_bytes = 300;
+        t.apply_event(Change::Gone, fin, at(8_200), &mut NoOwners, &mut |_, _| {});
+        // And the bytes flow 2 moved after its last reading, when it goes.
+        t.apply_event(
+            Change::Gone,
+            with_counters(g2, 3_400_000),
+            at(8_500),
+            &mut NoOwners,
+            &mut |_, _| {},
+        );
+        let prev = t.snapshot();
+        let snap = t.snapshot_for_screen(&prev, at(9_000));
+        assert_eq!(snap.ended.span, Duration::from_millis(9_000));
+        let moved: Vec<(u32, u64, u64)> = snap
+            .ended
+            .flows
+            .iter()
+            .map(|(e, c)| (e.flow.id, c.orig_bytes, c.reply_bytes))
+            .collect();
+        assert_eq!(moved, vec![(3, 700, 300), (2, 400_000, 0)]);
+        let next = t.snapshot_for_screen(&snap, at(10_000));
+        assert!(next.ended.flows.is_empty(), "each interval's own");
+        assert_eq!(next.ended.span, Duration::from_millis(1_000));
+    }
+
+    /// A flow that leaves while its rate meter lags (read again too soon
+    /// after its base) leaves with the bytes since that base, not since its
+    /// last reading: swept, expired or destroyed alike.
+    #[test]
+    fn a_lagging_flow_that_expires_leaves_its_bytes_since_the_base() {
+        let t0 = Instant::now();
+        let mut t = FlowTable::new(TableConfig::default(), t0);
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut f = with_counters(flow(1), 1_000);
+        f.timeout = Some(1);
+        let g = t.begin_dump(false);
+        t.apply_dump_entry(g, f.clone(), t0, &mut NoOwners, &mut |_, _| {});
+        t.end_dump(g, &mut |_, _| {});
+        t.collect_ended(t0);
+        let mut later = with_counters(flow(1), 1_600);
+        later.timeout = Some(1);
+        t.apply_refresh(later, at(200), &mut |_, _| {});
+        t.expire(at(5_000), &mut |_, _| {});
+        assert!(t.is_empty());
+        let snap = t.snapshot_for_screen(&t.snapshot(), at(5_000));
+        let moved: Vec<u64> = snap.ended.flows.iter().map(|(_, c)| c.orig_bytes).collect();
+        assert_eq!(moved, vec![600]);
+        assert!(t.rate_bases.0.is_empty(), "nothing kept aside for it");
+    }
+
+    /// Flows of the first dump existed before flowtop: their first reading
+    /// is the base (their lifetime's bytes are no interval's traffic), and
+    /// so is that of a flow whose kernel start time is before the table.
+    #[test]
+    fn flows_older_than_the_table_start_from_their_first_reading() {
+        let t0 = Instant::now();
+        let wall0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut t = FlowTable::new(TableConfig::default(), t0).with_wall_clock(t0, wall0);
+        let mut old = with_counters(flow(1), 9_000_000);
+        old.start_ns = Some((1_700_000_000 - 3600) * 1_000_000_000);
+        let g = t.begin_dump(false);
+        t.apply_dump_entry(g, old.clone(), t0, &mut NoOwners, &mut |_, _| {});
+        t.apply_dump_entry(
+            g,
+            with_counters(hflow(2), 5_000),
+            t0,
+            &mut NoOwners,
+            &mut |_, _| {},
+        );
+        t.end_dump(g, &mut |_, _| {});
+        let mut older = with_counters(hflow(3), 7_000_000);
+        older.start_ns = old.start_ns;
+        t.apply_event(Change::Seen, older.clone(), t0, &mut NoOwners, &mut |_, _| {});
+        for f in [&old, &hflow(2), &older] {
+            let e = t.get(f.key()).expect("entry");
+            assert_eq!(e.rate.measured_rates(), None);
+            assert!(!e.rate.zero_based());
+        }
     }
 
     /// One entry per flow: its size is most of flowtop's memory on a big

@@ -1,5 +1,6 @@
 //! Headless outputs: JSON lines and the batch text table.
 
+pub mod ends;
 pub mod format;
 pub mod json;
 pub mod line;

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
+use super::ends::{direction_marker, ends};
 use super::format::{age_secs, human_age, human_bytes};
 use super::safe::terminal_safe;
 use crate::enrich::book::AddressBook;
@@ -80,7 +81,10 @@ pub fn table(
     if opts.show_src {
         header.extend(["SOURCE", "SRC HOST", "SRC GEO"]);
     }
-    header.extend(["DESTINATION", "HOST", "GEO", "SERVICE", "NAT", "BYTES", "RATE"]);
+    // ADDRESS is the remote end, after who started the flow (as on the
+    // screen: → out, ← in, ↔ local, ⇄ forwarded, · not known); SOURCE
+    // the local one.
+    header.extend(["ADDRESS", "HOST", "GEO", "SERVICE", "NAT", "BYTES", "RATE"]);
     rows.push(header.iter().map(|s| (*s).to_owned()).collect());
     let unit = if opts.bits { 8.0 } else { 1.0 };
     let suffix = if opts.bits { "b/s" } else { "B/s" };
@@ -98,13 +102,18 @@ pub fn table(
             f.start_ns
                 .map_or_else(|| "n/a".to_owned(), |s| human_age(age_secs(s, now))),
         ];
+        let ends = ends(e);
         if opts.show_src {
-            row.push(endpoint(&f.orig.src, f.orig.sport));
-            let (host, geo) = host_and_geo(book, f.orig.src);
+            row.push(endpoint(&ends.local.0, ends.local.1));
+            let (host, geo) = host_and_geo(book, ends.local.0);
             row.extend([host, geo]);
         }
-        row.push(endpoint(&f.orig.dst, f.orig.dport));
-        let (host, geo) = host_and_geo(book, f.orig.dst);
+        row.push(format!(
+            "{} {}",
+            direction_marker(e.direction),
+            endpoint(&ends.remote.0, ends.remote.1)
+        ));
+        let (host, geo) = host_and_geo(book, ends.remote.0);
         row.extend([host, geo]);
         row.push(
             services
@@ -127,8 +136,9 @@ pub fn table(
         });
         match f.counters {
             Some(c) => {
+                // In bytes whatever `-b` says: it is about rates.
                 row.push(format!(
-                    "{}/{}",
+                    "{}/{}B",
                     human_bytes(c.orig_bytes as f64),
                     human_bytes(c.reply_bytes as f64)
                 ));
@@ -310,5 +320,45 @@ mod tests {
         insta::assert_snapshot!("batch_table_bits", text);
         let summary = summary("0.1.0", t.len(), &t.aggregates(), "unavailable");
         insta::assert_snapshot!("batch_summary", summary);
+    }
+
+    /// An incoming flow shows its remote end (the original source) after
+    /// `←`, as on the screen; `-s` shows the local end (the reply's
+    /// source) in SOURCE.
+    #[test]
+    fn an_incoming_flow_shows_its_remote_end() {
+        struct Incoming;
+        impl crate::flow::table::OwnerLookup for Incoming {
+            fn attribute(&mut self, _: &Flow, _: Instant) -> crate::flow::model::Attributed {
+                crate::flow::model::Attributed {
+                    direction: Some(crate::flow::model::Direction::In),
+                    ..Default::default()
+                }
+            }
+        }
+        let t0 = Instant::now();
+        let mut t = FlowTable::new(TableConfig::default(), t0);
+        let mut f = sample_table().iter().next().expect("a flow").flow.clone();
+        (f.orig.src, f.orig.sport, f.orig.dst, f.orig.dport) =
+            (v4(203, 0, 113, 9), Some(51000), v4(192, 0, 2, 1), Some(22));
+        (f.reply.src, f.reply.sport, f.reply.dst, f.reply.dport) =
+            (v4(192, 0, 2, 1), Some(22), v4(203, 0, 113, 9), Some(51000));
+        t.apply_event(Change::Seen, f, t0, &mut Incoming, &mut |_, _| {});
+        let mut entries: Vec<_> = t.iter().collect();
+        let opts = TextOptions {
+            show_src: true,
+            bits: false,
+        };
+        let text = table(
+            &mut entries,
+            UNIX_EPOCH,
+            opts,
+            &Services::builtin(),
+            &AddressBook::new(),
+        );
+        let row = text.lines().nth(1).expect("a row");
+        assert!(row.contains("192.0.2.1:22 "), "{text}");
+        assert!(row.contains("← 203.0.113.9:51000"), "{text}");
+        assert!(row.contains("B "), "BYTES with a unit: {text}");
     }
 }

@@ -18,8 +18,8 @@ use crate::flow::Selection;
 use super::derive::{derive_rows, scrolled, Derived, Job, Placement, ViewParams};
 use super::filter::Filter;
 use super::keys::{Action, Mode};
-use super::procinfo::ProcInfos;
-use super::rows::{CountryRow, ProcRow, RowCtx};
+use super::procinfo::{ProcInfos, Users};
+use super::rows::{CountryRow, ProcKey, ProcRow, ProcSort, RowCtx, Throughput};
 use super::sort::{Ordered, SortSpec};
 
 /// What the header says about the run, fixed at start.
@@ -76,7 +76,7 @@ impl Tab {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Selected {
     Flow(FlowKey),
-    Process(Option<u32>),
+    Process(ProcKey),
     Country(String),
 }
 
@@ -90,8 +90,11 @@ pub struct Detail {
 }
 
 /// Flow counts of the shown families and protocols, for the header.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counts {
+    /// Bytes per second out of and into this host, of the flows shown and
+    /// of those that ended in the interval.
+    pub throughput: Throughput,
     pub flows: usize,
     pub by_proto: BTreeMap<String, usize>,
 }
@@ -109,6 +112,10 @@ pub struct App {
     pub color: bool,
     pub tab: Tab,
     pub sort: SortSpec,
+    /// The Processes tab's order, and whether it has a row per pid (`g`)
+    /// rather than per program and user.
+    pub proc_sort: ProcSort,
+    pub per_pid: bool,
     /// The filter as typed, and what it parsed to (the last valid one).
     pub filter_text: String,
     pub filter: Filter,
@@ -140,6 +147,10 @@ pub struct App {
     pub size: (u16, u16),
     pub quit: bool,
     pub procs: ProcInfos,
+    /// Login names for the Processes tab.
+    pub users: Users,
+    /// How times are written: local time (honouring TZ); tests fix it.
+    pub time_text: fn(u64) -> String,
     /// The engine's last warning, shown in the footer.
     pub note: Option<crate::engine::Notice>,
     /// The rows' buffer, kept between derivations.
@@ -163,6 +174,7 @@ fn empty_snapshot() -> Arc<Snapshot> {
         stats: Default::default(),
         aggregates: Default::default(),
         first_rates: 0,
+        ended: Default::default(),
     })
 }
 
@@ -184,6 +196,8 @@ impl App {
             color: opts.color,
             tab: Tab::Flows,
             sort: SortSpec::default(),
+            proc_sort: ProcSort::default(),
+            per_pid: false,
             filter_text: String::new(),
             filter: Filter::default(),
             filter_error: None,
@@ -208,6 +222,8 @@ impl App {
             size: (80, 24),
             quit: false,
             procs,
+            users: Users::new(Some("/etc/passwd".into())),
+            time_text: crate::output::format::local_time,
             note: None,
             row_buffer: Vec::new(),
             filtered: Vec::new(),
@@ -223,6 +239,11 @@ impl App {
             book: &self.book,
             services: &self.services,
         }
+    }
+
+    /// The login name of `uid`, or its number.
+    pub fn user_name(&self, uid: u32) -> String {
+        self.users.name(uid)
     }
 
     pub fn shown(&self) -> &Snapshot {
@@ -299,6 +320,8 @@ impl App {
             active_only: self.active_only,
             view_sel: self.view_sel.clone(),
             windowed_from: self.windowed_from,
+            per_pid: self.per_pid,
+            proc_sort: self.proc_sort,
         }
     }
 
@@ -328,8 +351,12 @@ impl App {
         // (no entry chunk changed) can move rows.
         let same_rates = self.sort.column != super::sort::Column::Rate
             || self.latest.first_rates == self.shown.first_rates;
+        // Flows that ended count in their interval's totals: rows built
+        // with or for them are rebuilt.
+        let no_ended = self.latest.ended.is_empty() && self.shown.ended.is_empty();
         if self.latest.flows.same_values(&self.shown.flows)
             && same_rates
+            && no_ended
             && self.book.changes() == self.rows_book
         {
             // No flow and no name changed: the rows stand (an idle table
@@ -427,10 +454,21 @@ impl App {
         self.selected = self.selected_at(self.cursor);
     }
 
+    /// A new order of the Processes rows: sorted in place, the selection
+    /// kept on its row.
+    fn resort_processes(&mut self) {
+        super::rows::sort_processes(&mut self.proc_rows, self.proc_sort);
+        if let Some(i) = self.selected.as_ref().and_then(|s| self.position_of(s)) {
+            self.cursor = i;
+        }
+        self.scroll_into_view();
+        self.selected = self.selected_at(self.cursor);
+    }
+
     fn position_of(&self, sel: &Selected) -> Option<usize> {
         match (self.tab, sel) {
             (Tab::Flows, Selected::Flow(key)) => self.flow_rows.row_of(*key, &self.shown.flows),
-            (Tab::Processes, Selected::Process(pid)) => self.proc_rows.iter().position(|r| r.pid == *pid),
+            (Tab::Processes, Selected::Process(key)) => self.proc_rows.iter().position(|r| r.key == *key),
             (Tab::Countries, Selected::Country(cc)) => {
                 self.country_rows.iter().position(|r| r.country == *cc)
             }
@@ -441,7 +479,7 @@ impl App {
     fn selected_at(&self, i: usize) -> Option<Selected> {
         match self.tab {
             Tab::Flows => self.flow_at(i).map(|e| Selected::Flow(e.flow.key())),
-            Tab::Processes => self.proc_rows.get(i).map(|r| Selected::Process(r.pid)),
+            Tab::Processes => self.proc_rows.get(i).map(|r| Selected::Process(r.key.clone())),
             Tab::Countries => self
                 .country_rows
                 .get(i)
@@ -453,6 +491,12 @@ impl App {
         self.cursor = i.min(self.len().saturating_sub(1));
         self.scroll_into_view();
         self.selected = self.selected_at(self.cursor);
+    }
+
+    /// Selects row `i` (tests).
+    #[cfg(test)]
+    pub fn move_for_test(&mut self, i: usize) {
+        self.move_to(i);
     }
 
     fn scroll_into_view(&mut self) {
@@ -526,8 +570,19 @@ impl App {
             // "Where does this process connect": its flows, with their
             // destinations and countries.
             Tab::Processes => {
-                if let Some(pid) = self.proc_rows.get(self.cursor).and_then(|r| r.pid) {
-                    self.show_flows_matching(format!("pid:{pid}"));
+                let filter = self.proc_rows.get(self.cursor).and_then(|r| match &r.key {
+                    ProcKey::Pid(pid) => Some(format!("pid:{pid}")),
+                    ProcKey::Program(..) => match (r.single_pid(), &r.exe) {
+                        (Some(pid), _) => Some(format!("pid:{pid}")),
+                        // A filter term ends at a space: a path with one is
+                        // matched by its last word.
+                        (None, Some(exe)) => exe.split(' ').next_back().map(|x| format!("exe:{x}")),
+                        (None, None) => Some(format!("comm:{}", r.comm)),
+                    },
+                    ProcKey::Unattributed => None,
+                });
+                if let Some(f) = filter {
+                    self.show_flows_matching(f);
                 }
             }
             Tab::Countries => {
@@ -590,18 +645,41 @@ impl App {
             }
             Action::Help => self.help = !self.help,
             Action::SortNext | Action::SortPrev => {
-                if self.tab == Tab::Flows {
-                    let step = if action == Action::SortNext { 1 } else { -1 };
-                    self.sort = self.sort.step(step, self.show_src);
-                    self.resort();
+                let step = if action == Action::SortNext { 1 } else { -1 };
+                match self.tab {
+                    Tab::Flows => {
+                        self.sort = self.sort.step(step, self.show_src);
+                        self.resort();
+                    }
+                    Tab::Processes => {
+                        self.proc_sort = self.proc_sort.step(step);
+                        self.resort_processes();
+                    }
+                    Tab::Countries => {}
                 }
             }
-            Action::SortReverse => {
-                if self.tab == Tab::Flows {
+            Action::SortReverse => match self.tab {
+                Tab::Flows => {
                     self.sort.desc = !self.sort.desc;
                     self.resort();
                 }
+                Tab::Processes => {
+                    self.proc_sort.desc = !self.proc_sort.desc;
+                    self.resort_processes();
+                }
+                Tab::Countries => {}
+            },
+            Action::Group => {
+                if self.tab == Tab::Processes {
+                    self.per_pid = !self.per_pid;
+                    self.selected = None;
+                    self.derive();
+                } else {
+                    // Elsewhere `g` is what it was: the first row.
+                    self.move_to(0);
+                }
             }
+            Action::FilterClear => self.set_filter(String::new()),
             Action::EditFilter => self.editing_filter = true,
             Action::FilterChar(c) => {
                 let mut t = std::mem::take(&mut self.filter_text);

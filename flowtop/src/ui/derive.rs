@@ -11,7 +11,7 @@ use crate::flow::Selection;
 
 use super::app::{Counts, Tab};
 use super::filter::Filter;
-use super::rows::{self, CountryRow, ProcRow, RowCtx};
+use super::rows::{self, CountryRow, ProcRow, ProcSort, ProcTable, RowCtx, Throughput};
 use super::sort::{Ordered, SortSpec};
 
 /// What the rows depend on besides the snapshot: when a key changes one of
@@ -24,6 +24,9 @@ pub struct ViewParams {
     pub view_sel: Selection,
     /// Flows tables from this long on are ordered by window ([`Ordered`]).
     pub windowed_from: usize,
+    /// The Processes tab: one row per pid (`g`) rather than per program.
+    pub per_pid: bool,
+    pub proc_sort: ProcSort,
 }
 
 /// Rows built for one snapshot with given parameters: of every tab (the
@@ -72,7 +75,33 @@ pub fn derive_rows(
             buffer.push(i);
         }
     }
+    // Flows that ended since the last snapshot, of the shown ones: their
+    // last bytes count in this interval (header and Processes).
+    let ended: Vec<_> = rows::ended_flows(&snapshot.ended, |e| {
+        sel.family(e.flow.family) && sel.proto(e.flow.proto) && (!filtering || matcher.matches(e))
+    })
+    .collect();
+    let span = snapshot.ended.span;
+    let mut throughput = Throughput::default();
+    for &i in buffer.iter() {
+        throughput.add_flow(&flows[i], flows.measured_rates(i));
+    }
+    for (e, moved) in &ended {
+        throughput.add_ended(e, *moved, span);
+    }
+    // Past the list's bound ended flows are only counted: in the total
+    // when nothing is filtered (which they could not be matched against),
+    // as sent by their initiators.
+    let overflow = snapshot.ended.overflow;
+    if !filtering && !params.active_only && overflow.orig_bytes + overflow.reply_bytes > 0 {
+        let secs = span.as_secs_f64();
+        if secs > 0.0 {
+            throughput.sent += overflow.orig_bytes as f64 / secs;
+            throughput.received += overflow.reply_bytes as f64 / secs;
+        }
+    }
     let counts = Counts {
+        throughput,
         flows: per_proto.iter().sum(),
         by_proto: (0..=255u8)
             .filter(|&p| per_proto[usize::from(p)] > 0)
@@ -86,8 +115,20 @@ pub fn derive_rows(
         ordered.build(buffer, flows, params.sort, &ctx);
         ordered
     });
-    let processes = wanted(Tab::Processes).then(|| rows::processes(buffer.iter().map(|&i| &flows[i])));
-    let countries = wanted(Tab::Countries).then(|| rows::countries(buffer.iter().map(|&i| &flows[i]), &ctx));
+    let processes = wanted(Tab::Processes).then(|| {
+        let mut table = ProcTable::new(params.per_pid);
+        for &i in buffer.iter() {
+            table.add(&flows[i], flows.measured_rates(i));
+        }
+        for (e, moved) in &ended {
+            table.add_ended(e, *moved, span);
+        }
+        table.rows(params.proc_sort)
+    });
+    let countries = wanted(Tab::Countries).then(|| {
+        let each = buffer.iter().map(|&i| (&flows[i], flows.measured_rates(i)));
+        rows::countries(each, &ctx)
+    });
     Derived {
         snapshot,
         params,

@@ -1,9 +1,11 @@
 //! The `/` filter: whitespace-separated terms that must all match.
 //!
-//! A term is `pid:N`, `comm:TEXT`, `port:N|NAME`, `host:TEXT`, `cc:CODE`,
-//! `state:TEXT`, `proto:NAME|N`, or free text matched (case-insensitively)
-//! against the process, addresses, names, ports, services, country and
-//! state. Only these prefixes are prefixes: `2001:db8::1` is free text.
+//! A term is `pid:N`, `comm:TEXT`, `exe:TEXT`, `port:N|NAME`, `host:TEXT`,
+//! `cc:CODE`, `state:TEXT`, `proto:NAME|N`, or free text matched
+//! (case-insensitively) against the process, addresses, names, ports,
+//! services, country and state. Only these prefixes are prefixes:
+//! `2001:db8::1` is free text. Process terms match either local end of a
+//! flow: its owner, or the peer of a local flow.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -19,6 +21,7 @@ use super::rows::RowCtx;
 pub enum Term {
     Pid(u32),
     Comm(String),
+    Exe(String),
     Port(PortTerm),
     Host(String),
     Country(String),
@@ -64,11 +67,12 @@ impl Filter {
         for word in text.split_whitespace() {
             let term = match word.split_once(':') {
                 Some((prefix, value)) => {
-                    let known = ["pid", "comm", "port", "host", "cc", "state", "proto"];
+                    let known = ["pid", "comm", "exe", "port", "host", "cc", "state", "proto"];
                     match known.iter().find(|k| k.eq_ignore_ascii_case(prefix)) {
                         Some(&k) if value.is_empty() => return Err(FilterError::Empty(k)),
                         Some(&"pid") => Term::Pid(value.parse().map_err(|_| FilterError::Pid(value.into()))?),
                         Some(&"comm") => Term::Comm(value.to_lowercase()),
+                        Some(&"exe") => Term::Exe(value.to_lowercase()),
                         Some(&"port") => Term::Port(match value.parse() {
                             Ok(n) => PortTerm::Number(n),
                             Err(_) => PortTerm::Service(value.to_lowercase()),
@@ -143,8 +147,9 @@ impl Matcher<'_> {
         let f = &e.flow;
         let any_end = || ends(e).into_iter().any(|ip| self.address(i, t, ip));
         match t {
-            Term::Pid(pid) => e.owner.as_ref().is_some_and(|o| o.pid == *pid),
-            Term::Comm(s) => e.owner.as_ref().is_some_and(|o| contains(&o.comm, s)),
+            Term::Pid(pid) => processes(e).any(|o| o.pid == *pid),
+            Term::Comm(s) => processes(e).any(|o| contains(&o.comm, s)),
+            Term::Exe(s) => processes(e).any(|o| o.exe.as_deref().is_some_and(|x| contains(x, s))),
             Term::Port(p) => port_matches(e, p, &self.ctx),
             Term::Host(_) | Term::Country(_) => any_end(),
             Term::State(s) => f.state.is_some_and(|st| contains(st.name(), s)),
@@ -167,6 +172,12 @@ fn contains(hay: &str, needle: &str) -> bool {
     } else {
         hay.to_lowercase().contains(needle)
     }
+}
+
+/// The processes of a flow's local ends: its owner, and the peer of a
+/// local flow.
+fn processes(e: &Entry) -> impl Iterator<Item = &crate::flow::model::Owner> {
+    e.owner.as_deref().into_iter().chain(e.peer.as_deref())
 }
 
 /// The addresses of both ends of the original tuple.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::attribution::{How, Owner};
 use crate::enrich::book::{AddressBook, NameState};
 use crate::enrich::services::Services;
-use crate::flow::model::{proto, Counters, Family, Flow, ProtoState, Tuple};
+use crate::flow::model::{proto, Counters, Direction, Family, Flow, ProtoState, Tuple};
 use crate::flow::table::{Change, NoOwners};
 use crate::flow::table::{FlowTable, Snapshot, TableConfig};
 use crate::flow::Selection;
@@ -111,6 +111,15 @@ pub fn snapshot(flows: Vec<Spec>) -> Arc<Snapshot> {
             .iter()
             .find(|(k, _)| *k == e.flow.key())
             .and_then(|(_, o)| o.clone());
+        // Who started it, as attribution tells: an owner found through its
+        // listener accepted the flow; unowned flows are not known.
+        e.direction = e.owner.as_ref().map(|o| {
+            if o.how == How::Listener {
+                Direction::In
+            } else {
+                Direction::Out
+            }
+        });
     }
     Arc::new(snap)
 }
@@ -265,6 +274,9 @@ pub fn app_with(selection: Selection, w: u16, h: u16) -> App {
         Arc::new(Services::builtin()),
         procs,
     );
+    // Fixed, whatever the machine's zone and users.
+    app.users = crate::ui::procinfo::Users::new(None);
+    app.time_text = crate::output::format::utc_time;
     app.resize(w, h);
     app.on_snapshot(flows());
     app

@@ -31,6 +31,11 @@ pub enum Action {
     /// A character typed into the filter.
     FilterChar(char),
     FilterBackspace,
+    /// Ctrl-U while editing: clear the line (as readline does).
+    FilterClear,
+    /// `g`: Processes tab: a row per pid, or per program and user again;
+    /// elsewhere: the first row.
+    Group,
     /// Enter while editing: keep the filter and stop editing.
     FilterDone,
     /// Esc: close what is open, or clear the filter.
@@ -64,6 +69,7 @@ pub fn action(key: KeyEvent, mode: Mode) -> Option<Action> {
             KeyCode::Esc => Some(Action::Back),
             KeyCode::Enter => Some(Action::FilterDone),
             KeyCode::Backspace => Some(Action::FilterBackspace),
+            KeyCode::Char('u') | KeyCode::Char('U') if ctrl => Some(Action::FilterClear),
             KeyCode::Char(c) if !ctrl => Some(Action::FilterChar(c)),
             _ => None,
         },
@@ -93,7 +99,8 @@ fn normal(code: KeyCode) -> Option<Action> {
         KeyCode::Right | KeyCode::Char('l') => Action::Right,
         KeyCode::PageUp => Action::PageUp,
         KeyCode::PageDown => Action::PageDown,
-        KeyCode::Home | KeyCode::Char('g') => Action::Home,
+        KeyCode::Home => Action::Home,
+        KeyCode::Char('g') => Action::Group,
         KeyCode::End | KeyCode::Char('G') => Action::End,
         KeyCode::Char('b') => Action::ToggleBits,
         KeyCode::Char('a') => Action::ToggleActive,
@@ -131,14 +138,15 @@ pub const HELP: &[(&str, &str)] = &[
     ("q, Ctrl-C", "quit"),
     ("Up/k/u, Down/j/d", "move the selection"),
     ("PgUp/PgDn, Home/End", "move by a page, to the first or last row"),
+    ("g", "Processes: a row per pid / per program and user"),
     ("Left/h, Right/l", "scroll the table left or right"),
     (
         "Tab, Shift-Tab",
         "next or previous tab (Flows, Processes, Countries)",
     ),
-    ("< >", "sort by the previous or next column"),
+    ("< >", "sort by the previous or next column (also Processes)"),
     ("r", "reverse the sort order"),
-    ("/", "filter (Enter keeps it, Esc clears it)"),
+    ("/", "filter: Enter keeps it, Esc clears, Ctrl-U erases"),
     ("Esc", "close the view, or clear the filter"),
     ("Space", "pause the view (data keeps flowing)"),
     ("Enter", "details of the flow; flows of the process or country"),
@@ -147,10 +155,11 @@ pub const HELP: &[(&str, &str)] = &[
     ("s", "show the source address and port"),
     ("T U D I S", "show or hide TCP, UDP, DCCP, ICMP, SCTP"),
     ("?", "this help"),
+    ("ADDRESS marks", "→ out  ← in  ↔ local  ⇄ forwarded  · not known"),
 ];
 
 /// The filter syntax, for the help overlay.
 pub const FILTER_HELP: &[&str] = &[
     "filter terms (all must match): pid:N comm:NAME port:N|NAME host:TEXT",
-    "  cc:CODE state:NAME proto:NAME, or any text (process, address, name...)",
+    "  cc:CODE state:NAME proto:NAME exe:PATH, or any text",
 ];

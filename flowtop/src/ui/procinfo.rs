@@ -70,6 +70,24 @@ impl ProcInfos {
             .unwrap_or(ProcInfo::Loading)
     }
 
+    /// What is known of `pid`, asking for it the first time (a row that
+    /// shows a command line asks once, not at every frame).
+    pub fn get_or_request(&self, pid: u32) -> ProcInfo {
+        let known = self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&pid)
+            .cloned();
+        match known {
+            Some(info) => info,
+            None => {
+                self.request(pid);
+                ProcInfo::Loading
+            }
+        }
+    }
+
     /// Sets what is known of `pid` (tests, and callers that know better).
     pub fn set(&self, pid: u32, info: ProcInfo) {
         self.known
@@ -105,6 +123,37 @@ pub fn read(root: &Path, pid: u32) -> ProcInfo {
         None => u.to_string(),
     });
     ProcInfo::Ready { cmdline, user }
+}
+
+/// Login names by uid, read from a passwd file once per uid asked.
+#[derive(Debug, Default)]
+pub struct Users {
+    passwd: Option<PathBuf>,
+    known: Mutex<HashMap<u32, String>>,
+}
+
+impl Users {
+    /// Names from `passwd` (normally /etc/passwd); `None`: numbers only.
+    pub fn new(passwd: Option<PathBuf>) -> Users {
+        Users {
+            passwd,
+            known: Mutex::default(),
+        }
+    }
+
+    /// The login name of `uid`, made safe, or its number.
+    pub fn name(&self, uid: u32) -> String {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known
+            .entry(uid)
+            .or_insert_with(|| {
+                self.passwd
+                    .as_deref()
+                    .and_then(|p| user_name(p, uid))
+                    .map_or_else(|| uid.to_string(), |n| terminal_safe(&n).into_owned())
+            })
+            .clone()
+    }
 }
 
 /// The login name of `uid` from a passwd file.

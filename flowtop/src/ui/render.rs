@@ -15,10 +15,10 @@ use ratatui::Frame;
 use super::app::{App, Detail, Tab, TABLE_TOP};
 use super::keys::{FILTER_HELP, HELP};
 use super::procinfo::ProcInfo;
-use super::rows::{self, RowCtx, Totals};
+use super::rows::{self, ProcColumn, RowCtx, Totals};
 use super::sort::Column;
 use crate::flow::model::Tuple;
-use crate::output::format::{age_secs, human_age, human_bytes, rfc3339_ns};
+use crate::output::format::{age_secs, human_age, human_bytes};
 use crate::output::safe::terminal_safe;
 
 /// The smallest terminal the screen draws in.
@@ -175,6 +175,14 @@ fn title_line(app: &App) -> String {
         shown.extend(protos.into_iter().filter(|p| p != "udplite" && p != "icmpv6"));
     }
     let _ = write!(s, " │ {}", shown.join(" "));
+    // What the shown flows move, with those that ended in the interval.
+    let t = app.counts.throughput;
+    let _ = write!(
+        s,
+        " │ in {} out {}",
+        rows::rate_text(t.received, app.bits),
+        rows::rate_text(t.sent, app.bits)
+    );
     // Least important last: a narrow terminal cuts the end.
     let st = app.shown().stats;
     let _ = write!(s, " │ lost {} resync {}", st.overruns, st.resyncs);
@@ -204,9 +212,18 @@ fn tab_line<'a>(app: &'a App, theme: &Theme) -> Line<'a> {
             theme.warn().add_modifier(Modifier::REVERSED),
         ));
     }
-    if app.tab == Tab::Flows {
-        let arrow = if app.sort.desc { "▼" } else { "▲" };
-        spans.push(Span::raw(format!(" sort {}{arrow}", app.sort.column.title())));
+    match app.tab {
+        Tab::Flows => {
+            let arrow = if app.sort.desc { "▼" } else { "▲" };
+            spans.push(Span::raw(format!(" sort {}{arrow}", app.sort.column.title())));
+        }
+        Tab::Processes => {
+            let arrow = if app.proc_sort.desc { "▼" } else { "▲" };
+            let title = app.proc_sort.column.title(app.per_pid);
+            let by = if app.per_pid { "per pid" } else { "per program" };
+            spans.push(Span::raw(format!(" sort {title}{arrow}  {by}")));
+        }
+        Tab::Countries => {}
     }
     if app.active_only {
         spans.push(Span::raw("  active only"));
@@ -225,12 +242,17 @@ fn tab_line<'a>(app: &'a App, theme: &Theme) -> Line<'a> {
 
 fn footer<'a>(app: &App, theme: &Theme) -> Paragraph<'a> {
     if app.editing_filter {
-        let text = format!("/{}█  Enter keep · Esc clear", terminal_safe(&app.filter_text));
+        let text = format!(
+            "/{}█  Enter keep · Esc clear · Ctrl-U clear line",
+            terminal_safe(&app.filter_text)
+        );
         return Paragraph::new(text);
     }
     if let Some(note) = &app.note {
-        // The empty-table hint is moot once flows show up.
-        let moot = *note == crate::engine::Notice::EmptyTable && !app.shown().flows.is_empty();
+        // The empty-table hint is moot once flows show up, and the body
+        // shows it whole while the table is empty (see `empty_text`): a
+        // line would cut it.
+        let moot = *note == crate::engine::Notice::EmptyTable;
         if !moot {
             let note = note.to_string();
             let first = note.lines().next().unwrap_or_default();
@@ -244,43 +266,84 @@ fn footer<'a>(app: &App, theme: &Theme) -> Paragraph<'a> {
             Tab::Flows => {
                 " q quit  ? help  / filter  Tab tabs  < > sort  r reverse  Space pause  Enter details  s src  b bits  a active"
             }
-            _ => " q quit  ? help  / filter  Tab tabs  Space pause  Enter flows of the row",
+            Tab::Processes => {
+                " q quit  ? help  / filter  Tab tabs  < > sort  r reverse  g per pid/program  Enter flows of the row"
+            }
+            Tab::Countries => " q quit  ? help  / filter  Tab tabs  Space pause  Enter flows of the row",
         }
     };
     Paragraph::new(hints).style(theme.dim())
 }
 
-/// Widths of the Flows columns for a terminal `width` wide: fixed columns,
-/// and the addresses sharing what is left.
-fn flow_columns(width: u16, show_src: bool) -> Vec<(Column, Col)> {
-    let fixed = |c: Column| -> Option<Col> {
-        let (width, right) = match c {
-            Column::Process => (12, false),
-            Column::Pid => (7, true),
-            Column::Proto => (6, false),
-            Column::State => (11, false),
-            Column::Time => (6, true),
-            Column::Port => (11, false),
-            Column::Geo => (16, false),
-            Column::Bytes => (11, true),
-            Column::Rate => (13, true),
-            Column::Source | Column::Address => return None,
-        };
-        Some(Col { width, right })
-    };
+/// Bounds of a Flows column's width (min, max) and its alignment: each
+/// column is as wide as its widest visible cell (or title) within these,
+/// so that short columns leave room to long ones (a PORT with its service
+/// name, an ADDRESS with a long name).
+fn bounds(c: Column) -> (usize, usize, bool) {
+    match c {
+        Column::Process => (7, 16, false),
+        Column::Pid => (3, 7, true),
+        Column::Proto => (5, 7, false),
+        Column::State => (5, 11, false),
+        Column::Time => (4, 6, true),
+        Column::Port => (4, 22, false),
+        Column::Geo => (3, 24, false),
+        Column::Bytes => (5, 15, true),
+        Column::Rate => (4, 19, true),
+        Column::Source | Column::Address => (16, 60, false),
+    }
+}
+
+/// The widths of the Flows columns for the visible rows `cells`, on a
+/// terminal `width` wide: each column fits its content within its bounds;
+/// when that is too wide, the addresses give up columns first (down to
+/// their minimum), then the rest is scrolled to (Left/Right).
+fn flow_columns(width: u16, show_src: bool, titles: &[String], cells: &[Vec<String>]) -> Vec<(Column, Col)> {
     let cols: Vec<Column> = Column::visible(show_src).collect();
-    let used: usize = cols.iter().filter_map(|c| fixed(*c)).map(|c| c.width + 1).sum();
-    let flexible = if show_src { 2 } else { 1 };
-    let free = usize::from(width).saturating_sub(used + flexible) / flexible;
-    let addr = free.clamp(16, 60);
+    let mut widths: Vec<usize> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            let (min, max, _) = bounds(c);
+            let content = cells
+                .iter()
+                .filter_map(|r| r.get(i))
+                .map(|t| t.chars().count())
+                .chain(titles.get(i).map(|t| t.chars().count()))
+                .max()
+                .unwrap_or(0);
+            content.clamp(min, max)
+        })
+        .collect();
+    let total = |w: &[usize]| w.iter().sum::<usize>() + w.len().saturating_sub(1);
+    let mut over = total(&widths).saturating_sub(usize::from(width));
+    // Who gives up columns first, and down to how many: the addresses,
+    // then the geography, the process name, the state.
+    let yield_order = [
+        (Column::Address, 16),
+        (Column::Source, 16),
+        (Column::Geo, 10),
+        (Column::Process, 10),
+        (Column::State, 7),
+        (Column::Port, 9),
+    ];
+    for (c, floor) in yield_order {
+        let Some(i) = cols.iter().position(|x| *x == c) else {
+            continue;
+        };
+        let give = widths[i].saturating_sub(floor).min(over);
+        widths[i] -= give;
+        over -= give;
+    }
     cols.into_iter()
-        .map(|c| {
+        .zip(widths)
+        .map(|(c, width)| {
             (
                 c,
-                fixed(c).unwrap_or(Col {
-                    width: addr,
-                    right: false,
-                }),
+                Col {
+                    width,
+                    right: bounds(c).2,
+                },
             )
         })
         .collect()
@@ -293,40 +356,71 @@ fn endpoint(ctx: &RowCtx<'_>, ip: IpAddr, port: Option<u16>) -> String {
     }
 }
 
-fn flow_cells(app: &App, i: usize, cols: &[(Column, Col)], now: SystemTime) -> Vec<(Col, String)> {
+/// The cells of Flows row `i`, one per column of `cols`: the remote end
+/// in ADDRESS (after the direction marker) and GEO, the local one in
+/// SOURCE, the port that was connected to in PORT (see [`rows::ends`]).
+fn flow_cells(app: &App, i: usize, cols: &[Column], now: SystemTime) -> Vec<String> {
     let ctx = app.ctx();
     let Some(e) = app.flow_at(i) else {
         return Vec::new();
     };
     let f = &e.flow;
+    let ends = rows::ends(e);
     cols.iter()
-        .map(|&(c, col)| {
-            let text = match c {
-                Column::Process => rows::process_name(e.owner.as_ref()),
-                Column::Pid => e.owner.as_ref().map_or_else(|| "-".into(), |o| o.pid.to_string()),
-                Column::Proto => rows::proto_name(f.proto),
-                Column::State => f.state.map_or("-", |s| s.name()).to_owned(),
-                Column::Time => f
-                    .start_ns
-                    .map_or_else(|| "-".into(), |s| human_age(age_secs(s, now))),
-                Column::Source => endpoint(&ctx, f.orig.src, f.orig.sport),
-                Column::Address => ctx.address(f.orig.dst),
-                Column::Port => ctx.port(f.proto, f.orig.dport),
-                Column::Geo => ctx.geo_of(f.orig.dst).unwrap_or_else(|| "-".into()),
-                Column::Bytes => rows::bytes_pair(e),
-                Column::Rate => rows::rate_pair(e, app.rates_at(i), app.bits),
-            };
-            (col, text)
+        .map(|&c| match c {
+            Column::Process => rows::process_name(e.owner.as_ref()),
+            Column::Pid => e.owner.as_ref().map_or_else(|| "-".into(), |o| o.pid.to_string()),
+            Column::Proto => rows::proto_name(f.proto),
+            Column::State => f.state.map_or("-", |s| s.name()).to_owned(),
+            Column::Time => f
+                .start_ns
+                .map_or_else(|| "-".into(), |s| human_age(age_secs(s, now))),
+            Column::Source => endpoint(&ctx, ends.local.0, ends.local.1),
+            Column::Address => format!(
+                "{} {}",
+                rows::direction_marker(e.direction),
+                ctx.address(ends.remote.0)
+            ),
+            Column::Port => ctx.port(f.proto, ends.service_port),
+            Column::Geo => ctx.geo_of(ends.remote.0).unwrap_or_else(|| "-".into()),
+            Column::Bytes => rows::bytes_pair(e),
+            Column::Rate => rows::rate_pair(e, app.rates_at(i), app.bits),
         })
         .collect()
+}
+
+/// "4242", "3 pids", "-" (unattributed).
+fn pids_text(r: &rows::ProcRow) -> String {
+    match (r.single_pid(), r.pids.len()) {
+        (Some(pid), _) => pid.to_string(),
+        (None, 0) => "-".to_owned(),
+        (None, n) => n.to_string(),
+    }
+}
+
+/// What the last column shows: per program, the executable; per pid, the
+/// command line (the owner record's, else read from /proc in the
+/// background; the executable until then).
+fn command_text(app: &App, r: &rows::ProcRow) -> String {
+    let exe = || r.exe.clone().unwrap_or_else(|| "-".into());
+    let (true, Some(pid), Some(owner)) = (app.per_pid, r.single_pid(), &r.owner) else {
+        return exe();
+    };
+    if let Some(c) = rows::owner_cmdline(owner) {
+        return c;
+    }
+    match app.procs.get_or_request(pid) {
+        ProcInfo::Ready { cmdline, .. } => cmdline,
+        ProcInfo::Loading | ProcInfo::Exited => exe(),
+    }
 }
 
 fn totals_cells(t: &Totals, bits: bool) -> Vec<(Col, String)> {
     let n = |width| Col { width, right: true };
     vec![
         (n(6), t.flows.to_string()),
-        (n(9), human_bytes(t.sent as f64)),
-        (n(9), human_bytes(t.received as f64)),
+        (n(9), format!("{}B", human_bytes(t.sent as f64))),
+        (n(9), format!("{}B", human_bytes(t.received as f64))),
         (n(11), rows::rate_text(t.sent_rate, bits)),
         (n(11), rows::rate_text(t.received_rate, bits)),
     ]
@@ -341,10 +435,6 @@ fn table_text(app: &App, width: u16, now: SystemTime) -> (String, Vec<String>) {
         width: w,
         right: false,
     };
-    let right = |w| Col {
-        width: w,
-        right: true,
-    };
     let with_totals = |mut head: Vec<(Col, String)>| {
         for (t, (c, _)) in TOTALS_TITLES.iter().zip(totals_cells(&Totals::default(), false)) {
             head.push((c, (*t).to_owned()));
@@ -353,35 +443,70 @@ fn table_text(app: &App, width: u16, now: SystemTime) -> (String, Vec<String>) {
     };
     match app.tab {
         Tab::Flows => {
-            let cols = flow_columns(width, app.show_src);
-            let titles: Vec<(Col, String)> = cols
+            let names: Vec<Column> = Column::visible(app.show_src).collect();
+            let titles: Vec<String> = names
                 .iter()
-                .map(|&(c, col)| {
+                .map(|&c| {
                     let mut t = c.title().to_owned();
                     if c == app.sort.column {
                         t.push_str(if app.sort.desc { "▼" } else { "▲" });
                     }
-                    (col, t)
+                    t
                 })
                 .collect();
-            let lines = visible
-                .map(|i| line_of(&flow_cells(app, i, &cols, now)))
-                .collect();
-            (line_of(&titles), lines)
+            let cells: Vec<Vec<String>> = visible.map(|i| flow_cells(app, i, &names, now)).collect();
+            let cols = flow_columns(width, app.show_src, &titles, &cells);
+            let with = |texts: Vec<String>| -> Vec<(Col, String)> {
+                cols.iter().map(|(_, c)| *c).zip(texts).collect()
+            };
+            let lines = cells.into_iter().map(|r| line_of(&with(r))).collect();
+            (line_of(&with(titles)), lines)
         }
         Tab::Processes => {
-            let head = with_totals(vec![(left(15), "PROCESS".into()), (right(7), "PID".into())]);
-            let mut head = head;
-            head.push((left(40), "EXECUTABLE".into()));
+            let arrow = if app.proc_sort.desc { "▼" } else { "▲" };
+            let title = |c: ProcColumn| {
+                let mut t = c.title(app.per_pid).to_owned();
+                if c == app.proc_sort.column {
+                    t.push_str(arrow);
+                }
+                t
+            };
+            // Everything but the command fits in 80 columns.
+            let widths = [
+                (14, false),
+                (8, false),
+                (7, true),
+                (6, true),
+                (8, true),
+                (9, true),
+                (9, true),
+                (9, true),
+                (60, false),
+            ];
+            let col = |i: usize| Col {
+                width: widths[i].0,
+                right: widths[i].1,
+            };
+            let head: Vec<(Col, String)> = ProcColumn::ALL
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| (col(i), title(c)))
+                .collect();
             let lines = app.proc_rows[visible]
                 .iter()
                 .map(|r| {
-                    let mut cells = vec![
-                        (left(15), r.comm.clone()),
-                        (right(7), r.pid.map_or_else(|| "-".into(), |p| p.to_string())),
+                    let t = &r.totals;
+                    let cells = vec![
+                        (col(0), r.comm.clone()),
+                        (col(1), r.uid.map_or_else(|| "-".into(), |u| app.user_name(u))),
+                        (col(2), pids_text(r)),
+                        (col(3), t.flows.to_string()),
+                        (col(4), format!("{}B", human_bytes(t.sent as f64))),
+                        (col(5), format!("{}B", human_bytes(t.received as f64))),
+                        (col(6), rows::rate_text(t.sent_rate, app.bits)),
+                        (col(7), rows::rate_text(t.received_rate, app.bits)),
+                        (col(8), command_text(app, r)),
                     ];
-                    cells.extend(totals_cells(&r.totals, app.bits));
-                    cells.push((left(40), r.exe.clone().unwrap_or_else(|| "-".into())));
                     line_of(&cells)
                 })
                 .collect();
@@ -418,14 +543,68 @@ fn draw_table(frame: &mut Frame<'_>, app: &App, area: Rect, now: SystemTime, the
         }
     }
     if app.is_empty() {
-        let why = if app.filter.is_empty() && !app.active_only {
-            "no flows of the selected families and protocols (T U D I S toggle protocols)"
-        } else {
-            "no flow matches (Esc clears the filter, a shows all flows)"
-        };
-        text.push(Line::styled(format!(" {why}"), theme.dim()));
+        let width = usize::from(area.width).saturating_sub(2).max(20);
+        for line in empty_text(app).iter().flat_map(|l| wrap_words(l, width)) {
+            text.push(Line::styled(format!(" {line}"), theme.dim()));
+        }
     }
     frame.render_widget(Paragraph::new(text).scroll((0, app.hscroll)), area);
+}
+
+/// Why the table is empty, for its body: nothing tracked (with the hint
+/// of the engine, whole, when it gave one), every flow of a protocol or
+/// family toggled off, or every flow filtered out.
+fn empty_text(app: &App) -> Vec<String> {
+    if app.shown().flows.is_empty() {
+        if app.note == Some(crate::engine::Notice::EmptyTable) {
+            return crate::engine::EMPTY_TABLE_HINT
+                .lines()
+                .map(str::to_owned)
+                .collect();
+        }
+        return vec![
+            "no flows: the conntrack table has none of the selected families and protocols".to_owned(),
+        ];
+    }
+    if app.counts.flows == 0 {
+        return vec![format!(
+            "no flows shown: the {} flows tracked are of protocols or families toggled off (T U D I S toggle protocols)",
+            app.shown().flows.len()
+        )];
+    }
+    let mut why = Vec::new();
+    if !app.filter.is_empty() {
+        why.push("Esc clears the filter");
+    }
+    if app.active_only {
+        why.push("a shows idle flows too");
+    }
+    vec![format!(
+        "no flow matches: {} flows hidden ({})",
+        app.counts.flows,
+        why.join(", ")
+    )]
+}
+
+/// `text` in lines of at most `width` columns, broken between words (a
+/// word longer than a line is cut by the frame instead); leading spaces
+/// (an indented command) are kept on the first line.
+fn wrap_words(text: &str, width: usize) -> Vec<String> {
+    let indent: String = text.chars().take_while(|c| *c == ' ').collect();
+    let mut lines = Vec::new();
+    let mut line = indent.clone();
+    for word in text.split_whitespace() {
+        let used = line.chars().count();
+        if used > indent.len() && used + 1 + word.chars().count() > width {
+            lines.push(std::mem::replace(&mut line, indent.clone()));
+        }
+        if line.chars().count() > indent.len() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    lines.push(line);
+    lines
 }
 
 /// A tuple; `service` names the destination port's service (only for the
@@ -533,7 +712,7 @@ fn detail_lines(app: &App, d: &Detail, now: SystemTime) -> Vec<(String, String)>
         "started",
         f.start_ns.map_or_else(
             || "n/a".into(),
-            |s| format!("{} (age {})", rfc3339_ns(s), human_age(age_secs(s, now))),
+            |s| format!("{} (age {})", (app.time_text)(s), human_age(age_secs(s, now))),
         ),
     );
     match &e.owner {
@@ -546,6 +725,11 @@ fn detail_lines(app: &App, d: &Detail, now: SystemTime) -> Vec<(String, String)>
                     .map_or_else(|| "-".into(), |x| terminal_safe(x).into_owned()),
             );
             let (cmdline, user) = match app.procs.get(o.pid) {
+                // The owner record's, when it has one, outlives the process.
+                ProcInfo::Loading | ProcInfo::Exited if rows::owner_cmdline(o).is_some() => (
+                    rows::owner_cmdline(o).unwrap_or_default(),
+                    format!("uid {}", o.uid),
+                ),
                 ProcInfo::Loading => ("…".to_owned(), "…".to_owned()),
                 ProcInfo::Exited => ("(exited)".to_owned(), format!("uid {}", o.uid)),
                 ProcInfo::Ready { cmdline, user } => {

@@ -6,12 +6,13 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::attribution::{How, Owner};
+use crate::attribution::Owner;
 use crate::enrich::book::AddressBook;
 use crate::enrich::services::Services;
-use crate::flow::model::proto;
+use crate::flow::model::{proto, Counters};
 use crate::flow::rate::Rates;
-use crate::flow::table::Entry;
+use crate::flow::table::{EndedFlows, Entry};
+pub use crate::output::ends::{direction_marker, ends, local_sends_reply, Ends};
 use crate::output::format::human_bytes;
 use crate::output::safe::terminal_safe;
 
@@ -82,11 +83,12 @@ pub fn process_name(owner: Option<&Arc<Owner>>) -> String {
     owner.map_or_else(|| "-".to_owned(), |o| terminal_safe(&o.comm).into_owned())
 }
 
-/// "2.0K/3.0M": sent by the initiator / sent back.
+/// "2.0K/3.0MB": sent by the initiator / sent back, in bytes (`-b` and
+/// `b` are about rates only, as in the original flowtop).
 pub fn bytes_pair(e: &Entry) -> String {
     match e.flow.counters {
         Some(c) => format!(
-            "{}/{}",
+            "{}/{}B",
             human_bytes(c.orig_bytes as f64),
             human_bytes(c.reply_bytes as f64)
         ),
@@ -130,18 +132,66 @@ pub fn is_active(rates: Option<Rates>) -> bool {
     rates.is_some_and(|r| r.orig_bytes + r.reply_bytes > 0.0)
 }
 
-/// Bytes and rates of one flow seen from its local process: a process
-/// that accepted the connection (found through its listener) sends the
-/// reply direction; otherwise it initiated and sends the original one.
-fn sent_received(e: &Entry) -> (u64, u64, f64, f64) {
+/// Bytes and rates of one flow seen from the local host: what it sent
+/// and received (see [`local_sends_reply`]). `rates` are the measured
+/// ones (see [`Flows::measured_rates`](crate::flow::table::Flows)).
+fn sent_received(e: &Entry, rates: Option<Rates>) -> (u64, u64, f64, f64) {
     let (ob, rb) = e.flow.counters.map_or((0, 0), |c| (c.orig_bytes, c.reply_bytes));
-    let r = e.rate.rates();
-    let responder = e.owner.as_ref().is_some_and(|o| o.how == How::Listener);
-    if responder {
+    let r = rates.unwrap_or_default();
+    if local_sends_reply(e) {
         (rb, ob, r.reply_bytes, r.orig_bytes)
     } else {
         (ob, rb, r.orig_bytes, r.reply_bytes)
     }
+}
+
+/// The rates an ended flow adds to its interval: the bytes it moved since
+/// its last rate, over the interval (sent, received from the local host).
+fn ended_rates(e: &Entry, moved: Counters, span: std::time::Duration) -> (f64, f64) {
+    let secs = span.as_secs_f64();
+    if secs <= 0.0 {
+        return (0.0, 0.0);
+    }
+    let (o, r) = (moved.orig_bytes as f64 / secs, moved.reply_bytes as f64 / secs);
+    if local_sends_reply(e) {
+        (r, o)
+    } else {
+        (o, r)
+    }
+}
+
+/// Bytes per second out of and into this host, of some flows.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Throughput {
+    pub sent: f64,
+    pub received: f64,
+}
+
+impl Throughput {
+    pub fn add_flow(&mut self, e: &Entry, rates: Option<Rates>) {
+        let (_, _, s, r) = sent_received(e, rates);
+        self.sent += s;
+        self.received += r;
+    }
+
+    pub fn add_ended(&mut self, e: &Entry, moved: Counters, span: std::time::Duration) {
+        let (s, r) = ended_rates(e, moved, span);
+        self.sent += s;
+        self.received += r;
+    }
+}
+
+/// The ended flows of `ended` that `keep` keeps, with the rates each adds
+/// (see [`EndedFlows`]).
+pub fn ended_flows<'a>(
+    ended: &'a EndedFlows,
+    mut keep: impl FnMut(&Entry) -> bool + 'a,
+) -> impl Iterator<Item = (&'a Entry, Counters)> + 'a {
+    ended
+        .flows
+        .iter()
+        .filter(move |(e, _)| keep(e))
+        .map(|(e, c)| (e, *c))
 }
 
 /// Totals shared by the Processes and Countries rows.
@@ -155,13 +205,31 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, e: &Entry) {
-        let (s, r, sr, rr) = sent_received(e);
+    fn add(&mut self, e: &Entry, rates: Option<Rates>) {
+        let (s, r, sr, rr) = sent_received(e, rates);
+        self.add_parts(s, r, sr, rr);
+    }
+
+    /// A flow seen from its other local end (the peer of a local flow):
+    /// what one end sends the other receives.
+    fn add_as_peer(&mut self, e: &Entry, rates: Option<Rates>) {
+        let (s, r, sr, rr) = sent_received(e, rates);
+        self.add_parts(r, s, rr, sr);
+    }
+
+    fn add_parts(&mut self, sent: u64, received: u64, sent_rate: f64, received_rate: f64) {
         self.flows += 1;
-        self.sent += s;
-        self.received += r;
-        self.sent_rate += sr;
-        self.received_rate += rr;
+        self.sent += sent;
+        self.received += received;
+        self.sent_rate += sent_rate;
+        self.received_rate += received_rate;
+    }
+
+    fn add_ended(&mut self, e: &Entry, moved: Counters, span: std::time::Duration, as_peer: bool) {
+        let (s, r) = ended_rates(e, moved, span);
+        let (s, r) = if as_peer { (r, s) } else { (s, r) };
+        self.sent_rate += s;
+        self.received_rate += r;
     }
 
     fn bytes(&self) -> u64 {
@@ -169,13 +237,273 @@ impl Totals {
     }
 }
 
-/// One row of the Processes tab. `pid` None gathers unattributed flows.
+/// What a row of the Processes tab gathers: one process, or every
+/// process of one executable and user (the default: three `python3`
+/// programs of one user are one row until `g` splits them by pid).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProcKey {
+    /// Flows without an owner.
+    Unattributed,
+    Pid(u32),
+    /// The executable (the comm when it is not known) and the uid.
+    Program(String, u32),
+}
+
+/// One row of the Processes tab.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcRow {
-    pub pid: Option<u32>,
+    pub key: ProcKey,
+    /// The comm of the first process found, made safe.
     pub comm: String,
+    pub uid: Option<u32>,
     pub exe: Option<String>,
+    /// The processes gathered, ascending (empty for unattributed flows).
+    pub pids: Vec<u32>,
+    /// The owner record of a row of one process (for its command line).
+    pub owner: Option<Arc<Owner>>,
     pub totals: Totals,
+}
+
+impl ProcRow {
+    /// The pid of a row of exactly one process.
+    pub fn single_pid(&self) -> Option<u32> {
+        match self.pids.as_slice() {
+            [pid] => Some(*pid),
+            _ => None,
+        }
+    }
+}
+
+/// The command line of a process as its owner record has it, made safe:
+/// none yet (the screen reads /proc for a live process, see
+/// [`super::procinfo`]); the one place to change when owner records carry
+/// one.
+pub fn owner_cmdline(_owner: &Owner) -> Option<String> {
+    None
+}
+
+/// The key of `owner`'s row: per pid, or per program and user.
+fn proc_key(owner: Option<&Arc<Owner>>, per_pid: bool) -> ProcKey {
+    match owner {
+        None => ProcKey::Unattributed,
+        Some(o) if per_pid => ProcKey::Pid(o.pid),
+        Some(o) => ProcKey::Program(o.exe.clone().unwrap_or_else(|| o.comm.clone()), o.uid),
+    }
+}
+
+/// Gathers the Processes rows: each flow counts for its owner's row; a
+/// local flow (both ends here) counts for its peer's row too, with sent and
+/// received swapped, and once when both ends fall in one row (then all its
+/// bytes are both sent and received by that row). Ended flows (see
+/// [`EndedFlows`]) add their rates to their rows.
+#[derive(Default)]
+pub struct ProcTable {
+    per_pid: bool,
+    rows: Vec<ProcRow>,
+    by_key: HashMap<ProcKey, usize>,
+    /// The row of each owner record seen, by address: the flows of one
+    /// process share their record, so a row's key (with its text) is made
+    /// once per process rather than once per flow.
+    by_owner: HashMap<usize, usize>,
+}
+
+impl ProcTable {
+    pub fn new(per_pid: bool) -> ProcTable {
+        ProcTable {
+            per_pid,
+            ..ProcTable::default()
+        }
+    }
+
+    /// The index of `owner`'s row, made when new.
+    fn index(&mut self, owner: Option<&Arc<Owner>>) -> usize {
+        let at = owner.map(|o| Arc::as_ptr(o) as usize);
+        if let Some(i) = at.and_then(|a| self.by_owner.get(&a)) {
+            return *i;
+        }
+        let key = proc_key(owner, self.per_pid);
+        let rows = &mut self.rows;
+        let i = *self.by_key.entry(key.clone()).or_insert_with(|| {
+            rows.push(ProcRow {
+                key,
+                comm: owner.map_or_else(
+                    || "(unattributed)".to_owned(),
+                    |o| terminal_safe(&o.comm).into_owned(),
+                ),
+                uid: owner.map(|o| o.uid),
+                exe: owner.and_then(|o| o.exe.as_deref().map(|x| terminal_safe(x).into_owned())),
+                pids: Vec::new(),
+                owner: owner.cloned(),
+                totals: Totals::default(),
+            });
+            rows.len() - 1
+        });
+        if let (Some(o), Some(a)) = (owner, at) {
+            let pids = &mut self.rows[i].pids;
+            if let Err(p) = pids.binary_search(&o.pid) {
+                pids.insert(p, o.pid);
+            }
+            self.by_owner.insert(a, i);
+        }
+        i
+    }
+
+    fn row(&mut self, owner: Option<&Arc<Owner>>) -> &mut ProcRow {
+        let i = self.index(owner);
+        &mut self.rows[i]
+    }
+
+    /// The peer whose row also counts `e`, unless it is the owner's row.
+    fn peer_of<'e>(&mut self, e: &'e Entry) -> Option<&'e Arc<Owner>> {
+        let peer = e.peer.as_ref()?;
+        let same = self.index(Some(peer)) == self.index(e.owner.as_ref());
+        (!same).then_some(peer)
+    }
+
+    pub fn add(&mut self, e: &Entry, rates: Option<Rates>) {
+        let peer = self.peer_of(e);
+        let one_row = e.peer.is_some() && peer.is_none();
+        let row = self.row(e.owner.as_ref());
+        if one_row {
+            let (s, r, sr, rr) = sent_received(e, rates);
+            row.totals.add_parts(s + r, s + r, sr + rr, sr + rr);
+            if let Some(p) = &e.peer {
+                let _ = self.row(Some(p));
+            }
+        } else {
+            row.totals.add(e, rates);
+        }
+        if let Some(p) = peer {
+            self.row(Some(p)).totals.add_as_peer(e, rates);
+        }
+    }
+
+    pub fn add_ended(&mut self, e: &Entry, moved: Counters, span: std::time::Duration) {
+        let peer = self.peer_of(e);
+        let one_row = e.peer.is_some() && peer.is_none();
+        self.row(e.owner.as_ref()).totals.add_ended(e, moved, span, false);
+        if one_row {
+            self.row(e.owner.as_ref()).totals.add_ended(e, moved, span, true);
+        }
+        if let Some(p) = peer {
+            self.row(Some(p)).totals.add_ended(e, moved, span, true);
+        }
+    }
+
+    /// The rows, in the order `sort` gives.
+    pub fn rows(self, sort: ProcSort) -> Vec<ProcRow> {
+        let mut rows = self.rows;
+        sort_processes(&mut rows, sort);
+        rows
+    }
+}
+
+/// A column of the Processes tab; the order is the on-screen order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcColumn {
+    Process,
+    User,
+    Pids,
+    Flows,
+    Sent,
+    Received,
+    SentRate,
+    ReceivedRate,
+    Command,
+}
+
+impl ProcColumn {
+    pub const ALL: [ProcColumn; 9] = [
+        ProcColumn::Process,
+        ProcColumn::User,
+        ProcColumn::Pids,
+        ProcColumn::Flows,
+        ProcColumn::Sent,
+        ProcColumn::Received,
+        ProcColumn::SentRate,
+        ProcColumn::ReceivedRate,
+        ProcColumn::Command,
+    ];
+
+    pub fn title(self, per_pid: bool) -> &'static str {
+        match self {
+            ProcColumn::Process => "PROCESS",
+            ProcColumn::User => "USER",
+            ProcColumn::Pids if per_pid => "PID",
+            ProcColumn::Pids => "PIDS",
+            ProcColumn::Flows => "FLOWS",
+            ProcColumn::Sent => "SENT",
+            ProcColumn::Received => "RECEIVED",
+            ProcColumn::SentRate => "SENT/s",
+            ProcColumn::ReceivedRate => "RECV/s",
+            // Grouped by program, the program; per pid, its command line.
+            ProcColumn::Command if per_pid => "COMMAND",
+            ProcColumn::Command => "EXECUTABLE",
+        }
+    }
+
+    /// As in the Flows tab: amounts biggest first, names A to Z.
+    pub fn default_desc(self) -> bool {
+        !matches!(self, ProcColumn::Process | ProcColumn::User | ProcColumn::Command)
+    }
+}
+
+/// The order of the Processes tab (the same keys as the Flows tab's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcSort {
+    pub column: ProcColumn,
+    pub desc: bool,
+}
+
+impl Default for ProcSort {
+    /// Busiest first: by what the processes received, then sent.
+    fn default() -> Self {
+        ProcSort {
+            column: ProcColumn::Received,
+            desc: true,
+        }
+    }
+}
+
+impl ProcSort {
+    /// The next (`step` 1) or previous (`step` -1) column, in its default
+    /// direction.
+    pub fn step(self, step: isize) -> ProcSort {
+        let all = ProcColumn::ALL;
+        let at = all.iter().position(|c| *c == self.column).unwrap_or(0) as isize;
+        let column = all[(at + step).rem_euclid(all.len() as isize) as usize];
+        ProcSort {
+            column,
+            desc: column.default_desc(),
+        }
+    }
+}
+
+/// Sorts Processes rows by `sort`, ties by total bytes then key, so that
+/// rows never trade places between refreshes.
+pub fn sort_processes(rows: &mut [ProcRow], sort: ProcSort) {
+    use std::cmp::Ordering;
+    let f = |a: f64, b: f64| a.partial_cmp(&b).unwrap_or(Ordering::Equal);
+    rows.sort_by(|a, b| {
+        let (x, y) = (&a.totals, &b.totals);
+        let by = match sort.column {
+            ProcColumn::Process => a.comm.to_lowercase().cmp(&b.comm.to_lowercase()),
+            ProcColumn::User => a.uid.cmp(&b.uid),
+            ProcColumn::Pids => match (a.single_pid(), b.single_pid()) {
+                (Some(p), Some(q)) => p.cmp(&q),
+                _ => a.pids.len().cmp(&b.pids.len()),
+            },
+            ProcColumn::Flows => x.flows.cmp(&y.flows),
+            ProcColumn::Sent => x.sent.cmp(&y.sent),
+            ProcColumn::Received => x.received.cmp(&y.received),
+            ProcColumn::SentRate => f(x.sent_rate, y.sent_rate),
+            ProcColumn::ReceivedRate => f(x.received_rate, y.received_rate),
+            ProcColumn::Command => a.exe.cmp(&b.exe),
+        };
+        let by = if sort.desc { by.reverse() } else { by };
+        by.then_with(|| y.bytes().cmp(&x.bytes()))
+            .then_with(|| a.key.cmp(&b.key))
+    });
 }
 
 /// One row of the Countries tab; `country` is a code, a scope label or "??".
@@ -185,35 +513,15 @@ pub struct CountryRow {
     pub totals: Totals,
 }
 
-/// Processes by bytes (most first), then pid.
-pub fn processes<'a>(flows: impl Iterator<Item = &'a Entry>) -> Vec<ProcRow> {
-    let mut by_pid: HashMap<Option<u32>, ProcRow> = HashMap::new();
-    for e in flows {
-        let pid = e.owner.as_ref().map(|o| o.pid);
-        let row = by_pid.entry(pid).or_insert_with(|| ProcRow {
-            pid,
-            comm: e.owner.as_ref().map_or_else(
-                || "(unattributed)".to_owned(),
-                |o| terminal_safe(&o.comm).into_owned(),
-            ),
-            exe: e
-                .owner
-                .as_ref()
-                .and_then(|o| o.exe.as_deref().map(|x| terminal_safe(x).into_owned())),
-            totals: Totals::default(),
-        });
-        row.totals.add(e);
-    }
-    let mut rows: Vec<ProcRow> = by_pid.into_values().collect();
-    rows.sort_by(|a, b| b.totals.bytes().cmp(&a.totals.bytes()).then(a.pid.cmp(&b.pid)));
-    rows
-}
-
-/// Countries of the flows' remote ends, by bytes. The remote end is the
-/// destination, or the source when only the source has a country (a
-/// connection from the internet to a private address here); otherwise the
-/// destination's scope label ("private", ...) or "??".
-pub fn countries<'a>(flows: impl Iterator<Item = &'a Entry>, ctx: &RowCtx<'_>) -> Vec<CountryRow> {
+/// Countries of the flows' remote ends (see [`ends`]), by bytes: the
+/// remote end's country, or the local end's when only it has one (a
+/// flow to a private address whose other end is on the internet, seen
+/// from a router); otherwise the remote end's scope label ("private",
+/// ...) or "??".
+pub fn countries<'a>(
+    flows: impl Iterator<Item = (&'a Entry, Option<Rates>)>,
+    ctx: &RowCtx<'_>,
+) -> Vec<CountryRow> {
     // Many flows share an address: ask the book once per address, and
     // count by the country's number among those seen, so that a flow
     // costs no text of its own.
@@ -233,12 +541,13 @@ pub fn countries<'a>(flows: impl Iterator<Item = &'a Entry>, ctx: &RowCtx<'_>) -
         })
     };
     let mut totals: Vec<Totals> = Vec::new();
-    for e in flows {
-        let (dst_has, dst_cc) = lookup(e.flow.orig.dst);
+    for (e, rates) in flows {
+        let Ends { local, remote, .. } = ends(e);
+        let (dst_has, dst_cc) = lookup(remote.0);
         let cc = if dst_has {
             dst_cc
         } else {
-            match lookup(e.flow.orig.src) {
+            match lookup(local.0) {
                 (true, src_cc) => src_cc,
                 _ => dst_cc,
             }
@@ -247,7 +556,7 @@ pub fn countries<'a>(flows: impl Iterator<Item = &'a Entry>, ctx: &RowCtx<'_>) -
         if totals.len() <= i {
             totals.resize(i + 1, Totals::default());
         }
-        totals[i].add(e);
+        totals[i].add(e, rates);
     }
     let by_cc = totals
         .into_iter()

@@ -545,14 +545,14 @@ fn processes_count_what_they_send_and_receive() {
     let mut a = app(120, 30);
     a.apply(Action::NextTab);
     assert_eq!(a.tab, Tab::Processes);
-    let sshd = a.proc_rows.iter().find(|r| r.pid == Some(800)).unwrap();
+    let sshd = a.proc_rows.iter().find(|r| r.pids == [800]).unwrap();
     // sshd accepted the connection: it sends the reply direction.
     assert_eq!((sshd.totals.sent, sshd.totals.received), (8_000, 50_000));
-    let ff = a.proc_rows.iter().find(|r| r.pid == Some(1000)).unwrap();
+    let ff = a.proc_rows.iter().find(|r| r.pids == [1000]).unwrap();
     assert_eq!(ff.totals.flows, 2);
     assert_eq!((ff.totals.sent, ff.totals.received), (12_000, 1_000_000));
     // Enter lists the process's flows.
-    let at = a.proc_rows.iter().position(|r| r.pid == Some(1000)).unwrap();
+    let at = a.proc_rows.iter().position(|r| r.pids == [1000]).unwrap();
     while a.cursor < at {
         a.apply(Action::Down);
     }
@@ -678,8 +678,8 @@ fn hostile_strings_are_drawn_escaped_and_long_ones_cut() {
     type_filter(&mut a, "pid:666");
     let s = screen(&a, 120, 30);
     assert!(!s.contains('\u{1b}') && !s.contains('\u{7}'), "{s}");
-    assert!(s.contains("evil\\x1b[2J…"), "{s}");
-    assert!(s.contains("a-very-long-reve… "), "{s}");
+    assert!(s.contains("evil\\x1b[2Jname "), "{s}");
+    assert!(s.contains("→ a-very-long-reverse-nam… "), "{s}");
     a.apply(Action::Open);
     let s = screen(&a, 120, 30);
     assert!(!s.contains('\u{1b}') && !s.contains('\u{202e}'), "{s}");
@@ -786,4 +786,424 @@ fn first_rates_rebuild_rows_sorted_by_rate_only() {
             "by rate: {by_rate}"
         );
     }
+}
+
+// ------------------------------------------------- issue 12: rates, direction, processes
+
+use std::time::{Duration, Instant};
+
+use crate::attribution::{How, Owner};
+use crate::flow::model::{Attributed, Counters, Direction, Flow};
+use crate::flow::table::{Change, FlowTable, OwnerLookup, Snapshot, TableConfig};
+
+/// Attribution that finds what it is given, per flow id.
+struct Found(Vec<(u32, Attributed)>);
+
+impl OwnerLookup for Found {
+    fn attribute(&mut self, flow: &Flow, _: Instant) -> Attributed {
+        self.0
+            .iter()
+            .find(|(id, _)| *id == flow.id)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_default()
+    }
+}
+
+fn python(pid: u32) -> Arc<Owner> {
+    fixture::owner(pid, "python3", "/usr/bin/python3.12", How::Ebpf)
+}
+
+fn found(owner: Arc<Owner>, peer: Option<Arc<Owner>>, direction: Direction) -> Attributed {
+    Attributed {
+        owner: Some(owner),
+        peer,
+        direction: Some(direction),
+    }
+}
+
+fn with_bytes(mut f: Flow, orig: u64, reply: u64) -> Flow {
+    f.counters = Some(Counters {
+        orig_packets: orig / 1000 + 1,
+        orig_bytes: orig,
+        reply_packets: reply / 1000 + 1,
+        reply_bytes: reply,
+    });
+    f
+}
+
+/// The screen's snapshots of a table where, in one 1 s interval, three
+/// `python3` programs pull data: pid 501 over a flow that stays (1 MB in
+/// the interval), pid 502 over one that started and ended inside it
+/// (2 MB, never read before its DESTROY), and pid 503 serves a local
+/// client (pid 504, `curl`) 500 KB.
+fn three_pythons() -> (Arc<Snapshot>, Arc<Snapshot>) {
+    let t0 = Instant::now();
+    let wall0 = fixture::now();
+    let mut t = FlowTable::new(TableConfig::default(), t0).with_wall_clock(t0, wall0);
+    let mut who = Found(vec![
+        (1, found(python(501), None, Direction::Out)),
+        (2, found(python(502), None, Direction::Out)),
+        (
+            3,
+            found(
+                fixture::owner(504, "curl", "/usr/bin/curl", How::Ebpf),
+                Some(python(503)),
+                Direction::Local,
+            ),
+        ),
+    ]);
+    let tcp = crate::flow::model::proto::TCP;
+    let long = with_bytes(
+        fixture::flow(1, tcp, "192.0.2.1", Some(40001), "198.51.100.7", Some(443)),
+        1_000,
+        1_000_000,
+    );
+    let g = t.begin_dump(false);
+    t.apply_dump_entry(g, long.clone(), t0, &mut who, &mut |_, _| {});
+    t.end_dump(g, &mut |_, _| {});
+    t.collect_ended(t0);
+    let at = |ms| t0 + Duration::from_millis(ms);
+    let first = t.snapshot();
+    // The interval: 1 MB more on the long flow, the short one comes and goes.
+    let mut short = fixture::flow(2, tcp, "192.0.2.1", Some(40002), "203.0.113.5", Some(80));
+    short.counters = None;
+    short.start_ns = None;
+    t.apply_event(Change::Seen, short.clone(), at(200), &mut who, &mut |_, _| {});
+    t.apply_event(
+        Change::Gone,
+        with_bytes(short, 10_000, 2_000_000),
+        at(700),
+        &mut who,
+        &mut |_, _| {},
+    );
+    let mut local = fixture::flow(3, tcp, "127.0.0.1", Some(50000), "127.0.0.1", Some(8000));
+    local.counters = None;
+    local.start_ns = None;
+    t.apply_event(Change::Seen, local.clone(), at(300), &mut who, &mut |_, _| {});
+    t.apply_refresh(with_bytes(local, 2_000, 500_000), at(1_000), &mut |_, _| {});
+    t.apply_refresh(with_bytes(long, 2_000, 2_000_000), at(1_000), &mut |_, _| {});
+    let second = t.snapshot_for_screen(&first, at(1_000));
+    (first, second)
+}
+
+fn python_app() -> App {
+    let mut a = app(140, 24);
+    for (pid, cmd) in [
+        (501, "python3 fetch.py --mirror a"),
+        (502, "python3 sync.py"),
+        (503, "python3 -m http.server 8000"),
+    ] {
+        a.procs.set(
+            pid,
+            ProcInfo::Ready {
+                cmdline: cmd.into(),
+                user: None,
+            },
+        );
+    }
+    let (_, snap) = three_pythons();
+    a.on_snapshot(snap);
+    a
+}
+
+/// The header's total counts what the shown flows moved in the interval,
+/// the bytes of a flow that ended inside it too, and follows the filter.
+#[test]
+fn the_header_total_counts_flows_that_ended_in_the_interval() {
+    let mut a = python_app();
+    let t = a.counts.throughput;
+    // Received: 1 MB (long), 2 MB (ended), and the local flow seen from
+    // its initiator (500 KB); sent: 1000 + 10 000 + 2000 bytes.
+    assert_eq!(t.received, 3_500_000.0);
+    assert_eq!(t.sent, 13_000.0);
+    let s = screen(&a, 140, 24);
+    assert!(s.contains("in 3.3MB/s out 13KB/s"), "{s}");
+    type_filter(&mut a, "pid:502");
+    assert_eq!(a.len(), 0, "the ended flow is no row");
+    assert_eq!(a.counts.throughput.received, 2_000_000.0, "but counts");
+    type_filter(&mut a, "");
+    a.apply(Action::FilterClear);
+    a.apply(Action::ToggleProto('T'));
+    assert_eq!(a.counts.throughput.received, 0.0, "toggled off");
+}
+
+/// Three `python3` programs of one user are one row by default; `g`
+/// splits them, each with its command line; local flows count for both
+/// ends.
+#[test]
+fn processes_group_by_program_and_split_per_pid_with_command_lines() {
+    let mut a = python_app();
+    a.apply(Action::NextTab);
+    let py: Vec<_> = a.proc_rows.iter().filter(|r| r.comm == "python3").collect();
+    assert_eq!(py.len(), 1);
+    assert_eq!(py[0].pids, vec![501, 502, 503]);
+    assert_eq!(
+        py[0].totals.flows, 2,
+        "the long flow, and the local one as its server"
+    );
+    // 1 MB + the ended 2 MB received by 501 and 502; 500 KB sent by 503.
+    // ... and what curl sent to 503.
+    assert_eq!(py[0].totals.received_rate, 3_000_000.0 + 2_000.0);
+    assert_eq!(py[0].totals.sent_rate, 1_000.0 + 10_000.0 + 500_000.0);
+    let s = screen(&a, 140, 24);
+    assert!(s.contains("python3        1000           3      2"), "{s}");
+    // At 80 columns every number fits.
+    let narrow = screen(&a, 80, 24);
+    assert!(narrow.contains("SENT/s    RECV/s"), "{narrow}");
+    a.apply(Action::Group);
+    assert!(a.per_pid);
+    let s = screen(&a, 140, 24);
+    for cmd in [
+        "python3 fetch.py --mirror a",
+        "python3 sync.py",
+        "python3 -m http.server 8000",
+    ] {
+        assert!(s.contains(cmd), "{cmd}: {s}");
+    }
+    let row = |a: &App, pid: u32| {
+        a.proc_rows
+            .iter()
+            .find(|r| r.pids == [pid])
+            .cloned()
+            .expect("row")
+    };
+    // The local flow: curl (504) sent 2000 bytes and got 500 KB; the
+    // server (503) the other way round.
+    let (curl, server) = (row(&a, 504), row(&a, 503));
+    assert_eq!((curl.totals.sent, curl.totals.received), (2_000, 500_000));
+    assert_eq!((server.totals.sent, server.totals.received), (500_000, 2_000));
+    // 502 has no flow left, yet what it moved in the interval shows.
+    let ended = row(&a, 502);
+    assert_eq!((ended.totals.flows, ended.totals.received_rate), (0, 2_000_000.0));
+    insta::assert_snapshot!("processes_per_pid_140x24", s);
+    a.apply(Action::Group);
+    assert!(!a.per_pid);
+    // Enter on the program's row lists the flows of its processes.
+    let at = a.proc_rows.iter().position(|r| r.comm == "python3").expect("row");
+    a.move_for_test(at);
+    a.apply(Action::Open);
+    assert_eq!(a.filter_text, "exe:/usr/bin/python3.12");
+    let mut v = ids(&a);
+    v.sort_unstable();
+    assert_eq!(v, vec![1, 3], "the ended flow is no row");
+}
+
+/// `<` `>` `r` sort the Processes tab as they sort the Flows tab: the next
+/// column in its default direction, `r` reverses; the selection stays on
+/// its row.
+#[test]
+fn processes_sort_with_the_flows_keys() {
+    use super::rows::ProcColumn;
+    let mut a = python_app();
+    a.apply(Action::NextTab);
+    a.apply(Action::Group);
+    let order = |a: &App| -> Vec<String> { a.proc_rows.iter().map(|r| format!("{:?}", r.pids)).collect() };
+    assert_eq!(a.proc_sort.column, ProcColumn::Received);
+    assert_eq!(order(&a)[0], "[501]", "2 MB received in all");
+    a.apply(Action::SortNext);
+    assert_eq!(
+        (a.proc_sort.column, a.proc_sort.desc),
+        (ProcColumn::SentRate, true)
+    );
+    assert_eq!(order(&a)[0], "[503]", "the server sent the most");
+    a.apply(Action::SortReverse);
+    assert!(!a.proc_sort.desc);
+    assert_eq!(order(&a).last().map(String::as_str), Some("[503]"));
+    for _ in 0..6 {
+        a.apply(Action::SortPrev);
+    }
+    assert_eq!(
+        (a.proc_sort.column, a.proc_sort.desc),
+        (ProcColumn::Process, false)
+    );
+    let names: Vec<String> = a.proc_rows.iter().map(|r| r.comm.clone()).collect();
+    let mut sorted = names.clone();
+    sorted.sort_by_key(|n| n.to_lowercase());
+    assert_eq!(names, sorted);
+    // The selection follows its row.
+    a.apply(Action::End);
+    let sel = a.proc_rows[a.cursor].key.clone();
+    a.apply(Action::SortReverse);
+    assert_eq!(a.proc_rows[a.cursor].key, sel);
+    // Enter on a process lists its flows, the local flow's server too.
+    let at = a.proc_rows.iter().position(|r| r.pids == [503]).expect("503");
+    a.move_for_test(at);
+    a.apply(Action::Open);
+    assert_eq!(a.filter_text, "pid:503");
+    assert_eq!(ids(&a), vec![3]);
+}
+
+/// An incoming flow shows its remote end (the original source) after `←`;
+/// the service port is the local one.
+#[test]
+fn an_incoming_flow_shows_its_remote_end() {
+    let mut a = app(120, 24);
+    type_filter(&mut a, "pid:800");
+    let s = screen(&a, 120, 24);
+    assert!(s.contains("← 203.0.113.9"), "{s}");
+    assert!(s.contains("22/ssh"), "{s}");
+    assert!(!s.contains("192.0.2.1"), "not the local end: {s}");
+    a.show_src = true;
+    let s = screen(&a, 160, 24);
+    assert!(s.contains("192.0.2.1:22"), "the local end in SOURCE: {s}");
+}
+
+#[test]
+fn ctrl_u_clears_the_filter_line() {
+    let ctrl_u = KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL);
+    assert_eq!(
+        keys::action(ctrl_u, Mode::EditingFilter),
+        Some(Action::FilterClear)
+    );
+    assert_eq!(
+        keys::action(key(KeyCode::Char('u')), Mode::EditingFilter),
+        Some(Action::FilterChar('u'))
+    );
+    let mut a = app(120, 24);
+    a.apply(Action::EditFilter);
+    for c in "pid:4242".chars() {
+        a.apply(Action::FilterChar(c));
+    }
+    assert_eq!(ids(&a), vec![1]);
+    a.apply(Action::FilterClear);
+    assert!(a.editing_filter, "still editing, as readline");
+    assert_eq!(a.filter_text, "");
+    assert_eq!(a.len(), 8);
+}
+
+#[test]
+fn g_groups_processes_and_goes_home_elsewhere() {
+    assert_eq!(
+        keys::action(key(KeyCode::Char('g')), Mode::Normal),
+        Some(Action::Group)
+    );
+    assert_eq!(keys::action(key(KeyCode::Home), Mode::Normal), Some(Action::Home));
+    let mut a = app(120, 24);
+    a.apply(Action::Down);
+    a.apply(Action::Group);
+    assert_eq!(a.cursor, 0);
+    assert!(!a.per_pid);
+}
+
+/// The body says why the table is empty; the footer does not cut the
+/// engine's hint (the body shows it whole).
+#[test]
+fn an_empty_table_says_why() {
+    let mut a = app(120, 24);
+    a.note = Some(crate::engine::Notice::EmptyTable);
+    a.on_snapshot(fixture::snapshot(Vec::new()));
+    let s = screen(&a, 120, 24);
+    assert!(
+        s.contains("the conntrack table of this network namespace is empty"),
+        "{s}"
+    );
+    assert!(
+        s.contains("inet flowtop in ct state established,related accept"),
+        "wrapped, whole: {s}"
+    );
+    assert!(!s.contains("T U D I S"), "{s}");
+    let footer = s.lines().last().unwrap_or_default().to_owned();
+    assert!(footer.contains("q quit"), "{footer}");
+
+    let mut a = app(120, 24);
+    for c in ['T', 'U', 'I', 'S'] {
+        a.apply(Action::ToggleProto(c));
+    }
+    let s = screen(&a, 120, 24);
+    assert!(
+        s.contains("the 8 flows tracked are of protocols or families toggled off"),
+        "{s}"
+    );
+
+    let mut a = app(120, 24);
+    type_filter(&mut a, "nothing-matches-this");
+    let s = screen(&a, 120, 24);
+    assert!(
+        s.contains("no flow matches: 8 flows hidden (Esc clears the filter)"),
+        "{s}"
+    );
+}
+
+/// Rows stand while no flow changed, unless flows ended in the interval
+/// (their bytes count in it) or did in the one shown (they stop counting).
+#[test]
+fn ended_flows_rebuild_rows_that_would_otherwise_stand() {
+    let t0 = Instant::now();
+    let mut t = FlowTable::new(TableConfig::default(), t0);
+    let tcp = crate::flow::model::proto::TCP;
+    let f = |id, port| fixture::flow(id, tcp, "192.0.2.1", Some(port), "198.51.100.7", Some(443));
+    t.apply_event(
+        Change::Seen,
+        f(1, 40001),
+        t0,
+        &mut crate::flow::table::NoOwners,
+        &mut |_, _| {},
+    );
+    t.apply_event(
+        Change::Seen,
+        f(2, 40002),
+        t0,
+        &mut crate::flow::table::NoOwners,
+        &mut |_, _| {},
+    );
+    t.collect_ended(t0);
+    let mut a = app(120, 24);
+    let s1 = t.snapshot_for_screen(&t.snapshot(), t0 + Duration::from_secs(1));
+    a.on_snapshot(s1.clone());
+    let s2 = t.snapshot_for_screen(&s1, t0 + Duration::from_secs(2));
+    assert!(a.snapshot_job(s2.clone()).is_none(), "nothing changed");
+    // Flow 2 ends with 1 MB its last reading did not see: a change of the
+    // chunk, and bytes to count.
+    let gone = with_bytes(f(2, 40002), 0, 1_000_000);
+    t.apply_event(
+        Change::Gone,
+        gone,
+        t0 + Duration::from_millis(2500),
+        &mut crate::flow::table::NoOwners,
+        &mut |_, _| {},
+    );
+    let s3 = t.snapshot_for_screen(&s2, t0 + Duration::from_secs(3));
+    assert!(!s3.ended.is_empty());
+    let job = a.snapshot_job(s3.clone()).expect("rebuilt");
+    let d = super::derive::run_job(job, a.ctx(), &mut Vec::new());
+    assert_eq!(d.counts.throughput.received, 1_000_000.0);
+    assert!(a.take_derived(d).is_none());
+    // The next interval: no change in the chunks, but the ended bytes no
+    // longer count.
+    let s4 = t.snapshot_for_screen(&s3, t0 + Duration::from_secs(4));
+    assert!(s4.flows.same_values(&s3.flows));
+    let job = a.snapshot_job(s4).expect("rebuilt without them");
+    let d = super::derive::run_job(job, a.ctx(), &mut Vec::new());
+    assert_eq!(d.counts.throughput.received, 0.0);
+}
+
+/// A table emptied in the interval: the body says it has no flows, the
+/// header still counts what the flow that ended moved.
+#[test]
+fn a_table_emptied_in_the_interval_still_counts_its_last_bytes() {
+    let t0 = Instant::now();
+    let mut t = FlowTable::new(TableConfig::default(), t0);
+    let tcp = crate::flow::model::proto::TCP;
+    let f = fixture::flow(1, tcp, "192.0.2.1", Some(40001), "198.51.100.7", Some(443));
+    t.apply_event(
+        Change::Seen,
+        f.clone(),
+        t0,
+        &mut crate::flow::table::NoOwners,
+        &mut |_, _| {},
+    );
+    t.collect_ended(t0);
+    t.apply_event(
+        Change::Gone,
+        with_bytes(f, 0, 500_000),
+        t0 + Duration::from_millis(300),
+        &mut crate::flow::table::NoOwners,
+        &mut |_, _| {},
+    );
+    let snap = t.snapshot_for_screen(&t.snapshot(), t0 + Duration::from_secs(1));
+    let mut a = app(120, 24);
+    a.on_snapshot(snap);
+    let s = screen(&a, 120, 24);
+    assert!(s.contains("no flows: the conntrack table has none"), "{s}");
+    assert!(s.contains("in 488KB/s out 0B/s"), "{s}");
 }

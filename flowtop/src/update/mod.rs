@@ -211,9 +211,12 @@ pub fn run(conf_dir: Option<&Path>, geoip_dir: Option<&Path>) -> Result<(), Upda
         .map_err(|e| UpdateError::Config(format!("-u/--update: cannot read {}: {e}", file.display())))?;
     let (mirrors, warnings) = conf::parse(&String::from_utf8_lossy(&text), &file.display().to_string());
     for w in warnings {
-        eprintln!("flowtop: {w}");
+        eprintln!("{}", crate::app::conf_warning(&w));
     }
-    eprintln!("flowtop: mirrors from {}", file.display());
+    eprintln!(
+        "flowtop: mirrors from {}",
+        crate::output::safe::terminal_safe(&file.display().to_string())
+    );
     if mirrors.is_empty() {
         return Err(UpdateError::Config(format!(
             "-u/--update: {} lists no mirror (one URL or host per line; see README 'GeoIP databases')",
