@@ -9,6 +9,7 @@ mod attribution_ebpf;
 mod attribution_procfs;
 mod counters;
 mod dumps;
+mod scorecard;
 mod services;
 mod snapshot;
 mod startup;
