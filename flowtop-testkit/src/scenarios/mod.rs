@@ -37,8 +37,8 @@ pub struct Score {
     pub seen: usize,
     /// Of those, flows with one of the scenario's processes as owner.
     pub attributed: usize,
-    /// Owners flowtop gave the flows that are not the scenario's
-    /// (`pid comm`, or `none`), for the report.
+    /// Owners flowtop gave the flows that are not the scenario's pid and
+    /// comm (`none` for no owner), for the report.
     pub wrong_owners: Vec<String>,
     /// conntrack's orig + reply bytes over the scenario's flows.
     pub ct_bytes: u64,
@@ -172,10 +172,13 @@ pub fn run(flowtop: &Path, log: &dyn Fn(&str)) -> io::Result<Report> {
                 wrong_owners: mine
                     .iter()
                     .filter(|f| !ours(f))
-                    .map(|f| {
-                        f.owner
-                            .as_ref()
-                            .map_or("none".into(), |(p, c)| format!("{p} {c}"))
+                    .map(|f| match &f.owner {
+                        None => "none".into(),
+                        // The scenario's process under another name (e.g.
+                        // the thread that made the socket, once the
+                        // process is gone and /proc cannot name it).
+                        Some((p, c)) if ran.pids.contains(p) => format!("right pid {p}, comm {c}"),
+                        Some((p, c)) => format!("pid {p} comm {c}"),
                     })
                     .collect(),
                 ct_bytes: mine.iter().map(|f| f.bytes).sum(),

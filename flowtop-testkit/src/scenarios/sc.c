@@ -427,13 +427,15 @@ static int ring_run(struct ring *r, struct io_uring_sqe *sqe)
 	return res;
 }
 
-/* Socket made by IORING_OP_SOCKET (in an io worker, or inline), connected
- * by IORING_OP_CONNECT, data sent by IORING_OP_SEND. */
+/* Socket made by IORING_OP_SOCKET, forced into an io-wq worker thread
+ * (IOSQE_ASYNC: socket(2) runs there, not in this thread), connected by
+ * IORING_OP_CONNECT, data sent by IORING_OP_SEND. */
 static void uring_send(size_t bytes)
 {
 	struct ring r;
 	ring_init(&r);
-	struct io_uring_sqe s = { .opcode = IORING_OP_SOCKET, .fd = AF_INET, .off = SOCK_STREAM };
+	struct io_uring_sqe s = { .opcode = IORING_OP_SOCKET, .flags = IOSQE_ASYNC, .fd = AF_INET,
+				  .off = SOCK_STREAM };
 	int fd = ring_run(&r, &s);
 	if (fd < 0) {
 		errno = -fd;
