@@ -206,7 +206,7 @@ pub fn run(flowtop: &Path, scenarios: &[Scenario], log: &dyn Fn(&str)) -> io::Re
         .map_or(9000, |s| s.port);
     let mut ports: Vec<String> = scenarios
         .iter()
-        .filter(|s| s.proto != "udplite")
+        .filter(|s| s.proto != "udplite" && s.served())
         .map(|s| s.port.to_string())
         .collect();
     ports.sort();

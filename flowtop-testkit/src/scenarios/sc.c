@@ -637,6 +637,17 @@ static void concurrent(int n, size_t bytes)
 	}
 }
 
+/* A connection the peer refuses (nothing listens on the port): a SYN and
+ * the peer's RST. */
+static void refused(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = sin4(server4, port);
+	if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0 || errno != ECONNREFUSED)
+		die("connect was not refused");
+	close(fd);
+}
+
 /* `n` processes, each making one connection and exiting at once. */
 static void short_lived(int n, size_t bytes)
 {
@@ -720,6 +731,8 @@ int main(int argc, char **argv)
 		drip(10, 150);
 	else if (!strcmp(mode, "sequential"))
 		sequential(60, 1024);
+	else if (!strcmp(mode, "refused"))
+		refused();
 	else if (!strcmp(mode, "concurrent"))
 		concurrent(30, 8192);
 	else {
