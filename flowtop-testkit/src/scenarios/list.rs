@@ -89,7 +89,7 @@ impl Scenario {
 pub fn all() -> Vec<Scenario> {
     // (name, what, mode, proto, path, flows, visible)
     #[rustfmt::skip]
-    let table: [(&str, &str, &str, &str, Path, usize, bool); 27] = [
+    let table: [(&str, &str, &str, &str, Path, usize, bool); 28] = [
         ("tcp-down", "TCP bulk download, 4 MiB", "tcp-down", "tcp", Path::Peer4, 1, true),
         ("tcp-up", "TCP bulk upload, 4 MiB", "tcp-up", "tcp", Path::Peer4, 1, true),
         ("tcp-duplex", "TCP echo, 2 MiB each way", "tcp-duplex", "tcp", Path::Peer4, 1, true),
@@ -104,6 +104,7 @@ pub fn all() -> Vec<Scenario> {
         ("udp6", "IPv6 UDP echo, 100 x 1000 B", "udp6", "udp", Path::Peer6, 1, true),
         ("sctp", "SCTP INIT/INIT-ACK, raw sockets (no SCTP in the kernel)", "sctp", "sctp", Path::Peer4, 1, true),
         ("raw-253", "raw IP protocol 253, 5 x 200 B", "raw", "253", Path::Peer4, 1, true),
+        ("raw-hdrincl", "UDP, 10 x 300 B, own IP header (IPPROTO_RAW)", "raw-hdrincl", "udp", Path::Peer4, 1, true),
         ("short-lived", "20 processes, one TCP upload each", "short-lived", "tcp", Path::Peer4, 20, true),
         ("af-packet", "10 UDP frames injected with AF_PACKET", "af-packet", "udp", Path::Peer4, 0, false),
         ("uring-send", "io_uring socket (in an io worker), connect, send, 1 MiB", "uring-send", "tcp", Path::Peer4, 1, true),

@@ -298,6 +298,33 @@ static void raw_proto(int proto, int count, int payload)
 	close(fd);
 }
 
+/* A UDP datagram with a hand-made IP header on an IPPROTO_RAW socket
+ * (IP_HDRINCL): the socket's protocol (255) says nothing of the packet's. */
+static void raw_hdrincl(int count, int payload)
+{
+	int fd = socket(AF_INET, SOCK_RAW, IPPROTO_RAW);
+	if (fd < 0)
+		die("socket IPPROTO_RAW");
+	unsigned char p[20 + 8 + 512] = { 0 };
+	size_t len = 20 + 8 + payload;
+	struct sockaddr_in s = sin4("192.0.2.1", 0), d = sin4(server4, port);
+	p[0] = 0x45;
+	p[2] = len >> 8, p[3] = len; /* the kernel fills id and checksum */
+	p[8] = 64;
+	p[9] = IPPROTO_UDP;
+	memcpy(p + 12, &s.sin_addr, 4);
+	memcpy(p + 16, &d.sin_addr, 4);
+	uint16_t sport = 40000 + getpid() % 20000;
+	p[20] = sport >> 8, p[21] = sport;
+	p[22] = port >> 8, p[23] = port;
+	p[24] = (8 + payload) >> 8, p[25] = 8 + payload; /* checksum 0: none */
+	memset(p + 28, 'h', payload);
+	for (int i = 0; i < count; i++)
+		if (sendto(fd, p, len, 0, (struct sockaddr *)&d, sizeof d) != (ssize_t)len)
+			die("sendto IPPROTO_RAW");
+	close(fd);
+}
+
 static uint32_t crc32c(const unsigned char *p, size_t n)
 {
 	uint32_t c = 0xffffffff;
@@ -709,6 +736,8 @@ int main(int argc, char **argv)
 		udp_flood(port, 2000);
 	else if (!strcmp(mode, "raw"))
 		raw_proto(atoi(arg), 5, 200);
+	else if (!strcmp(mode, "raw-hdrincl"))
+		raw_hdrincl(10, 300);
 	else if (!strcmp(mode, "short-lived"))
 		short_lived(20, 4096);
 	else if (!strcmp(mode, "af-packet"))

@@ -11,7 +11,7 @@ use flowtop_testkit::scenarios::{self, BYTES_TOLERANCE_PCT};
 pub(crate) const USAGE: &str = "\
 usage: cargo xtask bench scorecard
 
-  The attribution scenario suite: 27 real programs (one C program compiled
+  The attribution scenario suite: 28 real programs (one C program compiled
   with gcc, copied as sc-<scenario>) talking from flowtop's namespace to a
   peer namespace or over loopback: TCP bulk, UDP, ICMP and ICMPv6 echo from
   raw sockets, SCTP and protocol 253 from raw sockets, AF_PACKET, io_uring,
