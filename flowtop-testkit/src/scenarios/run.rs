@@ -64,6 +64,27 @@ impl Drop for Scratch {
     }
 }
 
+/// Names of the namespaces (`ftsc-<pid>-c`, `-s`) and scratch directories
+/// (`ft-scorecard-<pid>`) of a run, so a killed run's are found again.
+const NETNS_PREFIX: &str = "ftsc-";
+const SCRATCH_PREFIX: &str = "ft-scorecard-";
+
+/// Removes what runs killed before they could clean up left behind.
+fn remove_stale(log: &dyn Fn(&str)) {
+    for line in crate::netns::remove_stale(NETNS_PREFIX) {
+        log(&line);
+    }
+    for e in fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix(SCRATCH_PREFIX)
+            .and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(|p| !crate::netns::pid_alive(p)) {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// What one scenario left behind: its processes and the peer's bytes.
 #[derive(Debug, Clone)]
 pub struct Ran {
@@ -89,8 +110,8 @@ fn other(msg: String) -> io::Error {
 /// the client.
 fn pair() -> io::Result<(Netns, Netns)> {
     let id = std::process::id();
-    let client = Netns::create(&format!("ftsc-{id}-c"))?;
-    let server = Netns::create(&format!("ftsc-{id}-s"))?;
+    let client = Netns::create(&format!("{NETNS_PREFIX}{id}-c"))?;
+    let server = Netns::create(&format!("{NETNS_PREFIX}{id}-s"))?;
     let ip = |ns: &Netns, args: &[&str]| try_output(Command::new("ip").arg("-n").arg(&ns.name).args(args));
     ip(
         &client,
@@ -182,7 +203,8 @@ fn wait_for_line(path: &Path, what: &str, timeout: Duration) -> io::Result<()> {
 
 /// Runs every scenario with flowtop (`flowtop`, the binary) watching.
 pub fn run(flowtop: &Path, scenarios: &[Scenario], log: &dyn Fn(&str)) -> io::Result<Raw> {
-    let dir = Scratch(std::env::temp_dir().join(format!("ft-scorecard-{}", std::process::id())));
+    remove_stale(log);
+    let dir = Scratch(std::env::temp_dir().join(format!("{SCRATCH_PREFIX}{}", std::process::id())));
     fs::create_dir_all(&dir.0)?;
     build(&dir.0, scenarios)?;
     let (client, server) = pair()?;
