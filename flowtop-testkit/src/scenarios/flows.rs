@@ -14,6 +14,8 @@ pub struct Merged {
     /// The largest orig + reply byte count shown (counters only grow; the
     /// destroy event carries the final ones).
     pub bytes: u64,
+    /// The events flowtop printed for it, in order (`new`, `update`, ...).
+    pub events: Vec<String>,
 }
 
 /// One [`Merged`] per flow id, in id order; lines without an id (the meta
@@ -37,7 +39,10 @@ pub fn merge(stdout: &str) -> Vec<Merged> {
             json: Value::Null,
             owner: None,
             bytes: 0,
+            events: Vec::new(),
         });
+        let event = v.get("event").and_then(Value::as_str).unwrap_or("?");
+        m.events.push(event.to_owned());
         m.bytes = m.bytes.max(bytes);
         if owner.is_some() {
             m.owner = owner;
@@ -64,5 +69,6 @@ not json
         assert_eq!(m[0].owner, Some((42, "sc-x".into())));
         assert_eq!(m[0].bytes, 180);
         assert_eq!(m[1].bytes, 5);
+        assert_eq!(m[0].events, ["new", "update", "destroy"]);
     }
 }

@@ -173,7 +173,7 @@ pub fn run(flowtop: &Path, log: &dyn Fn(&str)) -> io::Result<Report> {
                     .iter()
                     .filter(|f| !ours(f))
                     .map(|f| match &f.owner {
-                        None => "none".into(),
+                        None => format!("none, events {}", f.events.join(",")),
                         // The scenario's process under another name (e.g.
                         // the thread that made the socket, once the
                         // process is gone and /proc cannot name it).
