@@ -1,8 +1,9 @@
 //! The attribution scenario suite (issue 12): real programs, each under an
 //! executable name of its own (`sc-<scenario>`, copies of one C program,
-//! `sc.c`, compiled with gcc at run time), talking from flowtop's namespace
-//! to a peer namespace (`peer.py` serves them) or over loopback, while one
-//! `flowtop --json --attribution ebpf` watches.
+//! `sc.c` with `raw.c` and `uring.c`, compiled with gcc at run time),
+//! talking from flowtop's namespace to a peer namespace (`peer.py` serves
+//! them) or over loopback, while one `flowtop --json --attribution ebpf`
+//! watches.
 //!
 //! Each scenario is scored on
 //! - seen and attributed: flowtop shows its flows, with one of the

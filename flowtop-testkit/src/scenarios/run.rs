@@ -12,7 +12,13 @@ use std::time::{Duration, Instant};
 use super::list::{Path as Via, Scenario};
 use crate::netns::{try_output, Netns, CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6};
 
-const SC_C: &str = include_str!("sc.c");
+/// The scenario client's sources, compiled together.
+const SC_SOURCES: [(&str, &str); 4] = [
+    ("sc.h", include_str!("sc.h")),
+    ("sc.c", include_str!("sc.c")),
+    ("raw.c", include_str!("raw.c")),
+    ("uring.c", include_str!("uring.c")),
+];
 const PEER_PY: &str = include_str!("peer.py");
 
 /// The peer's byte counter: every packet between the client's addresses
@@ -167,18 +173,20 @@ fn take_bytes(ns: &Netns, table: &str) -> io::Result<u64> {
         .ok_or_else(|| other(format!("no byte count in `nft reset counter`: {out}")))
 }
 
-/// Compiles sc.c into `dir` and copies it once per scenario as `sc-<name>`.
+/// Compiles the scenario client into `dir` and copies it once per
+/// scenario as `sc-<name>`.
 fn build(dir: &Path, scenarios: &[Scenario]) -> io::Result<()> {
-    let src = dir.join("sc.c");
-    fs::write(&src, SC_C)?;
     let bin = dir.join("sc");
-    try_output(
-        Command::new("gcc")
-            .args(["-O2", "-Wall", "-o"])
-            .arg(&bin)
-            .arg(&src),
-    )
-    .map_err(|e| other(format!("compiling the scenario program (is gcc installed?): {e}")))?;
+    let mut gcc = Command::new("gcc");
+    gcc.args(["-O2", "-Wall", "-o"]).arg(&bin);
+    for (name, text) in SC_SOURCES {
+        fs::write(dir.join(name), text)?;
+        if name.ends_with(".c") {
+            gcc.arg(dir.join(name));
+        }
+    }
+    try_output(&mut gcc)
+        .map_err(|e| other(format!("compiling the scenario program (is gcc installed?): {e}")))?;
     for s in scenarios {
         fs::copy(&bin, dir.join(s.exe()))?;
     }

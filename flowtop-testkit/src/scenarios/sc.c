@@ -13,41 +13,13 @@
  *
  * Raw syscalls only (io_uring included): no library beyond libc.
  */
-#define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <linux/if_ether.h>
-#include <linux/if_packet.h>
-#include <linux/io_uring.h>
-#include <net/if.h>
-#include <netinet/in.h>
-#include <netinet/ip.h>
-#include <netinet/ip_icmp.h>
-#include <netinet/icmp6.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <sys/sendfile.h>
-#include <sys/socket.h>
-#include <sys/syscall.h>
-#include <sys/time.h>
-#include <sys/uio.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
+#include "sc.h"
 
-#ifndef IPPROTO_UDPLITE
-#define IPPROTO_UDPLITE 136
-#endif
+const char *server4, *server6;
+int port;
+char buf[65536];
 
-static const char *server4, *server6;
-static int port;
-static char buf[65536];
-
-static void die(const char *what)
+void die(const char *what)
 {
 	fprintf(stderr, "sc: %s: %s\n", what, strerror(errno));
 	exit(1);
@@ -59,7 +31,7 @@ static void msleep(int ms)
 	nanosleep(&ts, NULL);
 }
 
-static struct sockaddr_in sin4(const char *addr, int p)
+struct sockaddr_in sin4(const char *addr, int p)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(p) };
 	if (inet_pton(AF_INET, addr, &a.sin_addr) != 1)
@@ -67,7 +39,7 @@ static struct sockaddr_in sin4(const char *addr, int p)
 	return a;
 }
 
-static struct sockaddr_in6 sin6(const char *addr, int p)
+struct sockaddr_in6 sin6(const char *addr, int p)
 {
 	struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_port = htons(p) };
 	if (inet_pton(AF_INET6, addr, &a.sin6_addr) != 1)
@@ -75,7 +47,7 @@ static struct sockaddr_in6 sin6(const char *addr, int p)
 	return a;
 }
 
-static void timeout(int fd, int ms)
+void timeout(int fd, int ms)
 {
 	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -95,7 +67,7 @@ static void connect_to(int fd, int v6, const char *addr, int p)
 		die("connect");
 }
 
-static int tcp_to(int v6, const char *addr, int p)
+int tcp_to(int v6, const char *addr, int p)
 {
 	int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
 	if (fd < 0)
@@ -116,7 +88,7 @@ static void send_all(int fd, const void *p, size_t n)
 	}
 }
 
-static size_t read_to_eof(int fd)
+size_t read_to_eof(int fd)
 {
 	size_t total = 0;
 	for (;;) {
@@ -130,7 +102,7 @@ static size_t read_to_eof(int fd)
 }
 
 /* Tells the TCP peer what to do: 'u', 'e', or 'd' with a byte count. */
-static void tcp_cmd(int fd, char cmd, uint64_t count)
+void tcp_cmd(int fd, char cmd, uint64_t count)
 {
 	unsigned char h[9] = { cmd };
 	for (int i = 0; i < 8; i++)
@@ -231,286 +203,6 @@ static void udp_down(int n, int size)
 	for (int i = 0; i < n; i++)
 		if (recv(fd, buf, sizeof buf, 0) < 0)
 			break; /* a lost datagram: the bytes check tells */
-	close(fd);
-}
-
-static uint16_t csum(const void *p, size_t n, uint32_t sum)
-{
-	const unsigned char *c = p;
-	for (; n > 1; n -= 2, c += 2)
-		sum += (c[0] << 8) | c[1];
-	if (n)
-		sum += c[0] << 8;
-	while (sum >> 16)
-		sum = (sum & 0xffff) + (sum >> 16);
-	return htons(~sum);
-}
-
-/* Raw-socket echo requests with a payload; the kernel's replies are read. */
-static void icmp_echo(int v6, int count, int payload)
-{
-	int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_RAW, v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP);
-	if (fd < 0)
-		die("socket raw icmp");
-	timeout(fd, 1000);
-	uint16_t id = 0x5c00 + port % 256;
-	unsigned char pkt[1500] = { 0 };
-	size_t len = 8 + payload;
-	pkt[0] = v6 ? 128 : 8;
-	pkt[4] = id >> 8;
-	pkt[5] = id;
-	memset(pkt + 8, 0xa5, payload);
-	for (int seq = 1; seq <= count; seq++) {
-		pkt[2] = pkt[3] = 0;
-		pkt[6] = seq >> 8;
-		pkt[7] = seq;
-		if (!v6) {
-			uint16_t c = csum(pkt, len, 0);
-			memcpy(pkt + 2, &c, 2);
-		} /* ICMPv6: the kernel computes the checksum of raw sockets */
-		ssize_t rc;
-		if (v6) {
-			struct sockaddr_in6 a = sin6(server6, 0);
-			rc = sendto(fd, pkt, len, 0, (struct sockaddr *)&a, sizeof a);
-		} else {
-			struct sockaddr_in a = sin4(server4, 0);
-			rc = sendto(fd, pkt, len, 0, (struct sockaddr *)&a, sizeof a);
-		}
-		if (rc != (ssize_t)len)
-			die("sendto icmp");
-		recv(fd, buf, sizeof buf, 0);
-	}
-	close(fd);
-}
-
-/* Raw IP packets of a protocol conntrack has no tracker for (253: "for
- * experimentation", RFC 3692). The peer counts and drops them. */
-static void raw_proto(int proto, int count, int payload)
-{
-	int fd = socket(AF_INET, SOCK_RAW, proto);
-	if (fd < 0)
-		die("socket raw");
-	struct sockaddr_in a = sin4(server4, 0);
-	memset(buf, 0x5a, payload);
-	for (int i = 0; i < count; i++)
-		if (sendto(fd, buf, payload, 0, (struct sockaddr *)&a, sizeof a) != payload)
-			die("sendto raw");
-	close(fd);
-}
-
-/* A UDP datagram with a hand-made IP header on an IPPROTO_RAW socket
- * (IP_HDRINCL): the socket's protocol (255) says nothing of the packet's. */
-static void raw_hdrincl(int count, int payload)
-{
-	int fd = socket(AF_INET, SOCK_RAW, IPPROTO_RAW);
-	if (fd < 0)
-		die("socket IPPROTO_RAW");
-	unsigned char p[20 + 8 + 512] = { 0 };
-	size_t len = 20 + 8 + payload;
-	struct sockaddr_in s = sin4("192.0.2.1", 0), d = sin4(server4, port);
-	p[0] = 0x45;
-	p[2] = len >> 8, p[3] = len; /* the kernel fills id and checksum */
-	p[8] = 64;
-	p[9] = IPPROTO_UDP;
-	memcpy(p + 12, &s.sin_addr, 4);
-	memcpy(p + 16, &d.sin_addr, 4);
-	uint16_t sport = 40000 + getpid() % 20000;
-	p[20] = sport >> 8, p[21] = sport;
-	p[22] = port >> 8, p[23] = port;
-	p[24] = (8 + payload) >> 8, p[25] = 8 + payload; /* checksum 0: none */
-	memset(p + 28, 'h', payload);
-	for (int i = 0; i < count; i++)
-		if (sendto(fd, p, len, 0, (struct sockaddr *)&d, sizeof d) != (ssize_t)len)
-			die("sendto IPPROTO_RAW");
-	close(fd);
-}
-
-static uint32_t crc32c(const unsigned char *p, size_t n)
-{
-	uint32_t c = 0xffffffff;
-	while (n--) {
-		c ^= *p++;
-		for (int k = 0; k < 8; k++)
-			c = c & 1 ? (c >> 1) ^ 0x82f63b78 : c >> 1;
-	}
-	return ~c;
-}
-
-/* An SCTP INIT from a raw socket (this kernel has no SCTP), answered by
- * the peer's INIT-ACK (read here): enough for conntrack to track an
- * association both ways. */
-static void sctp_init(void)
-{
-	int fd = socket(AF_INET, SOCK_RAW, IPPROTO_SCTP);
-	if (fd < 0)
-		die("socket raw sctp");
-	unsigned char p[32] = { 0 };
-	uint16_t sport = 40000 + getpid() % 20000;
-	p[0] = sport >> 8;
-	p[1] = sport;
-	p[2] = port >> 8;
-	p[3] = port;
-	/* verification tag 0 (INIT), checksum at 8..11 */
-	p[12] = 1; /* INIT */
-	p[15] = 20; /* chunk length */
-	p[16] = 0x12, p[17] = 0x34, p[18] = 0x56, p[19] = 0x78; /* initiate tag */
-	p[22] = 0xff; /* a_rwnd 65280 */
-	p[25] = 1; /* outbound streams */
-	p[27] = 1; /* inbound streams */
-	p[28] = 0x01; /* initial TSN */
-	uint32_t c = crc32c(p, sizeof p);
-	/* CRC32c goes on the wire least significant byte first */
-	p[8] = c, p[9] = c >> 8, p[10] = c >> 16, p[11] = c >> 24;
-	struct sockaddr_in a = sin4(server4, 0);
-	if (sendto(fd, p, sizeof p, 0, (struct sockaddr *)&a, sizeof a) != sizeof p)
-		die("sendto sctp");
-	timeout(fd, 1000);
-	if (recv(fd, buf, sizeof buf, 0) < 0)
-		die("no INIT-ACK");
-	close(fd);
-}
-
-/* UDP frames written to the link with AF_PACKET: below netfilter, so this
- * host's conntrack never sees them (the peer's nft does). */
-static void af_packet(const char *ifname, const char *dst_mac, int count)
-{
-	int fd = socket(AF_PACKET, SOCK_DGRAM, htons(ETH_P_IP));
-	if (fd < 0)
-		die("socket af_packet");
-	struct sockaddr_ll ll = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_IP),
-				  .sll_ifindex = if_nametoindex(ifname), .sll_halen = 6 };
-	unsigned int m[6];
-	if (sscanf(dst_mac, "%x:%x:%x:%x:%x:%x", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]) != 6)
-		die("mac");
-	for (int i = 0; i < 6; i++)
-		ll.sll_addr[i] = m[i];
-	unsigned char p[20 + 8 + 100] = { 0 };
-	struct sockaddr_in s = sin4("192.0.2.1", 0), d = sin4(server4, 0);
-	p[0] = 0x45;
-	p[3] = sizeof p;
-	p[8] = 64;
-	p[9] = IPPROTO_UDP;
-	memcpy(p + 12, &s.sin_addr, 4);
-	memcpy(p + 16, &d.sin_addr, 4);
-	uint16_t c = csum(p, 20, 0);
-	memcpy(p + 10, &c, 2);
-	p[20] = 0x9c, p[21] = 0x40; /* source port 40000 */
-	p[22] = port >> 8, p[23] = port;
-	p[25] = 8 + 100; /* UDP length; checksum 0: none */
-	memset(p + 28, 'p', 100);
-	for (int i = 0; i < count; i++)
-		if (sendto(fd, p, sizeof p, 0, (struct sockaddr *)&ll, sizeof ll) != sizeof p)
-			die("sendto af_packet");
-	close(fd);
-}
-
-/* io_uring through raw syscalls: one submission at a time. */
-struct ring {
-	int fd;
-	unsigned *sq_tail, *sq_mask, *sq_array, *cq_head, *cq_tail, *cq_mask;
-	struct io_uring_sqe *sqes;
-	struct io_uring_cqe *cqes;
-};
-
-static void ring_init(struct ring *r)
-{
-	struct io_uring_params p = { 0 };
-	r->fd = syscall(__NR_io_uring_setup, 8, &p);
-	if (r->fd < 0)
-		die("io_uring_setup");
-	size_t sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
-	size_t cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
-	char *sq = mmap(0, sq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->fd,
-			IORING_OFF_SQ_RING);
-	char *cq = mmap(0, cq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->fd,
-			IORING_OFF_CQ_RING);
-	r->sqes = mmap(0, p.sq_entries * sizeof(struct io_uring_sqe), PROT_READ | PROT_WRITE,
-		       MAP_SHARED | MAP_POPULATE, r->fd, IORING_OFF_SQES);
-	if (sq == MAP_FAILED || cq == MAP_FAILED || r->sqes == MAP_FAILED)
-		die("mmap io_uring");
-	r->sq_tail = (unsigned *)(sq + p.sq_off.tail);
-	r->sq_mask = (unsigned *)(sq + p.sq_off.ring_mask);
-	r->sq_array = (unsigned *)(sq + p.sq_off.array);
-	r->cq_head = (unsigned *)(cq + p.cq_off.head);
-	r->cq_tail = (unsigned *)(cq + p.cq_off.tail);
-	r->cq_mask = (unsigned *)(cq + p.cq_off.ring_mask);
-	r->cqes = (struct io_uring_cqe *)(cq + p.cq_off.cqes);
-}
-
-/* Submits one prepared SQE and returns its result. */
-static int ring_run(struct ring *r, struct io_uring_sqe *sqe)
-{
-	unsigned tail = *r->sq_tail, i = tail & *r->sq_mask;
-	r->sqes[i] = *sqe;
-	r->sq_array[i] = i;
-	__atomic_store_n(r->sq_tail, tail + 1, __ATOMIC_RELEASE);
-	if (syscall(__NR_io_uring_enter, r->fd, 1, 1, IORING_ENTER_GETEVENTS, NULL, 0) < 0)
-		die("io_uring_enter");
-	unsigned head = *r->cq_head;
-	while (head == __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE))
-		;
-	int res = r->cqes[head & *r->cq_mask].res;
-	__atomic_store_n(r->cq_head, head + 1, __ATOMIC_RELEASE);
-	return res;
-}
-
-/* Socket made by IORING_OP_SOCKET, forced into an io-wq worker thread
- * (IOSQE_ASYNC: socket(2) runs there, not in this thread), connected by
- * IORING_OP_CONNECT, data sent by IORING_OP_SEND. */
-static void uring_send(size_t bytes)
-{
-	struct ring r;
-	ring_init(&r);
-	struct io_uring_sqe s = { .opcode = IORING_OP_SOCKET, .flags = IOSQE_ASYNC, .fd = AF_INET,
-				  .off = SOCK_STREAM };
-	int fd = ring_run(&r, &s);
-	if (fd < 0) {
-		errno = -fd;
-		die("IORING_OP_SOCKET");
-	}
-	struct sockaddr_in a = sin4(server4, port);
-	s = (struct io_uring_sqe){ .opcode = IORING_OP_CONNECT, .fd = fd, .addr = (uintptr_t)&a,
-				   .off = sizeof a };
-	int rc = ring_run(&r, &s);
-	if (rc < 0) {
-		errno = -rc;
-		die("IORING_OP_CONNECT");
-	}
-	tcp_cmd(fd, 'u', 0);
-	for (size_t done = 0; done < bytes;) {
-		s = (struct io_uring_sqe){ .opcode = IORING_OP_SEND, .fd = fd, .addr = (uintptr_t)buf,
-					   .len = sizeof buf, .msg_flags = MSG_NOSIGNAL };
-		rc = ring_run(&r, &s);
-		if (rc <= 0) {
-			errno = -rc;
-			die("IORING_OP_SEND");
-		}
-		done += rc;
-	}
-	shutdown(fd, SHUT_WR);
-	read_to_eof(fd);
-	close(fd);
-}
-
-/* A plain socket; the download read by IORING_OP_RECV. */
-static void uring_recv(size_t bytes)
-{
-	struct ring r;
-	ring_init(&r);
-	int fd = tcp_to(0, server4, port);
-	tcp_cmd(fd, 'd', bytes);
-	shutdown(fd, SHUT_WR);
-	for (;;) {
-		struct io_uring_sqe s = { .opcode = IORING_OP_RECV, .fd = fd, .addr = (uintptr_t)buf,
-					  .len = sizeof buf };
-		int rc = ring_run(&r, &s);
-		if (rc < 0) {
-			errno = -rc;
-			die("IORING_OP_RECV");
-		}
-		if (rc == 0)
-			break;
-	}
 	close(fd);
 }
 
