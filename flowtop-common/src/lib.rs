@@ -86,7 +86,8 @@ pub struct SockEvent {
     /// CREATED: the creator's uid; TUPLE: the socket's owner uid.
     pub uid: u32,
     /// `IPPROTO_*` of the socket (6 tcp, 17 udp, 136 udplite, 1 icmp,
-    /// 58 icmpv6, raw sockets: their protocol; 0 unknown).
+    /// 58 icmpv6, raw sockets: their protocol; 0 unknown). TUPLE events of
+    /// raw sockets: the protocol of the packet (IPPROTO_RAW sends any).
     pub protocol: u16,
     /// Socket family: [`AF_INET`] or [`AF_INET6`]. An AF_INET6 socket talking
     /// IPv4 has v4-mapped addresses (`::ffff:a.b.c.d`).
@@ -97,7 +98,8 @@ pub struct SockEvent {
     pub netns_cookie: u64,
     /// `comm` of the creating thread, NUL-padded (CREATED).
     pub comm: [u8; 16],
-    /// Host byte order (TUPLE). For ping sockets: the echo identifier.
+    /// Host byte order (TUPLE). For ping sockets and ICMP queries sent on
+    /// raw sockets: the echo identifier.
     pub local_port: u16,
     /// Host byte order (TUPLE). 0 for protocols without ports.
     pub remote_port: u16,

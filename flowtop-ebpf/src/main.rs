@@ -39,8 +39,8 @@ use aya_ebpf::{
     EbpfContext as _,
 };
 use flowtop_common::{
-    SockEvent, SockTuple, SockTupleKey, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE,
-    SOCK_EVENTS_BYTES, SOCK_EVENT_CREATED, SOCK_EVENT_TUPLE, SOCK_SEEN_ENTRIES,
+    SockEvent, SockTuple, SockTupleKey, AF_INET, AF_INET6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
+    IPPROTO_UDP, IPPROTO_UDPLITE, SOCK_EVENTS_BYTES, SOCK_EVENT_CREATED, SOCK_EVENT_TUPLE, SOCK_SEEN_ENTRIES,
 };
 
 // ---------------------------------------------------------------------------
@@ -183,6 +183,37 @@ fn same_tuple(a: *const SockTupleKey, b: *const SockTupleKey) -> bool {
     a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4]
 }
 
+/// `SOCK_RAW` (include/linux/net.h), as in `bpf_sock.type`.
+const SOCK_RAW: u32 = 3;
+
+/// The socket's own addresses and ports: complete for a connected socket
+/// (TCP in SYN_SENT, connected UDP, a ping socket, whose local port is the
+/// echo identifier).
+#[inline(always)]
+fn tuple_from_socket(sk: *mut bpf_sock, family: u32, t: &mut SockTuple) {
+    t.local_port = ctx_read!(sk, src_port) as u16;
+    t.remote_port = u16::from_be(ctx_read!(sk, dst_port));
+    if family == u32::from(AF_INET) {
+        // src_ip4/dst_ip4 hold the address in network byte order: their
+        // in-memory bytes are the address bytes.
+        t.local_addr = v4(ctx_read!(sk, src_ip4).to_ne_bytes());
+        t.remote_addr = v4(ctx_read!(sk, dst_ip4).to_ne_bytes());
+    } else {
+        t.local_addr = v6([
+            ctx_read!(sk, src_ip6[0]),
+            ctx_read!(sk, src_ip6[1]),
+            ctx_read!(sk, src_ip6[2]),
+            ctx_read!(sk, src_ip6[3]),
+        ]);
+        t.remote_addr = v6([
+            ctx_read!(sk, dst_ip6[0]),
+            ctx_read!(sk, dst_ip6[1]),
+            ctx_read!(sk, dst_ip6[2]),
+            ctx_read!(sk, dst_ip6[3]),
+        ]);
+    }
+}
+
 #[inline(always)]
 fn on_egress(ctx: &SkBuffContext) {
     let skb = ctx.skb.skb;
@@ -211,33 +242,25 @@ fn on_egress(ctx: &SkBuffContext) {
     let t = &mut key.tuple;
     t.family = family as u16;
     t.protocol = protocol;
-    t.local_port = ctx_read!(sk, src_port) as u16;
-    t.remote_port = u16::from_be(ctx_read!(sk, dst_port));
-    if family == u32::from(AF_INET) {
-        // src_ip4/dst_ip4 hold the address in network byte order: their
-        // in-memory bytes are the address bytes.
-        t.local_addr = v4(ctx_read!(sk, src_ip4).to_ne_bytes());
-        t.remote_addr = v4(ctx_read!(sk, dst_ip4).to_ne_bytes());
-    } else if family == u32::from(AF_INET6) {
-        t.local_addr = v6([
-            ctx_read!(sk, src_ip6[0]),
-            ctx_read!(sk, src_ip6[1]),
-            ctx_read!(sk, src_ip6[2]),
-            ctx_read!(sk, src_ip6[3]),
-        ]);
-        t.remote_addr = v6([
-            ctx_read!(sk, dst_ip6[0]),
-            ctx_read!(sk, dst_ip6[1]),
-            ctx_read!(sk, dst_ip6[2]),
-            ctx_read!(sk, dst_ip6[3]),
-        ]);
-    } else {
+    if family != u32::from(AF_INET) && family != u32::from(AF_INET6) {
         return;
     }
-    // An unconnected UDP socket has no peer in the socket: take this
-    // packet's addresses and ports from its headers.
-    if t.remote_port == 0 && (protocol == IPPROTO_UDP || protocol == IPPROTO_UDPLITE) {
-        tuple_from_packet(ctx, family, t);
+    if ctx_read!(sk, type_) == SOCK_RAW {
+        // A raw socket's own fields do not name the flow: its "local port"
+        // is its protocol number, and with IP_HDRINCL (IPPROTO_RAW) the
+        // packet may carry any protocol. Everything comes from the packet.
+        // (Raw sockets of protocol TCP, among them the kernel's own that
+        // send RSTs, were passed above: never in SYN_SENT.)
+        if !tuple_from_packet(ctx, family, t) {
+            return;
+        }
+    } else {
+        tuple_from_socket(sk, family, t);
+        // An unconnected UDP socket has no peer in the socket: take this
+        // packet's addresses and ports from its headers.
+        if t.remote_port == 0 && (protocol == IPPROTO_UDP || protocol == IPPROTO_UDPLITE) {
+            tuple_from_packet(ctx, family, t);
+        }
     }
 
     if protocol == IPPROTO_TCP {
@@ -355,77 +378,136 @@ fn v6(w: [u32; 4]) -> [u8; 16] {
     ]
 }
 
-/// Fills `t`'s addresses and ports from the packet's IP and UDP headers
-/// (for cgroup_skb, offset 0 is the IP header). Leaves `t` unchanged for
-/// anything it cannot parse: non-first fragments, IPv6 extension headers.
+/// Fills `t`'s protocol, addresses and ports from the packet's IP header
+/// and the first 8 bytes of its transport header (for cgroup_skb, offset 0
+/// is the IP header), as conntrack will tuple it. False, `t` partly
+/// written, for what it cannot parse or does not report (see [`l4_ends`]):
+/// non-first fragments, IPv6 extension headers.
 ///
-/// This runs for every packet of an unconnected UDP socket, so it reads the
-/// headers with one `bpf_skb_load_bytes` call: the IP version comes from
+/// This runs for every packet of an unconnected UDP or raw socket, so the
+/// common case is one `bpf_skb_load_bytes` call: the IP version comes from
 /// `__sk_buff.protocol` (set before the egress hook), not from the packet.
+/// A packet too short for the transport bytes (a raw one of a portless
+/// protocol) costs a second, shorter read.
 #[inline(always)]
-fn tuple_from_packet(ctx: &SkBuffContext, family: u32, t: &mut SockTuple) {
+fn tuple_from_packet(ctx: &SkBuffContext, family: u32, t: &mut SockTuple) -> bool {
     const ETH_P_IP: u16 = 0x0800;
     const ETH_P_IPV6: u16 = 0x86dd;
     // The EtherType in network byte order, in the low 16 bits.
     let ethertype = u16::from_be(ctx_read!(ctx.skb.skb, protocol) as u16);
-    let (local, remote, ports);
+    let (proto, ends);
     if ethertype == ETH_P_IP {
-        // The header without options and the UDP ports.
-        let Ok(h) = ctx.load::<[u8; 24]>(0) else {
-            return;
+        // The header without options and 8 transport bytes.
+        let (h, l4) = match ctx.load::<[u8; 28]>(0) {
+            Ok(h) => (
+                [
+                    h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9], h[10], h[11], h[12], h[13],
+                    h[14], h[15], h[16], h[17], h[18], h[19],
+                ],
+                Some([h[20], h[21], h[22], h[23], h[24], h[25], h[26], h[27]]),
+            ),
+            Err(_) => match ctx.load::<[u8; 20]>(0) {
+                Ok(h) => (h, None),
+                Err(_) => return false,
+            },
         };
         let ihl = usize::from(h[0] & 0x0f) * 4;
         let fragment_offset = u16::from_be_bytes([h[6], h[7]]) & 0x1fff;
-        if h[0] >> 4 != 4 || ihl < 20 || fragment_offset != 0 || !is_udp(h[9]) {
-            return;
+        if h[0] >> 4 != 4 || ihl < 20 || fragment_offset != 0 {
+            return false;
         }
+        let l4 = if ihl == 20 {
+            l4
+        } else {
+            // IP options: a second read for the transport bytes.
+            ctx.load::<[u8; 8]>(ihl).ok()
+        };
+        proto = u16::from(h[9]);
+        let Some(e) = l4_ends(proto, IPPROTO_ICMP, l4) else {
+            return false;
+        };
+        ends = e;
         let (src, dst) = ([h[12], h[13], h[14], h[15]], [h[16], h[17], h[18], h[19]]);
         // An AF_INET6 socket sending IPv4 reports v4-mapped addresses, like
         // its connected peers.
         if family == u32::from(AF_INET6) {
-            (local, remote) = (v4_mapped(src), v4_mapped(dst));
+            (t.local_addr, t.remote_addr) = (v4_mapped(src), v4_mapped(dst));
         } else {
-            (local, remote) = (v4(src), v4(dst));
+            (t.local_addr, t.remote_addr) = (v4(src), v4(dst));
         }
-        ports = if ihl == 20 {
-            [h[20], h[21], h[22], h[23]]
-        } else {
-            // IP options: a second read for the ports.
-            let Ok(p) = ctx.load::<[u8; 4]>(ihl) else {
-                return;
-            };
-            p
-        };
     } else if ethertype == ETH_P_IPV6 {
-        // The fixed header and the UDP ports.
-        let Ok(h) = ctx.load::<[u8; 44]>(0) else {
-            return;
+        // The fixed header and 8 transport bytes.
+        let (h, l4) = match ctx.load::<[u8; 48]>(0) {
+            Ok(h) => {
+                let mut f = [0u8; 40];
+                let mut i = 0;
+                while i < 40 {
+                    f[i] = h[i];
+                    i += 1;
+                }
+                (f, Some([h[40], h[41], h[42], h[43], h[44], h[45], h[46], h[47]]))
+            }
+            Err(_) => match ctx.load::<[u8; 40]>(0) {
+                Ok(h) => (h, None),
+                Err(_) => return false,
+            },
         };
-        if h[0] >> 4 != 6 || !is_udp(h[6]) {
-            return;
+        // Extension headers (hop-by-hop, routing, fragment, AH, destination
+        // options) hide the transport protocol: not followed.
+        if h[0] >> 4 != 6 || matches!(h[6], 0 | 43 | 44 | 51 | 60) {
+            return false;
         }
-        let mut src = [0u8; 16];
-        let mut dst = [0u8; 16];
+        proto = u16::from(h[6]);
+        let Some(e) = l4_ends(proto, IPPROTO_ICMPV6, l4) else {
+            return false;
+        };
+        ends = e;
         let mut i = 0;
         while i < 16 {
-            src[i] = h[8 + i];
-            dst[i] = h[24 + i];
+            t.local_addr[i] = h[8 + i];
+            t.remote_addr[i] = h[24 + i];
             i += 1;
         }
-        (local, remote) = (src, dst);
-        ports = [h[40], h[41], h[42], h[43]];
     } else {
-        return;
+        return false;
     }
-    t.local_addr = local;
-    t.remote_addr = remote;
-    t.local_port = u16::from_be_bytes([ports[0], ports[1]]);
-    t.remote_port = u16::from_be_bytes([ports[2], ports[3]]);
+    t.protocol = proto;
+    (t.local_port, t.remote_port) = ends;
+    true
 }
 
+/// The (local, remote) "ports" conntrack's tuple of protocol `proto` has,
+/// from the first 8 bytes of the transport header (`None`: the packet has
+/// fewer): the ports for the protocols that have them (the first 4 bytes
+/// for TCP, UDP, UDP-Lite, SCTP and DCCP); the identifier and 0 for an
+/// ICMP query (`icmp` is the family's ICMP number; the same form the ping
+/// sockets report); 0 and 0 for the protocols conntrack tracks without
+/// ports. None for what is not reported: ICMP other than queries (replies
+/// and errors, which conntrack files under their request's flow, and the
+/// neighbour discovery the kernel's own raw sockets send).
 #[inline(always)]
-fn is_udp(next_header: u8) -> bool {
-    u16::from(next_header) == IPPROTO_UDP || u16::from(next_header) == IPPROTO_UDPLITE
+fn l4_ends(proto: u16, icmp: u16, l4: Option<[u8; 8]>) -> Option<(u16, u16)> {
+    const IPPROTO_DCCP: u16 = 33;
+    const IPPROTO_SCTP: u16 = 132;
+    if matches!(
+        proto,
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_UDPLITE | IPPROTO_SCTP | IPPROTO_DCCP
+    ) {
+        let p = l4?;
+        return Some((u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])));
+    }
+    if proto == icmp {
+        let p = l4?;
+        // Echo, timestamp, information and address mask requests (ICMP);
+        // echo request (ICMPv6): what conntrack tracks by identifier.
+        let query = if icmp == IPPROTO_ICMP {
+            matches!(p[0], 8 | 13 | 15 | 17)
+        } else {
+            p[0] == 128
+        };
+        return query.then(|| (u16::from_be_bytes([p[4], p[5]]), 0));
+    }
+    Some((0, 0))
 }
 
 #[cfg(target_arch = "bpf")]

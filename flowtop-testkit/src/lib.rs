@@ -15,6 +15,8 @@
 //! - [`ctlist`]: `conntrack -L -o extended,id` parsed;
 //! - [`harness`]: running flowtop and traffic in namespaces, `conntrack -L`
 //!   parsing, JSON flow helpers (the root-only integration tests);
+//! - [`scenarios`]: the attribution scenario suite (real programs under
+//!   unique names, scored on attribution and conntrack's bytes);
 //! - [`skip`]: how a test that cannot run says so (and fails under `CI=true`
 //!   where it must not skip).
 //!
@@ -25,11 +27,15 @@
 //! fine in unit tests.
 //!
 //! The `flowtop` feature (default) gates what needs flowtop or the heavier
-//! dependencies; xtask uses [`netns`], [`ctlist`] and [`skip`] without it.
+//! dependencies; xtask uses [`netns`], [`ctlist`] and [`skip`] without it,
+//! and `scenarios` (serde_json only) for `bench scorecard`.
 
 pub mod ctlist;
 pub mod netns;
 pub mod skip;
+
+#[cfg(feature = "scenarios")]
+pub mod scenarios;
 
 #[cfg(feature = "flowtop")]
 pub mod ctnetlink;

@@ -11,6 +11,7 @@ mod attribution_procfs;
 mod counters;
 mod dumps;
 mod rates;
+mod scorecard;
 mod services;
 mod snapshot;
 mod startup;

@@ -36,6 +36,10 @@ const TEST_PACKAGES: &[&str] = &[
     "util-linux",
     "python3",
     "tmux",
+    // The attribution scenario suite compiles its C program at run time
+    // (libc6-dev: headers; gcc only recommends it).
+    "gcc",
+    "libc6-dev",
 ];
 
 /// What the caller needs.

@@ -194,7 +194,14 @@ pub fn local_ends(flow: &Flow) -> [Option<(SocketAddr, SocketAddr)>; 2] {
         let (lport, rport) = if icmp {
             (t.icmp?.id, 0)
         } else {
-            (t.sport?, t.dport?)
+            match (t.sport, t.dport) {
+                (Some(s), Some(d)) => (s, d),
+                // A protocol conntrack tracks without ports (e.g. 253 from
+                // a raw socket): the eBPF programs report it with port 0
+                // on both ends.
+                (None, None) => (0, 0),
+                _ => return None,
+            }
         };
         Some((
             SocketAddr::new(normalise(t.src), lport),

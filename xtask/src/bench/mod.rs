@@ -18,6 +18,7 @@ pub(crate) mod measure;
 pub(crate) mod netns;
 mod pty;
 mod report;
+mod scorecard;
 mod screen_mem;
 mod soak;
 pub(crate) mod stream;
@@ -45,21 +46,23 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
         "soak" => soak::run(args),
         "report" => report::run(args),
         "screen-mem" => screen_mem::run(args),
+        "scorecard" => scorecard::run(),
         "help" | "--help" | "-h" => {
             println!(
-                "{}\n\n{ATTRIBUTION_USAGE}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}",
+                "{}\n\n{ATTRIBUTION_USAGE}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}",
                 dump::USAGE,
                 report::USAGE,
                 enrich::USAGE,
                 ui::USAGE,
                 soak::USAGE,
-                screen_mem::USAGE
+                screen_mem::USAGE,
+                scorecard::USAGE
             );
             Ok(())
         }
         other => {
             bail!(
-                "unknown benchmark '{other}'; available: report, dump, attribution, enrich, ui, soak, screen-mem\n\n{}",
+                "unknown benchmark '{other}'; available: report, dump, attribution, enrich, ui, soak, screen-mem, scorecard\n\n{}",
                 dump::USAGE
             )
         }

@@ -1,0 +1,62 @@
+//! `cargo xtask bench scorecard`: the attribution scenario suite of
+//! `flowtop_testkit::scenarios` run against the release build, its table
+//! printed and written to bench/scorecard.md.
+
+use anyhow::{Context, Result};
+
+use super::markdown::header;
+use super::{log, prepare, require_root, require_tools, write_report, Prepared};
+use flowtop_testkit::scenarios::{self, BYTES_TOLERANCE_PCT};
+
+pub(crate) const USAGE: &str = "\
+usage: cargo xtask bench scorecard
+
+  The attribution scenario suite: 28 real programs (one C program compiled
+  with gcc, copied as sc-<scenario>) talking from flowtop's namespace to a
+  peer namespace or over loopback: TCP bulk, UDP, ICMP and ICMPv6 echo from
+  raw sockets, SCTP and protocol 253 from raw sockets, AF_PACKET, io_uring,
+  sendfile, splice, sendmmsg/recvmmsg, short-lived processes, many
+  connections. Each is scored on attribution (flowtop --json in eBPF mode
+  shows its flows with its pid and comm) and on conntrack's bytes against
+  an nft counter in the peer (within 10%). Needs root, gcc, nft, python3.
+  Writes bench/scorecard.md.";
+
+pub(crate) fn run() -> Result<()> {
+    require_root("bench scorecard", "network namespaces, eBPF, raw sockets")?;
+    require_tools(&["gcc", "nft", "ip", "conntrack"])?;
+    let Prepared {
+        root,
+        flowtop,
+        started,
+        ..
+    } = prepare()?;
+    log("running the scenarios");
+    let report = scenarios::run(&flowtop, &|l| log(l)).context("the scenario suite")?;
+    let failures = report.failures();
+    let mut md = header(
+        "flowtop attribution scorecard",
+        &root,
+        "flock /tmp/flowtop-root.lock cargo xtask bench scorecard",
+        started.elapsed(),
+    );
+    md.push_str(&format!(
+        "\nOne `flowtop --json -t 1 --all-protocols --attribution ebpf` in the client namespace \
+         watches every scenario (run one after the other, {:.0} s in all). **attributed**: flows shown \
+         with a pid the scenario's program printed and its comm `sc-<scenario>`. **conntrack bytes**: \
+         orig + reply bytes of the scenario's flows from flowtop's JSON; **nft bytes**: the L3 bytes \
+         an nft counter in the peer namespace counted for the scenario (both directions; on `lo` in \
+         flowtop's namespace for loopback); **diff %**: conntrack against nft, at most ±{BYTES_TOLERANCE_PCT:.0}%.\n\n",
+        report.took.as_secs_f64()
+    ));
+    md.push_str(&report.table());
+    md.push('\n');
+    if failures.is_empty() {
+        md.push_str("Every scenario conntrack can see is attributed, with its bytes within the tolerance.\n");
+    } else {
+        md.push_str("Failures:\n\n");
+        for f in &failures {
+            md.push_str(&format!("- {f}\n"));
+        }
+    }
+    write_report(&root, "scorecard.md", &md)
+}
