@@ -241,6 +241,7 @@ pub fn filter(data: &[u8]) {
                     exe: None,
                     uid: 0,
                     how: How::Procfs,
+                    ..Default::default()
                 }),
             );
             idx

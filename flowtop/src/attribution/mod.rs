@@ -8,8 +8,10 @@
 //! process that exited stays known).
 
 pub mod ebpf_owners;
+pub mod exe_hash;
 pub mod index;
 pub mod join;
+pub mod processes;
 pub mod procfs;
 
 use std::sync::Arc;
