@@ -316,6 +316,46 @@ mod tests {
         );
     }
 
+    /// A process gone before its socket events are read: /proc tells
+    /// nothing, the book its exec recorded tells everything.
+    #[test]
+    fn an_exited_process_is_described_by_its_exec_record() {
+        let mut exec = flowtop_common::ExecEvent {
+            kind: flowtop_common::PROC_EVENT_EXEC,
+            tgid: 4_100_001,
+            ppid: 4_100_000,
+            uid: 1000,
+            start_ns: 1,
+            comm: [0; 16],
+            parent_comm: [0; 16],
+            path_len: 0,
+            args_len: 0,
+            path: [0; flowtop_common::EXEC_PATH_MAX],
+            args: [0; flowtop_common::EXEC_ARGS_MAX],
+        };
+        let (path, args) = (b"/tmp/x/ft-exec-1", b"ft-exec-1\0-c\0pass\0");
+        exec.path[..path.len()].copy_from_slice(path);
+        exec.path_len = path.len() as u32;
+        exec.args[..args.len()].copy_from_slice(args);
+        exec.args_len = args.len() as u32;
+        exec.comm[..9].copy_from_slice(b"ft-exec-1");
+        exec.parent_comm[..4].copy_from_slice(b"bash");
+        let mut o = EbpfOwners::new(Some(7), 16);
+        o.apply_process(&ProcEvent::Exec(Box::new(exec)));
+        o.apply(&created(1, 7, 4_100_001, "ft-exec-1"), |_| ProcInfo::default());
+        let (_, _, _, owner) = o
+            .apply(&tuple(1, [192, 0, 2, 1], 40000, [198, 51, 100, 7], 443), |_| {
+                ProcInfo::default()
+            })
+            .expect("joined");
+        assert_eq!(owner.exe.as_deref(), Some("/tmp/x/ft-exec-1"));
+        assert_eq!(owner.cmdline.as_deref(), Some("ft-exec-1 -c pass"));
+        assert_eq!(
+            (owner.ppid, owner.parent_comm.as_deref()),
+            (Some(4_100_000), Some("bash"))
+        );
+    }
+
     #[test]
     fn memory_is_bounded_under_churn() {
         let mut o = EbpfOwners::new(Some(7), 100);
