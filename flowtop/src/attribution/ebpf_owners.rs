@@ -123,7 +123,7 @@ fn owner_of(ev: &SockEvent, info: ProcInfo, process: Option<&ProcessInfo>) -> Ow
 
 /// Processes the book remembers: two generations of half this. A process
 /// that fell out is read from /proc again while it lives.
-const PROCESSES: usize = 1 << 15;
+const PROCESSES: usize = 1 << 14;
 
 /// The join of CREATED and TUPLE events.
 #[derive(Debug)]
