@@ -70,7 +70,10 @@ fn write_json(flow: &Flow, owner: Option<&Owner>) {
         EventKind::Snapshot,
         flow,
         None,
-        owner,
+        flowtop::flow::model::Who {
+            owner,
+            ..Default::default()
+        },
         "2024-01-01T00:00:00Z",
         now,
     )

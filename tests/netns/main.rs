@@ -6,6 +6,7 @@
 //! `sysctls::`. The harness is `flowtop_testkit::harness`.
 
 mod attribution_ebpf;
+mod attribution_ends;
 mod attribution_exec;
 mod attribution_procfs;
 mod counters;

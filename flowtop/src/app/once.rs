@@ -105,7 +105,10 @@ fn stream_json(
         .map_err(|e| RunError::Other(e.into()))?;
 
     // The /proc scan runs here while the dump thread works.
-    let index = (!decision.is_off()).then(attribution::scan_procfs);
+    // The same join the live modes use, over one /proc scan: `--once` and
+    // the stream cannot name different owners for one flow.
+    let owners = (!decision.is_off())
+        .then(|| OwnerJoin::with_index(Arc::new(attribution::scan_procfs()), Instant::now()));
     let (ts, wall) = now_ts();
     let mut w = JsonWriter::new(BufWriter::with_capacity(1 << 16, out))
         .with_services(load_services(&config.paths))
@@ -145,8 +148,8 @@ fn stream_json(
                 if wait_for_names {
                     held.push(flow);
                 } else {
-                    let owner = index.as_ref().and_then(|i| i.lookup(&flow));
-                    written = w.reading(EventKind::Snapshot, &flow, None, owner.as_deref(), &ts, wall);
+                    let found = owners.as_ref().map(|j| j.lookup(&flow)).unwrap_or_default();
+                    written = w.reading(EventKind::Snapshot, &flow, None, found.who(), &ts, wall);
                 }
             }
         }
@@ -161,8 +164,8 @@ fn stream_json(
             if written.is_err() {
                 break;
             }
-            let owner = index.as_ref().and_then(|i| i.lookup(flow));
-            written = w.reading(EventKind::Snapshot, flow, None, owner.as_deref(), &ts, wall);
+            let found = owners.as_ref().map(|j| j.lookup(flow)).unwrap_or_default();
+            written = w.reading(EventKind::Snapshot, flow, None, found.who(), &ts, wall);
         }
     }
     let summary = dumper

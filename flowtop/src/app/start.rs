@@ -90,6 +90,7 @@ impl Live {
             interval: config.interval(),
             full_refresh: config.full_refresh,
             attribution: !attribution.decision.is_off(),
+            socket_events: attribution.handle.is_some(),
         };
         Ok(Live {
             runtime,

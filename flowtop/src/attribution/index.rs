@@ -121,23 +121,14 @@ impl SocketIndex {
         self.len() == 0
     }
 
-    /// The owner of the flow's local socket, if this namespace holds it.
+    /// The owner of the flow's local socket, if this namespace holds it,
+    /// trying both ends of the flow (connected sockets first, then bound
+    /// ones, then listeners). Attribution proper asks per end
+    /// ([`Self::socket_at`], [`Self::listener_at`]); this is the one-call
+    /// answer for a flow with one local end.
     pub fn lookup(&self, flow: &Flow) -> Option<Arc<Owner>> {
         let p = flow.proto;
-        // ICMP has no ports: a ping socket is bound to the echo identifier.
-        let icmp = matches!(p, proto::ICMP | proto::ICMPV6);
-        let ends = |t: &Tuple| -> Option<(SocketAddr, SocketAddr)> {
-            let (lport, rport) = if icmp {
-                (t.icmp?.id, 0)
-            } else {
-                (t.sport?, t.dport?)
-            };
-            Some((
-                SocketAddr::new(normalise(t.src), lport),
-                SocketAddr::new(normalise(t.dst), rport),
-            ))
-        };
-        let candidates = [ends(&flow.orig), ends(&flow.reply)];
+        let candidates = local_ends(flow);
         for (local, remote) in candidates.iter().flatten() {
             if let Some(o) = self.connected.get(&(p, *local, *remote)) {
                 return Some(o.clone());
@@ -148,19 +139,38 @@ impl SocketIndex {
                 return Some(o);
             }
         }
-        if p == proto::TCP || p == proto::SCTP {
-            // Only the reply tuple's source can be a local listening port
-            // (the original tuple's source is the connecting peer).
-            if let Some((local, _)) = candidates[1] {
-                if let Some(o) = self.bound_owner(&self.listeners, p, &local) {
-                    return Some(Arc::new(Owner {
-                        how: How::Listener,
-                        ..(*o).clone()
-                    }));
-                }
-            }
+        // Only the reply tuple's source can be a local listening port (the
+        // original tuple's source is the connecting peer).
+        candidates[1].and_then(|(local, _)| self.listener_at(p, local))
+    }
+
+    /// The owner of the socket at one end of a flow: a socket connected to
+    /// exactly that remote end, else one bound to the local end only
+    /// (unconnected UDP, ping sockets) when the local address is ours.
+    pub fn socket_at(&self, p: u8, local: SocketAddr, remote: SocketAddr) -> Option<Arc<Owner>> {
+        if let Some(o) = self.connected.get(&(p, local, remote)) {
+            return Some(o.clone());
         }
-        None
+        self.bound_owner(&self.bound, p, &local)
+    }
+
+    /// The listening socket behind an accepted connection's local end, as a
+    /// provisional owner ([`How::Listener`]): the process that accepted may
+    /// have handed the connection to another (a forked child).
+    pub fn listener_at(&self, p: u8, local: SocketAddr) -> Option<Arc<Owner>> {
+        if p != proto::TCP && p != proto::SCTP {
+            return None;
+        }
+        let o = self.bound_owner(&self.listeners, p, &local)?;
+        Some(Arc::new(Owner {
+            how: How::Listener,
+            ..(*o).clone()
+        }))
+    }
+
+    /// This namespace's addresses, as the index was built with.
+    pub fn local_addrs(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.local_addrs.iter().copied()
     }
 
     fn bound_owner(

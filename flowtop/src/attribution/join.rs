@@ -1,20 +1,28 @@
 //! The one answer to "which process owns this flow": the latest /proc
 //! socket index and the sockets the eBPF programs reported, plus the
-//! retries of flows that appeared before their socket was known.
+//! retries of flows that appeared before their socket was known. Every
+//! output (`--once`, `--json`, the screen) gets its owners from
+//! [`OwnerJoin::lookup`], so they cannot disagree.
+//!
+//! Each local end of a flow is looked up on its own: the original tuple's
+//! source is the initiator (the flow's owner when it is ours), the reply
+//! tuple's source the acceptor (the owner of an incoming flow, the `peer`
+//! of a local one). Which ends are local, from this namespace's addresses,
+//! gives the direction.
 //!
 //! The engine asks; the answers are (flow, owner) pairs it gives to the
 //! table (`FlowTable::set_owners`). The join reads the table only through
 //! its public view of unowned flows and never changes it.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ebpf_owners::{Generational, OwnedSocket};
-use super::index::{local_ends, unspecified_like, SocketIndex};
+use super::index::{local_ends, normalise, unspecified_like, SocketIndex};
 use crate::flow::clock::Clock;
-use crate::flow::model::{Flow, FlowKey, Owner};
+use crate::flow::model::{Attributed, Direction, Flow, FlowKey, Owner};
 use crate::flow::table::{FlowTable, OwnerLookup};
 
 /// How long (at least) a flow that appeared without an owner is tried
@@ -26,8 +34,8 @@ const RECENT_UNOWNED_MAX: usize = 1 << 17;
 /// Half the bound of the eBPF socket map (two generations are kept).
 const EBPF_SOCKETS_HALF: usize = 1 << 17;
 
-/// Owners found for flows of the table: (flow, owner) pairs.
-pub type Found = Vec<(FlowKey, Arc<Owner>)>;
+/// What attribution found for flows of the table.
+pub type Found = Vec<(FlowKey, Attributed)>;
 
 /// The attribution join of a run.
 #[derive(Debug)]
@@ -41,6 +49,9 @@ pub struct OwnerJoin {
     recent_unowned: VecDeque<(u32, FlowKey)>,
     /// 4-byte times for `recent_unowned` (up to 2^17 of them).
     clock: Clock,
+    /// This namespace's addresses (from the latest /proc index, or given at
+    /// start): which ends of a flow are local. Empty: not known yet.
+    local_addrs: HashSet<IpAddr, foldhash::fast::RandomState>,
 }
 
 impl OwnerJoin {
@@ -51,12 +62,26 @@ impl OwnerJoin {
             ebpf_sockets: Generational::new(EBPF_SOCKETS_HALF),
             recent_unowned: VecDeque::new(),
             clock: Clock::new(now.checked_sub(Duration::from_secs(60)).unwrap_or(now)),
+            local_addrs: HashSet::default(),
         }
+    }
+
+    /// Takes this namespace's addresses before the first /proc index brings
+    /// them, so that the first flows get their direction too.
+    pub fn with_local_addrs(mut self, addrs: impl IntoIterator<Item = IpAddr>) -> Self {
+        self.local_addrs = addrs.into_iter().map(normalise).collect();
+        self
+    }
+
+    /// Whether `ip` is an address of this namespace.
+    fn is_local(&self, ip: IpAddr) -> bool {
+        self.local_addrs.contains(&normalise(ip))
     }
 
     /// A join over one /proc index and nothing else (`--once`).
     pub fn with_index(index: Arc<SocketIndex>, now: Instant) -> Self {
         let mut join = OwnerJoin::new(now);
+        join.local_addrs = index.local_addrs().collect();
         join.index = Some(index);
         join
     }
@@ -71,6 +96,9 @@ impl OwnerJoin {
     /// Each full dump's end retries them all anyway ([`Self::retry_all`]).
     pub fn take_index(&mut self, index: Arc<SocketIndex>, table: &FlowTable, now: Instant) -> Found {
         let first = self.index.is_none();
+        if index.knows_local_addresses() {
+            self.local_addrs = index.local_addrs().collect();
+        }
         self.index = Some(index);
         if first {
             self.retry_all(table)
@@ -104,11 +132,12 @@ impl OwnerJoin {
     /// lookups instead of the socket lookups. The safety net of the
     /// recent-only retries, as rare as full dumps.
     pub fn retry_all(&self, table: &FlowTable) -> Found {
-        let local_known = self.index.as_ref().filter(|i| i.knows_local_addresses());
+        let local_known = !self.local_addrs.is_empty();
         table
-            .unowned()
-            .filter(|f| local_known.is_none_or(|i| i.is_local(f.orig.src) || i.is_local(f.reply.src)))
-            .filter_map(|f| Some((f.key(), self.lookup(f)?)))
+            .unsettled()
+            .filter(|f| !local_known || self.is_local(f.orig.src) || self.is_local(f.reply.src))
+            .map(|f| (f.key(), self.lookup(f)))
+            .filter(|(_, found)| found.owner.is_some() || found.direction.is_some())
             .collect()
     }
 
@@ -118,8 +147,9 @@ impl OwnerJoin {
         self.recent_unowned
             .iter()
             .filter_map(|(_, key)| {
-                let flow = table.unowned_flow(key)?;
-                Some((*key, self.lookup(flow)?))
+                let flow = table.unsettled_flow(key)?;
+                let found = self.lookup(flow);
+                (found.owner.is_some() || found.direction.is_some()).then_some((*key, found))
             })
             .collect()
     }
@@ -142,43 +172,77 @@ impl OwnerJoin {
         }
     }
 
-    /// The owner of a flow: an exact eBPF socket first, then the /proc index.
-    pub fn lookup(&self, flow: &Flow) -> Option<Arc<Owner>> {
+    /// What is known about a flow's local ends: the process at each (an
+    /// exact eBPF socket first, then the /proc index; a listener only as
+    /// the acceptor's last resort) and the direction.
+    ///
+    /// Before this namespace's addresses are known, both ends are tried and
+    /// the first process found is the owner, with no direction.
+    pub fn lookup(&self, flow: &Flow) -> Attributed {
+        let p = flow.proto;
+        let [orig_end, reply_end] = local_ends(flow);
+        let known = !self.local_addrs.is_empty();
+        let initiator_local = !known || self.is_local(flow.orig.src);
+        let acceptor_local = !known || self.is_local(flow.reply.src);
+        let initiator = orig_end
+            .filter(|_| initiator_local)
+            .and_then(|(local, remote)| self.socket_at(p, local, remote));
+        let acceptor = reply_end.filter(|_| acceptor_local).and_then(|(local, remote)| {
+            self.socket_at(p, local, remote)
+                .or_else(|| self.index.as_ref()?.listener_at(p, local))
+        });
+        if !known {
+            return Attributed {
+                owner: initiator.or(acceptor),
+                peer: None,
+                direction: None,
+            };
+        }
+        let direction = Direction::of(initiator_local, acceptor_local);
+        let (owner, peer) = match direction {
+            Direction::Out => (initiator, None),
+            Direction::In => (acceptor, None),
+            Direction::Local => (initiator, acceptor),
+            Direction::Forward => (None, None),
+        };
+        Attributed {
+            owner,
+            peer,
+            direction: Some(direction),
+        }
+    }
+
+    /// The process holding the socket at one end of a flow.
+    fn socket_at(&self, p: u8, local: SocketAddr, remote: SocketAddr) -> Option<Arc<Owner>> {
         if !self.ebpf_sockets.is_empty() {
-            let is_local = |ip: IpAddr| self.index.as_ref().is_some_and(|i| i.is_local(ip));
-            for (local, remote) in local_ends(flow).into_iter().flatten() {
-                // Exact ends first. An unconnected socket (sendto) reports no
-                // remote end, and an unbound one no local address: those
-                // match only when the flow's end is an address of this host,
-                // so forwarded traffic never borrows a local socket's port.
-                let any_remote = SocketAddr::new(unspecified_like(remote.ip()), 0);
-                let any_local = SocketAddr::new(unspecified_like(local.ip()), local.port());
-                let exact = [(flow.proto, local, remote), (flow.proto, local, any_remote)];
-                let wildcard = [
-                    (flow.proto, any_local, remote),
-                    (flow.proto, any_local, any_remote),
-                ];
-                let local_ok = is_local(local.ip());
-                for key in exact.iter().chain(wildcard.iter().filter(|_| local_ok)) {
-                    if let Some(o) = self.ebpf_sockets.get(key) {
-                        return Some(o.clone());
-                    }
+            // Exact ends first. An unconnected socket (sendto) reports no
+            // remote end, and an unbound one no local address: those match
+            // only when the flow's end is an address of this host, so
+            // forwarded traffic never borrows a local socket's port.
+            let any_remote = SocketAddr::new(unspecified_like(remote.ip()), 0);
+            let any_local = SocketAddr::new(unspecified_like(local.ip()), local.port());
+            let exact = [(p, local, remote), (p, local, any_remote)];
+            let wildcard = [(p, any_local, remote), (p, any_local, any_remote)];
+            let local_ok = self.is_local(local.ip());
+            for key in exact.iter().chain(wildcard.iter().filter(|_| local_ok)) {
+                if let Some(o) = self.ebpf_sockets.get(key) {
+                    return Some(o.clone());
                 }
             }
         }
-        self.index.as_ref().and_then(|i| i.lookup(flow))
+        self.index.as_ref()?.socket_at(p, local, remote)
     }
 }
 
-/// Asked by the table when a flow enters it; a flow without an owner is
-/// remembered for the retries.
+/// Asked by the table when a flow enters it; a flow whose attribution is
+/// not settled is remembered for the retries.
 impl OwnerLookup for OwnerJoin {
-    fn owner_of(&mut self, flow: &Flow, now: Instant) -> Option<Arc<Owner>> {
-        let owner = self.lookup(flow);
-        if owner.is_none() {
+    fn attribute(&mut self, flow: &Flow, now: Instant) -> Attributed {
+        let found = self.lookup(flow);
+        if !found.settled() {
             self.note_unowned(flow.key(), now);
         }
-        owner
+        found
     }
 }
 
@@ -186,6 +250,7 @@ impl OwnerLookup for OwnerJoin {
 mod tests {
     use super::*;
     use crate::attribution::procfs::ProcScan;
+    use crate::attribution::How;
     use crate::flow::model::{proto, Counters, Family, ProtoState, Tuple};
     use crate::flow::table::{Change, Entry, EventKind, TableConfig};
     use std::net::Ipv4Addr;
@@ -336,5 +401,138 @@ mod tests {
         t.end_dump(g, &mut rec(&mut log));
         t.set_owners(j.retry_all(&t), &mut rec(&mut log));
         assert_eq!(log, vec![(EventKind::Update, 1)]);
+    }
+
+    /// A loopback connection: the client (initiator) owns it, the process
+    /// holding the accepted socket is its peer. The NEW event comes before
+    /// the client's socket event and before any /proc scan saw the
+    /// accepted socket: the listener is then only a provisional peer, and
+    /// both ends are filled in as their sockets become known.
+    #[test]
+    fn a_local_flow_gets_its_initiator_as_owner_and_the_holder_of_the_accepted_socket_as_peer() {
+        let now = Instant::now();
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let mut f = hflow(7);
+        f.orig.src = lo;
+        f.orig.dst = lo;
+        f.reply.src = lo;
+        f.reply.dst = lo;
+        f.orig.dport = Some(8000);
+        f.reply.sport = Some(8000);
+        let client = SocketAddr::new(lo, f.orig.sport.expect("port"));
+        let server = SocketAddr::new(lo, 8000);
+        let mut t = FlowTable::new(TableConfig::default(), now);
+        let mut j = OwnerJoin::new(now);
+        let mut listening = SocketIndex::from_procfs(&ProcScan::default(), [lo]);
+        listening.insert(
+            proto::TCP,
+            server,
+            SocketAddr::new(unspecified_like(lo), 0),
+            true,
+            owner(100, "server", None),
+        );
+        let found = j.take_index(Arc::new(listening), &t, now);
+        t.set_owners(found, &mut |_, _| {});
+        let mut log = Log::new();
+        t.apply_event(Change::Seen, f.clone(), now, &mut j, &mut rec(&mut log));
+        let e = t.get(f.key()).expect("entry");
+        assert_eq!(e.direction, Some(Direction::Local));
+        assert!(e.owner.is_none(), "the client's socket is not known yet");
+        assert_eq!(
+            e.peer.as_ref().map(|o| (o.pid, o.how)),
+            Some((100, How::Listener))
+        );
+
+        // The client's socket event: it owns the flow.
+        let found = j.take_sockets(
+            vec![(proto::TCP, client, server, owner(200, "client", None))],
+            &t,
+            now,
+        );
+        t.set_owners(found, &mut rec(&mut log));
+        let e = t.get(f.key()).expect("entry");
+        assert_eq!(e.owner.as_ref().map(|o| o.pid), Some(200));
+        assert_eq!(e.peer.as_ref().map(|o| o.pid), Some(100), "still the listener");
+
+        // A /proc scan finds the forked child holding the accepted socket.
+        let mut scanned = SocketIndex::from_procfs(&ProcScan::default(), [lo]);
+        scanned.insert(
+            proto::TCP,
+            server,
+            SocketAddr::new(unspecified_like(lo), 0),
+            true,
+            owner(100, "server", None),
+        );
+        scanned.insert(proto::TCP, server, client, false, owner(101, "server", None));
+        let found = j.take_index(Arc::new(scanned), &t, now);
+        t.set_owners(found, &mut rec(&mut log));
+        let e = t.get(f.key()).expect("entry");
+        assert_eq!(e.owner.as_ref().map(|o| o.pid), Some(200));
+        assert_eq!(e.peer.as_ref().map(|o| (o.pid, o.how)), Some((101, How::Procfs)));
+        assert!(e.settled());
+        assert_eq!(
+            log,
+            vec![
+                (EventKind::New, 7),
+                (EventKind::Update, 7),
+                (EventKind::Update, 7)
+            ]
+        );
+    }
+
+    /// Which ends are this host's decides the direction and whose process
+    /// owns the flow.
+    #[test]
+    fn direction_follows_which_ends_are_local() {
+        let now = Instant::now();
+        let (a, b) = (
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)),
+        );
+        let f = hflow(1); // a:40001 -> b:80
+        let end = |ip: IpAddr, port: u16| SocketAddr::new(ip, port);
+        let mut idx = SocketIndex::default();
+        idx.insert(
+            proto::TCP,
+            end(a, 40001),
+            end(b, 80),
+            false,
+            owner(1, "client", None),
+        );
+        idx.insert(
+            proto::TCP,
+            end(b, 80),
+            end(a, 40001),
+            false,
+            owner(2, "server", None),
+        );
+        let idx = Arc::new(idx);
+        let join_on = |locals: &[IpAddr]| {
+            let mut j = OwnerJoin::with_index(idx.clone(), now);
+            j.local_addrs = locals.iter().copied().collect();
+            j
+        };
+        let pids = |x: Attributed| (x.direction, x.owner.map(|o| o.pid), x.peer.map(|o| o.pid));
+        assert_eq!(
+            pids(join_on(&[a]).lookup(&f)),
+            (Some(Direction::Out), Some(1), None)
+        );
+        assert_eq!(
+            pids(join_on(&[b]).lookup(&f)),
+            (Some(Direction::In), Some(2), None)
+        );
+        assert_eq!(
+            pids(join_on(&[a, b]).lookup(&f)),
+            (Some(Direction::Local), Some(1), Some(2))
+        );
+        let router = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
+        assert_eq!(
+            pids(join_on(&[router]).lookup(&f)),
+            (Some(Direction::Forward), None, None)
+        );
+        assert!(
+            join_on(&[router]).lookup(&f).settled(),
+            "a forwarded flow has nothing to find"
+        );
     }
 }

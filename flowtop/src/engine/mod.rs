@@ -12,6 +12,7 @@ mod screen;
 mod signals;
 mod stream;
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
@@ -21,8 +22,15 @@ use crate::conntrack::decode::CtEventKind;
 use crate::conntrack::socket::CtSocket;
 use crate::conntrack::source::{self, test_panic_point, CtMsg, DumpRequest};
 use crate::enrich::enricher::{Enricher, OwnQueries};
+use crate::flow::model::{Direction, Flow};
 use crate::flow::table::{Change, Entry, EventKind, FlowTable, TableConfig};
 use crate::flow::Selection;
+
+/// The longest a DESTROY of a flow without an owner waits for the socket
+/// events already in the eBPF ring buffer (its reader drains the buffer at
+/// least every 100 ms): a connection refused or reset before its socket
+/// event was merged keeps its process.
+const DESTROY_HOLD: Duration = Duration::from_millis(250);
 
 pub use inbox::{channel, Inbox, InboxChannel};
 pub use notice::{Notes, Notice, EMPTY_TABLE_HINT};
@@ -40,6 +48,9 @@ pub struct StreamConfig {
     pub full_refresh: Option<Duration>,
     /// Attribution is on: run the /proc scanner and join owners to flows.
     pub attribution: bool,
+    /// eBPF socket events feed the inbox (a DESTROY of a flow without an
+    /// owner then waits for them a moment).
+    pub socket_events: bool,
 }
 
 /// What an engine runs on, made by the start-up before it: its
@@ -95,6 +106,15 @@ fn change_of(kind: CtEventKind) -> Change {
     }
 }
 
+/// Whether a DESTROY should wait for socket events (when eBPF feeds the
+/// join): the flow is in the table without an owner and this host may have
+/// initiated it, so the initiator's socket event may be in the ring buffer.
+fn awaits_socket_event(table: &FlowTable, flow: &Flow) -> bool {
+    table.get(flow.key()).is_some_and(|e| {
+        e.owner.is_none() && matches!(e.direction, None | Some(Direction::Out) | Some(Direction::Local))
+    })
+}
+
 /// The engine's state besides the sources.
 struct Engine {
     table: FlowTable,
@@ -114,6 +134,11 @@ struct Engine {
     /// Names and geography for the flows, when enrichment is on.
     enricher: Option<Enricher>,
     own_queries: OwnQueries,
+    /// DESTROY events held for [`DESTROY_HOLD`] (when they arrived, the
+    /// flow's final reading), oldest first.
+    held_destroys: VecDeque<(Instant, Flow)>,
+    /// eBPF socket events feed the inbox.
+    socket_events: bool,
 }
 
 impl Engine {
@@ -187,9 +212,13 @@ impl Engine {
                     let found = join.take_sockets(sockets, &self.table, now);
                     self.table.set_owners(found, out);
                 }
+                // The batch holds what the ring buffer had when the held
+                // destroys arrived (it is drained after them).
+                self.release_destroys(None, out);
                 return Ok(false);
             }
         };
+        self.release_destroys(Some(now), out);
         let table = &mut self.table;
         let owners = &mut self.owners;
         let enricher = &mut self.enricher;
@@ -204,9 +233,15 @@ impl Engine {
         match msg {
             CtMsg::Events(batch) => {
                 for (kind, flow) in batch {
-                    if !self.own_queries.contains(&flow) {
-                        table.apply_event(change_of(kind), flow, now, owners, &mut sink);
+                    if self.own_queries.contains(&flow) {
+                        continue;
                     }
+                    if kind == CtEventKind::Destroy && self.socket_events && awaits_socket_event(table, &flow)
+                    {
+                        self.held_destroys.push_back((now, flow));
+                        continue;
+                    }
+                    table.apply_event(change_of(kind), flow, now, owners, &mut sink);
                 }
             }
             CtMsg::DumpChunk { gen, flows } => {
@@ -218,6 +253,11 @@ impl Engine {
             }
             CtMsg::DumpDone { gen, total } => {
                 test_panic_point("engine");
+                // Before the sweep, which would take a held flow for one
+                // whose DESTROY was lost.
+                for (at, flow) in self.held_destroys.drain(..) {
+                    table.apply_event(Change::Gone, flow, at, owners, &mut sink);
+                }
                 table.end_dump(gen, &mut sink);
                 // The safety net of attribution's recent-only retries: as
                 // rare as full dumps.
@@ -280,6 +320,21 @@ impl Engine {
         Ok(false)
     }
 
+    /// Applies the held destroys: all of them (`None`), or those held
+    /// for [`DESTROY_HOLD`] by `now`.
+    fn release_destroys(&mut self, now: Option<Instant>, out: &mut impl FnMut(EventKind, &Entry)) {
+        while let Some((at, _)) = self.held_destroys.front() {
+            if now.is_some_and(|now| now.saturating_duration_since(*at) < DESTROY_HOLD) {
+                break;
+            }
+            let Some((at, flow)) = self.held_destroys.pop_front() else {
+                break;
+            };
+            self.table
+                .apply_event(Change::Gone, flow, at, &mut self.owners, out);
+        }
+    }
+
     /// Reverse lookups wait for the initial table (see
     /// `Enricher::defer_names`); once it is in, every address is asked.
     fn initial_table_done(&mut self) {
@@ -340,6 +395,7 @@ impl Engine {
         for notice in notices {
             self.warn(Notice::Enrichment(notice));
         }
+        self.release_destroys(Some(now), sink);
         self.table.expire(now, sink);
         self.start_refresh(now)
     }
@@ -378,7 +434,10 @@ impl Engine {
         let now = Instant::now();
         let mut engine = Engine {
             table: FlowTable::new(table_config(cfg.interval), now),
-            owners: cfg.attribution.then(|| OwnerJoin::new(now)),
+            owners: cfg
+                .attribution
+                .then(|| OwnerJoin::new(now).with_local_addrs(crate::attribution::index::local_addresses())),
+            socket_events: cfg.socket_events,
             dump_tx,
             rcvbuf,
             pacing: RefreshPacing::new(cfg.interval, cfg.full_refresh),
@@ -388,6 +447,7 @@ impl Engine {
             own_queries: enricher.as_ref().map(Enricher::own_queries).unwrap_or_default(),
             enricher,
             notes,
+            held_destroys: VecDeque::new(),
         };
         engine.start_dump(false)?;
         Ok((engine, signals, rx))

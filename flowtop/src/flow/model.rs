@@ -337,3 +337,114 @@ impl std::fmt::Debug for ExeDigest {
         self.get().fmt(f)
     }
 }
+
+/// Who started a flow, as seen from this host (the `direction` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// This host initiated it (the original tuple's source is local).
+    Out,
+    /// A remote end initiated it to a local socket.
+    In,
+    /// Both ends are sockets of this host (loopback, or its own addresses).
+    Local,
+    /// Neither end is here: traffic this host forwards.
+    Forward,
+}
+
+impl Direction {
+    /// From which ends are local: the original tuple's source (the
+    /// initiator) and the reply tuple's source (the acceptor, after NAT).
+    pub fn of(initiator_local: bool, acceptor_local: bool) -> Direction {
+        match (initiator_local, acceptor_local) {
+            (true, true) => Direction::Local,
+            (true, false) => Direction::Out,
+            (false, true) => Direction::In,
+            (false, false) => Direction::Forward,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Out => "out",
+            Direction::In => "in",
+            Direction::Local => "local",
+            Direction::Forward => "forward",
+        }
+    }
+}
+
+/// What attribution says about a flow: the process it belongs to, the
+/// process at its other end when both ends are local, and its direction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attributed {
+    /// The initiator's process for outgoing and local flows, the acceptor's
+    /// for incoming ones.
+    pub owner: Option<std::sync::Arc<Owner>>,
+    /// The acceptor's process of a local flow (both ends on this host).
+    pub peer: Option<std::sync::Arc<Owner>>,
+    pub direction: Option<Direction>,
+}
+
+impl Attributed {
+    /// Whether nothing more can be learnt: every local end has a process
+    /// that holds the socket (an accepted connection matched only to its
+    /// listener is provisional: the holder may still be found), or the flow
+    /// has no local end at all.
+    pub fn settled(&self) -> bool {
+        settled(self.owner.as_deref(), self.peer.as_deref(), self.direction)
+    }
+
+    /// `self` with what `newer` knows better: a process replaces none or a
+    /// listener-only match; one that holds the socket sticks (so a process
+    /// that exited stays known). Whether anything changed.
+    pub fn improve(&mut self, newer: Attributed) -> bool {
+        fn better(old: &mut Option<std::sync::Arc<Owner>>, new: Option<std::sync::Arc<Owner>>) -> bool {
+            let replace = match (&*old, &new) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(o), Some(n)) => o.how == How::Listener && (n.how != How::Listener || o != n),
+            };
+            if replace {
+                *old = new;
+            }
+            replace
+        }
+        let mut changed = false;
+        if self.direction.is_none() && newer.direction.is_some() {
+            self.direction = newer.direction;
+            changed = true;
+        }
+        changed |= better(&mut self.owner, newer.owner);
+        changed |= better(&mut self.peer, newer.peer);
+        changed
+    }
+}
+
+/// [`Attributed::settled`] for an attribution kept in parts (a table entry).
+pub fn settled(owner: Option<&Owner>, peer: Option<&Owner>, direction: Option<Direction>) -> bool {
+    let held = |o: Option<&Owner>| o.is_some_and(|o| o.how != How::Listener);
+    match direction {
+        Some(Direction::Forward) => true,
+        Some(Direction::Local) => held(owner) && held(peer),
+        _ => held(owner),
+    }
+}
+
+/// [`Attributed`] borrowed, for writing one line without touching the
+/// reference counts (the outputs' hot path).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Who<'a> {
+    pub owner: Option<&'a Owner>,
+    pub peer: Option<&'a Owner>,
+    pub direction: Option<Direction>,
+}
+
+impl Attributed {
+    pub fn who(&self) -> Who<'_> {
+        Who {
+            owner: self.owner.as_deref(),
+            peer: self.peer.as_deref(),
+            direction: self.direction,
+        }
+    }
+}

@@ -6,10 +6,9 @@ use std::time::SystemTime;
 
 use super::format::{age_secs, rfc3339};
 use super::line::LineBuf;
-use crate::attribution::Owner;
 use crate::enrich::book::{AddrView, AddressBook};
 use crate::enrich::services::Services;
-use crate::flow::model::{proto, Flow};
+use crate::flow::model::{proto, Direction, Flow, Who};
 use crate::flow::rate::Rates;
 use crate::flow::table::{Entry, EventKind, TableStats};
 use std::sync::Arc;
@@ -63,14 +62,7 @@ impl<W: Write> JsonWriter<W> {
 
     /// Writes one flow event.
     pub fn flow(&mut self, kind: EventKind, e: &Entry, ts: &str, now: SystemTime) -> io::Result<()> {
-        self.reading(
-            kind,
-            &e.flow,
-            e.rate.measured_rates(),
-            e.owner.as_deref(),
-            ts,
-            now,
-        )
+        self.reading(kind, &e.flow, e.rate.measured_rates(), e.who(), ts, now)
     }
 
     /// Writes one flow event for a flow outside the table (`--once`).
@@ -79,7 +71,7 @@ impl<W: Write> JsonWriter<W> {
         kind: EventKind,
         flow: &Flow,
         rates: Option<Rates>,
-        owner: Option<&Owner>,
+        who: Who<'_>,
         ts: &str,
         now: SystemTime,
     ) -> io::Result<()> {
@@ -90,7 +82,7 @@ impl<W: Write> JsonWriter<W> {
             let line = Line {
                 flow,
                 rates,
-                owner,
+                who,
                 service,
                 src,
                 dst,
@@ -137,7 +129,8 @@ fn round3(v: f64) -> f64 {
 pub struct Line<'a> {
     pub flow: &'a Flow,
     pub rates: Option<Rates>,
-    pub owner: Option<&'a Owner>,
+    /// The flow's process, its peer's and its direction.
+    pub who: Who<'a>,
     pub service: Option<&'a str>,
     /// What the address book knows of the original source and destination.
     pub src: Option<&'a AddrView>,
@@ -148,11 +141,12 @@ pub fn write_flow(buf: &mut Vec<u8>, kind: EventKind, line: &Line<'_>, ts: &str,
     let Line {
         flow: f,
         rates,
-        owner,
+        who,
         service,
         src,
         dst,
     } = *line;
+    let owner = who.owner;
     let c = f.counters;
     let mut w = LineBuf::new(buf);
     w.first_key("event");
@@ -258,6 +252,20 @@ pub fn write_flow(buf: &mut Vec<u8>, kind: EventKind, line: &Line<'_>, ts: &str,
     w.opt_uint(owner.map(|o| u64::from(o.uid)));
     w.key("attribution");
     w.opt_plain_str(owner.map(|o| o.how.name()));
+    w.key("direction");
+    w.opt_plain_str(who.direction.map(Direction::name));
+    w.key("peer_pid");
+    w.opt_uint(who.peer.map(|o| u64::from(o.pid)));
+    w.key("peer_comm");
+    match who.peer {
+        Some(o) => w.escaped_str(&o.comm),
+        None => w.null(),
+    }
+    w.key("peer_exe");
+    match who.peer.and_then(|o| o.exe.as_deref()) {
+        Some(exe) => w.escaped_str(exe),
+        None => w.null(),
+    }
     // PTR names and GeoIP strings come from outside: escaped.
     let opt_escaped = |w: &mut LineBuf<'_>, key: &str, v: Option<&str>| {
         w.key(key);
@@ -371,6 +379,10 @@ mod tests {
         exe_sha256: Option<&'a str>,
         uid: Option<u32>,
         attribution: Option<&'a str>,
+        direction: Option<&'static str>,
+        peer_pid: Option<u32>,
+        peer_comm: Option<&'a str>,
+        peer_exe: Option<&'a str>,
         src_host: Option<&'a str>,
         dst_host: Option<&'a str>,
         src_country: Option<&'a str>,
@@ -440,6 +452,10 @@ mod tests {
             exe_sha256: e.owner.as_ref().and_then(|o| o.exe_sha256.get()),
             uid: e.owner.as_ref().map(|o| o.uid),
             attribution: e.owner.as_ref().map(|o| o.how.name()),
+            direction: e.direction.map(Direction::name),
+            peer_pid: e.peer.as_ref().map(|o| o.pid),
+            peer_comm: e.peer.as_ref().map(|o| o.comm.as_str()),
+            peer_exe: e.peer.as_ref().and_then(|o| o.exe.as_deref()),
             src_host: src.host(),
             dst_host: dst.host(),
             src_country: src.country.as_deref(),
@@ -561,7 +577,7 @@ mod tests {
             "192.0.2.1:1".parse().expect("sa"),
             "198.51.100.255:65535".parse().expect("sa"),
             false,
-            std::sync::Arc::new(Owner {
+            std::sync::Arc::new(crate::attribution::Owner {
                 pid: 4242,
                 comm: "evil\u{1b}[2J\"name\n\\".into(),
                 exe: Some("/usr/bin/ev\"il".into()),
@@ -617,7 +633,7 @@ mod tests {
                 let line = Line {
                     flow: &e.flow,
                     rates: e.rate.measured_rates(),
-                    owner: e.owner.as_deref(),
+                    who: e.who(),
                     service: services.of_flow(&e.flow),
                     src: src_view.as_ref(),
                     dst: dst_view.as_ref(),
