@@ -121,3 +121,55 @@ fn ebpf_owners_of_short_lived_processes_carry_exe_cmdline_and_parent() {
         );
     }
 }
+
+/// A child that forks and does not exec runs its parent's program: its
+/// flow names the child, with the parent's executable and arguments, and
+/// the parent as its parent (from the fork record).
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn a_forked_child_without_exec_inherits_its_parents_program() {
+    if !require_root() {
+        return;
+    }
+    let (client, server) = Netns::pair();
+    let _srv = Agent::server(&server, 7021);
+    let mut ft = Flowtop::start(&client, &["--json", "-t", "30", "-4T", "--attribution", "ebpf"]);
+    let python = std::fs::canonicalize(python()).expect("python path");
+    let dir = std::env::temp_dir().join(format!("flowtop-fork-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("copy dir");
+    let copies = Copies(dir);
+    let exe = copies.0.join("ft-fork-parent");
+    std::fs::copy(&python, &exe).expect("copy python");
+    let exe = exe.to_str().expect("utf-8 path").to_owned();
+    // Short, so that the marker argument fits in the 256 bytes recorded.
+    let script = format!(
+        "import os,socket as S\nif os.fork()==0:\n s=S.create_connection(('{SERVER_V4}',7021));s.sendall(b'x');print(os.getpid(),s.getsockname()[1],flush=True);os._exit(0)\nos.wait()"
+    );
+    let child = client
+        .netns_exec(&exe, &["-c", &script, "ft-fork-marker"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the copy starts");
+    let parent = child.id();
+    let out = child.wait_with_output().expect("the copy runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let mut words = printed.split_whitespace();
+    let (pid, sport): (u32, u16) = (
+        words.next().and_then(|w| w.parse().ok()).expect("child pid"),
+        words.next().and_then(|w| w.parse().ok()).expect("child port"),
+    );
+    let v = ft.wait_for("the forked child's flow", Duration::from_secs(30), |v| {
+        has_tuple(v, "tcp", CLIENT_V4, sport, SERVER_V4, 7021) && ju64(v, "pid").is_some()
+    });
+    assert_eq!(ju64(&v, "pid"), Some(u64::from(pid)), "{v}");
+    assert_eq!(jstr(&v, "exe"), Some(exe.as_str()), "{v}");
+    assert!(
+        jstr(&v, "cmdline").is_some_and(|c| c.starts_with(&exe) && c.ends_with(" ft-fork-marker")),
+        "{v}"
+    );
+    assert_eq!(ju64(&v, "ppid"), Some(u64::from(parent)), "{v}");
+    assert_eq!(jstr(&v, "parent_comm"), Some("ft-fork-parent"), "{v}");
+}
