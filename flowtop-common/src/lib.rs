@@ -325,6 +325,161 @@ impl Default for SockOffsets {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Process lifecycle: exec and fork (raw tracepoints -> their own ring buffer)
+// ---------------------------------------------------------------------------
+
+/// `raw_tp/sched_process_exec`: one [`ExecEvent`] per successful execve(2),
+/// in the new program's context (its mm and comm are already the new ones).
+pub const PROG_SCHED_EXEC: &str = "flowtop_sched_exec";
+/// `raw_tp/sched_process_fork`: one [`ForkEvent`] per new process (new
+/// threads are skipped).
+pub const PROG_SCHED_FORK: &str = "flowtop_sched_fork";
+/// The tracepoints the two programs attach to (raw tracepoints by name: no
+/// tracefs and no BTF id needed).
+pub const TP_SCHED_EXEC: &str = "sched_process_exec";
+pub const TP_SCHED_FORK: &str = "sched_process_fork";
+/// Ring buffer of [`ExecEvent`]s and [`ForkEvent`]s, apart from
+/// [`MAP_SOCK_EVENTS`]: exec records are seven times bigger than socket
+/// events, and a burst of them must not crowd socket events out.
+pub const MAP_EXEC_EVENTS: &str = "EXEC_EVENTS";
+/// Size of [`MAP_EXEC_EVENTS`] in bytes: about 1 800 exec records.
+pub const EXEC_EVENTS_BYTES: u32 = 1 << 20;
+/// Per-CPU array with one `u64`: exec/fork records dropped because
+/// [`MAP_EXEC_EVENTS`] was full.
+pub const MAP_EXEC_EVENTS_LOST: &str = "EXEC_EVENTS_LOST";
+
+/// [`ExecEvent::kind`].
+pub const PROC_EVENT_EXEC: u32 = 1;
+/// [`ForkEvent::kind`].
+pub const PROC_EVENT_FORK: u32 = 2;
+
+/// Bytes of the executable path an [`ExecEvent`] carries (NUL included).
+pub const EXEC_PATH_MAX: usize = 256;
+/// Bytes of the argument area an [`ExecEvent`] carries (the first bytes of
+/// `argv`, NUL-separated, as in `/proc/PID/cmdline`).
+pub const EXEC_ARGS_MAX: usize = 256;
+
+/// One execve(2), as written to [`MAP_EXEC_EVENTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecEvent {
+    /// [`PROC_EVENT_EXEC`].
+    pub kind: u32,
+    /// The process (thread group id) that exec'd.
+    pub tgid: u32,
+    /// Thread group id of its parent (`real_parent`).
+    pub ppid: u32,
+    /// Real uid of the process.
+    pub uid: u32,
+    /// When the process started (`task_struct.start_time`: CLOCK_MONOTONIC
+    /// nanoseconds), 0 if unreadable. With `tgid` it names the process
+    /// across pid reuse.
+    pub start_ns: u64,
+    /// The new program's comm (basename of the path, 15 bytes, NUL-padded).
+    pub comm: [u8; 16],
+    /// The parent process's comm (its thread group leader's).
+    pub parent_comm: [u8; 16],
+    /// Bytes of `path` used, NUL excluded (0: unreadable).
+    pub path_len: u32,
+    /// Bytes of `args` used (0: unreadable or none).
+    pub args_len: u32,
+    /// `linux_binprm.interp`: the path of the binary that runs (the
+    /// interpreter for a `#!` script), as the caller named it (not made
+    /// absolute, symlinks not resolved).
+    pub path: [u8; EXEC_PATH_MAX],
+    /// The first bytes of `mm->arg_start..arg_end`.
+    pub args: [u8; EXEC_ARGS_MAX],
+}
+
+const _: () = assert!(size_of::<ExecEvent>() == 576);
+const _: () = assert!(core::mem::align_of::<ExecEvent>() == 8);
+
+/// One new process (fork/clone without CLONE_THREAD), as written to
+/// [`MAP_EXEC_EVENTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForkEvent {
+    /// [`PROC_EVENT_FORK`].
+    pub kind: u32,
+    /// The new process.
+    pub tgid: u32,
+    /// The process that made it (its thread group id).
+    pub ppid: u32,
+    /// Real uid of the forking task.
+    pub uid: u32,
+    /// The child's `task_struct.start_time` (CLOCK_MONOTONIC ns), 0 if unreadable.
+    pub start_ns: u64,
+    /// The child's comm (a copy of the forking thread's).
+    pub comm: [u8; 16],
+    /// The parent process's comm (its thread group leader's).
+    pub parent_comm: [u8; 16],
+}
+
+const _: () = assert!(size_of::<ForkEvent>() == 56);
+
+/// Name of the global ([`TaskOffsets`]) the exec/fork programs read kernel
+/// struct offsets from; set by userspace from the running kernel's BTF.
+pub const GLOBAL_TASK_OFFSETS: &str = "TASK_OFFSETS";
+
+/// Byte offsets of the `task_struct`, `mm_struct` and `linux_binprm` fields
+/// the exec/fork programs read with `bpf_probe_read_kernel`. Every field is
+/// [`OFFSET_ABSENT`] until set; the programs do nothing while `tgid` is.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskOffsets {
+    /// `task_struct.pid` (pid_t). Required.
+    pub pid: u32,
+    /// `task_struct.tgid` (pid_t). Required.
+    pub tgid: u32,
+    /// `task_struct.real_parent` (pointer). Required.
+    pub real_parent: u32,
+    /// `task_struct.group_leader` (pointer).
+    pub group_leader: u32,
+    /// `task_struct.comm` (16 bytes).
+    pub comm: u32,
+    /// `task_struct.mm` (pointer).
+    pub mm: u32,
+    /// `task_struct.start_time` (u64).
+    pub start_time: u32,
+    /// `mm_struct.arg_start` (unsigned long).
+    pub arg_start: u32,
+    /// `mm_struct.arg_end` (unsigned long).
+    pub arg_end: u32,
+    /// `linux_binprm.filename` (pointer to the path execve was given).
+    pub filename: u32,
+    /// `linux_binprm.interp` (pointer to the path of what runs).
+    pub interp: u32,
+    /// Explicit padding; always zero.
+    pub _pad: u32,
+}
+
+const _: () = assert!(size_of::<TaskOffsets>() == 48);
+
+impl TaskOffsets {
+    /// Every offset absent (the value compiled into the eBPF object).
+    pub const ABSENT: Self = Self {
+        pid: OFFSET_ABSENT,
+        tgid: OFFSET_ABSENT,
+        real_parent: OFFSET_ABSENT,
+        group_leader: OFFSET_ABSENT,
+        comm: OFFSET_ABSENT,
+        mm: OFFSET_ABSENT,
+        start_time: OFFSET_ABSENT,
+        arg_start: OFFSET_ABSENT,
+        arg_end: OFFSET_ABSENT,
+        filename: OFFSET_ABSENT,
+        interp: OFFSET_ABSENT,
+        _pad: 0,
+    };
+}
+
+impl Default for TaskOffsets {
+    fn default() -> Self {
+        Self::ABSENT
+    }
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: these types are `#[repr(C)]`, `Copy`, consist only of integers
@@ -339,4 +494,10 @@ mod user {
     unsafe impl aya::Pod for super::KprobeSeenKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SockOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TaskOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ExecEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ForkEvent {}
 }

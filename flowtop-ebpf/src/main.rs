@@ -21,6 +21,7 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+mod exec;
 mod kprobe;
 
 use core::ffi::c_void;

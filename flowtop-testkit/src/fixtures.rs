@@ -64,5 +64,6 @@ pub fn owner(pid: u32, comm: &str, exe: Option<&str>) -> Arc<Owner> {
         exe: exe.map(str::to_owned),
         uid: 0,
         how: How::Procfs,
+        ..Default::default()
     })
 }

@@ -244,6 +244,7 @@ pub fn filter(data: &[u8]) {
                     exe: None,
                     uid: 0,
                     how: How::Procfs,
+                    ..Default::default()
                 }),
             );
             idx

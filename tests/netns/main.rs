@@ -7,6 +7,7 @@
 
 mod attribution_ebpf;
 mod attribution_ends;
+mod attribution_exec;
 mod attribution_procfs;
 mod counters;
 mod dumps;

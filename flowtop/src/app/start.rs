@@ -72,6 +72,10 @@ impl Live {
         }
         // Privileged start-up is over: keep only what the run needs.
         drop_privileges(!attribution.decision.is_off());
+        if !attribution.decision.is_off() {
+            // Its thread starts after the drop, like the others.
+            attribution::exe_hash::enable();
+        }
         if let Some(attached) = attached {
             attribution.handle = Some(start_ebpf_reader(attached, &inbox)?);
         }
@@ -206,8 +210,18 @@ fn start_ebpf_reader(
 ) -> Result<ebpf::SockEventsHandle, RunError> {
     let tx = inbox.0.clone();
     let mut owners = ebpf_owners::EbpfOwners::new(sysctl::netns_cookie(), 1 << 18);
+    if let Some(why) = attached.exec_unavailable() {
+        eprintln!("flowtop: exec/fork records unavailable (executables of short-lived processes may be missing): {why}");
+    }
+    // The processes older than the exec records (the records, drained
+    // after this, are newer and win).
+    owners.processes.bootstrap(std::path::Path::new("/proc"));
     attached
-        .start_reader(move |events| {
+        .start_reader_with_processes(move |processes, events| {
+            // A batch's processes first: their sockets may be in it.
+            for p in &processes {
+                owners.apply_process(p);
+            }
             let sockets: Vec<_> = events
                 .iter()
                 .filter_map(|ev| owners.apply(ev, ebpf_owners::proc_info))

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use flowtop_common::{SockEvent, SOCK_EVENT_CREATED, SOCK_EVENT_KPROBE, SOCK_EVENT_TUPLE};
 
 use super::index::normalise;
-use super::{How, Owner};
+use super::processes::{ProcessBook, ProcessInfo};
+use super::{exe_hash, How, Owner};
+use crate::ebpf::ProcEvent;
 
 type Fast = foldhash::fast::RandomState;
 
@@ -93,23 +95,43 @@ pub fn proc_info(pid: u32) -> ProcInfo {
     }
 }
 
-fn owner_of(ev: &SockEvent, info: ProcInfo) -> Owner {
+/// The owner of an event's socket: the process as the book recorded it
+/// when it started (exe, arguments, parent: known even once it exited),
+/// /proc for what the book lacks.
+fn owner_of(ev: &SockEvent, info: ProcInfo, process: Option<&ProcessInfo>) -> Owner {
+    let exe = process.and_then(|p| p.exe.clone()).or(info.exe);
+    let hash = || exe_hash::digest(Some(ev.tgid), exe.as_deref());
+    let exe_sha256 = match process {
+        // One request per process, not per socket.
+        Some(p) => p.digest.get_or_init(hash).clone(),
+        None => hash(),
+    };
     Owner {
         pid: ev.tgid,
         // The process's own name when it is still there to ask; else the
         // creating thread's, which is the process's for single-threaded ones.
         comm: info.leader_comm.unwrap_or_else(|| comm_of(&ev.comm)),
-        exe: info.exe,
+        exe,
         uid: ev.uid,
         how: How::Ebpf,
+        cmdline: process.and_then(|p| p.cmdline.clone()),
+        ppid: process.and_then(|p| p.ppid),
+        parent_comm: process.and_then(|p| p.parent_comm.clone()),
+        exe_sha256,
     }
 }
+
+/// Processes the book remembers: two generations of half this. A process
+/// that fell out is read from /proc again while it lives.
+const PROCESSES: usize = 1 << 14;
 
 /// The join of CREATED and TUPLE events.
 #[derive(Debug)]
 pub struct EbpfOwners {
     netns_cookie: Option<u64>,
     created: Generational<u64, Arc<Owner>>,
+    /// What each process is, from the exec/fork records (and /proc).
+    pub processes: ProcessBook,
     /// Tuples that arrived before their CREATED event (rare: the two come
     /// through one ring buffer in order, but a socket made before flowtop
     /// started has no CREATED at all).
@@ -123,7 +145,16 @@ impl EbpfOwners {
         EbpfOwners {
             netns_cookie,
             created: Generational::new(capacity / 2),
+            processes: ProcessBook::new(PROCESSES),
             unmatched: 0,
+        }
+    }
+
+    /// Records an exec or a fork (before the socket events read after it).
+    pub fn apply_process(&mut self, ev: &ProcEvent) {
+        match ev {
+            ProcEvent::Exec(e) => self.processes.exec(e),
+            ProcEvent::Fork(f) => self.processes.fork(f),
         }
     }
 
@@ -144,7 +175,8 @@ impl EbpfOwners {
                 if !self.ours(ev) {
                     return None;
                 }
-                let owner = Arc::new(owner_of(ev, proc_of(ev.tgid)));
+                let process = self.processes.get_or_read(ev.tgid);
+                let owner = Arc::new(owner_of(ev, proc_of(ev.tgid), process.as_deref()));
                 let local = SocketAddr::new(addr_of(ev.family, &ev.local_addr)?, ev.local_port);
                 let remote = SocketAddr::new(addr_of(ev.family, &ev.remote_addr)?, ev.remote_port);
                 Some((u8::try_from(ev.protocol).ok()?, local, remote, owner))
@@ -153,7 +185,8 @@ impl EbpfOwners {
                 if !self.ours(ev) {
                     return None;
                 }
-                let owner = owner_of(ev, proc_of(ev.tgid));
+                let process = self.processes.get_or_read(ev.tgid);
+                let owner = owner_of(ev, proc_of(ev.tgid), process.as_deref());
                 self.created.insert(ev.cookie, Arc::new(owner));
                 None
             }
@@ -280,6 +313,46 @@ mod tests {
         assert!(
             o.apply(&ev, |_| ProcInfo::default()).is_none(),
             "another namespace"
+        );
+    }
+
+    /// A process gone before its socket events are read: /proc tells
+    /// nothing, the book its exec recorded tells everything.
+    #[test]
+    fn an_exited_process_is_described_by_its_exec_record() {
+        let mut exec = flowtop_common::ExecEvent {
+            kind: flowtop_common::PROC_EVENT_EXEC,
+            tgid: 4_100_001,
+            ppid: 4_100_000,
+            uid: 1000,
+            start_ns: 1,
+            comm: [0; 16],
+            parent_comm: [0; 16],
+            path_len: 0,
+            args_len: 0,
+            path: [0; flowtop_common::EXEC_PATH_MAX],
+            args: [0; flowtop_common::EXEC_ARGS_MAX],
+        };
+        let (path, args) = (b"/tmp/x/ft-exec-1", b"ft-exec-1\0-c\0pass\0");
+        exec.path[..path.len()].copy_from_slice(path);
+        exec.path_len = path.len() as u32;
+        exec.args[..args.len()].copy_from_slice(args);
+        exec.args_len = args.len() as u32;
+        exec.comm[..9].copy_from_slice(b"ft-exec-1");
+        exec.parent_comm[..4].copy_from_slice(b"bash");
+        let mut o = EbpfOwners::new(Some(7), 16);
+        o.apply_process(&ProcEvent::Exec(Box::new(exec)));
+        o.apply(&created(1, 7, 4_100_001, "ft-exec-1"), |_| ProcInfo::default());
+        let (_, _, _, owner) = o
+            .apply(&tuple(1, [192, 0, 2, 1], 40000, [198, 51, 100, 7], 443), |_| {
+                ProcInfo::default()
+            })
+            .expect("joined");
+        assert_eq!(owner.exe.as_deref(), Some("/tmp/x/ft-exec-1"));
+        assert_eq!(owner.cmdline.as_deref(), Some("ft-exec-1 -c pass"));
+        assert_eq!(
+            (owner.ppid, owner.parent_comm.as_deref()),
+            (Some(4_100_000), Some("bash"))
         );
     }
 

@@ -70,6 +70,10 @@ impl SocketIndex {
                         exe: p.exe.clone(),
                         uid: p.uid,
                         how: How::Procfs,
+                        cmdline: p.cmdline.clone(),
+                        ppid: p.ppid,
+                        parent_comm: p.parent_comm.clone(),
+                        exe_sha256: super::exe_hash::digest(Some(pid), p.exe.as_deref()),
                     })
                 })
                 .clone();
@@ -256,6 +260,7 @@ mod tests {
             exe: None,
             uid: 0,
             how: How::Procfs,
+            ..Default::default()
         })
     }
 

@@ -264,6 +264,7 @@ mod tests {
             exe: exe.map(str::to_owned),
             uid: 0,
             how: crate::attribution::How::Procfs,
+            ..Default::default()
         })
     }
 

@@ -6,10 +6,17 @@
 //! both; the engine asks it when a flow appears and again when new sockets
 //! arrive, until the flow is attributed (then the owner sticks, so a
 //! process that exited stays known).
+//!
+//! What an owner is (executable, arguments, parent) comes from
+//! [`processes::ProcessBook`] in eBPF mode (recorded at exec, so known for
+//! processes that already exited) and from /proc otherwise;
+//! [`exe_hash`] fills in the executable's SHA-256 in the background.
 
 pub mod ebpf_owners;
+pub mod exe_hash;
 pub mod index;
 pub mod join;
+pub mod processes;
 pub mod procfs;
 
 use std::sync::Arc;

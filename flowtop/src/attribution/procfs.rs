@@ -16,6 +16,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use super::processes;
+
 type Fast = foldhash::fast::RandomState;
 
 /// One socket from /proc/net/{tcp,tcp6,udp,udp6,udplite,udplite6,raw,raw6,icmp,icmp6}.
@@ -55,6 +57,13 @@ pub struct ProcessInfo {
     pub exe: Option<String>,
     /// Real uid, from the "Uid:" line of /proc/PID/status.
     pub uid: u32,
+    /// /proc/PID/cmdline, first bytes, space separated
+    /// (see [`super::processes::cmdline_of`]).
+    pub cmdline: Option<String>,
+    /// Field 4 of /proc/PID/stat.
+    pub ppid: Option<u32>,
+    /// /proc/PPID/comm.
+    pub parent_comm: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -301,11 +310,22 @@ fn read_process(proc_root: &Path, pid: u32) -> Option<ProcessInfo> {
     let exe = fs::read_link(dir.join("exe"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned());
+    // Three small reads more per owning process (not per socket).
+    let ppid = fs::read(dir.join("stat"))
+        .ok()
+        .and_then(|stat| processes::parse_stat(&stat))
+        .map(|(ppid, _)| ppid);
+    let parent_comm = ppid
+        .filter(|&p| p != 0)
+        .and_then(|p| processes::read_comm(&proc_root.join(p.to_string())));
     Some(ProcessInfo {
         pid,
         comm: String::from_utf8_lossy(&comm).into_owned(),
         exe,
         uid,
+        cmdline: processes::read_cmdline(&dir),
+        ppid,
+        parent_comm,
     })
 }
 
@@ -741,6 +761,15 @@ garbage
             p.uid.to_string(),
             uid_line.split_whitespace().nth(1).expect("real uid")
         );
+        // SAFETY: getppid has no preconditions.
+        let ppid = unsafe { libc::getppid() } as u32;
+        assert_eq!(p.ppid, Some(ppid));
+        assert_eq!(
+            p.parent_comm,
+            processes::read_comm(&Path::new("/proc").join(ppid.to_string()))
+        );
+        let cmdline = fs::read("/proc/self/cmdline").expect("cmdline");
+        assert_eq!(p.cmdline, processes::cmdline_of(&cmdline));
         // Every owner named by a socket is described.
         assert!(scan
             .sockets
@@ -875,7 +904,10 @@ garbage
                 pid: 123,
                 comm: "srv\u{1b}name".into(),
                 exe: None,
-                uid: 1123
+                uid: 1123,
+                cmdline: None,
+                ppid: Some(1),
+                parent_comm: None,
             }
         );
         // 999's fd directory and 1000's comm.

@@ -295,4 +295,26 @@ impl KernelBtf {
             _pad: 0,
         })
     }
+
+    /// The offsets the exec/fork programs read, from this BTF. `pid`,
+    /// `tgid` and `real_parent` are required; the others are left absent
+    /// when missing (the records then lack those fields).
+    pub fn task_offsets(&self) -> Result<TaskOffsets, String> {
+        let optional = |r: Result<u32, String>| r.unwrap_or(OFFSET_ABSENT);
+        let task = |field: &str, size: u32| self.offset_sized(&format!("task_struct.{field}"), size);
+        Ok(TaskOffsets {
+            pid: task("pid", 4)?,
+            tgid: task("tgid", 4)?,
+            real_parent: task("real_parent", 8)?,
+            group_leader: optional(task("group_leader", 8)),
+            comm: optional(task("comm", 16)),
+            mm: optional(task("mm", 8)),
+            start_time: optional(task("start_time", 8)),
+            arg_start: optional(self.offset_sized("mm_struct.arg_start", 8)),
+            arg_end: optional(self.offset_sized("mm_struct.arg_end", 8)),
+            filename: optional(self.offset_sized("linux_binprm.filename", 8)),
+            interp: optional(self.offset_sized("linux_binprm.interp", 8)),
+            _pad: 0,
+        })
+    }
 }

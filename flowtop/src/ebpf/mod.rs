@@ -16,9 +16,14 @@
 //!   verifier passes them) but cannot attach them: then the cgroup programs
 //!   are the path, and the report says why.
 //!
+//! - process lifecycle: `raw_tp/sched_process_exec` and
+//!   `raw_tp/sched_process_fork`, attached with either socket path, feeding a
+//!   second ring buffer of exec and fork records (executable, arguments,
+//!   parent) read by the same reader thread; see `exec.rs`.
+//!
 //! Files: this one loads the object; `sock_events.rs` the cgroup programs
 //! and the ring-buffer reader; `btf.rs` the kernel's struct offsets;
-//! `kprobes.rs` the kprobe path.
+//! `kprobes.rs` the kprobe path; `exec.rs` the exec/fork programs.
 //!
 //! When flowtop was built without the eBPF toolchain (`cfg(flowtop_no_ebpf)`,
 //! see `build.rs`), or loading/attaching fails (not root, lockdown ...), the
@@ -35,8 +40,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use flowtop_common::{
-    SockEvent, SockOffsets, GLOBAL_SOCK_OFFSETS, KPROBE_PROGRAMS, MAP_KPROBE_SEEN, MAP_SOCK_EVENTS,
-    MAP_SOCK_EVENTS_LOST, MAP_SOCK_SEEN, OFFSET_ABSENT, PROG_SOCK_CREATE, PROG_SOCK_EGRESS,
+    SockEvent, SockOffsets, TaskOffsets, GLOBAL_SOCK_OFFSETS, GLOBAL_TASK_OFFSETS, KPROBE_PROGRAMS,
+    MAP_EXEC_EVENTS_LOST, MAP_KPROBE_SEEN, MAP_SOCK_EVENTS, MAP_SOCK_EVENTS_LOST, MAP_SOCK_SEEN,
+    OFFSET_ABSENT, PROG_SOCK_CREATE, PROG_SOCK_EGRESS,
 };
 
 /// Mode string when the eBPF programs are attached.
@@ -83,7 +89,11 @@ fn load_object(object: &[u8], log: aya::VerifierLogLevel, purpose: LoadFor<'_>) 
     // ~0.3 s and ~36 MB of peak memory for nothing. (The object's own BTF is
     // still loaded: the socket-storage map needs it.)
     let mut loader = aya::EbpfLoader::new();
-    loader.btf(None).verifier_log_level(log);
+    let task_offsets = exec::task_offsets_for_load();
+    loader
+        .btf(None)
+        .verifier_log_level(log)
+        .override_global(GLOBAL_TASK_OFFSETS, &task_offsets, true);
     match purpose {
         LoadFor::Cgroup => loader.map_max_entries(MAP_KPROBE_SEEN, 64),
         LoadFor::Kprobes(offsets) => loader
@@ -107,11 +117,13 @@ fn with_privilege_hint(reason: String) -> String {
 }
 
 mod btf;
+mod exec;
 mod kprobes;
 mod sock_events;
 #[cfg(test)]
 mod tests;
 
 pub use btf::*;
+pub use exec::{kernel_task_offsets, parse_proc_event, ProcEvent};
 pub use kprobes::*;
 pub use sock_events::*;

@@ -12,6 +12,9 @@ use super::*;
 
 /// Most events handed to `deliver` in one call.
 const SOCK_EVENTS_BATCH: usize = 4096;
+/// Most process records handed over in one call (more than the exec ring
+/// buffer holds: a drain stops only if a storm of forks outpaces it).
+const EXEC_EVENTS_BATCH: usize = 32768;
 /// How long the reader thread waits for the ring buffer before it checks
 /// whether it should stop.
 const SOCK_EVENTS_POLL: Duration = Duration::from_millis(100);
@@ -68,6 +71,22 @@ impl SockEventsHandle {
         let per_cpu = array
             .get(&0, 0)
             .map_err(|e| format!("reading {MAP_SOCK_EVENTS_LOST} failed: {e:?}"))?;
+        Ok(per_cpu.iter().copied().fold(0u64, u64::wrapping_add))
+    }
+
+    /// Exec and fork records the programs dropped because their ring
+    /// buffer was full (summed over CPUs): those processes are then known
+    /// only from /proc, while they live.
+    pub fn lost_exec_events(&self) -> Result<u64, String> {
+        let map = self
+            .ebpf
+            .map(MAP_EXEC_EVENTS_LOST)
+            .ok_or_else(|| format!("eBPF object has no map {MAP_EXEC_EVENTS_LOST}"))?;
+        let array = aya::maps::PerCpuArray::<_, u64>::try_from(map)
+            .map_err(|e| format!("map {MAP_EXEC_EVENTS_LOST} has an unexpected type: {e:?}"))?;
+        let per_cpu = array
+            .get(&0, 0)
+            .map_err(|e| format!("reading {MAP_EXEC_EVENTS_LOST} failed: {e:?}"))?;
         Ok(per_cpu.iter().copied().fold(0u64, u64::wrapping_add))
     }
 }
@@ -206,6 +225,10 @@ pub fn parse_sock_event(record: &[u8]) -> Option<SockEvent> {
 pub struct AttachedSockEvents {
     ebpf: aya::Ebpf,
     ring: aya::maps::RingBuf<aya::maps::MapData>,
+    /// The exec/fork programs' ring buffer (None when they did not attach:
+    /// see `exec_unavailable`).
+    exec_ring: Option<aya::maps::RingBuf<aya::maps::MapData>>,
+    exec_unavailable: Option<String>,
     programs: Vec<String>,
     cgroup: PathBuf,
 }
@@ -221,19 +244,39 @@ impl std::fmt::Debug for AttachedSockEvents {
 
 impl AttachedSockEvents {
     /// Takes the ring buffer of a loaded and attached object (cgroup
-    /// programs or kprobes).
-    pub(crate) fn new(mut ebpf: aya::Ebpf, programs: Vec<String>, cgroup: PathBuf) -> Result<Self, String> {
+    /// programs or kprobes), and attaches the exec/fork programs of the same
+    /// object next to them (best effort: without them, owners lack what
+    /// only /proc of a live process tells).
+    pub(crate) fn new(
+        mut ebpf: aya::Ebpf,
+        mut programs: Vec<String>,
+        cgroup: PathBuf,
+    ) -> Result<Self, String> {
         let map = ebpf
             .take_map(MAP_SOCK_EVENTS)
             .ok_or_else(|| format!("the eBPF object has no map {MAP_SOCK_EVENTS}"))?;
         let ring = aya::maps::RingBuf::try_from(map)
             .map_err(|e| format!("map {MAP_SOCK_EVENTS} is not a ring buffer: {e:?}"))?;
+        let (exec_ring, exec_unavailable) = match super::exec::attach_exec_programs(&mut ebpf) {
+            Ok(exec) => {
+                programs.extend(exec.programs);
+                (Some(exec.ring), None)
+            }
+            Err(why) => (None, Some(with_privilege_hint(why))),
+        };
         Ok(AttachedSockEvents {
             ebpf,
             ring,
+            exec_ring,
+            exec_unavailable,
             programs,
             cgroup,
         })
+    }
+
+    /// Why the exec/fork programs are not attached (None when they are).
+    pub fn exec_unavailable(&self) -> Option<&str> {
+        self.exec_unavailable.as_deref()
     }
 
     /// Attached programs, as `type/attach point` (e.g. `cgroup/sock_create`).
@@ -246,20 +289,35 @@ impl AttachedSockEvents {
     /// only polls the already mapped ring buffer: no privileges needed.
     pub fn start_reader(
         self,
-        deliver: impl FnMut(Vec<SockEvent>) -> bool + Send + 'static,
+        mut deliver: impl FnMut(Vec<SockEvent>) -> bool + Send + 'static,
+    ) -> Result<SockEventsHandle, String> {
+        self.start_reader_with_processes(move |_, sockets| sockets.is_empty() || deliver(sockets))
+    }
+
+    /// [`start_reader`](Self::start_reader), also handing over the exec and
+    /// fork records. Each call gets a batch of socket events and then every
+    /// process record that was in the exec ring buffer when that batch had
+    /// been read: as a process execs before it makes sockets, the records of
+    /// every process behind a socket event of the batch are in the same call
+    /// (or an earlier one). Apply the process records first.
+    pub fn start_reader_with_processes(
+        self,
+        deliver: impl FnMut(Vec<ProcEvent>, Vec<SockEvent>) -> bool + Send + 'static,
     ) -> Result<SockEventsHandle, String> {
         let AttachedSockEvents {
             ebpf,
             ring,
+            exec_ring,
             programs,
             cgroup,
+            ..
         } = self;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name("flowtop-sockev".to_owned())
             .spawn({
                 let stop = Arc::clone(&stop);
-                move || read_sock_events(ring, &stop, deliver)
+                move || read_sock_events(ring, exec_ring, &stop, deliver)
             })
             .map_err(|e| format!("starting the socket event thread failed: {e}"))?;
         Ok(SockEventsHandle {
@@ -378,25 +436,31 @@ fn attach_sock_programs(
     Ok((ebpf, programs))
 }
 
-/// The reader thread: waits for the ring buffer, drains it in batches.
+/// The reader thread: waits for either ring buffer, drains them in batches
+/// (socket events first, then the process records: see
+/// [`AttachedSockEvents::start_reader_with_processes`]).
 fn read_sock_events(
     mut ring: aya::maps::RingBuf<aya::maps::MapData>,
+    mut exec_ring: Option<aya::maps::RingBuf<aya::maps::MapData>>,
     stop: &AtomicBool,
-    mut deliver: impl FnMut(Vec<SockEvent>) -> bool,
+    mut deliver: impl FnMut(Vec<ProcEvent>, Vec<SockEvent>) -> bool,
 ) {
     use std::os::fd::AsRawFd as _;
 
     let fd = ring.as_raw_fd();
+    // -1: poll ignores the entry.
+    let exec_fd = exec_ring.as_ref().map_or(-1, |r| r.as_raw_fd());
     let timeout_ms = i32::try_from(SOCK_EVENTS_POLL.as_millis()).unwrap_or(100);
     let mut batch = Vec::new();
+    let mut processes = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let mut pfd = libc::pollfd {
+        let mut pfds = [fd, exec_fd].map(|fd| libc::pollfd {
             fd,
             events: libc::POLLIN,
             revents: 0,
-        };
-        // SAFETY: one valid pollfd; the fd lives as long as `ring`.
-        let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        });
+        // SAFETY: two valid pollfds; the fds live as long as the rings.
+        let rc = unsafe { libc::poll(pfds.as_mut_ptr(), 2, timeout_ms) };
         if rc < 0 {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::Interrupted {
@@ -412,11 +476,22 @@ fn read_sock_events(
                     batch.push(event);
                 }
             }
-            if batch.is_empty() {
+            // After the socket batch: a process's exec record is committed
+            // before it can make a socket, so every process behind the
+            // batch is in the exec ring by now.
+            if let Some(exec_ring) = exec_ring.as_mut() {
+                while processes.len() < EXEC_EVENTS_BATCH {
+                    let Some(item) = exec_ring.next() else { break };
+                    if let Some(event) = parse_proc_event(&item) {
+                        processes.push(event);
+                    }
+                }
+            }
+            if batch.is_empty() && processes.is_empty() {
                 break;
             }
             let full = batch.len() == SOCK_EVENTS_BATCH;
-            if !deliver(std::mem::take(&mut batch)) {
+            if !deliver(std::mem::take(&mut processes), std::mem::take(&mut batch)) {
                 return;
             }
             if !full {

@@ -187,7 +187,15 @@ impl Events {
         let (tx, rx) = std::sync::mpsc::channel();
         let handle = start_sock_events(move |batch| tx.send(batch).is_ok())
             .unwrap_or_else(|e| panic!("start_sock_events: {e}"));
-        assert_eq!(handle.programs(), ["cgroup/sock_create", "cgroup_skb/egress"]);
+        assert_eq!(
+            handle.programs(),
+            [
+                "cgroup/sock_create",
+                "cgroup_skb/egress",
+                "raw_tp/sched_process_exec",
+                "raw_tp/sched_process_fork"
+            ]
+        );
         Self {
             handle,
             rx,
@@ -624,7 +632,15 @@ fn every_kprobe_program_loads_and_the_fallback_is_reported() {
         let (report3, handle) = start_sock_events_preferring_kprobes(|_| true);
         assert_eq!(report3.chosen, SOCK_PATH_CGROUP);
         let handle = handle.expect("cgroup fallback");
-        assert_eq!(handle.programs(), ["cgroup/sock_create", "cgroup_skb/egress"]);
+        assert_eq!(
+            handle.programs(),
+            [
+                "cgroup/sock_create",
+                "cgroup_skb/egress",
+                "raw_tp/sched_process_exec",
+                "raw_tp/sched_process_fork"
+            ]
+        );
     } else if report.all_attached() {
         assert_eq!(report.chosen, SOCK_PATH_KPROBES);
     }
@@ -675,4 +691,123 @@ fn kprobe_events_carry_tuple_and_owner_where_kprobes_attach() {
     assert!(seen
         .iter()
         .any(|e| e.kind == SOCK_EVENT_KPROBE && e.local_port == client_port));
+}
+
+// ---------------------------------------------------------------------------
+// exec / fork records
+
+#[test]
+fn kernel_btf_gives_task_offsets() {
+    let Ok(btf) = KernelBtf::from_sys_fs() else {
+        skip("no readable kernel BTF");
+        return;
+    };
+    let o = btf.task_offsets().expect("task_struct offsets");
+    for (name, v) in [
+        ("pid", o.pid),
+        ("tgid", o.tgid),
+        ("real_parent", o.real_parent),
+        ("group_leader", o.group_leader),
+        ("comm", o.comm),
+        ("mm", o.mm),
+        ("start_time", o.start_time),
+        ("arg_start", o.arg_start),
+        ("arg_end", o.arg_end),
+        ("filename", o.filename),
+        ("interp", o.interp),
+    ] {
+        assert_ne!(v, flowtop_common::OFFSET_ABSENT, "{name} absent: {o:?}");
+    }
+    // tgid follows pid in every kernel since 2.6.
+    assert_eq!(o.tgid, o.pid + 4, "{o:?}");
+    assert_eq!(o.arg_end, o.arg_start + 8, "{o:?}");
+}
+
+#[test]
+fn proc_event_records_decode_by_kind() {
+    let fork = flowtop_common::ForkEvent {
+        kind: flowtop_common::PROC_EVENT_FORK,
+        tgid: 7,
+        ppid: 1,
+        ..Default::default()
+    };
+    // SAFETY: ForkEvent is plain integers without padding.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&fork as *const flowtop_common::ForkEvent).cast::<u8>(),
+            std::mem::size_of_val(&fork),
+        )
+    };
+    assert_eq!(parse_proc_event(bytes), Some(ProcEvent::Fork(fork)));
+    assert_eq!(parse_proc_event(&bytes[..20]), None);
+    // An exec kind with a fork-sized record is too short.
+    let mut short = bytes.to_vec();
+    short[..4].copy_from_slice(&flowtop_common::PROC_EVENT_EXEC.to_ne_bytes());
+    assert_eq!(parse_proc_event(&short), None);
+    assert_eq!(parse_proc_event(&[9, 0, 0, 0]), None);
+}
+
+fn cstr(b: &[u8]) -> &[u8] {
+    &b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())]
+}
+
+/// Both programs load and attach on this kernel, and a short-lived child
+/// is described by its fork and exec records after it exited.
+#[test]
+#[ignore = "needs root: run by cargo xtask test"]
+fn exec_and_fork_records_describe_a_short_lived_child() {
+    if !require_root() {
+        return;
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = attach_sock_events()
+        .and_then(|a| {
+            assert_eq!(a.exec_unavailable(), None);
+            a.start_reader_with_processes(move |procs, _| procs.is_empty() || tx.send(procs).is_ok())
+        })
+        .unwrap_or_else(|e| panic!("attach: {e}"));
+    assert!(
+        handle.programs().iter().any(|p| p == "raw_tp/sched_process_exec")
+            && handle.programs().iter().any(|p| p == "raw_tp/sched_process_fork"),
+        "{:?}",
+        handle.programs()
+    );
+    let child = std::process::Command::new("/bin/echo")
+        .args(["ft-exec-test", "two words"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("echo");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("echo");
+    assert!(out.status.success());
+    let me = std::process::id();
+    let my_comm = std::fs::read("/proc/self/comm").expect("comm");
+    let my_comm = my_comm.strip_suffix(b"\n").unwrap_or(&my_comm);
+    let (mut exec, mut fork) = (None, None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while (exec.is_none() || fork.is_none()) && std::time::Instant::now() < deadline {
+        let Ok(batch) = rx.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        for ev in batch {
+            match ev {
+                ProcEvent::Exec(e) if e.tgid == pid => exec = Some(e),
+                ProcEvent::Fork(f) if f.tgid == pid => fork = Some(f),
+                _ => {}
+            }
+        }
+    }
+    let exec = exec.unwrap_or_else(|| panic!("no exec record; lost {:?}", handle.lost_exec_events()));
+    let fork = fork.unwrap_or_else(|| panic!("no fork record; lost {:?}", handle.lost_exec_events()));
+    assert_eq!((fork.ppid, cstr(&fork.parent_comm)), (me, my_comm), "{fork:?}");
+    assert_ne!(fork.start_ns, 0);
+    assert_eq!(&exec.path[..exec.path_len as usize], b"/bin/echo");
+    assert_eq!(
+        &exec.args[..exec.args_len as usize],
+        b"/bin/echo\0ft-exec-test\0two words\0"
+    );
+    assert_eq!((exec.ppid, cstr(&exec.parent_comm)), (me, my_comm));
+    assert_eq!(cstr(&exec.comm), b"echo");
+    assert_eq!(exec.start_ns, fork.start_ns, "the same process");
+    assert_eq!(handle.lost_exec_events(), Ok(0));
 }

@@ -264,8 +264,9 @@ impl How {
     }
 }
 
-/// The process that owns a flow's local socket. `comm` and `exe` are stored
-/// raw (any bytes a process chose); outputs escape or sanitise them.
+/// The process that owns a flow's local socket. `comm`, `exe`, `cmdline`
+/// and `parent_comm` are stored raw (any bytes a process chose); outputs
+/// escape or sanitise them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
     pub pid: u32,
@@ -273,6 +274,68 @@ pub struct Owner {
     pub exe: Option<String>,
     pub uid: u32,
     pub how: How,
+    /// The arguments, separated by single spaces (at most the first 256
+    /// bytes of the kernel's NUL-separated list).
+    pub cmdline: Option<String>,
+    /// The parent process.
+    pub ppid: Option<u32>,
+    /// The parent process's name.
+    pub parent_comm: Option<String>,
+    /// SHA-256 of the executable, filled in by a background thread.
+    pub exe_sha256: ExeDigest,
+}
+
+impl Default for Owner {
+    fn default() -> Self {
+        Owner {
+            pid: 0,
+            comm: String::new(),
+            exe: None,
+            uid: 0,
+            how: How::Procfs,
+            cmdline: None,
+            ppid: None,
+            parent_comm: None,
+            exe_sha256: ExeDigest::default(),
+        }
+    }
+}
+
+/// A hex SHA-256 digest that is null until known: a cell shared between the
+/// owners of one binary and the thread that hashes it off the hot path.
+/// Compared and printed by its current value.
+#[derive(Clone, Default)]
+pub struct ExeDigest(std::sync::Arc<std::sync::OnceLock<String>>);
+
+impl ExeDigest {
+    /// The digest, once computed.
+    pub fn get(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+
+    /// Fills the cell (false if it was already filled).
+    pub fn set(&self, hex: String) -> bool {
+        self.0.set(hex).is_ok()
+    }
+
+    /// Whether both name the same cell (not just the same value).
+    pub fn shares_cell_with(&self, other: &ExeDigest) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl PartialEq for ExeDigest {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for ExeDigest {}
+
+impl std::fmt::Debug for ExeDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
 }
 
 /// Who started a flow, as seen from this host (the `direction` field).

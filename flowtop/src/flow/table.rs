@@ -1430,6 +1430,7 @@ mod tests {
                 exe: None,
                 uid: 0,
                 how: crate::flow::model::How::Ebpf,
+                ..Default::default()
             })
         };
         for t in [&mut plain, &mut held] {

@@ -232,6 +232,22 @@ pub fn write_flow(buf: &mut Vec<u8>, kind: EventKind, line: &Line<'_>, ts: &str,
         Some(exe) => w.escaped_str(exe),
         None => w.null(),
     }
+    // Arguments and the parent's name are the process's own choice too.
+    w.key("cmdline");
+    match owner.and_then(|o| o.cmdline.as_deref()) {
+        Some(c) => w.escaped_str(c),
+        None => w.null(),
+    }
+    w.key("ppid");
+    w.opt_uint(owner.and_then(|o| o.ppid).map(u64::from));
+    w.key("parent_comm");
+    match owner.and_then(|o| o.parent_comm.as_deref()) {
+        Some(c) => w.escaped_str(c),
+        None => w.null(),
+    }
+    // Hex digits only.
+    w.key("exe_sha256");
+    w.opt_plain_str(owner.and_then(|o| o.exe_sha256.get()));
     w.key("uid");
     w.opt_uint(owner.map(|o| u64::from(o.uid)));
     w.key("attribution");
@@ -357,6 +373,10 @@ mod tests {
         pid: Option<u32>,
         comm: Option<&'a str>,
         exe: Option<&'a str>,
+        cmdline: Option<&'a str>,
+        ppid: Option<u32>,
+        parent_comm: Option<&'a str>,
+        exe_sha256: Option<&'a str>,
         uid: Option<u32>,
         attribution: Option<&'a str>,
         direction: Option<&'static str>,
@@ -426,6 +446,10 @@ mod tests {
             pid: e.owner.as_ref().map(|o| o.pid),
             comm: e.owner.as_ref().map(|o| o.comm.as_str()),
             exe: e.owner.as_ref().and_then(|o| o.exe.as_deref()),
+            cmdline: e.owner.as_ref().and_then(|o| o.cmdline.as_deref()),
+            ppid: e.owner.as_ref().and_then(|o| o.ppid),
+            parent_comm: e.owner.as_ref().and_then(|o| o.parent_comm.as_deref()),
+            exe_sha256: e.owner.as_ref().and_then(|o| o.exe_sha256.get()),
             uid: e.owner.as_ref().map(|o| o.uid),
             attribution: e.owner.as_ref().map(|o| o.how.name()),
             direction: e.direction.map(Direction::name),
@@ -559,6 +583,14 @@ mod tests {
                 exe: Some("/usr/bin/ev\"il".into()),
                 uid: 1000,
                 how: crate::attribution::How::Ebpf,
+                cmdline: Some("ev\"il --flag \u{1b}[2J\\".into()),
+                ppid: Some(1),
+                parent_comm: Some("par\"ent\u{7}".into()),
+                exe_sha256: {
+                    let d = crate::flow::model::ExeDigest::default();
+                    d.set("ab".repeat(32));
+                    d
+                },
             }),
         );
         let join = crate::attribution::join::OwnerJoin::with_index(

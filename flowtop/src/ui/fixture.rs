@@ -74,6 +74,7 @@ pub fn owner(pid: u32, comm: &str, exe: &str, how: How) -> Arc<Owner> {
         exe: Some(exe.into()),
         uid: 1000,
         how,
+        ..Default::default()
     })
 }
 
