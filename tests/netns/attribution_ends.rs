@@ -50,6 +50,18 @@ fn spawn_python(ns: &Netns, script: &str) -> std::process::Child {
         .expect("python starts")
 }
 
+/// The first line so far, or arriving within [`WAIT`], that satisfies
+/// `pred`, wherever it is in the stream: the lines of several flows
+/// interleave in any order (an owner can come a moment after another
+/// flow's lines), which `Flowtop::wait_for`'s cursor does not allow.
+fn any_line(ft: &mut Flowtop, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let found = poll_until(WAIT, Duration::from_millis(50), || {
+        ft.pump();
+        ft.lines.iter().find(|v| pred(v)).cloned()
+    });
+    found.unwrap_or_else(|| ft.fail(&format!("no line for {what}")))
+}
+
 struct Killed(std::process::Child);
 
 impl Drop for Killed {
@@ -135,17 +147,17 @@ fn direction_is_out_in_and_forward() {
     client.conntrack(
         "-I -s 203.0.113.5 -d 198.51.100.9 -p tcp --sport 40000 --dport 443 --state ESTABLISHED -t 300 -u ASSURED",
     );
-    let out = ft.wait_for("the outgoing flow", WAIT, |v| {
+    let out = any_line(&mut ft, "the outgoing flow", |v| {
         has_tuple(v, "tcp", CLIENT_V4, out_port, SERVER_V4, 7101) && ju64(v, "pid").is_some()
     });
     assert_eq!(jstr(&out, "direction"), Some("out"), "{out}");
     assert_eq!(out.get("peer_pid"), Some(&Value::Null), "{out}");
-    let inc = ft.wait_for("the incoming flow with its server's process", WAIT, |v| {
+    let inc = any_line(&mut ft, "the incoming flow with its server's process", |v| {
         has_tuple(v, "tcp", SERVER_V4, in_port, CLIENT_V4, 7102) && ju64(v, "pid").is_some()
     });
     assert_eq!(jstr(&inc, "direction"), Some("in"), "{inc}");
     assert_eq!(ju64(&inc, "pid"), Some(u64::from(in_server.pid())), "{inc}");
-    let fwd = ft.wait_for("the forwarded flow", WAIT, |v| {
+    let fwd = any_line(&mut ft, "the forwarded flow", |v| {
         has_tuple(v, "tcp", "203.0.113.5", 40000, "198.51.100.9", 443)
     });
     assert_eq!(jstr(&fwd, "direction"), Some("forward"), "{fwd}");

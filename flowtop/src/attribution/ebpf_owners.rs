@@ -109,8 +109,13 @@ fn owner_of(ev: &SockEvent, info: ProcInfo, process: Option<&ProcessInfo>) -> Ow
     Owner {
         pid: ev.tgid,
         // The process's own name when it is still there to ask; else the
-        // creating thread's, which is the process's for single-threaded ones.
-        comm: info.leader_comm.unwrap_or_else(|| comm_of(&ev.comm)),
+        // name it had at exec (or fork), which the book recorded; else the
+        // creating thread's, which is the process's for single-threaded
+        // ones but not for a socket an io_uring worker made (`iou-wrk-PID`).
+        comm: info
+            .leader_comm
+            .or_else(|| process.and_then(|p| p.comm.clone()))
+            .unwrap_or_else(|| comm_of(&ev.comm)),
         exe,
         uid: ev.uid,
         how: How::Ebpf,
