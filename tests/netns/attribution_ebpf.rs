@@ -50,24 +50,10 @@ fn short_lived(ns: &Netns, kind: &str, port: u16) -> (u32, u16) {
          else:\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect((h, p)); s.send(b'x')\n\
          print(s.getsockname()[1], flush=True)\n"
     );
-    let child = ns
-        .netns_exec(python(), &["-c", &script])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python starts");
-    let pid = child.id();
-    let out = child.wait_with_output().expect("python runs");
-    assert!(
-        out.status.success(),
-        "short-lived {kind}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sport = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("local port printed");
-    (pid, sport)
+    run_printing_port(
+        ns.netns_exec(python(), &["-c", &script]),
+        &format!("short-lived {kind}"),
+    )
 }
 
 #[test]

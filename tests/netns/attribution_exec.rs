@@ -53,25 +53,7 @@ fn ebpf_owners_of_short_lived_processes_carry_exe_cmdline_and_parent() {
         std::fs::copy(&python, &exe).expect("copy python");
         let exe = exe.to_str().expect("utf-8 path").to_owned();
         let marker = format!("ft-arg-{i}");
-        let child = client
-            .netns_exec(&exe, &["-c", &script, &marker])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the copy starts");
-        // `ip netns exec` execs the program in place: same pid, and this
-        // process is its parent.
-        let pid = child.id();
-        let out = child.wait_with_output().expect("the copy runs");
-        assert!(
-            out.status.success(),
-            "{exe}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let sport: u16 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("local port printed");
+        let (pid, sport) = run_printing_port(client.netns_exec(&exe, &["-c", &script, &marker]), &exe);
         expected.push((pid, sport, exe, marker));
     }
 

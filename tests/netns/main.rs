@@ -25,3 +25,26 @@ use std::time::Duration;
 
 use flowtop_testkit::harness::*;
 use serde_json::{json, Value};
+
+/// Runs `cmd` (a short-lived program that prints its local port and exits)
+/// to the end; returns its pid and that port. `ip netns exec` execs the
+/// program in place, so the pid is the program's and this process its parent.
+fn run_printing_port(mut cmd: std::process::Command, what: &str) -> (u32, u16) {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
+    let pid = child.id();
+    let out = child.wait_with_output().expect("the program runs");
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{what} printed no local port"));
+    (pid, port)
+}
