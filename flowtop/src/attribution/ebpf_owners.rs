@@ -214,6 +214,14 @@ impl EbpfOwners {
 mod tests {
     use super::*;
 
+    /// Owners of namespace 7 whose book never reads this machine's /proc
+    /// (a real process with a test's pid would lend it its name).
+    fn owners(capacity: usize) -> EbpfOwners {
+        let mut o = EbpfOwners::new(Some(7), capacity);
+        o.processes = ProcessBook::with_proc_root(PROCESSES, "/nonexistent/proc");
+        o
+    }
+
     fn created(cookie: u64, netns: u64, pid: u32, comm: &str) -> SockEvent {
         let mut c = [0u8; 16];
         c[..comm.len()].copy_from_slice(comm.as_bytes());
@@ -252,7 +260,7 @@ mod tests {
 
     #[test]
     fn created_then_tuple_gives_an_owned_socket() {
-        let mut o = EbpfOwners::new(Some(7), 16);
+        let mut o = owners(16);
         assert!(o
             .apply(&created(1, 7, 4242, "curl"), |_| ProcInfo::default())
             .is_none());
@@ -272,7 +280,7 @@ mod tests {
 
     #[test]
     fn the_process_name_wins_over_the_thread_name_while_it_lives() {
-        let mut o = EbpfOwners::new(Some(7), 16);
+        let mut o = owners(16);
         let info = |_| ProcInfo {
             exe: None,
             leader_comm: Some("firefox".into()),
@@ -286,7 +294,7 @@ mod tests {
 
     #[test]
     fn sockets_of_another_namespace_are_ignored() {
-        let mut o = EbpfOwners::new(Some(7), 16);
+        let mut o = owners(16);
         o.apply(&created(1, 8, 4242, "curl"), |_| ProcInfo::default());
         assert!(o
             .apply(&tuple(1, [192, 0, 2, 1], 40000, [198, 51, 100, 7], 443), |_| {
@@ -298,7 +306,7 @@ mod tests {
 
     #[test]
     fn a_kprobe_event_carries_owner_and_tuple_at_once() {
-        let mut o = EbpfOwners::new(Some(7), 16);
+        let mut o = owners(16);
         let mut ev = tuple(0, [192, 0, 2, 1], 40000, [198, 51, 100, 7], 443);
         ev.kind = SOCK_EVENT_KPROBE;
         ev.tgid = 99;
@@ -345,7 +353,7 @@ mod tests {
         exec.args_len = args.len() as u32;
         exec.comm[..9].copy_from_slice(b"ft-exec-1");
         exec.parent_comm[..4].copy_from_slice(b"bash");
-        let mut o = EbpfOwners::new(Some(7), 16);
+        let mut o = owners(16);
         o.apply_process(&ProcEvent::Exec(Box::new(exec)));
         o.apply(&created(1, 7, 4_100_001, "ft-exec-1"), |_| ProcInfo::default());
         let (_, _, _, owner) = o
@@ -363,7 +371,7 @@ mod tests {
 
     #[test]
     fn memory_is_bounded_under_churn() {
-        let mut o = EbpfOwners::new(Some(7), 100);
+        let mut o = owners(100);
         for cookie in 0..10_000 {
             o.apply(&created(cookie, 7, 1, "x"), |_| ProcInfo::default());
         }

@@ -119,13 +119,22 @@ pub fn read_proc(proc_root: &Path, pid: u32) -> Option<ProcessInfo> {
 #[derive(Debug)]
 pub struct ProcessBook {
     procs: Generational<u32, Arc<ProcessInfo>>,
+    /// Where processes the records missed are read: /proc, or a fake one
+    /// (tests: the machine's own pids must not leak into them).
+    proc_root: std::path::PathBuf,
 }
 
 impl ProcessBook {
     /// A book of at most `capacity` processes.
     pub fn new(capacity: usize) -> Self {
+        ProcessBook::with_proc_root(capacity, "/proc")
+    }
+
+    /// A book that reads missing processes under `proc_root`.
+    pub fn with_proc_root(capacity: usize, proc_root: impl Into<std::path::PathBuf>) -> Self {
         ProcessBook {
             procs: Generational::new(capacity / 2),
+            proc_root: proc_root.into(),
         }
     }
 
@@ -159,7 +168,7 @@ impl ProcessBook {
         if let Some(p) = self.procs.get(&tgid) {
             return Some(Arc::clone(p));
         }
-        let p = Arc::new(read_proc(Path::new("/proc"), tgid)?);
+        let p = Arc::new(read_proc(&self.proc_root, tgid)?);
         self.procs.insert(tgid, Arc::clone(&p));
         Some(p)
     }

@@ -559,6 +559,9 @@ impl App {
                 if let Some(entry) = slot.and_then(|slot| self.shown.entry_at(slot)) {
                     if let Some(o) = &entry.owner {
                         self.procs.request(o.pid);
+                        if let Some(ppid) = o.ppid {
+                            self.procs.request_ancestors(ppid);
+                        }
                     }
                     self.detail = Some(Detail {
                         key: entry.flow.key(),

@@ -26,26 +26,48 @@ pub enum ProcInfo {
 #[derive(Debug, Clone, Default)]
 pub struct ProcInfos {
     known: Arc<Mutex<HashMap<u32, ProcInfo>>>,
-    reader: Option<mpsc::Sender<u32>>,
+    /// A process and its ancestors, by the pid asked (see [`read_ancestors`]).
+    ancestors: Arc<Mutex<HashMap<u32, Vec<(u32, String)>>>>,
+    reader: Option<mpsc::Sender<Ask>>,
 }
+
+/// What the reader thread is asked for.
+#[derive(Debug, Clone, Copy)]
+enum Ask {
+    Info(u32),
+    Ancestors(u32),
+}
+
+/// How far up a parent chain is followed.
+const ANCESTORS_MAX: usize = 8;
 
 impl ProcInfos {
     /// Starts the reader thread on `proc_root` (normally /proc).
     pub fn spawn(proc_root: PathBuf) -> std::io::Result<ProcInfos> {
         let known: Arc<Mutex<HashMap<u32, ProcInfo>>> = Arc::default();
-        let (tx, rx) = mpsc::channel::<u32>();
-        let k = Arc::clone(&known);
+        let ancestors: Arc<Mutex<HashMap<u32, Vec<(u32, String)>>>> = Arc::default();
+        let (tx, rx) = mpsc::channel::<Ask>();
+        let (k, a) = (Arc::clone(&known), Arc::clone(&ancestors));
         std::thread::Builder::new()
             .name("procinfo".into())
             .spawn(move || {
                 // Ends when the screen drops its sender.
-                for pid in rx {
-                    let info = read(&proc_root, pid);
-                    k.lock().unwrap_or_else(|p| p.into_inner()).insert(pid, info);
+                for ask in rx {
+                    match ask {
+                        Ask::Info(pid) => {
+                            let info = read(&proc_root, pid);
+                            k.lock().unwrap_or_else(|p| p.into_inner()).insert(pid, info);
+                        }
+                        Ask::Ancestors(pid) => {
+                            let chain = read_ancestors(&proc_root, pid, ANCESTORS_MAX);
+                            a.lock().unwrap_or_else(|p| p.into_inner()).insert(pid, chain);
+                        }
+                    }
                 }
             })?;
         Ok(ProcInfos {
             known,
+            ancestors,
             reader: Some(tx),
         })
     }
@@ -57,7 +79,34 @@ impl ProcInfos {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(pid, ProcInfo::Loading);
-        let _ = tx.send(pid);
+        let _ = tx.send(Ask::Info(pid));
+    }
+
+    /// Asks for `pid` and its ancestors to be read (the detail view's
+    /// parent chain).
+    pub fn request_ancestors(&self, pid: u32) {
+        if let Some(tx) = &self.reader {
+            let _ = tx.send(Ask::Ancestors(pid));
+        }
+    }
+
+    /// `pid` and its ancestors, `(pid, comm)` from `pid` up, as last read;
+    /// empty when not read (yet) or gone.
+    pub fn ancestors(&self, pid: u32) -> Vec<(u32, String)> {
+        self.ancestors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&pid)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Sets the ancestors read for `pid` (tests).
+    pub fn set_ancestors(&self, pid: u32, chain: Vec<(u32, String)>) {
+        self.ancestors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pid, chain);
     }
 
     /// What is known of `pid` now; `Loading` when never asked.
@@ -125,6 +174,39 @@ pub fn read(root: &Path, pid: u32) -> ProcInfo {
     ProcInfo::Ready { cmdline, user }
 }
 
+/// `pid` and the processes above it, `(pid, comm)` each, made safe: read
+/// from each one's `stat` (its name in parentheses, then state, then the
+/// parent's pid) until pid 1's parent (0), a process that is gone, or `max`.
+pub fn read_ancestors(root: &Path, pid: u32, max: usize) -> Vec<(u32, String)> {
+    let mut chain = Vec::new();
+    let mut pid = pid;
+    while pid != 0 && chain.len() < max {
+        let Ok(stat) = std::fs::read(root.join(pid.to_string()).join("stat")) else {
+            break;
+        };
+        // The name may hold spaces and parentheses: it ends at the last ')'.
+        let (Some(open), Some(close)) = (
+            stat.iter().position(|&b| b == b'('),
+            stat.iter().rposition(|&b| b == b')'),
+        ) else {
+            break;
+        };
+        if close < open {
+            break;
+        }
+        let comm = terminal_safe(&String::from_utf8_lossy(&stat[open + 1..close])).into_owned();
+        chain.push((pid, comm));
+        let ppid = std::str::from_utf8(&stat[close + 1..])
+            .ok()
+            .and_then(|rest| rest.split_ascii_whitespace().nth(1)?.parse::<u32>().ok());
+        match ppid {
+            Some(p) if p != pid => pid = p,
+            _ => break,
+        }
+    }
+    chain
+}
+
 /// Login names by uid, read from a passwd file once per uid asked.
 #[derive(Debug, Default)]
 pub struct Users {
@@ -186,6 +268,33 @@ mod tests {
             other => panic!("not ready: {other:?}"),
         }
         assert_eq!(read(&dir, 43), ProcInfo::Exited);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn ancestors_follow_parents_up_to_init_and_stop_at_a_gone_one() {
+        let dir = std::env::temp_dir().join(format!("flowtop-ancestors-{}", std::process::id()));
+        let stat = |pid: u32, text: &str| {
+            let p = dir.join(pid.to_string());
+            std::fs::create_dir_all(&p).expect("mkdir");
+            std::fs::write(p.join("stat"), text).expect("write");
+        };
+        stat(300, "300 (my (odd) prog) S 200 300 1 0");
+        stat(200, "200 (bash) S 1 200 1 0");
+        stat(1, "1 (systemd) S 0 1 1 0");
+        stat(400, "400 (orphan) S 399 400 1 0");
+        let names =
+            |c: Vec<(u32, String)>| c.into_iter().map(|(p, n)| format!("{n} {p}")).collect::<Vec<_>>();
+        assert_eq!(
+            names(read_ancestors(&dir, 300, 8)),
+            ["my (odd) prog 300", "bash 200", "systemd 1"]
+        );
+        assert_eq!(
+            names(read_ancestors(&dir, 300, 2)),
+            ["my (odd) prog 300", "bash 200"]
+        );
+        assert_eq!(names(read_ancestors(&dir, 400, 8)), ["orphan 400"], "399 is gone");
+        assert!(read_ancestors(&dir, 999, 8).is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -17,7 +17,7 @@ use super::keys::{FILTER_HELP, HELP};
 use super::procinfo::ProcInfo;
 use super::rows::{self, ProcColumn, RowCtx, Totals};
 use super::sort::Column;
-use crate::flow::model::Tuple;
+use crate::flow::model::{Owner, Tuple};
 use crate::output::format::{age_secs, human_age, human_bytes};
 use crate::output::safe::terminal_safe;
 
@@ -737,6 +737,7 @@ fn detail_lines(app: &App, d: &Detail, now: SystemTime) -> Vec<(String, String)>
                 }
             };
             push("command line", cmdline);
+            push("parents", parent_chain(app, o));
             push("user", user);
             push("attribution", o.how.name().to_owned());
         }
@@ -752,6 +753,31 @@ fn detail_lines(app: &App, d: &Detail, now: SystemTime) -> Vec<(String, String)>
     push("source", end_text(&ctx, f.orig.src));
     push("destination", end_text(&ctx, f.orig.dst));
     l
+}
+
+/// The owner's parent chain, nearest first: `bash 1234 ← sshd 1000 ←
+/// systemd 1`. The parent's pid and name come from the owner record
+/// (captured when the process started, so known after it exited); those
+/// above it from /proc, read in the background.
+fn parent_chain(app: &App, o: &Owner) -> String {
+    let Some(ppid) = o.ppid else {
+        return "-".into();
+    };
+    let mut chain = app.procs.ancestors(ppid);
+    let parent_name = o
+        .parent_comm
+        .as_deref()
+        .map(|c| terminal_safe(c).into_owned())
+        .or_else(|| chain.first().map(|(_, c)| c.clone()))
+        .unwrap_or_else(|| "?".into());
+    if chain.first().is_some_and(|(p, _)| *p == ppid) {
+        chain.remove(0);
+    }
+    std::iter::once((ppid, parent_name))
+        .chain(chain)
+        .map(|(pid, comm)| format!("{comm} {pid}"))
+        .collect::<Vec<_>>()
+        .join(" ← ")
 }
 
 fn draw_detail(frame: &mut Frame<'_>, app: &App, d: &Detail, area: Rect, now: SystemTime, theme: &Theme) {

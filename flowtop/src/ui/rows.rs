@@ -274,12 +274,14 @@ impl ProcRow {
     }
 }
 
-/// The command line of a process as its owner record has it, made safe:
-/// none yet (the screen reads /proc for a live process, see
-/// [`super::procinfo`]); the one place to change when owner records carry
-/// one.
-pub fn owner_cmdline(_owner: &Owner) -> Option<String> {
-    None
+/// The command line of a process as its owner record has it (captured at
+/// exec, so known after the process exited), made safe; the screen reads
+/// /proc for a live process without one (see [`super::procinfo`]).
+pub fn owner_cmdline(owner: &Owner) -> Option<String> {
+    owner
+        .cmdline
+        .as_deref()
+        .map(|c| crate::output::safe::terminal_safe(c).into_owned())
 }
 
 /// The key of `owner`'s row: per pid, or per program and user.

@@ -1207,3 +1207,37 @@ fn a_table_emptied_in_the_interval_still_counts_its_last_bytes() {
     assert!(s.contains("no flows: the conntrack table has none"), "{s}");
     assert!(s.contains("in 488KB/s out 0B/s"), "{s}");
 }
+
+/// The detail view shows the command line the owner record captured at exec
+/// (the process has exited) and its parent chain: the parent from the
+/// record, the processes above it from /proc.
+#[test]
+fn detail_shows_the_captured_command_line_and_the_parent_chain() {
+    let curl = Arc::new(Owner {
+        cmdline: Some("curl -s http://192.0.2.7/".into()),
+        ppid: Some(4321),
+        parent_comm: Some("bash".into()),
+        ..(*fixture::owner(4242, "curl", "/usr/bin/curl", How::Ebpf)).clone()
+    });
+    let f = fixture::flow(1, proto::TCP, "192.0.2.1", Some(40000), "192.0.2.7", Some(80));
+    let mut a = app(120, 30);
+    a.on_snapshot(fixture::snapshot(vec![(f, (0, 0), (100, 2000), Some(curl))]));
+    a.apply(Action::Open);
+    a.procs.set(4242, ProcInfo::Exited);
+    a.procs.set_ancestors(
+        4321,
+        vec![
+            (4321, "bash".into()),
+            (1000, "sshd".into()),
+            (1, "systemd".into()),
+        ],
+    );
+    let s = screen(&a, 120, 30);
+    assert!(s.contains("curl -s http://192.0.2.7/"), "{s}");
+    assert!(s.contains("bash 4321 ← sshd 1000 ← systemd 1"), "{s}");
+    // Before /proc answers (or once the parent is gone): the record's parent.
+    a.procs.set_ancestors(4321, Vec::new());
+    let s = screen(&a, 120, 30);
+    assert!(s.contains(" parents       bash 4321 "), "{s}");
+    assert!(!s.contains("sshd 1000"), "{s}");
+}
