@@ -27,9 +27,12 @@ pub enum ProcInfo {
 pub struct ProcInfos {
     known: Arc<Mutex<HashMap<u32, ProcInfo>>>,
     /// A process and its ancestors, by the pid asked (see [`read_ancestors`]).
-    ancestors: Arc<Mutex<HashMap<u32, Vec<(u32, String)>>>>,
+    ancestors: Arc<Mutex<HashMap<u32, Lineage>>>,
     reader: Option<mpsc::Sender<Ask>>,
 }
+
+/// A process and those above it, `(pid, comm)` each, nearest first.
+pub type Lineage = Vec<(u32, String)>;
 
 /// What the reader thread is asked for.
 #[derive(Debug, Clone, Copy)]
@@ -45,7 +48,7 @@ impl ProcInfos {
     /// Starts the reader thread on `proc_root` (normally /proc).
     pub fn spawn(proc_root: PathBuf) -> std::io::Result<ProcInfos> {
         let known: Arc<Mutex<HashMap<u32, ProcInfo>>> = Arc::default();
-        let ancestors: Arc<Mutex<HashMap<u32, Vec<(u32, String)>>>> = Arc::default();
+        let ancestors: Arc<Mutex<HashMap<u32, Lineage>>> = Arc::default();
         let (tx, rx) = mpsc::channel::<Ask>();
         let (k, a) = (Arc::clone(&known), Arc::clone(&ancestors));
         std::thread::Builder::new()
