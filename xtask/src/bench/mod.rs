@@ -46,7 +46,7 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
         "soak" => soak::run(args),
         "report" => report::run(args),
         "screen-mem" => screen_mem::run(args),
-        "scorecard" => scorecard::run(),
+        "scorecard" => scorecard::run(args),
         "help" | "--help" | "-h" => {
             println!(
                 "{}\n\n{ATTRIBUTION_USAGE}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}",
