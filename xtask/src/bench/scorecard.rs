@@ -47,7 +47,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let failures = report.failures();
     let peer_report = match &peer {
         Some(p) => {
-            log(&format!("running the scenarios with the peer {}", p.display()));
+            log(format!("running the scenarios with the peer {}", p.display()));
             Some((
                 p,
                 scenarios::run(p, &|l| log(l)).context("the scenario suite with the peer")?,
