@@ -328,7 +328,7 @@ fn any_flow() -> impl Strategy<Value = Flow> {
                 zone,
                 timeout: times.0,
                 counters,
-                start_ns: times.1,
+                start_ns: times.1.and_then(std::num::NonZeroU64::new),
             }
         })
 }
@@ -397,7 +397,6 @@ fn expected(flow: &Flow, x: &Extras) -> Flow {
             reply_bytes: u64::from(c.reply_bytes as u32),
         });
     }
-    f.start_ns = f.start_ns.filter(|&s| s != 0);
     f
 }
 

@@ -153,7 +153,7 @@ pub fn decode_flow(family: Family, attrs: &[u8]) -> Result<Flow, DecodeError> {
         }
     };
     // A zero start means the timestamp extension exists but was never set.
-    let start_ns = start_ns.filter(|&s| s != 0);
+    let start_ns = start_ns.and_then(std::num::NonZeroU64::new);
     Ok(Flow {
         id,
         family,

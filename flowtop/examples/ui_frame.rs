@@ -51,7 +51,7 @@ fn flow(i: u32) -> Flow {
             reply_packets: 0,
             reply_bytes: 0,
         }),
-        start_ns: Some(1_700_000_000_000_000_000),
+        start_ns: std::num::NonZeroU64::new(1_700_000_000_000_000_000),
     }
 }
 

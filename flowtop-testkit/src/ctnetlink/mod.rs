@@ -161,7 +161,7 @@ pub fn flow_attrs(flow: &Flow, x: &Extras) -> Vec<CtAttr> {
         out.extend(counters(c, x));
     }
     if flow.start_ns.is_some() || x.stop_ns.is_some() {
-        let mut ts: Vec<TimestampAttr> = flow.start_ns.map(TimestampAttr::Start).into_iter().collect();
+        let mut ts: Vec<TimestampAttr> = flow.start().map(TimestampAttr::Start).into_iter().collect();
         ts.extend(x.stop_ns.map(TimestampAttr::Stop));
         out.push(CtAttr::Extra(ExtraAttr::Timestamp(ts)));
     }

@@ -256,7 +256,7 @@ fn finish(family: Family, p: Parts) -> Result<Flow, DecodeError> {
         timeout: p.timeout,
         counters,
         // A zero start means the timestamp extension exists but was never set.
-        start_ns: p.start_ns.filter(|&s| s != 0),
+        start_ns: p.start_ns.and_then(std::num::NonZeroU64::new),
     })
 }
 

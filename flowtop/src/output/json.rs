@@ -205,12 +205,12 @@ pub fn write_flow(buf: &mut Vec<u8>, kind: EventKind, line: &Line<'_>, ts: &str,
     w.key("reply_bytes");
     w.opt_uint(c.map(|c| c.reply_bytes));
     w.key("start");
-    match f.start_ns {
+    match f.start() {
         Some(ns) => w.rfc3339_ns(ns),
         None => w.null(),
     }
     w.key("duration_s");
-    w.opt_uint(f.start_ns.map(|s| age_secs(s, now)));
+    w.opt_uint(f.start().map(|s| age_secs(s, now)));
     w.key("orig_rate_bps");
     w.opt_float(rates.map(|r| round3(r.orig_bytes)));
     w.key("reply_rate_bps");
@@ -436,9 +436,9 @@ mod tests {
             reply_packets: c.map(|c| c.reply_packets),
             reply_bytes: c.map(|c| c.reply_bytes),
             start: f
-                .start_ns
+                .start()
                 .map(|ns| super::super::format::rfc3339_ns(ns).to_string()),
-            duration_s: f.start_ns.map(|s| age_secs(s, now)),
+            duration_s: f.start().map(|s| age_secs(s, now)),
             orig_rate_bps: rates.map(|r| round3(r.orig_bytes)),
             reply_rate_bps: rates.map(|r| round3(r.reply_bytes)),
             orig_rate_pps: rates.map(|r| round3(r.orig_packets)),
@@ -501,7 +501,7 @@ mod tests {
                 reply_packets: 0,
                 reply_bytes: 7,
             }),
-            start_ns: Some(1_700_000_000_123_456_789),
+            start_ns: std::num::NonZeroU64::new(1_700_000_000_123_456_789),
         };
         let icmp6 = Flow {
             id: 2,

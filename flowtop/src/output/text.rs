@@ -99,7 +99,7 @@ pub fn table(
             pid,
             proto::name(f.proto).map_or_else(|| f.proto.to_string(), str::to_owned),
             f.state.map_or("-", |s| s.name()).to_owned(),
-            f.start_ns
+            f.start()
                 .map_or_else(|| "n/a".to_owned(), |s| human_age(age_secs(s, now))),
         ];
         let ends = ends(e);
@@ -217,7 +217,7 @@ mod tests {
                 reply_packets: 20,
                 reply_bytes: 3 << 20,
             }),
-            start_ns: Some(start),
+            start_ns: std::num::NonZeroU64::new(start),
         };
         let mut nat = tcp.clone();
         nat.id = 2;
@@ -254,7 +254,7 @@ mod tests {
                 reply_packets: 0,
                 reply_bytes: 0,
             }),
-            start_ns: Some(start + 30_000_000_000),
+            start_ns: std::num::NonZeroU64::new(start + 30_000_000_000),
             ..tcp.clone()
         };
         for f in [tcp.clone(), nat, udp6] {

@@ -54,7 +54,7 @@ pub fn flow(id: u32, p: u8, src: &str, sport: Option<u16>, dst: &str, dport: Opt
         zone: 0,
         timeout: Some(300),
         counters: Some(Counters::default()),
-        start_ns: Some(START_NS + u64::from(id) * 10_000_000_000),
+        start_ns: std::num::NonZeroU64::new(START_NS + u64::from(id) * 10_000_000_000),
     }
 }
 

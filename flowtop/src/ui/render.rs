@@ -373,7 +373,7 @@ fn flow_cells(app: &App, i: usize, cols: &[Column], now: SystemTime) -> Vec<Stri
             Column::Proto => rows::proto_name(f.proto),
             Column::State => f.state.map_or("-", |s| s.name()).to_owned(),
             Column::Time => f
-                .start_ns
+                .start()
                 .map_or_else(|| "-".into(), |s| human_age(age_secs(s, now))),
             Column::Source => endpoint(&ctx, ends.local.0, ends.local.1),
             Column::Address => format!(
@@ -710,7 +710,7 @@ fn detail_lines(app: &App, d: &Detail, now: SystemTime) -> Vec<(String, String)>
     }
     push(
         "started",
-        f.start_ns.map_or_else(
+        f.start().map_or_else(
             || "n/a".into(),
             |s| format!("{} (age {})", (app.time_text)(s), human_age(age_secs(s, now))),
         ),

@@ -196,7 +196,7 @@ impl Keyer {
                 Column::Pid => num(e.owner.as_ref().map(|o| f64::from(o.pid))),
                 Column::Proto => (1, u128::from(e.flow.proto)),
                 // Younger first when ascending: the start time, reversed.
-                Column::Time => num(e.flow.start_ns.map(|s| -(s as f64))),
+                Column::Time => num(e.flow.start().map(|s| -(s as f64))),
                 Column::Source => ip(e.flow.orig.src),
                 Column::Address => ip(e.flow.orig.dst),
                 Column::Port => num(e.flow.orig.dport.map(f64::from)),
