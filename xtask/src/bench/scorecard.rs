@@ -58,7 +58,13 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let mut md = header(
         "flowtop attribution scorecard",
         &root,
-        "flock /tmp/flowtop-root.lock cargo xtask bench scorecard",
+        &match &peer {
+            Some(p) => format!(
+                "flock /tmp/flowtop-root.lock cargo xtask bench scorecard --peer {}",
+                p.display()
+            ),
+            None => "flock /tmp/flowtop-root.lock cargo xtask bench scorecard".to_owned(),
+        },
         started.elapsed(),
     );
     md.push_str(&format!(
