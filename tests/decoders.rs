@@ -326,7 +326,7 @@ fn any_flow() -> impl Strategy<Value = Flow> {
                 status,
                 mark,
                 zone,
-                timeout: times.0,
+                timeout: times.0.map(flowtop::flow::model::Timeout::from_secs),
                 counters,
                 start_ns: times.1.and_then(std::num::NonZeroU64::new),
             }

@@ -164,7 +164,7 @@ pub fn decode_flow(family: Family, attrs: &[u8]) -> Result<Flow, DecodeError> {
         status,
         mark,
         zone,
-        timeout,
+        timeout: timeout.map(flowtop::flow::model::Timeout::from_secs),
         counters,
         start_ns,
     })

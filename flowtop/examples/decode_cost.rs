@@ -71,7 +71,11 @@ fn flow(i: u32) -> Flow {
         status: 0b1110,
         mark: 0,
         zone: 0,
-        timeout: Some(if tcp { 431_999 } else { 29 }),
+        timeout: Some(flowtop::flow::model::Timeout::from_secs(if tcp {
+            431_999
+        } else {
+            29
+        })),
         counters: Some(Counters {
             orig_packets: u64::from(i % 40 + 1),
             orig_bytes: u64::from(i % 40 + 1) * 120,

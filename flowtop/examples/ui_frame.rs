@@ -44,7 +44,7 @@ fn flow(i: u32) -> Flow {
         status: 8,
         mark: 0,
         zone: 0,
-        timeout: Some(3600),
+        timeout: Some(flowtop::flow::model::Timeout::from_secs(3600)),
         counters: Some(Counters {
             orig_packets: 1,
             orig_bytes: u64::from(i % 977),

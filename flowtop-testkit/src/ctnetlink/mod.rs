@@ -152,7 +152,7 @@ pub fn flow_attrs(flow: &Flow, x: &Extras) -> Vec<CtAttr> {
         netlink_packet_netfilter::conntrack::Status::from_bits_retain(flow.status),
     )));
     if let Some(t) = flow.timeout {
-        out.push(CtAttr::Known(ConntrackAttribute::CtaTimeout(t)));
+        out.push(CtAttr::Known(ConntrackAttribute::CtaTimeout(t.secs())));
     }
     if let Some(s) = flow.state {
         out.push(protoinfo(s, x));

@@ -294,7 +294,7 @@ mod tests {
             status: 0b1110,
             mark: 0,
             zone: 0,
-            timeout: Some(300),
+            timeout: Some(crate::flow::model::Timeout::from_secs(300)),
             counters: Some(Counters::default()),
             start_ns: None,
         }

@@ -28,7 +28,7 @@ use super::attrs::{
     CTA_PROTO_DST_PORT, CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_TIMESTAMP_START, CTA_TIMESTAMP_STOP,
     CTA_TUPLE_IP, CTA_TUPLE_PROTO,
 };
-use crate::flow::model::{proto, Counters, Family, Flow, Icmp, ProtoState, Tuple};
+use crate::flow::model::{proto, Counters, Family, Flow, Icmp, ProtoState, Timeout, Tuple};
 
 const NLA_HEADER_LEN: usize = 4;
 const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
@@ -253,7 +253,7 @@ fn finish(family: Family, p: Parts) -> Result<Flow, DecodeError> {
         status: p.status,
         mark: p.mark,
         zone: p.zone,
-        timeout: p.timeout,
+        timeout: p.timeout.map(Timeout::from_secs),
         counters,
         // A zero start means the timestamp extension exists but was never set.
         start_ns: p.start_ns.and_then(std::num::NonZeroU64::new),

@@ -296,7 +296,7 @@ pub(crate) mod tests {
             status: 0,
             mark: 0,
             zone: 0,
-            timeout: Some(30),
+            timeout: Some(crate::flow::model::Timeout::from_secs(30)),
             counters: None,
             start_ns: None,
         }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::clock::{Clock, Millis};
-use super::model::{proto, Attributed, Counters, Direction, Flow, FlowKey, LookupKey, Owner};
+use super::model::{proto, Attributed, Counters, Direction, Flow, FlowKey, LookupKey, Owner, Timeout};
 use super::rate::{RateMeter, Rates};
 use super::store::{Frozen, Keyed, Store};
 
@@ -149,7 +149,7 @@ pub struct Reading {
     rate_base: u32,
     /// The kernel's timeout as of the last reading (the entry's flow holds
     /// it as of the last change written).
-    timeout: Option<u32>,
+    timeout: Option<Timeout>,
     /// When the kernel will expire it, as of the last reading, in table
     /// seconds ([`Clock::secs`]); 0 when unknown. Here rather than in the
     /// entry: recomputed at every reading, it moves by a second or two of
@@ -880,7 +880,8 @@ impl RateBases {
 /// When the kernel will expire the flow read at `now`, in table seconds
 /// (0: unknown).
 fn deadline(flow: &Flow, now: Instant, clock: &Clock) -> u32 {
-    flow.timeout.map_or(0, |t| clock.secs(now).saturating_add(t))
+    flow.timeout
+        .map_or(0, |t| clock.secs(now).saturating_add(t.secs()))
 }
 
 /// A new entry, hot as of `now`; its first reading counts from `from`
@@ -1018,7 +1019,7 @@ mod tests {
             status: 0b1110,
             mark: 0,
             zone: 0,
-            timeout: Some(300),
+            timeout: Some(crate::flow::model::Timeout::from_secs(300)),
             counters: Some(Counters::default()),
             start_ns: None,
         }
@@ -1300,7 +1301,7 @@ mod tests {
         let mut t = FlowTable::new(TableConfig::default(), now);
         let mut log = Log::new();
         let mut f = flow(1);
-        f.timeout = Some(10);
+        f.timeout = Some(Timeout::from_secs(10));
         t.apply_event(Change::Seen, f, now, &mut NoOwners, &mut rec(&mut log));
         t.apply_event(Change::Seen, flow(2), now, &mut NoOwners, &mut rec(&mut log));
         t.expire(now + Duration::from_secs(11), &mut rec(&mut log));
@@ -1333,9 +1334,9 @@ mod tests {
     fn idle_redumps_copy_no_entries_and_keep_rates_exact() {
         let t0 = Instant::now();
         let at = |s| t0 + Duration::from_secs(s);
-        let reading = |bytes, timeout| {
+        let reading = |bytes, timeout: u32| {
             let mut f = with_counters(flow(1), bytes);
-            f.timeout = Some(timeout);
+            f.timeout = Some(Timeout::from_secs(timeout));
             f
         };
         let dump = |t: &mut FlowTable, f: Flow, now| {
@@ -1356,8 +1357,14 @@ mod tests {
         dump(&mut held, reading(100, 296), at(4));
         let after = held.snapshot();
         assert!(after.flows.same_values(&before.flows), "no entry chunk copied");
-        assert_eq!(after.entry_at(0).and_then(|e| e.flow.timeout), Some(296));
-        assert_eq!(before.entry_at(0).and_then(|e| e.flow.timeout), Some(298));
+        assert_eq!(
+            after.entry_at(0).and_then(|e| e.flow.timeout),
+            Some(Timeout::from_secs(296))
+        );
+        assert_eq!(
+            before.entry_at(0).and_then(|e| e.flow.timeout),
+            Some(Timeout::from_secs(298))
+        );
         // Traffic again: 2000 bytes over the 2 s since the last reading.
         dump(&mut plain, reading(2100, 300), at(6));
         dump(&mut held, reading(2100, 300), at(6));
@@ -1591,13 +1598,13 @@ mod tests {
         let mut t = FlowTable::new(TableConfig::default(), t0);
         let at = |ms| t0 + Duration::from_millis(ms);
         let mut f = with_counters(flow(1), 1_000);
-        f.timeout = Some(1);
+        f.timeout = Some(Timeout::from_secs(1));
         let g = t.begin_dump(false);
         t.apply_dump_entry(g, f.clone(), t0, &mut NoOwners, &mut |_, _| {});
         t.end_dump(g, &mut |_, _| {});
         t.collect_ended(t0);
         let mut later = with_counters(flow(1), 1_600);
-        later.timeout = Some(1);
+        later.timeout = Some(Timeout::from_secs(1));
         t.apply_refresh(later, at(200), &mut |_, _| {});
         t.expire(at(5_000), &mut |_, _| {});
         assert!(t.is_empty());
@@ -1640,14 +1647,23 @@ mod tests {
     /// One entry per flow: its size is most of flowtop's memory on a big
     /// table (issue 6 asks for under 300 bytes per flow in all, issue 11
     /// for at most 350 on the screen at a million flows). The flow itself
-    /// is 176 bytes (its start time a NonZeroU64: 8 bytes, not 16); the
-    /// peer's process and the direction (issue 12) added 8 to the 224 of
-    /// issue 11.
+    /// is 168 bytes (its start time a NonZeroU64 and its timeout a
+    /// [`Timeout`]: 8 and 4 bytes, not 16 and 8), which leaves room for the
+    /// peer's process and the direction (issue 12) within the 224 of issue 11.
+    #[test]
+    fn timeouts_read_back_as_given() {
+        for secs in [0, 1, 300, 431_999, u32::MAX - 1] {
+            assert_eq!(Timeout::from_secs(secs).secs(), secs);
+        }
+        assert_eq!(Timeout::from_secs(u32::MAX).secs(), u32::MAX - 1);
+    }
+
     #[test]
     fn entries_stay_small() {
-        assert_eq!(std::mem::size_of::<Flow>(), 176);
+        assert_eq!(std::mem::size_of::<Flow>(), 168);
+        assert_eq!(std::mem::size_of::<Option<Timeout>>(), 4);
         assert!(
-            std::mem::size_of::<Entry>() <= 232,
+            std::mem::size_of::<Entry>() <= 224,
             "{}",
             std::mem::size_of::<Entry>()
         );

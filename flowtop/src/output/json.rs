@@ -195,7 +195,7 @@ pub fn write_flow(buf: &mut Vec<u8>, kind: EventKind, line: &Line<'_>, ts: &str,
     w.key("zone");
     w.uint(u64::from(f.zone));
     w.key("timeout");
-    w.opt_uint(f.timeout.map(u64::from));
+    w.opt_uint(f.timeout.map(|t| u64::from(t.secs())));
     w.key("orig_packets");
     w.opt_uint(c.map(|c| c.orig_packets));
     w.key("orig_bytes");
@@ -430,7 +430,7 @@ mod tests {
             status: f.status_names().collect(),
             mark: f.mark,
             zone: f.zone,
-            timeout: f.timeout,
+            timeout: f.timeout.map(crate::flow::model::Timeout::secs),
             orig_packets: c.map(|c| c.orig_packets),
             orig_bytes: c.map(|c| c.orig_bytes),
             reply_packets: c.map(|c| c.reply_packets),
@@ -494,7 +494,7 @@ mod tests {
             status: 0b1110,
             mark: u32::MAX,
             zone: 3,
-            timeout: Some(431999),
+            timeout: Some(crate::flow::model::Timeout::from_secs(431999)),
             counters: Some(Counters {
                 orig_packets: 1,
                 orig_bytes: u64::MAX,

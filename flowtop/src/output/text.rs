@@ -210,7 +210,7 @@ mod tests {
             status: 0b1110,
             mark: 0,
             zone: 0,
-            timeout: Some(300),
+            timeout: Some(crate::flow::model::Timeout::from_secs(300)),
             counters: Some(Counters {
                 orig_packets: 10,
                 orig_bytes: 2048,
@@ -247,7 +247,7 @@ mod tests {
                 icmp: None,
             },
             status: 0b1000,
-            timeout: Some(30),
+            timeout: Some(crate::flow::model::Timeout::from_secs(30)),
             counters: Some(Counters {
                 orig_packets: 1,
                 orig_bytes: 80,

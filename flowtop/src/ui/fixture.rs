@@ -52,7 +52,7 @@ pub fn flow(id: u32, p: u8, src: &str, sport: Option<u16>, dst: &str, dport: Opt
         status: 0b1110,
         mark: 0,
         zone: 0,
-        timeout: Some(300),
+        timeout: Some(crate::flow::model::Timeout::from_secs(300)),
         counters: Some(Counters::default()),
         start_ns: std::num::NonZeroU64::new(START_NS + u64::from(id) * 10_000_000_000),
     }

@@ -678,7 +678,7 @@ fn detail_lines(app: &App, d: &Detail, now: SystemTime) -> Vec<(String, String)>
     push("mark, zone", format!("mark {:#x}  zone {}", f.mark, f.zone));
     push(
         "timeout",
-        f.timeout.map_or_else(|| "-".into(), |t| format!("{t}s")),
+        f.timeout.map_or_else(|| "-".into(), |t| format!("{}s", t.secs())),
     );
     match f.counters {
         Some(c) => {
