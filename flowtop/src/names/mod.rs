@@ -7,6 +7,7 @@
 //! Names are untrusted: they are kept raw (lossy UTF-8) but bounded in
 //! length, and outputs escape them (`output::safe`).
 
+pub mod book;
 pub mod dns;
 
 use std::sync::Arc;
