@@ -9,6 +9,7 @@
 
 pub mod book;
 pub mod dns;
+pub mod hello;
 
 use std::sync::Arc;
 
