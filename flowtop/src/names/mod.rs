@@ -10,6 +10,7 @@
 pub mod book;
 pub mod dns;
 pub mod hello;
+pub mod http;
 
 use std::sync::Arc;
 
