@@ -27,6 +27,9 @@ pub const TARGETS: &[&str] = &[
     "archive",
     "geoip_db",
     "filter",
+    "dns_response",
+    "tls_hello",
+    "http_host",
 ];
 
 /// Seconds per target that `cargo xtask test` gives the stable runner.

@@ -141,7 +141,7 @@ pub fn parse_handshake(hs: &[u8], final_bytes: bool) -> HelloStep {
     let complete = hs.len() >= total;
     let body = &hs[4..hs.len().min(total)];
     let mut found = Found::default();
-    match walk(body, &mut found) {
+    match walk(body, complete, &mut found) {
         Ok(()) => Ok(Step::Done(found.name())),
         Err(Short) if complete => Err(HelloError::Malformed("lengths overrun the message")),
         Err(Short) if !final_bytes => Ok(Step::NeedMore),
@@ -202,19 +202,20 @@ impl<'a> Reader<'a> {
 /// ClientHello body (RFC 8446 4.1.2): version, random, session id, cipher
 /// suites, compression methods, extensions. Extensions are read one by one
 /// so that a hello cut at the bound still yields a name seen before the cut.
-fn walk(body: &[u8], found: &mut Found) -> Result<(), Short> {
+fn walk(body: &[u8], complete: bool, found: &mut Found) -> Result<(), Short> {
     let mut r = Reader(body);
     r.take(2 + 32)?;
     r.vec8()?;
     r.vec16()?;
     r.vec8()?;
     if r.0.is_empty() {
-        // No extensions at all (TLS 1.0-style hello): no name.
-        return Ok(());
+        // No extensions at all (TLS 1.0-style hello): no name, once the
+        // message is known to end here.
+        return if complete { Ok(()) } else { Err(Short) };
     }
     let ext_len = usize::from(r.u16()?);
     let mut exts = Reader(&r.0[..r.0.len().min(ext_len)]);
-    let complete = r.0.len() >= ext_len;
+    let whole_list = r.0.len() >= ext_len;
     while !exts.0.is_empty() {
         let kind = exts.u16()?;
         let data = exts.vec16()?;
@@ -225,7 +226,7 @@ fn walk(body: &[u8], found: &mut Found) -> Result<(), Short> {
             _ => {}
         }
     }
-    if complete {
+    if whole_list {
         Ok(())
     } else {
         Err(Short)
