@@ -11,6 +11,7 @@ pub mod book;
 pub mod dns;
 pub mod hello;
 pub mod http;
+pub mod quic;
 
 use std::sync::Arc;
 
