@@ -48,6 +48,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("dns_response", dns_response),
     ("tls_hello", tls_hello),
     ("http_host", http_host),
+    ("quic_initial", quic_initial),
 ];
 
 /// The target called `name`.
@@ -333,6 +334,21 @@ pub fn http_host(data: &[u8]) {
     use flowtop::names::Step;
     if let Ok(Step::Done(Some(name))) = flowtop::names::http::host(data) {
         check_name(&name);
+    }
+}
+
+/// A client's first QUIC datagram (header parsing, header protection and
+/// decryption), and the same bytes as decrypted Initial frames (CRYPTO
+/// reassembly and the ClientHello behind them, which random bytes would
+/// never reach through the AEAD).
+pub fn quic_initial(data: &[u8]) {
+    use flowtop::names::quic::{initial_server_name, QuicHello};
+    use flowtop::names::Step;
+    if let Ok(Step::Done(Some(n))) = initial_server_name(data) {
+        check_name(&n.name);
+    }
+    if let Ok(Step::Done(Some(n))) = QuicHello::new().push_frames(data) {
+        check_name(&n.name);
     }
 }
 

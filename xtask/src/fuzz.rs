@@ -30,6 +30,7 @@ pub const TARGETS: &[&str] = &[
     "dns_response",
     "tls_hello",
     "http_host",
+    "quic_initial",
 ];
 
 /// Seconds per target that `cargo xtask test` gives the stable runner.

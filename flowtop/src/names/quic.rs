@@ -266,6 +266,18 @@ impl QuicHello {
             rest = &rest[h.end..];
             first = false;
         }
+        self.hello()
+    }
+
+    /// Adds the decrypted frames of one Initial packet (what [`Self::push`]
+    /// does after decryption; also the fuzz target's way past the AEAD).
+    pub fn push_frames(&mut self, plain: &[u8]) -> Result<Step<Option<ServerName>>, QuicError> {
+        self.frames(plain)?;
+        self.hello()
+    }
+
+    /// The ClientHello in the contiguous CRYPTO bytes from offset 0.
+    fn hello(&self) -> Result<Step<Option<ServerName>>, QuicError> {
         let prefix = self.have.iter().position(|&h| !h).unwrap_or(self.have.len());
         let at_bound = prefix >= MAX_HELLO;
         parse_handshake(&self.crypto[..prefix], at_bound).map_err(QuicError::Hello)

@@ -67,3 +67,50 @@ fn trailing_bytes_after_the_initial_are_ignored() {
         Some("example.com")
     );
 }
+
+/// A ClientHello naming `name`, as CRYPTO data.
+fn client_hello(name: &[u8]) -> Vec<u8> {
+    let mut entry = vec![0, 0, name.len() as u8];
+    entry.extend_from_slice(name);
+    let mut sni = vec![0, 0, 0, entry.len() as u8 + 2, 0, entry.len() as u8];
+    sni.extend_from_slice(&entry);
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[0x11; 32]);
+    body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+    body.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+    body.extend_from_slice(&sni);
+    let mut hs = vec![1, 0, 0, body.len() as u8];
+    hs.extend_from_slice(&body);
+    hs
+}
+
+fn crypto_frame(offset: u8, data: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x06, offset, 0x40 | (data.len() >> 8) as u8, data.len() as u8];
+    f.extend_from_slice(data);
+    f
+}
+
+#[test]
+fn crypto_frames_out_of_order_across_packets() {
+    let hs = client_hello(b"split.example");
+    let (a, b) = hs.split_at(40);
+    let mut q = QuicHello::new();
+    // The second half first (a lost first packet, retransmitted later),
+    // with an ACK and padding around it.
+    let mut later = vec![0x01, 0x02, 0x05, 0x00, 0x00, 0x00];
+    later.extend(crypto_frame(40, b));
+    later.extend_from_slice(&[0; 16]);
+    assert_eq!(q.push_frames(&later), Ok(Step::NeedMore));
+    assert_eq!(
+        q.push_frames(&crypto_frame(0, a)),
+        Ok(Step::Done(Some(ServerName {
+            name: "split.example".into(),
+            outer: false,
+        })))
+    );
+    // A frame type an Initial cannot carry.
+    assert!(matches!(
+        QuicHello::new().push_frames(&[0x08]),
+        Err(QuicError::Malformed(_))
+    ));
+}
