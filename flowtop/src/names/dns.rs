@@ -20,6 +20,9 @@ use hickory_resolver::proto::rr::{Name, RData};
 /// Answers taken from one message at most; the rest are ignored (a real
 /// response rarely has more than a few dozen addresses).
 pub const MAX_ANSWERS: usize = 64;
+/// Answer records looked at, at most: a 64 KiB TCP message can hold
+/// thousands, and following chains costs records x chain length per pass.
+pub const MAX_RECORDS: usize = 256;
 /// Longest CNAME/SVCB chain followed (loops end here too).
 pub const MAX_CHAIN: usize = 16;
 /// TTL bounds: a 0 s answer still names the connection that follows it at
@@ -117,12 +120,13 @@ fn clamp(ttl: u32) -> Duration {
 /// The names on the chain from `question` (each with the smallest TTL of
 /// the links to it), then the addresses owned by any of them.
 fn collect(message: &Message, question: &Name, asked: &Arc<str>) -> Vec<Answer> {
+    let records = &message.answers[..message.answers.len().min(MAX_RECORDS)];
     let mut chain: Vec<(Name, u32)> = vec![(question.clone(), u32::MAX)];
     // Each pass adds the names one link further; a chain longer than
     // MAX_CHAIN (or a loop) stops growing here.
     for _ in 0..MAX_CHAIN {
         let mut grew = false;
-        for r in &message.answers {
+        for r in records {
             let Some(&(_, ttl)) = chain.iter().find(|(n, _)| *n == r.name) else {
                 continue;
             };
@@ -144,7 +148,7 @@ fn collect(message: &Message, question: &Name, asked: &Arc<str>) -> Vec<Answer> 
         }
     }
     let mut out = Vec::new();
-    for r in &message.answers {
+    for r in records {
         let Some(&(_, ttl)) = chain.iter().find(|(n, _)| *n == r.name) else {
             continue;
         };

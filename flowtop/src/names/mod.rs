@@ -1,7 +1,9 @@
 //! The name the program asked for, from what crossed this host: DNS answers
-//! delivered to local sockets (`dns`), and the first bytes a connection sends
+//! delivered to local sockets (`dns`), the first bytes a connection sends
 //! (`hello` for the TLS ClientHello SNI, `http` for the HTTP/1 `Host`
-//! header). `book` keeps the DNS answers per process and host-wide, bounded.
+//! header) and the Initial packets of a QUIC connection (`quic`, whose
+//! ClientHello `hello` reads). `book` keeps the DNS answers per process and
+//! host-wide, bounded.
 //!
 //! Everything here is pure (bytes in, names out); capture lives elsewhere.
 //! Names are untrusted: they are kept raw (lossy UTF-8) but bounded in
