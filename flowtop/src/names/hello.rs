@@ -119,7 +119,9 @@ fn handshake_len(hs: &[u8]) -> Option<usize> {
 
 /// Parses a handshake message (type, 3-byte length, body) that should be a
 /// ClientHello: what TLS records carry, and what QUIC CRYPTO frames carry
-/// directly. `final_bytes` as for [`parse_records`].
+/// directly. `final_bytes` as for [`parse_records`]; a hello cut there
+/// gives the name seen before the cut, marked outer only if the ECH
+/// extension came before the cut too.
 pub fn parse_handshake(hs: &[u8], final_bytes: bool) -> HelloStep {
     let Some(&kind) = hs.first() else {
         return if final_bytes {
