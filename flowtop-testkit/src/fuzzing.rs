@@ -45,6 +45,10 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("archive", archive),
     ("geoip_db", geoip_db),
     ("filter", filter),
+    ("dns_response", dns_response),
+    ("tls_hello", tls_hello),
+    ("http_host", http_host),
+    ("quic_initial", quic_initial),
 ];
 
 /// The target called `name`.
@@ -258,6 +262,93 @@ pub fn filter(data: &[u8]) {
     });
     for e in table.iter() {
         let _ = m.matches(e);
+    }
+}
+
+/// Panics if a name from a payload parser breaks its bounds, or if its
+/// terminal form has control characters, or its JSON form is invalid.
+fn check_name(name: &str) {
+    assert!(
+        name.len() <= 3 * flowtop::names::MAX_NAME,
+        "name too long: {}",
+        name.len()
+    );
+    let text = flowtop::output::safe::terminal_safe(name);
+    assert!(!text.chars().any(char::is_control), "control char in {text:?}");
+    let v = serde_json::json!({ "dst_name": name });
+    assert_json_lines(format!("{v}\n").as_bytes());
+}
+
+/// A DNS response as a socket receives it, UDP and TCP-framed; every
+/// answer's name is bounded and safe, and a name book takes them all.
+pub fn dns_response(data: &[u8]) {
+    use flowtop::names::book::{Limits, NameBook};
+    use flowtop::names::dns::{parse_response, Framing, MAX_ANSWERS, MAX_TTL, MIN_TTL};
+    let mut book = NameBook::new(Limits {
+        max_entries: 16,
+        max_name_bytes: 512,
+    });
+    let at = std::time::Instant::now();
+    for framing in [Framing::Udp, Framing::Tcp] {
+        let Ok(answers) = parse_response(data, framing) else {
+            continue;
+        };
+        assert!(answers.len() <= MAX_ANSWERS);
+        for a in answers {
+            check_name(&a.name);
+            assert!((MIN_TTL..=MAX_TTL).contains(&a.ttl));
+            book.insert(Some(1), a.addr, a.name, flowtop::names::Source::Dns, at, a.ttl);
+            assert!(book.len() <= 16 && book.name_bytes() <= 512);
+            assert!(book.lookup(Some(1), a.addr, at).is_some());
+        }
+    }
+}
+
+/// The first bytes of a TLS flow: whole, and fed in segments whose sizes
+/// come from the first input byte; both ways must agree on a name.
+pub fn tls_hello(data: &[u8]) {
+    use flowtop::names::hello::{parse_handshake, parse_records, Reassembly, MAX_HELLO};
+    use flowtop::names::Step;
+    let whole = parse_records(&data[..data.len().min(MAX_HELLO)], data.len() >= MAX_HELLO);
+    let seg = usize::from(data.first().copied().unwrap_or(1)).max(1);
+    let mut r = Reassembly::new();
+    let mut fed = Ok(Step::NeedMore);
+    for chunk in data.chunks(seg) {
+        fed = r.push(chunk);
+        if fed != Ok(Step::NeedMore) {
+            break;
+        }
+    }
+    assert!(r.len() <= MAX_HELLO);
+    if let Ok(Step::Done(Some(n))) = &whole {
+        check_name(&n.name);
+        assert_eq!(&fed, &whole, "segmented and whole disagree");
+    }
+    if let Ok(Step::Done(Some(n))) = parse_handshake(data, true) {
+        check_name(&n.name);
+    }
+}
+
+/// The first bytes of an HTTP/1 request.
+pub fn http_host(data: &[u8]) {
+    use flowtop::names::Step;
+    if let Ok(Step::Done(Some(name))) = flowtop::names::http::host(data) {
+        check_name(&name);
+    }
+}
+
+/// A client's first QUIC datagram (header parsing, header protection and
+/// decryption), and the same bytes as decrypted Initial frames (CRYPTO
+/// reassembly and the ClientHello behind them, which random bytes would
+/// never reach through the AEAD).
+pub fn quic_initial(data: &[u8]) {
+    use flowtop::names::quic::{initial_server_name, QuicHello};
+    use flowtop::names::Step;
+    if let Ok(Step::Done(Some(n))) = initial_server_name(data) {
+        check_name(&n.name);
+    }
+    if let Ok(Step::Done(Some(n))) = QuicHello::new().push_frames(data) {
+        check_name(&n.name);
     }
 }
 

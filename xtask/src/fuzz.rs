@@ -27,6 +27,10 @@ pub const TARGETS: &[&str] = &[
     "archive",
     "geoip_db",
     "filter",
+    "dns_response",
+    "tls_hello",
+    "http_host",
+    "quic_initial",
 ];
 
 /// Seconds per target that `cargo xtask test` gives the stable runner.
