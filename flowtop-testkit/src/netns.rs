@@ -132,27 +132,45 @@ impl Netns {
     pub fn pair() -> (Netns, Netns) {
         let client = Netns::new();
         let server = Netns::new();
-        // Created directly inside the namespaces: no names in the host namespace.
-        client.ip(&[
-            "link",
-            "add",
-            "vc",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "vs",
-            "netns",
-            &server.name,
-        ]);
-        client.ip(&["addr", "add", &format!("{CLIENT_V4}/24"), "dev", "vc"]);
-        client.ip(&["addr", "add", &format!("{CLIENT_V6}/64"), "dev", "vc", "nodad"]);
-        server.ip(&["addr", "add", &format!("{SERVER_V4}/24"), "dev", "vs"]);
-        server.ip(&["addr", "add", &format!("{SERVER_V6}/64"), "dev", "vs", "nodad"]);
-        client.ip(&["link", "set", "vc", "up"]);
-        server.ip(&["link", "set", "vs", "up"]);
+        Netns::join(&client, &server).unwrap_or_else(|e| panic!("{e}"));
         client.enable_conntrack();
         (client, server)
+    }
+
+    /// Joins `client` and `server` by a veth pair (`vc` / `vs`) with the
+    /// addresses [`Netns::pair`] gives them, both links up; created
+    /// directly inside the namespaces (no names in the host namespace).
+    pub fn join(client: &Netns, server: &Netns) -> io::Result<()> {
+        let ip =
+            |ns: &Netns, args: &[&str]| try_output(Command::new("ip").arg("-n").arg(&ns.name).args(args));
+        ip(
+            client,
+            &[
+                "link",
+                "add",
+                "vc",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "vs",
+                "netns",
+                &server.name,
+            ],
+        )?;
+        ip(client, &["addr", "add", &format!("{CLIENT_V4}/24"), "dev", "vc"])?;
+        ip(
+            client,
+            &["addr", "add", &format!("{CLIENT_V6}/64"), "dev", "vc", "nodad"],
+        )?;
+        ip(server, &["addr", "add", &format!("{SERVER_V4}/24"), "dev", "vs"])?;
+        ip(
+            server,
+            &["addr", "add", &format!("{SERVER_V6}/64"), "dev", "vs", "nodad"],
+        )?;
+        ip(client, &["link", "set", "vc", "up"])?;
+        ip(server, &["link", "set", "vs", "up"])?;
+        Ok(())
     }
 
     /// `/run/netns/NAME`.

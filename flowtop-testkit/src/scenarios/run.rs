@@ -118,34 +118,7 @@ fn pair() -> io::Result<(Netns, Netns)> {
     let id = std::process::id();
     let client = Netns::create(&format!("{NETNS_PREFIX}{id}-c"))?;
     let server = Netns::create(&format!("{NETNS_PREFIX}{id}-s"))?;
-    let ip = |ns: &Netns, args: &[&str]| try_output(Command::new("ip").arg("-n").arg(&ns.name).args(args));
-    ip(
-        &client,
-        &[
-            "link",
-            "add",
-            "vc",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "vs",
-            "netns",
-            &server.name,
-        ],
-    )?;
-    ip(&client, &["addr", "add", &format!("{CLIENT_V4}/24"), "dev", "vc"])?;
-    ip(
-        &client,
-        &["addr", "add", &format!("{CLIENT_V6}/64"), "dev", "vc", "nodad"],
-    )?;
-    ip(&server, &["addr", "add", &format!("{SERVER_V4}/24"), "dev", "vs"])?;
-    ip(
-        &server,
-        &["addr", "add", &format!("{SERVER_V6}/64"), "dev", "vs", "nodad"],
-    )?;
-    ip(&client, &["link", "set", "vc", "up"])?;
-    ip(&server, &["link", "set", "vs", "up"])?;
+    Netns::join(&client, &server)?;
     let ct = "add table inet t; add chain inet t in { type filter hook input priority 0; }; \
               add rule inet t in ct state established,related accept; \
               add chain inet t out { type filter hook output priority 0; }; \
