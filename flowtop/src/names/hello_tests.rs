@@ -123,30 +123,30 @@ fn no_sni_and_other_protocols() {
     );
 }
 
+/// Feeds `hs` as records in 1400-byte segments until the reassembly
+/// answers (a name, none, or an error); returns it and its last answer.
+fn push_until_answered(hs: &[u8]) -> (Reassembly, HelloStep) {
+    let mut r = Reassembly::new();
+    let mut last = Ok(Step::NeedMore);
+    for seg in records(hs, 16384).chunks(1400) {
+        last = r.push(seg);
+        if last != Ok(Step::NeedMore) {
+            break;
+        }
+    }
+    (r, last)
+}
+
 #[test]
 fn the_bound_ends_the_wait() {
     // The hello claims more than the bound; the name comes after it.
     let hs = hello(&[padding(5000), sni_ext(b"far.example")]);
-    let mut r = Reassembly::new();
-    let mut last = Ok(Step::NeedMore);
-    for seg in records(&hs, 16384).chunks(1400) {
-        last = r.push(seg);
-        if last != Ok(Step::NeedMore) {
-            break;
-        }
-    }
+    let (r, last) = push_until_answered(&hs);
     assert_eq!(last, Err(HelloError::TooLong));
     assert_eq!(r.len(), MAX_HELLO);
     // A name before the cut still counts.
     let hs = hello(&[sni_ext(b"near.example"), padding(5000)]);
-    let mut r = Reassembly::new();
-    let mut last = Ok(Step::NeedMore);
-    for seg in records(&hs, 16384).chunks(1400) {
-        last = r.push(seg);
-        if last != Ok(Step::NeedMore) {
-            break;
-        }
-    }
+    let (_, last) = push_until_answered(&hs);
     assert_eq!(last, found("near.example", false));
 }
 
