@@ -177,6 +177,97 @@ const _: () = assert!(core::mem::offset_of!(SockTupleKey, tuple) == 8);
 const _: () = assert!(core::mem::align_of::<SockTupleKey>() == 8);
 
 // ---------------------------------------------------------------------------
+// Name captures (issue 13): DNS answers and the first bytes of flows
+// ---------------------------------------------------------------------------
+
+/// `cgroup_skb/ingress` program: a [`NameEvent`] of kind [`NAME_EVENT_DNS`]
+/// per UDP datagram or TCP segment from port 53 delivered to a local socket.
+/// Every other packet is passed after a look at its socket's remote port
+/// (and, for unconnected UDP sockets, at the packet's source port).
+pub const PROG_NAME_INGRESS: &str = "flowtop_name_ingress";
+/// Ring buffer of [`NameEvent`]s, each followed by `len` captured bytes.
+pub const MAP_NAME_EVENTS: &str = "NAME_EVENTS";
+/// Size of [`MAP_NAME_EVENTS`] in bytes.
+pub const NAME_EVENTS_BYTES: u32 = 1 << 21;
+/// Per-CPU array with one `u64`: name events dropped because
+/// [`MAP_NAME_EVENTS`] was full.
+pub const MAP_NAME_EVENTS_LOST: &str = "NAME_EVENTS_LOST";
+/// Most bytes captured per event (payload after the transport header). A
+/// DNS answer longer than this is not parsed (flagged
+/// [`NAME_FLAG_TRUNCATED`]); the first bytes of a flow are captured up to
+/// this stream offset in all.
+pub const NAME_CAPTURE_MAX: u32 = 4096;
+/// Global (`u8`) of the eBPF object: 0 turns every payload capture off
+/// (`--no-inspect`), in the egress program too.
+pub const GLOBAL_INSPECT: &str = "INSPECT";
+/// Datagrams inspected per new (UDP socket, tuple) when their first byte
+/// has the QUIC long-header bit: Initial packets, whose ClientHello may span
+/// two or three datagrams.
+pub const NAME_DATAGRAMS_PER_TUPLE: u32 = 3;
+
+/// [`NameEvent::kind`]: a DNS message from port 53 received by a local
+/// socket (UDP payload, or a TCP segment's payload: see
+/// [`NAME_FLAG_TCP`]).
+pub const NAME_EVENT_DNS: u32 = 1;
+/// [`NameEvent::kind`]: payload of a data segment a TCP socket that called
+/// connect(2) sent, starting at stream offset `seq` (0 is the first byte
+/// sent), for segments starting below [`NAME_CAPTURE_MAX`].
+pub const NAME_EVENT_STREAM: u32 = 2;
+/// [`NameEvent::kind`]: a UDP datagram a local socket sent, among the first
+/// of its tuple, whose first byte has the QUIC long-header bit (0x80).
+pub const NAME_EVENT_DATAGRAM: u32 = 3;
+
+/// [`NameEvent::flags`]: DNS over TCP (the bytes are a segment of a stream
+/// of 2-byte-length-prefixed messages; `seq` is the raw TCP sequence number).
+pub const NAME_FLAG_TCP: u32 = 1;
+/// [`NameEvent::flags`]: the packet's payload was longer than the captured
+/// bytes.
+pub const NAME_FLAG_TRUNCATED: u32 = 2;
+/// [`NameEvent::flags`]: a TCP segment with SYN set (DNS over TCP: the
+/// server's SYN-ACK, `seq` is its initial sequence number, no payload).
+pub const NAME_FLAG_SYN: u32 = 4;
+
+/// Header of one [`MAP_NAME_EVENTS`] record; `len` captured bytes follow it.
+///
+/// The tuple is the local socket's: for [`NAME_EVENT_DNS`] `local_*` is the
+/// packet's destination and `remote_*` its source (port 53); for the egress
+/// kinds `local_*` is the packet's source. Addresses as in [`SockEvent`]
+/// (IPv4 in the first 4 bytes for AF_INET; an AF_INET6 socket talking IPv4
+/// has v4-mapped addresses).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NameEvent {
+    /// [`NAME_EVENT_DNS`], [`NAME_EVENT_STREAM`] or [`NAME_EVENT_DATAGRAM`].
+    pub kind: u32,
+    /// Bytes following this header (at most [`NAME_CAPTURE_MAX`]).
+    pub len: u32,
+    /// `bpf_get_socket_cookie` of the local socket (joins its CREATED event).
+    pub cookie: u64,
+    /// Cookie of the socket's network namespace (0 if unavailable).
+    pub netns_cookie: u64,
+    /// `IPPROTO_TCP` or `IPPROTO_UDP` (UDP-Lite: `IPPROTO_UDPLITE`).
+    pub protocol: u16,
+    /// [`AF_INET`] or [`AF_INET6`] (the socket's).
+    pub family: u16,
+    /// Host byte order.
+    pub local_port: u16,
+    /// Host byte order.
+    pub remote_port: u16,
+    /// [`NAME_EVENT_STREAM`]: stream offset of the first captured byte;
+    /// DNS over TCP: the segment's TCP sequence number; else 0.
+    pub seq: u32,
+    /// `NAME_FLAG_*` bits.
+    pub flags: u32,
+    /// Network byte order.
+    pub local_addr: [u8; 16],
+    /// Network byte order.
+    pub remote_addr: [u8; 16],
+}
+
+const _: () = assert!(size_of::<NameEvent>() == 72);
+const _: () = assert!(core::mem::align_of::<NameEvent>() == 8);
+
+// ---------------------------------------------------------------------------
 // Socket ownership from kprobes (used where the kernel can attach them)
 // ---------------------------------------------------------------------------
 

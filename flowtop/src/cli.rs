@@ -51,6 +51,10 @@ pub struct Args {
     /// Do not look up host names
     #[arg(short = 'n', long = "no-dns")]
     pub no_dns: bool,
+    /// Do not look at payloads at all: no DNS answers, TLS ClientHellos, HTTP Host headers or QUIC
+    /// Initials are read, so flows get no asked-for name (dst_name); the header says so
+    #[arg(long = "no-inspect")]
+    pub no_inspect: bool,
     /// Do not look up GeoIP locations
     #[arg(short = 'G', long = "no-geoip")]
     pub no_geoip: bool,

@@ -38,6 +38,8 @@ pub struct EnrichOptions {
     pub no_dns: bool,
     /// `-G`: no GeoIP (scope labels remain).
     pub no_geoip: bool,
+    /// `--no-inspect`: no payload is looked at (no asked-for names).
+    pub no_inspect: bool,
 }
 
 /// How flows are shown (text table and screen).
@@ -132,6 +134,7 @@ impl Config {
             enrich: EnrichOptions {
                 no_dns: args.no_dns,
                 no_geoip: args.no_geoip,
+                no_inspect: args.no_inspect,
             },
             show: ShowOptions {
                 show_src: args.show_src,

@@ -21,7 +21,16 @@ pub enum Inbox {
     Sockets(Arc<SocketIndex>),
     /// Sockets the eBPF programs saw, joined to their owners.
     EbpfSockets(Vec<OwnedSocket>),
+    /// Name captures (DNS answers, first bytes of flows), each with the
+    /// owner of its local socket when the eBPF events know it.
+    Names(Vec<OwnedCapture>),
 }
+
+/// A name capture and the owner of the socket it was seen on.
+pub type OwnedCapture = (
+    crate::names::capture::NameCapture,
+    Option<Arc<crate::attribution::Owner>>,
+);
 
 impl From<CtMsg> for Inbox {
     fn from(msg: CtMsg) -> Self {

@@ -217,6 +217,10 @@ impl Engine {
                 self.release_destroys(None, out);
                 return Ok(false);
             }
+            Inbox::Names(_captures) => {
+                // Issue 13: the name tracker takes these (not wired yet).
+                return Ok(false);
+            }
         };
         self.release_destroys(Some(now), out);
         let table = &mut self.table;

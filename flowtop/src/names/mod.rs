@@ -10,6 +10,7 @@
 //! length, and outputs escape them (`output::safe`).
 
 pub mod book;
+pub mod capture;
 pub mod dns;
 pub mod hello;
 pub mod http;
