@@ -154,7 +154,7 @@ mod tests {
     fn v4_mapped_addresses_of_v6_sockets_become_ipv4() {
         let mut ev = dns_event(0);
         ev.family = AF_INET6;
-        ev.local_addr = Ipv6Addr::from(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped()).octets();
+        ev.local_addr = Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped().octets();
         ev.remote_addr = Ipv6Addr::LOCALHOST.octets();
         ev.flags = NAME_FLAG_TCP | NAME_FLAG_TRUNCATED;
         let c = parse_name_event(&record(ev, b"")).unwrap();
