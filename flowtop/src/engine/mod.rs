@@ -6,6 +6,7 @@
 //! threads and hand over owned data through one bounded channel.
 
 mod inbox;
+mod naming;
 mod notice;
 mod pacing;
 mod screen;
@@ -22,9 +23,10 @@ use crate::conntrack::decode::CtEventKind;
 use crate::conntrack::socket::CtSocket;
 use crate::conntrack::source::{self, test_panic_point, CtMsg, DumpRequest};
 use crate::enrich::enricher::{Enricher, OwnQueries};
-use crate::flow::model::{Direction, Flow};
+use crate::flow::model::{Direction, Flow, FlowKey};
 use crate::flow::table::{Change, Entry, EventKind, FlowTable, TableConfig};
 use crate::flow::Selection;
+use crate::names::tracker::NameTracker;
 
 /// The longest a DESTROY of a flow without an owner waits for the socket
 /// events already in the eBPF ring buffer (its reader drains the buffer at
@@ -139,6 +141,13 @@ struct Engine {
     held_destroys: VecDeque<(Instant, Flow)>,
     /// eBPF socket events feed the inbox.
     socket_events: bool,
+    /// Asked-for names; None with `--no-inspect`.
+    names: Option<NameTracker>,
+    /// New flows that may still learn a name (see [`NAME_WAIT`]): when each
+    /// was first seen, oldest first.
+    name_waiting: VecDeque<(Instant, FlowKey)>,
+    /// When expired answers were last dropped.
+    names_expired: Instant,
 }
 
 impl Engine {
@@ -203,34 +212,53 @@ impl Engine {
             Inbox::Sockets(index) => {
                 if let Some(join) = &mut self.owners {
                     let found = join.take_index(index, &self.table, now);
+                    let owned = !found.is_empty();
                     self.table.set_owners(found, out);
+                    // A flow's own process's answers name it.
+                    if owned {
+                        self.rename_waiting(now, out);
+                    }
                 }
                 return Ok(false);
             }
             Inbox::EbpfSockets(sockets) => {
                 if let Some(join) = &mut self.owners {
                     let found = join.take_sockets(sockets, &self.table, now);
+                    let owned = !found.is_empty();
                     self.table.set_owners(found, out);
+                    if owned {
+                        self.rename_waiting(now, out);
+                    }
                 }
                 // The batch holds what the ring buffer had when the held
                 // destroys arrived (it is drained after them).
                 self.release_destroys(None, out);
                 return Ok(false);
             }
-            Inbox::Names(_captures) => {
-                // Issue 13: the name tracker takes these (not wired yet).
+            Inbox::Names(captures) => {
+                let learnt = self.names.as_mut().is_some_and(|n| n.on_captures(captures, now));
+                if learnt {
+                    self.rename_waiting(now, out);
+                }
                 return Ok(false);
             }
         };
         self.release_destroys(Some(now), out);
         let table = &mut self.table;
-        let owners = &mut self.owners;
+        let owners = &mut naming::Lookups {
+            owners: &mut self.owners,
+            names: self.names.as_ref(),
+        };
         let enricher = &mut self.enricher;
+        let mut waiting = self.names.is_some().then_some(&mut self.name_waiting);
         // A flow new to the table gets its ends looked up before its first line
         // is written, so that line carries whatever is already known.
         let mut sink = |k: EventKind, e: &Entry| {
             if let (Some(en), EventKind::New | EventKind::Snapshot) = (enricher.as_mut(), k) {
                 en.see(&e.flow);
+            }
+            if let (Some(w), EventKind::New) = (waiting.as_mut(), k) {
+                naming::wait_for_name(w, e, now);
             }
             out(k, e)
         };
@@ -265,7 +293,7 @@ impl Engine {
                 table.end_dump(gen, &mut sink);
                 // The safety net of attribution's recent-only retries: as
                 // rare as full dumps.
-                if let Some(join) = owners {
+                if let Some(join) = owners.owners {
                     table.set_owners(join.retry_all(table), &mut sink);
                 }
                 table.stats.dumped = total;
@@ -322,6 +350,14 @@ impl Engine {
             CtMsg::Fatal(reason) => anyhow::bail!("{reason}"),
         }
         Ok(false)
+    }
+
+    /// Looks again at the names of the flows waiting for one (after names
+    /// or owners arrived): an `update` for each whose name changed.
+    fn rename_waiting(&mut self, now: Instant, out: &mut impl FnMut(EventKind, &Entry)) {
+        if let Some(names) = &self.names {
+            naming::rename_waiting(&mut self.table, names, &mut self.name_waiting, now, out);
+        }
     }
 
     /// Applies the held destroys: all of them (`None`), or those held
@@ -401,6 +437,12 @@ impl Engine {
         }
         self.release_destroys(Some(now), sink);
         self.table.expire(now, sink);
+        if let Some(names) = &mut self.names {
+            if now.saturating_duration_since(self.names_expired) >= naming::EXPIRY_EVERY {
+                names.expire(now);
+                self.names_expired = now;
+            }
+        }
         self.start_refresh(now)
     }
 }
@@ -450,6 +492,12 @@ impl Engine {
             resync_pending: false,
             warned_malformed: false,
             own_queries: enricher.as_ref().map(Enricher::own_queries).unwrap_or_default(),
+            names: enricher
+                .as_ref()
+                .is_none_or(Enricher::inspect)
+                .then(|| NameTracker::new(std::process::id())),
+            name_waiting: VecDeque::new(),
+            names_expired: now,
             enricher,
             notes,
             held_destroys: VecDeque::new(),

@@ -93,6 +93,8 @@ pub struct Enricher {
     /// yet asked: on a small machine thousands of lookups, their answers and
     /// the name server would take the cores the table is loading on.
     defer_names: bool,
+    /// Payloads may be looked at for asked-for names (not `--no-inspect`).
+    inspect: bool,
 }
 
 impl Enricher {
@@ -108,7 +110,18 @@ impl Enricher {
             arrived: Arc::default(),
             dns_runtime: None,
             defer_names: false,
+            inspect: true,
         }
+    }
+
+    /// `--no-inspect` turns it off: the engine then keeps no name tracker.
+    pub fn set_inspect(&mut self, inspect: bool) {
+        self.inspect = inspect;
+    }
+
+    /// Whether asked-for names are gathered.
+    pub fn inspect(&self) -> bool {
+        self.inspect
     }
 
     /// Adds the reverse resolver (started after the enricher, because its

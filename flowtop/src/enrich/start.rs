@@ -60,6 +60,7 @@ pub fn start(opts: &EnrichOptions, geoip_dir: Option<&std::path::Path>) -> Enric
     let cfg = DnsConfig::default();
     let dns_timeout = cfg.timeout;
     let mut enricher = Enricher::new(book.clone(), geo, None);
+    enricher.set_inspect(!opts.no_inspect);
     let dns = if opts.no_dns {
         "off".to_owned()
     } else {

@@ -460,6 +460,8 @@ pub struct Who<'a> {
     pub owner: Option<&'a Owner>,
     pub peer: Option<&'a Owner>,
     pub direction: Option<Direction>,
+    /// The name the program asked for (`dst_name`), when known.
+    pub name: Option<&'a crate::names::tracker::FlowName>,
 }
 
 impl Attributed {
@@ -468,6 +470,7 @@ impl Attributed {
             owner: self.owner.as_deref(),
             peer: self.peer.as_deref(),
             direction: self.direction,
+            name: None,
         }
     }
 }

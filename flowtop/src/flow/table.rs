@@ -19,6 +19,7 @@ use super::clock::{Clock, Millis};
 use super::model::{proto, Attributed, Counters, Direction, Flow, FlowKey, LookupKey, Owner, Timeout};
 use super::rate::{RateMeter, Rates};
 use super::store::{Frozen, Keyed, Store};
+use crate::names::tracker::FlowName;
 
 /// foldhash: cheaper than SipHash per lookup, randomly seeded per process
 /// like std's, so tuples chosen by peers cannot aim at one bucket.
@@ -30,6 +31,13 @@ type FastState = foldhash::fast::RandomState;
 /// never looks sockets up.
 pub trait OwnerLookup {
     fn attribute(&mut self, flow: &Flow, now: Instant) -> Attributed;
+
+    /// The name the program asked for, for a flow entering the table with
+    /// what attribution `found` (asked right after [`Self::attribute`]):
+    /// None by default (no name inspection).
+    fn asked_name(&mut self, _flow: &Flow, _found: &Attributed, _now: Instant) -> Option<Arc<FlowName>> {
+        None
+    }
 }
 
 /// No attribution: no flow has an owner.
@@ -46,6 +54,10 @@ impl OwnerLookup for NoOwners {
 impl<T: OwnerLookup> OwnerLookup for Option<T> {
     fn attribute(&mut self, flow: &Flow, now: Instant) -> Attributed {
         self.as_mut().map(|o| o.attribute(flow, now)).unwrap_or_default()
+    }
+
+    fn asked_name(&mut self, flow: &Flow, found: &Attributed, now: Instant) -> Option<Arc<FlowName>> {
+        self.as_mut().and_then(|o| o.asked_name(flow, found, now))
     }
 }
 
@@ -96,8 +108,8 @@ pub struct Entry {
     pub peer: Option<Arc<Owner>>,
     /// Who started the flow, once attribution could tell.
     pub direction: Option<Direction>,
-    /// Generation current when an event last touched it.
-    event_gen: u32,
+    /// The name the program asked for (`dst_name`), with its source.
+    pub name: Option<Arc<FlowName>>,
     /// When it last showed activity (appeared, counters moved, an event),
     /// in table seconds: what makes it "hot", i.e. re-read every interval
     /// rather than only by the full re-dump.
@@ -120,6 +132,7 @@ impl Entry {
             owner: self.owner.as_deref(),
             peer: self.peer.as_deref(),
             direction: self.direction,
+            name: self.name.as_deref(),
         }
     }
 
@@ -144,6 +157,9 @@ impl Keyed for Entry {
 pub struct Reading {
     /// Generation of the last dump that listed it.
     dump_gen: u32,
+    /// Generation current when an event last touched it (here rather than
+    /// in the entry, which has no room left).
+    event_gen: u32,
     /// When the rate meter's base reading was taken, in table milliseconds
     /// (the entry's meter holds the time of the last change written).
     rate_base: u32,
@@ -169,6 +185,7 @@ impl Reading {
     fn of(e: &Entry, dump_gen: u32, now: Instant, clock: &Clock) -> Reading {
         Reading {
             dump_gen,
+            event_gen: 0,
             rate_base: e.rate.base_at().0,
             timeout: e.flow.timeout,
             deadline_secs: deadline(&e.flow, now, clock),
@@ -467,8 +484,10 @@ impl FlowTable {
             }
             None => {
                 let found = owners.attribute(&flow, now);
+                let name = owners.asked_name(&flow, &found, now);
                 let from = self.counted_from(&flow, now, first_dump);
-                let e = new_entry(flow, now, &self.clock, &config, found, from);
+                let mut e = new_entry(flow, now, &self.clock, &config, found, from);
+                e.name = name;
                 let kind = if first_dump {
                     EventKind::Snapshot
                 } else {
@@ -493,7 +512,7 @@ impl FlowTable {
         let gen = gen32(gen);
         let (stats, bases, ended) = (&mut self.stats, &mut self.rate_bases, &mut self.ended);
         self.entries.remove_if(
-            |e, r| r.dump_gen != gen && e.event_gen != gen,
+            |_, r| r.dump_gen != gen && r.event_gen != gen,
             |mut e, r| {
                 r.settle(&mut e);
                 Self::note_ended(ended, &e, bases.base_of(&e));
@@ -561,8 +580,10 @@ impl FlowTable {
         match change {
             Change::Seen => match self.entries.slot_of(&key) {
                 Some(slot) => {
+                    if let Some(side) = self.entries.side_mut(slot) {
+                        side.event_gen = gen32(gen);
+                    }
                     if let Some(e) = self.entries.slot_mut(slot) {
-                        e.event_gen = gen32(gen);
                         // Any event is activity, even one that changes nothing shown.
                         e.moved_secs = self.clock.secs(now);
                     }
@@ -574,11 +595,13 @@ impl FlowTable {
                 }
                 None => {
                     let found = owners.attribute(&flow, now);
+                    let name = owners.asked_name(&flow, &found, now);
                     let from = self.counted_from(&flow, now, false);
                     let mut e = new_entry(flow, now, &self.clock, &config, found, from);
-                    e.event_gen = gen32(gen);
+                    e.name = name;
                     out(EventKind::New, &e);
-                    let reading = Reading::of(&e, 0, now, &self.clock);
+                    let mut reading = Reading::of(&e, 0, now, &self.clock);
+                    reading.event_gen = gen32(gen);
                     self.entries.insert_full(e, reading);
                 }
             },
@@ -676,6 +699,37 @@ impl FlowTable {
             e.owner = merged.owner;
             e.peer = merged.peer;
             e.direction = merged.direction;
+            out(EventKind::Update, e);
+        }
+    }
+
+    /// Sets the asked-for names of entries (an entry the table no longer
+    /// has is skipped): an `Update` for each whose name changed.
+    pub fn set_names(
+        &mut self,
+        found: Vec<(FlowKey, Option<Arc<FlowName>>)>,
+        out: &mut impl FnMut(EventKind, &Entry),
+    ) {
+        for (key, name) in found {
+            let Some(slot) = self.entries.slot_of(&key) else {
+                continue;
+            };
+            // Compared on the shared entry first: writing one copies the
+            // chunk a snapshot holds.
+            if self.entries.at_slot(slot).is_none_or(|e| e.name == name) {
+                continue;
+            }
+            let Some(side) = self.entries.side_mut(slot) else {
+                continue;
+            };
+            let reading = std::mem::replace(&mut side.measured, false);
+            let Some(e) = self.entries.slot_mut(slot) else {
+                continue;
+            };
+            if reading {
+                e.rate.set_measured(true);
+            }
+            e.name = name;
             out(EventKind::Update, e);
         }
     }
@@ -907,7 +961,7 @@ fn new_entry(
         owner: found.owner,
         peer: found.peer,
         direction: found.direction,
-        event_gen: 0,
+        name: None,
         moved_secs: clock.secs(now),
     }
 }

@@ -15,6 +15,7 @@ pub mod dns;
 pub mod hello;
 pub mod http;
 pub mod quic;
+pub mod tracker;
 
 use std::sync::Arc;
 

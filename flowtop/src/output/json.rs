@@ -292,6 +292,14 @@ pub fn write_flow(buf: &mut Vec<u8>, kind: EventKind, line: &Line<'_>, ts: &str,
     w.opt_plain_str(src.and_then(|v| v.scope));
     w.key("dst_scope");
     w.opt_plain_str(dst.and_then(|v| v.scope));
+    // Issue 13: the name the program asked for (what it says is untrusted:
+    // escaped), where it came from, and whether it is an Encrypted
+    // ClientHello's outer (public) name rather than the one asked for.
+    opt_escaped(&mut w, "dst_name", who.name.map(|n| &*n.name));
+    w.key("dst_name_source");
+    w.opt_plain_str(who.name.map(|n| n.source.as_str()));
+    w.key("dst_name_ech");
+    w.bool(who.name.is_some_and(|n| n.ech_outer));
     w.end_line();
 }
 
@@ -392,6 +400,9 @@ mod tests {
         service: Option<&'a str>,
         src_scope: Option<&'a str>,
         dst_scope: Option<&'a str>,
+        dst_name: Option<&'a str>,
+        dst_name_source: Option<&'static str>,
+        dst_name_ech: bool,
     }
 
     /// The reference serialization: the documented fields through serde.
@@ -465,6 +476,9 @@ mod tests {
             service: services.of_flow(f),
             src_scope: src.scope,
             dst_scope: dst.scope,
+            dst_name: e.name.as_ref().map(|n| &*n.name),
+            dst_name_source: e.name.as_ref().map(|n| n.source.as_str()),
+            dst_name_ech: e.name.as_ref().is_some_and(|n| n.ech_outer),
         };
         serde_json::to_value(&line).expect("serializes")
     }
@@ -605,9 +619,80 @@ mod tests {
         t
     }
 
+    /// Names as a hostile server or program could make them: escape
+    /// sequences, quotes and backslashes, control and bidi characters,
+    /// invalid UTF-8 (made lossy), a 63-byte label run to the 253-byte bound.
+    fn hostile_names() -> Vec<crate::names::tracker::FlowName> {
+        use crate::names::{bounded_name, Source};
+        let long = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61)].join(".");
+        let raw: Vec<Vec<u8>> = vec![
+            b"\x1b]0;owned\x07\x1b[2J\"quote\\back\nline".to_vec(),
+            "evil\u{202e}gpj.exe\u{0}\u{9b}31m".as_bytes().to_vec(),
+            vec![0xff, 0xfe, b'x', 0x80, 0x1b],
+            long.into_bytes(),
+            b"api.github.com".to_vec(),
+        ];
+        let sources = [Source::Sni, Source::Http, Source::Quic, Source::Dns, Source::Sni];
+        raw.iter()
+            .zip(sources)
+            .enumerate()
+            .map(|(i, (r, source))| crate::names::tracker::FlowName {
+                name: bounded_name(r).expect("within the bound"),
+                source,
+                ech_outer: i == 4,
+            })
+            .collect()
+    }
+
+    /// Gives the table's entries the hostile names in turn (one in six
+    /// stays unnamed).
+    fn name_hostilely(t: &mut FlowTable) {
+        let names = hostile_names();
+        let found = t
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.flow.key(), names.get(i % 6).cloned().map(std::sync::Arc::new)))
+            .collect();
+        t.set_names(found, &mut |_, _| {});
+    }
+
+    #[test]
+    fn hostile_names_keep_lines_valid_json_without_raw_control_bytes() {
+        let mut t = entries();
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        for hostile in hostile_names() {
+            let found = t
+                .iter()
+                .map(|e| (e.flow.key(), Some(std::sync::Arc::new(hostile.clone()))))
+                .collect();
+            t.set_names(found, &mut |_, _| {});
+            let mut w = JsonWriter::new(Vec::new());
+            for e in t.iter() {
+                w.flow(EventKind::Update, e, "2023-11-14T22:13:20.000000Z", now)
+                    .expect("written");
+            }
+            let out = w.into_inner();
+            let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+            assert_eq!(lines.len(), t.len());
+            for line in lines {
+                assert!(
+                    !line.iter().any(|&b| b < 0x20 || b == 0x7f),
+                    "{}",
+                    String::from_utf8_lossy(line)
+                );
+                let v: serde_json::Value = serde_json::from_slice(line).expect("valid JSON");
+                // The name comes back exactly as kept (escaping is lossless).
+                assert_eq!(v["dst_name"].as_str(), Some(&*hostile.name));
+                assert_eq!(v["dst_name_source"].as_str(), Some(hostile.source.as_str()));
+                assert_eq!(v["dst_name_ech"], hostile.ech_outer);
+            }
+        }
+    }
+
     #[test]
     fn hand_written_lines_equal_the_serde_reference() {
-        let t = entries();
+        let mut t = entries();
+        name_hostilely(&mut t);
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_100);
         let ts = "2023-11-14T22:13:20.000000Z";
         // Names and geography, some hostile: escaped like serde escapes them.

@@ -78,6 +78,10 @@ impl<'a> LineBuf<'a> {
             .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
     }
 
+    pub fn bool(&mut self, v: bool) {
+        self.buf.extend_from_slice(if v { b"true" } else { b"false" });
+    }
+
     pub fn opt_uint(&mut self, v: Option<u64>) {
         match v {
             Some(v) => self.uint(v),
