@@ -89,6 +89,7 @@ fn main() {
             attribution: flowtop::attribution::Active::Off,
             attribution_reason: String::new(),
             interval: Duration::from_secs(1),
+            inspect: true,
         },
         ViewOptions {
             selection: sel,

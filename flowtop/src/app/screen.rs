@@ -49,6 +49,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
     }));
     let (quit_tx, quit_rx) = tokio::sync::watch::channel(false);
     let notes = engine::Notes::default();
+    let asked_names = crate::names::tracker::BookSlot::default();
     let input = ui::ScreenInput {
         snapshots: snap_rx,
         book,
@@ -58,6 +59,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             attribution: attribution.decision.active,
             attribution_reason: attribution.decision.reason.clone(),
             interval: config.interval(),
+            inspect: !config.enrich.no_inspect,
         },
         view: ui::ViewOptions {
             selection: config.selection.clone(),
@@ -67,6 +69,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         },
         notes: notes.clone(),
         quit: quit_tx,
+        asked_names: asked_names.clone(),
         frame_log,
     };
     let screen = std::thread::Builder::new()
@@ -77,6 +80,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         snapshots: snap_tx,
         notes: notes.clone(),
         quit: quit_rx,
+        asked_names,
     };
     let ran = runtime.block_on(engine::run_screen(inputs, sink));
     // The engine dropped the snapshot sender: the screen ends and restores

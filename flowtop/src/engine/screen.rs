@@ -14,6 +14,9 @@ pub struct ScreenSink {
     pub notes: Notes,
     /// Changes (or closes) when the user quits the screen.
     pub quit: tokio::sync::watch::Receiver<bool>,
+    /// Where the screen finds the book of DNS answers (set at start when
+    /// names are gathered).
+    pub asked_names: crate::names::tracker::BookSlot,
 }
 
 impl ScreenSink {
@@ -35,6 +38,9 @@ impl ScreenSink {
 pub async fn run_screen(inputs: Inputs, mut sink: ScreenSink) -> anyhow::Result<Stop> {
     let interval = inputs.cfg.interval;
     let (mut engine, mut signals, mut rx) = Engine::start(inputs, Some(sink.notes.clone()))?;
+    if let Some(names) = &engine.names {
+        let _ = sink.asked_names.set(names.share_book());
+    }
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;

@@ -38,6 +38,10 @@ pub struct FlowName {
 /// lists a process's names); the engine holds the lock only briefly.
 pub type SharedBook = Arc<Mutex<NameBook>>;
 
+/// Where the screen finds the book once the engine made it (never set with
+/// `--no-inspect`).
+pub type BookSlot = Arc<std::sync::OnceLock<SharedBook>>;
+
 /// (IP protocol, the connecting socket's end, its peer).
 pub type Tuple = (u8, SocketAddr, SocketAddr);
 

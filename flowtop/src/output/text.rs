@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use super::ends::{direction_marker, ends};
+use super::ends::{direction_marker, ends, marked_name, remote_asked_name};
 use super::format::{age_secs, human_age, human_bytes};
 use super::safe::terminal_safe;
 use crate::enrich::book::AddressBook;
@@ -113,7 +113,12 @@ pub fn table(
             direction_marker(e.direction),
             endpoint(&ends.remote.0, ends.remote.1)
         ));
-        let (host, geo) = host_and_geo(book, ends.remote.0);
+        let (mut host, geo) = host_and_geo(book, ends.remote.0);
+        // The name the program asked for, with the mark of its source,
+        // before the PTR name.
+        if let Some(n) = remote_asked_name(e) {
+            host = marked_name(n);
+        }
         row.extend([host, geo]);
         row.push(
             services
@@ -360,5 +365,35 @@ mod tests {
         assert!(row.contains("192.0.2.1:22 "), "{text}");
         assert!(row.contains("← 203.0.113.9:51000"), "{text}");
         assert!(row.contains("B "), "BYTES with a unit: {text}");
+    }
+
+    /// HOST shows the name the program asked for, marked by its source,
+    /// before the PTR name; a hostile one is escaped.
+    #[test]
+    fn host_shows_the_asked_for_name_marked() {
+        use crate::names::tracker::FlowName;
+        use crate::names::Source;
+        let mut t = sample_table();
+        let key = t.iter().next().expect("a flow").flow.key();
+        let name = FlowName {
+            name: "api.github.com\u{1b}[2J".into(),
+            source: Source::Sni,
+            ech_outer: false,
+        };
+        t.set_names(vec![(key, Some(std::sync::Arc::new(name)))], &mut |_, _| {});
+        let mut entries: Vec<_> = t.iter().collect();
+        let opts = TextOptions {
+            show_src: false,
+            bits: false,
+        };
+        let text = table(
+            &mut entries,
+            UNIX_EPOCH,
+            opts,
+            &Services::builtin(),
+            &AddressBook::new(),
+        );
+        assert!(text.contains("*api.github.com\\x1b[2J"), "{text}");
+        assert!(!text.contains('\u{1b}'), "{text}");
     }
 }

@@ -31,6 +31,8 @@ pub struct HeaderInfo {
     pub attribution_reason: String,
     /// The refresh interval (`-t`).
     pub interval: Duration,
+    /// Payloads are looked at for asked-for names (not `--no-inspect`).
+    pub inspect: bool,
 }
 
 /// Options from the command line the screen starts with.
@@ -107,6 +109,9 @@ pub const TABLE_BOTTOM: u16 = 1;
 /// The screen's whole state.
 pub struct App {
     book: Arc<AddressBook>,
+    /// The DNS answers the engine keeps, per process (the detail view
+    /// lists a process's names); unset with `--no-inspect`.
+    pub asked_names: crate::names::tracker::BookSlot,
     services: Arc<Services>,
     pub header: HeaderInfo,
     pub color: bool,
@@ -191,6 +196,7 @@ impl App {
     ) -> App {
         App {
             book,
+            asked_names: Default::default(),
             services,
             header,
             color: opts.color,

@@ -5,7 +5,9 @@
 //! (case-insensitively) against the process, addresses, names, ports,
 //! services, country and state. Only these prefixes are prefixes:
 //! `2001:db8::1` is free text. Process terms match either local end of a
-//! flow: its owner, or the peer of a local flow.
+//! flow: its owner, or the peer of a local flow. `host:` and free text
+//! match the name the flow's program asked for (`dst_name`) as well as the
+//! reverse DNS names and the numbers of both ends.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -151,10 +153,11 @@ impl Matcher<'_> {
             Term::Comm(s) => processes(e).any(|o| contains(&o.comm, s)),
             Term::Exe(s) => processes(e).any(|o| o.exe.as_deref().is_some_and(|x| contains(x, s))),
             Term::Port(p) => port_matches(e, p, &self.ctx),
-            Term::Host(_) | Term::Country(_) => any_end(),
+            Term::Host(s) => name_matches(e, s) || any_end(),
+            Term::Country(_) => any_end(),
             Term::State(s) => f.state.is_some_and(|st| contains(st.name(), s)),
             Term::Proto(p) => f.proto == *p,
-            Term::Text(s) => text_matches(e, s, &self.ctx) || any_end(),
+            Term::Text(s) => text_matches(e, s, &self.ctx) || name_matches(e, s) || any_end(),
         }
     }
 }
@@ -183,6 +186,11 @@ fn processes(e: &Entry) -> impl Iterator<Item = &crate::flow::model::Owner> {
 /// The addresses of both ends of the original tuple.
 fn ends(e: &Entry) -> [IpAddr; 2] {
     [e.flow.orig.src, e.flow.orig.dst]
+}
+
+/// Whether the name the flow's program asked for contains `needle`.
+fn name_matches(e: &Entry, needle: &str) -> bool {
+    e.name.as_ref().is_some_and(|n| contains(&n.name, needle))
 }
 
 fn host_matches(ip: IpAddr, needle: &str, ctx: &RowCtx<'_>) -> bool {

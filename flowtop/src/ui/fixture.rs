@@ -246,6 +246,7 @@ pub fn header() -> HeaderInfo {
         attribution: crate::attribution::Active::Ebpf,
         attribution_reason: "eBPF socket events".into(),
         interval: Duration::from_secs(1),
+        inspect: true,
     }
 }
 
@@ -295,4 +296,40 @@ pub fn many(n: u32) -> Arc<Snapshot> {
             })
             .collect(),
     )
+}
+
+/// The fixture's flows with the names their programs asked for: TLS SNI
+/// (curl), an ECH outer name (firefox), an HTTP Host (firefox's NAT
+/// flow), DNS answers (systemd-resolved; sshd's incoming flow, whose
+/// remote end the name does not name) and a hostile QUIC name (evil).
+pub fn named_flows() -> Arc<Snapshot> {
+    use crate::names::tracker::FlowName;
+    use crate::names::Source;
+    let name = |n: &str, source, ech_outer| {
+        Some(Arc::new(FlowName {
+            name: n.into(),
+            source,
+            ech_outer,
+        }))
+    };
+    let mut snap = Arc::unwrap_or_clone(flows());
+    for e in snap.flows.iter_mut() {
+        e.name = match e.flow.id {
+            1 => name("api.github.com", Source::Sni, false),
+            2 => name("cloudflare-ech.com", Source::Sni, true),
+            3 => name("not-the-client.example", Source::Dns, false),
+            4 => name("resolver.example", Source::Dns, false),
+            6 => name("plain.example.org", Source::Http, false),
+            7 => name("evil\u{1b}]0;pwned\u{7}.example", Source::Quic, false),
+            _ => None,
+        };
+    }
+    Arc::new(snap)
+}
+
+/// [`app`] showing [`named_flows`].
+pub fn named_app(w: u16, h: u16) -> App {
+    let mut a = app(w, h);
+    a.on_snapshot(named_flows());
+    a
 }

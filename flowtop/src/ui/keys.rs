@@ -156,6 +156,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("T U D I S", "show or hide TCP, UDP, DCCP, ICMP, SCTP"),
     ("?", "this help"),
     ("ADDRESS marks", "→ out  ← in  ↔ local  ⇄ forwarded  · not known"),
+    (
+        "name marks",
+        "* SNI  ! ECH outer name  ^ HTTP Host  ~ QUIC  = DNS",
+    ),
 ];
 
 /// The filter syntax, for the help overlay.

@@ -55,6 +55,8 @@ pub struct ScreenInput {
     pub notes: Notes,
     /// Dropped (or set) when the user quits, which stops the engine.
     pub quit: watch::Sender<bool>,
+    /// The engine's book of DNS answers, once it made one.
+    pub asked_names: crate::names::tracker::BookSlot,
     /// `FLOWTOP_FRAME_LOG`: a file that gets one line per frame with the
     /// microseconds spent on rows on the screen's thread, drawing, and on
     /// rows on the deriver thread (for `xtask bench ui`).
@@ -87,6 +89,7 @@ pub fn run(mut input: ScreenInput) -> io::Result<()> {
         Arc::clone(&input.services),
         procs,
     );
+    app.asked_names = Arc::clone(&input.asked_names);
     let _guard = term::TerminalGuard::enter()?;
     let (wake, woken) = mpsc::channel::<Wake>();
     spawn_input(wake.clone())?;

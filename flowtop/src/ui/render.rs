@@ -18,6 +18,7 @@ use super::procinfo::ProcInfo;
 use super::rows::{self, ProcColumn, RowCtx, Totals};
 use super::sort::Column;
 use crate::flow::model::{Owner, Tuple};
+use crate::output::ends;
 use crate::output::format::{age_secs, human_age, human_bytes};
 use crate::output::safe::terminal_safe;
 
@@ -192,6 +193,9 @@ fn title_line(app: &App) -> String {
         app.header.attribution.name(),
         app.header.interval.as_secs_f64()
     );
+    if !app.header.inspect {
+        s.push_str(" │ inspect off");
+    }
     s
 }
 
@@ -379,7 +383,7 @@ fn flow_cells(app: &App, i: usize, cols: &[Column], now: SystemTime) -> Vec<Stri
             Column::Address => format!(
                 "{} {}",
                 rows::direction_marker(e.direction),
-                ctx.address(ends.remote.0)
+                ctx.remote_address(e, ends.remote.0)
             ),
             Column::Port => ctx.port(f.proto, ends.service_port),
             Column::Geo => ctx.geo_of(ends.remote.0).unwrap_or_else(|| "-".into()),
@@ -752,7 +756,75 @@ fn detail_lines(app: &App, d: &Detail, now: SystemTime) -> Vec<(String, String)>
     }
     push("source", end_text(&ctx, f.orig.src));
     push("destination", end_text(&ctx, f.orig.dst));
+    // Every name of both ends, with where it came from.
+    let ptr = |ip: IpAddr| {
+        let name = ctx.address(ip);
+        if name == ip.to_string() {
+            "-".to_owned()
+        } else {
+            name
+        }
+    };
+    push(
+        "reverse DNS",
+        format!("source {}  destination {}", ptr(f.orig.src), ptr(f.orig.dst)),
+    );
+    push(
+        "asked for",
+        match e.name.as_deref() {
+            Some(n) => format!(
+                "destination {} ({})",
+                terminal_safe(&n.name),
+                ends::name_source_text(n)
+            ),
+            None if !app.header.inspect => "not looked for (--no-inspect)".to_owned(),
+            None => "none seen".to_owned(),
+        },
+    );
+    if let Some(o) = &e.owner {
+        let names = process_names(app, o.pid);
+        let shown = names.len().min(PROCESS_NAMES_SHOWN);
+        for (i, n) in names.iter().take(shown).enumerate() {
+            // Of the process above: every name it asked for.
+            push(if i == 0 { "its names" } else { "" }, n.clone());
+        }
+        if names.len() > shown {
+            push("", format!("… and {} more", names.len() - shown));
+        }
+    }
     l
+}
+
+/// Names a process's lines list at most in the detail view.
+const PROCESS_NAMES_SHOWN: usize = 12;
+
+/// The names process `pid` asked for, marked by source, with the address
+/// each named: those of its flows on screen, and the DNS answers it
+/// received (the engine's book); sorted, each once.
+fn process_names(app: &App, pid: u32) -> Vec<String> {
+    let mut names: Vec<(String, IpAddr)> = app
+        .shown()
+        .flows
+        .iter()
+        .filter(|e| e.owner.as_ref().is_some_and(|o| o.pid == pid))
+        .filter_map(|e| ends::remote_asked_name(e).map(|n| (ends::marked_name(n), e.flow.orig.dst)))
+        .collect();
+    if let Some(book) = app.asked_names.get() {
+        let book = book.lock().unwrap_or_else(|p| p.into_inner());
+        let answers = book.names_of(pid, std::time::Instant::now());
+        drop(book);
+        names.extend(answers.into_iter().map(|(ip, n)| {
+            let n = crate::names::tracker::FlowName {
+                name: n,
+                source: crate::names::Source::Dns,
+                ech_outer: false,
+            };
+            (ends::marked_name(&n), ip)
+        }));
+    }
+    names.sort();
+    names.dedup();
+    names.into_iter().map(|(n, ip)| format!("{n}  {ip}")).collect()
 }
 
 /// The owner's parent chain, nearest first: `bash 1234 ← sshd 1000 ←

@@ -34,6 +34,16 @@ impl RowCtx<'_> {
             .unwrap_or_else(|| ip.to_string())
     }
 
+    /// The ADDRESS of a flow's remote end `ip`: the name its program asked
+    /// for, after the mark of its source (see
+    /// [`crate::output::ends::name_mark`]), else [`Self::address`].
+    pub fn remote_address(&self, e: &Entry, ip: IpAddr) -> String {
+        match crate::output::ends::remote_asked_name(e) {
+            Some(n) if ip == e.flow.orig.dst => crate::output::ends::marked_name(n),
+            _ => self.address(ip),
+        }
+    }
+
     /// "DE, Berlin", "DE", the scope label ("private"), or None.
     pub fn geo_of(&self, ip: IpAddr) -> Option<String> {
         self.book.with(ip, |v| {

@@ -1241,3 +1241,70 @@ fn detail_shows_the_captured_command_line_and_the_parent_chain() {
     assert!(s.contains(" parents       bash 4321 "), "{s}");
     assert!(!s.contains("sshd 1000"), "{s}");
 }
+
+// ---------------------------------------------------------------- asked-for names
+
+#[test]
+fn frame_asked_for_names_in_address() {
+    let a = fixture::named_app(150, 12);
+    let s = screen(&a, 150, 12);
+    // Marked by source; the incoming flow shows its client, not the name.
+    assert!(s.contains("→ *api.github.com"), "{s}");
+    assert!(s.contains("→ !cloudflare-ech.com"), "{s}");
+    assert!(!s.contains("not-the-client"), "{s}");
+    // A hostile name is escaped like PTR names.
+    assert!(!s.contains('\u{1b}'), "{s}");
+    insta::assert_snapshot!("asked_names_150x12", s);
+}
+
+#[test]
+fn host_filter_matches_asked_for_and_ptr_names() {
+    let filtered = |text: &str| {
+        let mut a = fixture::named_app(120, 30);
+        type_filter(&mut a, text);
+        let mut v = ids(&a);
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(filtered("host:github"), vec![1]);
+    // PTR names still match (flow 6's own name says plain.example.org).
+    assert_eq!(filtered("host:www.example.org"), vec![1, 6]);
+    assert_eq!(filtered("host:plain.example"), vec![6]);
+    assert_eq!(filtered("cloudflare-ech"), vec![2]);
+}
+
+#[test]
+fn frame_detail_lists_every_name() {
+    use crate::names::book::NameBook;
+    use crate::names::Source;
+    let mut a = fixture::named_app(120, 36);
+    // curl's answers, as the engine's book holds them.
+    let mut book = NameBook::default();
+    let at = std::time::Instant::now();
+    let ttl = std::time::Duration::from_secs(300);
+    for (addr, name) in [
+        ("198.51.100.7", "api.github.com"),
+        ("198.51.100.8", "codeload.github.com"),
+    ] {
+        book.insert(Some(4242), fixture::ip(addr), name.into(), Source::Dns, at, ttl);
+    }
+    a.asked_names
+        .set(Arc::new(std::sync::Mutex::new(book)))
+        .expect("set once");
+    a.apply(Action::Open);
+    let s = screen(&a, 120, 36);
+    assert!(s.contains("destination api.github.com (TLS SNI)"), "{s}");
+    insta::assert_snapshot!("detail_names_120x36", s);
+}
+
+#[test]
+fn the_header_says_when_inspection_is_off() {
+    let mut a = fixture::named_app(200, 8);
+    assert!(!screen(&a, 200, 8).contains("inspect off"));
+    a.header.inspect = false;
+    a.on_snapshot(fixture::flows());
+    let s = screen(&a, 200, 8);
+    assert!(s.lines().next().is_some_and(|l| l.contains("inspect off")), "{s}");
+    a.apply(Action::Open);
+    assert!(screen(&a, 200, 40).contains("not looked for (--no-inspect)"));
+}
