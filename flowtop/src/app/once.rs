@@ -133,6 +133,8 @@ fn stream_json(
             interval_s: config.interval_s,
             dns: &dns,
             geoip: &geoip,
+            // One dump sees no payloads: no asked-for names in --once.
+            inspect: false,
         },
     );
     let wait_for_names = enrichment.enricher.dns_on();

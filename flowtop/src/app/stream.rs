@@ -36,6 +36,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             interval_s: config.interval_s,
             dns: &dns,
             geoip: &geoip,
+            inspect: !config.enrich.no_inspect,
         },
     );
     match out.value(&meta).and_then(|()| out.flush()) {

@@ -73,7 +73,7 @@ pub async fn run_stream<W: Write>(inputs: Inputs, out: &mut JsonWriter<W>) -> an
                 let stats_due = engine.handle(msg, Instant::now(), &mut |k, e| em.emit(k, e))?;
                 if stats_due && em.error.is_none() {
                     let t = &engine.table;
-                    em.error = em.out.stats(&em.ts, t.len(), &t.stats, engine.rcvbuf).err();
+                    em.error = em.out.stats(&em.ts, t.len(), &t.stats, engine.rcvbuf, engine.names.as_ref()).err();
                 }
                 em.finish()
             }
@@ -94,7 +94,7 @@ pub async fn run_stream<W: Write>(inputs: Inputs, out: &mut JsonWriter<W>) -> an
             }
             _ = usr1.recv() => {
                 let t = &engine.table;
-                out.stats(&now_ts().0, t.len(), &t.stats, engine.rcvbuf).and_then(|()| out.flush())
+                out.stats(&now_ts().0, t.len(), &t.stats, engine.rcvbuf, engine.names.as_ref()).and_then(|()| out.flush())
             }
             name = signals.recv() => return finish(out, Stop::Signal(name)),
         };

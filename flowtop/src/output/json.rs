@@ -11,6 +11,7 @@ use crate::enrich::services::Services;
 use crate::flow::model::{proto, Direction, Flow, Who};
 use crate::flow::rate::Rates;
 use crate::flow::table::{Entry, EventKind, TableStats};
+use crate::names::tracker::NameTracker;
 use std::sync::Arc;
 
 /// Writes JSON lines to any writer; the caller flushes per batch.
@@ -96,8 +97,30 @@ impl<W: Write> JsonWriter<W> {
         self.out.write_all(&self.line)
     }
 
-    /// Writes a `stats` line: the engine's health counters.
-    pub fn stats(&mut self, ts: &str, flows: usize, stats: &TableStats, rcvbuf: usize) -> io::Result<()> {
+    /// Writes a `stats` line: the engine's health counters, and the name
+    /// tracker's figures (`names`, null with `--no-inspect`).
+    pub fn stats(
+        &mut self,
+        ts: &str,
+        flows: usize,
+        stats: &TableStats,
+        rcvbuf: usize,
+        names: Option<&NameTracker>,
+    ) -> io::Result<()> {
+        let names = names.map(|n| {
+            let s = n.stats;
+            serde_json::json!({
+                "captures": s.captures,
+                "dns_messages": s.dns_messages,
+                "answers": s.answers,
+                "dns_errors": s.dns_errors,
+                "own_ignored": s.own_ignored,
+                "conn_names": s.conn_names,
+                "book_entries": n.book().len(),
+                "tracked": n.entries(),
+                "memory_bytes": n.memory_bytes(),
+            })
+        });
         let v = serde_json::json!({
             "event": "stats",
             "ts": ts,
@@ -112,6 +135,7 @@ impl<W: Write> JsonWriter<W> {
             "refreshed": stats.refreshed,
             "dumped": stats.dumped,
             "rcvbuf": rcvbuf,
+            "names": names,
         });
         self.value(&v)
     }
@@ -654,6 +678,21 @@ mod tests {
             .map(|(i, e)| (e.flow.key(), names.get(i % 6).cloned().map(std::sync::Arc::new)))
             .collect();
         t.set_names(found, &mut |_, _| {});
+    }
+
+    #[test]
+    fn stats_lines_carry_the_name_figures() {
+        let stats = TableStats::default();
+        let line = |names: Option<&NameTracker>| {
+            let mut w = JsonWriter::new(Vec::new());
+            w.stats("T", 3, &stats, 0, names).expect("written");
+            serde_json::from_slice::<serde_json::Value>(&w.into_inner()).expect("valid JSON")
+        };
+        assert!(line(None)["names"].is_null());
+        let v = line(Some(&NameTracker::new(1)));
+        for key in ["captures", "answers", "dns_errors", "book_entries", "memory_bytes"] {
+            assert_eq!(v["names"][key], 0, "{key}: {v}");
+        }
     }
 
     #[test]

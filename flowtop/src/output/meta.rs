@@ -25,6 +25,8 @@ pub struct Meta<'a> {
     interval_s: f64,
     dns: &'a str,
     geoip: &'a [String],
+    /// Payloads are looked at for asked-for names (false: `--no-inspect`).
+    inspect: bool,
 }
 
 /// The `ebpf` object of the meta line.
@@ -58,6 +60,8 @@ pub struct MetaInputs<'a> {
     pub dns: &'a str,
     /// The GeoIP database files in use.
     pub geoip: &'a [String],
+    /// Not `--no-inspect`.
+    pub inspect: bool,
 }
 
 impl<'a> Meta<'a> {
@@ -101,6 +105,7 @@ impl<'a> Meta<'a> {
             interval_s: inputs.interval_s,
             dns: inputs.dns,
             geoip: inputs.geoip,
+            inspect: inputs.inspect,
         }
     }
 }
@@ -135,6 +140,7 @@ mod tests {
             interval_s: 1.0,
             dns: "off",
             geoip: &geoip,
+            inspect: false,
         };
         let v = serde_json::to_value(Meta::new("T", &inputs)).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
@@ -152,7 +158,8 @@ mod tests {
                 "protocols",
                 "interval_s",
                 "dns",
-                "geoip"
+                "geoip",
+                "inspect"
             ]
         );
         assert_eq!(v["attribution"], "off");
@@ -160,5 +167,6 @@ mod tests {
         assert_eq!(v["ebpf"]["reason"], "no");
         assert!(v["ebpf"]["kprobes"].is_null());
         assert_eq!(v["geoip"][0], "/x.mmdb");
+        assert_eq!(v["inspect"], false);
     }
 }
