@@ -212,11 +212,11 @@ impl Engine {
             Inbox::Sockets(index) => {
                 if let Some(join) = &mut self.owners {
                     let found = join.take_index(index, &self.table, now);
-                    let owned = !found.is_empty();
+                    let owned = self.owned_waiting(&found);
                     self.table.set_owners(found, out);
                     // A flow's own process's answers name it.
-                    if owned {
-                        self.rename_waiting(now, out);
+                    if let Some(owned) = owned {
+                        self.rename_waiting(now, &owned, out);
                     }
                 }
                 return Ok(false);
@@ -224,10 +224,10 @@ impl Engine {
             Inbox::EbpfSockets(sockets) => {
                 if let Some(join) = &mut self.owners {
                     let found = join.take_sockets(sockets, &self.table, now);
-                    let owned = !found.is_empty();
+                    let owned = self.owned_waiting(&found);
                     self.table.set_owners(found, out);
-                    if owned {
-                        self.rename_waiting(now, out);
+                    if let Some(owned) = owned {
+                        self.rename_waiting(now, &owned, out);
                     }
                 }
                 // The batch holds what the ring buffer had when the held
@@ -236,9 +236,12 @@ impl Engine {
                 return Ok(false);
             }
             Inbox::Names(captures) => {
-                let learnt = self.names.as_mut().is_some_and(|n| n.on_captures(captures, now));
-                if learnt {
-                    self.rename_waiting(now, out);
+                if let Some(names) = &mut self.names {
+                    names.on_captures(captures, now);
+                    let changes = names.take_changes();
+                    if !changes.is_empty() {
+                        self.rename_waiting(now, &naming::Recheck::Named(changes), out);
+                    }
                 }
                 return Ok(false);
             }
@@ -354,10 +357,24 @@ impl Engine {
 
     /// Looks again at the names of the flows waiting for one (after names
     /// or owners arrived): an `update` for each whose name changed.
-    fn rename_waiting(&mut self, now: Instant, out: &mut impl FnMut(EventKind, &Entry)) {
+    fn rename_waiting(
+        &mut self,
+        now: Instant,
+        recheck: &naming::Recheck,
+        out: &mut impl FnMut(EventKind, &Entry),
+    ) {
         if let Some(names) = &self.names {
-            naming::rename_waiting(&mut self.table, names, &mut self.name_waiting, now, out);
+            naming::rename_waiting(&mut self.table, names, &mut self.name_waiting, now, recheck, out);
         }
+    }
+
+    /// The flows attribution just found owners for, to look at their names
+    /// again; None when there is nothing to do.
+    fn owned_waiting(&self, found: &[(FlowKey, crate::flow::model::Attributed)]) -> Option<naming::Recheck> {
+        if self.names.is_none() || self.name_waiting.is_empty() || found.is_empty() {
+            return None;
+        }
+        Some(naming::Recheck::Owned(found.iter().map(|(k, _)| *k).collect()))
     }
 
     /// Applies the held destroys: all of them (`None`), or those held

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::attribution::join::OwnerJoin;
 use crate::flow::model::{Attributed, Flow, FlowKey};
 use crate::flow::table::{Entry, EventKind, FlowTable, OwnerLookup};
-use crate::names::tracker::{FlowName, NameTracker};
+use crate::names::tracker::{Changes, FlowName, NameTracker};
 use crate::names::Source;
 
 /// How long a new flow without a name of its own may still get one: its
@@ -60,16 +60,28 @@ pub fn wait_for_name(waiting: &mut VecDeque<(Instant, FlowKey)>, e: &Entry, now:
     waiting.push_back((now, e.flow.key()));
 }
 
-/// Names again the flows waiting for a name: an `update` (through `out`)
-/// for each whose name changed. A flow stops waiting after [`NAME_WAIT`],
-/// when it leaves the table or once it has a name of its own; a name once
-/// given is never taken away. Work: one lookup per waiting flow, at most
-/// [`NAME_WAITING_MAX`].
+/// Which waiting flows may have a new name.
+#[derive(Debug)]
+pub enum Recheck {
+    /// Captures named these addresses and tuples.
+    Named(Changes),
+    /// Attribution found the owners of these flows (their own process's
+    /// answers now apply).
+    Owned(std::collections::HashSet<FlowKey, foldhash::fast::RandomState>),
+}
+
+/// Names again the waiting flows `recheck` concerns: an `update` (through
+/// `out`) for each whose name changed. A flow stops waiting after
+/// [`NAME_WAIT`], when it leaves the table or once it has a name of its
+/// own; a name once given is never taken away. Work: a hash lookup per
+/// waiting flow (at most [`NAME_WAITING_MAX`]), a name lookup for those
+/// concerned.
 pub fn rename_waiting(
     table: &mut FlowTable,
     names: &NameTracker,
     waiting: &mut VecDeque<(Instant, FlowKey)>,
     now: Instant,
+    recheck: &Recheck,
     out: &mut impl FnMut(EventKind, &Entry),
 ) {
     while waiting
@@ -80,9 +92,19 @@ pub fn rename_waiting(
     }
     let mut found = Vec::new();
     waiting.retain(|(first_seen, key)| {
+        if let Recheck::Owned(keys) = recheck {
+            if !keys.contains(key) {
+                return true;
+            }
+        }
         let Some(e) = table.get(*key) else {
             return false;
         };
+        if let Recheck::Named(changes) = recheck {
+            if !changes.touches(&e.flow) {
+                return may_rename(e);
+            }
+        }
         match names.name_for_flow(&e.flow, e.owner.as_deref(), e.direction, *first_seen) {
             Some(n) if e.name.as_ref() != Some(&n) => {
                 let dns = n.source == Source::Dns;

@@ -52,6 +52,55 @@ pub type Tuple = (u8, SocketAddr, SocketAddr);
 /// before its flow was first seen still names it.
 pub const SLACK: Duration = Duration::from_secs(1);
 
+/// Addresses and tuples remembered as changed between two
+/// [`NameTracker::take_changes`], at most (past it: everything changed).
+pub const MAX_CHANGES: usize = 4096;
+
+/// What the captures since the last [`NameTracker::take_changes`] named:
+/// which flows may have a new name.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Too many to list: any flow may.
+    pub all: bool,
+    /// Addresses with new DNS answers.
+    pub addrs: std::collections::HashSet<std::net::IpAddr, Fast>,
+    /// Tuples whose connection gave its name.
+    pub tuples: std::collections::HashSet<Tuple, Fast>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.addrs.is_empty() && self.tuples.is_empty()
+    }
+
+    /// Whether `flow`'s name may have changed.
+    pub fn touches(&self, flow: &Flow) -> bool {
+        self.all
+            || self.addrs.contains(&flow.orig.dst)
+            || self.tuples.contains(&(
+                flow.proto,
+                SocketAddr::new(flow.orig.src, flow.orig.sport.unwrap_or(0)),
+                SocketAddr::new(flow.orig.dst, flow.orig.dport.unwrap_or(0)),
+            ))
+    }
+
+    fn note_addr(&mut self, addr: std::net::IpAddr) {
+        if self.addrs.len() + self.tuples.len() >= MAX_CHANGES {
+            self.all = true;
+        } else if !self.all {
+            self.addrs.insert(addr);
+        }
+    }
+
+    fn note_tuple(&mut self, t: Tuple) {
+        if self.addrs.len() + self.tuples.len() >= MAX_CHANGES {
+            self.all = true;
+        } else if !self.all {
+            self.tuples.insert(t);
+        }
+    }
+}
+
 /// Connections whose first bytes are being gathered, per generation.
 pub const STREAMS_HALF: usize = 1024;
 /// QUIC tuples whose Initials are being gathered, per generation.
@@ -256,6 +305,7 @@ pub struct NameTracker {
     datagrams: TwoGen<Tuple, Datagrams>,
     tcp_dns: TwoGen<(u64, SocketAddr, SocketAddr), TcpDns>,
     found: TwoGen<Tuple, Found>,
+    changes: Changes,
     pub stats: NameStats,
 }
 
@@ -273,6 +323,7 @@ impl NameTracker {
             datagrams: TwoGen::new(DATAGRAMS_HALF),
             tcp_dns: TwoGen::new(TCP_DNS_HALF),
             found: TwoGen::new(FOUND_HALF),
+            changes: Changes::default(),
             stats: NameStats::default(),
         }
     }
@@ -355,8 +406,9 @@ impl NameTracker {
                 self.stats.dns_messages += 1;
                 let learnt = !answers.is_empty();
                 self.stats.answers += answers.len() as u64;
-                let mut book = self.book();
+                let mut book = self.book.lock().unwrap_or_else(|p| p.into_inner());
                 for a in answers {
+                    self.changes.note_addr(a.addr);
                     book.insert(pid, a.addr, a.name, Source::Dns, now, a.ttl);
                 }
                 learnt
@@ -414,6 +466,7 @@ impl NameTracker {
     fn found_name(&mut self, key: Tuple, answer: Option<FlowName>, now: Instant) -> bool {
         let Some(name) = answer else { return false };
         self.stats.conn_names += 1;
+        self.changes.note_tuple(key);
         self.found.insert(
             key,
             Found {
@@ -471,6 +524,11 @@ impl NameTracker {
         let local = SocketAddr::new(flow.orig.src, flow.orig.sport.unwrap_or(0));
         let remote = SocketAddr::new(flow.orig.dst, flow.orig.dport.unwrap_or(0));
         self.name_for(flow.proto, local, remote, pid, first_seen)
+    }
+
+    /// What changed since the last call (see [`Changes`]).
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
     }
 
     /// Drops expired answers (call it now and then).

@@ -690,7 +690,13 @@ mod tests {
         };
         assert!(line(None)["names"].is_null());
         let v = line(Some(&NameTracker::new(1)));
-        for key in ["captures", "answers", "dns_errors", "book_entries", "memory_bytes"] {
+        for key in [
+            "captures",
+            "answers",
+            "dns_errors",
+            "book_entries",
+            "memory_bytes",
+        ] {
             assert_eq!(v["names"][key], 0, "{key}: {v}");
         }
     }
