@@ -310,3 +310,48 @@ fn quic_initial_names_its_tuple() {
         .unwrap();
     assert_eq!((&*got.name, got.source), ("example.com", Source::Quic));
 }
+
+mod arbitrary {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn kind() -> impl Strategy<Value = CaptureKind> {
+        prop_oneof![
+            Just(CaptureKind::Dns),
+            Just(CaptureKind::Stream),
+            Just(CaptureKind::Datagram)
+        ]
+    }
+
+    proptest! {
+        /// Any bytes, offsets and flags: counted or ignored, never a panic,
+        /// and the state stays within its bounds.
+        #[test]
+        fn any_capture_is_survived(
+            batch in proptest::collection::vec(
+                (kind(), any::<u32>(), any::<bool>(), any::<bool>(), 0u16..4, proptest::collection::vec(any::<u8>(), 0..600)),
+                1..40,
+            )
+        ) {
+            let mut t = NameTracker::new(OWN);
+            let now = Instant::now();
+            let captures: Vec<_> = batch
+                .into_iter()
+                .map(|(kind, seq, tcp, syn, port, bytes)| {
+                    // Few tuples, so that segments meet; offsets mostly small.
+                    let local = format!("10.0.0.1:{}", 40000 + port);
+                    let seq = if kind == CaptureKind::Stream { seq % 5000 } else { seq };
+                    let mut c = capture(kind, &local, "192.0.2.9:443", seq, &bytes);
+                    c.tcp = tcp;
+                    c.syn = syn;
+                    (c, None)
+                })
+                .collect();
+            t.on_captures(captures, now);
+            prop_assert!(t.entries() <= 2 * (STREAMS_HALF + DATAGRAMS_HALF + TCP_DNS_HALF + FOUND_HALF));
+            let _ = t.memory_bytes();
+            let _ = name_of(&t, None, now);
+        }
+    }
+}
