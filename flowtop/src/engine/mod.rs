@@ -143,7 +143,7 @@ struct Engine {
     socket_events: bool,
     /// Asked-for names; None with `--no-inspect`.
     names: Option<NameTracker>,
-    /// New flows that may still learn a name (see [`NAME_WAIT`]): when each
+    /// New flows that may still learn a name (see [`naming::NAME_WAIT`]): when each
     /// was first seen, oldest first.
     name_waiting: VecDeque<(Instant, FlowKey)>,
     /// When expired answers were last dropped.

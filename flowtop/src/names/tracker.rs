@@ -178,6 +178,9 @@ const SLOT_OVERHEAD: usize = 128;
 /// The first bytes of one connection, in order.
 #[derive(Debug, Default)]
 struct Stream {
+    /// The socket's cookie: a new socket on the same tuple (a port used
+    /// again) starts over.
+    cookie: u64,
     /// Contiguous bytes from offset 0, at most [`MAX_HELLO`].
     bytes: Vec<u8>,
     /// Segments past a gap: (offset, bytes), at most [`MAX_HELD`].
@@ -266,6 +269,8 @@ struct TcpDns {
 /// A QUIC tuple's Initials.
 #[derive(Debug, Default)]
 struct Datagrams {
+    /// The socket's cookie (see [`Stream::cookie`]).
+    cookie: u64,
     hello: QuicHello,
     datagrams: usize,
     done: bool,
@@ -423,6 +428,12 @@ impl NameTracker {
     fn on_stream(&mut self, c: &NameCapture, now: Instant) -> bool {
         let key = (c.protocol, c.local, c.remote);
         let stream = self.streams.entry(key, Stream::default);
+        if stream.cookie != c.cookie {
+            *stream = Stream {
+                cookie: c.cookie,
+                ..Stream::default()
+            };
+        }
         if stream.done || !stream.place(c.seq, &c.bytes, MAX_HELLO) {
             return false;
         }
@@ -432,6 +443,7 @@ impl NameTracker {
                 // Nothing more to gather: only the mark stays (later
                 // segments of the first 4 KiB must not start over).
                 *stream = Stream {
+                    cookie: c.cookie,
                     done: true,
                     ..Stream::default()
                 };
@@ -443,6 +455,12 @@ impl NameTracker {
     fn on_datagram(&mut self, c: &NameCapture, now: Instant) -> bool {
         let key = (c.protocol, c.local, c.remote);
         let d = self.datagrams.entry(key, Datagrams::default);
+        if d.cookie != c.cookie {
+            *d = Datagrams {
+                cookie: c.cookie,
+                ..Datagrams::default()
+            };
+        }
         if d.done {
             return false;
         }
@@ -457,6 +475,7 @@ impl NameTracker {
             _ => None,
         };
         *d = Datagrams {
+            cookie: c.cookie,
             done: true,
             ..Datagrams::default()
         };

@@ -246,6 +246,22 @@ fn the_connections_name_comes_before_any_answer() {
 }
 
 #[test]
+fn a_new_socket_on_a_used_tuple_starts_over() {
+    let mut t = NameTracker::new(OWN);
+    let now = Instant::now();
+    assert!(t.on_captures(
+        [(stream(0, &client_hello(b"first.example", 0, false)), None)],
+        now
+    ));
+    // The same tuple again (the port used again), another socket.
+    let later = now + Duration::from_secs(120);
+    let mut again = stream(0, &client_hello(b"second.example", 0, false));
+    again.cookie = 8;
+    assert!(t.on_captures([(again, None)], later));
+    assert_eq!(name_of(&t, None, later).unwrap().0, "second.example");
+}
+
+#[test]
 fn http_host_and_giving_up_on_other_protocols() {
     let mut t = NameTracker::new(OWN);
     let now = Instant::now();
