@@ -91,6 +91,17 @@ pub struct Detail {
     pub ended: bool,
 }
 
+/// The open names view of a Processes row: the names its processes asked
+/// for (Enter on the row; Enter again shows its flows).
+#[derive(Debug, Clone)]
+pub struct ProcNames {
+    /// The row's process name (made safe) and its pids.
+    pub comm: String,
+    pub pids: Vec<u32>,
+    /// The filter that shows the row's flows.
+    pub flows: Option<String>,
+}
+
 /// Flow counts of the shown families and protocols, for the header.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counts {
@@ -133,6 +144,7 @@ pub struct App {
     pub view_sel: Selection,
     pub help: bool,
     pub detail: Option<Detail>,
+    pub proc_names: Option<ProcNames>,
     /// The snapshot on screen, and the newest one (they differ while paused).
     shown: Arc<Snapshot>,
     latest: Arc<Snapshot>,
@@ -215,6 +227,7 @@ impl App {
             view_sel: opts.selection,
             help: false,
             detail: None,
+            proc_names: None,
             shown: empty_snapshot(),
             latest: empty_snapshot(),
             flow_rows: Ordered::default(),
@@ -268,6 +281,8 @@ impl App {
             Mode::Help
         } else if self.detail.is_some() {
             Mode::Detail
+        } else if self.proc_names.is_some() {
+            Mode::Names
         } else {
             Mode::Normal
         }
@@ -559,6 +574,13 @@ impl App {
     }
 
     fn open(&mut self) {
+        // From a process's names on to its flows.
+        if let Some(names) = self.proc_names.take() {
+            if let Some(f) = names.flows {
+                self.show_flows_matching(f);
+            }
+            return;
+        }
         match self.tab {
             Tab::Flows => {
                 let slot = self.flow_rows.get(self.cursor);
@@ -576,10 +598,14 @@ impl App {
                     });
                 }
             }
-            // "Where does this process connect": its flows, with their
-            // destinations and countries.
+            // "Where does this process connect": the names it asked
+            // for, then (Enter again) its flows, with their destinations
+            // and countries.
             Tab::Processes => {
-                let filter = self.proc_rows.get(self.cursor).and_then(|r| match &r.key {
+                let Some(row) = self.proc_rows.get(self.cursor) else {
+                    return;
+                };
+                let filter = Some(row).and_then(|r| match &r.key {
                     ProcKey::Pid(pid) => Some(format!("pid:{pid}")),
                     ProcKey::Program(..) => match (r.single_pid(), &r.exe) {
                         (Some(pid), _) => Some(format!("pid:{pid}")),
@@ -590,9 +616,14 @@ impl App {
                     },
                     ProcKey::Unattributed => None,
                 });
-                if let Some(f) = filter {
-                    self.show_flows_matching(f);
+                if row.key == ProcKey::Unattributed {
+                    return;
                 }
+                self.proc_names = Some(ProcNames {
+                    comm: row.comm.clone(),
+                    pids: row.pids.clone(),
+                    flows: filter,
+                });
             }
             Tab::Countries => {
                 if let Some(cc) = self.country_rows.get(self.cursor).map(|r| r.country.clone()) {
@@ -706,6 +737,8 @@ impl App {
                     self.help = false;
                 } else if self.detail.is_some() {
                     self.detail = None;
+                } else if self.proc_names.is_some() {
+                    self.proc_names = None;
                 } else {
                     // While editing, Esc cancels; otherwise it clears the filter.
                     self.editing_filter = false;

@@ -53,6 +53,8 @@ pub enum Mode {
     EditingFilter,
     Help,
     Detail,
+    /// A process's names (Enter on the Processes tab).
+    Names,
 }
 
 /// The action of a key in `mode`, if any.
@@ -83,6 +85,14 @@ pub fn action(key: KeyEvent, mode: Mode) -> Option<Action> {
             KeyCode::Esc | KeyCode::Enter | KeyCode::Backspace | KeyCode::Left | KeyCode::Char('h') => {
                 Some(Action::Back)
             }
+            KeyCode::Char('?') => Some(Action::Help),
+            _ => None,
+        },
+        // Enter goes on to the process's flows.
+        Mode::Names => match key.code {
+            KeyCode::Char('q') => Some(Action::Quit),
+            KeyCode::Enter => Some(Action::Open),
+            KeyCode::Esc | KeyCode::Backspace | KeyCode::Left | KeyCode::Char('h') => Some(Action::Back),
             KeyCode::Char('?') => Some(Action::Help),
             _ => None,
         },
@@ -149,7 +159,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("/", "filter: Enter keeps it, Esc clears, Ctrl-U erases"),
     ("Esc", "close the view, or clear the filter"),
     ("Space", "pause the view (data keeps flowing)"),
-    ("Enter", "details of the flow; flows of the process or country"),
+    ("Enter", "flow details; process names, flows; country flows"),
     ("b", "rates in bits or bytes per second"),
     ("a", "active flows only (traffic in the last interval)"),
     ("s", "show the source address and port"),

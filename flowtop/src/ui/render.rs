@@ -142,7 +142,10 @@ pub fn draw(frame: &mut Frame<'_>, app: &App, now: SystemTime) {
     let body = Rect::new(area.x, area.y + 2, area.width, body_h + 1);
     match &app.detail {
         Some(d) => draw_detail(frame, app, d, body, now, &theme),
-        None => draw_table(frame, app, body, now, &theme),
+        None => match &app.proc_names {
+            Some(p) => draw_names(frame, app, p, body, &theme),
+            None => draw_table(frame, app, body, now, &theme),
+        },
     }
     frame.render_widget(footer(app, &theme), row(area.height - 1, 1));
     if app.help {
@@ -265,6 +268,8 @@ fn footer<'a>(app: &App, theme: &Theme) -> Paragraph<'a> {
     }
     let hints = if app.detail.is_some() {
         " Esc back  ? help  q quit"
+    } else if app.proc_names.is_some() {
+        " Enter its flows  Esc back  ? help  q quit"
     } else {
         match app.tab {
             Tab::Flows => {
@@ -782,7 +787,7 @@ fn detail_lines(app: &App, d: &Detail, now: SystemTime) -> Vec<(String, String)>
         },
     );
     if let Some(o) = &e.owner {
-        let names = process_names(app, o.pid);
+        let names = process_names(app, &[o.pid]);
         let shown = names.len().min(PROCESS_NAMES_SHOWN);
         for (i, n) in names.iter().take(shown).enumerate() {
             // Of the process above: every name it asked for.
@@ -798,20 +803,21 @@ fn detail_lines(app: &App, d: &Detail, now: SystemTime) -> Vec<(String, String)>
 /// Names a process's lines list at most in the detail view.
 const PROCESS_NAMES_SHOWN: usize = 12;
 
-/// The names process `pid` asked for, marked by source, with the address
-/// each named: those of its flows on screen, and the DNS answers it
-/// received (the engine's book); sorted, each once.
-fn process_names(app: &App, pid: u32) -> Vec<String> {
+/// The names processes `pids` asked for, marked by source, with the
+/// address each named: those of their flows on screen, and the DNS answers
+/// they received (the engine's book); sorted, each once.
+fn process_names(app: &App, pids: &[u32]) -> Vec<String> {
     let mut names: Vec<(String, IpAddr)> = app
         .shown()
         .flows
         .iter()
-        .filter(|e| e.owner.as_ref().is_some_and(|o| o.pid == pid))
+        .filter(|e| e.owner.as_ref().is_some_and(|o| pids.contains(&o.pid)))
         .filter_map(|e| ends::remote_asked_name(e).map(|n| (ends::marked_name(n), e.flow.orig.dst)))
         .collect();
     if let Some(book) = app.asked_names.get() {
         let book = book.lock().unwrap_or_else(|p| p.into_inner());
-        let answers = book.names_of(pid, std::time::Instant::now());
+        let now = std::time::Instant::now();
+        let answers: Vec<_> = pids.iter().flat_map(|&pid| book.names_of(pid, now)).collect();
         drop(book);
         names.extend(answers.into_iter().map(|(ip, n)| {
             let n = crate::names::tracker::FlowName {
@@ -865,6 +871,39 @@ fn draw_detail(frame: &mut Frame<'_>, app: &App, d: &Detail, area: Rect, now: Sy
     let block = Block::default()
         .borders(Borders::TOP)
         .title(" Flow details (Esc back) ");
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block)
+            .wrap(ratatui::widgets::Wrap { trim: false }),
+        area,
+    );
+}
+
+/// The names view of a Processes row: every name its processes asked for.
+fn draw_names(frame: &mut Frame<'_>, app: &App, p: &super::app::ProcNames, area: Rect, theme: &Theme) {
+    let names = process_names(app, &p.pids);
+    let mut lines: Vec<Line<'_>> = Vec::with_capacity(names.len() + 2);
+    if names.is_empty() {
+        let why = if app.header.inspect {
+            "no name seen yet (names come from the DNS answers and first bytes of connections made while flowtop runs)"
+        } else {
+            "names are not looked for (--no-inspect)"
+        };
+        lines.push(Line::raw(format!(" {why}")));
+    }
+    lines.extend(names.into_iter().map(|n| Line::raw(format!(" {n}"))));
+    lines.push(Line::styled(
+        " marks: * TLS SNI  ! ECH outer name  ^ HTTP Host  ~ QUIC  = DNS answer",
+        theme.titles(),
+    ));
+    let pids = match p.pids.as_slice() {
+        [pid] => format!("pid {pid}"),
+        many => format!("{} pids", many.len()),
+    };
+    let block = Block::default().borders(Borders::TOP).title(format!(
+        " Names {} asked for ({pids}; Enter its flows, Esc back) ",
+        p.comm
+    ));
     frame.render_widget(
         Paragraph::new(lines)
             .block(block)

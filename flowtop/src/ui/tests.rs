@@ -98,7 +98,13 @@ fn keys_of_the_original_map_to_their_actions() {
 #[test]
 fn ctrl_c_quits_in_every_mode_and_q_everywhere_but_the_filter() {
     let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
-    for mode in [Mode::Normal, Mode::EditingFilter, Mode::Help, Mode::Detail] {
+    for mode in [
+        Mode::Normal,
+        Mode::EditingFilter,
+        Mode::Help,
+        Mode::Detail,
+        Mode::Names,
+    ] {
         assert_eq!(keys::action(ctrl_c, mode), Some(Action::Quit), "{mode:?}");
     }
     let q = key(KeyCode::Char('q'));
@@ -551,12 +557,16 @@ fn processes_count_what_they_send_and_receive() {
     let ff = a.proc_rows.iter().find(|r| r.pids == [1000]).unwrap();
     assert_eq!(ff.totals.flows, 2);
     assert_eq!((ff.totals.sent, ff.totals.received), (12_000, 1_000_000));
-    // Enter lists the process's flows.
+    // Enter lists the names the process asked for, Enter again its flows.
     let at = a.proc_rows.iter().position(|r| r.pids == [1000]).unwrap();
     while a.cursor < at {
         a.apply(Action::Down);
     }
     a.apply(Action::Open);
+    assert_eq!(a.mode(), Mode::Names);
+    assert_eq!(a.proc_names.as_ref().map(|p| p.pids.clone()), Some(vec![1000]));
+    a.apply(Action::Open);
+    assert_eq!(a.mode(), Mode::Normal);
     assert_eq!(a.tab, Tab::Flows);
     assert_eq!(a.filter_text, "pid:1000");
     assert_eq!(ids(&a), vec![2, 6]);
@@ -978,9 +988,11 @@ fn processes_group_by_program_and_split_per_pid_with_command_lines() {
     insta::assert_snapshot!("processes_per_pid_140x24", s);
     a.apply(Action::Group);
     assert!(!a.per_pid);
-    // Enter on the program's row lists the flows of its processes.
+    // Enter on the program's row lists its names, Enter again the flows
+    // of its processes.
     let at = a.proc_rows.iter().position(|r| r.comm == "python3").expect("row");
     a.move_for_test(at);
+    a.apply(Action::Open);
     a.apply(Action::Open);
     assert_eq!(a.filter_text, "exe:/usr/bin/python3.12");
     let mut v = ids(&a);
@@ -1025,9 +1037,11 @@ fn processes_sort_with_the_flows_keys() {
     let sel = a.proc_rows[a.cursor].key.clone();
     a.apply(Action::SortReverse);
     assert_eq!(a.proc_rows[a.cursor].key, sel);
-    // Enter on a process lists its flows, the local flow's server too.
+    // Enter on a process lists its names, Enter again its flows, the
+    // local flow's server too.
     let at = a.proc_rows.iter().position(|r| r.pids == [503]).expect("503");
     a.move_for_test(at);
+    a.apply(Action::Open);
     a.apply(Action::Open);
     assert_eq!(a.filter_text, "pid:503");
     assert_eq!(ids(&a), vec![3]);
@@ -1307,4 +1321,44 @@ fn the_header_says_when_inspection_is_off() {
     assert!(s.lines().next().is_some_and(|l| l.contains("inspect off")), "{s}");
     a.apply(Action::Open);
     assert!(screen(&a, 200, 40).contains("not looked for (--no-inspect)"));
+}
+
+#[test]
+fn frame_process_names() {
+    use crate::names::book::NameBook;
+    use crate::names::Source;
+    let mut a = fixture::named_app(120, 14);
+    let mut book = NameBook::default();
+    let at = std::time::Instant::now();
+    let ttl = std::time::Duration::from_secs(300);
+    book.insert(
+        Some(1000),
+        fixture::ip("198.51.100.8"),
+        "detectportal.example".into(),
+        Source::Dns,
+        at,
+        ttl,
+    );
+    a.asked_names
+        .set(Arc::new(std::sync::Mutex::new(book)))
+        .expect("set once");
+    a.apply(Action::NextTab);
+    let at = a
+        .proc_rows
+        .iter()
+        .position(|r| r.pids == [1000])
+        .expect("firefox");
+    while a.cursor < at {
+        a.apply(Action::Down);
+    }
+    a.apply(Action::Open);
+    let s = screen(&a, 120, 14);
+    // Its flows' names (an ECH outer name, an HTTP Host) and its answers.
+    assert!(s.contains("!cloudflare-ech.com"), "{s}");
+    assert!(s.contains("^plain.example.org"), "{s}");
+    assert!(s.contains("=detectportal.example"), "{s}");
+    insta::assert_snapshot!("process_names_120x14", s);
+    // Esc goes back to the Processes tab.
+    a.apply(Action::Back);
+    assert_eq!((a.mode(), a.tab), (Mode::Normal, Tab::Processes));
 }
