@@ -336,7 +336,7 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Bytes from hex text, whitespace ignored; None on anything else.
 pub fn unhex(text: &str) -> Option<Vec<u8>> {
     let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     digits
@@ -450,7 +450,8 @@ pub fn client_hello(sni: &[u8], key_share_len: usize) -> (Vec<u8>, usize) {
 
 /// The first bytes of a plain HTTP/1.1 request for `/` to `host`.
 pub fn http_request(host: &str) -> Vec<u8> {
-    format!("GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: flowtop-test\r\nConnection: close\r\n\r\n").into_bytes()
+    format!("GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: flowtop-test\r\nConnection: close\r\n\r\n")
+        .into_bytes()
 }
 
 #[cfg(test)]
@@ -459,7 +460,11 @@ mod tests {
 
     #[test]
     fn the_https_rdata_is_priority_root_and_both_hints_in_key_order() {
-        let r = https_rdata(1, &[Ipv4Addr::new(192, 0, 2, 13)], &["2001:db8::13".parse().expect("v6")]);
+        let r = https_rdata(
+            1,
+            &[Ipv4Addr::new(192, 0, 2, 13)],
+            &["2001:db8::13".parse().expect("v6")],
+        );
         assert_eq!(
             hex(&r),
             "0001\
@@ -472,7 +477,10 @@ mod tests {
 
     #[test]
     fn reverse_names_of_both_families() {
-        assert_eq!(reverse_name("192.0.2.10".parse().expect("v4")), "10.2.0.192.in-addr.arpa");
+        assert_eq!(
+            reverse_name("192.0.2.10".parse().expect("v4")),
+            "10.2.0.192.in-addr.arpa"
+        );
         let v6 = reverse_name("2001:db8::10".parse().expect("v6"));
         assert!(v6.starts_with("0.1.0.0.0.0.0.0."), "{v6}");
         assert!(v6.ends_with("8.b.d.0.1.0.0.2.ip6.arpa"), "{v6}");
