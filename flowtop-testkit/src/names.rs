@@ -400,6 +400,18 @@ pub fn dns_loop_response(id: u16) -> Vec<u8> {
 /// what pushes today's hellos past one segment). Returns the record and the
 /// offset at which the server_name extension begins.
 pub fn client_hello(sni: &[u8], key_share_len: usize) -> (Vec<u8>, usize) {
+    build_hello(sni, key_share_len, false)
+}
+
+/// [`client_hello`] with an outer Encrypted ClientHello extension
+/// (`encrypted_client_hello`, 0xfe0d, type outer: RFC 9849 section 5) before
+/// the server_name: `sni` is then the client-facing server's public name.
+/// The encrypted payload is filler: flowtop reads names, it decrypts nothing.
+pub fn client_hello_ech(public_name: &[u8], key_share_len: usize) -> (Vec<u8>, usize) {
+    build_hello(public_name, key_share_len, true)
+}
+
+fn build_hello(sni: &[u8], key_share_len: usize, ech: bool) -> (Vec<u8>, usize) {
     fn u16b(n: usize) -> [u8; 2] {
         u16::try_from(n).expect("fits 16 bits").to_be_bytes()
     }
@@ -419,6 +431,16 @@ pub fn client_hello(sni: &[u8], key_share_len: usize) -> (Vec<u8>, usize) {
     ext.extend_from_slice(&[0x11, 0xec]);
     ext.extend_from_slice(&u16b(key_share_len));
     ext.extend((0..key_share_len).map(|i| (i * 7 + 3) as u8));
+    if ech {
+        // type outer, HKDF-SHA256, AES-128-GCM, config_id, enc (32), payload (200)
+        let mut body = vec![0, 0, 1, 0, 1, 0x2a, 0, 32];
+        body.extend((0..32u8).map(|i| i ^ 0x5a));
+        body.extend_from_slice(&[0, 200]);
+        body.extend((0..200u8).map(|i| i.wrapping_mul(3)));
+        ext.extend_from_slice(&[0xfe, 0x0d]);
+        ext.extend_from_slice(&u16b(body.len()));
+        ext.extend_from_slice(&body);
+    }
     let sni_in_ext = ext.len();
     // server_name: one host_name entry
     ext.extend_from_slice(&[0, 0]);

@@ -236,10 +236,10 @@ struct Fixture {
     _stub: Option<Dnsmasq>,
     _etc: EtcNetns,
     _servers: Vec<Proc>,
-    dns: Dnsmasq,
+    _dns: Dnsmasq,
     tmp: Scratch,
     client: Netns,
-    server: Netns,
+    _server: Netns,
 }
 
 /// How the client resolves.
@@ -324,10 +324,10 @@ impl Fixture {
             _stub: stub,
             _etc: etc,
             _servers: servers,
-            dns,
+            _dns: dns,
             tmp,
             client,
-            server,
+            _server: server,
         }
     }
 
@@ -620,7 +620,6 @@ fn dns_answers_name_flows_a_aaaa_cname_head_and_https_hints() {
     for (s, name) in &flows {
         check_dns_named(&mut fx.ft, s, name);
     }
-    let _ = (&fx.dns, &fx.server);
 }
 
 /// Two programs resolve different names of one address, both before
@@ -707,7 +706,11 @@ fn quic_initial() -> Vec<u8> {
 /// A hand-made ClientHello for `sni` sent in two writes, the first ending
 /// well before the server_name extension; returns the flow.
 fn split_hello(fx: &Fixture, tag: &str, sni: &[u8]) -> (Seen, Client) {
-    let (hello, sni_at) = fx::client_hello(sni, 1216);
+    send_hello(fx, tag, fx::client_hello(sni, 1216))
+}
+
+/// Sends `(hello, sni_at)` as [`split_hello`] does.
+fn send_hello(fx: &Fixture, tag: &str, (hello, sni_at): (Vec<u8>, usize)) -> (Seen, Client) {
     let split = (sni_at / 2).to_string();
     let dport = HELLO_SINK.to_string();
     let mut c = fx.client_py(tag, &["send", DNS_V4, &dport, &fx::hex(&hello), &split]);
@@ -731,6 +734,8 @@ fn connections_name_themselves_sni_split_hello_http_host_and_quic() {
     let tls = Seen::tcp("curl over TLS", &exe, pid, port, DNS_V4, TLS);
     // A ClientHello whose SNI comes in the second segment.
     let (split, _c1) = split_hello(&fx, "split", b"split.example");
+    // An outer Encrypted ClientHello: its SNI is the public name, marked so.
+    let (ech, _c2) = send_hello(&fx, "ech", fx::client_hello_ech(b"public.example", 1216));
     // Plain HTTP by address with a Host header.
     let url = format!("http://{DNS_V4}:{HTTP}/");
     let (exe, pid, port) = fx.curl("http", &["-H", "Host: web.example", &url]);
@@ -748,8 +753,14 @@ fn connections_name_themselves_sni_split_hello_http_host_and_quic() {
         (&quic, "example.com", "quic"),
     ];
     let ids: Vec<u32> = checks.iter().map(|(s, _, _)| flow_of(&mut fx.ft, s)).collect();
+    let ech_id = flow_of(&mut fx.ft, &ech);
     for ((s, name, source), id) in checks.iter().zip(ids) {
         expect_name(&mut fx.ft, &s.what, id, name, source);
+    }
+    let v = expect_name(&mut fx.ft, "the ECH outer hello", ech_id, "public.example", "sni");
+    if v.get("dst_name_ech") != Some(&Value::Bool(true)) {
+        fx.ft
+            .fail(&format!("the ECH outer hello: dst_name_ech is not true: {v}"));
     }
 }
 
@@ -921,6 +932,17 @@ fn the_split_hello_names_nothing_until_its_second_part() {
     assert_eq!(r.push(&hello[..sni_at / 2]), Ok(Step::NeedMore));
     match r.push(&hello[sni_at / 2..]) {
         Ok(Step::Done(Some(n))) => assert_eq!(&*n.name, "split.example"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_ech_hello_gives_its_public_name_as_outer() {
+    use flowtop::names::hello::Reassembly;
+    use flowtop::names::Step;
+    let (hello, _) = fx::client_hello_ech(b"public.example", 1216);
+    match Reassembly::new().push(&hello) {
+        Ok(Step::Done(Some(n))) => assert_eq!((&*n.name, n.outer), ("public.example", true)),
         other => panic!("{other:?}"),
     }
 }
