@@ -334,7 +334,9 @@ impl Fixture {
     /// A copy of `src` under a name no other program has, `ftn-TAG-PID`.
     fn program(&self, tag: &str, src: &str) -> PathBuf {
         let name = format!("ftn-{tag}-{}", std::process::id());
-        fx::program_copy(self.tmp.path(), src, &name).expect("a program copy")
+        let exe = fx::program_copy(self.tmp.path(), src, &name).expect("a program copy");
+        // As /proc/PID/exe will show it (the temp directory may be a symlink).
+        std::fs::canonicalize(&exe).expect("the copy exists")
     }
 
     /// Starts the client helper `mode args...` as python3 copied under `tag`.
