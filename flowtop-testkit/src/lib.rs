@@ -12,6 +12,9 @@
 //! - [`dns`]: a misbehaving-on-demand PTR server;
 //! - [`fixtures`]: captured ctnetlink bytes, a plain flow, an owner;
 //! - [`netns`]: network namespaces (tests and `cargo xtask bench`);
+//! - [`names`]: a dnsmasq DNS server, HTTPS record data, hand-made
+//!   ClientHellos and DNS messages, programs under unique names (the names
+//!   tests and `cargo xtask bench names`);
 //! - [`ctlist`]: `conntrack -L -o extended,id` parsed;
 //! - [`harness`]: running flowtop and traffic in namespaces, `conntrack -L`
 //!   parsing, JSON flow helpers (the root-only integration tests);
@@ -23,7 +26,7 @@
 //! Type identity: this crate links flowtop's library, so a unit test inside
 //! `flowtop/src` that used the flowtop-typed parts would meet two copies of
 //! every flowtop type. Those tests are integration tests (`tests/`); the
-//! parts without flowtop types ([`mmdb`], [`dns`], [`netns`], [`ctlist`], [`skip`]) are
+//! parts without flowtop types ([`mmdb`], [`dns`], [`netns`], [`names`], [`ctlist`], [`skip`]) are
 //! fine in unit tests.
 //!
 //! The `flowtop` feature (default) gates what needs flowtop or the heavier
@@ -31,6 +34,7 @@
 //! and `scenarios` (serde_json only) for `bench scorecard`.
 
 pub mod ctlist;
+pub mod names;
 pub mod netns;
 pub mod skip;
 

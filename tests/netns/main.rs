@@ -11,6 +11,7 @@ mod attribution_exec;
 mod attribution_procfs;
 mod counters;
 mod dumps;
+mod names;
 mod rates;
 mod scorecard;
 mod services;

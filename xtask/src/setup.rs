@@ -40,6 +40,12 @@ const TEST_PACKAGES: &[&str] = &[
     // (libc6-dev: headers; gcc only recommends it).
     "gcc",
     "libc6-dev",
+    // The names tests (tests/netns/names.rs): a real DNS server (the
+    // package without the service: nothing starts at install), a real TLS
+    // server and client, and curl as a program that resolves and connects.
+    "dnsmasq-base",
+    "openssl",
+    "curl",
 ];
 
 /// What the caller needs.

@@ -1,6 +1,6 @@
 //! `cargo xtask bench NAME [ARGS]`: benchmarks of flowtop against its peers.
 //!
-//! One file per benchmark (`dump`, `report`, `ui`, `soak`, `enrich`; the
+//! One file per benchmark (`dump`, `report`, `ui`, `soak`, `enrich`, `names`; the
 //! attribution accuracy is `crate::bench_attr`), over shared parts:
 //! `guards` (signals, sysctls, processes, scratch directories: everything a
 //! run changes is undone on every path), `netns` (the private namespace),
@@ -15,6 +15,7 @@ pub(crate) mod enrich;
 pub(crate) mod guards;
 pub(crate) mod markdown;
 pub(crate) mod measure;
+mod names;
 pub(crate) mod netns;
 mod pty;
 mod report;
@@ -47,22 +48,24 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
         "report" => report::run(args),
         "screen-mem" => screen_mem::run(args),
         "scorecard" => scorecard::run(args),
+        "names" => names::run(args),
         "help" | "--help" | "-h" => {
             println!(
-                "{}\n\n{ATTRIBUTION_USAGE}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}",
+                "{}\n\n{ATTRIBUTION_USAGE}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}",
                 dump::USAGE,
                 report::USAGE,
                 enrich::USAGE,
                 ui::USAGE,
                 soak::USAGE,
                 screen_mem::USAGE,
-                scorecard::USAGE
+                scorecard::USAGE,
+                names::USAGE
             );
             Ok(())
         }
         other => {
             bail!(
-                "unknown benchmark '{other}'; available: report, dump, attribution, enrich, ui, soak, screen-mem, scorecard\n\n{}",
+                "unknown benchmark '{other}'; available: report, dump, attribution, enrich, ui, soak, screen-mem, scorecard, names\n\n{}",
                 dump::USAGE
             )
         }
