@@ -411,3 +411,49 @@ fn with_inspection_off_nothing_is_captured() {
         .expect("a value");
     assert_eq!(state.datagrams_left, 0, "{state:?}");
 }
+
+/// DNS answers to AF_INET6 sockets: over IPv6, and over IPv4 to a
+/// dual-stack socket (v4-mapped in the event, plain IPv4 once decoded).
+#[test]
+#[ignore = "needs root: run by cargo xtask test"]
+fn dns_answers_reach_ipv6_and_dual_stack_sockets() {
+    if !require_root() {
+        return;
+    }
+    let mut names = Names::start(true);
+    let mut buf = [0u8; 2048];
+    // IPv6.
+    let server6 = UdpSocket::bind("[::1]:53").expect("bind [::1]:53");
+    let client6 = UdpSocket::bind("[::1]:0").expect("bind");
+    client6
+        .connect(server6.local_addr().expect("addr"))
+        .expect("connect");
+    let answer6 = b"\x00\x01answer over IPv6".to_vec();
+    server6
+        .send_to(&answer6, client6.local_addr().expect("addr"))
+        .expect("send_to");
+    client6.recv(&mut buf).expect("recv");
+    // IPv4 to a dual-stack socket.
+    let server4 = UdpSocket::bind("127.0.13.3:53").expect("bind 127.0.13.3:53");
+    let dual = UdpSocket::bind("[::]:0").expect("bind [::]:0");
+    let dual_port = dual.local_addr().expect("addr").port();
+    let answer4 = b"\x00\x02answer to a dual-stack socket".to_vec();
+    server4
+        .send_to(&answer4, ("127.0.0.1", dual_port))
+        .expect("send_to");
+    dual.recv_from(&mut buf).expect("recv");
+
+    let cookie6 = socket_cookie(&client6);
+    let got = names.wait_for("IPv6 DNS", 1, |c| c.cookie == cookie6);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(&*got[0].bytes, answer6.as_slice());
+    assert_eq!(got[0].local, client6.local_addr().expect("addr"));
+    assert_eq!(got[0].remote, server6.local_addr().expect("addr"));
+
+    let cookie4 = socket_cookie(&dual);
+    let got = names.wait_for("dual-stack DNS", 1, |c| c.cookie == cookie4);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(&*got[0].bytes, answer4.as_slice());
+    assert_eq!(got[0].local, format!("127.0.0.1:{dual_port}").parse().unwrap());
+    assert_eq!(got[0].remote, server4.local_addr().expect("addr"));
+}
