@@ -67,16 +67,7 @@ impl SockEventsHandle {
     /// over CPUs). A dropped TUPLE is retried by the socket's next packet; a
     /// dropped CREATED is lost.
     pub fn lost_events(&self) -> Result<u64, String> {
-        let map = self
-            .ebpf
-            .map(MAP_SOCK_EVENTS_LOST)
-            .ok_or_else(|| format!("eBPF object has no map {MAP_SOCK_EVENTS_LOST}"))?;
-        let array = aya::maps::PerCpuArray::<_, u64>::try_from(map)
-            .map_err(|e| format!("map {MAP_SOCK_EVENTS_LOST} has an unexpected type: {e:?}"))?;
-        let per_cpu = array
-            .get(&0, 0)
-            .map_err(|e| format!("reading {MAP_SOCK_EVENTS_LOST} failed: {e:?}"))?;
-        Ok(per_cpu.iter().copied().fold(0u64, u64::wrapping_add))
+        per_cpu_sum(&self.ebpf, MAP_SOCK_EVENTS_LOST)
     }
 
     /// Name events the programs dropped because their ring buffer was full
@@ -89,16 +80,7 @@ impl SockEventsHandle {
     /// buffer was full (summed over CPUs): those processes are then known
     /// only from /proc, while they live.
     pub fn lost_exec_events(&self) -> Result<u64, String> {
-        let map = self
-            .ebpf
-            .map(MAP_EXEC_EVENTS_LOST)
-            .ok_or_else(|| format!("eBPF object has no map {MAP_EXEC_EVENTS_LOST}"))?;
-        let array = aya::maps::PerCpuArray::<_, u64>::try_from(map)
-            .map_err(|e| format!("map {MAP_EXEC_EVENTS_LOST} has an unexpected type: {e:?}"))?;
-        let per_cpu = array
-            .get(&0, 0)
-            .map_err(|e| format!("reading {MAP_EXEC_EVENTS_LOST} failed: {e:?}"))?;
-        Ok(per_cpu.iter().copied().fold(0u64, u64::wrapping_add))
+        per_cpu_sum(&self.ebpf, MAP_EXEC_EVENTS_LOST)
     }
 }
 
