@@ -42,8 +42,9 @@ pub const MAP_SOCK_SEEN: &str = "SOCK_SEEN";
 /// duplicate TUPLE event) when they next send.
 pub const SOCK_SEEN_ENTRIES: u32 = 65536;
 /// Socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`, a BTF map), value
-/// [`SockTupleKey`]: per non-TCP socket, its cookie and the latest tuple it was
-/// reported (or found in [`MAP_SOCK_SEEN`]) with. Freed with the socket.
+/// [`SockState`]: per non-TCP socket, its cookie and the latest tuple it was
+/// reported (or found in [`MAP_SOCK_SEEN`]) with, and the datagram budget of
+/// the name capture. Freed with the socket.
 pub const MAP_SOCK_STATE: &str = "SOCK_STATE";
 /// Per-CPU array with one `u64`: events dropped because [`MAP_SOCK_EVENTS`]
 /// was full.
@@ -176,6 +177,23 @@ const _: () = assert!(size_of::<SockTupleKey>() == 48);
 const _: () = assert!(core::mem::offset_of!(SockTupleKey, tuple) == 8);
 const _: () = assert!(core::mem::align_of::<SockTupleKey>() == 8);
 
+/// Value of [`MAP_SOCK_STATE`]: the socket's latest reported tuple (with
+/// its cookie) and how many more datagrams of that tuple the egress program
+/// inspects for names ([`NAME_DATAGRAMS_PER_TUPLE`] when the tuple is new,
+/// counted down per datagram sent; 0 once spent, for a tuple found already
+/// reported, for non-UDP sockets, and with inspection off).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockState {
+    pub key: SockTupleKey,
+    pub datagrams_left: u32,
+    /// Explicit padding; always zero.
+    pub _pad: u32,
+}
+
+const _: () = assert!(size_of::<SockState>() == 56);
+const _: () = assert!(core::mem::offset_of!(SockState, key) == 0);
+
 // ---------------------------------------------------------------------------
 // Name captures (issue 13): DNS answers and the first bytes of flows
 // ---------------------------------------------------------------------------
@@ -200,18 +218,37 @@ pub const NAME_CAPTURE_MAX: u32 = 4096;
 /// Global (`u8`) of the eBPF object: 0 turns every payload capture off
 /// (`--no-inspect`), in the egress program too.
 pub const GLOBAL_INSPECT: &str = "INSPECT";
-/// Datagrams inspected per new (UDP socket, tuple) when their first byte
-/// has the QUIC long-header bit: Initial packets, whose ClientHello may span
-/// two or three datagrams.
+/// Global (`u8`) of the eBPF object: 1 when the kernel lets cgroup_skb
+/// programs call `bpf_get_netns_cookie` (Linux 6.15 on); the loader tries 1
+/// first and loads again with 0 when the verifier refuses, and then
+/// [`NameEvent::netns_cookie`] is 0.
+pub const GLOBAL_NAME_NETNS_COOKIE: &str = "NAME_NETNS_COOKIE";
+/// Datagrams inspected per new (UDP socket, tuple): each of the first this
+/// many datagrams a socket sends with a tuple newly reported for it costs
+/// one budget unit ([`SockState::datagrams_left`]), and is captured
+/// ([`NAME_EVENT_DATAGRAM`]) when its first byte has the QUIC long-header
+/// bit: Initial packets, whose ClientHello may span two or three datagrams.
+/// Later datagrams of the tuple are not looked at.
 pub const NAME_DATAGRAMS_PER_TUPLE: u32 = 3;
+/// Socket-local storage (BTF map) of the egress program, value: the
+/// initial sequence number (`u32`, then 4 bytes of padding) of a TCP socket
+/// whose first bytes are being captured. Created at the SYN of connect(2),
+/// deleted once the stream passed [`NAME_CAPTURE_MAX`] or at FIN/RST: the
+/// only steady-state cost of stream capture is the failed lookup of it.
+pub const MAP_NAME_STREAM: &str = "NAME_STREAM";
 
 /// [`NameEvent::kind`]: a DNS message from port 53 received by a local
 /// socket (UDP payload, or a TCP segment's payload: see
 /// [`NAME_FLAG_TCP`]).
 pub const NAME_EVENT_DNS: u32 = 1;
 /// [`NameEvent::kind`]: payload of a data segment a TCP socket that called
-/// connect(2) sent, starting at stream offset `seq` (0 is the first byte
-/// sent), for segments starting below [`NAME_CAPTURE_MAX`].
+/// connect(2) while flowtop ran sent, starting at stream offset `seq` (0 is
+/// the first byte after the SYN), for segments starting below
+/// [`NAME_CAPTURE_MAX`]. A segment crossing that offset is captured up to
+/// it (flagged [`NAME_FLAG_TRUNCATED`]), so a stream's captures never go
+/// beyond its first [`NAME_CAPTURE_MAX`] bytes. Retransmissions capture
+/// their offsets again (same bytes): consumers dedupe by offset. Data in
+/// the SYN (TCP Fast Open) is not captured.
 pub const NAME_EVENT_STREAM: u32 = 2;
 /// [`NameEvent::kind`]: a UDP datagram a local socket sent, among the first
 /// of its tuple, whose first byte has the QUIC long-header bit (0x80).
@@ -581,6 +618,10 @@ mod user {
     unsafe impl aya::Pod for super::SockTuple {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SockTupleKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NameEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::KprobeSeenKey {}
     // SAFETY: as above.

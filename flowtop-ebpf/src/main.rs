@@ -12,6 +12,10 @@
 //!   attach kprobes. They read `struct sock` at offsets userspace takes from
 //!   the running kernel's BTF.
 //!
+//! - `cgroup_skb/ingress` and parts of the egress program ([`names`]): the
+//!   bytes names are read from (DNS answers, the first bytes of connecting
+//!   TCP streams, QUIC Initial datagrams), unless `--no-inspect`.
+//!
 //! The cgroup programs read only the UAPI context structs (`bpf_sock`,
 //! `__sk_buff`), which the kernel rewrites for itself: no CO-RE needed.
 //!
@@ -23,6 +27,7 @@
 
 mod exec;
 mod kprobe;
+mod names;
 
 use core::ffi::c_void;
 use core::ptr::{addr_of, null_mut, read_volatile};
@@ -40,8 +45,9 @@ use aya_ebpf::{
     EbpfContext as _,
 };
 use flowtop_common::{
-    SockEvent, SockTuple, SockTupleKey, AF_INET, AF_INET6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
-    IPPROTO_UDP, IPPROTO_UDPLITE, SOCK_EVENTS_BYTES, SOCK_EVENT_CREATED, SOCK_EVENT_TUPLE, SOCK_SEEN_ENTRIES,
+    SockEvent, SockState, SockTuple, SockTupleKey, AF_INET, AF_INET6, IPPROTO_ICMP, IPPROTO_ICMPV6,
+    IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, SOCK_EVENTS_BYTES, SOCK_EVENT_CREATED, SOCK_EVENT_TUPLE,
+    SOCK_SEEN_ENTRIES,
 };
 
 // ---------------------------------------------------------------------------
@@ -60,12 +66,14 @@ static SOCK_EVENTS: RingBuf = RingBuf::with_byte_size(SOCK_EVENTS_BYTES, 0);
 static SOCK_SEEN: LruHashMap<SockTupleKey, u32> = LruHashMap::with_max_entries(SOCK_SEEN_ENTRIES, 0);
 
 /// Per socket (socket-local storage, freed with the socket): its cookie and
-/// the tuple it last sent with that is known to be reported. A repeat of
-/// that tuple, the common case, costs this one lookup and no hash of the
-/// tuple. `cookie == 0` means nothing reported yet (cookies start at 1).
-/// Name must match `flowtop_common::MAP_SOCK_STATE`.
+/// the tuple it last sent with that is known to be reported, and that
+/// tuple's datagram budget for name captures. A repeat of that tuple, the
+/// common case, costs this one lookup and no hash of the tuple (and, with
+/// inspection on, one load of the budget). `cookie == 0` means nothing
+/// reported yet (cookies start at 1). Name must match
+/// `flowtop_common::MAP_SOCK_STATE`.
 #[btf_map]
-static SOCK_STATE: SkStorage<SockTupleKey> = SkStorage::new();
+static SOCK_STATE: SkStorage<SockState> = SkStorage::new();
 
 /// Slot 0: events dropped because the ring buffer was full. Name must match
 /// `flowtop_common::MAP_SOCK_EVENTS_LOST`.
@@ -152,7 +160,7 @@ const BPF_SK_STORAGE_GET_F_CREATE: u64 = 1;
 
 /// The socket's [`SOCK_STATE`] value, created (zeroed) if `create`.
 #[inline(always)]
-fn sock_state(sk: *mut bpf_sock, create: bool) -> *mut SockTupleKey {
+fn sock_state(sk: *mut bpf_sock, create: bool) -> *mut SockState {
     let flags = if create { BPF_SK_STORAGE_GET_F_CREATE } else { 0 };
     // SAFETY: `sk` is a full socket checked by bpf_sk_fullsock (the helper
     // takes any socket pointer the verifier tracks); the map pointer is the
@@ -165,7 +173,7 @@ fn sock_state(sk: *mut bpf_sock, create: bool) -> *mut SockTupleKey {
             flags,
         )
     }
-    .cast::<SockTupleKey>()
+    .cast::<SockState>()
 }
 
 /// The tuple of a key as five words, for a compare without a byte loop (the
@@ -235,7 +243,14 @@ fn on_egress(ctx: &SkBuffContext) {
     // no helper call and no look at the packet. Accepted sockets never are
     // in SYN_SENT and have no socket(2) owner anyway (userspace matches
     // them to their listener).
+    //
+    // With inspection on, that steady state also asks for the socket's
+    // stream-capture value, which only sockets that connected while flowtop
+    // ran have, until their first bytes are captured: see names.rs.
     if protocol == IPPROTO_TCP && ctx_read!(sk, state) != TCP_SYN_SENT {
+        if names::inspect() {
+            names::stream_segment(ctx, sk);
+        }
         return;
     }
     let family = ctx_read!(sk, family);
@@ -272,6 +287,9 @@ fn on_egress(ctx: &SkBuffContext) {
         // SAFETY: as below.
         key.cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
         report(ctx, &key);
+        if names::inspect() {
+            names::stream_start(ctx, sk, family);
+        }
         return;
     }
 
@@ -279,8 +297,13 @@ fn on_egress(ctx: &SkBuffContext) {
     let state = sock_state(sk, false);
     if !state.is_null() {
         // SAFETY: non-NULL socket-storage value.
-        let cookie = unsafe { (*state).cookie };
-        if cookie != 0 && same_tuple(state, &key) {
+        let cookie = unsafe { (*state).key.cookie };
+        // SAFETY: only computes the address of the value's key.
+        if cookie != 0 && same_tuple(unsafe { addr_of!((*state).key) }, &key) {
+            // SAFETY: as above.
+            if names::inspect() && unsafe { (*state).datagrams_left } != 0 {
+                names::datagram(ctx, state, &key);
+            }
             return;
         }
         key.cookie = cookie;
@@ -293,6 +316,7 @@ fn on_egress(ctx: &SkBuffContext) {
     let key = &key;
     // Not the latest tuple: reported before if the socket alternates
     // between peers.
+    let mut datagrams_left = 0;
     if SOCK_SEEN.get_ptr(key).is_none() {
         if !report(ctx, key) {
             // Not remembered as seen: the next packet tries again.
@@ -301,6 +325,8 @@ fn on_egress(ctx: &SkBuffContext) {
         // A full map evicts its least recently used entry; an error here
         // only means a later packet reports the tuple again.
         let _ = SOCK_SEEN.insert(key, 0, u64::from(BPF_ANY));
+        // A new tuple: its first datagrams are looked at for names.
+        datagrams_left = names::datagram_budget(protocol);
     }
     // Remember it as the socket's latest (creating the value on the first
     // report). Without memory for it the socket just stays on this path:
@@ -312,7 +338,17 @@ fn on_egress(ctx: &SkBuffContext) {
     };
     if !state.is_null() {
         // SAFETY: non-NULL socket-storage value, written as a whole.
-        unsafe { *state = *key };
+        unsafe {
+            *state = SockState {
+                key: *key,
+                datagrams_left,
+                _pad: 0,
+            }
+        };
+        if datagrams_left != 0 {
+            // This datagram is the tuple's first.
+            names::datagram(ctx, state, key);
+        }
     }
 }
 

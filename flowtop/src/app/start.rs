@@ -63,7 +63,7 @@ impl Live {
             engage_sysctls(&config.paths)?
         };
         let inbox = engine::channel();
-        let (mut attribution, attached) = attach_ebpf(config.attribution)?;
+        let (mut attribution, attached) = attach_ebpf(config.attribution, !config.enrich.no_inspect)?;
         // Loading the eBPF objects and reading the kernel's BTF left megabytes
         // of freed heap behind: give them back before the table grows.
         // SAFETY: malloc_trim only releases free memory of the allocator.
@@ -148,9 +148,11 @@ impl AttributionStart {
 /// they load here): kprobes where the kernel attaches them all, else the
 /// cgroup programs. /proc scans always complement them (sockets made before
 /// flowtop started, listeners). Privileged; the reader starts after the
-/// drop ([`start_ebpf_reader`]), which fills in the handle.
+/// drop ([`start_ebpf_reader`]), which fills in the handle. `inspect`: the
+/// name captures too (false: `--no-inspect`).
 fn attach_ebpf(
     asked: attribution::Mode,
+    inspect: bool,
 ) -> Result<(AttributionStart, Option<ebpf::AttachedSockEvents>), RunError> {
     use attribution::Mode;
     let without_ebpf = |decision: Decision| AttributionStart {
@@ -163,7 +165,7 @@ fn attach_ebpf(
         Mode::Procfs => return Ok((without_ebpf(Decision::procfs()), None)),
         Mode::Auto | Mode::Ebpf => {}
     }
-    let (kprobes, attached) = ebpf::attach_sock_events_preferring_kprobes();
+    let (kprobes, attached) = ebpf::attach_sock_events_preferring_kprobes(inspect);
     match attached {
         Ok(attached) => {
             let reason = format!(
@@ -204,12 +206,20 @@ fn attach_ebpf(
 
 /// Starts the thread that reads the attached programs' events into the
 /// engine's inbox. Needs no privileges: called after the drop.
+///
+/// Name captures go to the inbox after the socket batch of the same call,
+/// each with the owner of its local socket by cookie when the CREATED event
+/// of that socket was seen. Captures of sockets of other network namespaces
+/// are dropped when the kernel says (a netns cookie in the capture, Linux
+/// 6.18 on); on older kernels they are kept, and those sockets simply have
+/// no owner (their CREATED events are not kept).
 fn start_ebpf_reader(
     attached: ebpf::AttachedSockEvents,
     inbox: &InboxChannel,
 ) -> Result<ebpf::SockEventsHandle, RunError> {
     let tx = inbox.0.clone();
-    let mut owners = ebpf_owners::EbpfOwners::new(sysctl::netns_cookie(), 1 << 18);
+    let own_netns = sysctl::netns_cookie();
+    let mut owners = ebpf_owners::EbpfOwners::new(own_netns, 1 << 18);
     if let Some(why) = attached.exec_unavailable() {
         eprintln!("flowtop: exec/fork records unavailable (executables of short-lived processes may be missing): {why}");
     }
@@ -217,16 +227,29 @@ fn start_ebpf_reader(
     // after this, are newer and win).
     owners.processes.bootstrap(std::path::Path::new("/proc"));
     attached
-        .start_reader_with_processes(move |processes, events| {
+        .start_batch_reader(move |batch| {
             // A batch's processes first: their sockets may be in it.
-            for p in &processes {
+            for p in &batch.processes {
                 owners.apply_process(p);
             }
-            let sockets: Vec<_> = events
+            let sockets: Vec<_> = batch
+                .sockets
                 .iter()
                 .filter_map(|ev| owners.apply(ev, ebpf_owners::proc_info))
                 .collect();
-            sockets.is_empty() || tx.blocking_send(Inbox::EbpfSockets(sockets)).is_ok()
+            if !sockets.is_empty() && tx.blocking_send(Inbox::EbpfSockets(sockets)).is_err() {
+                return false;
+            }
+            let names: Vec<_> = batch
+                .names
+                .into_iter()
+                .filter(|c| c.netns_cookie == 0 || own_netns.is_none_or(|own| own == c.netns_cookie))
+                .map(|c| {
+                    let owner = owners.owner_of_cookie(c.cookie);
+                    (c, owner)
+                })
+                .collect();
+            names.is_empty() || tx.blocking_send(Inbox::Names(names)).is_ok()
         })
         .map_err(|e| RunError::Other(anyhow::anyhow!(e)))
 }

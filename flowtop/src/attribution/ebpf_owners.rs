@@ -169,6 +169,13 @@ impl EbpfOwners {
             .is_none_or(|own| ev.netns_cookie == 0 || ev.netns_cookie == own)
     }
 
+    /// The owner of the socket with this cookie, when its CREATED event (of
+    /// flowtop's namespace) is remembered: for name captures, which carry
+    /// the cookie of their local socket.
+    pub fn owner_of_cookie(&self, cookie: u64) -> Option<Arc<Owner>> {
+        self.created.get(&cookie).cloned()
+    }
+
     /// Applies one event; a TUPLE joined to its owner, or a kprobe event
     /// (owner and tuple in one), is returned.
     /// `proc_of(pid)` reads what the kernel event lacks while the process

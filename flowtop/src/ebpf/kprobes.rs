@@ -164,7 +164,19 @@ fn attach_kprobes_with(
     // Inert offsets when BTF failed: the programs still load (and so are
     // verified), but are not attached.
     let globals = offsets.clone().unwrap_or(SockOffsets::ABSENT);
-    let mut ebpf = match load_object(object, log, LoadFor::Kprobes(&globals)) {
+    let mut ebpf = match load_object(
+        object,
+        log,
+        LoadFor::Kprobes(&globals),
+        // The kprobe path loads the object once, so no second try without
+        // the netns cookie: asked for only where cgroup_skb programs may
+        // (the helper came to them in Linux 6.18).
+        NameGlobals {
+            inspect: true,
+            netns_cookie: aya::util::KernelVersion::current()
+                .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 18, 0)),
+        },
+    ) {
         Ok(ebpf) => ebpf,
         Err(reason) => {
             return (
@@ -242,21 +254,52 @@ fn attach_kprobes_with(
 /// The kprobe path sends KPROBE events (`flowtop_common::SOCK_EVENT_KPROBE`),
 /// the cgroup path CREATED and TUPLE events: `deliver` must handle both. The
 /// kprobe handle's [`cgroup`](SockEventsHandle::cgroup) is empty.
-pub fn attach_sock_events_preferring_kprobes() -> (KprobeReport, Result<AttachedSockEvents, String>) {
+///
+/// `inspect`: name captures (see [`attach_sock_events_inspecting`]). On the
+/// kprobe path only the DNS half runs: the `cgroup_skb/ingress` program is
+/// attached to the cgroup2 root next to the kprobes (best effort: if it
+/// cannot be, the kprobes run without it, and a notice says why). The
+/// first bytes of TCP streams and QUIC datagrams are captured by the
+/// cgroup egress program, which this path does not attach: there are no
+/// stream or datagram captures here. Its captures' cookies join no owner
+/// either (kprobe events carry no cookie): consumers join them by tuple.
+/// (Not testable on kernels without kprobes.)
+pub fn attach_sock_events_preferring_kprobes(
+    inspect: bool,
+) -> (KprobeReport, Result<AttachedSockEvents, String>) {
     let (report, attachment) = attach_kprobes();
     match attachment {
-        Some(KprobeAttachment { ebpf, programs }) => {
+        Some(KprobeAttachment {
+            mut ebpf,
+            mut programs,
+        }) => {
+            if inspect {
+                match attach_kprobe_path_name_ingress(&mut ebpf) {
+                    Ok(()) => programs.push(PROGRAM_NAME_INGRESS.to_owned()),
+                    Err(why) => eprintln!("flowtop: DNS name captures unavailable: {why}"),
+                }
+            }
             (report, AttachedSockEvents::new(ebpf, programs, PathBuf::new()))
         }
-        None => (report, attach_sock_events()),
+        None => (report, attach_sock_events_inspecting(inspect)),
     }
 }
 
-/// [`attach_sock_events_preferring_kprobes`] and the reader in one call, for
-/// callers that do not drop privileges in between (tests).
+/// The ingress program of the kprobe load, on the cgroup2 root (which must
+/// be mounted: no temporary mount on this path).
+fn attach_kprobe_path_name_ingress(ebpf: &mut aya::Ebpf) -> Result<(), String> {
+    let cgroup = cgroup2_root().ok_or_else(|| "no cgroup2 hierarchy is mounted".to_owned())?;
+    let dir = std::fs::File::open(&cgroup)
+        .map_err(|e| format!("opening the cgroup2 root {} failed: {e}", cgroup.display()))?;
+    attach_name_ingress(ebpf, &dir, &cgroup)
+}
+
+/// [`attach_sock_events_preferring_kprobes`] (name captures on) and the
+/// reader in one call, for callers that do not drop privileges in between
+/// (tests).
 pub fn start_sock_events_preferring_kprobes(
     deliver: impl FnMut(Vec<SockEvent>) -> bool + Send + 'static,
 ) -> (KprobeReport, Result<SockEventsHandle, String>) {
-    let (report, attached) = attach_sock_events_preferring_kprobes();
+    let (report, attached) = attach_sock_events_preferring_kprobes(true);
     (report, attached.and_then(|a| a.start_reader(deliver)))
 }

@@ -16,6 +16,15 @@
 //!   verifier passes them) but cannot attach them: then the cgroup programs
 //!   are the path, and the report says why.
 //!
+//! - name captures (issue 13, unless `--no-inspect`): `cgroup_skb/ingress`
+//!   (DNS answers from port 53 to local sockets) and the egress program's
+//!   capture of the first bytes of connecting TCP streams and of QUIC-like
+//!   first datagrams of new UDP tuples, feeding a third ring buffer of
+//!   [`NameEvent`](flowtop_common::NameEvent)s, decoded by the same reader
+//!   thread into [`NameCapture`](crate::names::capture::NameCapture)s (see
+//!   [`ReaderBatch`]). On the kprobe path only the ingress program runs
+//!   (DNS answers); stream and datagram captures need the egress program.
+//!
 //! - process lifecycle: `raw_tp/sched_process_exec` and
 //!   `raw_tp/sched_process_fork`, attached with either socket path, feeding a
 //!   second ring buffer of exec and fork records (executable, arguments,
@@ -40,9 +49,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use flowtop_common::{
-    SockEvent, SockOffsets, TaskOffsets, GLOBAL_SOCK_OFFSETS, GLOBAL_TASK_OFFSETS, KPROBE_PROGRAMS,
-    MAP_EXEC_EVENTS_LOST, MAP_KPROBE_SEEN, MAP_SOCK_EVENTS, MAP_SOCK_EVENTS_LOST, MAP_SOCK_SEEN,
-    OFFSET_ABSENT, PROG_SOCK_CREATE, PROG_SOCK_EGRESS,
+    SockEvent, SockOffsets, TaskOffsets, GLOBAL_INSPECT, GLOBAL_NAME_NETNS_COOKIE, GLOBAL_SOCK_OFFSETS,
+    GLOBAL_TASK_OFFSETS, KPROBE_PROGRAMS, MAP_EXEC_EVENTS_LOST, MAP_KPROBE_SEEN, MAP_SOCK_EVENTS,
+    MAP_SOCK_EVENTS_LOST, MAP_SOCK_SEEN, OFFSET_ABSENT, PROG_SOCK_CREATE, PROG_SOCK_EGRESS,
 };
 
 /// Mode string when the eBPF programs are attached.
@@ -81,8 +90,31 @@ enum LoadFor<'a> {
     Kprobes(&'a SockOffsets),
 }
 
+/// The name-capture globals of a load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NameGlobals {
+    /// Captures on (`GLOBAL_INSPECT`): false for `--no-inspect`.
+    inspect: bool,
+    /// Name events carry the netns cookie (`GLOBAL_NAME_NETNS_COOKIE`):
+    /// only where the kernel lets cgroup_skb programs ask for it.
+    netns_cookie: bool,
+}
+
+#[cfg(test)]
+impl NameGlobals {
+    const ON: Self = Self {
+        inspect: true,
+        netns_cookie: true,
+    };
+}
+
 /// Parses the object and creates its maps (programs are loaded separately).
-fn load_object(object: &[u8], log: aya::VerifierLogLevel, purpose: LoadFor<'_>) -> Result<aya::Ebpf, String> {
+fn load_object(
+    object: &[u8],
+    log: aya::VerifierLogLevel,
+    purpose: LoadFor<'_>,
+    names: NameGlobals,
+) -> Result<aya::Ebpf, String> {
     // No kernel BTF: the programs read UAPI context structs the kernel
     // rewrites itself, and kernel structs at offsets passed in as a global;
     // they have no CO-RE relocations, and parsing vmlinux BTF here would cost
@@ -90,10 +122,14 @@ fn load_object(object: &[u8], log: aya::VerifierLogLevel, purpose: LoadFor<'_>) 
     // still loaded: the socket-storage map needs it.)
     let mut loader = aya::EbpfLoader::new();
     let task_offsets = exec::task_offsets_for_load();
+    let inspect = u8::from(names.inspect);
+    let netns_cookie = u8::from(names.netns_cookie);
     loader
         .btf(None)
         .verifier_log_level(log)
-        .override_global(GLOBAL_TASK_OFFSETS, &task_offsets, true);
+        .override_global(GLOBAL_TASK_OFFSETS, &task_offsets, true)
+        .override_global(GLOBAL_INSPECT, &inspect, true)
+        .override_global(GLOBAL_NAME_NETNS_COOKIE, &netns_cookie, true);
     match purpose {
         LoadFor::Cgroup => loader.map_max_entries(MAP_KPROBE_SEEN, 64),
         LoadFor::Kprobes(offsets) => loader
@@ -119,6 +155,8 @@ fn with_privilege_hint(reason: String) -> String {
 mod btf;
 mod exec;
 mod kprobes;
+#[cfg(test)]
+mod names_tests;
 mod sock_events;
 #[cfg(test)]
 mod tests;

@@ -1,10 +1,13 @@
 //! Socket ownership events: the cgroup programs (`cgroup/sock_create`,
-//! `cgroup_skb/egress`) on a cgroup2 root (mounted for the moment of
-//! attaching when the namespace has none), and the ring-buffer reader.
+//! `cgroup_skb/egress`, and for name captures `cgroup_skb/ingress`) on a
+//! cgroup2 root (mounted for the moment of attaching when the namespace has
+//! none), and the ring-buffer reader.
 
 #![cfg_attr(flowtop_no_ebpf, allow(dead_code))]
 
 use super::*;
+use crate::names::capture::{parse_name_event, NameCapture};
+use flowtop_common::{MAP_NAME_EVENTS, MAP_NAME_EVENTS_LOST, PROG_NAME_INGRESS};
 
 // ---------------------------------------------------------------------------
 // Socket ownership events
@@ -15,6 +18,8 @@ const SOCK_EVENTS_BATCH: usize = 4096;
 /// Most process records handed over in one call (more than the exec ring
 /// buffer holds: a drain stops only if a storm of forks outpaces it).
 const EXEC_EVENTS_BATCH: usize = 32768;
+/// Most name captures handed over in one call (up to ~8 MiB of payload).
+const NAME_EVENTS_BATCH: usize = 2048;
 /// How long the reader thread waits for the ring buffer before it checks
 /// whether it should stop.
 const SOCK_EVENTS_POLL: Duration = Duration::from_millis(100);
@@ -62,33 +67,34 @@ impl SockEventsHandle {
     /// over CPUs). A dropped TUPLE is retried by the socket's next packet; a
     /// dropped CREATED is lost.
     pub fn lost_events(&self) -> Result<u64, String> {
-        let map = self
-            .ebpf
-            .map(MAP_SOCK_EVENTS_LOST)
-            .ok_or_else(|| format!("eBPF object has no map {MAP_SOCK_EVENTS_LOST}"))?;
-        let array = aya::maps::PerCpuArray::<_, u64>::try_from(map)
-            .map_err(|e| format!("map {MAP_SOCK_EVENTS_LOST} has an unexpected type: {e:?}"))?;
-        let per_cpu = array
-            .get(&0, 0)
-            .map_err(|e| format!("reading {MAP_SOCK_EVENTS_LOST} failed: {e:?}"))?;
-        Ok(per_cpu.iter().copied().fold(0u64, u64::wrapping_add))
+        per_cpu_sum(&self.ebpf, MAP_SOCK_EVENTS_LOST)
+    }
+
+    /// Name events the programs dropped because their ring buffer was full
+    /// (summed over CPUs): those names are missing.
+    pub fn lost_name_events(&self) -> Result<u64, String> {
+        per_cpu_sum(&self.ebpf, MAP_NAME_EVENTS_LOST)
     }
 
     /// Exec and fork records the programs dropped because their ring
     /// buffer was full (summed over CPUs): those processes are then known
     /// only from /proc, while they live.
     pub fn lost_exec_events(&self) -> Result<u64, String> {
-        let map = self
-            .ebpf
-            .map(MAP_EXEC_EVENTS_LOST)
-            .ok_or_else(|| format!("eBPF object has no map {MAP_EXEC_EVENTS_LOST}"))?;
-        let array = aya::maps::PerCpuArray::<_, u64>::try_from(map)
-            .map_err(|e| format!("map {MAP_EXEC_EVENTS_LOST} has an unexpected type: {e:?}"))?;
-        let per_cpu = array
-            .get(&0, 0)
-            .map_err(|e| format!("reading {MAP_EXEC_EVENTS_LOST} failed: {e:?}"))?;
-        Ok(per_cpu.iter().copied().fold(0u64, u64::wrapping_add))
+        per_cpu_sum(&self.ebpf, MAP_EXEC_EVENTS_LOST)
     }
+}
+
+/// Slot 0 of a per-CPU `u64` array, summed over CPUs.
+fn per_cpu_sum(ebpf: &aya::Ebpf, name: &str) -> Result<u64, String> {
+    let map = ebpf
+        .map(name)
+        .ok_or_else(|| format!("eBPF object has no map {name}"))?;
+    let array = aya::maps::PerCpuArray::<_, u64>::try_from(map)
+        .map_err(|e| format!("map {name} has an unexpected type: {e:?}"))?;
+    let per_cpu = array
+        .get(&0, 0)
+        .map_err(|e| format!("reading {name} failed: {e:?}"))?;
+    Ok(per_cpu.iter().copied().fold(0u64, u64::wrapping_add))
 }
 
 #[cfg(test)]
@@ -98,13 +104,13 @@ impl SockEventsHandle {
     pub(crate) fn sock_state(
         &self,
         socket: &impl std::os::fd::AsRawFd,
-    ) -> Result<Option<flowtop_common::SockTupleKey>, String> {
+    ) -> Result<Option<flowtop_common::SockState>, String> {
         use flowtop_common::MAP_SOCK_STATE;
         let map = self
             .ebpf
             .map(MAP_SOCK_STATE)
             .ok_or_else(|| format!("eBPF object has no map {MAP_SOCK_STATE}"))?;
-        let storage = aya::maps::SkStorage::<_, flowtop_common::SockTupleKey>::try_from(map)
+        let storage = aya::maps::SkStorage::<_, flowtop_common::SockState>::try_from(map)
             .map_err(|e| format!("map {MAP_SOCK_STATE} has an unexpected type: {e:?}"))?;
         match storage.get(socket, 0) {
             Ok(value) => Ok(Some(value)),
@@ -216,6 +222,29 @@ pub fn parse_sock_event(record: &[u8]) -> Option<SockEvent> {
     Some(unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<SockEvent>()) })
 }
 
+/// The name-capture ingress program as listed in `programs()`.
+pub const PROGRAM_NAME_INGRESS: &str = "cgroup_skb/ingress";
+
+/// What the reader thread hands over in one call: a batch of socket events,
+/// then every process record that was in the exec ring buffer when that
+/// batch had been read (as a process execs before it makes sockets, the
+/// records of every process behind a socket event of the batch are in the
+/// same call or an earlier one: apply them first), then the name captures
+/// read after both (a capture's socket was created, and its CREATED event
+/// written, before its first packet: its owner is known by then too).
+#[derive(Debug, Default)]
+pub struct ReaderBatch {
+    pub processes: Vec<ProcEvent>,
+    pub sockets: Vec<SockEvent>,
+    pub names: Vec<NameCapture>,
+}
+
+impl ReaderBatch {
+    fn is_empty(&self) -> bool {
+        self.processes.is_empty() && self.sockets.is_empty() && self.names.is_empty()
+    }
+}
+
 /// Loaded and attached socket-event programs (cgroup or kprobes) whose
 /// ring buffer has been taken but not read yet: what start-up does with
 /// root's privileges. The programs stay attached while this lives (events
@@ -228,6 +257,9 @@ pub struct AttachedSockEvents {
     /// The exec/fork programs' ring buffer (None when they did not attach:
     /// see `exec_unavailable`).
     exec_ring: Option<aya::maps::RingBuf<aya::maps::MapData>>,
+    /// The name captures' ring buffer (read even when no name program is
+    /// attached: then it stays empty, which the tests check).
+    name_ring: Option<aya::maps::RingBuf<aya::maps::MapData>>,
     exec_unavailable: Option<String>,
     programs: Vec<String>,
     cgroup: PathBuf,
@@ -257,6 +289,13 @@ impl AttachedSockEvents {
             .ok_or_else(|| format!("the eBPF object has no map {MAP_SOCK_EVENTS}"))?;
         let ring = aya::maps::RingBuf::try_from(map)
             .map_err(|e| format!("map {MAP_SOCK_EVENTS} is not a ring buffer: {e:?}"))?;
+        let name_ring = match ebpf.take_map(MAP_NAME_EVENTS) {
+            Some(map) => Some(
+                aya::maps::RingBuf::try_from(map)
+                    .map_err(|e| format!("map {MAP_NAME_EVENTS} is not a ring buffer: {e:?}"))?,
+            ),
+            None => None,
+        };
         let (exec_ring, exec_unavailable) = match super::exec::attach_exec_programs(&mut ebpf) {
             Ok(exec) => {
                 programs.extend(exec.programs);
@@ -268,6 +307,7 @@ impl AttachedSockEvents {
             ebpf,
             ring,
             exec_ring,
+            name_ring,
             exec_unavailable,
             programs,
             cgroup,
@@ -291,23 +331,27 @@ impl AttachedSockEvents {
         self,
         mut deliver: impl FnMut(Vec<SockEvent>) -> bool + Send + 'static,
     ) -> Result<SockEventsHandle, String> {
-        self.start_reader_with_processes(move |_, sockets| sockets.is_empty() || deliver(sockets))
+        self.start_batch_reader(move |batch| batch.sockets.is_empty() || deliver(batch.sockets))
+    }
+
+    /// Whether the name-capture ingress program runs (and feeds the
+    /// reader's [`ReaderBatch::names`]).
+    pub fn inspecting(&self) -> bool {
+        self.programs.iter().any(|p| p == PROGRAM_NAME_INGRESS)
     }
 
     /// [`start_reader`](Self::start_reader), also handing over the exec and
-    /// fork records. Each call gets a batch of socket events and then every
-    /// process record that was in the exec ring buffer when that batch had
-    /// been read: as a process execs before it makes sockets, the records of
-    /// every process behind a socket event of the batch are in the same call
-    /// (or an earlier one). Apply the process records first.
-    pub fn start_reader_with_processes(
+    /// fork records and the name captures, as one [`ReaderBatch`] per call
+    /// (see there for the order).
+    pub fn start_batch_reader(
         self,
-        deliver: impl FnMut(Vec<ProcEvent>, Vec<SockEvent>) -> bool + Send + 'static,
+        deliver: impl FnMut(ReaderBatch) -> bool + Send + 'static,
     ) -> Result<SockEventsHandle, String> {
         let AttachedSockEvents {
             ebpf,
             ring,
             exec_ring,
+            name_ring,
             programs,
             cgroup,
             ..
@@ -317,7 +361,7 @@ impl AttachedSockEvents {
             .name("flowtop-sockev".to_owned())
             .spawn({
                 let stop = Arc::clone(&stop);
-                move || read_sock_events(ring, exec_ring, &stop, deliver)
+                move || read_sock_events(ring, exec_ring, name_ring, &stop, deliver)
             })
             .map_err(|e| format!("starting the socket event thread failed: {e}"))?;
         Ok(SockEventsHandle {
@@ -333,17 +377,27 @@ impl AttachedSockEvents {
 /// Loads the socket-event programs and attaches them to the cgroup2 root
 /// (so they see every socket of the machine, in every network namespace);
 /// needs root. No thread is started: see [`AttachedSockEvents::start_reader`].
+/// Name captures are on: [`attach_sock_events_inspecting`]`(true)`.
 ///
 /// Event semantics are documented on [`SockEvent`]: join CREATED (who) and
 /// TUPLE (what) events by `cookie`.
 pub fn attach_sock_events() -> Result<AttachedSockEvents, String> {
+    attach_sock_events_inspecting(true)
+}
+
+/// [`attach_sock_events`], with the name captures on (`inspect`: the
+/// ingress program attached, the egress program's captures on) or off
+/// (`--no-inspect`: no ingress program, and the egress program's capture
+/// code is dead for the verifier).
+pub fn attach_sock_events_inspecting(inspect: bool) -> Result<AttachedSockEvents, String> {
     #[cfg(flowtop_no_ebpf)]
     {
+        let _ = inspect;
         Err(NO_OBJECT_REASON.to_owned())
     }
     #[cfg(not(flowtop_no_ebpf))]
     {
-        attach_sock_events_object(OBJECT)
+        attach_sock_events_object_inspecting(OBJECT, inspect)
     }
 }
 
@@ -355,7 +409,12 @@ pub fn start_sock_events(
     attach_sock_events()?.start_reader(deliver)
 }
 
+#[cfg(test)]
 pub(super) fn attach_sock_events_object(object: &[u8]) -> Result<AttachedSockEvents, String> {
+    attach_sock_events_object_inspecting(object, true)
+}
+
+fn attach_sock_events_object_inspecting(object: &[u8], inspect: bool) -> Result<AttachedSockEvents, String> {
     // `ip netns exec` gives its command a private /sys without the cgroup
     // mounts: then flowtop mounts cgroup2 itself, only for the attach.
     let temporary = match cgroup2_root() {
@@ -370,36 +429,81 @@ pub(super) fn attach_sock_events_object(object: &[u8]) -> Result<AttachedSockEve
     // Quietly first: a verifier log buffer costs ~16 MB of peak memory. Only
     // when the kernel refuses is the load repeated with the log, so that the
     // reason carries the verifier's explanation.
-    let attached = attach_sock_programs(object, &cgroup, aya::VerifierLogLevel::DISABLE)
-        .or_else(|_| attach_sock_programs(object, &cgroup, aya::VerifierLogLevel::default()));
+    // Name events carry the netns cookie where the kernel lets cgroup_skb
+    // programs ask for it (Linux 6.15 on): tried first, then without.
+    let with_cookie = NameGlobals {
+        inspect,
+        netns_cookie: true,
+    };
+    let without_cookie = NameGlobals {
+        inspect,
+        netns_cookie: false,
+    };
+    let quiet = aya::VerifierLogLevel::DISABLE;
+    let attached = attach_sock_programs(object, &cgroup, quiet, with_cookie)
+        .or_else(|_| attach_sock_programs(object, &cgroup, quiet, without_cookie))
+        .or_else(|_| attach_sock_programs(object, &cgroup, aya::VerifierLogLevel::default(), without_cookie));
     // The links hold the cgroup itself, not the mount: undo ours at once.
     drop(temporary);
     let (ebpf, programs) = attached.map_err(with_privilege_hint)?;
     AttachedSockEvents::new(ebpf, programs, cgroup)
 }
 
+/// How cgroup programs are attached here. Ours must run next to programs
+/// that systemd or others attach further down the tree (and not stop them
+/// from attaching). From 5.7 aya attaches through a bpf_link, which always
+/// has multi-attach semantics and takes no flags (BPF_F_ALLOW_MULTI there
+/// is EINVAL); before, through BPF_PROG_ATTACH, which needs the flag.
+fn cgroup_attach_mode() -> aya::programs::CgroupAttachMode {
+    use aya::programs::CgroupAttachMode;
+    let links =
+        aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 7, 0));
+    if links {
+        CgroupAttachMode::Single
+    } else {
+        CgroupAttachMode::AllowMultiple
+    }
+}
+
+/// Loads the name-capture ingress program of `ebpf` and attaches it to
+/// `cgroup_dir` (the egress half is part of the egress program).
+pub(super) fn attach_name_ingress(
+    ebpf: &mut aya::Ebpf,
+    cgroup_dir: &std::fs::File,
+    cgroup: &Path,
+) -> Result<(), String> {
+    use aya::programs::{CgroupSkb, CgroupSkbAttachType};
+    let ingress: &mut CgroupSkb = ebpf
+        .program_mut(PROG_NAME_INGRESS)
+        .ok_or_else(|| format!("the eBPF object has no program {PROG_NAME_INGRESS}"))?
+        .try_into()
+        .map_err(|e| format!("{PROG_NAME_INGRESS} is not a cgroup_skb program: {e:?}"))?;
+    ingress
+        .load()
+        .map_err(|e| format!("loading program {PROG_NAME_INGRESS} failed: {e:?}"))?;
+    ingress
+        .attach(cgroup_dir, CgroupSkbAttachType::Ingress, cgroup_attach_mode())
+        .map_err(|e| {
+            format!(
+                "attaching {PROG_NAME_INGRESS} (cgroup_skb/ingress) to {} failed: {e:?}",
+                cgroup.display()
+            )
+        })?;
+    Ok(())
+}
+
 fn attach_sock_programs(
     object: &[u8],
     cgroup: &Path,
     log: aya::VerifierLogLevel,
+    names: NameGlobals,
 ) -> Result<(aya::Ebpf, Vec<String>), String> {
-    use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock};
+    use aya::programs::{CgroupSkb, CgroupSkbAttachType, CgroupSock};
 
-    let mut ebpf = load_object(object, log, LoadFor::Cgroup)?;
+    let mut ebpf = load_object(object, log, LoadFor::Cgroup, names)?;
     let cgroup_dir = std::fs::File::open(cgroup)
         .map_err(|e| format!("opening the cgroup2 root {} failed: {e}", cgroup.display()))?;
-    // Ours must run next to programs that systemd or others attach further
-    // down the tree (and not stop them from attaching). From 5.7 aya attaches
-    // through a bpf_link, which always has multi-attach semantics and takes
-    // no flags (BPF_F_ALLOW_MULTI there is EINVAL); before, through
-    // BPF_PROG_ATTACH, which needs the flag.
-    let links =
-        aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 7, 0));
-    let mode = if links {
-        CgroupAttachMode::Single
-    } else {
-        CgroupAttachMode::AllowMultiple
-    };
+    let mode = cgroup_attach_mode();
 
     let create: &mut CgroupSock = ebpf
         .program_mut(PROG_SOCK_CREATE)
@@ -432,35 +536,42 @@ fn attach_sock_programs(
                 cgroup.display()
             )
         })?;
-    let programs = vec!["cgroup/sock_create".to_owned(), "cgroup_skb/egress".to_owned()];
+    let mut programs = vec!["cgroup/sock_create".to_owned(), "cgroup_skb/egress".to_owned()];
+    if names.inspect {
+        attach_name_ingress(&mut ebpf, &cgroup_dir, cgroup)?;
+        programs.push(PROGRAM_NAME_INGRESS.to_owned());
+    }
     Ok((ebpf, programs))
 }
 
-/// The reader thread: waits for either ring buffer, drains them in batches
-/// (socket events first, then the process records: see
-/// [`AttachedSockEvents::start_reader_with_processes`]).
+/// The reader thread: waits for any ring buffer, drains them in batches
+/// (socket events first, then the process records, then the name captures:
+/// see [`ReaderBatch`]).
 fn read_sock_events(
     mut ring: aya::maps::RingBuf<aya::maps::MapData>,
     mut exec_ring: Option<aya::maps::RingBuf<aya::maps::MapData>>,
+    mut name_ring: Option<aya::maps::RingBuf<aya::maps::MapData>>,
     stop: &AtomicBool,
-    mut deliver: impl FnMut(Vec<ProcEvent>, Vec<SockEvent>) -> bool,
+    mut deliver: impl FnMut(ReaderBatch) -> bool,
 ) {
     use std::os::fd::AsRawFd as _;
 
     let fd = ring.as_raw_fd();
     // -1: poll ignores the entry.
     let exec_fd = exec_ring.as_ref().map_or(-1, |r| r.as_raw_fd());
+    let name_fd = name_ring.as_ref().map_or(-1, |r| r.as_raw_fd());
     let timeout_ms = i32::try_from(SOCK_EVENTS_POLL.as_millis()).unwrap_or(100);
     let mut batch = Vec::new();
     let mut processes = Vec::new();
+    let mut names = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let mut pfds = [fd, exec_fd].map(|fd| libc::pollfd {
+        let mut pfds = [fd, exec_fd, name_fd].map(|fd| libc::pollfd {
             fd,
             events: libc::POLLIN,
             revents: 0,
         });
-        // SAFETY: two valid pollfds; the fds live as long as the rings.
-        let rc = unsafe { libc::poll(pfds.as_mut_ptr(), 2, timeout_ms) };
+        // SAFETY: three valid pollfds; the fds live as long as the rings.
+        let rc = unsafe { libc::poll(pfds.as_mut_ptr(), 3, timeout_ms) };
         if rc < 0 {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::Interrupted {
@@ -487,11 +598,26 @@ fn read_sock_events(
                     }
                 }
             }
-            if batch.is_empty() && processes.is_empty() {
+            // Last: the owners of the captures' sockets are in the batches
+            // read before (see ReaderBatch).
+            if let Some(name_ring) = name_ring.as_mut() {
+                while names.len() < NAME_EVENTS_BATCH {
+                    let Some(item) = name_ring.next() else { break };
+                    if let Some(capture) = parse_name_event(&item) {
+                        names.push(capture);
+                    }
+                }
+            }
+            let out = ReaderBatch {
+                processes: std::mem::take(&mut processes),
+                sockets: std::mem::take(&mut batch),
+                names: std::mem::take(&mut names),
+            };
+            if out.is_empty() {
                 break;
             }
-            let full = batch.len() == SOCK_EVENTS_BATCH;
-            if !deliver(std::mem::take(&mut processes), std::mem::take(&mut batch)) {
+            let full = out.sockets.len() == SOCK_EVENTS_BATCH || out.names.len() == NAME_EVENTS_BATCH;
+            if !deliver(out) {
                 return;
             }
             if !full {

@@ -4,7 +4,12 @@ use flowtop_testkit::skip::{require_root, skip};
 
 /// The reason a load of `object` fails with (the object must not load).
 fn load_failure(object: &[u8]) -> String {
-    match load_object(object, aya::VerifierLogLevel::DISABLE, LoadFor::Cgroup) {
+    match load_object(
+        object,
+        aya::VerifierLogLevel::DISABLE,
+        LoadFor::Cgroup,
+        NameGlobals::ON,
+    ) {
         Ok(_) => panic!("a bad object loaded"),
         Err(reason) => reason,
     }
@@ -74,6 +79,13 @@ fn the_embedded_object_holds_the_socket_programs_and_maps() {
         MAP_SOCK_SEEN,
         flowtop_common::MAP_SOCK_STATE,
         MAP_SOCK_EVENTS_LOST,
+        "cgroup_skb/ingress",
+        flowtop_common::PROG_NAME_INGRESS,
+        flowtop_common::MAP_NAME_EVENTS,
+        flowtop_common::MAP_NAME_EVENTS_LOST,
+        flowtop_common::MAP_NAME_STREAM,
+        flowtop_common::GLOBAL_INSPECT,
+        flowtop_common::GLOBAL_NAME_NETNS_COOKIE,
         // The socket-storage map is a BTF map: it needs both sections.
         ".maps",
         ".BTF",
@@ -192,6 +204,7 @@ impl Events {
             [
                 "cgroup/sock_create",
                 "cgroup_skb/egress",
+                "cgroup_skb/ingress",
                 "raw_tp/sched_process_exec",
                 "raw_tp/sched_process_fork"
             ]
@@ -428,9 +441,11 @@ fn sock_events_report_a_connected_udp_socket_once_per_peer() {
     // The fast path's state: the socket's cookie and its latest tuple.
     let state = events.handle.sock_state(&sender).expect("read SOCK_STATE");
     let state = state.expect("no socket storage for the sender");
-    assert_eq!(state.cookie, cookie, "{state:?}");
-    assert_eq!(state.tuple.remote_port, p1, "{state:?}");
-    assert_eq!(state.tuple.local_addr, LOOPBACK4, "{state:?}");
+    assert_eq!(state.key.cookie, cookie, "{state:?}");
+    assert_eq!(state.key.tuple.remote_port, p1, "{state:?}");
+    assert_eq!(state.key.tuple.local_addr, LOOPBACK4, "{state:?}");
+    // The datagram budget of name captures: spent by the first datagrams.
+    assert_eq!(state.datagrams_left, 0, "{state:?}");
     // A TCP socket keeps none (its SYN is reported without state).
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
@@ -637,6 +652,7 @@ fn every_kprobe_program_loads_and_the_fallback_is_reported() {
             [
                 "cgroup/sock_create",
                 "cgroup_skb/egress",
+                "cgroup_skb/ingress",
                 "raw_tp/sched_process_exec",
                 "raw_tp/sched_process_fork"
             ]
@@ -763,7 +779,7 @@ fn exec_and_fork_records_describe_a_short_lived_child() {
     let handle = attach_sock_events()
         .and_then(|a| {
             assert_eq!(a.exec_unavailable(), None);
-            a.start_reader_with_processes(move |procs, _| procs.is_empty() || tx.send(procs).is_ok())
+            a.start_batch_reader(move |batch| batch.processes.is_empty() || tx.send(batch.processes).is_ok())
         })
         .unwrap_or_else(|e| panic!("attach: {e}"));
     assert!(

@@ -1,0 +1,427 @@
+//! The cost of the name captures (issue 13) on the traffic they watch:
+//! flowtop's eBPF programs attached with inspection on (the ingress
+//! program, stream and datagram capture in the egress program) against the
+//! same programs with inspection off (`--no-inspect`: no ingress program,
+//! capture code dead for the verifier) and against no programs at all.
+//! Run as root; `cargo xtask bench names` records the output.
+//!
+//! Usage: `names_cost [ROUNDS] [BULK_MIB]` (defaults 11 and 256). Prints a
+//! markdown report on stdout: the per-round figures, then one summary
+//! table with the medians and the on / off and off / none ratios.
+//!
+//! Measurements, each side in a fresh network namespace with only `lo` up
+//! (so that sockets of earlier sides, TIME_WAIT ones among them, never
+//! weigh on later ones; see `attribution_cost.rs`):
+//! - one-byte TCP ping-pong (TCP_NODELAY) between a connecting client and
+//!   an accepted server socket: CPU time of the one thread that runs the
+//!   whole loopback path, per round trip;
+//! - one-byte UDP ping-pong between two connected sockets, the same way;
+//! - bulk TCP: BULK_MIB MiB written in 64 KiB chunks by the connecting
+//!   side, read by the accepted side on another thread: wall-clock MB/s.
+//!
+//! The ping-pongs are timed after 5 000 untimed round trips on the same
+//! sockets: by then the client's first 4 KiB were captured (a 1-byte
+//! exchange sends 4 096 segments before its stream capture ends) and the
+//! UDP tuple's datagram budget is spent, so the figures are the steady
+//! state every later packet pays. The bulk transfer includes its
+//! connection's start (its first 4 KiB leave in one segment).
+//!
+//! Sides rotate their order round by round (each first, second and last
+//! equally often) to cancel drift; ratios are per round, then the median.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// CPU time of the calling thread (see `attribution_cost.rs`).
+struct CpuClock(Duration);
+
+impl CpuClock {
+    fn now() -> Self {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid timespec to fill; this clock always exists.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        assert_eq!(rc, 0, "clock_gettime");
+        Self(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+    }
+
+    fn elapsed(&self) -> Duration {
+        Self::now().0.saturating_sub(self.0)
+    }
+}
+
+/// Round trips per ping-pong measurement.
+const PING_PONGS: usize = 20_000;
+/// Untimed round trips before each ping-pong measurement.
+const WARM_UP: usize = 5_000;
+/// Bulk transfer chunk.
+const CHUNK: usize = 64 * 1024;
+
+fn tcp_ping_pongs(n: usize) -> Duration {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (mut server, _) = listener.accept().expect("accept");
+    client.set_nodelay(true).expect("nodelay");
+    server.set_nodelay(true).expect("nodelay");
+    let mut byte = [0u8; 1];
+    let mut round = |client: &mut TcpStream, server: &mut TcpStream| {
+        client.write_all(b"x").expect("write");
+        server.read_exact(&mut byte).expect("read");
+        server.write_all(b"y").expect("write");
+        client.read_exact(&mut byte).expect("read");
+    };
+    for _ in 0..WARM_UP {
+        round(&mut client, &mut server);
+    }
+    let t = CpuClock::now();
+    for _ in 0..n {
+        round(&mut client, &mut server);
+    }
+    t.elapsed()
+}
+
+fn udp_ping_pongs(n: usize) -> Duration {
+    let a = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let b = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    a.connect(b.local_addr().expect("addr")).expect("connect");
+    b.connect(a.local_addr().expect("addr")).expect("connect");
+    let mut byte = [0u8; 1];
+    let round = |byte: &mut [u8; 1]| {
+        a.send(b"x").expect("send");
+        b.recv(byte).expect("recv");
+        b.send(b"y").expect("send");
+        a.recv(byte).expect("recv");
+    };
+    for _ in 0..WARM_UP {
+        round(&mut byte);
+    }
+    let t = CpuClock::now();
+    for _ in 0..n {
+        round(&mut byte);
+    }
+    t.elapsed()
+}
+
+/// MB/s (10^6 bytes) of one bulk transfer of `bytes` over loopback.
+fn bulk(bytes: usize) -> f64 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let reader = std::thread::spawn(move || {
+        let (mut server, _) = listener.accept().expect("accept");
+        let mut buf = vec![0u8; CHUNK];
+        let mut got = 0;
+        while got < bytes {
+            let n = server.read(&mut buf).expect("read");
+            assert!(n > 0, "early EOF");
+            got += n;
+        }
+    });
+    let chunk = vec![0x5a_u8; CHUNK];
+    let t = Instant::now();
+    let mut client = TcpStream::connect(addr).expect("connect");
+    let mut sent = 0;
+    while sent < bytes {
+        let n = CHUNK.min(bytes - sent);
+        client.write_all(&chunk[..n]).expect("write");
+        sent += n;
+    }
+    reader.join().expect("reader");
+    let secs = t.elapsed().as_secs_f64();
+    bytes as f64 / secs / 1e6
+}
+
+/// One side's figures.
+#[derive(Clone, Copy, Default)]
+struct Side {
+    /// ns per round trip.
+    tcp: f64,
+    udp: f64,
+    /// MB/s.
+    bulk: f64,
+}
+
+fn ns_per(d: Duration, n: usize) -> f64 {
+    d.as_secs_f64() * 1e9 / n as f64
+}
+
+/// Runs one side on a thread in a new network namespace; returns the
+/// figures and the namespace (kept open until the end of the run).
+fn measure_side(bulk_bytes: usize) -> (Side, File) {
+    std::thread::spawn(move || {
+        // SAFETY: unshare(CLONE_NEWNET) only moves this thread (its later
+        // sockets, and threads it spawns) to a new network namespace.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(
+            rc,
+            0,
+            "unshare(CLONE_NEWNET): {}",
+            std::io::Error::last_os_error()
+        );
+        loopback_up();
+        let netns = File::open("/proc/thread-self/ns/net").expect("open the new netns");
+        let side = Side {
+            tcp: ns_per(tcp_ping_pongs(PING_PONGS), PING_PONGS),
+            udp: ns_per(udp_ping_pongs(PING_PONGS), PING_PONGS),
+            bulk: bulk(bulk_bytes),
+        };
+        (side, netns)
+    })
+    .join()
+    .expect("measurement thread")
+}
+
+/// Sets `lo` up in the calling thread's network namespace.
+fn loopback_up() {
+    // SAFETY: plain socket/ioctl calls on a zeroed ifreq naming "lo"; the
+    // descriptor is closed before returning.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        let get = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr);
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        let set = libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr);
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        assert!(get == 0 && set == 0, "setting lo up: {err}");
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn pct(ratio: f64) -> String {
+    format!("{:+.1}%", (ratio - 1.0) * 100.0)
+}
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR")])
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    None,
+    Off,
+    On,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::None => "none",
+            Kind::Off => "off",
+            Kind::On => "on",
+        }
+    }
+}
+
+const ORDERS: [[Kind; 3]; 3] = [
+    [Kind::None, Kind::Off, Kind::On],
+    [Kind::Off, Kind::On, Kind::None],
+    [Kind::On, Kind::None, Kind::Off],
+];
+
+struct Row {
+    order: [Kind; 3],
+    none: Side,
+    off: Side,
+    on: Side,
+    /// Name captures delivered while the "on" side ran, and those lost.
+    captures: u64,
+    lost: String,
+}
+
+/// Measures one side with flowtop's programs attached (`inspect` on or off).
+fn with_programs(inspect: bool, bulk_bytes: usize) -> (Side, File, u64, String) {
+    let captures = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&captures);
+    let handle = flowtop::ebpf::attach_sock_events_inspecting(inspect)
+        .and_then(|a| {
+            a.start_batch_reader(move |batch| {
+                counter.fetch_add(batch.names.len() as u64, Ordering::Relaxed);
+                true
+            })
+        })
+        .unwrap_or_else(|why| panic!("the eBPF programs are unavailable: {why}"));
+    let (side, ns) = measure_side(bulk_bytes);
+    // Let the reader drain what the last packets produced.
+    std::thread::sleep(Duration::from_millis(300));
+    let lost = handle
+        .lost_name_events()
+        .map_or_else(|e| format!("? ({e})"), |n| n.to_string());
+    drop(handle);
+    (side, ns, captures.load(Ordering::Relaxed), lost)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let rounds: usize = args
+        .next()
+        .map(|a| a.parse().expect("ROUNDS: a number"))
+        .unwrap_or(11);
+    let bulk_mib: usize = args
+        .next()
+        .map(|a| a.parse().expect("BULK_MIB: a number"))
+        .unwrap_or(256);
+    let bulk_bytes = bulk_mib << 20;
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_owned());
+    let dirty = git(&[
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        ".",
+        ":!bench",
+    ])
+    .is_some_and(|s| !s.is_empty());
+    let load_before = loadavg();
+    let started = Instant::now();
+
+    let _warm_up = measure_side(bulk_bytes);
+    let mut namespaces = Vec::new();
+    let mut rows = Vec::new();
+    for round in 1..=rounds {
+        let order = ORDERS[(round - 1) % ORDERS.len()];
+        let mut row = Row {
+            order,
+            none: Side::default(),
+            off: Side::default(),
+            on: Side::default(),
+            captures: 0,
+            lost: String::new(),
+        };
+        for kind in order {
+            match kind {
+                Kind::None => {
+                    let (side, ns) = measure_side(bulk_bytes);
+                    row.none = side;
+                    namespaces.push(ns);
+                }
+                Kind::Off => {
+                    let (side, ns, _, _) = with_programs(false, bulk_bytes);
+                    row.off = side;
+                    namespaces.push(ns);
+                }
+                Kind::On => {
+                    let (side, ns, captures, lost) = with_programs(true, bulk_bytes);
+                    row.on = side;
+                    row.captures = captures;
+                    row.lost = lost;
+                    namespaces.push(ns);
+                }
+            }
+        }
+        rows.push(row);
+    }
+    let load_after = loadavg();
+    let elapsed = started.elapsed().as_secs();
+    drop(namespaces);
+
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "- commit: {commit}{}\n- reproduce: `cargo build --release -p flowtop --example names_cost && \
+         flock /tmp/flowtop-root.lock target/release/examples/names_cost {rounds} {bulk_mib}` (as root)\n\
+         - load average (1 min) before / after: {load_before} / {load_after} on {} CPUs; {elapsed} s\n",
+        if dirty { " with uncommitted changes" } else { "" },
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    let _ = writeln!(
+        o,
+        "{rounds} rounds of three sides in a rotating order: no programs (none), flowtop's programs \
+         with `--no-inspect` (off), flowtop's programs with the name captures (on). Per side, in a \
+         fresh network namespace: {PING_PONGS} one-byte TCP and UDP ping-pongs after {WARM_UP} \
+         untimed ones (thread CPU time per round trip: steady state, first 4 KiB and datagram budget \
+         already spent), and a {bulk_mib} MiB TCP transfer over loopback (wall clock, MB/s). \
+         \"captures\": name captures delivered during the on side (one per 1-byte segment of each \
+         connection's first 4 KiB, 3 QUIC-less UDP datagrams give none).\n"
+    );
+    let _ = writeln!(
+        o,
+        "| round | order | TCP none | TCP off | TCP on | UDP none | UDP off | UDP on | bulk none | bulk off | bulk on | captures | lost |"
+    );
+    let _ = writeln!(
+        o,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for (i, r) in rows.iter().enumerate() {
+        let order: Vec<&str> = r.order.iter().map(|k| k.name()).collect();
+        let _ = writeln!(
+            o,
+            "| {} | {} | {:.0} ns | {:.0} ns | {:.0} ns | {:.0} ns | {:.0} ns | {:.0} ns | {:.0} MB/s | {:.0} MB/s | {:.0} MB/s | {} | {} |",
+            i + 1,
+            order.join(", "),
+            r.none.tcp,
+            r.off.tcp,
+            r.on.tcp,
+            r.none.udp,
+            r.off.udp,
+            r.on.udp,
+            r.none.bulk,
+            r.off.bulk,
+            r.on.bulk,
+            r.captures,
+            r.lost,
+        );
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "| measurement | none | off (`--no-inspect`) | on | on / off | off / none |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|");
+    type Pick = fn(&Side) -> f64;
+    let measures: [(&str, Pick, &str); 3] = [
+        ("one-byte TCP ping-pong", |s| s.tcp, "ns/round trip"),
+        ("one-byte UDP ping-pong (connected)", |s| s.udp, "ns/round trip"),
+        ("bulk TCP transfer", |s| s.bulk, "MB/s"),
+    ];
+    for (name, pick, unit) in measures {
+        let m = |f: fn(&Row) -> &Side| median(rows.iter().map(|r| pick(f(r))).collect());
+        let (none, off, on) = (m(|r| &r.none), m(|r| &r.off), m(|r| &r.on));
+        let on_off = median(rows.iter().map(|r| pick(&r.on) / pick(&r.off)).collect());
+        let off_none = median(rows.iter().map(|r| pick(&r.off) / pick(&r.none)).collect());
+        let _ = writeln!(
+            o,
+            "| {name} | {none:.0} {unit} | {off:.0} {unit} | {on:.0} {unit} | {} | {} |",
+            pct(on_off),
+            pct(off_none),
+        );
+    }
+    print!("{o}");
+}
