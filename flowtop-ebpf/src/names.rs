@@ -88,13 +88,22 @@ pub struct Scratch {
 #[map]
 static NAME_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
-/// [`NAME_STREAM`] value: the socket's initial sequence number.
+/// [`NAME_STREAM`] value: the socket's initial sequence number, and how
+/// many more packets it may send before the capture gives up on it.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct StreamState {
     isn: u32,
-    _pad: u32,
+    packets_left: u32,
 }
+
+/// Packets (data or not) a connecting socket may send after its SYN while
+/// its first bytes are awaited. A client that sends little and downloads
+/// much sends an ACK per few segments received: without this bound each of
+/// those would pay for the packet loads below until the stream passed
+/// NAME_CAPTURE_MAX or closed. A ClientHello, an HTTP request or any
+/// client-speaks-first protocol starts within the first few packets.
+const STREAM_PACKETS: u32 = 32;
 
 /// Per TCP socket whose first bytes are being captured. Name must match
 /// `flowtop_common::MAP_NAME_STREAM`.
@@ -403,7 +412,10 @@ pub(crate) fn stream_start(ctx: &SkBuffContext, sk: *mut bpf_sock, family: u32) 
     let state = stream_state(sk, true);
     if !state.is_null() {
         // SAFETY: non-NULL socket-storage value.
-        unsafe { (*state).isn = ip.seq() };
+        unsafe {
+            (*state).isn = ip.seq();
+            (*state).packets_left = STREAM_PACKETS;
+        }
     }
 }
 
@@ -411,7 +423,7 @@ pub(crate) fn stream_start(ctx: &SkBuffContext, sk: *mut bpf_sock, family: u32) 
 /// [`NAME_STREAM`] value (accepted ones, older than flowtop, done) pass on
 /// the failed lookup; the others have the payload of segments below
 /// [`NAME_CAPTURE_MAX`] captured, and lose the value once the stream passed
-/// it, or at FIN or RST.
+/// it, at FIN or RST, or after [`STREAM_PACKETS`] packets.
 #[inline(always)]
 pub(crate) fn stream_segment(ctx: &SkBuffContext, sk: *mut bpf_sock) {
     let state = stream_state(sk, false);
@@ -419,7 +431,13 @@ pub(crate) fn stream_segment(ctx: &SkBuffContext, sk: *mut bpf_sock) {
         return;
     }
     // SAFETY: non-NULL socket-storage value.
-    let isn = unsafe { (*state).isn };
+    let (isn, packets_left) = unsafe { ((*state).isn, (*state).packets_left) };
+    if packets_left <= 1 {
+        forget_stream(sk);
+        return;
+    }
+    // SAFETY: as above.
+    unsafe { (*state).packets_left = packets_left - 1 };
     let family = ctx_read!(sk, family);
     let Some(ip) = parse_ip(ctx, family) else {
         return;
@@ -464,14 +482,21 @@ pub(crate) fn stream_segment(ctx: &SkBuffContext, sk: *mut bpf_sock) {
         }
     }
     if done {
-        // SAFETY: `sk` is a full socket the verifier tracks.
-        unsafe {
-            bpf_sk_storage_delete(
-                addr_of!(NAME_STREAM).cast_mut().cast::<c_void>(),
-                sk.cast::<c_void>(),
-            )
-        };
+        forget_stream(sk);
     }
+}
+
+/// Drops the socket's [`NAME_STREAM`] value: its later packets pass on the
+/// failed lookup.
+#[inline(always)]
+fn forget_stream(sk: *mut bpf_sock) {
+    // SAFETY: `sk` is a full socket the verifier tracks.
+    unsafe {
+        bpf_sk_storage_delete(
+            addr_of!(NAME_STREAM).cast_mut().cast::<c_void>(),
+            sk.cast::<c_void>(),
+        )
+    };
 }
 
 /// The budget a newly reported tuple of a socket of `protocol` gets.
