@@ -1,0 +1,125 @@
+//! The journal's on-disk shape (schema version [`VERSION`]): the contract
+//! between the writer (`flowtop record`, `writer.rs`) and the readers
+//! (`flowtop history`, the History tab, `query.rs`).
+//!
+//! One row per flow in `flow`, written when the flow ends (and, for
+//! long-lived flows, as a checkpoint row with `end_ms` NULL that the final
+//! row replaces: same `(ct_id, start_ms)`). What repeats across rows
+//! (executables, names, addresses, processes) is stored once and referred
+//! to by id, which keeps a row near 100 bytes.
+//!
+//! Conventions: times are Unix milliseconds (UTC); addresses are 4 or 16
+//! bytes in network order (IPv4 as 4 bytes, never v4-mapped); counters are
+//! the conntrack totals at the end (or at the checkpoint); text is stored
+//! as received (names are untrusted: escape when printing).
+//!
+//! A change of shape bumps [`VERSION`] and adds a step to [`MIGRATIONS`];
+//! a reader refuses a journal whose version is newer than it knows, and a
+//! file whose `application_id` is not [`APPLICATION_ID`] is not a journal.
+
+/// `PRAGMA application_id`: "flow" in ASCII. Tells a journal from any
+/// other SQLite file.
+pub const APPLICATION_ID: i32 = 0x666c_6f77;
+
+/// `PRAGMA user_version` of the shape below.
+pub const VERSION: i32 = 1;
+
+/// Creates schema version 1 on an empty database (in one transaction).
+pub const CREATE_V1: &str = "
+CREATE TABLE exe (
+    id      INTEGER PRIMARY KEY,
+    path    TEXT NOT NULL UNIQUE,
+    sha256  TEXT                      -- hex, NULL when not hashed
+);
+CREATE TABLE name (
+    id      INTEGER PRIMARY KEY,
+    name    TEXT NOT NULL UNIQUE      -- asked-for (dst_name) and PTR (dst_host) names
+);
+CREATE TABLE addr (
+    id      INTEGER PRIMARY KEY,
+    ip      BLOB NOT NULL UNIQUE      -- 4 or 16 bytes, network order
+);
+CREATE TABLE process (
+    id          INTEGER PRIMARY KEY,
+    pid         INTEGER NOT NULL,
+    comm        TEXT,
+    exe         INTEGER REFERENCES exe(id),
+    cmdline     TEXT,
+    uid         INTEGER,
+    ppid        INTEGER,
+    parent_comm TEXT
+);
+CREATE TABLE flow (
+    id            INTEGER PRIMARY KEY,
+    ct_id         INTEGER NOT NULL,   -- conntrack id
+    proto         INTEGER NOT NULL,   -- IP protocol number
+    src           INTEGER NOT NULL REFERENCES addr(id),  -- original tuple
+    dst           INTEGER NOT NULL REFERENCES addr(id),
+    sport         INTEGER,            -- NULL for protocols without ports
+    dport         INTEGER,
+    reply_src     INTEGER REFERENCES addr(id),  -- reply tuple; all four NULL
+    reply_dst     INTEGER REFERENCES addr(id),  -- when it mirrors the original
+    reply_sport   INTEGER,                      -- (no NAT)
+    reply_dport   INTEGER,
+    state         TEXT,               -- protocol state at the end, as --json's `state`
+    direction     TEXT,               -- as --json's `direction`
+    start_ms      INTEGER NOT NULL,
+    end_ms        INTEGER,            -- NULL: checkpoint of a flow still live
+    orig_bytes    INTEGER,
+    orig_packets  INTEGER,
+    reply_bytes   INTEGER,
+    reply_packets INTEGER,
+    process       INTEGER REFERENCES process(id),  -- the owner (see --json's pid ...)
+    exe           INTEGER REFERENCES exe(id),      -- the owner's, copied for the indexes
+    peer_process  INTEGER REFERENCES process(id),  -- a local flow's other end
+    attribution   TEXT,               -- as --json's `attribution`
+    dst_name      INTEGER REFERENCES name(id),
+    dst_name_source TEXT,             -- sni, http, quic, dns
+    dst_host      INTEGER REFERENCES name(id),
+    src_country   TEXT,
+    dst_country   TEXT,
+    container     TEXT,               -- issue 15; NULL until known
+    unit          TEXT
+);
+CREATE UNIQUE INDEX flow_key ON flow(ct_id, start_ms);
+CREATE INDEX flow_end ON flow(end_ms);
+CREATE INDEX flow_exe ON flow(exe, dst, dport, proto);
+";
+
+/// Steps from version N to N+1, index N-1 (none yet: version 1 is the
+/// first). A writer opening an older journal runs the missing steps in one
+/// transaction and sets `user_version`.
+pub const MIGRATIONS: &[&str] = &[];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_version_but_the_first_has_a_migration() {
+        assert_eq!(MIGRATIONS.len(), usize::try_from(VERSION - 1).unwrap());
+    }
+
+    #[test]
+    fn the_schema_creates_and_a_checkpoint_row_is_replaced_by_the_final_one() {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        db.execute_batch(CREATE_V1).unwrap();
+        db.execute(
+            "INSERT INTO addr (id, ip) VALUES (1, x'c0000201'), (2, x'c6336401')",
+            [],
+        )
+        .unwrap();
+        let row = "INSERT OR REPLACE INTO flow (ct_id, proto, src, dst, start_ms, end_ms, orig_bytes) \
+                   VALUES (7, 6, 1, 2, 1000, ?1, ?2)";
+        db.execute(row, rusqlite::params![None::<i64>, 10]).unwrap();
+        db.execute(row, rusqlite::params![Some(5000i64), 99]).unwrap();
+        let (rows, end, bytes): (i64, i64, i64) = db
+            .query_row(
+                "SELECT count(*), max(end_ms), max(orig_bytes) FROM flow",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((rows, end, bytes), (1, 5000, 99));
+    }
+}
