@@ -1044,39 +1044,14 @@ fn refresh<'s>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::model::{Counters, Family, ProtoState, Tuple};
+    use crate::flow::model::{Counters, ProtoState};
     use std::collections::BTreeSet;
     use std::net::{IpAddr, Ipv4Addr};
 
     fn flow(id: u32) -> Flow {
         let a = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
         let b = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
-        Flow {
-            id,
-            family: Family::Ipv4,
-            proto: proto::TCP,
-            state: Some(ProtoState::Tcp(3)),
-            orig: Tuple {
-                src: a,
-                dst: b,
-                sport: Some(40000),
-                dport: Some(80),
-                icmp: None,
-            },
-            reply: Tuple {
-                src: b,
-                dst: a,
-                sport: Some(80),
-                dport: Some(40000),
-                icmp: None,
-            },
-            status: 0b1110,
-            mark: 0,
-            zone: 0,
-            timeout: Some(crate::flow::model::Timeout::from_secs(300)),
-            counters: Some(Counters::default()),
-            start_ns: None,
-        }
+        Flow::test_tcp(id, a, b, 40000)
     }
 
     type Log = Vec<(EventKind, u32)>;
