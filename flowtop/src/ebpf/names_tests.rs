@@ -13,6 +13,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use super::tests::socket_cookie;
 use super::*;
 use crate::names::capture::{CaptureKind, NameCapture};
 use flowtop_common::NAME_CAPTURE_MAX;
@@ -131,23 +132,6 @@ fn tcp_connection(addr: &str) -> (TcpListener, TcpStream, TcpStream) {
     let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
     let (server, _) = listener.accept().expect("accept");
     (listener, client, server)
-}
-
-fn socket_cookie(fd: &impl std::os::fd::AsRawFd) -> u64 {
-    let mut cookie: u64 = 0;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: valid fd, pointer and length.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_COOKIE,
-            (&mut cookie as *mut u64).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0, "SO_COOKIE: {}", io::Error::last_os_error());
-    cookie
 }
 
 /// The namespace check the reader's consumer makes: a capture's netns
