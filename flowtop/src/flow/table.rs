@@ -686,16 +686,9 @@ impl FlowTable {
                 continue;
             }
             // The entry is written anyway: it takes the measured bit too.
-            let Some(side) = self.entries.side_mut(slot) else {
+            let Some(e) = self.write_at(slot) else {
                 continue;
             };
-            let reading = std::mem::replace(&mut side.measured, false);
-            let Some(e) = self.entries.slot_mut(slot) else {
-                continue;
-            };
-            if reading {
-                e.rate.set_measured(true);
-            }
             e.owner = merged.owner;
             e.peer = merged.peer;
             e.direction = merged.direction;
@@ -719,19 +712,25 @@ impl FlowTable {
             if self.entries.at_slot(slot).is_none_or(|e| e.name == name) {
                 continue;
             }
-            let Some(side) = self.entries.side_mut(slot) else {
+            let Some(e) = self.write_at(slot) else {
                 continue;
             };
-            let reading = std::mem::replace(&mut side.measured, false);
-            let Some(e) = self.entries.slot_mut(slot) else {
-                continue;
-            };
-            if reading {
-                e.rate.set_measured(true);
-            }
             e.name = name;
             out(EventKind::Update, e);
         }
+    }
+
+    /// The entry at `slot`, for writing: the measured bit its side holds
+    /// moves into the entry's rate (the entry is written anyway).
+    #[inline]
+    fn write_at(&mut self, slot: u32) -> Option<&mut Entry> {
+        let side = self.entries.side_mut(slot)?;
+        let reading = std::mem::replace(&mut side.measured, false);
+        let e = self.entries.slot_mut(slot)?;
+        if reading {
+            e.rate.set_measured(true);
+        }
+        Some(e)
     }
 
     /// `e` (an entry of this table) as readers see it: with whether its
