@@ -20,12 +20,12 @@ use std::fs::File;
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[path = "common/pingpong.rs"]
 mod pingpong;
 
-use pingpong::{commit, in_fresh_netns, loadavg, median, pct, tcp_ping_pongs, CpuClock};
+use pingpong::{in_fresh_netns, median, order_of_round, pct, tcp_ping_pongs, CpuClock, Run};
 
 /// Connect/accept/close cycles per measurement.
 const CYCLES: usize = 3_000;
@@ -218,14 +218,6 @@ impl Kind {
     }
 }
 
-/// The orders the rounds rotate through: each side is first, second and
-/// last equally often.
-const ORDERS: [[Kind; 3]; 3] = [
-    [Kind::Without, Kind::Empty, Kind::With],
-    [Kind::Empty, Kind::With, Kind::Without],
-    [Kind::With, Kind::Without, Kind::Empty],
-];
-
 struct Row {
     order: [Kind; 3],
     without: Side,
@@ -236,17 +228,13 @@ struct Row {
 }
 
 fn main() {
-    let (commit, dirty) = commit();
-    let load_before = loadavg();
-    let started = Instant::now();
+    let run = Run::start();
 
     let _warm_up = measure_side();
     let mut namespaces = Vec::new();
     let mut rows = Vec::new();
     for round in 1..=ROUNDS {
-        // Rotate the order of the three sides, so that drift during the run
-        // (other work on the machine, caches) favours none.
-        let order = ORDERS[(round - 1) % ORDERS.len()];
+        let order = order_of_round([Kind::Without, Kind::Empty, Kind::With], round);
         let mut row = Row {
             order,
             without: Side::default(),
@@ -292,18 +280,12 @@ fn main() {
         }
         rows.push(row);
     }
-    let load_after = loadavg();
-    let elapsed = started.elapsed().as_secs();
+    let mut o = run.finish(
+        "cargo build --release -p flowtop -p xtask && \
+         flock /tmp/flowtop-root.lock cargo xtask bench attribution",
+    );
     drop(namespaces);
 
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "- commit: {commit}{dirty}\n- reproduce: `cargo build --release -p flowtop -p xtask && \
-         flock /tmp/flowtop-root.lock cargo xtask bench attribution` (as root)\n\
-         - load average (1 min) before / after: {load_before} / {load_after} on {} CPUs; {elapsed} s\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-    );
     let _ = writeln!(
         o,
         "{ROUNDS} rounds, each measuring three sides back to back in a rotating order: without \

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 #[path = "common/pingpong.rs"]
 mod pingpong;
 
-use pingpong::{commit, in_fresh_netns, loadavg, median, pct, tcp_ping_pongs, CpuClock};
+use pingpong::{in_fresh_netns, median, order_of_round, pct, tcp_ping_pongs, CpuClock, Run};
 
 /// Round trips per ping-pong measurement.
 const PING_PONGS: usize = 20_000;
@@ -140,12 +140,6 @@ impl Kind {
     }
 }
 
-const ORDERS: [[Kind; 3]; 3] = [
-    [Kind::None, Kind::Off, Kind::On],
-    [Kind::Off, Kind::On, Kind::None],
-    [Kind::On, Kind::None, Kind::Off],
-];
-
 struct Row {
     order: [Kind; 3],
     none: Side,
@@ -189,15 +183,13 @@ fn main() {
         .map(|a| a.parse().expect("BULK_MIB: a number"))
         .unwrap_or(256);
     let bulk_bytes = bulk_mib << 20;
-    let (commit, dirty) = commit();
-    let load_before = loadavg();
-    let started = Instant::now();
+    let run = Run::start();
 
     let _warm_up = measure_side(bulk_bytes);
     let mut namespaces = Vec::new();
     let mut rows = Vec::new();
     for round in 1..=rounds {
-        let order = ORDERS[(round - 1) % ORDERS.len()];
+        let order = order_of_round([Kind::None, Kind::Off, Kind::On], round);
         let mut row = Row {
             order,
             none: Side::default(),
@@ -229,18 +221,12 @@ fn main() {
         }
         rows.push(row);
     }
-    let load_after = loadavg();
-    let elapsed = started.elapsed().as_secs();
+    let mut o = run.finish(&format!(
+        "cargo build --release -p flowtop --example names_cost && \
+         flock /tmp/flowtop-root.lock target/release/examples/names_cost {rounds} {bulk_mib}"
+    ));
     drop(namespaces);
 
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "- commit: {commit}{dirty}\n- reproduce: `cargo build --release -p flowtop --example names_cost && \
-         flock /tmp/flowtop-root.lock target/release/examples/names_cost {rounds} {bulk_mib}` (as root)\n\
-         - load average (1 min) before / after: {load_before} / {load_after} on {} CPUs; {elapsed} s\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-    );
     let _ = writeln!(
         o,
         "{rounds} rounds of three sides in a rotating order: no programs (none), flowtop's programs \

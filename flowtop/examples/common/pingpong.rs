@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// CPU time of the calling thread. A single-threaded loopback exchange runs
 /// the whole path (send, the egress programs, softirq delivery, receive) on
@@ -131,28 +131,70 @@ fn git(args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// The commit the run measures, and " with uncommitted changes" (or "")
-/// for the report's commit line.
-pub fn commit() -> (String, &'static str) {
-    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_owned());
-    // The report itself is rewritten by the run: only other changes count.
-    let dirty = git(&[
-        "status",
-        "--porcelain",
-        "--untracked-files=no",
-        "--",
-        ".",
-        ":!bench",
-    ])
-    .is_some_and(|s| !s.is_empty());
-    let dirty = if dirty { " with uncommitted changes" } else { "" };
-    (commit, dirty)
+/// What a report's header says about its run: the commit measured, the
+/// load average before and after, how long it took.
+pub struct Run {
+    commit: String,
+    dirty: bool,
+    load_before: String,
+    started: Instant,
+}
+
+impl Run {
+    pub fn start() -> Self {
+        let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_owned());
+        // The report itself is rewritten by the run: only other changes count.
+        let dirty = git(&[
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":!bench",
+        ])
+        .is_some_and(|s| !s.is_empty());
+        Self {
+            commit,
+            dirty,
+            load_before: loadavg(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Ends the run: the header lines (and a blank one), with `reproduce`,
+    /// the command that runs it again.
+    pub fn finish(self, reproduce: &str) -> String {
+        let load_after = loadavg();
+        let elapsed = self.started.elapsed().as_secs();
+        format!(
+            "- commit: {}{}\n- reproduce: `{reproduce}` (as root)\n\
+             - load average (1 min) before / after: {} / {load_after} on {} CPUs; {elapsed} s\n\n",
+            self.commit,
+            if self.dirty {
+                " with uncommitted changes"
+            } else {
+                ""
+            },
+            self.load_before,
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+        )
+    }
 }
 
 /// The 1-minute load average, "?" where it cannot be read.
-pub fn loadavg() -> String {
+fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|s| s.split_whitespace().next().map(str::to_owned))
         .unwrap_or_else(|| "?".to_owned())
+}
+
+/// Round `round`'s (from 1) order of the three `sides`: the rounds rotate
+/// through three orders, so that each side is first, second and last
+/// equally often and drift during the run (other work on the machine,
+/// caches) favours none.
+pub fn order_of_round<K: Copy>(sides: [K; 3], round: usize) -> [K; 3] {
+    let mut order = sides;
+    order.rotate_left((round - 1) % 3);
+    order
 }
