@@ -49,25 +49,14 @@ static EXEC_EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 fn count_lost() {
-    if let Some(lost) = EXEC_EVENTS_LOST.get_ptr_mut(0) {
-        // SAFETY: pointer from a successful per-CPU array lookup; tracing
-        // programs run with migration disabled.
-        unsafe { *lost = (*lost).wrapping_add(1) };
-    }
+    crate::count_lost_in(&EXEC_EVENTS_LOST);
 }
 
 /// As for the socket events: no wakeup per record, a forced one once the
 /// buffer is a quarter full.
 #[inline(always)]
 fn wakeup_flags() -> u64 {
-    const BPF_RB_NO_WAKEUP: u64 = 1;
-    const BPF_RB_FORCE_WAKEUP: u64 = 2;
-    const BPF_RB_AVAIL_DATA: u64 = 0;
-    if EXEC_EVENTS.query(BPF_RB_AVAIL_DATA) > u64::from(EXEC_EVENTS_BYTES / 4) {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    }
+    crate::wakeup_flags_for(&EXEC_EVENTS, EXEC_EVENTS_BYTES)
 }
 
 /// One offset out of [`TASK_OFFSETS`]; volatile because the loader sets the

@@ -82,9 +82,16 @@ static SOCK_EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 fn count_lost() {
-    if let Some(lost) = SOCK_EVENTS_LOST.get_ptr_mut(0) {
+    count_lost_in(&SOCK_EVENTS_LOST);
+}
+
+/// Counts one event dropped for want of room in slot 0 of `lost`, a
+/// ring buffer's per-CPU lost counter (one per ring buffer).
+#[inline(always)]
+fn count_lost_in(lost: &PerCpuArray<u64>) {
+    if let Some(lost) = lost.get_ptr_mut(0) {
         // SAFETY: pointer from a successful per-CPU array lookup; cgroup
-        // programs run with migration disabled.
+        // and tracing programs run with migration disabled.
         unsafe { *lost = (*lost).wrapping_add(1) };
     }
 }
@@ -376,15 +383,22 @@ fn report(ctx: &SkBuffContext, key: &SockTupleKey) -> bool {
     true
 }
 
-/// `bpf_ringbuf_submit` flags: no wakeup per event (the reader drains every
-/// poll interval anyway; a wakeup per event cost more than the event), but a
-/// forced one once the buffer is a quarter full, so bursts cannot overflow it.
+/// [`wakeup_flags_for`] [`SOCK_EVENTS`].
 #[inline(always)]
 fn wakeup_flags() -> u64 {
+    wakeup_flags_for(&SOCK_EVENTS, SOCK_EVENTS_BYTES)
+}
+
+/// `bpf_ringbuf_submit` flags for `ring` of `bytes` bytes: no wakeup per
+/// event (the reader drains every poll interval anyway; a wakeup per event
+/// cost more than the event), but a forced one once the buffer is a quarter
+/// full, so bursts cannot overflow it.
+#[inline(always)]
+fn wakeup_flags_for(ring: &RingBuf, bytes: u32) -> u64 {
     const BPF_RB_NO_WAKEUP: u64 = 1;
     const BPF_RB_FORCE_WAKEUP: u64 = 2;
     const BPF_RB_AVAIL_DATA: u64 = 0;
-    if SOCK_EVENTS.query(BPF_RB_AVAIL_DATA) > u64::from(SOCK_EVENTS_BYTES / 4) {
+    if ring.query(BPF_RB_AVAIL_DATA) > u64::from(bytes / 4) {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

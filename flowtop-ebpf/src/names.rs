@@ -43,7 +43,7 @@ use flowtop_common::{
     NAME_EVENT_STREAM, NAME_FLAG_SYN, NAME_FLAG_TCP, NAME_FLAG_TRUNCATED,
 };
 
-use crate::{v4, v4_mapped};
+use crate::{count_lost_in, v4, v4_mapped, wakeup_flags_for};
 
 /// 0 turns every capture off. Name must match
 /// `flowtop_common::GLOBAL_INSPECT`; set by userspace at load time.
@@ -127,26 +127,18 @@ macro_rules! ctx_read {
     };
 }
 
+/// Sends `ev` with the `payload` bytes of the packet from offset `off`,
+/// at most `room` of them (`room` at most [`NAME_CAPTURE_MAX`]); flags it
+/// truncated when they are cut.
 #[inline(always)]
-fn count_lost() {
-    if let Some(lost) = NAME_EVENTS_LOST.get_ptr_mut(0) {
-        // SAFETY: pointer from a successful per-CPU array lookup; cgroup
-        // programs run with migration disabled.
-        unsafe { *lost = (*lost).wrapping_add(1) };
-    }
-}
-
-/// As `wakeup_flags` in main.rs, for [`NAME_EVENTS`].
-#[inline(always)]
-fn wakeup_flags() -> u64 {
-    const BPF_RB_NO_WAKEUP: u64 = 1;
-    const BPF_RB_FORCE_WAKEUP: u64 = 2;
-    const BPF_RB_AVAIL_DATA: u64 = 0;
-    if NAME_EVENTS.query(BPF_RB_AVAIL_DATA) > u64::from(NAME_EVENTS_BYTES / 4) {
-        BPF_RB_FORCE_WAKEUP
+fn emit_up_to(ctx: &SkBuffContext, ev: &mut NameEvent, off: u32, payload: u32, room: u32) {
+    let take = if payload > room {
+        ev.flags |= NAME_FLAG_TRUNCATED;
+        room
     } else {
-        BPF_RB_NO_WAKEUP
-    }
+        payload
+    };
+    emit(ctx, ev, off, take);
 }
 
 /// Sends `ev` with `len` bytes of the packet from offset `off` (`len` at
@@ -197,10 +189,10 @@ fn emit(ctx: &SkBuffContext, ev: &mut NameEvent, off: u32, len: u32) {
             addr_of!(NAME_EVENTS).cast_mut().cast::<c_void>(),
             scratch.cast::<c_void>(),
             size,
-            wakeup_flags(),
+            wakeup_flags_for(&NAME_EVENTS, NAME_EVENTS_BYTES),
         );
         if rc < 0 {
-            count_lost();
+            count_lost_in(&NAME_EVENTS_LOST);
         }
     }
 }
@@ -371,13 +363,7 @@ fn on_ingress(ctx: &SkBuffContext) {
         return;
     }
     let payload = len.saturating_sub(data);
-    let take = if payload > NAME_CAPTURE_MAX {
-        ev.flags |= NAME_FLAG_TRUNCATED;
-        NAME_CAPTURE_MAX
-    } else {
-        payload
-    };
-    emit(ctx, &mut ev, data, take);
+    emit_up_to(ctx, &mut ev, data, payload, NAME_CAPTURE_MAX);
 }
 
 /// `bpf_sk_storage_get` flag: create the socket's value if it has none.
@@ -469,13 +455,7 @@ pub(crate) fn stream_segment(ctx: &SkBuffContext, sk: *mut bpf_sock) {
                 remote_addr: ip.dst,
                 ..NameEvent::default()
             };
-            let take = if payload > room {
-                ev.flags = NAME_FLAG_TRUNCATED;
-                room
-            } else {
-                payload
-            };
-            emit(ctx, &mut ev, data, take);
+            emit_up_to(ctx, &mut ev, data, payload, room);
         }
         if u64::from(offset) + u64::from(payload) >= u64::from(NAME_CAPTURE_MAX) {
             done = true;
@@ -547,11 +527,5 @@ pub(crate) fn datagram(ctx: &SkBuffContext, state: *mut SockState, key: &SockTup
         remote_addr: t.remote_addr,
         ..NameEvent::default()
     };
-    let take = if payload > NAME_CAPTURE_MAX {
-        ev.flags = NAME_FLAG_TRUNCATED;
-        NAME_CAPTURE_MAX
-    } else {
-        payload
-    };
-    emit(ctx, &mut ev, data, take);
+    emit_up_to(ctx, &mut ev, data, payload, NAME_CAPTURE_MAX);
 }

@@ -17,35 +17,15 @@
 
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// CPU time of the calling thread. A single-threaded loopback exchange runs
-/// the whole path (send, the egress programs, softirq delivery, receive) on
-/// this thread, so this counts the programs' cost but not the time other
-/// work on a shared machine holds the CPU, which wall time would.
-struct CpuClock(Duration);
+#[path = "common/pingpong.rs"]
+mod pingpong;
 
-impl CpuClock {
-    fn now() -> Self {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: a valid timespec to fill; this clock always exists.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-        assert_eq!(rc, 0, "clock_gettime");
-        Self(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
-    }
-
-    fn elapsed(&self) -> Duration {
-        Self::now().0.saturating_sub(self.0)
-    }
-}
+use pingpong::{in_fresh_netns, median, order_of_round, pct, tcp_ping_pongs, CpuClock, Run};
 
 /// Connect/accept/close cycles per measurement.
 const CYCLES: usize = 3_000;
@@ -66,23 +46,6 @@ fn connect_cycles(n: usize) -> Duration {
         let (server, _) = listener.accept().expect("accept");
         drop(client);
         drop(server);
-    }
-    t.elapsed()
-}
-
-fn tcp_ping_pongs(n: usize) -> Duration {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let mut client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-    let (mut server, _) = listener.accept().expect("accept");
-    client.set_nodelay(true).expect("nodelay");
-    server.set_nodelay(true).expect("nodelay");
-    let mut byte = [0u8; 1];
-    let t = CpuClock::now();
-    for _ in 0..n {
-        client.write_all(b"x").expect("write");
-        server.read_exact(&mut byte).expect("read");
-        server.write_all(b"y").expect("write");
-        client.read_exact(&mut byte).expect("read");
     }
     t.elapsed()
 }
@@ -227,83 +190,15 @@ fn us_per(d: Duration, n: usize) -> f64 {
     d.as_secs_f64() * 1e6 / n as f64
 }
 
-/// Runs one side's measurements on a thread of its own in a new network
-/// namespace with only `lo` up; returns the figures and the namespace (kept
-/// open by the caller so that it is torn down only at the end of the run).
+/// Runs one side's measurements in a new network namespace with only `lo`
+/// up; returns the figures and the namespace (kept open by the caller so
+/// that it is torn down only at the end of the run).
 fn measure_side() -> (Side, File) {
-    std::thread::spawn(|| {
-        // SAFETY: unshare(CLONE_NEWNET) only moves this thread (its later
-        // sockets) to a new network namespace.
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(
-            rc,
-            0,
-            "unshare(CLONE_NEWNET): {}",
-            std::io::Error::last_os_error()
-        );
-        loopback_up();
-        let netns = File::open("/proc/thread-self/ns/net").expect("open the new netns");
-        let side = Side {
-            connect: us_per(connect_cycles(CYCLES), CYCLES),
-            tcp: us_per(tcp_ping_pongs(PING_PONGS), PING_PONGS),
-            udp: us_per(udp_ping_pongs(PING_PONGS), PING_PONGS),
-        };
-        (side, netns)
+    in_fresh_netns(|| Side {
+        connect: us_per(connect_cycles(CYCLES), CYCLES),
+        tcp: us_per(tcp_ping_pongs(0, PING_PONGS), PING_PONGS),
+        udp: us_per(udp_ping_pongs(PING_PONGS), PING_PONGS),
     })
-    .join()
-    .expect("measurement thread")
-}
-
-/// Sets `lo` up in the calling thread's network namespace.
-fn loopback_up() {
-    // SAFETY: plain socket/ioctl calls on a zeroed ifreq naming "lo"; the
-    // descriptor is closed before returning.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let mut ifr: libc::ifreq = std::mem::zeroed();
-        for (i, b) in b"lo".iter().enumerate() {
-            ifr.ifr_name[i] = *b as libc::c_char;
-        }
-        let get = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr);
-        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        let set = libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr);
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        assert!(get == 0 && set == 0, "setting lo up: {err}");
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn pct(ratio: f64) -> String {
-    format!("{:+.1}%", (ratio - 1.0) * 100.0)
-}
-
-fn git(args: &[&str]) -> Option<String> {
-    let out = Command::new("git")
-        .args(["-C", env!("CARGO_MANIFEST_DIR")])
-        .args(args)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".to_owned())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -323,14 +218,6 @@ impl Kind {
     }
 }
 
-/// The orders the rounds rotate through: each side is first, second and
-/// last equally often.
-const ORDERS: [[Kind; 3]; 3] = [
-    [Kind::Without, Kind::Empty, Kind::With],
-    [Kind::Empty, Kind::With, Kind::Without],
-    [Kind::With, Kind::Without, Kind::Empty],
-];
-
 struct Row {
     order: [Kind; 3],
     without: Side,
@@ -341,27 +228,13 @@ struct Row {
 }
 
 fn main() {
-    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_owned());
-    // The report itself is rewritten by the run: only other changes count.
-    let dirty = git(&[
-        "status",
-        "--porcelain",
-        "--untracked-files=no",
-        "--",
-        ".",
-        ":!bench",
-    ])
-    .is_some_and(|s| !s.is_empty());
-    let load_before = loadavg();
-    let started = Instant::now();
+    let run = Run::start();
 
     let _warm_up = measure_side();
     let mut namespaces = Vec::new();
     let mut rows = Vec::new();
     for round in 1..=ROUNDS {
-        // Rotate the order of the three sides, so that drift during the run
-        // (other work on the machine, caches) favours none.
-        let order = ORDERS[(round - 1) % ORDERS.len()];
+        let order = order_of_round([Kind::Without, Kind::Empty, Kind::With], round);
         let mut row = Row {
             order,
             without: Side::default(),
@@ -407,19 +280,12 @@ fn main() {
         }
         rows.push(row);
     }
-    let load_after = loadavg();
-    let elapsed = started.elapsed().as_secs();
+    let mut o = run.finish(
+        "cargo build --release -p flowtop -p xtask && \
+         flock /tmp/flowtop-root.lock cargo xtask bench attribution",
+    );
     drop(namespaces);
 
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "- commit: {commit}{}\n- reproduce: `cargo build --release -p flowtop -p xtask && \
-         flock /tmp/flowtop-root.lock cargo xtask bench attribution` (as root)\n\
-         - load average (1 min) before / after: {load_before} / {load_after} on {} CPUs; {elapsed} s\n",
-        if dirty { " with uncommitted changes" } else { "" },
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-    );
     let _ = writeln!(
         o,
         "{ROUNDS} rounds, each measuring three sides back to back in a rotating order: without \

@@ -33,30 +33,14 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// CPU time of the calling thread (see `attribution_cost.rs`).
-struct CpuClock(Duration);
+#[path = "common/pingpong.rs"]
+mod pingpong;
 
-impl CpuClock {
-    fn now() -> Self {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: a valid timespec to fill; this clock always exists.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-        assert_eq!(rc, 0, "clock_gettime");
-        Self(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
-    }
-
-    fn elapsed(&self) -> Duration {
-        Self::now().0.saturating_sub(self.0)
-    }
-}
+use pingpong::{in_fresh_netns, median, order_of_round, pct, tcp_ping_pongs, CpuClock, Run};
 
 /// Round trips per ping-pong measurement.
 const PING_PONGS: usize = 20_000;
@@ -64,29 +48,6 @@ const PING_PONGS: usize = 20_000;
 const WARM_UP: usize = 5_000;
 /// Bulk transfer chunk.
 const CHUNK: usize = 64 * 1024;
-
-fn tcp_ping_pongs(n: usize) -> Duration {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let mut client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-    let (mut server, _) = listener.accept().expect("accept");
-    client.set_nodelay(true).expect("nodelay");
-    server.set_nodelay(true).expect("nodelay");
-    let mut byte = [0u8; 1];
-    let mut round = |client: &mut TcpStream, server: &mut TcpStream| {
-        client.write_all(b"x").expect("write");
-        server.read_exact(&mut byte).expect("read");
-        server.write_all(b"y").expect("write");
-        client.read_exact(&mut byte).expect("read");
-    };
-    for _ in 0..WARM_UP {
-        round(&mut client, &mut server);
-    }
-    let t = CpuClock::now();
-    for _ in 0..n {
-        round(&mut client, &mut server);
-    }
-    t.elapsed()
-}
 
 fn udp_ping_pongs(n: usize) -> Duration {
     let a = UdpSocket::bind("127.0.0.1:0").expect("bind");
@@ -152,85 +113,14 @@ fn ns_per(d: Duration, n: usize) -> f64 {
     d.as_secs_f64() * 1e9 / n as f64
 }
 
-/// Runs one side on a thread in a new network namespace; returns the
-/// figures and the namespace (kept open until the end of the run).
+/// Runs one side in a new network namespace; returns the figures and the
+/// namespace (kept open until the end of the run).
 fn measure_side(bulk_bytes: usize) -> (Side, File) {
-    std::thread::spawn(move || {
-        // SAFETY: unshare(CLONE_NEWNET) only moves this thread (its later
-        // sockets, and threads it spawns) to a new network namespace.
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(
-            rc,
-            0,
-            "unshare(CLONE_NEWNET): {}",
-            std::io::Error::last_os_error()
-        );
-        loopback_up();
-        let netns = File::open("/proc/thread-self/ns/net").expect("open the new netns");
-        let side = Side {
-            tcp: ns_per(tcp_ping_pongs(PING_PONGS), PING_PONGS),
-            udp: ns_per(udp_ping_pongs(PING_PONGS), PING_PONGS),
-            bulk: bulk(bulk_bytes),
-        };
-        (side, netns)
+    in_fresh_netns(move || Side {
+        tcp: ns_per(tcp_ping_pongs(WARM_UP, PING_PONGS), PING_PONGS),
+        udp: ns_per(udp_ping_pongs(PING_PONGS), PING_PONGS),
+        bulk: bulk(bulk_bytes),
     })
-    .join()
-    .expect("measurement thread")
-}
-
-/// Sets `lo` up in the calling thread's network namespace.
-fn loopback_up() {
-    // SAFETY: plain socket/ioctl calls on a zeroed ifreq naming "lo"; the
-    // descriptor is closed before returning.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let mut ifr: libc::ifreq = std::mem::zeroed();
-        for (i, b) in b"lo".iter().enumerate() {
-            ifr.ifr_name[i] = *b as libc::c_char;
-        }
-        let get = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr);
-        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        let set = libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr);
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        assert!(get == 0 && set == 0, "setting lo up: {err}");
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn pct(ratio: f64) -> String {
-    format!("{:+.1}%", (ratio - 1.0) * 100.0)
-}
-
-fn git(args: &[&str]) -> Option<String> {
-    let out = Command::new("git")
-        .args(["-C", env!("CARGO_MANIFEST_DIR")])
-        .args(args)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".to_owned())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -249,12 +139,6 @@ impl Kind {
         }
     }
 }
-
-const ORDERS: [[Kind; 3]; 3] = [
-    [Kind::None, Kind::Off, Kind::On],
-    [Kind::Off, Kind::On, Kind::None],
-    [Kind::On, Kind::None, Kind::Off],
-];
 
 struct Row {
     order: [Kind; 3],
@@ -299,24 +183,13 @@ fn main() {
         .map(|a| a.parse().expect("BULK_MIB: a number"))
         .unwrap_or(256);
     let bulk_bytes = bulk_mib << 20;
-    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_owned());
-    let dirty = git(&[
-        "status",
-        "--porcelain",
-        "--untracked-files=no",
-        "--",
-        ".",
-        ":!bench",
-    ])
-    .is_some_and(|s| !s.is_empty());
-    let load_before = loadavg();
-    let started = Instant::now();
+    let run = Run::start();
 
     let _warm_up = measure_side(bulk_bytes);
     let mut namespaces = Vec::new();
     let mut rows = Vec::new();
     for round in 1..=rounds {
-        let order = ORDERS[(round - 1) % ORDERS.len()];
+        let order = order_of_round([Kind::None, Kind::Off, Kind::On], round);
         let mut row = Row {
             order,
             none: Side::default(),
@@ -348,19 +221,12 @@ fn main() {
         }
         rows.push(row);
     }
-    let load_after = loadavg();
-    let elapsed = started.elapsed().as_secs();
+    let mut o = run.finish(&format!(
+        "cargo build --release -p flowtop --example names_cost && \
+         flock /tmp/flowtop-root.lock target/release/examples/names_cost {rounds} {bulk_mib}"
+    ));
     drop(namespaces);
 
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "- commit: {commit}{}\n- reproduce: `cargo build --release -p flowtop --example names_cost && \
-         flock /tmp/flowtop-root.lock target/release/examples/names_cost {rounds} {bulk_mib}` (as root)\n\
-         - load average (1 min) before / after: {load_before} / {load_after} on {} CPUs; {elapsed} s\n",
-        if dirty { " with uncommitted changes" } else { "" },
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-    );
     let _ = writeln!(
         o,
         "{rounds} rounds of three sides in a rotating order: no programs (none), flowtop's programs \

@@ -251,7 +251,7 @@ mod tests {
     use super::*;
     use crate::attribution::procfs::ProcScan;
     use crate::attribution::How;
-    use crate::flow::model::{proto, Counters, Family, ProtoState, Tuple};
+    use crate::flow::model::proto;
     use crate::flow::table::{Change, Entry, EventKind, TableConfig};
     use std::net::Ipv4Addr;
 
@@ -271,33 +271,7 @@ mod tests {
     fn hflow(id: u32) -> Flow {
         let a = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
         let b = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
-        let sport = 40000 + id as u16;
-        Flow {
-            id,
-            family: Family::Ipv4,
-            proto: proto::TCP,
-            state: Some(ProtoState::Tcp(3)),
-            orig: Tuple {
-                src: a,
-                dst: b,
-                sport: Some(sport),
-                dport: Some(80),
-                icmp: None,
-            },
-            reply: Tuple {
-                src: b,
-                dst: a,
-                sport: Some(80),
-                dport: Some(sport),
-                icmp: None,
-            },
-            status: 0b1110,
-            mark: 0,
-            zone: 0,
-            timeout: Some(crate::flow::model::Timeout::from_secs(300)),
-            counters: Some(Counters::default()),
-            start_ns: None,
-        }
+        Flow::test_tcp(id, a, b, 40000 + id as u16)
     }
 
     type Log = Vec<(EventKind, u32)>;

@@ -13,6 +13,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use super::tests::socket_cookie;
 use super::*;
 use crate::names::capture::{CaptureKind, NameCapture};
 use flowtop_common::NAME_CAPTURE_MAX;
@@ -28,6 +29,12 @@ struct Names {
 }
 
 impl Names {
+    /// Attaches the programs (with inspection on or off) and starts the
+    /// reader; `None`, and the test skipped, when not root.
+    fn start_as_root(inspect: bool) -> Option<Self> {
+        require_root().then(|| Self::start(inspect))
+    }
+
     fn start(inspect: bool) -> Self {
         let (tx, rx) = std::sync::mpsc::channel();
         let handle = attach_sock_events_inspecting(inspect)
@@ -82,23 +89,49 @@ impl Names {
     fn of_cookie(&self, cookie: u64) -> Vec<NameCapture> {
         self.of(&|c: &NameCapture| c.cookie == cookie)
     }
+
+    /// Waits for the one `what` capture of `socket` that satisfies `pred`
+    /// and asserts there is no other.
+    fn one_of(
+        &mut self,
+        what: &str,
+        socket: &impl std::os::fd::AsRawFd,
+        pred: impl Fn(&NameCapture) -> bool,
+    ) -> NameCapture {
+        let cookie = socket_cookie(socket);
+        let got = self.wait_for(what, 1, |c| c.cookie == cookie && pred(c));
+        assert_eq!(got.len(), 1, "{got:?}");
+        got.into_iter().next().expect("one capture")
+    }
+
+    /// Asserts that `socket`'s datagram budget is spent: it is back on its
+    /// one-lookup path.
+    fn assert_datagram_budget_spent(&self, socket: &UdpSocket) {
+        let state = self
+            .handle
+            .sock_state(socket)
+            .expect("SOCK_STATE")
+            .expect("a value");
+        assert_eq!(state.datagrams_left, 0, "{state:?}");
+    }
 }
 
-fn socket_cookie(fd: &impl std::os::fd::AsRawFd) -> u64 {
-    let mut cookie: u64 = 0;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: valid fd, pointer and length.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_COOKIE,
-            (&mut cookie as *mut u64).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0, "SO_COOKIE: {}", io::Error::last_os_error());
-    cookie
+/// Sends `answer` from `server` to `client`'s address and has `client`
+/// receive it into `buf`.
+fn answer_to(server: &UdpSocket, client: &UdpSocket, answer: &[u8], buf: &mut [u8]) -> usize {
+    server
+        .send_to(answer, client.local_addr().expect("addr"))
+        .expect("send_to");
+    client.recv(buf).expect("recv")
+}
+
+/// A loopback TCP connection to a listener on `addr`: the listener, the
+/// connecting socket and the accepted one.
+fn tcp_connection(addr: &str) -> (TcpListener, TcpStream, TcpStream) {
+    let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (server, _) = listener.accept().expect("accept");
+    (listener, client, server)
 }
 
 /// The namespace check the reader's consumer makes: a capture's netns
@@ -132,10 +165,9 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 #[test]
 #[ignore = "needs root: run by cargo xtask test"]
 fn udp_dns_answers_are_captured_for_connected_and_unconnected_sockets() {
-    if !require_root() {
+    let Some(mut names) = Names::start_as_root(true) else {
         return;
-    }
-    let mut names = Names::start(true);
+    };
     let server = UdpSocket::bind("127.0.13.1:53").expect("bind 127.0.13.1:53");
     let server_addr = server.local_addr().expect("addr");
     let mut buf = [0u8; 2048];
@@ -165,10 +197,7 @@ fn udp_dns_answers_are_captured_for_connected_and_unconnected_sockets() {
     unconnected.recv_from(&mut buf).expect("recv");
 
     for (socket, answer) in [(&connected, &answer1), (&unconnected, &answer2)] {
-        let cookie = socket_cookie(socket);
-        let got = names.wait_for("DNS", 1, |c| c.cookie == cookie && c.kind == CaptureKind::Dns);
-        assert_eq!(got.len(), 1, "{got:?}");
-        let c = &got[0];
+        let c = &names.one_of("DNS", socket, |c| c.kind == CaptureKind::Dns);
         assert_eq!(&*c.bytes, answer.as_slice(), "{c:?}");
         assert_eq!(c.local, socket.local_addr().expect("addr"), "{c:?}");
         assert_eq!(c.remote, server_addr, "{c:?}");
@@ -192,23 +221,17 @@ fn udp_dns_answers_are_captured_for_connected_and_unconnected_sockets() {
 #[test]
 #[ignore = "needs root: run by cargo xtask test"]
 fn a_long_dns_answer_is_captured_truncated() {
-    if !require_root() {
+    let Some(mut names) = Names::start_as_root(true) else {
         return;
-    }
-    let mut names = Names::start(true);
+    };
     let server = UdpSocket::bind("127.0.13.6:53").expect("bind 127.0.13.6:53");
     let client = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let answer = pattern(5000, 7);
-    server
-        .send_to(&answer, client.local_addr().expect("addr"))
-        .expect("send_to");
     let mut buf = [0u8; 8192];
-    assert_eq!(client.recv(&mut buf).expect("recv"), 5000);
-    let cookie = socket_cookie(&client);
-    let got = names.wait_for("DNS", 1, |c| c.cookie == cookie);
-    assert_eq!(got.len(), 1, "{got:?}");
-    assert!(got[0].truncated, "{:?}", got[0].truncated);
-    assert_eq!(&*got[0].bytes, &answer[..MAX]);
+    assert_eq!(answer_to(&server, &client, &answer, &mut buf), 5000);
+    let got = names.one_of("DNS", &client, |_| true);
+    assert!(got.truncated, "{:?}", got.truncated);
+    assert_eq!(&*got.bytes, &answer[..MAX]);
 }
 
 /// (b) DNS over TCP: the server's SYN-ACK (its initial sequence number),
@@ -216,13 +239,10 @@ fn a_long_dns_answer_is_captured_truncated() {
 #[test]
 #[ignore = "needs root: run by cargo xtask test"]
 fn dns_over_tcp_gives_the_syn_ack_then_the_segments() {
-    if !require_root() {
+    let Some(mut names) = Names::start_as_root(true) else {
         return;
-    }
-    let mut names = Names::start(true);
-    let listener = TcpListener::bind("127.0.13.2:53").expect("bind 127.0.13.2:53");
-    let mut client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-    let (mut server, _) = listener.accept().expect("accept");
+    };
+    let (listener, mut client, mut server) = tcp_connection("127.0.13.2:53");
     server.set_nodelay(true).expect("nodelay");
     client.write_all(b"\x00\x05query").expect("write");
     let mut buf = [0u8; 64];
@@ -273,13 +293,10 @@ fn send_segment(client: &mut TcpStream, server: &mut TcpStream, data: &[u8]) {
 #[test]
 #[ignore = "needs root: run by cargo xtask test"]
 fn a_connecting_tcp_socket_has_its_first_bytes_captured() {
-    if !require_root() {
+    let Some(mut names) = Names::start_as_root(true) else {
         return;
-    }
-    let mut names = Names::start(true);
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let mut client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-    let (mut server, _) = listener.accept().expect("accept");
+    };
+    let (listener, mut client, mut server) = tcp_connection("127.0.0.1:0");
     client.set_nodelay(true).expect("nodelay");
     server.set_nodelay(true).expect("nodelay");
     let stream = pattern(6000, 1);
@@ -323,10 +340,9 @@ fn a_connecting_tcp_socket_has_its_first_bytes_captured() {
 #[test]
 #[ignore = "needs root: run by cargo xtask test"]
 fn the_first_quic_like_datagrams_of_a_tuple_are_captured() {
-    if !require_root() {
+    let Some(mut names) = Names::start_as_root(true) else {
         return;
-    }
-    let mut names = Names::start(true);
+    };
     let sink = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let sender = UdpSocket::bind("127.0.0.1:0").expect("bind");
     sender.connect(sink.local_addr().expect("addr")).expect("connect");
@@ -359,13 +375,7 @@ fn the_first_quic_like_datagrams_of_a_tuple_are_captured() {
         assert_own_netns(c);
     }
     assert_eq!(names.of_cookie(socket_cookie(&short)), []);
-    // The budget is spent: the socket is back on its one-lookup path.
-    let state = names
-        .handle
-        .sock_state(&sender)
-        .expect("SOCK_STATE")
-        .expect("a value");
-    assert_eq!(state.datagrams_left, 0, "{state:?}");
+    names.assert_datagram_budget_spent(&sender);
 }
 
 /// (e) Inspection off (`--no-inspect`): no ingress program, and the same
@@ -373,22 +383,16 @@ fn the_first_quic_like_datagrams_of_a_tuple_are_captured() {
 #[test]
 #[ignore = "needs root: run by cargo xtask test"]
 fn with_inspection_off_nothing_is_captured() {
-    if !require_root() {
+    let Some(mut names) = Names::start_as_root(false) else {
         return;
-    }
-    let mut names = Names::start(false);
+    };
     // DNS over UDP.
     let server = UdpSocket::bind("127.0.13.5:53").expect("bind 127.0.13.5:53");
     let client = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    server
-        .send_to(b"answer", client.local_addr().expect("addr"))
-        .expect("send_to");
     let mut buf = [0u8; 2048];
-    client.recv(&mut buf).expect("recv");
+    answer_to(&server, &client, b"answer", &mut buf);
     // A TCP stream.
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let mut tcp = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-    let (mut accepted, _) = listener.accept().expect("accept");
+    let (_listener, mut tcp, mut accepted) = tcp_connection("127.0.0.1:0");
     send_segment(
         &mut tcp,
         &mut accepted,
@@ -404,12 +408,7 @@ fn with_inspection_off_nothing_is_captured() {
     names.drain_for(Duration::from_millis(500));
     assert_eq!(names.seen, [], "captures with inspection off");
     assert_eq!(names.handle.lost_name_events(), Ok(0));
-    let state = names
-        .handle
-        .sock_state(&sender)
-        .expect("SOCK_STATE")
-        .expect("a value");
-    assert_eq!(state.datagrams_left, 0, "{state:?}");
+    names.assert_datagram_budget_spent(&sender);
 }
 
 /// DNS answers to AF_INET6 sockets: over IPv6, and over IPv4 to a
@@ -417,10 +416,9 @@ fn with_inspection_off_nothing_is_captured() {
 #[test]
 #[ignore = "needs root: run by cargo xtask test"]
 fn dns_answers_reach_ipv6_and_dual_stack_sockets() {
-    if !require_root() {
+    let Some(mut names) = Names::start_as_root(true) else {
         return;
-    }
-    let mut names = Names::start(true);
+    };
     let mut buf = [0u8; 2048];
     // IPv6.
     let server6 = UdpSocket::bind("[::1]:53").expect("bind [::1]:53");
@@ -429,10 +427,7 @@ fn dns_answers_reach_ipv6_and_dual_stack_sockets() {
         .connect(server6.local_addr().expect("addr"))
         .expect("connect");
     let answer6 = b"\x00\x01answer over IPv6".to_vec();
-    server6
-        .send_to(&answer6, client6.local_addr().expect("addr"))
-        .expect("send_to");
-    client6.recv(&mut buf).expect("recv");
+    answer_to(&server6, &client6, &answer6, &mut buf);
     // IPv4 to a dual-stack socket.
     let server4 = UdpSocket::bind("127.0.13.3:53").expect("bind 127.0.13.3:53");
     let dual = UdpSocket::bind("[::]:0").expect("bind [::]:0");
@@ -443,17 +438,13 @@ fn dns_answers_reach_ipv6_and_dual_stack_sockets() {
         .expect("send_to");
     dual.recv_from(&mut buf).expect("recv");
 
-    let cookie6 = socket_cookie(&client6);
-    let got = names.wait_for("IPv6 DNS", 1, |c| c.cookie == cookie6);
-    assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!(&*got[0].bytes, answer6.as_slice());
-    assert_eq!(got[0].local, client6.local_addr().expect("addr"));
-    assert_eq!(got[0].remote, server6.local_addr().expect("addr"));
+    let got = names.one_of("IPv6 DNS", &client6, |_| true);
+    assert_eq!(&*got.bytes, answer6.as_slice());
+    assert_eq!(got.local, client6.local_addr().expect("addr"));
+    assert_eq!(got.remote, server6.local_addr().expect("addr"));
 
-    let cookie4 = socket_cookie(&dual);
-    let got = names.wait_for("dual-stack DNS", 1, |c| c.cookie == cookie4);
-    assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!(&*got[0].bytes, answer4.as_slice());
-    assert_eq!(got[0].local, format!("127.0.0.1:{dual_port}").parse().unwrap());
-    assert_eq!(got[0].remote, server4.local_addr().expect("addr"));
+    let got = names.one_of("dual-stack DNS", &dual, |_| true);
+    assert_eq!(&*got.bytes, answer4.as_slice());
+    assert_eq!(got.local, format!("127.0.0.1:{dual_port}").parse().unwrap());
+    assert_eq!(got.remote, server4.local_addr().expect("addr"));
 }

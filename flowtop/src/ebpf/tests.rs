@@ -247,7 +247,8 @@ impl Events {
     }
 }
 
-fn socket_cookie(fd: &impl std::os::fd::AsRawFd) -> u64 {
+/// The kernel's cookie of a socket (`SO_COOKIE`), as the programs see it.
+pub(super) fn socket_cookie(fd: &impl std::os::fd::AsRawFd) -> u64 {
     let mut cookie: u64 = 0;
     let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
     // SAFETY: valid fd, pointer and length.

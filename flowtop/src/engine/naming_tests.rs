@@ -5,40 +5,20 @@ use hickory_resolver::proto::rr::rdata::A;
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 
 use super::*;
-use crate::flow::model::{proto, Family, Owner, ProtoState, Tuple};
+use crate::flow::model::Owner;
 use crate::flow::table::{Change, TableConfig};
 use crate::names::capture::{CaptureKind, NameCapture};
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 9);
 
+/// An established TCP flow from CLIENT:sport to SERVER:80, as a dump
+/// without timeouts or counters reads it.
 fn flow(id: u32, sport: u16) -> Flow {
-    let (a, b) = (IpAddr::V4(CLIENT), IpAddr::V4(SERVER));
     Flow {
-        id,
-        family: Family::Ipv4,
-        proto: proto::TCP,
-        state: Some(ProtoState::Tcp(3)),
-        orig: Tuple {
-            src: a,
-            dst: b,
-            sport: Some(sport),
-            dport: Some(80),
-            icmp: None,
-        },
-        reply: Tuple {
-            src: b,
-            dst: a,
-            sport: Some(80),
-            dport: Some(sport),
-            icmp: None,
-        },
-        status: 0b1110,
-        mark: 0,
-        zone: 0,
         timeout: None,
         counters: None,
-        start_ns: None,
+        ..Flow::test_tcp(id, IpAddr::V4(CLIENT), IpAddr::V4(SERVER), sport)
     }
 }
 

@@ -474,3 +474,38 @@ impl Attributed {
         }
     }
 }
+
+#[cfg(test)]
+impl Flow {
+    /// A test fixture: an established TCP flow from `src:sport` to
+    /// `dst:80` without NAT (the reply mirrors the original), with a 300 s
+    /// timeout and zero counters.
+    pub(crate) fn test_tcp(id: u32, src: IpAddr, dst: IpAddr, sport: u16) -> Flow {
+        Flow {
+            id,
+            family: if src.is_ipv4() { Family::Ipv4 } else { Family::Ipv6 },
+            proto: proto::TCP,
+            state: Some(ProtoState::Tcp(3)),
+            orig: Tuple {
+                src,
+                dst,
+                sport: Some(sport),
+                dport: Some(80),
+                icmp: None,
+            },
+            reply: Tuple {
+                src: dst,
+                dst: src,
+                sport: Some(80),
+                dport: Some(sport),
+                icmp: None,
+            },
+            status: 0b1110,
+            mark: 0,
+            zone: 0,
+            timeout: Some(Timeout::from_secs(300)),
+            counters: Some(Counters::default()),
+            start_ns: None,
+        }
+    }
+}

@@ -686,16 +686,9 @@ impl FlowTable {
                 continue;
             }
             // The entry is written anyway: it takes the measured bit too.
-            let Some(side) = self.entries.side_mut(slot) else {
+            let Some(e) = self.write_at(slot) else {
                 continue;
             };
-            let reading = std::mem::replace(&mut side.measured, false);
-            let Some(e) = self.entries.slot_mut(slot) else {
-                continue;
-            };
-            if reading {
-                e.rate.set_measured(true);
-            }
             e.owner = merged.owner;
             e.peer = merged.peer;
             e.direction = merged.direction;
@@ -719,19 +712,25 @@ impl FlowTable {
             if self.entries.at_slot(slot).is_none_or(|e| e.name == name) {
                 continue;
             }
-            let Some(side) = self.entries.side_mut(slot) else {
+            let Some(e) = self.write_at(slot) else {
                 continue;
             };
-            let reading = std::mem::replace(&mut side.measured, false);
-            let Some(e) = self.entries.slot_mut(slot) else {
-                continue;
-            };
-            if reading {
-                e.rate.set_measured(true);
-            }
             e.name = name;
             out(EventKind::Update, e);
         }
+    }
+
+    /// The entry at `slot`, for writing: the measured bit its side holds
+    /// moves into the entry's rate (the entry is written anyway).
+    #[inline]
+    fn write_at(&mut self, slot: u32) -> Option<&mut Entry> {
+        let side = self.entries.side_mut(slot)?;
+        let reading = std::mem::replace(&mut side.measured, false);
+        let e = self.entries.slot_mut(slot)?;
+        if reading {
+            e.rate.set_measured(true);
+        }
+        Some(e)
     }
 
     /// `e` (an entry of this table) as readers see it: with whether its
@@ -1044,39 +1043,14 @@ fn refresh<'s>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::model::{Counters, Family, ProtoState, Tuple};
+    use crate::flow::model::{Counters, ProtoState};
     use std::collections::BTreeSet;
     use std::net::{IpAddr, Ipv4Addr};
 
     fn flow(id: u32) -> Flow {
         let a = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
         let b = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
-        Flow {
-            id,
-            family: Family::Ipv4,
-            proto: proto::TCP,
-            state: Some(ProtoState::Tcp(3)),
-            orig: Tuple {
-                src: a,
-                dst: b,
-                sport: Some(40000),
-                dport: Some(80),
-                icmp: None,
-            },
-            reply: Tuple {
-                src: b,
-                dst: a,
-                sport: Some(80),
-                dport: Some(40000),
-                icmp: None,
-            },
-            status: 0b1110,
-            mark: 0,
-            zone: 0,
-            timeout: Some(crate::flow::model::Timeout::from_secs(300)),
-            counters: Some(Counters::default()),
-            start_ns: None,
-        }
+        Flow::test_tcp(id, a, b, 40000)
     }
 
     type Log = Vec<(EventKind, u32)>;

@@ -283,6 +283,23 @@ mod tests {
         t
     }
 
+    /// The text table of `t` at the epoch, in bytes, without names or
+    /// geography.
+    fn plain_table(t: &FlowTable, show_src: bool) -> String {
+        let mut entries: Vec<_> = t.iter().collect();
+        let opts = TextOptions {
+            show_src,
+            bits: false,
+        };
+        table(
+            &mut entries,
+            UNIX_EPOCH,
+            opts,
+            &Services::builtin(),
+            &AddressBook::new(),
+        )
+    }
+
     #[test]
     fn batch_table_snapshot() {
         let t = sample_table();
@@ -349,18 +366,7 @@ mod tests {
         (f.reply.src, f.reply.sport, f.reply.dst, f.reply.dport) =
             (v4(192, 0, 2, 1), Some(22), v4(203, 0, 113, 9), Some(51000));
         t.apply_event(Change::Seen, f, t0, &mut Incoming, &mut |_, _| {});
-        let mut entries: Vec<_> = t.iter().collect();
-        let opts = TextOptions {
-            show_src: true,
-            bits: false,
-        };
-        let text = table(
-            &mut entries,
-            UNIX_EPOCH,
-            opts,
-            &Services::builtin(),
-            &AddressBook::new(),
-        );
+        let text = plain_table(&t, true);
         let row = text.lines().nth(1).expect("a row");
         assert!(row.contains("192.0.2.1:22 "), "{text}");
         assert!(row.contains("← 203.0.113.9:51000"), "{text}");
@@ -381,18 +387,7 @@ mod tests {
             ech_outer: false,
         };
         t.set_names(vec![(key, Some(std::sync::Arc::new(name)))], &mut |_, _| {});
-        let mut entries: Vec<_> = t.iter().collect();
-        let opts = TextOptions {
-            show_src: false,
-            bits: false,
-        };
-        let text = table(
-            &mut entries,
-            UNIX_EPOCH,
-            opts,
-            &Services::builtin(),
-            &AddressBook::new(),
-        );
+        let text = plain_table(&t, false);
         assert!(text.contains("*api.github.com\\x1b[2J"), "{text}");
         assert!(!text.contains('\u{1b}'), "{text}");
     }
