@@ -25,38 +25,38 @@ nft add rule inet t c ct state established accept"
 )]
 pub struct Args {
     /// Show IPv4 flows (default: both families)
-    #[arg(short = '4', long = "ipv4")]
+    #[arg(global = true, short = '4', long = "ipv4")]
     pub ipv4: bool,
     /// Show IPv6 flows (default: both families)
-    #[arg(short = '6', long = "ipv6")]
+    #[arg(global = true, short = '6', long = "ipv6")]
     pub ipv6: bool,
     /// Show TCP flows (the default protocol)
-    #[arg(short = 'T', long = "tcp")]
+    #[arg(global = true, short = 'T', long = "tcp")]
     pub tcp: bool,
     /// Show UDP and UDP-lite flows
-    #[arg(short = 'U', long = "udp")]
+    #[arg(global = true, short = 'U', long = "udp")]
     pub udp: bool,
     /// Show DCCP flows
-    #[arg(short = 'D', long = "dccp")]
+    #[arg(global = true, short = 'D', long = "dccp")]
     pub dccp: bool,
     /// Show ICMP and ICMPv6 flows
-    #[arg(short = 'I', long = "icmp")]
+    #[arg(global = true, short = 'I', long = "icmp")]
     pub icmp: bool,
     /// Show SCTP flows
-    #[arg(short = 'S', long = "sctp")]
+    #[arg(global = true, short = 'S', long = "sctp")]
     pub sctp: bool,
     /// Show every protocol, including ones flowtop has no name for (shown by number)
-    #[arg(long = "all-protocols")]
+    #[arg(global = true, long = "all-protocols")]
     pub all_protocols: bool,
     /// Do not look up host names
-    #[arg(short = 'n', long = "no-dns")]
+    #[arg(global = true, short = 'n', long = "no-dns")]
     pub no_dns: bool,
     /// Do not look at payloads at all: no DNS answers, TLS ClientHellos, HTTP Host headers or QUIC
     /// Initials are read, so flows get no asked-for name (dst_name); the header says so
-    #[arg(long = "no-inspect")]
+    #[arg(global = true, long = "no-inspect")]
     pub no_inspect: bool,
     /// Do not look up GeoIP locations
-    #[arg(short = 'G', long = "no-geoip")]
+    #[arg(global = true, short = 'G', long = "no-geoip")]
     pub no_geoip: bool,
     /// Also show the source address and port, not only the destination
     #[arg(short = 's', long = "show-src")]
@@ -69,43 +69,106 @@ pub struct Args {
     #[arg(short = 'u', long = "update")]
     pub update: bool,
     /// Refresh interval in seconds: counters and rates of active flows are re-read this often
-    #[arg(short = 't', long = "interval", value_name = "SECONDS", default_value = "1", value_parser = parse_interval)]
+    #[arg(global = true, short = 't', long = "interval", value_name = "SECONDS", default_value = "1", value_parser = parse_interval)]
     pub interval: f64,
     /// Re-read the whole table every SECONDS (never more often than -t); in between, only flows
     /// active in the last few intervals are re-read. Default: automatic, so that whole-table
     /// re-reads take at most a tenth of the time (every interval on small tables)
-    #[arg(long = "full-refresh", value_name = "SECONDS", value_parser = parse_interval)]
+    #[arg(global = true, long = "full-refresh", value_name = "SECONDS", value_parser = parse_interval)]
     pub full_refresh: Option<f64>,
     /// Print the version and exit
     #[arg(short = 'v', long = "version", action = ArgAction::Version)]
     pub version: Option<bool>,
-    /// Print newline-delimited JSON (one object per flow event) instead of the screen
-    #[arg(long)]
+    /// Print newline-delimited JSON (one object per flow event) instead of the screen (with
+    /// `history`: one object per recorded flow, or per summary row)
+    #[arg(long, global = true)]
     pub json: bool,
     /// Print the table once, after the initial dump, and exit
     #[arg(long)]
     pub once: bool,
     /// Leave net.netfilter.nf_conntrack_acct and nf_conntrack_timestamp alone
-    #[arg(long = "no-sysctl")]
+    #[arg(global = true, long = "no-sysctl")]
     pub no_sysctl: bool,
     /// Initial kernel receive buffer of the event socket, in bytes (it grows on overruns)
-    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    #[arg(global = true, long, value_name = "BYTES", default_value_t = 8 << 20)]
     pub rcvbuf: usize,
     /// How flows get their process: auto (best available), ebpf, procfs (periodic /proc scans), off
-    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+    #[arg(global = true, long, value_enum, value_name = "MODE", default_value = "auto")]
     pub attribution: crate::attribution::Mode,
     /// Directory searched first for tcp.conf, udp.conf, sctp.conf, dccp.conf (service names) and
     /// geoip.conf (the mirrors of -u), before /etc/flowtop and /etc/netsniff-ng
-    #[arg(long = "conf-dir", value_name = "DIR")]
+    #[arg(global = true, long = "conf-dir", value_name = "DIR")]
     pub conf_dir: Option<PathBuf>,
     /// Directory searched first for GeoIP databases (GeoLite2-City.mmdb, dbip-city-lite.mmdb, ...),
     /// before /usr/share/GeoIP, /var/lib/GeoIP, /usr/local/share/GeoIP and /var/lib/flowtop; with -u,
     /// where the databases are installed (default /var/lib/flowtop)
-    #[arg(long = "geoip-dir", value_name = "DIR")]
+    #[arg(global = true, long = "geoip-dir", value_name = "DIR")]
     pub geoip_dir: Option<PathBuf>,
     /// Directory of the state file that remembers the sysctl values to restore
-    #[arg(long = "state-dir", value_name = "DIR", default_value = crate::sysctl::DEFAULT_STATE_DIR)]
+    #[arg(global = true, long = "state-dir", value_name = "DIR", default_value = crate::sysctl::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
+    /// The journal of ended flows (SQLite) that `record` writes and `history` reads
+    #[arg(global = true, long, value_name = "PATH", default_value = DEFAULT_JOURNAL)]
+    pub journal: PathBuf,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Where the journal lives unless `--journal` says otherwise.
+pub const DEFAULT_JOURNAL: &str = "/var/lib/flowtop/journal.sqlite";
+
+/// flowtop's commands beyond the screen and `--json`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Run headless and write every flow that ends (and checkpoints of long-lived ones) to the
+    /// journal (--journal) until SIGINT or SIGTERM
+    Record(RecordArgs),
+    /// Query the journal: the flows that ended, as a table, as JSON lines (--json), or per
+    /// executable and destination (--summary)
+    History(HistoryArgs),
+}
+
+/// `flowtop record`.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Recording")]
+pub struct RecordArgs {
+    /// Remove flows that ended longer ago than this (e.g. 30d, 12h)
+    #[arg(long, value_name = "AGE", default_value = "30d")]
+    pub retain: String,
+    /// Keep the journal under this size, removing the oldest flows first (e.g. 1G, 500M)
+    #[arg(long = "retain-size", value_name = "SIZE", default_value = "1G")]
+    pub retain_size: String,
+}
+
+/// `flowtop history`.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Query")]
+pub struct HistoryArgs {
+    /// Only flows of this executable (full path, e.g. /usr/bin/curl)
+    #[arg(long, value_name = "PATH")]
+    pub exe: Option<String>,
+    /// Only flows of processes with this name (comm)
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+    /// Only flows of this process id
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Only flows to this address, or to this name (asked-for or reverse DNS)
+    #[arg(long, value_name = "ADDR_OR_NAME")]
+    pub dst: Option<String>,
+    /// Only flows to this port
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+    /// Only flows that ended at or after WHEN: an RFC 3339 time, or a duration ago (90s, 10m,
+    /// 2h, 3d)
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Only flows that ended before WHEN (same forms as --since)
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+    /// One row per executable, destination, port and protocol: where does each program connect
+    #[arg(long)]
+    pub summary: bool,
 }
 
 fn parse_interval(s: &str) -> Result<f64, String> {

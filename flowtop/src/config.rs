@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::attribution;
-use crate::cli::Args;
+use crate::cli::{Args, Command};
 use crate::flow::Selection;
 
 /// What the process does; one entry point of `app` each.
@@ -21,6 +21,10 @@ pub enum RunMode {
     Screen,
     /// `-u`: download the GeoIP databases and exit.
     Update,
+    /// `flowtop record`: headless, writing the journal.
+    Record,
+    /// `flowtop history`: reads the journal and exits.
+    History,
 }
 
 impl RunMode {
@@ -81,6 +85,10 @@ pub struct Config {
     pub no_sysctl: bool,
     /// `--rcvbuf`: initial kernel receive buffer of the event socket.
     pub rcvbuf: usize,
+    /// `--journal`: the journal file.
+    pub journal: PathBuf,
+    /// The subcommand's own arguments (`record`, `history`).
+    pub command: Option<Command>,
 }
 
 /// A command line that parses but asks for something impossible.
@@ -94,6 +102,11 @@ impl Config {
         let mode = if args.update {
             // Checked first: `-u` downloads and exits whatever else is given.
             RunMode::Update
+        } else if let Some(command) = &args.command {
+            match command {
+                Command::Record(_) => RunMode::Record,
+                Command::History(_) => RunMode::History,
+            }
         } else if args.once {
             if args.attribution == attribution::Mode::Ebpf {
                 return Err(UsageError(
@@ -147,6 +160,8 @@ impl Config {
             },
             no_sysctl: args.no_sysctl,
             rcvbuf: args.rcvbuf,
+            journal: args.journal.clone(),
+            command: args.command.clone(),
         })
     }
 

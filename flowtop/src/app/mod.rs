@@ -2,7 +2,9 @@
 //! ([`start`]): `--once` ([`once`]), `--json` ([`stream`]), the screen
 //! ([`screen`]) and `-u` ([`update`](crate::update)).
 
+pub mod history;
 pub mod once;
+pub mod record;
 pub mod screen;
 pub mod start;
 pub mod stream;
@@ -77,6 +79,8 @@ fn run_mode(config: &Config) -> Result<(), RunError> {
         RunMode::OnceText | RunMode::OnceJson => once::run(config),
         RunMode::JsonStream => stream::run(config),
         RunMode::Screen => screen::run(config),
+        RunMode::Record => record::run(config),
+        RunMode::History => history::run(config),
     }
 }
 
