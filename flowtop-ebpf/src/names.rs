@@ -111,6 +111,10 @@ const STREAM_PACKETS: u32 = 32;
 static NAME_STREAM: SkStorage<StreamState> = SkStorage::new();
 
 const DNS_PORT: u16 = 53;
+/// Port 53 as `__sk_buff.remote_port` reads on this (little-endian)
+/// target: the socket's `skc_dport`, in network byte order, shifted into
+/// the upper 16 bits by the kernel's context rewrite.
+const DNS_REMOTE_PORT_CTX: u32 = (DNS_PORT.to_be() as u32) << 16;
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
@@ -300,6 +304,14 @@ pub fn flowtop_name_ingress(ctx: SkBuffContext) -> i32 {
 #[inline(always)]
 fn on_ingress(ctx: &SkBuffContext) {
     let skb = ctx.skb.skb;
+    // Every packet delivered to a local socket comes here: the common case
+    // (a connected socket whose peer is not port 53: any TCP socket, a
+    // connected UDP one) leaves on this one context load, with no helper
+    // call. Only unconnected sockets (remote port 0) and port 53 go on.
+    let remote_port = ctx_read!(skb, remote_port);
+    if remote_port != 0 && remote_port != DNS_REMOTE_PORT_CTX {
+        return;
+    }
     let sk = ctx_read!(skb, __bindgen_anon_2.sk);
     if sk.is_null() {
         return;
