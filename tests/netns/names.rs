@@ -514,13 +514,50 @@ fn expect_name(ft: &mut Flowtop, what: &str, id: u32, name: &str, source: &str) 
 fn check_dns_named(ft: &mut Flowtop, s: &Seen, name: &str) {
     let id = flow_of(ft, s);
     expect_ptr(ft, &s.what, id, &ptr_of(&s.dst));
-    let v = expect_name(ft, &s.what, id, name, "dns");
-    assert_eq!(
-        jstr(&v, "dst_host"),
-        Some(ptr_of(&s.dst).as_str()),
-        "{}: dst_host stays the PTR name: {v}",
-        s.what
-    );
+    // Until the flow's owner is known (its socket event can reach flowtop
+    // a moment after conntrack's NEW), only the host-wide answer, the
+    // newest any process received, can name it; that may be another
+    // program's. Every line that names the flow's process must carry that
+    // process's own answer.
+    let Some(v) = find_line(ft, NAME_WAIT, |v| {
+        flow_id(v) == Some(id) && ju64(v, "pid") == Some(u64::from(s.pid)) && !v["dst_name"].is_null()
+    }) else {
+        ft.fail(&format!(
+            "{}: no line of flow {id} with its owner (pid {}) and a dst_name within {NAME_WAIT:?} (expected {name:?})",
+            s.what, s.pid
+        ));
+    };
+    let wrong: Vec<&Value> = ft
+        .lines
+        .iter()
+        .filter(|l| flow_id(l) == Some(id) && ju64(l, "pid") == Some(u64::from(s.pid)))
+        .filter(|l| jstr(l, "dst_name") != Some(name) || jstr(l, "dst_name_source") != Some("dns"))
+        .collect();
+    if !wrong.is_empty() {
+        ft.fail(&format!(
+            "{}: flow {id} of pid {} is named other than {name:?} from dns: {}",
+            s.what,
+            s.pid,
+            wrong.iter().map(|l| l.to_string()).collect::<Vec<_>>().join("\n")
+        ));
+    }
+    drop(v);
+    // The line that first carried the name may predate the PTR answer
+    // (each comes as its own update): some line must carry both, the PTR
+    // name still in dst_host.
+    let ptr = ptr_of(&s.dst);
+    if find_line(ft, WAIT, |v| {
+        flow_id(v) == Some(id)
+            && jstr(v, "dst_host") == Some(ptr.as_str())
+            && jstr(v, "dst_name") == Some(name)
+    })
+    .is_none()
+    {
+        ft.fail(&format!(
+            "{}: no line of flow {id} with dst_name {name:?} and dst_host (the PTR name) {ptr:?}",
+            s.what
+        ));
+    }
 }
 
 /// A resolving client in `wait` mode after it printed `resolved ADDR`.

@@ -237,9 +237,11 @@ fn start_ebpf_reader(
                 .iter()
                 .filter_map(|ev| owners.apply(ev, ebpf_owners::proc_info))
                 .collect();
-            if !sockets.is_empty() && tx.blocking_send(Inbox::EbpfSockets(sockets)).is_err() {
-                return false;
-            }
+            // The batch's name captures (drained after its socket events,
+            // so they include the DNS answers a process received before it
+            // connected) reach the engine before the sockets: when a flow
+            // gets its owner, that owner's answers are already in the book,
+            // and the owner and its name come in one update.
             let names: Vec<_> = batch
                 .names
                 .into_iter()
@@ -249,7 +251,10 @@ fn start_ebpf_reader(
                     (c, owner)
                 })
                 .collect();
-            names.is_empty() || tx.blocking_send(Inbox::Names(names)).is_ok()
+            if !names.is_empty() && tx.blocking_send(Inbox::Names(names)).is_err() {
+                return false;
+            }
+            sockets.is_empty() || tx.blocking_send(Inbox::EbpfSockets(sockets)).is_ok()
         })
         .map_err(|e| RunError::Other(anyhow::anyhow!(e)))
 }

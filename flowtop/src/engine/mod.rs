@@ -212,23 +212,14 @@ impl Engine {
             Inbox::Sockets(index) => {
                 if let Some(join) = &mut self.owners {
                     let found = join.take_index(index, &self.table, now);
-                    let owned = self.owned_waiting(&found);
-                    self.table.set_owners(found, out);
-                    // A flow's own process's answers name it.
-                    if let Some(owned) = owned {
-                        self.rename_waiting(now, &owned, out);
-                    }
+                    self.set_owners(found, now, out);
                 }
                 return Ok(false);
             }
             Inbox::EbpfSockets(sockets) => {
                 if let Some(join) = &mut self.owners {
                     let found = join.take_sockets(sockets, &self.table, now);
-                    let owned = self.owned_waiting(&found);
-                    self.table.set_owners(found, out);
-                    if let Some(owned) = owned {
-                        self.rename_waiting(now, &owned, out);
-                    }
+                    self.set_owners(found, now, out);
                 }
                 // The batch holds what the ring buffer had when the held
                 // destroys arrived (it is drained after them).
@@ -365,6 +356,37 @@ impl Engine {
     ) {
         if let Some(names) = &self.names {
             naming::rename_waiting(&mut self.table, names, &mut self.name_waiting, now, recheck, out);
+        }
+    }
+
+    /// Gives flows the owners attribution found and, as a flow's own
+    /// process's DNS answers now name it, their names again: one `update`
+    /// per flow for both, so that no line shows the new owner with the name
+    /// its flow had while the owner was unknown (a host-wide answer, maybe
+    /// another program's).
+    fn set_owners(
+        &mut self,
+        found: Vec<(FlowKey, crate::flow::model::Attributed)>,
+        now: Instant,
+        out: &mut impl FnMut(EventKind, &Entry),
+    ) {
+        let owned = self.owned_waiting(&found);
+        let mut changed: Vec<FlowKey> = Vec::new();
+        let mut note = |_: EventKind, e: &Entry| changed.push(e.flow.key());
+        self.table.set_owners(found, &mut note);
+        if let Some(owned) = owned {
+            self.rename_waiting(now, &owned, &mut note);
+        }
+        let mut told = std::collections::HashSet::with_capacity_and_hasher(
+            changed.len(),
+            foldhash::fast::RandomState::default(),
+        );
+        for key in changed {
+            if told.insert(key) {
+                if let Some(e) = self.table.get(key) {
+                    out(EventKind::Update, e);
+                }
+            }
         }
     }
 
