@@ -25,7 +25,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
     let opened = writer::open(&config.journal).map_err(|e| RunError::Other(e.into()))?;
     if opened.read_only {
         eprintln!(
-            "flowtop: journal {}: the file is read-only; flows will be counted as lost until it is writable",
+            "flowtop: journal {}: the file is read-only: the flows that end are counted as lost (restart flowtop record once it is writable)",
             crate::output::safe::terminal_safe(&config.journal.display().to_string())
         );
     }

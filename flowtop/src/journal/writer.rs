@@ -107,23 +107,29 @@ pub fn open(path: &Path) -> Result<Opened, OpenError> {
             source,
         }
     };
-    let db = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(sqlite("opening"))?;
-    db.busy_timeout(Duration::from_secs(5))
-        .map_err(sqlite("setting the busy timeout"))?;
+    let (db, header) = match connect(path, false) {
+        // A WAL journal on a read-only file system opens only when asked
+        // for read-only (SQLite cannot make its shared-memory file).
+        Err(e) if cannot_open(&e) => connect(path, true),
+        other => other,
+    }
+    .map_err(|e| match e {
+        e if not_a_database(&e) => OpenError::Foreign {
+            path: p(),
+            why: e.to_string(),
+        },
+        e => OpenError::Sqlite {
+            path: p(),
+            what: "opening",
+            source: e,
+        },
+    })?;
+    let Header {
+        app_id,
+        version,
+        objects,
+    } = header;
     let foreign = |why: String| OpenError::Foreign { path: p(), why };
-    let app_id: i32 = db
-        .query_row("PRAGMA application_id", [], |r| r.get(0))
-        .map_err(|e| foreign(e.to_string()))?;
-    let version: i32 = db
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| foreign(e.to_string()))?;
-    let objects: i64 = db
-        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-        .map_err(|e| foreign(e.to_string()))?;
     let read_only = db.is_readonly(rusqlite::MAIN_DB).unwrap_or(false);
     if app_id != APPLICATION_ID {
         if app_id != 0 || version != 0 || objects != 0 {
@@ -148,6 +154,62 @@ pub fn open(path: &Path) -> Result<Opened, OpenError> {
             .map_err(sqlite("setting the journal's pragmas"))?;
     }
     Ok(Opened { db, read_only })
+}
+
+/// What the first page says.
+struct Header {
+    app_id: i32,
+    version: i32,
+    /// Tables, indexes... (0: an empty database).
+    objects: i64,
+}
+
+/// Opens `path` (read-write, else `read_only`) and reads its header.
+fn connect(path: &Path, read_only: bool) -> rusqlite::Result<(Connection, Header)> {
+    let db = if read_only {
+        // `immutable`: without it SQLite wants to create the WAL's
+        // shared-memory file, which a read-only file system refuses.
+        let mut uri = String::from("file:");
+        for c in path.to_string_lossy().chars() {
+            match c {
+                '%' | '?' | '#' => uri.push_str(&format!("%{:02X}", c as u32)),
+                c => uri.push(c),
+            }
+        }
+        uri.push_str("?mode=ro&immutable=1");
+        let flags =
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        Connection::open_with_flags(uri, flags)?
+    } else {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        Connection::open_with_flags(path, flags)?
+    };
+    db.busy_timeout(Duration::from_secs(5))?;
+    let header = Header {
+        app_id: db.query_row("PRAGMA application_id", [], |r| r.get(0))?,
+        version: db.query_row("PRAGMA user_version", [], |r| r.get(0))?,
+        objects: db.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?,
+    };
+    Ok((db, header))
+}
+
+fn code_of(e: &rusqlite::Error) -> Option<rusqlite::ErrorCode> {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
+        _ => None,
+    }
+}
+
+fn cannot_open(e: &rusqlite::Error) -> bool {
+    code_of(e) == Some(rusqlite::ErrorCode::CannotOpen)
+}
+
+/// The file is not an SQLite database (garbage, or damaged beyond its header).
+fn not_a_database(e: &rusqlite::Error) -> bool {
+    matches!(
+        code_of(e),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    )
 }
 
 /// Schema version [`VERSION`] in an empty database. `auto_vacuum` must be
@@ -260,7 +322,11 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer thread on an opened journal.
-    pub fn spawn(opened: Opened, path: &Path, opts: WriterOptions) -> std::io::Result<Writer> {
+    pub fn spawn(opened: Opened, path: &Path, mut opts: WriterOptions) -> std::io::Result<Writer> {
+        if opened.read_only {
+            // Nothing to remove from a file that cannot change.
+            opts.retention = None;
+        }
         let (tx, rx) = mpsc::sync_channel(opts.capacity.max(1));
         let stats = Arc::new(WriterStats::default());
         let mut sink = Sink {
@@ -268,7 +334,7 @@ impl Writer {
             path: path.to_path_buf(),
             caches: Caches::new(opts.cache_entries),
             stats: stats.clone(),
-            warned: None,
+            warned: [None; 2],
             unreported: 0,
             retention: Phase::Idle,
             deleted_since_clean: false,
@@ -417,13 +483,22 @@ struct Sink {
     caches: Caches,
     stats: Arc<WriterStats>,
     /// When the last warning was printed.
-    warned: Option<Instant>,
+    /// When the last warning of each [`Warn`] kind was printed.
+    warned: [Option<Instant>; 2],
     /// Errors since then, not printed.
     unreported: u64,
     retention: Phase,
     deleted_since_clean: bool,
     last_clean: Instant,
     opts: WriterOptions,
+}
+
+/// What a warning is about: each kind has its own rate limit, so that a
+/// failed retention does not hide that writes fail too.
+#[derive(Debug, Clone, Copy)]
+enum Warn {
+    Write = 0,
+    Retention = 1,
 }
 
 /// Warnings after the first: at most one this often.
@@ -503,7 +578,7 @@ impl Sink {
             Err(e) => {
                 self.caches.clear();
                 self.stats.lost.fetch_add(n, Ordering::Relaxed);
-                self.warn(&format!("could not write {n} ended flows ({e})"));
+                self.warn(Warn::Write, &format!("could not write {n} ended flows ({e})"));
             }
         }
         pending.clear();
@@ -519,10 +594,11 @@ impl Sink {
 
     /// One warning now, then at most one per [`WARN_EVERY`] with how many
     /// errors were not shown.
-    fn warn(&mut self, what: &str) {
+    fn warn(&mut self, kind: Warn, what: &str) {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
-        if self.warned.is_some_and(|t| now.duration_since(t) < WARN_EVERY) {
+        let warned = &mut self.warned[kind as usize];
+        if warned.is_some_and(|t| now.duration_since(t) < WARN_EVERY) {
             self.unreported += 1;
             return;
         }
@@ -535,7 +611,7 @@ impl Sink {
             shown(&self.path),
             crate::output::safe::terminal_safe(what),
         );
-        self.warned = Some(now);
+        *warned = Some(now);
     }
 
     fn report_unreported(&mut self) {
@@ -585,7 +661,7 @@ impl Sink {
             Ok(next) => self.retention = next,
             Err(e) => {
                 self.retention = Phase::Idle;
-                self.warn(&format!("retention failed ({e})"));
+                self.warn(Warn::Retention, &format!("retention failed ({e})"));
             }
         }
     }
