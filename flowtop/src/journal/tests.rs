@@ -535,6 +535,44 @@ fn retention_keeps_the_journal_under_its_size_removing_the_oldest() {
     );
 }
 
+#[test]
+fn the_cleanup_removes_what_no_flow_refers_to_and_stale_checkpoints() {
+    let dir = TempDir::new("clean");
+    let path = dir.join("j.sqlite");
+    let now = unix_ms(SystemTime::now());
+    let w = spawn(&path, options());
+    let mut kept = record(1, Some(now), Some(owner(1, "kept", "/bin/kept")));
+    kept.dst_name = Some(Arc::from("kept.example"));
+    w.send(kept);
+    let mut gone = FlowRecord::of(
+        &entry(
+            flow(2, "10.9.9.9", 1, "203.0.113.99", 2),
+            Some(owner(2, "gone", "/bin/gone")),
+        ),
+        0,
+        Some(now - 10_000_000),
+        None,
+    );
+    gone.dst_name = Some(Arc::from("gone.example"));
+    w.send(gone);
+    // A killed recorder's checkpoint, long ago.
+    let mut stale = record(3, None, None);
+    stale.start_ms = now - 20_000_000;
+    w.send(stale);
+    assert_eq!(w.finish().written, 3);
+    let db = Connection::open(&path).unwrap();
+    let cutoff = now - 5_000_000;
+    while super::retention::delete_older(&db, cutoff).unwrap() > 0 {}
+    super::retention::clean_unreferenced(&db, cutoff).unwrap();
+    assert_eq!(count(&db, "SELECT count(*) FROM flow"), 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM process WHERE comm = 'gone'"), 0);
+    assert_eq!(count(&db, "SELECT count(*) FROM process WHERE comm = 'kept'"), 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM exe"), 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM name"), 1);
+    // 10.0.0.1 and 192.0.2.7 are the kept flow's.
+    assert_eq!(count(&db, "SELECT count(*) FROM addr"), 2);
+}
+
 /// Bytes on disk per recorded flow, for realistic rows: a few hundred
 /// processes, thousands of destinations, a name for most. Run with
 /// `cargo test -p flowtop --lib journal::tests::bytes_per_row -- --ignored --nocapture`.
