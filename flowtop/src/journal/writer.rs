@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags};
 
 use super::record::{ip_bytes, unix_ms, FlowRecord};
 use super::retention::{self, Retention};
@@ -847,9 +847,4 @@ fn insert_flow(db: &Connection, caches: &mut Caches, r: &FlowRecord) -> rusqlite
         r.dst_country.as_deref(),
     ])?;
     Ok(())
-}
-
-/// The schema version of a journal file, for tests and diagnostics.
-pub fn version_of(db: &Connection) -> rusqlite::Result<Option<i32>> {
-    db.query_row("PRAGMA user_version", [], |r| r.get(0)).optional()
 }
