@@ -471,9 +471,16 @@ impl Caches {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Idle,
-    Age { cutoff_ms: i64 },
-    Size,
-    Clean { cutoff_ms: i64 },
+    Age {
+        cutoff_ms: i64,
+    },
+    /// `left`: rows still to delete by the last estimate (0: measure).
+    Size {
+        left: i64,
+    },
+    Clean {
+        cutoff_ms: i64,
+    },
 }
 
 /// The writer thread's state.
@@ -632,14 +639,14 @@ impl Sink {
             Phase::Age { cutoff_ms } => retention::delete_older(&self.db, cutoff_ms).map(|n| {
                 self.removed(n);
                 if n == 0 {
-                    Phase::Size
+                    Phase::Size { left: 0 }
                 } else {
                     Phase::Age { cutoff_ms }
                 }
             }),
-            Phase::Size => self.size_step(keep.size).map(|more| {
-                if more {
-                    Phase::Size
+            Phase::Size { left } => self.size_step(keep.size, left).map(|more| {
+                if let Some(left) = more {
+                    Phase::Size { left }
                 } else if self.deleted_since_clean && self.last_clean.elapsed() >= CLEAN_EVERY {
                     Phase::Clean {
                         cutoff_ms: unix_ms(SystemTime::now())
@@ -673,25 +680,37 @@ impl Sink {
         }
     }
 
-    /// Deletes a chunk of the oldest rows when the journal is over `limit`;
-    /// whether to come back for more.
-    fn size_step(&mut self, limit: u64) -> rusqlite::Result<bool> {
-        let mut used = retention::used_bytes(&self.db)?;
-        if used <= limit {
-            return Ok(false);
-        }
-        // The WAL counts: give it back first.
-        self.db
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        used = retention::used_bytes(&self.db)?;
-        let over = retention::rows_over(&self.db, used, limit)?;
+    /// Deletes a chunk of the oldest rows while the journal is over
+    /// `limit`: `left` rows by the last estimate, or (0) measures and
+    /// estimates again. Some(rows left) to come back, None when done.
+    fn size_step(&mut self, limit: u64, left: i64) -> rusqlite::Result<Option<i64>> {
+        let over = if left > 0 {
+            left
+        } else {
+            let mut used = retention::used_bytes(&self.db)?;
+            if used <= limit {
+                return Ok(None);
+            }
+            // The WAL counts: give it back first.
+            self.db
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            used = retention::used_bytes(&self.db)?;
+            retention::rows_over(&self.db, used, limit)?
+        };
         if over == 0 {
-            return Ok(false);
+            return Ok(None);
         }
         let n = retention::delete_oldest(&self.db, over)?;
         self.removed(n);
-        retention::incremental_vacuum(&self.db)?;
-        Ok(n > 0)
+        if n == 0 {
+            return Ok(None);
+        }
+        let left = over - i64::try_from(n).unwrap_or(over);
+        if left <= 0 {
+            // The estimate is done: give the pages back, then measure.
+            retention::incremental_vacuum(&self.db)?;
+        }
+        Ok(Some(left.max(0)))
     }
 }
 
