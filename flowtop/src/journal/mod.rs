@@ -3,4 +3,5 @@
 //! written by `flowtop record` and read by `flowtop history` and the
 //! screen's History tab. `schema.rs` is the shape both sides agree on.
 
+pub mod query;
 pub mod schema;
