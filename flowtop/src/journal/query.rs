@@ -11,6 +11,7 @@
 //! creates no `-wal` or `-shm` file beside it either (which, made by root,
 //! could stand in the recorder's way).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -256,7 +257,9 @@ impl Journal {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let db = Connection::open_with_flags(&uri, flags).map_err(|e| sqlite_error(&name, e))?;
         let pragmas = (|| -> rusqlite::Result<(i32, i32)> {
-            db.execute_batch("PRAGMA query_only = 1")?;
+            db.execute_batch(
+                "PRAGMA query_only = 1; PRAGMA mmap_size = 1073741824; PRAGMA cache_size = -16384",
+            )?;
             let app: i32 = db.query_row("PRAGMA application_id", [], |r| r.get(0))?;
             let version: i32 = db.query_row("PRAGMA user_version", [], |r| r.get(0))?;
             Ok((app, version))
@@ -331,31 +334,55 @@ impl Journal {
         } else {
             format!("WHERE {}", conds.join(" AND "))
         };
+        // Aggregated here rather than by SQLite's GROUP BY: without a
+        // covering index, GROUP BY walks flow_exe and fetches every row by
+        // id (about 2 s per million rows), where this reads the table in
+        // order (about 0.3 s per million); with a filter, SQLite still
+        // picks the index that narrows the rows.
         let sql = format!(
-            "SELECT f.exe, f.dst, f.dport, f.proto, count(*), sum(f.orig_bytes), sum(f.reply_bytes), \
-             min(f.start_ms), max(f.end_ms), max(f.id) FROM flow f {join} {where_} \
-             GROUP BY f.exe, f.dst, f.dport, f.proto"
+            "SELECT f.exe, f.dst, f.dport, f.proto, f.orig_bytes, f.reply_bytes, f.start_ms, f.end_ms, \
+             f.id FROM flow f {join} {where_}"
         );
+        type Key = (Option<i64>, i64, Option<i64>, i64);
+        let mut acc: HashMap<Key, Acc, foldhash::fast::RandomState> = HashMap::default();
         let mut stmt = self.db.prepare(&sql)?;
-        let mut groups = Vec::new();
         let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
         while let Some(r) = rows.next()? {
-            let exe: Option<i64> = r.get(0)?;
-            let dst: i64 = r.get(1)?;
-            let last_id: i64 = r.get(9)?;
-            let s = Summary {
-                dport: opt_u16(r.get(2)?),
-                proto: u8::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
-                flows: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
-                orig_bytes: non_negative(r.get(5)?),
-                reply_bytes: non_negative(r.get(6)?),
-                first_ms: r.get(7)?,
-                last_ms: r.get(8)?,
-                ..Summary::default()
-            };
-            groups.push((exe, dst, last_id, s));
+            let key: Key = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            let (orig, reply): (Option<i64>, Option<i64>) = (r.get(4)?, r.get(5)?);
+            let (start, end, id): (i64, Option<i64>, i64) = (r.get(6)?, r.get(7)?, r.get(8)?);
+            let a = acc.entry(key).or_insert(Acc {
+                flows: 0,
+                orig: 0,
+                reply: 0,
+                first: start,
+                last: end,
+                last_id: id,
+            });
+            a.flows += 1;
+            a.orig = a.orig.saturating_add(non_negative(orig));
+            a.reply = a.reply.saturating_add(non_negative(reply));
+            a.first = a.first.min(start);
+            a.last = a.last.max(end);
+            a.last_id = a.last_id.max(id);
         }
         drop(rows);
+        let groups: Vec<_> = acc
+            .into_iter()
+            .map(|((exe, dst, dport, proto), a)| {
+                let s = Summary {
+                    dport: opt_u16(dport),
+                    proto: u8::try_from(proto).unwrap_or(0),
+                    flows: a.flows,
+                    orig_bytes: a.orig,
+                    reply_bytes: a.reply,
+                    first_ms: a.first,
+                    last_ms: a.last,
+                    ..Summary::default()
+                };
+                (exe, dst, a.last_id, s)
+            })
+            .collect();
         let mut exe_path = self.db.prepare_cached("SELECT path FROM exe WHERE id = ?1")?;
         let mut addr = self.db.prepare_cached("SELECT ip FROM addr WHERE id = ?1")?;
         let mut latest = self.db.prepare_cached(
@@ -394,6 +421,16 @@ impl Journal {
         });
         Ok(out)
     }
+}
+
+/// What `summary` adds up per group.
+struct Acc {
+    flows: u64,
+    orig: u64,
+    reply: u64,
+    first: i64,
+    last: Option<i64>,
+    last_id: i64,
 }
 
 const FLOW_SELECT: &str = "SELECT f.ct_id, f.proto, sa.ip, da.ip, f.sport, f.dport, \
