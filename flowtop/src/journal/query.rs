@@ -341,7 +341,7 @@ impl Journal {
         // picks the index that narrows the rows.
         let sql = format!(
             "SELECT f.exe, f.dst, f.dport, f.proto, f.orig_bytes, f.reply_bytes, f.start_ms, f.end_ms, \
-             f.id FROM flow f {join} {where_}"
+             f.id, f.process, f.dst_name, f.dst_host, f.dst_country FROM flow f {join} {where_}"
         );
         type Key = (Option<i64>, i64, Option<i64>, i64);
         let mut acc: HashMap<Key, Acc, foldhash::fast::RandomState> = HashMap::default();
@@ -357,59 +357,69 @@ impl Journal {
                 reply: 0,
                 first: start,
                 last: end,
-                last_id: id,
+                last_id: i64::MIN,
+                latest: Latest::default(),
             });
             a.flows += 1;
             a.orig = a.orig.saturating_add(non_negative(orig));
             a.reply = a.reply.saturating_add(non_negative(reply));
             a.first = a.first.min(start);
             a.last = a.last.max(end);
-            a.last_id = a.last_id.max(id);
+            if id > a.last_id {
+                // The latest flow's owner and names, kept as ids (and the
+                // country, allocated only when it changes).
+                a.last_id = id;
+                a.latest.process = r.get(9)?;
+                a.latest.name = r.get(10)?;
+                a.latest.host = r.get(11)?;
+                let country = r.get_ref(12)?.as_str_or_null().ok().flatten();
+                if a.latest.country.as_deref() != country {
+                    a.latest.country = country.map(Box::from);
+                }
+            }
         }
         drop(rows);
-        let groups: Vec<_> = acc
-            .into_iter()
-            .map(|((exe, dst, dport, proto), a)| {
-                let s = Summary {
-                    dport: opt_u16(dport),
-                    proto: u8::try_from(proto).unwrap_or(0),
-                    flows: a.flows,
-                    orig_bytes: a.orig,
-                    reply_bytes: a.reply,
-                    first_ms: a.first,
-                    last_ms: a.last,
-                    ..Summary::default()
-                };
-                (exe, dst, a.last_id, s)
-            })
-            .collect();
+        // Ids to text, each looked up once.
         let mut exe_path = self.db.prepare_cached("SELECT path FROM exe WHERE id = ?1")?;
         let mut addr = self.db.prepare_cached("SELECT ip FROM addr WHERE id = ?1")?;
-        let mut latest = self.db.prepare_cached(
-            "SELECT p.comm, n1.name, n2.name, f.dst_country FROM flow f \
-             LEFT JOIN process p ON p.id = f.process \
-             LEFT JOIN name n1 ON n1.id = f.dst_name LEFT JOIN name n2 ON n2.id = f.dst_host \
-             WHERE f.id = ?1",
-        )?;
-        let mut out = Vec::with_capacity(groups.len());
-        for (exe, dst, last_id, mut s) in groups {
-            if let Some(id) = exe {
-                s.exe = exe_path.query_row([id], |r| r.get(0)).ok();
-            }
-            s.dst = addr
-                .query_row([dst], |r| r.get::<_, Vec<u8>>(0))
-                .ok()
-                .and_then(|b| ip_of(&b));
-            let (comm, asked, host, country): (
-                Option<String>,
-                Option<String>,
-                Option<String>,
-                Option<String>,
-            ) = latest.query_row([last_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
-            s.comm = comm;
-            s.dst_name = asked.or(host);
-            s.country = country;
-            out.push(s);
+        let mut comm = self.db.prepare_cached("SELECT comm FROM process WHERE id = ?1")?;
+        let mut name = self.db.prepare_cached("SELECT name FROM name WHERE id = ?1")?;
+        type Cache<T> = HashMap<i64, Option<T>, foldhash::fast::RandomState>;
+        let (mut exes, mut addrs, mut comms, mut names): (
+            Cache<String>,
+            Cache<IpAddr>,
+            Cache<String>,
+            Cache<String>,
+        ) = Default::default();
+        let text_of =
+            |cache: &mut Cache<String>, stmt: &mut rusqlite::CachedStatement<'_>, id: Option<i64>| {
+                let id = id?;
+                cache
+                    .entry(id)
+                    .or_insert_with(|| stmt.query_row([id], |r| text(r, 0)).ok().flatten())
+                    .clone()
+            };
+        let mut out = Vec::with_capacity(acc.len());
+        for ((exe, dst, dport, proto), a) in acc {
+            out.push(Summary {
+                exe: text_of(&mut exes, &mut exe_path, exe),
+                comm: text_of(&mut comms, &mut comm, a.latest.process),
+                dst: *addrs.entry(dst).or_insert_with(|| {
+                    addr.query_row([dst], |r| r.get::<_, Vec<u8>>(0))
+                        .ok()
+                        .and_then(|b| ip_of(&b))
+                }),
+                dst_name: text_of(&mut names, &mut name, a.latest.name)
+                    .or_else(|| text_of(&mut names, &mut name, a.latest.host)),
+                dport: opt_u16(dport),
+                proto: u8::try_from(proto).unwrap_or(0),
+                flows: a.flows,
+                orig_bytes: a.orig,
+                reply_bytes: a.reply,
+                first_ms: a.first,
+                last_ms: a.last,
+                country: a.latest.country.map(String::from),
+            });
         }
         out.sort_by(|a, b| {
             (a.exe.is_none(), &a.exe)
@@ -431,6 +441,16 @@ struct Acc {
     first: i64,
     last: Option<i64>,
     last_id: i64,
+    latest: Latest,
+}
+
+/// The latest flow of a group: what its summary row names.
+#[derive(Default)]
+struct Latest {
+    process: Option<i64>,
+    name: Option<i64>,
+    host: Option<i64>,
+    country: Option<Box<str>>,
 }
 
 const FLOW_SELECT: &str = "SELECT f.ct_id, f.proto, sa.ip, da.ip, f.sport, f.dport, \
