@@ -258,7 +258,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         "\nA per-day rollup (`flow_day`: one row per exe, destination, port, protocol and day, which the \
          writer would keep up to date; not in schema version 1): {} rows for {} flows ({} more on disk, \
          built in {:.0} s); the summary's GROUP BY over it, {} groups: **{}** (in `journal_fill`, the same \
-         SQLite; the per-group look-ups of names add about as much as they do above).\n",
+         SQLite: the GROUP BY alone, without flowtop's start-up and the naming of the rows).\n",
         num(&r, "rows")?,
         o.query_rows,
         bytes_mb(num(&r, "bytes_added")?),
