@@ -72,6 +72,11 @@ pub struct Config {
     pub mode: RunMode,
     /// Families and protocols selected (`-4 -6 -T -U -D -I -S`, `--all-protocols`).
     pub selection: Selection,
+    /// Whether any of those flags was given (`history` reads every flow
+    /// unless one was).
+    pub selection_given: bool,
+    /// `--json` (for the commands; the other modes have it in `mode`).
+    pub json: bool,
     /// `-t` as given, in seconds (the meta line reports it as given).
     pub interval_s: f64,
     /// `--full-refresh`: spacing of full re-dumps (None: automatic).
@@ -141,6 +146,15 @@ impl Config {
         Ok(Config {
             mode,
             selection: args.selection(),
+            selection_given: args.ipv4
+                || args.ipv6
+                || args.tcp
+                || args.udp
+                || args.dccp
+                || args.icmp
+                || args.sctp
+                || args.all_protocols,
+            json: args.json,
             interval_s: args.interval,
             full_refresh: args.full_refresh.map(Duration::from_secs_f64),
             attribution: args.attribution,

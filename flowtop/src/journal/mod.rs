@@ -8,6 +8,7 @@
 //! [`recorder::Recorder`], which hands it to the [`writer::Writer`]'s
 //! thread; [`retention`] keeps the file to `--retain` and `--retain-size`.
 
+pub mod query;
 pub mod record;
 pub mod recorder;
 pub mod retention;

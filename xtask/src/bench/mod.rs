@@ -13,6 +13,7 @@
 mod dump;
 pub(crate) mod enrich;
 pub(crate) mod guards;
+mod journal;
 pub(crate) mod markdown;
 pub(crate) mod measure;
 mod names;
@@ -49,9 +50,10 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
         "screen-mem" => screen_mem::run(args),
         "scorecard" => scorecard::run(args),
         "names" => names::run(args),
+        "journal" => journal::run(args),
         "help" | "--help" | "-h" => {
             println!(
-                "{}\n\n{ATTRIBUTION_USAGE}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}",
+                "{}\n\n{ATTRIBUTION_USAGE}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}",
                 dump::USAGE,
                 report::USAGE,
                 enrich::USAGE,
@@ -59,13 +61,14 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
                 soak::USAGE,
                 screen_mem::USAGE,
                 scorecard::USAGE,
-                names::USAGE
+                names::USAGE,
+                journal::USAGE
             );
             Ok(())
         }
         other => {
             bail!(
-                "unknown benchmark '{other}'; available: report, dump, attribution, enrich, ui, soak, screen-mem, scorecard, names\n\n{}",
+                "unknown benchmark '{other}'; available: report, dump, attribution, enrich, ui, soak, screen-mem, scorecard, names, journal\n\n{}",
                 dump::USAGE
             )
         }

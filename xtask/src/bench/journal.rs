@@ -1,0 +1,447 @@
+//! `cargo xtask bench journal`: the journal of ended flows (issue 14).
+//!
+//! 1. Bytes on disk per recorded flow: `journal_fill` (flowtop's example)
+//!    fills a journal through schema version 1 with realistic flows
+//!    (prepared statements, one transaction per 10 000 rows, WAL, as a
+//!    recorder writes) and the file size is divided by the rows; SQLite's
+//!    `dbstat` splits it per table and index.
+//! 2. `flowtop history --summary` over 10 million rows: wall time of the
+//!    real binary (release), with the schema's indexes, then with a
+//!    covering index the bench adds (`flow_summary`), then what a per-day
+//!    rollup table kept by the writer would give (`journal_fill rollup`):
+//!    neither is in schema version 1, they are measured to choose.
+//! 3. Recording 10 000 flow ends per second for 60 s: `flowtop record` and
+//!    `flowtop --json > /dev/null` side by side in a namespace while
+//!    `ct_churn.py` creates and destroys 10 000 UDP entries per second;
+//!    CPU of each, and the rows in the journal against the entries
+//!    destroyed. Needs root and a built `flowtop record` (the writer); the
+//!    row says "not measured" and why when either is missing.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::guards::{signal_and_wait, sleep_checked, ProcGuard, TempDir};
+use super::markdown::{header, Table};
+use super::measure::cpu_ticks;
+use super::netns::Netns;
+use super::table::{CT_CHURN_PY, CT_INSERT_PY};
+use super::{build_flowtop, log, parse_count, repo_root, run_cmd};
+use crate::cmd;
+
+pub(crate) const USAGE: &str = "\
+usage: cargo xtask bench journal [--rows N] [--query-rows N] [--runs N] [--skip-record]
+
+  The journal (issue 14): bytes on disk per recorded flow over N realistic
+  rows (default 1M); `flowtop history --summary` (and with --exe) over
+  --query-rows rows (default 10M), with schema version 1's indexes, with a
+  covering index and over a per-day rollup (best of --runs, default 3); and
+  `flowtop record` at 10 000 flow ends/s for 60 s against `flowtop --json`
+  (root, and a flowtop with the writer; else reported as not measured).
+  Writes bench/journal.md.";
+
+struct Opts {
+    rows: u64,
+    query_rows: u64,
+    runs: usize,
+    skip_record: bool,
+}
+
+fn parse(args: &[String]) -> Result<Opts> {
+    let mut o = Opts {
+        rows: 1_000_000,
+        query_rows: 10_000_000,
+        runs: 3,
+        skip_record: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().context("missing value");
+        match a.as_str() {
+            "--rows" => o.rows = parse_count(val()?)?,
+            "--query-rows" => o.query_rows = parse_count(val()?)?,
+            "--runs" => o.runs = val()?.parse().context("--runs")?,
+            "--skip-record" => o.skip_record = true,
+            other => bail!("unknown argument {other:?}\n\n{USAGE}"),
+        }
+    }
+    if o.rows == 0 || o.query_rows == 0 || o.runs == 0 {
+        bail!("--rows, --query-rows and --runs must be positive");
+    }
+    Ok(o)
+}
+
+/// A number from a flat JSON object printed by `journal_fill`.
+fn num(v: &serde_json::Value, key: &str) -> Result<f64> {
+    v[key].as_f64().with_context(|| format!("no {key} in {v}"))
+}
+
+fn fill_tool(root: &Path) -> Result<PathBuf> {
+    log("building the journal_fill example (release)");
+    cmd::run(cmd::cargo().args(["build", "--release", "-p", "flowtop", "--example", "journal_fill"]))?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target_dir.join("release/examples/journal_fill"))
+}
+
+fn fill(tool: &Path, args: &[&str]) -> Result<serde_json::Value> {
+    let out = run_cmd(Command::new(tool).args(args))?;
+    serde_json::from_str(out.trim()).with_context(|| format!("journal_fill printed {out:?}"))
+}
+
+/// Best and all wall times of `flowtop history --journal J ARGS`, stdout
+/// counted and thrown away; the lines of the last run.
+fn time_history(flowtop: &Path, journal: &Path, args: &[&str], runs: usize) -> Result<(f64, Vec<f64>, u64)> {
+    let mut times = Vec::new();
+    let mut lines = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let mut child = Command::new(flowtop)
+            .arg("history")
+            .arg("--journal")
+            .arg(journal)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting flowtop history")?;
+        let mut out = child.stdout.take().context("stdout")?;
+        let mut buf = vec![0u8; 1 << 16];
+        lines = 0;
+        loop {
+            let n = out.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+        let o = child.wait_with_output()?;
+        times.push(t.elapsed().as_secs_f64());
+        if !o.status.success() {
+            bail!(
+                "flowtop history {args:?} failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+        }
+    }
+    let best = times.iter().copied().fold(f64::MAX, f64::min);
+    Ok((best, times, lines))
+}
+
+fn secs3(v: f64) -> String {
+    format!("{v:.3} s")
+}
+
+fn bytes_mb(v: f64) -> String {
+    format!("{:.1} MB", v / 1e6)
+}
+
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let o = parse(args)?;
+    let started = Instant::now();
+    let root = repo_root();
+    let flowtop = build_flowtop(&root)?;
+    let tool = fill_tool(&root)?;
+    let tmp = TempDir::new()?;
+    let mut md = String::new();
+
+    // 1. Size per flow.
+    let size_db = tmp.0.join("size.sqlite");
+    log(format!("filling {} rows for the size", o.rows));
+    let f = fill(&tool, &["fill", &size_db.to_string_lossy(), &o.rows.to_string()])?;
+    let bytes = num(&f, "bytes")?;
+    let per_row = bytes / o.rows as f64;
+    let stats = fill(&tool, &["stats", &size_db.to_string_lossy()])?;
+    let _ = writeln!(
+        md,
+        "\n## Bytes on disk per recorded flow\n\n{} rows written by `journal_fill` (300 executables, 20 000 \
+         processes, 50 000 addresses, 20 000 names; WAL, one transaction per 10 000 rows) in {:.1} s: \
+         **{} for the file, {per_row:.0} B per flow** (target < 150 B: {}).\n",
+        o.rows,
+        num(&f, "seconds")?,
+        bytes_mb(bytes),
+        if per_row < 150.0 { "PASS" } else { "FAIL" }
+    );
+    let mut t = Table::new(&[
+        ("table or index", "---"),
+        ("bytes", "---:"),
+        ("B per flow", "---:"),
+    ]);
+    if let Some(objects) = stats["objects"].as_object() {
+        for (name, b) in objects {
+            let b = b.as_f64().unwrap_or(0.0);
+            t.row([
+                name.clone(),
+                format!("{b:.0}"),
+                format!("{:.1}", b / o.rows as f64),
+            ]);
+        }
+    }
+    t.render(&mut md);
+    let _ = fs::remove_file(&size_db);
+
+    // 2. history --summary over many rows.
+    let q = tmp.0.join("query.sqlite");
+    log(format!("filling {} rows for the queries", o.query_rows));
+    let f = fill(&tool, &["fill", &q.to_string_lossy(), &o.query_rows.to_string()])?;
+    let _ = writeln!(
+        md,
+        "\n## `flowtop history` over {} rows\n\nThe journal: {} ({:.0} B per flow), filled in {:.0} s. \
+         Wall time of the release binary, output read and thrown away, page cache warm; best of {} \
+         (all runs in brackets).\n",
+        o.query_rows,
+        bytes_mb(num(&f, "bytes")?),
+        num(&f, "bytes")? / o.query_rows as f64,
+        num(&f, "seconds")?,
+        o.runs
+    );
+    let queries: [(&str, &[&str]); 3] = [
+        ("--summary --json", &["--summary", "--json"]),
+        (
+            "--summary --json --exe /usr/bin/app001",
+            &["--summary", "--json", "--exe", "/usr/bin/app001"],
+        ),
+        (
+            "--json --exe /usr/bin/app001 --since 1d",
+            &["--json", "--exe", "/usr/bin/app001", "--since", "1d"],
+        ),
+    ];
+    let mut t = Table::new(&[
+        ("indexes", "---"),
+        ("history", "---"),
+        ("lines", "---:"),
+        ("wall (best)", "---:"),
+        ("runs", "---"),
+    ]);
+    let mut summary_best = Vec::new();
+    for (label, extra) in [("schema v1", false), ("schema v1 + covering flow_summary", true)] {
+        if extra {
+            log("adding the covering index");
+            let ix = fill(&tool, &["index", &q.to_string_lossy()])?;
+            let _ = writeln!(
+                md,
+                "The covering index `flow_summary (exe, dst, dport, proto, start_ms, end_ms, orig_bytes, \
+                 reply_bytes)` took {:.0} s to build and makes the file {} ({:.0} B per flow).\n",
+                num(&ix, "seconds")?,
+                bytes_mb(num(&ix, "bytes")?),
+                num(&ix, "bytes")? / o.query_rows as f64
+            );
+        }
+        for (i, (name, a)) in queries.iter().enumerate() {
+            log(format!("{label}: history {name}"));
+            let (best, all, lines) = time_history(&flowtop, &q, a, o.runs)?;
+            if i == 0 {
+                summary_best.push(best);
+            }
+            t.row([
+                label.to_owned(),
+                format!("`{name}`"),
+                lines.to_string(),
+                secs3(best),
+                all.iter().map(|&v| secs3(v)).collect::<Vec<_>>().join(", "),
+            ]);
+        }
+    }
+    t.render(&mut md);
+    log("building a per-day rollup");
+    let r = fill(&tool, &["rollup", &q.to_string_lossy()])?;
+    let _ = writeln!(
+        md,
+        "\nA per-day rollup (`flow_day`: one row per exe, destination, port, protocol and day, which the \
+         writer would keep up to date; not in schema version 1): {} rows for {} flows ({} more on disk, \
+         built in {:.0} s); the summary's GROUP BY over it, {} groups: **{}** (in `journal_fill`, the same \
+         SQLite: the GROUP BY alone, without flowtop's start-up and the naming of the rows).\n",
+        num(&r, "rows")?,
+        o.query_rows,
+        bytes_mb(num(&r, "bytes_added")?),
+        num(&r, "build_seconds")?,
+        num(&r, "groups")?,
+        secs3(num(&r, "query_seconds")?)
+    );
+    let verdict = |v: f64| if v < 1.0 { "PASS" } else { "FAIL" };
+    let _ = writeln!(
+        md,
+        "`history --summary` over {} rows, target < 1 s: schema v1 {} ({}), with the covering index {} \
+         ({}), over a per-day rollup {} ({}).\n",
+        o.query_rows,
+        secs3(summary_best[0]),
+        verdict(summary_best[0]),
+        secs3(summary_best[1]),
+        verdict(summary_best[1]),
+        secs3(num(&r, "query_seconds")?),
+        verdict(num(&r, "query_seconds")?)
+    );
+    let _ = fs::remove_file(&q);
+
+    // 3. Recording under churn.
+    let _ = writeln!(md, "## Recording 10 000 flow ends per second for 60 s\n");
+    let recorded = if o.skip_record {
+        Err("not measured: --skip-record".to_owned())
+    } else {
+        record_cost(&flowtop, &tmp.0)
+    };
+    match recorded {
+        Ok(text) => md.push_str(&text),
+        Err(why) => {
+            log(&why);
+            let _ = writeln!(md, "{why}");
+        }
+    }
+
+    let command = format!(
+        "cargo xtask bench journal --rows {} --query-rows {} --runs {}",
+        o.rows, o.query_rows, o.runs
+    );
+    let report = format!(
+        "{}{md}",
+        header("flowtop journal", &root, &command, started.elapsed())
+    );
+    super::write_report(&root, "journal.md", &report)
+}
+
+/// The CPU of `flowtop record` against `flowtop --json` under 10 000
+/// creates and destroys per second; Err("not measured: why") when it
+/// cannot run here.
+fn record_cost(flowtop: &Path, tmp: &Path) -> std::result::Result<String, String> {
+    const RATE: u32 = 10_000;
+    const SECS: f64 = 60.0;
+    if !cmd::is_root() {
+        return Err("not measured: needs root (a network namespace and ctnetlink)".into());
+    }
+    let ns = Netns::create(&format!("ftjournal-{}", std::process::id()))
+        .map_err(|e| format!("not measured: no network namespace: {e}"))?;
+    let journal = tmp.join("record.sqlite");
+    let spawn = |args: &[&str], err: &str, stdout: Stdio| -> std::result::Result<ProcGuard, String> {
+        let mut c = ns.cmd(&flowtop.to_string_lossy());
+        c.args(args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(fs::File::create(tmp.join(err)).map_err(|e| e.to_string())?);
+        let child = c
+            .spawn()
+            .map_err(|e| format!("not measured: cannot start flowtop: {e}"))?;
+        Ok(ProcGuard::new(child, err))
+    };
+    let journal_s = journal.to_string_lossy().into_owned();
+    let mut rec = spawn(
+        &["record", "--journal", &journal_s, "-U", "-n", "-G", "-t", "1"],
+        "record.err",
+        Stdio::null(),
+    )?;
+    let mut live = spawn(
+        &["--json", "-U", "-n", "-G", "-t", "1"],
+        "json.err",
+        Stdio::null(),
+    )?;
+    let settle = sleep_checked(Duration::from_secs(3));
+    let first_err = |name: &str| {
+        fs::read_to_string(tmp.join(name))
+            .unwrap_or_default()
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned()
+    };
+    if let Some(st) = rec.exited() {
+        return Err(format!(
+            "not measured: `flowtop record` exited at once ({st}): \"{}\" (the writer is issue 14's other \
+             half; this bench measures it once both are in the tree)",
+            first_err("record.err")
+        ));
+    }
+    if let Some(st) = live.exited() {
+        return Err(format!(
+            "not measured: `flowtop --json` exited ({st}): {}",
+            first_err("json.err")
+        ));
+    }
+    settle.map_err(|e| e.to_string())?;
+    let script = tmp.join("ct_churn.py");
+    fs::write(&script, CT_CHURN_PY).map_err(|e| e.to_string())?;
+    fs::write(tmp.join("ct_insert.py"), CT_INSERT_PY).map_err(|e| e.to_string())?;
+    let mut churn = ns.cmd("python3");
+    churn
+        .arg(&script)
+        .args([
+            format!("{SECS}"),
+            RATE.to_string(),
+            "--live-secs".into(),
+            "1".into(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut churn = churn
+        .spawn()
+        .map_err(|e| format!("not measured: ct_churn.py: {e}"))?;
+    let mut churn_out = churn.stdout.take().ok_or("no churn stdout")?;
+    let churn = ProcGuard::new(churn, "ct_churn.py");
+    let ticks = |p: &ProcGuard| cpu_ticks(p.pid()).map(|(u, s)| u + s).unwrap_or(0);
+    let t0 = Instant::now();
+    let (rec0, live0) = (ticks(&rec), ticks(&live));
+    let mut summary = String::new();
+    let _ = churn_out.read_to_string(&mut summary);
+    drop(churn);
+    // Two more seconds for the last destroys to be read and written.
+    thread::sleep(Duration::from_secs(2));
+    let wall = t0.elapsed().as_secs_f64();
+    let (rec1, live1) = (ticks(&rec), ticks(&live));
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let pct = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / hz / wall * 100.0;
+    let (rec_pct, live_pct) = (pct(rec0, rec1), pct(live0, live1));
+    // SIGTERM: the recorder writes what it holds and exits.
+    let stopped = signal_and_wait(rec.pid(), libc::SIGTERM, Duration::from_secs(10));
+    drop(rec);
+    drop(live);
+    let rows = run_cmd(
+        Command::new(flowtop)
+            .args(["history", "--json", "--journal", &journal_s])
+            .stderr(Stdio::null()),
+    )
+    .map(|s| s.lines().count())
+    .unwrap_or(0);
+    let created: u64 = summary
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let extra = rec_pct - live_pct;
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "`ct_churn.py` created and destroyed {RATE} UDP entries per second for {SECS:.0} s (each 1 s after \
+         its creation; summary \"created deleted errors seconds\": {}) while `flowtop record -U -n -G` and \
+         `flowtop --json -U -n -G > /dev/null` ran in the same namespace.\n",
+        summary.trim()
+    );
+    let mut t = Table::new(&[("process", "---"), ("CPU (% of a core)", "---:")]);
+    t.row(["flowtop record".to_owned(), format!("{rec_pct:.1}")]);
+    t.row(["flowtop --json > /dev/null".to_owned(), format!("{live_pct:.1}")]);
+    t.row([
+        "record − json (the journal's extra)".to_owned(),
+        format!("{extra:.1}"),
+    ]);
+    t.render(&mut md);
+    let _ = writeln!(
+        md,
+        "\nExtra CPU < 15% of a core: {}. Rows in the journal after SIGTERM ({}): {rows} for {created} \
+         entries created: {}.",
+        if extra < 15.0 { "PASS" } else { "FAIL" },
+        if stopped { "exited" } else { "did not exit in 10 s" },
+        if rows as u64 >= created && created > 0 {
+            "nothing lost"
+        } else {
+            "ROWS MISSING"
+        }
+    );
+    Ok(md)
+}
