@@ -88,19 +88,22 @@ pub fn host(bytes: &[u8]) -> Result<Step<Option<Arc<str>>>, HttpError> {
     }
 }
 
-/// A Host value without surrounding whitespace and port.
+/// A Host value without surrounding whitespace and port; None for an
+/// address literal (`127.0.0.1`, `[2001:db8::1]`): the program asked for
+/// no name then, and the flow's address already says that much.
 fn value(raw: &[u8]) -> Option<Arc<str>> {
     let v = raw.trim_ascii();
-    let host = if v.starts_with(b"[") {
-        // [v6]:port: keep through the closing bracket.
-        let end = v.iter().position(|&b| b == b']')?;
-        &v[..=end]
-    } else {
-        match v.iter().rposition(|&b| b == b':') {
-            Some(i) if v[i + 1..].iter().all(u8::is_ascii_digit) => &v[..i],
-            _ => v,
-        }
+    if v.starts_with(b"[") {
+        // [v6]:port: an IPv6 literal, whatever follows.
+        return None;
+    }
+    let host = match v.iter().rposition(|&b| b == b':') {
+        Some(i) if v[i + 1..].iter().all(u8::is_ascii_digit) => &v[..i],
+        _ => v,
     };
+    if std::str::from_utf8(host).is_ok_and(|h| h.parse::<std::net::Ipv4Addr>().is_ok()) {
+        return None;
+    }
     super::bounded_name(host)
 }
 
@@ -126,9 +129,18 @@ mod tests {
             host(b"POST /x HTTP/1.1\r\nAccept: */*\r\nHOST: \t a.example \t\r\n"),
             done("a.example")
         );
+        // Address literals name nothing.
         assert_eq!(
             host(b"GET / HTTP/1.1\r\nHost: [2001:db8::1]:80\r\n\r\n"),
-            done("[2001:db8::1]")
+            Ok(Step::Done(None))
+        );
+        assert_eq!(
+            host(b"GET / HTTP/1.1\r\nHost: 192.0.2.7:8080\r\n\r\n"),
+            Ok(Step::Done(None))
+        );
+        assert_eq!(
+            host(b"GET / HTTP/1.1\r\nHost: 192.0.2.7.example\r\n\r\n"),
+            done("192.0.2.7.example")
         );
         // Bare LF line ends.
         assert_eq!(host(b"GET / HTTP/1.1\nHost: lf.example\n\n"), done("lf.example"));
