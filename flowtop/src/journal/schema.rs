@@ -4,7 +4,8 @@
 //!
 //! One row per flow in `flow`, written when the flow ends (and, for
 //! long-lived flows, as a checkpoint row with `end_ms` NULL that the final
-//! row replaces: same `(ct_id, start_ms)`). What repeats across rows
+//! row replaces: same `(ct_id, start_ms)`, found through the partial index
+//! `flow_live`, which holds checkpoint rows only). What repeats across rows
 //! (executables, names, addresses, processes) is stored once and referred
 //! to by id, which keeps a row near 100 bytes.
 //!
@@ -81,10 +82,16 @@ CREATE TABLE flow (
     container     TEXT,               -- issue 15; NULL until known
     unit          TEXT
 );
-CREATE UNIQUE INDEX flow_key ON flow(ct_id, start_ms);
+-- Only checkpoint rows are indexed by flow: the final row deletes its
+-- checkpoint through it; ended flows (nearly every row) cost no entry.
+CREATE UNIQUE INDEX flow_live ON flow(ct_id, start_ms) WHERE end_ms IS NULL;
 CREATE INDEX flow_end ON flow(end_ms);
 CREATE INDEX flow_exe ON flow(exe, dst, dport, proto);
 ";
+
+/// Removes a flow's checkpoint row (`?1` ct_id, `?2` start_ms) before its
+/// final row is written.
+pub const DELETE_CHECKPOINT: &str = "DELETE FROM flow WHERE ct_id = ?1 AND start_ms = ?2 AND end_ms IS NULL";
 
 /// Steps from version N to N+1, index N-1 (none yet: version 1 is the
 /// first). A writer opening an older journal runs the missing steps in one
@@ -111,7 +118,11 @@ mod tests {
         .unwrap();
         let row = "INSERT OR REPLACE INTO flow (ct_id, proto, src, dst, start_ms, end_ms, orig_bytes) \
                    VALUES (7, 6, 1, 2, 1000, ?1, ?2)";
+        // Two checkpoints: the second replaces the first.
+        db.execute(row, rusqlite::params![None::<i64>, 5]).unwrap();
         db.execute(row, rusqlite::params![None::<i64>, 10]).unwrap();
+        // The final row: the checkpoint goes through the partial index.
+        db.execute(DELETE_CHECKPOINT, rusqlite::params![7, 1000]).unwrap();
         db.execute(row, rusqlite::params![Some(5000i64), 99]).unwrap();
         let (rows, end, bytes): (i64, i64, i64) = db
             .query_row(

@@ -799,7 +799,8 @@ fn process_id(db: &Connection, caches: &mut Caches, o: &Owner) -> rusqlite::Resu
     Ok((id, exe))
 }
 
-/// Inserts one flow row (replacing the checkpoint of the same flow).
+/// Inserts one flow row: a checkpoint replaces the flow's previous one
+/// (the partial unique index `flow_live`); a final row deletes it first.
 fn insert_flow(db: &Connection, caches: &mut Caches, r: &FlowRecord) -> rusqlite::Result<()> {
     let src = addr_id(db, caches, r.orig.src)?;
     let dst = addr_id(db, caches, r.orig.dst)?;
@@ -829,6 +830,10 @@ fn insert_flow(db: &Connection, caches: &mut Caches, r: &FlowRecord) -> rusqlite
         None => None,
     };
     let c = r.counters;
+    if r.end_ms.is_some() {
+        db.prepare_cached(super::schema::DELETE_CHECKPOINT)?
+            .execute(params![r.ct_id, r.start_ms])?;
+    }
     db.prepare_cached(
         "INSERT OR REPLACE INTO flow (ct_id, proto, src, dst, sport, dport, reply_src, reply_dst, \
          reply_sport, reply_dport, state, direction, start_ms, end_ms, orig_bytes, orig_packets, \
