@@ -17,6 +17,7 @@ use crate::flow::Selection;
 
 use super::derive::{derive_rows, scrolled, Derived, Job, Placement, ViewParams};
 use super::filter::Filter;
+use super::history::{History, Loaded, Loader};
 use super::keys::{Action, Mode};
 use super::procinfo::{ProcInfos, Users};
 use super::rows::{CountryRow, ProcKey, ProcRow, ProcSort, RowCtx, Throughput};
@@ -51,16 +52,19 @@ pub enum Tab {
     Flows,
     Processes,
     Countries,
+    /// Ended flows from the journal (`flowtop record`).
+    History,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 3] = [Tab::Flows, Tab::Processes, Tab::Countries];
+    pub const ALL: [Tab; 4] = [Tab::Flows, Tab::Processes, Tab::Countries, Tab::History];
 
     pub fn title(self) -> &'static str {
         match self {
             Tab::Flows => "Flows",
             Tab::Processes => "Processes",
             Tab::Countries => "Countries",
+            Tab::History => "History",
         }
     }
 
@@ -70,7 +74,7 @@ impl Tab {
 
     fn step(self, by: isize) -> Tab {
         let at = Tab::ALL.iter().position(|t| *t == self).unwrap_or(0) as isize;
-        Tab::ALL[(at + by).rem_euclid(3) as usize]
+        Tab::ALL[(at + by).rem_euclid(Tab::ALL.len() as isize) as usize]
     }
 }
 
@@ -180,9 +184,14 @@ pub struct App {
     garbage: Vec<Arc<Snapshot>>,
     /// Per tab (in [`Tab::ALL`] order): whether its rows are of the shown
     /// snapshot and the current parameters.
-    fresh: [bool; 3],
+    fresh: [bool; 4],
     /// The address book's change count the rows were built at.
     rows_book: u64,
+    /// The History tab: flows read from the journal.
+    pub history: History,
+    /// Reads the journal in the background (None in tests: they call
+    /// [`App::history_loaded`] themselves).
+    pub history_loader: Option<Loader>,
 }
 
 fn empty_snapshot() -> Arc<Snapshot> {
@@ -248,8 +257,10 @@ impl App {
             filtered: Vec::new(),
             windowed_from: super::sort::WINDOWED_FROM,
             garbage: Vec::new(),
-            fresh: [false; 3],
+            fresh: [false; 4],
             rows_book: 0,
+            history: History::default(),
+            history_loader: None,
         }
     }
 
@@ -299,6 +310,7 @@ impl App {
             Tab::Flows => self.flow_rows.len(),
             Tab::Processes => self.proc_rows.len(),
             Tab::Countries => self.country_rows.len(),
+            Tab::History => self.history.rows.len(),
         }
     }
 
@@ -325,6 +337,31 @@ impl App {
             self.shown = Arc::clone(&self.latest);
             self.derive();
             self.refresh_detail();
+        }
+    }
+
+    /// A read of the journal (from the loader thread).
+    pub fn history_loaded(&mut self, loaded: Loaded) {
+        // The selection follows the flow it was on.
+        let selected = self
+            .history
+            .flow_at(self.cursor)
+            .map(|f| (f.ct_id, f.start_ms, f.end_ms));
+        self.history.set(loaded);
+        let ctx = RowCtx {
+            book: &self.book,
+            services: &self.services,
+        };
+        self.history.derive(&self.filter, &ctx);
+        if self.tab == Tab::History {
+            if let Some(i) = selected.and_then(|k| {
+                (0..self.history.rows.len())
+                    .find(|&i| self.history.flow_at(i).map(|f| (f.ct_id, f.start_ms, f.end_ms)) == Some(k))
+            }) {
+                self.cursor = i;
+            }
+            self.cursor = self.cursor.min(self.len().saturating_sub(1));
+            self.scroll_into_view();
         }
     }
 
@@ -439,7 +476,21 @@ impl App {
         let old = std::mem::replace(&mut self.shown, d.snapshot);
         self.rows_book = d.book_changes;
         self.counts = d.counts;
-        self.fresh = [d.flows.is_some(), d.processes.is_some(), d.countries.is_some()];
+        // The History tab's rows come from the journal, not the snapshot:
+        // derived with every set of rows (its filter may have changed).
+        self.fresh = [
+            d.flows.is_some(),
+            d.processes.is_some(),
+            d.countries.is_some(),
+            false,
+        ];
+        if self.tab == Tab::History {
+            let ctx = RowCtx {
+                book: &self.book,
+                services: &self.services,
+            };
+            self.history.derive(&self.filter, &ctx);
+        }
         self.filtered = d.filtered;
         if let Some(rows) = d.flows {
             self.flow_rows = rows;
@@ -486,10 +537,20 @@ impl App {
         self.selected = self.selected_at(self.cursor);
     }
 
+    fn resort_history(&mut self) {
+        let ctx = RowCtx {
+            book: &self.book,
+            services: &self.services,
+        };
+        self.history.derive(&self.filter, &ctx);
+        self.move_to(self.cursor);
+    }
+
     fn position_of(&self, sel: &Selected) -> Option<usize> {
         match (self.tab, sel) {
             (Tab::Flows, Selected::Flow(key)) => self.flow_rows.row_of(*key, &self.shown.flows),
             (Tab::Processes, Selected::Process(key)) => self.proc_rows.iter().position(|r| r.key == *key),
+            (Tab::History, _) => None,
             (Tab::Countries, Selected::Country(cc)) => {
                 self.country_rows.iter().position(|r| r.country == *cc)
             }
@@ -505,6 +566,7 @@ impl App {
                 .country_rows
                 .get(i)
                 .map(|r| Selected::Country(r.country.clone())),
+            Tab::History => None,
         }
     }
 
@@ -625,6 +687,7 @@ impl App {
                     flows: filter,
                 });
             }
+            Tab::History => {}
             Tab::Countries => {
                 if let Some(cc) = self.country_rows.get(self.cursor).map(|r| r.country.clone()) {
                     if cc != "??" {
@@ -675,6 +738,9 @@ impl App {
                 self.cursor = 0;
                 self.offset = 0;
                 self.selected = None;
+                if let Some(l) = &self.history_loader {
+                    l.shown(self.tab == Tab::History);
+                }
                 if self.fresh[self.tab.index()] {
                     // Built with the others for this snapshot: just shown.
                     self.scroll_into_view();
@@ -695,6 +761,10 @@ impl App {
                         self.proc_sort = self.proc_sort.step(step);
                         self.resort_processes();
                     }
+                    Tab::History => {
+                        self.history.sort = self.history.sort.step(step);
+                        self.resort_history();
+                    }
                     Tab::Countries => {}
                 }
             }
@@ -706,6 +776,10 @@ impl App {
                 Tab::Processes => {
                     self.proc_sort.desc = !self.proc_sort.desc;
                     self.resort_processes();
+                }
+                Tab::History => {
+                    self.history.sort.desc = !self.history.sort.desc;
+                    self.resort_history();
                 }
                 Tab::Countries => {}
             },

@@ -150,10 +150,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("PgUp/PgDn, Home/End", "move by a page, to the first or last row"),
     ("g", "Processes: a row per pid / per program and user"),
     ("Left/h, Right/l", "scroll the table left or right"),
-    (
-        "Tab, Shift-Tab",
-        "next or previous tab (Flows, Processes, Countries)",
-    ),
+    ("Tab, Shift-Tab", "tabs: Flows, Processes, Countries, History"),
     ("< >", "sort by the previous or next column (also Processes)"),
     ("r", "reverse the sort order"),
     ("/", "filter: Enter keeps it, Esc clears, Ctrl-U erases"),

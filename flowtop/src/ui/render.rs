@@ -230,6 +230,13 @@ fn tab_line<'a>(app: &'a App, theme: &Theme) -> Line<'a> {
             let by = if app.per_pid { "per pid" } else { "per program" };
             spans.push(Span::raw(format!(" sort {title}{arrow}  {by}")));
         }
+        Tab::History => {
+            let arrow = if app.history.sort.desc { "▼" } else { "▲" };
+            spans.push(Span::raw(format!(
+                " sort {}{arrow}  journal",
+                app.history.sort.column.title()
+            )));
+        }
         Tab::Countries => {}
     }
     if app.active_only {
@@ -279,6 +286,7 @@ fn footer<'a>(app: &App, theme: &Theme) -> Paragraph<'a> {
                 " q quit  ? help  / filter  Tab tabs  < > sort  r reverse  g per pid/program  Enter flows of the row"
             }
             Tab::Countries => " q quit  ? help  / filter  Tab tabs  Space pause  Enter flows of the row",
+            Tab::History => " q quit  ? help  / filter  Tab tabs  < > sort  r reverse  (ended flows, newest first)",
         }
     };
     Paragraph::new(hints).style(theme.dim())
@@ -533,6 +541,36 @@ fn table_text(app: &App, width: u16, now: SystemTime) -> (String, Vec<String>) {
                 .collect();
             (line_of(&head), lines)
         }
+        Tab::History => {
+            use super::history::{cells, Column as H};
+            let ctx = app.ctx();
+            let col = |c: H| {
+                let (width, right) = c.width();
+                Col { width, right }
+            };
+            let head: Vec<(Col, String)> = H::ALL
+                .iter()
+                .map(|&c| {
+                    let mut t = c.title().to_owned();
+                    if c == app.history.sort.column {
+                        t.push_str(if app.history.sort.desc { "▼" } else { "▲" });
+                    }
+                    (col(c), t)
+                })
+                .collect();
+            let lines = visible
+                .filter_map(|i| app.history.flow_at(i))
+                .map(|f| {
+                    let row: Vec<(Col, String)> = H::ALL
+                        .iter()
+                        .map(|&c| col(c))
+                        .zip(cells(f, &ctx, app.time_text))
+                        .collect();
+                    line_of(&row)
+                })
+                .collect();
+            (line_of(&head), lines)
+        }
     }
 }
 
@@ -564,6 +602,18 @@ fn draw_table(frame: &mut Frame<'_>, app: &App, area: Rect, now: SystemTime, the
 /// of the engine, whole, when it gave one), every flow of a protocol or
 /// family toggled off, or every flow filtered out.
 fn empty_text(app: &App) -> Vec<String> {
+    if app.tab == Tab::History {
+        let h = &app.history;
+        return vec![match &h.message {
+            Some(m) => terminal_safe(m).into_owned(),
+            None if !h.loaded => "reading the journal…".to_owned(),
+            None if h.flows.is_empty() => "the journal holds no ended flow yet".to_owned(),
+            None => format!(
+                "no recorded flow matches: {} flows hidden (Esc clears the filter)",
+                h.flows.len()
+            ),
+        }];
+    }
     if app.shown().flows.is_empty() {
         if app.note == Some(crate::engine::Notice::EmptyTable) {
             return crate::engine::EMPTY_TABLE_HINT

@@ -1362,3 +1362,314 @@ fn frame_process_names() {
     a.apply(Action::Back);
     assert_eq!((a.mode(), a.tab), (Mode::Normal, Tab::Processes));
 }
+
+// ---------------------------------------------------------------- history
+
+mod history {
+    use super::*;
+    use crate::journal::schema;
+    use crate::ui::history::{self, Column as H, Loaded};
+    use rusqlite::{params, Connection};
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A scratch directory, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new() -> Scratch {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "flowtop-ui-history-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A journal of four ended flows (curl twice, resolved, sshd in) and
+    /// one still open (not shown).
+    fn journal(dir: &Path) -> PathBuf {
+        let path = dir.join("journal.sqlite");
+        let db = Connection::open(&path).unwrap();
+        db.execute_batch(schema::CREATE_V1).unwrap();
+        db.pragma_update(None, "application_id", schema::APPLICATION_ID)
+            .unwrap();
+        db.pragma_update(None, "user_version", schema::VERSION).unwrap();
+        db.execute_batch(
+            "INSERT INTO exe (id, path) VALUES (1, '/usr/bin/curl'), (2, '/usr/lib/systemd/systemd-resolved'),
+                 (3, '/usr/sbin/sshd');
+             INSERT INTO name (id, name) VALUES (1, 'api.example.com'), (2, 'ptr.example.net');
+             INSERT INTO addr (id, ip) VALUES (1, x'c0000201'), (2, x'c6336407'), (3, x'cb007105'),
+                 (4, x'c6336435');
+             INSERT INTO process (id, pid, comm, exe) VALUES (1, 4242, 'curl', 1),
+                 (2, 812, 'systemd-resolve', 2), (3, 977, 'sshd', 3), (4, 4300, 'curl', 1);",
+        )
+        .unwrap();
+        let mut ins = db
+            .prepare(
+                "INSERT INTO flow (ct_id, proto, src, dst, sport, dport, state, direction, start_ms, end_ms, \
+                 orig_bytes, reply_bytes, process, exe, dst_name, dst_name_source, dst_host, dst_country) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            )
+            .unwrap();
+        let t = 1_700_000_000_000i64;
+        let none = None::<i64>;
+        ins.execute(params![
+            11,
+            6,
+            1,
+            2,
+            40000,
+            443,
+            "TIME_WAIT",
+            "out",
+            t,
+            t + 1_250,
+            2_000,
+            150_000,
+            1,
+            1,
+            1,
+            "sni",
+            2,
+            "DE"
+        ])
+        .unwrap();
+        ins.execute(params![
+            12,
+            17,
+            1,
+            4,
+            53000,
+            53,
+            "UNREPLIED",
+            "out",
+            t + 2_000,
+            t + 32_000,
+            60,
+            none,
+            2,
+            2,
+            none,
+            none,
+            none,
+            "US"
+        ])
+        .unwrap();
+        ins.execute(params![
+            13,
+            6,
+            3,
+            1,
+            51000,
+            22,
+            "CLOSE",
+            "in",
+            t - 300_000,
+            t + 60_000,
+            80_000,
+            9_000_000,
+            3,
+            3,
+            none,
+            none,
+            none,
+            "US"
+        ])
+        .unwrap();
+        ins.execute(params![
+            14,
+            6,
+            1,
+            3,
+            40002,
+            80,
+            "TIME_WAIT",
+            "out",
+            t + 61_000,
+            t + 61_400,
+            500,
+            4_000,
+            4,
+            1,
+            none,
+            none,
+            2,
+            "US"
+        ])
+        .unwrap();
+        ins.execute(params![
+            15,
+            6,
+            1,
+            2,
+            40004,
+            443,
+            "ESTABLISHED",
+            "out",
+            t + 1000,
+            none,
+            1,
+            1,
+            4,
+            1,
+            none,
+            none,
+            none,
+            "DE"
+        ])
+        .unwrap();
+        path
+    }
+
+    fn on_history(w: u16, h: u16, loaded: Loaded) -> App {
+        let mut a = app(w, h);
+        a.apply(Action::PrevTab);
+        assert_eq!(a.tab, Tab::History);
+        a.history_loaded(loaded);
+        a
+    }
+
+    fn pids(a: &App) -> Vec<Option<u32>> {
+        (0..a.len()).map(|i| a.history.flow_at(i).unwrap().pid).collect()
+    }
+
+    #[test]
+    fn the_history_tab_comes_after_the_others() {
+        let mut a = app(120, 20);
+        for _ in 0..3 {
+            a.apply(Action::NextTab);
+        }
+        assert_eq!(a.tab, Tab::History);
+        a.apply(Action::NextTab);
+        assert_eq!(a.tab, Tab::Flows);
+    }
+
+    #[test]
+    fn the_history_tab_shows_ended_flows_newest_first() {
+        let dir = Scratch::new();
+        let loaded = history::load(&journal(&dir.0), history::LIMIT);
+        let a = on_history(150, 12, loaded);
+        assert_eq!(pids(&a), [Some(4300), Some(977), Some(812), Some(4242)]);
+        insta::assert_snapshot!("history_150x12", screen(&a, 150, 12));
+    }
+
+    #[test]
+    fn the_history_tab_filters_and_sorts() {
+        let dir = Scratch::new();
+        let mut a = on_history(150, 12, history::load(&journal(&dir.0), 10));
+        type_filter(&mut a, "comm:curl");
+        assert_eq!(pids(&a), [Some(4300), Some(4242)]);
+        type_filter(&mut a, " port:https");
+        assert_eq!(pids(&a), [Some(4242)]);
+        a.apply(Action::Back);
+        type_filter(&mut a, "api.example");
+        assert_eq!(pids(&a), [Some(4242)]);
+        a.apply(Action::Back);
+        type_filter(&mut a, "cc:de");
+        assert_eq!(pids(&a), [Some(4242)]);
+        a.apply(Action::Back);
+        type_filter(&mut a, "proto:udp state:unrepl");
+        assert_eq!(pids(&a), [Some(812)]);
+        a.apply(Action::Back);
+        type_filter(&mut a, "pid:977");
+        assert_eq!(pids(&a), [Some(977)]);
+        a.apply(Action::Back);
+        type_filter(&mut a, "exe:resolved");
+        assert_eq!(pids(&a), [Some(812)]);
+        a.apply(Action::Back);
+        assert_eq!(a.len(), 4);
+        // Oldest first, then by duration (longest first), then shortest.
+        a.apply(Action::SortReverse);
+        assert_eq!(pids(&a), [Some(4242), Some(812), Some(977), Some(4300)]);
+        a.apply(Action::SortNext);
+        assert_eq!(a.history.sort.column, H::Duration);
+        assert_eq!(pids(&a), [Some(977), Some(812), Some(4242), Some(4300)]);
+        a.apply(Action::SortReverse);
+        assert_eq!(pids(&a), [Some(4300), Some(4242), Some(812), Some(977)]);
+        a.apply(Action::SortPrev);
+        a.apply(Action::SortPrev);
+        assert_eq!(a.history.sort.column, H::Country);
+    }
+
+    #[test]
+    fn the_history_tab_says_why_it_is_empty() {
+        let dir = Scratch::new();
+        let missing = dir.0.join("none.sqlite");
+        let a = on_history(100, 8, history::load(&missing, 10));
+        let s = screen(&a, 100, 8);
+        assert!(s.contains("no journal at"), "{s}");
+        insta::assert_snapshot!(
+            "history_missing_100x8",
+            s.replace(&*dir.0.to_string_lossy(), "DIR")
+        );
+
+        let garbage = dir.0.join("garbage.sqlite");
+        std::fs::write(&garbage, b"not a database at all, only text").unwrap();
+        let a = on_history(100, 8, history::load(&garbage, 10));
+        insta::assert_snapshot!(
+            "history_corrupt_100x8",
+            screen(&a, 100, 8).replace(&*dir.0.to_string_lossy(), "DIR")
+        );
+
+        let foreign = dir.0.join("foreign.sqlite");
+        Connection::open(&foreign)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let s = screen(&on_history(100, 8, history::load(&foreign, 10)), 100, 8);
+        assert!(s.contains("is not a flowtop journal"), "{s}");
+
+        let empty = dir.0.join("empty.sqlite");
+        let db = Connection::open(&empty).unwrap();
+        db.execute_batch(schema::CREATE_V1).unwrap();
+        db.pragma_update(None, "application_id", schema::APPLICATION_ID)
+            .unwrap();
+        db.pragma_update(None, "user_version", schema::VERSION).unwrap();
+        drop(db);
+        let a = on_history(100, 8, history::load(&empty, 10));
+        insta::assert_snapshot!("history_empty_100x8", screen(&a, 100, 8));
+
+        // Before the first read.
+        let mut a = app(100, 8);
+        a.apply(Action::PrevTab);
+        assert!(screen(&a, 100, 8).contains("reading the journal"));
+    }
+
+    #[test]
+    fn a_new_read_keeps_the_selection_on_its_flow() {
+        let dir = Scratch::new();
+        let path = journal(&dir.0);
+        let mut a = on_history(150, 12, history::load(&path, 10));
+        a.apply(Action::Down);
+        assert_eq!(a.history.flow_at(a.cursor).unwrap().pid, Some(977));
+        // A newer flow ends: the rows move down one, the selection with them.
+        let db = Connection::open(&path).unwrap();
+        db.execute(
+            "INSERT INTO flow (ct_id, proto, src, dst, start_ms, end_ms) VALUES (20, 6, 1, 2, 1, 1800000000000)",
+            [],
+        )
+        .unwrap();
+        drop(db);
+        a.history_loaded(history::load(&path, 10));
+        assert_eq!(a.len(), 5);
+        assert_eq!(a.history.flow_at(a.cursor).unwrap().pid, Some(977));
+    }
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        assert_eq!(history::duration_text(850), "850ms");
+        assert_eq!(history::duration_text(12_340), "12.3s");
+        assert_eq!(history::duration_text(245_000), "4m05s");
+        assert_eq!(history::duration_text(7_380_000), "2h03m");
+    }
+}
