@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::enrich::book::AddressBook;
 use crate::enrich::services::Services;
@@ -16,6 +16,7 @@ use crate::flow::table::{Entry, Snapshot};
 use crate::flow::Selection;
 
 use super::derive::{derive_rows, scrolled, Derived, Job, Placement, ViewParams};
+use super::ended::Recent;
 use super::filter::Filter;
 use super::history::{History, Loaded, Loader};
 use super::keys::{Action, Mode};
@@ -192,6 +193,14 @@ pub struct App {
     /// Reads the journal in the background (None in tests: they call
     /// [`App::history_loaded`] themselves).
     pub history_loader: Option<Loader>,
+    /// Flows that ended lately, and whether the Flows tab shows them (`t`).
+    pub recent_ended: Recent,
+    pub show_ended: bool,
+    /// Flows tab: the ended flows shown after the live rows (selected and
+    /// filtered like them), newest first.
+    pub ended_rows: Vec<Entry>,
+    /// The clock ended flows are kept by (tests set it).
+    pub clock: fn() -> Instant,
 }
 
 fn empty_snapshot() -> Arc<Snapshot> {
@@ -261,6 +270,10 @@ impl App {
             rows_book: 0,
             history: History::default(),
             history_loader: None,
+            recent_ended: Recent::default(),
+            show_ended: true,
+            ended_rows: Vec::new(),
+            clock: Instant::now,
         }
     }
 
@@ -307,7 +320,7 @@ impl App {
     /// Rows in the current tab.
     pub fn len(&self) -> usize {
         match self.tab {
-            Tab::Flows => self.flow_rows.len(),
+            Tab::Flows => self.flow_rows.len() + self.ended_rows.len(),
             Tab::Processes => self.proc_rows.len(),
             Tab::Countries => self.country_rows.len(),
             Tab::History => self.history.rows.len(),
@@ -320,7 +333,47 @@ impl App {
 
     /// The flow at row `i` of the Flows tab.
     pub fn flow_at(&self, i: usize) -> Option<&Entry> {
-        self.flow_rows.get(i).map(|f| &self.shown.flows[f])
+        match self.flow_rows.get(i) {
+            Some(f) => Some(&self.shown.flows[f]),
+            None => self.ended_at(i),
+        }
+    }
+
+    /// The ended flow in row `i` of the Flows tab, if that row is one.
+    pub fn ended_at(&self, i: usize) -> Option<&Entry> {
+        i.checked_sub(self.flow_rows.len())
+            .and_then(|j| self.ended_rows.get(j))
+    }
+
+    /// Notes the flows the newest snapshot lists as ended, and forgets
+    /// those kept long enough.
+    fn note_ended(&mut self) {
+        let now = (self.clock)();
+        let latest = Arc::clone(&self.latest);
+        self.recent_ended
+            .push(now, latest.ended.flows.iter().map(|(e, _)| e));
+    }
+
+    /// The ended flows the Flows tab shows: of the shown families and
+    /// protocols, passing the filter; none with `t` off or active flows
+    /// only (`a`).
+    fn refresh_ended_rows(&mut self) {
+        self.ended_rows.clear();
+        if !self.show_ended || self.active_only {
+            return;
+        }
+        let ctx = RowCtx {
+            book: &self.book,
+            services: &self.services,
+        };
+        let matcher = self.filter.matcher(ctx);
+        let sel = &self.view_sel;
+        self.ended_rows.extend(
+            self.recent_ended
+                .newest_first()
+                .filter(|e| sel.family(e.flow.family) && sel.proto(e.flow.proto) && matcher.matches(e))
+                .cloned(),
+        );
     }
 
     /// The measured rates of the flow in row `i` of the flows tab.
@@ -333,6 +386,7 @@ impl App {
     /// A new snapshot from the engine.
     pub fn on_snapshot(&mut self, snap: Arc<Snapshot>) {
         self.latest = snap;
+        self.note_ended();
         if !self.paused {
             self.shown = Arc::clone(&self.latest);
             self.derive();
@@ -402,8 +456,14 @@ impl App {
     /// A new snapshot for a deriver thread: the job to run, unless paused.
     pub fn snapshot_job(&mut self, snap: Arc<Snapshot>) -> Option<Job> {
         self.latest = snap;
+        self.note_ended();
         if self.paused {
             return None;
+        }
+        // Ended flows expire whether or not the rows are built again.
+        if self.tab == Tab::Flows {
+            self.refresh_ended_rows();
+            self.cursor = self.cursor.min(self.len().saturating_sub(1));
         }
         // Ordered by rate, a first rate measured into the readings only
         // (no entry chunk changed) can move rows.
@@ -501,6 +561,7 @@ impl App {
         if let Some(rows) = d.countries {
             self.country_rows = rows;
         }
+        self.refresh_ended_rows();
         if let Some(i) = self.selected.as_ref().and_then(|s| self.position_of(s)) {
             self.cursor = i;
         }
@@ -645,6 +706,14 @@ impl App {
         }
         match self.tab {
             Tab::Flows => {
+                if let Some(entry) = self.ended_at(self.cursor).cloned() {
+                    self.detail = Some(Detail {
+                        key: entry.flow.key(),
+                        entry,
+                        ended: true,
+                    });
+                    return;
+                }
                 let slot = self.flow_rows.get(self.cursor);
                 if let Some(entry) = slot.and_then(|slot| self.shown.entry_at(slot)) {
                     if let Some(o) = &entry.owner {
@@ -723,6 +792,11 @@ impl App {
             Action::ToggleActive => {
                 self.active_only = !self.active_only;
                 self.derive();
+            }
+            Action::ToggleEnded => {
+                self.show_ended = !self.show_ended;
+                self.refresh_ended_rows();
+                self.move_to(self.cursor);
             }
             Action::ToggleSource => {
                 self.show_src = !self.show_src;

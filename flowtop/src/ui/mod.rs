@@ -12,6 +12,7 @@
 
 pub mod app;
 pub mod derive;
+pub mod ended;
 pub mod filter;
 pub mod history;
 pub mod keys;

@@ -68,6 +68,16 @@ impl Theme {
             s
         }
     }
+    /// A flow that ended (kept a while on the Flows tab): dimmed; under
+    /// NO_COLOR its row also starts with `x` (see [`flow_cells`]).
+    fn ended(&self) -> Style {
+        let s = Style::default().add_modifier(Modifier::DIM);
+        if self.color {
+            s.fg(Color::DarkGray)
+        } else {
+            s
+        }
+    }
     fn dim(&self) -> Style {
         if self.color {
             Style::default().fg(Color::DarkGray)
@@ -223,6 +233,9 @@ fn tab_line<'a>(app: &'a App, theme: &Theme) -> Line<'a> {
         Tab::Flows => {
             let arrow = if app.sort.desc { "▼" } else { "▲" };
             spans.push(Span::raw(format!(" sort {}{arrow}", app.sort.column.title())));
+            if !app.show_ended {
+                spans.push(Span::raw("  ended hidden"));
+            }
         }
         Tab::Processes => {
             let arrow = if app.proc_sort.desc { "▼" } else { "▲" };
@@ -280,7 +293,7 @@ fn footer<'a>(app: &App, theme: &Theme) -> Paragraph<'a> {
     } else {
         match app.tab {
             Tab::Flows => {
-                " q quit  ? help  / filter  Tab tabs  < > sort  r reverse  Space pause  Enter details  s src  b bits  a active"
+                " q quit  ? help  / filter  Tab tabs  < > sort  r reverse  Space pause  Enter details  s src  b bits  a active  t ended"
             }
             Tab::Processes => {
                 " q quit  ? help  / filter  Tab tabs  < > sort  r reverse  g per pid/program  Enter flows of the row"
@@ -383,8 +396,11 @@ fn flow_cells(app: &App, i: usize, cols: &[Column], now: SystemTime) -> Vec<Stri
     };
     let f = &e.flow;
     let ends = rows::ends(e);
+    // Without colour an ended flow is told by a leading mark.
+    let ended = !app.color && app.ended_at(i).is_some();
     cols.iter()
         .map(|&c| match c {
+            Column::Process if ended => format!("x {}", rows::process_name(e.owner.as_ref())),
             Column::Process => rows::process_name(e.owner.as_ref()),
             Column::Pid => e.owner.as_ref().map_or_else(|| "-".into(), |o| o.pid.to_string()),
             Column::Proto => rows::proto_name(f.proto),
@@ -585,6 +601,8 @@ fn draw_table(frame: &mut Frame<'_>, app: &App, area: Rect, now: SystemTime, the
         if Some(i) == selected {
             let padded = format!("{l:<w$}", w = usize::from(area.width) + usize::from(app.hscroll));
             text.push(Line::styled(padded, theme.selected()));
+        } else if app.tab == Tab::Flows && app.ended_at(app.offset + i).is_some() {
+            text.push(Line::styled(l, theme.ended()));
         } else {
             text.push(Line::raw(l));
         }

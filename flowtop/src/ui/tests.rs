@@ -929,7 +929,10 @@ fn the_header_total_counts_flows_that_ended_in_the_interval() {
     let s = screen(&a, 140, 24);
     assert!(s.contains("in 3.3MB/s out 13KB/s"), "{s}");
     type_filter(&mut a, "pid:502");
-    assert_eq!(a.len(), 0, "the ended flow is no row");
+    // The ended flow is no live row; it stays a while after them (dimmed).
+    assert_eq!(a.flow_rows.len(), 0, "the ended flow is no live row");
+    assert_eq!(a.len(), 1);
+    assert!(a.ended_at(0).is_some());
     assert_eq!(a.counts.throughput.received, 2_000_000.0, "but counts");
     type_filter(&mut a, "");
     a.apply(Action::FilterClear);
@@ -997,7 +1000,11 @@ fn processes_group_by_program_and_split_per_pid_with_command_lines() {
     assert_eq!(a.filter_text, "exe:/usr/bin/python3.12");
     let mut v = ids(&a);
     v.sort_unstable();
-    assert_eq!(v, vec![1, 3], "the ended flow is no row");
+    assert_eq!(v, vec![1, 2, 3], "the ended flow after the live ones");
+    a.apply(Action::ToggleEnded);
+    let mut v = ids(&a);
+    v.sort_unstable();
+    assert_eq!(v, vec![1, 3], "the ended flow hidden with t");
 }
 
 /// `<` `>` `r` sort the Processes tab as they sort the Flows tab: the next
@@ -1217,6 +1224,9 @@ fn a_table_emptied_in_the_interval_still_counts_its_last_bytes() {
     let snap = t.snapshot_for_screen(&t.snapshot(), t0 + Duration::from_secs(1));
     let mut a = app(120, 24);
     a.on_snapshot(snap);
+    // The ended flow shows a while (dimmed); hidden, the table is empty.
+    assert!(a.ended_at(0).is_some());
+    a.apply(Action::ToggleEnded);
     let s = screen(&a, 120, 24);
     assert!(s.contains("no flows: the conntrack table has none"), "{s}");
     assert!(s.contains("in 488KB/s out 0B/s"), "{s}");
@@ -1671,5 +1681,147 @@ mod history {
         assert_eq!(history::duration_text(12_340), "12.3s");
         assert_eq!(history::duration_text(245_000), "4m05s");
         assert_eq!(history::duration_text(7_380_000), "2h03m");
+    }
+}
+
+// ---------------------------------------------------------------- ended flows
+
+mod ended {
+    use super::*;
+    use crate::flow::model::Counters;
+    use crate::flow::table::{EndedFlows, Entry, Snapshot};
+    use crate::ui::ended::Recent;
+    use std::time::{Duration, Instant};
+
+    /// The `n` flows of [`fixture::many`], as entries.
+    fn entries(n: u32) -> Vec<Entry> {
+        let s = fixture::many(n);
+        let mut out: Vec<Entry> = s.flows.slots().filter_map(|(slot, _)| s.entry_at(slot)).collect();
+        out.sort_by_key(|e| e.flow.id);
+        out
+    }
+
+    /// `base` with `ended` listed as the flows that ended since the last one.
+    fn with_ended(base: &Snapshot, ended: Vec<Entry>) -> Arc<Snapshot> {
+        let moved = Counters {
+            orig_bytes: 100,
+            ..Counters::default()
+        };
+        Arc::new(Snapshot {
+            flows: base.flows.clone(),
+            stats: base.stats,
+            aggregates: base.aggregates.clone(),
+            first_rates: base.first_rates,
+            ended: Arc::new(EndedFlows {
+                flows: ended.into_iter().map(|e| (e, moved)).collect(),
+                overflow: Counters::default(),
+                span: Duration::from_secs(1),
+            }),
+        })
+    }
+
+    fn ended_app(color: bool) -> App {
+        let mut a = app(150, 16);
+        a.color = color;
+        let base = fixture::flows();
+        a.on_snapshot(with_ended(&base, entries(2)));
+        a
+    }
+
+    #[test]
+    fn t_toggles_the_ended_flows() {
+        assert_eq!(
+            keys::action(key(KeyCode::Char('t')), Mode::Normal),
+            Some(Action::ToggleEnded)
+        );
+        // T still toggles TCP.
+        assert_eq!(
+            keys::action(key(KeyCode::Char('T')), Mode::Normal),
+            Some(Action::ToggleProto('T'))
+        );
+    }
+
+    #[test]
+    fn ended_flows_follow_the_live_ones_and_count_in_no_total() {
+        let live = app(150, 16);
+        let mut a = ended_app(true);
+        assert_eq!(a.counts.flows, live.counts.flows, "the live flows only");
+        assert_eq!(a.len(), live.len() + 2);
+        // Newest first: the snapshot's last ended flow first.
+        let ids: Vec<u32> = a.ended_rows.iter().map(|e| e.flow.id).collect();
+        assert_eq!(ids, [2, 1]);
+        assert!(a.ended_at(live.len()).is_some() && a.ended_at(live.len() - 1).is_none());
+        insta::assert_snapshot!("flows_ended_150x16", screen(&a, 150, 16));
+        let t = draw(&a, 150, 16);
+        let buf = t.backend().buffer();
+        let row = 3 + u16::try_from(live.len()).unwrap();
+        assert!(buf[(2, row)].modifier.contains(ratatui::style::Modifier::DIM));
+        assert_eq!(buf[(2, row)].fg, Color::DarkGray);
+        // t hides them, t again shows them.
+        a.apply(Action::ToggleEnded);
+        assert_eq!(a.len(), live.len());
+        insta::assert_snapshot!("flows_ended_hidden_150x16", screen(&a, 150, 16));
+        a.apply(Action::ToggleEnded);
+        assert_eq!(a.len(), live.len() + 2);
+        // The filter and the protocol toggles apply to them as to the others.
+        type_filter(&mut a, "port:1001");
+        assert_eq!(a.len(), 1);
+        assert!(a.ended_at(0).is_some());
+        a.apply(Action::Back);
+        a.apply(Action::ToggleProto('T'));
+        assert!(a.ended_rows.is_empty());
+        a.apply(Action::ToggleProto('T'));
+        // Enter on one: its details, as it ended.
+        a.move_for_test(live.len());
+        a.apply(Action::Open);
+        let d = a.detail.as_ref().expect("detail");
+        assert!(d.ended && d.entry.flow.id == 2);
+    }
+
+    #[test]
+    fn without_colour_ended_flows_are_marked() {
+        let a = ended_app(false);
+        let s = screen(&a, 150, 16);
+        insta::assert_snapshot!("flows_ended_no_color_150x16", s);
+        assert_eq!(s.matches("\"x ").count(), 2, "{s}");
+    }
+
+    #[test]
+    fn ended_flows_are_kept_a_while_and_a_bounded_few() {
+        let t0 = Instant::now();
+        let e = entries(5);
+        let mut r = Recent::default();
+        r.cap = 3;
+        r.push(t0, &e[..2]);
+        assert_eq!(r.len(), 2);
+        // The oldest dropped past the cap.
+        r.push(t0 + Duration::from_secs(1), &e[2..4]);
+        let ids = |r: &Recent| r.newest_first().map(|e| e.flow.id).collect::<Vec<_>>();
+        assert_eq!(ids(&r), [4, 3, 2]);
+        // The same flow noted twice: kept once, as the newest.
+        r.push(t0 + Duration::from_secs(2), &e[1..2]);
+        assert_eq!(ids(&r), [2, 4, 3]);
+        // More at once than the cap: the last ones.
+        r.push(t0 + Duration::from_secs(3), &e[..]);
+        assert_eq!(ids(&r), [5, 4, 3]);
+        // Gone 10 s after they ended, not before.
+        r.expire(t0 + Duration::from_secs(13));
+        assert_eq!(r.len(), 3);
+        r.expire(t0 + Duration::from_millis(13_001));
+        assert!(r.is_empty());
+        // The default bounds.
+        let d = Recent::default();
+        assert_eq!((d.keep, d.cap), (Duration::from_secs(10), 1000));
+    }
+
+    #[test]
+    fn ended_flows_expire_with_the_next_snapshots() {
+        let mut a = ended_app(true);
+        assert_eq!(a.ended_rows.len(), 2);
+        a.recent_ended.keep = Duration::ZERO;
+        std::thread::sleep(Duration::from_millis(5));
+        let _ = a.snapshot_job(fixture::flows());
+        assert!(a.ended_rows.is_empty());
+        assert!(a.recent_ended.is_empty());
     }
 }
