@@ -201,6 +201,8 @@ pub struct App {
     pub ended_rows: Vec<Entry>,
     /// The clock ended flows are kept by (tests set it).
     pub clock: fn() -> Instant,
+    /// History tab: the recorded flow whose details are open (Enter).
+    pub history_detail: Option<Box<crate::journal::query::Flow>>,
 }
 
 fn empty_snapshot() -> Arc<Snapshot> {
@@ -274,6 +276,7 @@ impl App {
             show_ended: true,
             ended_rows: Vec::new(),
             clock: Instant::now,
+            history_detail: None,
         }
     }
 
@@ -303,7 +306,7 @@ impl App {
             Mode::EditingFilter
         } else if self.help {
             Mode::Help
-        } else if self.detail.is_some() {
+        } else if self.detail.is_some() || self.history_detail.is_some() {
             Mode::Detail
         } else if self.proc_names.is_some() {
             Mode::Names
@@ -756,7 +759,9 @@ impl App {
                     flows: filter,
                 });
             }
-            Tab::History => {}
+            Tab::History => {
+                self.history_detail = self.history.flow_at(self.cursor).cloned().map(Box::new);
+            }
             Tab::Countries => {
                 if let Some(cc) = self.country_rows.get(self.cursor).map(|r| r.country.clone()) {
                     if cc != "??" {
@@ -885,6 +890,8 @@ impl App {
                     self.help = false;
                 } else if self.detail.is_some() {
                     self.detail = None;
+                } else if self.history_detail.is_some() {
+                    self.history_detail = None;
                 } else if self.proc_names.is_some() {
                     self.proc_names = None;
                 } else {

@@ -291,6 +291,91 @@ pub fn cells(f: &Flow, ctx: &RowCtx<'_>, time_text: fn(u64) -> String) -> Vec<St
         .collect()
 }
 
+/// The lines of a recorded flow's details: label, text (made safe).
+pub fn detail_lines(f: &Flow, ctx: &RowCtx<'_>, time_text: fn(u64) -> String) -> Vec<(String, String)> {
+    let ms_ns = |ms: i64| u64::try_from(ms).unwrap_or(0).saturating_mul(1_000_000);
+    let safe = |s: &Option<String>| {
+        s.as_deref()
+            .map_or_else(|| "-".into(), |s| terminal_safe(s).into_owned())
+    };
+    let num = |n: Option<u32>| n.map_or_else(|| "-".into(), |n| n.to_string());
+    let end = |ip: Option<IpAddr>, port: Option<u16>| match (ip, port) {
+        (Some(IpAddr::V6(a)), Some(p)) => format!("[{a}]:{p}"),
+        (Some(a), Some(p)) => format!("{a}:{p}"),
+        (Some(a), None) => a.to_string(),
+        (None, _) => "-".into(),
+    };
+    let bytes = |b: Option<u64>, p: Option<u64>| match (b, p) {
+        (None, None) => "n/a".to_owned(),
+        (b, p) => format!(
+            "{}B, {} packets",
+            human_bytes(b.unwrap_or(0) as f64),
+            p.map_or_else(|| "-".into(), |p| p.to_string())
+        ),
+    };
+    let name = match &f.dst_name {
+        Some(n) => format!(
+            "{}{} ({})",
+            name_mark(f.dst_name_source.as_deref()),
+            terminal_safe(n),
+            f.dst_name_source.as_deref().unwrap_or("?")
+        ),
+        None => "-".into(),
+    };
+    let mut out = vec![
+        ("protocol".to_owned(), super::rows::proto_name(f.proto)),
+        (
+            "original".into(),
+            format!("{} → {}", end(f.src, f.sport), end(f.dst, f.dport)),
+        ),
+        (
+            "reply".into(),
+            format!(
+                "{} → {}",
+                end(f.reply_src, f.reply_sport),
+                end(f.reply_dst, f.reply_dport)
+            ),
+        ),
+        ("address".into(), address_text(f, ctx)),
+        ("asked name".into(), name),
+        ("reverse name".into(), safe(&f.dst_host)),
+        ("state".into(), safe(&f.state)),
+        ("direction".into(), safe(&f.direction)),
+        ("started".into(), time_text(ms_ns(f.start_ms))),
+        (
+            "ended".into(),
+            f.end_ms.map_or_else(|| "-".into(), |e| time_text(ms_ns(e))),
+        ),
+        ("duration".into(), duration_text(duration_ms(f))),
+        ("sent".into(), bytes(f.orig_bytes, f.orig_packets)),
+        ("received".into(), bytes(f.reply_bytes, f.reply_packets)),
+        ("process".into(), format!("{} {}", safe(&f.comm), num(f.pid))),
+        ("executable".into(), safe(&f.exe)),
+        ("command".into(), safe(&f.cmdline)),
+        ("user".into(), num(f.uid)),
+        (
+            "parent".into(),
+            format!("{} {}", safe(&f.parent_comm), num(f.ppid)),
+        ),
+        ("attribution".into(), safe(&f.attribution)),
+        (
+            "countries".into(),
+            format!("{} → {}", safe(&f.src_country), safe(&f.dst_country)),
+        ),
+    ];
+    if f.peer_pid.is_some() || f.peer_comm.is_some() {
+        out.push((
+            "peer".into(),
+            format!("{} {} {}", safe(&f.peer_comm), num(f.peer_pid), safe(&f.peer_exe)),
+        ));
+    }
+    if f.container.is_some() || f.unit.is_some() {
+        out.push(("container".into(), safe(&f.container)));
+        out.push(("unit".into(), safe(&f.unit)));
+    }
+    out
+}
+
 /// `850ms`, `12.3s`, `4m05s`, `2h03m`.
 pub fn duration_text(ms: i64) -> String {
     match ms {

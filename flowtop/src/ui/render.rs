@@ -152,6 +152,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App, now: SystemTime) {
     let body = Rect::new(area.x, area.y + 2, area.width, body_h + 1);
     match &app.detail {
         Some(d) => draw_detail(frame, app, d, body, now, &theme),
+        None if app.history_detail.is_some() => draw_recorded(frame, app, body, &theme),
         None => match &app.proc_names {
             Some(p) => draw_names(frame, app, p, body, &theme),
             None => draw_table(frame, app, body, now, &theme),
@@ -286,7 +287,7 @@ fn footer<'a>(app: &App, theme: &Theme) -> Paragraph<'a> {
             return Paragraph::new(format!(" {}", terminal_safe(first))).style(theme.warn());
         }
     }
-    let hints = if app.detail.is_some() {
+    let hints = if app.detail.is_some() || app.history_detail.is_some() {
         " Esc back  ? help  q quit"
     } else if app.proc_names.is_some() {
         " Enter its flows  Esc back  ? help  q quit"
@@ -939,6 +940,30 @@ fn draw_detail(frame: &mut Frame<'_>, app: &App, d: &Detail, area: Rect, now: Sy
     let block = Block::default()
         .borders(Borders::TOP)
         .title(" Flow details (Esc back) ");
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block)
+            .wrap(ratatui::widgets::Wrap { trim: false }),
+        area,
+    );
+}
+
+/// The details of a recorded flow (Enter on the History tab): what the
+/// journal holds of it.
+fn draw_recorded(frame: &mut Frame<'_>, app: &App, area: Rect, theme: &Theme) {
+    let Some(f) = &app.history_detail else { return };
+    let lines: Vec<Line<'_>> = super::history::detail_lines(f, &app.ctx(), app.time_text)
+        .into_iter()
+        .map(|(k, v)| {
+            Line::from(vec![
+                Span::styled(format!(" {k:<13}"), theme.titles()),
+                Span::raw(format!(" {v}")),
+            ])
+        })
+        .collect();
+    let block = Block::default()
+        .borders(Borders::TOP)
+        .title(" Recorded flow (Esc back) ");
     frame.render_widget(
         Paragraph::new(lines)
             .block(block)

@@ -1390,7 +1390,8 @@ mod history {
         fn new() -> Scratch {
             static N: AtomicU32 = AtomicU32::new(0);
             let dir = std::env::temp_dir().join(format!(
-                "flowtop-ui-history-{}-{}",
+                // Fixed width: messages with the path wrap the same way.
+                "flowtop-ui-history-{:010}-{:04}",
                 std::process::id(),
                 N.fetch_add(1, Ordering::Relaxed)
             ));
@@ -1673,6 +1674,19 @@ mod history {
         a.history_loaded(history::load(&path, 10));
         assert_eq!(a.len(), 5);
         assert_eq!(a.history.flow_at(a.cursor).unwrap().pid, Some(977));
+    }
+
+    #[test]
+    fn enter_on_a_recorded_flow_shows_what_the_journal_holds() {
+        let dir = Scratch::new();
+        let mut a = on_history(120, 30, history::load(&journal(&dir.0), 10));
+        a.move_for_test(3);
+        a.apply(Action::Open);
+        assert_eq!(a.mode(), Mode::Detail);
+        insta::assert_snapshot!("history_detail_120x30", screen(&a, 120, 30));
+        a.apply(Action::Back);
+        assert!(a.history_detail.is_none());
+        assert_eq!(a.mode(), Mode::Normal);
     }
 
     #[test]
