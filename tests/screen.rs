@@ -296,8 +296,15 @@ fn screen_shows_flows_and_obeys_its_keys() {
     t.wait_text("per program");
     t.keys(&["Tab"]);
     t.wait_text("COUNTRY");
+    // History: the journal of `flowtop record` (none here: one line says so).
     t.keys(&["Tab"]);
-    t.wait_text("ADDRESS");
+    t.wait_for("the History tab", |s| {
+        s.contains("DURATION") && s.contains("journal")
+    });
+    t.keys(&["Tab"]);
+    t.wait_for("the Flows tab", |s| {
+        s.contains("ADDRESS") && !s.contains("DURATION")
+    });
 
     // Help, closed by any key.
     t.keys(&["?"]);

@@ -71,6 +71,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         quit: quit_tx,
         asked_names: asked_names.clone(),
         frame_log,
+        journal: config.journal.clone(),
     };
     let screen = std::thread::Builder::new()
         .name("screen".into())

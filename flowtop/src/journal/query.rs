@@ -314,6 +314,23 @@ impl Journal {
         Ok(())
     }
 
+    /// The `limit` flows that ended last, newest first (the screen's
+    /// History tab): read through the `flow_end` index, so the cost is the
+    /// rows returned, not the journal's size.
+    pub fn recent(&self, limit: usize) -> anyhow::Result<Vec<Flow>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = format!(
+            "{FLOW_SELECT} WHERE f.end_ms IS NOT NULL ORDER BY f.end_ms DESC, f.id DESC LIMIT {limit}"
+        );
+        let mut stmt = self.db.prepare(&sql)?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(flow_of(r)?);
+        }
+        Ok(out)
+    }
+
     /// One [`Summary`] per (exe, destination, port, protocol) of the flows
     /// `filter` selects, sorted by exe (unattributed last), most flows first.
     pub fn summary(&self, filter: &Filter) -> anyhow::Result<Vec<Summary>> {

@@ -143,3 +143,13 @@ fn the_summary_groups_per_exe_and_destination() {
     assert_eq!(s.len(), 1);
     assert_eq!(s[0].flows, 1);
 }
+
+#[test]
+fn recent_flows_are_the_ended_ones_newest_first() {
+    let dir = Scratch::new();
+    let j = Journal::open(&journal(&dir.0)).unwrap();
+    let ids = |n| j.recent(n).unwrap().iter().map(|f| f.ct_id).collect::<Vec<_>>();
+    assert_eq!(ids(10), [2, 1]);
+    assert_eq!(ids(1), [2]);
+    assert_eq!(ids(0), [] as [u32; 0]);
+}

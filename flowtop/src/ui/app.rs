@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::enrich::book::AddressBook;
 use crate::enrich::services::Services;
@@ -16,7 +16,9 @@ use crate::flow::table::{Entry, Snapshot};
 use crate::flow::Selection;
 
 use super::derive::{derive_rows, scrolled, Derived, Job, Placement, ViewParams};
+use super::ended::Recent;
 use super::filter::Filter;
+use super::history::{History, Loaded, Loader};
 use super::keys::{Action, Mode};
 use super::procinfo::{ProcInfos, Users};
 use super::rows::{CountryRow, ProcKey, ProcRow, ProcSort, RowCtx, Throughput};
@@ -51,16 +53,19 @@ pub enum Tab {
     Flows,
     Processes,
     Countries,
+    /// Ended flows from the journal (`flowtop record`).
+    History,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 3] = [Tab::Flows, Tab::Processes, Tab::Countries];
+    pub const ALL: [Tab; 4] = [Tab::Flows, Tab::Processes, Tab::Countries, Tab::History];
 
     pub fn title(self) -> &'static str {
         match self {
             Tab::Flows => "Flows",
             Tab::Processes => "Processes",
             Tab::Countries => "Countries",
+            Tab::History => "History",
         }
     }
 
@@ -70,7 +75,7 @@ impl Tab {
 
     fn step(self, by: isize) -> Tab {
         let at = Tab::ALL.iter().position(|t| *t == self).unwrap_or(0) as isize;
-        Tab::ALL[(at + by).rem_euclid(3) as usize]
+        Tab::ALL[(at + by).rem_euclid(Tab::ALL.len() as isize) as usize]
     }
 }
 
@@ -180,9 +185,24 @@ pub struct App {
     garbage: Vec<Arc<Snapshot>>,
     /// Per tab (in [`Tab::ALL`] order): whether its rows are of the shown
     /// snapshot and the current parameters.
-    fresh: [bool; 3],
+    fresh: [bool; 4],
     /// The address book's change count the rows were built at.
     rows_book: u64,
+    /// The History tab: flows read from the journal.
+    pub history: History,
+    /// Reads the journal in the background (None in tests: they call
+    /// [`App::history_loaded`] themselves).
+    pub history_loader: Option<Loader>,
+    /// Flows that ended lately, and whether the Flows tab shows them (`t`).
+    pub recent_ended: Recent,
+    pub show_ended: bool,
+    /// Flows tab: the ended flows shown after the live rows (selected and
+    /// filtered like them), newest first.
+    pub ended_rows: Vec<Entry>,
+    /// The clock ended flows are kept by (tests set it).
+    pub clock: fn() -> Instant,
+    /// History tab: the recorded flow whose details are open (Enter).
+    pub history_detail: Option<Box<crate::journal::query::Flow>>,
 }
 
 fn empty_snapshot() -> Arc<Snapshot> {
@@ -248,8 +268,15 @@ impl App {
             filtered: Vec::new(),
             windowed_from: super::sort::WINDOWED_FROM,
             garbage: Vec::new(),
-            fresh: [false; 3],
+            fresh: [false; 4],
             rows_book: 0,
+            history: History::default(),
+            history_loader: None,
+            recent_ended: Recent::default(),
+            show_ended: true,
+            ended_rows: Vec::new(),
+            clock: Instant::now,
+            history_detail: None,
         }
     }
 
@@ -279,7 +306,7 @@ impl App {
             Mode::EditingFilter
         } else if self.help {
             Mode::Help
-        } else if self.detail.is_some() {
+        } else if self.detail.is_some() || self.history_detail.is_some() {
             Mode::Detail
         } else if self.proc_names.is_some() {
             Mode::Names
@@ -296,9 +323,10 @@ impl App {
     /// Rows in the current tab.
     pub fn len(&self) -> usize {
         match self.tab {
-            Tab::Flows => self.flow_rows.len(),
+            Tab::Flows => self.flow_rows.len() + self.ended_rows.len(),
             Tab::Processes => self.proc_rows.len(),
             Tab::Countries => self.country_rows.len(),
+            Tab::History => self.history.rows.len(),
         }
     }
 
@@ -308,7 +336,47 @@ impl App {
 
     /// The flow at row `i` of the Flows tab.
     pub fn flow_at(&self, i: usize) -> Option<&Entry> {
-        self.flow_rows.get(i).map(|f| &self.shown.flows[f])
+        match self.flow_rows.get(i) {
+            Some(f) => Some(&self.shown.flows[f]),
+            None => self.ended_at(i),
+        }
+    }
+
+    /// The ended flow in row `i` of the Flows tab, if that row is one.
+    pub fn ended_at(&self, i: usize) -> Option<&Entry> {
+        i.checked_sub(self.flow_rows.len())
+            .and_then(|j| self.ended_rows.get(j))
+    }
+
+    /// Notes the flows the newest snapshot lists as ended, and forgets
+    /// those kept long enough.
+    fn note_ended(&mut self) {
+        let now = (self.clock)();
+        let latest = Arc::clone(&self.latest);
+        self.recent_ended
+            .push(now, latest.ended.flows.iter().map(|(e, _)| e));
+    }
+
+    /// The ended flows the Flows tab shows: of the shown families and
+    /// protocols, passing the filter; none with `t` off or active flows
+    /// only (`a`).
+    fn refresh_ended_rows(&mut self) {
+        self.ended_rows.clear();
+        if !self.show_ended || self.active_only {
+            return;
+        }
+        let ctx = RowCtx {
+            book: &self.book,
+            services: &self.services,
+        };
+        let matcher = self.filter.matcher(ctx);
+        let sel = &self.view_sel;
+        self.ended_rows.extend(
+            self.recent_ended
+                .newest_first()
+                .filter(|e| sel.family(e.flow.family) && sel.proto(e.flow.proto) && matcher.matches(e))
+                .cloned(),
+        );
     }
 
     /// The measured rates of the flow in row `i` of the flows tab.
@@ -321,10 +389,36 @@ impl App {
     /// A new snapshot from the engine.
     pub fn on_snapshot(&mut self, snap: Arc<Snapshot>) {
         self.latest = snap;
+        self.note_ended();
         if !self.paused {
             self.shown = Arc::clone(&self.latest);
             self.derive();
             self.refresh_detail();
+        }
+    }
+
+    /// A read of the journal (from the loader thread).
+    pub fn history_loaded(&mut self, loaded: Loaded) {
+        // The selection follows the flow it was on.
+        let selected = self
+            .history
+            .flow_at(self.cursor)
+            .map(|f| (f.ct_id, f.start_ms, f.end_ms));
+        self.history.set(loaded);
+        let ctx = RowCtx {
+            book: &self.book,
+            services: &self.services,
+        };
+        self.history.derive(&self.filter, &ctx);
+        if self.tab == Tab::History {
+            if let Some(i) = selected.and_then(|k| {
+                (0..self.history.rows.len())
+                    .find(|&i| self.history.flow_at(i).map(|f| (f.ct_id, f.start_ms, f.end_ms)) == Some(k))
+            }) {
+                self.cursor = i;
+            }
+            self.cursor = self.cursor.min(self.len().saturating_sub(1));
+            self.scroll_into_view();
         }
     }
 
@@ -365,8 +459,14 @@ impl App {
     /// A new snapshot for a deriver thread: the job to run, unless paused.
     pub fn snapshot_job(&mut self, snap: Arc<Snapshot>) -> Option<Job> {
         self.latest = snap;
+        self.note_ended();
         if self.paused {
             return None;
+        }
+        // Ended flows expire whether or not the rows are built again.
+        if self.tab == Tab::Flows {
+            self.refresh_ended_rows();
+            self.cursor = self.cursor.min(self.len().saturating_sub(1));
         }
         // Ordered by rate, a first rate measured into the readings only
         // (no entry chunk changed) can move rows.
@@ -439,7 +539,21 @@ impl App {
         let old = std::mem::replace(&mut self.shown, d.snapshot);
         self.rows_book = d.book_changes;
         self.counts = d.counts;
-        self.fresh = [d.flows.is_some(), d.processes.is_some(), d.countries.is_some()];
+        // The History tab's rows come from the journal, not the snapshot:
+        // derived with every set of rows (its filter may have changed).
+        self.fresh = [
+            d.flows.is_some(),
+            d.processes.is_some(),
+            d.countries.is_some(),
+            false,
+        ];
+        if self.tab == Tab::History {
+            let ctx = RowCtx {
+                book: &self.book,
+                services: &self.services,
+            };
+            self.history.derive(&self.filter, &ctx);
+        }
         self.filtered = d.filtered;
         if let Some(rows) = d.flows {
             self.flow_rows = rows;
@@ -450,6 +564,7 @@ impl App {
         if let Some(rows) = d.countries {
             self.country_rows = rows;
         }
+        self.refresh_ended_rows();
         if let Some(i) = self.selected.as_ref().and_then(|s| self.position_of(s)) {
             self.cursor = i;
         }
@@ -486,10 +601,20 @@ impl App {
         self.selected = self.selected_at(self.cursor);
     }
 
+    fn resort_history(&mut self) {
+        let ctx = RowCtx {
+            book: &self.book,
+            services: &self.services,
+        };
+        self.history.derive(&self.filter, &ctx);
+        self.move_to(self.cursor);
+    }
+
     fn position_of(&self, sel: &Selected) -> Option<usize> {
         match (self.tab, sel) {
             (Tab::Flows, Selected::Flow(key)) => self.flow_rows.row_of(*key, &self.shown.flows),
             (Tab::Processes, Selected::Process(key)) => self.proc_rows.iter().position(|r| r.key == *key),
+            (Tab::History, _) => None,
             (Tab::Countries, Selected::Country(cc)) => {
                 self.country_rows.iter().position(|r| r.country == *cc)
             }
@@ -505,6 +630,7 @@ impl App {
                 .country_rows
                 .get(i)
                 .map(|r| Selected::Country(r.country.clone())),
+            Tab::History => None,
         }
     }
 
@@ -583,6 +709,14 @@ impl App {
         }
         match self.tab {
             Tab::Flows => {
+                if let Some(entry) = self.ended_at(self.cursor).cloned() {
+                    self.detail = Some(Detail {
+                        key: entry.flow.key(),
+                        entry,
+                        ended: true,
+                    });
+                    return;
+                }
                 let slot = self.flow_rows.get(self.cursor);
                 if let Some(entry) = slot.and_then(|slot| self.shown.entry_at(slot)) {
                     if let Some(o) = &entry.owner {
@@ -625,6 +759,9 @@ impl App {
                     flows: filter,
                 });
             }
+            Tab::History => {
+                self.history_detail = self.history.flow_at(self.cursor).cloned().map(Box::new);
+            }
             Tab::Countries => {
                 if let Some(cc) = self.country_rows.get(self.cursor).map(|r| r.country.clone()) {
                     if cc != "??" {
@@ -661,6 +798,11 @@ impl App {
                 self.active_only = !self.active_only;
                 self.derive();
             }
+            Action::ToggleEnded => {
+                self.show_ended = !self.show_ended;
+                self.refresh_ended_rows();
+                self.move_to(self.cursor);
+            }
             Action::ToggleSource => {
                 self.show_src = !self.show_src;
                 // The source column only shows; sorting by it stops with it.
@@ -675,6 +817,9 @@ impl App {
                 self.cursor = 0;
                 self.offset = 0;
                 self.selected = None;
+                if let Some(l) = &self.history_loader {
+                    l.shown(self.tab == Tab::History);
+                }
                 if self.fresh[self.tab.index()] {
                     // Built with the others for this snapshot: just shown.
                     self.scroll_into_view();
@@ -695,6 +840,10 @@ impl App {
                         self.proc_sort = self.proc_sort.step(step);
                         self.resort_processes();
                     }
+                    Tab::History => {
+                        self.history.sort = self.history.sort.step(step);
+                        self.resort_history();
+                    }
                     Tab::Countries => {}
                 }
             }
@@ -706,6 +855,10 @@ impl App {
                 Tab::Processes => {
                     self.proc_sort.desc = !self.proc_sort.desc;
                     self.resort_processes();
+                }
+                Tab::History => {
+                    self.history.sort.desc = !self.history.sort.desc;
+                    self.resort_history();
                 }
                 Tab::Countries => {}
             },
@@ -737,6 +890,8 @@ impl App {
                     self.help = false;
                 } else if self.detail.is_some() {
                     self.detail = None;
+                } else if self.history_detail.is_some() {
+                    self.history_detail = None;
                 } else if self.proc_names.is_some() {
                     self.proc_names = None;
                 } else {

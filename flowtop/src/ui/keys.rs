@@ -18,6 +18,8 @@ pub enum Action {
     ToggleBits,
     ToggleActive,
     ToggleSource,
+    /// `t`: show or hide the flows that ended lately (Flows tab).
+    ToggleEnded,
     /// `T U D I S`: show or hide a protocol (by its key letter).
     ToggleProto(char),
     NextTab,
@@ -115,6 +117,7 @@ fn normal(code: KeyCode) -> Option<Action> {
         KeyCode::Char('b') => Action::ToggleBits,
         KeyCode::Char('a') => Action::ToggleActive,
         KeyCode::Char('s') => Action::ToggleSource,
+        KeyCode::Char('t') => Action::ToggleEnded,
         KeyCode::Char(c @ ('T' | 'U' | 'D' | 'I' | 'S')) => Action::ToggleProto(c),
         KeyCode::Tab => Action::NextTab,
         KeyCode::BackTab => Action::PrevTab,
@@ -150,10 +153,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("PgUp/PgDn, Home/End", "move by a page, to the first or last row"),
     ("g", "Processes: a row per pid / per program and user"),
     ("Left/h, Right/l", "scroll the table left or right"),
-    (
-        "Tab, Shift-Tab",
-        "next or previous tab (Flows, Processes, Countries)",
-    ),
+    ("Tab, Shift-Tab", "tabs: Flows, Processes, Countries, History"),
     ("< >", "sort by the previous or next column (also Processes)"),
     ("r", "reverse the sort order"),
     ("/", "filter: Enter keeps it, Esc clears, Ctrl-U erases"),
@@ -163,6 +163,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("b", "rates in bits or bytes per second"),
     ("a", "active flows only (traffic in the last interval)"),
     ("s", "show the source address and port"),
+    ("t", "show or hide flows that ended lately (dimmed)"),
     ("T U D I S", "show or hide TCP, UDP, DCCP, ICMP, SCTP"),
     ("?", "this help"),
     ("ADDRESS marks", "→ out  ← in  ↔ local  ⇄ forwarded  · not known"),

@@ -12,7 +12,9 @@
 
 pub mod app;
 pub mod derive;
+pub mod ended;
 pub mod filter;
+pub mod history;
 pub mod keys;
 pub mod procinfo;
 pub mod render;
@@ -61,6 +63,8 @@ pub struct ScreenInput {
     /// microseconds spent on rows on the screen's thread, drawing, and on
     /// rows on the deriver thread (for `xtask bench ui`).
     pub frame_log: Option<std::fs::File>,
+    /// The journal the History tab reads (`--journal`).
+    pub journal: std::path::PathBuf,
 }
 
 /// How long the loop waits for input before looking for a new snapshot.
@@ -71,6 +75,8 @@ enum Wake {
     Input(Event),
     /// Rows the deriver built, and the microseconds it took.
     Derived(Box<derive::Derived>, u128),
+    /// A read of the journal, for the History tab.
+    History(history::Loaded),
 }
 
 /// Runs the screen until the user quits or the engine ends.
@@ -93,6 +99,11 @@ pub fn run(mut input: ScreenInput) -> io::Result<()> {
     let _guard = term::TerminalGuard::enter()?;
     let (wake, woken) = mpsc::channel::<Wake>();
     spawn_input(wake.clone())?;
+    app.history.path = Some(input.journal.clone());
+    let to_screen = wake.clone();
+    app.history_loader = Some(history::Loader::spawn(input.journal.clone(), move |l| {
+        to_screen.send(Wake::History(l)).is_ok()
+    })?);
     let jobs = spawn_deriver(Arc::clone(&input.book), Arc::clone(&input.services), wake)?;
     let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
     let size = terminal.size()?;
@@ -153,6 +164,7 @@ pub fn run(mut input: ScreenInput) -> io::Result<()> {
                     let t0 = Instant::now();
                     match w {
                         Wake::Input(ev) => handle(&mut app, ev),
+                        Wake::History(l) => app.history_loaded(l),
                         Wake::Derived(d, us) => {
                             built_there += us;
                             if let Some(job) = app.take_derived(*d) {

@@ -68,6 +68,16 @@ impl Theme {
             s
         }
     }
+    /// A flow that ended (kept a while on the Flows tab): dimmed; under
+    /// NO_COLOR its row also starts with `x` (see [`flow_cells`]).
+    fn ended(&self) -> Style {
+        let s = Style::default().add_modifier(Modifier::DIM);
+        if self.color {
+            s.fg(Color::DarkGray)
+        } else {
+            s
+        }
+    }
     fn dim(&self) -> Style {
         if self.color {
             Style::default().fg(Color::DarkGray)
@@ -142,6 +152,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App, now: SystemTime) {
     let body = Rect::new(area.x, area.y + 2, area.width, body_h + 1);
     match &app.detail {
         Some(d) => draw_detail(frame, app, d, body, now, &theme),
+        None if app.history_detail.is_some() => draw_recorded(frame, app, body, &theme),
         None => match &app.proc_names {
             Some(p) => draw_names(frame, app, p, body, &theme),
             None => draw_table(frame, app, body, now, &theme),
@@ -223,12 +234,22 @@ fn tab_line<'a>(app: &'a App, theme: &Theme) -> Line<'a> {
         Tab::Flows => {
             let arrow = if app.sort.desc { "▼" } else { "▲" };
             spans.push(Span::raw(format!(" sort {}{arrow}", app.sort.column.title())));
+            if !app.show_ended {
+                spans.push(Span::raw("  ended hidden"));
+            }
         }
         Tab::Processes => {
             let arrow = if app.proc_sort.desc { "▼" } else { "▲" };
             let title = app.proc_sort.column.title(app.per_pid);
             let by = if app.per_pid { "per pid" } else { "per program" };
             spans.push(Span::raw(format!(" sort {title}{arrow}  {by}")));
+        }
+        Tab::History => {
+            let arrow = if app.history.sort.desc { "▼" } else { "▲" };
+            spans.push(Span::raw(format!(
+                " sort {}{arrow}  journal",
+                app.history.sort.column.title()
+            )));
         }
         Tab::Countries => {}
     }
@@ -266,19 +287,20 @@ fn footer<'a>(app: &App, theme: &Theme) -> Paragraph<'a> {
             return Paragraph::new(format!(" {}", terminal_safe(first))).style(theme.warn());
         }
     }
-    let hints = if app.detail.is_some() {
+    let hints = if app.detail.is_some() || app.history_detail.is_some() {
         " Esc back  ? help  q quit"
     } else if app.proc_names.is_some() {
         " Enter its flows  Esc back  ? help  q quit"
     } else {
         match app.tab {
             Tab::Flows => {
-                " q quit  ? help  / filter  Tab tabs  < > sort  r reverse  Space pause  Enter details  s src  b bits  a active"
+                " q quit  ? help  / filter  Tab tabs  < > sort  r reverse  Space pause  Enter details  s src  b bits  a active  t ended"
             }
             Tab::Processes => {
                 " q quit  ? help  / filter  Tab tabs  < > sort  r reverse  g per pid/program  Enter flows of the row"
             }
             Tab::Countries => " q quit  ? help  / filter  Tab tabs  Space pause  Enter flows of the row",
+            Tab::History => " q quit  ? help  / filter  Tab tabs  < > sort  r reverse  (ended flows, newest first)",
         }
     };
     Paragraph::new(hints).style(theme.dim())
@@ -375,8 +397,11 @@ fn flow_cells(app: &App, i: usize, cols: &[Column], now: SystemTime) -> Vec<Stri
     };
     let f = &e.flow;
     let ends = rows::ends(e);
+    // Without colour an ended flow is told by a leading mark.
+    let ended = !app.color && app.ended_at(i).is_some();
     cols.iter()
         .map(|&c| match c {
+            Column::Process if ended => format!("x {}", rows::process_name(e.owner.as_ref())),
             Column::Process => rows::process_name(e.owner.as_ref()),
             Column::Pid => e.owner.as_ref().map_or_else(|| "-".into(), |o| o.pid.to_string()),
             Column::Proto => rows::proto_name(f.proto),
@@ -533,6 +558,36 @@ fn table_text(app: &App, width: u16, now: SystemTime) -> (String, Vec<String>) {
                 .collect();
             (line_of(&head), lines)
         }
+        Tab::History => {
+            use super::history::{cells, Column as H};
+            let ctx = app.ctx();
+            let col = |c: H| {
+                let (width, right) = c.width();
+                Col { width, right }
+            };
+            let head: Vec<(Col, String)> = H::ALL
+                .iter()
+                .map(|&c| {
+                    let mut t = c.title().to_owned();
+                    if c == app.history.sort.column {
+                        t.push_str(if app.history.sort.desc { "▼" } else { "▲" });
+                    }
+                    (col(c), t)
+                })
+                .collect();
+            let lines = visible
+                .filter_map(|i| app.history.flow_at(i))
+                .map(|f| {
+                    let row: Vec<(Col, String)> = H::ALL
+                        .iter()
+                        .map(|&c| col(c))
+                        .zip(cells(f, &ctx, app.time_text))
+                        .collect();
+                    line_of(&row)
+                })
+                .collect();
+            (line_of(&head), lines)
+        }
     }
 }
 
@@ -547,6 +602,8 @@ fn draw_table(frame: &mut Frame<'_>, app: &App, area: Rect, now: SystemTime, the
         if Some(i) == selected {
             let padded = format!("{l:<w$}", w = usize::from(area.width) + usize::from(app.hscroll));
             text.push(Line::styled(padded, theme.selected()));
+        } else if app.tab == Tab::Flows && app.ended_at(app.offset + i).is_some() {
+            text.push(Line::styled(l, theme.ended()));
         } else {
             text.push(Line::raw(l));
         }
@@ -564,6 +621,18 @@ fn draw_table(frame: &mut Frame<'_>, app: &App, area: Rect, now: SystemTime, the
 /// of the engine, whole, when it gave one), every flow of a protocol or
 /// family toggled off, or every flow filtered out.
 fn empty_text(app: &App) -> Vec<String> {
+    if app.tab == Tab::History {
+        let h = &app.history;
+        return vec![match &h.message {
+            Some(m) => terminal_safe(m).into_owned(),
+            None if !h.loaded => "reading the journal…".to_owned(),
+            None if h.flows.is_empty() => "the journal holds no ended flow yet".to_owned(),
+            None => format!(
+                "no recorded flow matches: {} flows hidden (Esc clears the filter)",
+                h.flows.len()
+            ),
+        }];
+    }
     if app.shown().flows.is_empty() {
         if app.note == Some(crate::engine::Notice::EmptyTable) {
             return crate::engine::EMPTY_TABLE_HINT
@@ -871,6 +940,30 @@ fn draw_detail(frame: &mut Frame<'_>, app: &App, d: &Detail, area: Rect, now: Sy
     let block = Block::default()
         .borders(Borders::TOP)
         .title(" Flow details (Esc back) ");
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block)
+            .wrap(ratatui::widgets::Wrap { trim: false }),
+        area,
+    );
+}
+
+/// The details of a recorded flow (Enter on the History tab): what the
+/// journal holds of it.
+fn draw_recorded(frame: &mut Frame<'_>, app: &App, area: Rect, theme: &Theme) {
+    let Some(f) = &app.history_detail else { return };
+    let lines: Vec<Line<'_>> = super::history::detail_lines(f, &app.ctx(), app.time_text)
+        .into_iter()
+        .map(|(k, v)| {
+            Line::from(vec![
+                Span::styled(format!(" {k:<13}"), theme.titles()),
+                Span::raw(format!(" {v}")),
+            ])
+        })
+        .collect();
+    let block = Block::default()
+        .borders(Borders::TOP)
+        .title(" Recorded flow (Esc back) ");
     frame.render_widget(
         Paragraph::new(lines)
             .block(block)

@@ -929,7 +929,10 @@ fn the_header_total_counts_flows_that_ended_in_the_interval() {
     let s = screen(&a, 140, 24);
     assert!(s.contains("in 3.3MB/s out 13KB/s"), "{s}");
     type_filter(&mut a, "pid:502");
-    assert_eq!(a.len(), 0, "the ended flow is no row");
+    // The ended flow is no live row; it stays a while after them (dimmed).
+    assert_eq!(a.flow_rows.len(), 0, "the ended flow is no live row");
+    assert_eq!(a.len(), 1);
+    assert!(a.ended_at(0).is_some());
     assert_eq!(a.counts.throughput.received, 2_000_000.0, "but counts");
     type_filter(&mut a, "");
     a.apply(Action::FilterClear);
@@ -997,7 +1000,11 @@ fn processes_group_by_program_and_split_per_pid_with_command_lines() {
     assert_eq!(a.filter_text, "exe:/usr/bin/python3.12");
     let mut v = ids(&a);
     v.sort_unstable();
-    assert_eq!(v, vec![1, 3], "the ended flow is no row");
+    assert_eq!(v, vec![1, 2, 3], "the ended flow after the live ones");
+    a.apply(Action::ToggleEnded);
+    let mut v = ids(&a);
+    v.sort_unstable();
+    assert_eq!(v, vec![1, 3], "the ended flow hidden with t");
 }
 
 /// `<` `>` `r` sort the Processes tab as they sort the Flows tab: the next
@@ -1217,6 +1224,9 @@ fn a_table_emptied_in_the_interval_still_counts_its_last_bytes() {
     let snap = t.snapshot_for_screen(&t.snapshot(), t0 + Duration::from_secs(1));
     let mut a = app(120, 24);
     a.on_snapshot(snap);
+    // The ended flow shows a while (dimmed); hidden, the table is empty.
+    assert!(a.ended_at(0).is_some());
+    a.apply(Action::ToggleEnded);
     let s = screen(&a, 120, 24);
     assert!(s.contains("no flows: the conntrack table has none"), "{s}");
     assert!(s.contains("in 488KB/s out 0B/s"), "{s}");
@@ -1361,4 +1371,471 @@ fn frame_process_names() {
     // Esc goes back to the Processes tab.
     a.apply(Action::Back);
     assert_eq!((a.mode(), a.tab), (Mode::Normal, Tab::Processes));
+}
+
+// ---------------------------------------------------------------- history
+
+mod history {
+    use super::*;
+    use crate::journal::schema;
+    use crate::ui::history::{self, Column as H, Loaded};
+    use rusqlite::{params, Connection};
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A scratch directory, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new() -> Scratch {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                // Fixed width: messages with the path wrap the same way.
+                "flowtop-ui-history-{:010}-{:04}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A journal of four ended flows (curl twice, resolved, sshd in) and
+    /// one still open (not shown).
+    fn journal(dir: &Path) -> PathBuf {
+        let path = dir.join("journal.sqlite");
+        let db = Connection::open(&path).unwrap();
+        db.execute_batch(schema::CREATE_V1).unwrap();
+        db.pragma_update(None, "application_id", schema::APPLICATION_ID)
+            .unwrap();
+        db.pragma_update(None, "user_version", schema::VERSION).unwrap();
+        db.execute_batch(
+            "INSERT INTO exe (id, path) VALUES (1, '/usr/bin/curl'), (2, '/usr/lib/systemd/systemd-resolved'),
+                 (3, '/usr/sbin/sshd');
+             INSERT INTO name (id, name) VALUES (1, 'api.example.com'), (2, 'ptr.example.net');
+             INSERT INTO addr (id, ip) VALUES (1, x'c0000201'), (2, x'c6336407'), (3, x'cb007105'),
+                 (4, x'c6336435');
+             INSERT INTO process (id, pid, comm, exe) VALUES (1, 4242, 'curl', 1),
+                 (2, 812, 'systemd-resolve', 2), (3, 977, 'sshd', 3), (4, 4300, 'curl', 1);",
+        )
+        .unwrap();
+        let mut ins = db
+            .prepare(
+                "INSERT INTO flow (ct_id, proto, src, dst, sport, dport, state, direction, start_ms, end_ms, \
+                 orig_bytes, reply_bytes, process, exe, dst_name, dst_name_source, dst_host, dst_country) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            )
+            .unwrap();
+        let t = 1_700_000_000_000i64;
+        let none = None::<i64>;
+        ins.execute(params![
+            11,
+            6,
+            1,
+            2,
+            40000,
+            443,
+            "TIME_WAIT",
+            "out",
+            t,
+            t + 1_250,
+            2_000,
+            150_000,
+            1,
+            1,
+            1,
+            "sni",
+            2,
+            "DE"
+        ])
+        .unwrap();
+        ins.execute(params![
+            12,
+            17,
+            1,
+            4,
+            53000,
+            53,
+            "UNREPLIED",
+            "out",
+            t + 2_000,
+            t + 32_000,
+            60,
+            none,
+            2,
+            2,
+            none,
+            none,
+            none,
+            "US"
+        ])
+        .unwrap();
+        ins.execute(params![
+            13,
+            6,
+            3,
+            1,
+            51000,
+            22,
+            "CLOSE",
+            "in",
+            t - 300_000,
+            t + 60_000,
+            80_000,
+            9_000_000,
+            3,
+            3,
+            none,
+            none,
+            none,
+            "US"
+        ])
+        .unwrap();
+        ins.execute(params![
+            14,
+            6,
+            1,
+            3,
+            40002,
+            80,
+            "TIME_WAIT",
+            "out",
+            t + 61_000,
+            t + 61_400,
+            500,
+            4_000,
+            4,
+            1,
+            none,
+            none,
+            2,
+            "US"
+        ])
+        .unwrap();
+        ins.execute(params![
+            15,
+            6,
+            1,
+            2,
+            40004,
+            443,
+            "ESTABLISHED",
+            "out",
+            t + 1000,
+            none,
+            1,
+            1,
+            4,
+            1,
+            none,
+            none,
+            none,
+            "DE"
+        ])
+        .unwrap();
+        path
+    }
+
+    fn on_history(w: u16, h: u16, loaded: Loaded) -> App {
+        let mut a = app(w, h);
+        a.apply(Action::PrevTab);
+        assert_eq!(a.tab, Tab::History);
+        a.history_loaded(loaded);
+        a
+    }
+
+    fn pids(a: &App) -> Vec<Option<u32>> {
+        (0..a.len()).map(|i| a.history.flow_at(i).unwrap().pid).collect()
+    }
+
+    #[test]
+    fn the_history_tab_comes_after_the_others() {
+        let mut a = app(120, 20);
+        for _ in 0..3 {
+            a.apply(Action::NextTab);
+        }
+        assert_eq!(a.tab, Tab::History);
+        a.apply(Action::NextTab);
+        assert_eq!(a.tab, Tab::Flows);
+    }
+
+    #[test]
+    fn the_history_tab_shows_ended_flows_newest_first() {
+        let dir = Scratch::new();
+        let loaded = history::load(&journal(&dir.0), history::LIMIT);
+        let a = on_history(150, 12, loaded);
+        assert_eq!(pids(&a), [Some(4300), Some(977), Some(812), Some(4242)]);
+        insta::assert_snapshot!("history_150x12", screen(&a, 150, 12));
+    }
+
+    #[test]
+    fn the_history_tab_filters_and_sorts() {
+        let dir = Scratch::new();
+        let mut a = on_history(150, 12, history::load(&journal(&dir.0), 10));
+        type_filter(&mut a, "comm:curl");
+        assert_eq!(pids(&a), [Some(4300), Some(4242)]);
+        type_filter(&mut a, " port:https");
+        assert_eq!(pids(&a), [Some(4242)]);
+        a.apply(Action::Back);
+        type_filter(&mut a, "api.example");
+        assert_eq!(pids(&a), [Some(4242)]);
+        a.apply(Action::Back);
+        type_filter(&mut a, "cc:de");
+        assert_eq!(pids(&a), [Some(4242)]);
+        a.apply(Action::Back);
+        type_filter(&mut a, "proto:udp state:unrepl");
+        assert_eq!(pids(&a), [Some(812)]);
+        a.apply(Action::Back);
+        type_filter(&mut a, "pid:977");
+        assert_eq!(pids(&a), [Some(977)]);
+        a.apply(Action::Back);
+        type_filter(&mut a, "exe:resolved");
+        assert_eq!(pids(&a), [Some(812)]);
+        a.apply(Action::Back);
+        assert_eq!(a.len(), 4);
+        // Oldest first, then by duration (longest first), then shortest.
+        a.apply(Action::SortReverse);
+        assert_eq!(pids(&a), [Some(4242), Some(812), Some(977), Some(4300)]);
+        a.apply(Action::SortNext);
+        assert_eq!(a.history.sort.column, H::Duration);
+        assert_eq!(pids(&a), [Some(977), Some(812), Some(4242), Some(4300)]);
+        a.apply(Action::SortReverse);
+        assert_eq!(pids(&a), [Some(4300), Some(4242), Some(812), Some(977)]);
+        a.apply(Action::SortPrev);
+        a.apply(Action::SortPrev);
+        assert_eq!(a.history.sort.column, H::Country);
+    }
+
+    #[test]
+    fn the_history_tab_says_why_it_is_empty() {
+        let dir = Scratch::new();
+        let missing = dir.0.join("none.sqlite");
+        let a = on_history(100, 8, history::load(&missing, 10));
+        let s = screen(&a, 100, 8);
+        assert!(s.contains("no journal at"), "{s}");
+        insta::assert_snapshot!(
+            "history_missing_100x8",
+            s.replace(&*dir.0.to_string_lossy(), "DIR")
+        );
+
+        let garbage = dir.0.join("garbage.sqlite");
+        std::fs::write(&garbage, b"not a database at all, only text").unwrap();
+        let a = on_history(100, 8, history::load(&garbage, 10));
+        insta::assert_snapshot!(
+            "history_corrupt_100x8",
+            screen(&a, 100, 8).replace(&*dir.0.to_string_lossy(), "DIR")
+        );
+
+        let foreign = dir.0.join("foreign.sqlite");
+        Connection::open(&foreign)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let s = screen(&on_history(100, 8, history::load(&foreign, 10)), 100, 8);
+        assert!(s.contains("is not a flowtop journal"), "{s}");
+
+        let empty = dir.0.join("empty.sqlite");
+        let db = Connection::open(&empty).unwrap();
+        db.execute_batch(schema::CREATE_V1).unwrap();
+        db.pragma_update(None, "application_id", schema::APPLICATION_ID)
+            .unwrap();
+        db.pragma_update(None, "user_version", schema::VERSION).unwrap();
+        drop(db);
+        let a = on_history(100, 8, history::load(&empty, 10));
+        insta::assert_snapshot!("history_empty_100x8", screen(&a, 100, 8));
+
+        // Before the first read.
+        let mut a = app(100, 8);
+        a.apply(Action::PrevTab);
+        assert!(screen(&a, 100, 8).contains("reading the journal"));
+    }
+
+    #[test]
+    fn a_new_read_keeps_the_selection_on_its_flow() {
+        let dir = Scratch::new();
+        let path = journal(&dir.0);
+        let mut a = on_history(150, 12, history::load(&path, 10));
+        a.apply(Action::Down);
+        assert_eq!(a.history.flow_at(a.cursor).unwrap().pid, Some(977));
+        // A newer flow ends: the rows move down one, the selection with them.
+        let db = Connection::open(&path).unwrap();
+        db.execute(
+            "INSERT INTO flow (ct_id, proto, src, dst, start_ms, end_ms) VALUES (20, 6, 1, 2, 1, 1800000000000)",
+            [],
+        )
+        .unwrap();
+        drop(db);
+        a.history_loaded(history::load(&path, 10));
+        assert_eq!(a.len(), 5);
+        assert_eq!(a.history.flow_at(a.cursor).unwrap().pid, Some(977));
+    }
+
+    #[test]
+    fn enter_on_a_recorded_flow_shows_what_the_journal_holds() {
+        let dir = Scratch::new();
+        let mut a = on_history(120, 30, history::load(&journal(&dir.0), 10));
+        a.move_for_test(3);
+        a.apply(Action::Open);
+        assert_eq!(a.mode(), Mode::Detail);
+        insta::assert_snapshot!("history_detail_120x30", screen(&a, 120, 30));
+        a.apply(Action::Back);
+        assert!(a.history_detail.is_none());
+        assert_eq!(a.mode(), Mode::Normal);
+    }
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        assert_eq!(history::duration_text(850), "850ms");
+        assert_eq!(history::duration_text(12_340), "12.3s");
+        assert_eq!(history::duration_text(245_000), "4m05s");
+        assert_eq!(history::duration_text(7_380_000), "2h03m");
+    }
+}
+
+// ---------------------------------------------------------------- ended flows
+
+mod ended {
+    use super::*;
+    use crate::flow::model::Counters;
+    use crate::flow::table::{EndedFlows, Entry, Snapshot};
+    use crate::ui::ended::Recent;
+    use std::time::{Duration, Instant};
+
+    /// The `n` flows of [`fixture::many`], as entries.
+    fn entries(n: u32) -> Vec<Entry> {
+        let s = fixture::many(n);
+        let mut out: Vec<Entry> = s.flows.slots().filter_map(|(slot, _)| s.entry_at(slot)).collect();
+        out.sort_by_key(|e| e.flow.id);
+        out
+    }
+
+    /// `base` with `ended` listed as the flows that ended since the last one.
+    fn with_ended(base: &Snapshot, ended: Vec<Entry>) -> Arc<Snapshot> {
+        let moved = Counters {
+            orig_bytes: 100,
+            ..Counters::default()
+        };
+        Arc::new(Snapshot {
+            flows: base.flows.clone(),
+            stats: base.stats,
+            aggregates: base.aggregates.clone(),
+            first_rates: base.first_rates,
+            ended: Arc::new(EndedFlows {
+                flows: ended.into_iter().map(|e| (e, moved)).collect(),
+                overflow: Counters::default(),
+                span: Duration::from_secs(1),
+            }),
+        })
+    }
+
+    fn ended_app(color: bool) -> App {
+        let mut a = app(150, 16);
+        a.color = color;
+        let base = fixture::flows();
+        a.on_snapshot(with_ended(&base, entries(2)));
+        a
+    }
+
+    #[test]
+    fn t_toggles_the_ended_flows() {
+        assert_eq!(
+            keys::action(key(KeyCode::Char('t')), Mode::Normal),
+            Some(Action::ToggleEnded)
+        );
+        // T still toggles TCP.
+        assert_eq!(
+            keys::action(key(KeyCode::Char('T')), Mode::Normal),
+            Some(Action::ToggleProto('T'))
+        );
+    }
+
+    #[test]
+    fn ended_flows_follow_the_live_ones_and_count_in_no_total() {
+        let live = app(150, 16);
+        let mut a = ended_app(true);
+        assert_eq!(a.counts.flows, live.counts.flows, "the live flows only");
+        assert_eq!(a.len(), live.len() + 2);
+        // Newest first: the snapshot's last ended flow first.
+        let ids: Vec<u32> = a.ended_rows.iter().map(|e| e.flow.id).collect();
+        assert_eq!(ids, [2, 1]);
+        assert!(a.ended_at(live.len()).is_some() && a.ended_at(live.len() - 1).is_none());
+        insta::assert_snapshot!("flows_ended_150x16", screen(&a, 150, 16));
+        let t = draw(&a, 150, 16);
+        let buf = t.backend().buffer();
+        let row = 3 + u16::try_from(live.len()).unwrap();
+        assert!(buf[(2, row)].modifier.contains(ratatui::style::Modifier::DIM));
+        assert_eq!(buf[(2, row)].fg, Color::DarkGray);
+        // t hides them, t again shows them.
+        a.apply(Action::ToggleEnded);
+        assert_eq!(a.len(), live.len());
+        insta::assert_snapshot!("flows_ended_hidden_150x16", screen(&a, 150, 16));
+        a.apply(Action::ToggleEnded);
+        assert_eq!(a.len(), live.len() + 2);
+        // The filter and the protocol toggles apply to them as to the others.
+        type_filter(&mut a, "port:1001");
+        assert_eq!(a.len(), 1);
+        assert!(a.ended_at(0).is_some());
+        a.apply(Action::Back);
+        a.apply(Action::ToggleProto('T'));
+        assert!(a.ended_rows.is_empty());
+        a.apply(Action::ToggleProto('T'));
+        // Enter on one: its details, as it ended.
+        a.move_for_test(live.len());
+        a.apply(Action::Open);
+        let d = a.detail.as_ref().expect("detail");
+        assert!(d.ended && d.entry.flow.id == 2);
+    }
+
+    #[test]
+    fn without_colour_ended_flows_are_marked() {
+        let a = ended_app(false);
+        let s = screen(&a, 150, 16);
+        insta::assert_snapshot!("flows_ended_no_color_150x16", s);
+        assert_eq!(s.matches("\"x ").count(), 2, "{s}");
+    }
+
+    #[test]
+    fn ended_flows_are_kept_a_while_and_a_bounded_few() {
+        let t0 = Instant::now();
+        let e = entries(5);
+        let mut r = Recent::default();
+        r.cap = 3;
+        r.push(t0, &e[..2]);
+        assert_eq!(r.len(), 2);
+        // The oldest dropped past the cap.
+        r.push(t0 + Duration::from_secs(1), &e[2..4]);
+        let ids = |r: &Recent| r.newest_first().map(|e| e.flow.id).collect::<Vec<_>>();
+        assert_eq!(ids(&r), [4, 3, 2]);
+        // The same flow noted twice: kept once, as the newest.
+        r.push(t0 + Duration::from_secs(2), &e[1..2]);
+        assert_eq!(ids(&r), [2, 4, 3]);
+        // More at once than the cap: the last ones.
+        r.push(t0 + Duration::from_secs(3), &e[..]);
+        assert_eq!(ids(&r), [5, 4, 3]);
+        // Gone 10 s after they ended, not before.
+        r.expire(t0 + Duration::from_secs(13));
+        assert_eq!(r.len(), 3);
+        r.expire(t0 + Duration::from_millis(13_001));
+        assert!(r.is_empty());
+        // The default bounds.
+        let d = Recent::default();
+        assert_eq!((d.keep, d.cap), (Duration::from_secs(10), 1000));
+    }
+
+    #[test]
+    fn ended_flows_expire_with_the_next_snapshots() {
+        let mut a = ended_app(true);
+        assert_eq!(a.ended_rows.len(), 2);
+        a.recent_ended.keep = Duration::ZERO;
+        std::thread::sleep(Duration::from_millis(5));
+        let _ = a.snapshot_job(fixture::flows());
+        assert!(a.ended_rows.is_empty());
+        assert!(a.recent_ended.is_empty());
+    }
 }
