@@ -928,23 +928,12 @@ fn parent_chain(app: &App, o: &Owner) -> String {
 }
 
 fn draw_detail(frame: &mut Frame<'_>, app: &App, d: &Detail, area: Rect, now: SystemTime, theme: &Theme) {
-    let lines: Vec<Line<'_>> = detail_lines(app, d, now)
-        .into_iter()
-        .map(|(k, v)| {
-            Line::from(vec![
-                Span::styled(format!(" {k:<13}"), theme.titles()),
-                Span::raw(format!(" {v}")),
-            ])
-        })
-        .collect();
-    let block = Block::default()
-        .borders(Borders::TOP)
-        .title(" Flow details (Esc back) ");
-    frame.render_widget(
-        Paragraph::new(lines)
-            .block(block)
-            .wrap(ratatui::widgets::Wrap { trim: false }),
+    draw_key_values(
+        frame,
+        detail_lines(app, d, now),
+        " Flow details (Esc back) ",
         area,
+        theme,
     );
 }
 
@@ -952,7 +941,20 @@ fn draw_detail(frame: &mut Frame<'_>, app: &App, d: &Detail, area: Rect, now: Sy
 /// journal holds of it.
 fn draw_recorded(frame: &mut Frame<'_>, app: &App, area: Rect, theme: &Theme) {
     let Some(f) = &app.history_detail else { return };
-    let lines: Vec<Line<'_>> = super::history::detail_lines(f, &app.ctx(), app.time_text)
+    let lines = super::history::detail_lines(f, &app.ctx(), app.time_text);
+    draw_key_values(frame, lines, " Recorded flow (Esc back) ", area, theme);
+}
+
+/// A details panel: one `key  value` line per pair, keys styled as titles,
+/// long values wrapped.
+fn draw_key_values<K: std::fmt::Display, V: std::fmt::Display>(
+    frame: &mut Frame<'_>,
+    pairs: Vec<(K, V)>,
+    title: &str,
+    area: Rect,
+    theme: &Theme,
+) {
+    let lines: Vec<Line<'_>> = pairs
         .into_iter()
         .map(|(k, v)| {
             Line::from(vec![
@@ -961,9 +963,7 @@ fn draw_recorded(frame: &mut Frame<'_>, app: &App, area: Rect, theme: &Theme) {
             ])
         })
         .collect();
-    let block = Block::default()
-        .borders(Borders::TOP)
-        .title(" Recorded flow (Esc back) ");
+    let block = Block::default().borders(Borders::TOP).title(title);
     frame.render_widget(
         Paragraph::new(lines)
             .block(block)
