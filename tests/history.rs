@@ -80,8 +80,12 @@ impl Writer {
             let mode: String = db.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).unwrap();
             assert_eq!(mode, "wal");
         }
-        db.execute_batch(&format!("BEGIN; {} COMMIT;", schema::CREATE_V1))
-            .unwrap();
+        db.execute_batch(&format!(
+            "BEGIN; {} {}; COMMIT;",
+            schema::CREATE_V1,
+            schema::MIGRATIONS.join(";")
+        ))
+        .unwrap();
         db.pragma_update(None, "application_id", schema::APPLICATION_ID)
             .unwrap();
         db.pragma_update(None, "user_version", schema::VERSION).unwrap();
@@ -158,6 +162,31 @@ impl Writer {
                 ],
             )
             .unwrap();
+        if let Some(end_ms) = r.end_ms {
+            // The per-day rollup, as the recorder keeps it.
+            let id = self.db.last_insert_rowid();
+            self.db
+                .execute(
+                    schema::UPSERT_DAY,
+                    params![
+                        end_ms,
+                        exe.unwrap_or(0),
+                        dst,
+                        r.dport.unwrap_or(-1),
+                        r.proto,
+                        r.orig_bytes,
+                        r.reply_bytes,
+                        r.start_ms,
+                        end_ms,
+                        id,
+                        process,
+                        self.name(&r.dst_name),
+                        self.name(&r.dst_host),
+                        r.country,
+                    ],
+                )
+                .unwrap();
+        }
     }
 }
 

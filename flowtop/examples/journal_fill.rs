@@ -1,4 +1,5 @@
-//! Fills a journal (schema version 1, `flowtop::journal::schema`) with
+//! Fills a journal (rows of schema version 1, `flowtop::journal::schema`;
+//! `migrate` brings it to the current version) with
 //! realistic recorded flows, for `cargo xtask bench journal`: the size on
 //! disk per flow and `flowtop history` over millions of rows.
 //!
@@ -7,17 +8,12 @@
 //!   and inserts ROWS flows with prepared statements, one transaction per
 //!   10 000 rows; prints one JSON object (rows, seconds, bytes on disk
 //!   after a final checkpoint).
-//! - `journal_fill index PATH`: adds the covering index `flow_summary`
-//!   (exe, dst, dport, proto, start_ms, end_ms, orig_bytes, reply_bytes)
-//!   that `history --summary` can answer from alone; prints the seconds
-//!   and the bytes on disk after.
 //! - `journal_fill stats PATH`: the bytes of each table and index (SQLite's
 //!   `dbstat`), as one JSON object.
-//! - `journal_fill rollup PATH`: what a per-day rollup kept by the writer
-//!   would give `--summary` (not in schema version 1): builds
-//!   `flow_day` (exe, dst, dport, proto, day, flows, sums, first, last,
-//!   latest flow id) from the flows, then times the summary's GROUP BY
-//!   over it (best of 3); prints rows, seconds and bytes added.
+//! - `journal_fill migrate PATH`: runs the schema's migrations (version 2
+//!   builds the per-day rollup `flow_day` from the rows, which is what the
+//!   writer keeps up to date row by row); prints the seconds and the bytes
+//!   on disk after.
 //!
 //! The data: 300 executables (`/usr/bin/app000` ... `app299`, used by a
 //! Zipf law: app000 the busiest), 66 processes each (20 000 in all),
@@ -119,7 +115,8 @@ fn fill(path: &str, rows: i64) -> rusqlite::Result<()> {
     db.execute_batch("PRAGMA cache_size=-262144")?;
     db.execute_batch(&format!("BEGIN; {} COMMIT;", schema::CREATE_V1))?;
     db.pragma_update(None, "application_id", schema::APPLICATION_ID)?;
-    db.pragma_update(None, "user_version", schema::VERSION)?;
+    // The rows of version 1; `migrate` adds what later versions keep.
+    db.pragma_update(None, "user_version", 1)?;
     let mut rng = Rng(42);
     let tx = db.transaction()?;
     {
@@ -256,23 +253,6 @@ fn fill(path: &str, rows: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn index(path: &str) -> rusqlite::Result<()> {
-    let started = Instant::now();
-    let db = Connection::open(path)?;
-    db.execute_batch(
-        "CREATE INDEX IF NOT EXISTS flow_summary ON flow \
-         (exe, dst, dport, proto, start_ms, end_ms, orig_bytes, reply_bytes)",
-    )?;
-    db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-    drop(db);
-    let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    println!(
-        "{{\"seconds\":{:.2},\"bytes\":{bytes}}}",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
-}
-
 fn stats(path: &str) -> rusqlite::Result<()> {
     let db = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let mut stmt = db.prepare("SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC")?;
@@ -286,45 +266,27 @@ fn stats(path: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn rollup(path: &str) -> rusqlite::Result<()> {
-    let db = Connection::open(path)?;
-    let before = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+fn migrate(path: &str) -> rusqlite::Result<()> {
     let started = Instant::now();
-    db.execute_batch(
-        "DROP TABLE IF EXISTS flow_day;
-         CREATE TABLE flow_day (exe INTEGER, dst INTEGER, dport INTEGER, proto INTEGER, day INTEGER,
-             flows INTEGER, orig_bytes INTEGER, reply_bytes INTEGER, first_ms INTEGER,
-             last_ms INTEGER, last_id INTEGER);
-         INSERT INTO flow_day SELECT exe, dst, dport, proto, end_ms / 86400000, count(*),
-             sum(orig_bytes), sum(reply_bytes), min(start_ms), max(end_ms), max(id)
-             FROM flow GROUP BY exe, dst, dport, proto, end_ms / 86400000;
-         CREATE INDEX flow_day_key ON flow_day (exe, dst, dport, proto, day, flows, orig_bytes,
-             reply_bytes, first_ms, last_ms, last_id);",
-    )?;
-    db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-    let build = started.elapsed().as_secs_f64();
-    let rows: i64 = db.query_row("SELECT count(*) FROM flow_day", [], |r| r.get(0))?;
-    let mut best = f64::MAX;
-    let mut groups = 0i64;
-    for _ in 0..3 {
-        let t = Instant::now();
-        let mut stmt = db.prepare(
-            "SELECT exe, dst, dport, proto, sum(flows), sum(orig_bytes), sum(reply_bytes), \
-             min(first_ms), max(last_ms), max(last_id) FROM flow_day GROUP BY exe, dst, dport, proto",
-        )?;
-        let mut rows = stmt.query([])?;
-        groups = 0;
-        while let Some(r) = rows.next()? {
-            let _: (Option<i64>, i64, i64) = (r.get(0)?, r.get(4)?, r.get(9)?);
-            groups += 1;
-        }
-        best = best.min(t.elapsed().as_secs_f64());
+    let db = Connection::open(path)?;
+    let from: i32 = db.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let mut sql = String::from("BEGIN;");
+    for step in schema::MIGRATIONS
+        .iter()
+        .skip(usize::try_from(from.max(1) - 1).unwrap_or(0))
+    {
+        sql.push_str(step);
+        sql.push(';');
     }
+    sql.push_str(&format!("PRAGMA user_version = {}; COMMIT;", schema::VERSION));
+    db.execute_batch(&sql)?;
+    db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    let days: i64 = db.query_row("SELECT count(*) FROM flow_day", [], |r| r.get(0))?;
     drop(db);
-    let after = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     println!(
-        "{{\"rows\":{rows},\"groups\":{groups},\"build_seconds\":{build:.2},\"query_seconds\":{best:.3},\"bytes_added\":{}}}",
-        after.saturating_sub(before)
+        "{{\"seconds\":{:.2},\"bytes\":{bytes},\"day_rows\":{days}}}",
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }
@@ -336,11 +298,10 @@ fn main() {
             let rows = rows.replace('_', "").parse().expect("ROWS is a number");
             fill(path, rows)
         }
-        (Some("index"), Some(path), None) => index(path),
         (Some("stats"), Some(path), None) => stats(path),
-        (Some("rollup"), Some(path), None) => rollup(path),
+        (Some("migrate"), Some(path), None) => migrate(path),
         _ => {
-            eprintln!("usage: journal_fill fill PATH ROWS | index PATH | stats PATH | rollup PATH");
+            eprintln!("usage: journal_fill fill PATH ROWS | stats PATH | migrate PATH");
             std::process::exit(2);
         }
     };

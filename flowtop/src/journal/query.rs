@@ -159,6 +159,8 @@ pub struct Summary {
 pub struct Journal {
     db: Connection,
     path: String,
+    /// The schema version (`flow_day` exists from 2 on).
+    version: i32,
 }
 
 /// The path for messages: escaped for the terminal.
@@ -277,7 +279,11 @@ impl Journal {
         if version < 1 {
             return Err(OpenError::NotAJournal(name, format!("schema version {version}")));
         }
-        Ok(Journal { db, path: name })
+        Ok(Journal {
+            db,
+            path: name,
+            version,
+        })
     }
 
     /// The path, as shown in messages.
@@ -333,24 +339,86 @@ impl Journal {
 
     /// One [`Summary`] per (exe, destination, port, protocol) of the flows
     /// `filter` selects, sorted by exe (unattributed last), most flows first.
+    ///
+    /// Whole days come from the rollup `flow_day` (a few hundred thousand
+    /// rows for ten million flows), the rest from the rows themselves: the
+    /// partial days at the edges of `--since`/`--until`, the flows still
+    /// open, and everything when a filter is one the rollup cannot answer
+    /// (`--comm`, `--pid`, `--dst NAME`: the rollup keeps one process and
+    /// one name per group and day) or the journal predates it.
     pub fn summary(&self, filter: &Filter) -> anyhow::Result<Vec<Summary>> {
+        self.summary_by(filter, self.rollup_answers(filter))
+    }
+
+    /// Whether `flow_day` can answer `filter`'s groups.
+    fn rollup_answers(&self, filter: &Filter) -> bool {
+        self.version >= 2
+            && filter.comm.is_none()
+            && filter.pid.is_none()
+            && !matches!(filter.dst, Some(Dst::Name(_)))
+    }
+
+    /// [`Self::summary`], with (`rollup`) or without the per-day rollup.
+    pub(super) fn summary_by(&self, filter: &Filter, rollup: bool) -> anyhow::Result<Vec<Summary>> {
+        let mut acc: Groups = HashMap::default();
+        let (since, until) = (filter.since_ms, filter.until_ms);
+        // The whole days inside the bounds: [first_day, end_day).
+        let first_day = since.map_or(i64::MIN, |s| {
+            s.div_euclid(schema::DAY_MS) + i64::from(s.rem_euclid(schema::DAY_MS) != 0)
+        });
+        let end_day = until.map_or(i64::MAX, |u| u.div_euclid(schema::DAY_MS));
+        if rollup && first_day < end_day {
+            let mut days = Vec::new();
+            if since.is_some() {
+                days.push(format!("f.day >= {first_day}"));
+            }
+            if until.is_some() {
+                days.push(format!("f.day < {end_day}"));
+            }
+            self.add_days(filter, &days, &mut acc)?;
+            // The partial days at the edges, from the rows.
+            if let Some(s) = since {
+                self.add_rows(
+                    filter,
+                    &[
+                        format!("f.end_ms >= {s}"),
+                        format!("f.end_ms < {}", first_day * schema::DAY_MS),
+                    ],
+                    &mut acc,
+                )?;
+            }
+            if let Some(u) = until {
+                let lower = match since {
+                    Some(s) => s.max(end_day * schema::DAY_MS),
+                    None => end_day * schema::DAY_MS,
+                };
+                self.add_rows(
+                    filter,
+                    &[format!("f.end_ms >= {lower}"), format!("f.end_ms < {u}")],
+                    &mut acc,
+                )?;
+            }
+            // Flows still open end after any --since, never before an --until.
+            if until.is_none() {
+                self.add_rows(filter, &["f.end_ms IS NULL".to_owned()], &mut acc)?;
+            }
+        } else {
+            let mut bounds = Vec::new();
+            if let Some(s) = since {
+                bounds.push(format!("(f.end_ms >= {s} OR f.end_ms IS NULL)"));
+            }
+            if let Some(u) = until {
+                bounds.push(format!("f.end_ms < {u}"));
+            }
+            self.add_rows(filter, &bounds, &mut acc)?;
+        }
+        self.name_groups(acc)
+    }
+
+    /// Adds the flow rows `filter` and `bounds` select to `acc`.
+    fn add_rows(&self, filter: &Filter, bounds: &[String], acc: &mut Groups) -> anyhow::Result<()> {
         let (mut conds, params) = conditions(filter);
-        if let Some(since) = filter.since_ms {
-            conds.push(format!("(f.end_ms >= {since} OR f.end_ms IS NULL)"));
-        }
-        if let Some(until) = filter.until_ms {
-            conds.push(format!("f.end_ms < {until}"));
-        }
-        let join = if filter.family.is_some() {
-            "JOIN addr da ON da.id = f.dst"
-        } else {
-            ""
-        };
-        let where_ = if conds.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", conds.join(" AND "))
-        };
+        conds.extend(bounds.iter().cloned());
         // Aggregated here rather than by SQLite's GROUP BY: without a
         // covering index, GROUP BY walks flow_exe and fetches every row by
         // id (about 2 s per million rows), where this reads the table in
@@ -358,44 +426,66 @@ impl Journal {
         // picks the index that narrows the rows.
         let sql = format!(
             "SELECT f.exe, f.dst, f.dport, f.proto, f.orig_bytes, f.reply_bytes, f.start_ms, f.end_ms, \
-             f.id, f.process, f.dst_name, f.dst_host, f.dst_country FROM flow f {join} {where_}"
+             f.id, f.process, f.dst_name, f.dst_host, f.dst_country FROM flow f {} {}",
+            family_join(filter),
+            where_clause(&conds)
         );
-        type Key = (Option<i64>, i64, Option<i64>, i64);
-        let mut acc: HashMap<Key, Acc, foldhash::fast::RandomState> = HashMap::default();
         let mut stmt = self.db.prepare(&sql)?;
         let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
         while let Some(r) = rows.next()? {
             let key: Key = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
             let (orig, reply): (Option<i64>, Option<i64>) = (r.get(4)?, r.get(5)?);
-            let (start, end, id): (i64, Option<i64>, i64) = (r.get(6)?, r.get(7)?, r.get(8)?);
-            let a = acc.entry(key).or_insert(Acc {
-                flows: 0,
-                orig: 0,
-                reply: 0,
-                first: start,
-                last: end,
-                last_id: i64::MIN,
+            let part = Acc {
+                flows: 1,
+                orig: non_negative(orig),
+                reply: non_negative(reply),
+                first: r.get(6)?,
+                last: r.get(7)?,
+                last_id: r.get(8)?,
                 latest: Latest::default(),
-            });
-            a.flows += 1;
-            a.orig = a.orig.saturating_add(non_negative(orig));
-            a.reply = a.reply.saturating_add(non_negative(reply));
-            a.first = a.first.min(start);
-            a.last = a.last.max(end);
-            if id > a.last_id {
-                // The latest flow's owner and names, kept as ids (and the
-                // country, allocated only when it changes).
-                a.last_id = id;
-                a.latest.process = r.get(9)?;
-                a.latest.name = r.get(10)?;
-                a.latest.host = r.get(11)?;
-                let country = r.get_ref(12)?.as_str_or_null().ok().flatten();
-                if a.latest.country.as_deref() != country {
-                    a.latest.country = country.map(Box::from);
-                }
-            }
+            };
+            merge(acc, key, part, || latest_of(r, 9))?;
         }
-        drop(rows);
+        Ok(())
+    }
+
+    /// Adds the rollup rows of `filter` and the day bounds `days` to `acc`.
+    fn add_days(&self, filter: &Filter, days: &[String], acc: &mut Groups) -> anyhow::Result<()> {
+        let (mut conds, params) = conditions(filter);
+        conds.extend(days.iter().cloned());
+        let sql = format!(
+            "SELECT f.exe, f.dst, f.dport, f.proto, f.orig_bytes, f.reply_bytes, f.first_ms, f.last_ms, \
+             f.last_flow, f.process, f.dst_name, f.dst_host, f.dst_country, f.flows FROM flow_day f {} {}",
+            family_join(filter),
+            where_clause(&conds)
+        );
+        let mut stmt = self.db.prepare(&sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
+        while let Some(r) = rows.next()? {
+            // The rollup's stand-ins for NULL (see schema::V1_TO_V2).
+            let (exe, dport): (i64, i64) = (r.get(0)?, r.get(2)?);
+            let key: Key = (
+                (exe != 0).then_some(exe),
+                r.get(1)?,
+                (dport >= 0).then_some(dport),
+                r.get(3)?,
+            );
+            let part = Acc {
+                flows: non_negative(r.get(13)?),
+                orig: non_negative(r.get(4)?),
+                reply: non_negative(r.get(5)?),
+                first: r.get(6)?,
+                last: r.get(7)?,
+                last_id: r.get(8)?,
+                latest: Latest::default(),
+            };
+            merge(acc, key, part, || latest_of(r, 9))?;
+        }
+        Ok(())
+    }
+
+    /// The groups as [`Summary`] rows, sorted.
+    fn name_groups(&self, acc: Groups) -> anyhow::Result<Vec<Summary>> {
         // Ids to text, each looked up once.
         let mut exe_path = self.db.prepare_cached("SELECT path FROM exe WHERE id = ?1")?;
         let mut addr = self.db.prepare_cached("SELECT ip FROM addr WHERE id = ?1")?;
@@ -468,6 +558,67 @@ struct Latest {
     name: Option<i64>,
     host: Option<i64>,
     country: Option<Box<str>>,
+}
+
+/// A summary group: (exe, destination address id, port, protocol).
+type Key = (Option<i64>, i64, Option<i64>, i64);
+type Groups = HashMap<Key, Acc, foldhash::fast::RandomState>;
+
+/// The owner, names and country at column `at` and the three after it.
+fn latest_of(r: &SqlRow<'_>, at: usize) -> rusqlite::Result<Latest> {
+    Ok(Latest {
+        process: r.get(at)?,
+        name: r.get(at + 1)?,
+        host: r.get(at + 2)?,
+        country: r.get_ref(at + 3)?.as_str_or_null().ok().flatten().map(Box::from),
+    })
+}
+
+/// Adds `part` (one flow row, or one day of a group) to its group; the
+/// group's latest flow (highest row id) names it, read by `latest` only
+/// when `part` is the latest so far.
+fn merge(
+    acc: &mut Groups,
+    key: Key,
+    part: Acc,
+    latest: impl FnOnce() -> rusqlite::Result<Latest>,
+) -> rusqlite::Result<()> {
+    let a = acc.entry(key).or_insert(Acc {
+        flows: 0,
+        orig: 0,
+        reply: 0,
+        first: part.first,
+        last: part.last,
+        last_id: i64::MIN,
+        latest: Latest::default(),
+    });
+    a.flows += part.flows;
+    a.orig = a.orig.saturating_add(part.orig);
+    a.reply = a.reply.saturating_add(part.reply);
+    a.first = a.first.min(part.first);
+    a.last = a.last.max(part.last);
+    if part.last_id > a.last_id {
+        a.last_id = part.last_id;
+        a.latest = latest()?;
+    }
+    Ok(())
+}
+
+/// The join the family filter (`length(da.ip)`) needs.
+fn family_join(filter: &Filter) -> &'static str {
+    if filter.family.is_some() {
+        "JOIN addr da ON da.id = f.dst"
+    } else {
+        ""
+    }
+}
+
+fn where_clause(conds: &[String]) -> String {
+    if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    }
 }
 
 const FLOW_SELECT: &str = "SELECT f.ct_id, f.proto, sa.ip, da.ip, f.sport, f.dport, \

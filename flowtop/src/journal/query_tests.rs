@@ -34,7 +34,6 @@ fn journal(dir: &Path) -> PathBuf {
     db.execute_batch(schema::CREATE_V1).unwrap();
     db.pragma_update(None, "application_id", schema::APPLICATION_ID)
         .unwrap();
-    db.pragma_update(None, "user_version", schema::VERSION).unwrap();
     db.execute_batch(
         "INSERT INTO exe (id, path) VALUES (1, '/usr/bin/curl'), (2, '/usr/bin/ssh');
          INSERT INTO name (id, name) VALUES (1, 'Example.COM.'), (2, 'ptr.example.net');
@@ -69,6 +68,11 @@ fn journal(dir: &Path) -> PathBuf {
         None::<i64>
     ])
     .unwrap();
+    // The rows were written as version 1: the migration builds the rollup.
+    for step in schema::MIGRATIONS {
+        db.execute_batch(step).unwrap();
+    }
+    db.pragma_update(None, "user_version", schema::VERSION).unwrap();
     path
 }
 
@@ -152,4 +156,21 @@ fn recent_flows_are_the_ended_ones_newest_first() {
     assert_eq!(ids(10), [2, 1]);
     assert_eq!(ids(1), [2]);
     assert_eq!(ids(0), [] as [u32; 0]);
+}
+
+/// A version 1 journal (no rollup, opened read-only, so never migrated)
+/// is summed from its rows.
+#[test]
+fn a_version_1_journal_is_summed_from_its_rows() {
+    let dir = Scratch::new();
+    let path = journal(&dir.0);
+    let expected = Journal::open(&path).unwrap().summary(&Filter::default()).unwrap();
+    {
+        let db = Connection::open(&path).unwrap();
+        db.execute_batch("DROP TABLE flow_day; PRAGMA user_version = 1;")
+            .unwrap();
+    }
+    let j = Journal::open(&path).unwrap();
+    assert_eq!(j.summary(&Filter::default()).unwrap(), expected);
+    assert_eq!(expected.iter().map(|s| s.flows).sum::<u64>(), 3);
 }

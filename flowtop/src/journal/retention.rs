@@ -111,19 +111,50 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Deletes up to [`CHUNK`] flows that ended before `cutoff_ms`; how many.
 pub fn delete_older(db: &Connection, cutoff_ms: i64) -> rusqlite::Result<usize> {
-    db.prepare_cached(
-        "DELETE FROM flow WHERE id IN (SELECT id FROM flow WHERE end_ms < ?1 ORDER BY end_ms LIMIT ?2)",
-    )?
-    .execute(rusqlite::params![cutoff_ms, CHUNK])
+    delete_ended(
+        db,
+        "SELECT id FROM flow WHERE end_ms < ?1 ORDER BY end_ms LIMIT ?2",
+        rusqlite::params![cutoff_ms, CHUNK],
+    )
 }
 
 /// Deletes the `n` flows that ended first (at most [`CHUNK`]); how many.
 pub fn delete_oldest(db: &Connection, n: i64) -> rusqlite::Result<usize> {
-    db.prepare_cached(
-        "DELETE FROM flow WHERE id IN \
-         (SELECT id FROM flow WHERE end_ms IS NOT NULL ORDER BY end_ms LIMIT ?1)",
-    )?
-    .execute([n.clamp(1, CHUNK)])
+    delete_ended(
+        db,
+        "SELECT id FROM flow WHERE end_ms IS NOT NULL ORDER BY end_ms LIMIT ?1",
+        rusqlite::params![n.clamp(1, CHUNK)],
+    )
+}
+
+/// Deletes the ended flows `select` names (their ids), and takes them out
+/// of the per-day rollup: `--summary` keeps adding up exactly the rows
+/// that are left (the counts and bytes; a group's `first` may still be an
+/// older start). A day's group goes with its last flow. Retention removes
+/// the oldest flows first, so the groups it empties lie in the days up to
+/// the chunk's last: that range of the rollup's key is all it looks at.
+fn delete_ended(db: &Connection, select: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    db.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS doomed (id INTEGER PRIMARY KEY); DELETE FROM temp.doomed;",
+    )?;
+    db.prepare_cached(&format!("INSERT INTO temp.doomed {select}"))?
+        .execute(params)?;
+    db.execute_batch(
+        "UPDATE flow_day SET flows = flows - d.n, orig_bytes = orig_bytes - d.o,
+                reply_bytes = reply_bytes - d.r
+         FROM (SELECT end_ms / 86400000 AS day, coalesce(exe, 0) AS exe, dst,
+                      coalesce(dport, -1) AS dport, proto, count(*) AS n,
+                      sum(max(coalesce(orig_bytes, 0), 0)) AS o,
+                      sum(max(coalesce(reply_bytes, 0), 0)) AS r
+               FROM flow WHERE id IN temp.doomed AND end_ms IS NOT NULL
+               GROUP BY 1, 2, 3, 4, 5) AS d
+         WHERE flow_day.day = d.day AND flow_day.exe = d.exe AND flow_day.dst = d.dst
+           AND flow_day.dport = d.dport AND flow_day.proto = d.proto;
+         DELETE FROM flow_day WHERE flows <= 0 AND day <= (
+             SELECT max(end_ms) / 86400000 FROM flow WHERE id IN temp.doomed);",
+    )?;
+    db.prepare_cached("DELETE FROM flow WHERE id IN temp.doomed")?
+        .execute([])
 }
 
 /// Gives the free pages back to the file system (a journal created with
@@ -170,20 +201,27 @@ pub fn clean_unreferenced(db: &Connection, cutoff_ms: i64) -> rusqlite::Result<(
         "DELETE FROM flow WHERE end_ms IS NULL AND start_ms < ?1",
         [cutoff_ms],
     )?;
+    // The rollup (flow_day) refers to processes, executables, names and
+    // addresses too: its days may outlive their latest rows.
     db.execute_batch(
         "DELETE FROM process WHERE id NOT IN (
              SELECT process FROM flow WHERE process IS NOT NULL
-             UNION SELECT peer_process FROM flow WHERE peer_process IS NOT NULL);
+             UNION SELECT peer_process FROM flow WHERE peer_process IS NOT NULL
+             UNION SELECT process FROM flow_day WHERE process IS NOT NULL);
          DELETE FROM exe WHERE id NOT IN (
              SELECT exe FROM flow WHERE exe IS NOT NULL
-             UNION SELECT exe FROM process WHERE exe IS NOT NULL);
+             UNION SELECT exe FROM process WHERE exe IS NOT NULL
+             UNION SELECT exe FROM flow_day);
          DELETE FROM name WHERE id NOT IN (
              SELECT dst_name FROM flow WHERE dst_name IS NOT NULL
-             UNION SELECT dst_host FROM flow WHERE dst_host IS NOT NULL);
+             UNION SELECT dst_host FROM flow WHERE dst_host IS NOT NULL
+             UNION SELECT dst_name FROM flow_day WHERE dst_name IS NOT NULL
+             UNION SELECT dst_host FROM flow_day WHERE dst_host IS NOT NULL);
          DELETE FROM addr WHERE id NOT IN (
              SELECT src FROM flow UNION SELECT dst FROM flow
              UNION SELECT reply_src FROM flow WHERE reply_src IS NOT NULL
-             UNION SELECT reply_dst FROM flow WHERE reply_dst IS NOT NULL);",
+             UNION SELECT reply_dst FROM flow WHERE reply_dst IS NOT NULL
+             UNION SELECT dst FROM flow_day);",
     )
 }
 

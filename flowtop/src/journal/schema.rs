@@ -14,6 +14,10 @@
 //! the conntrack totals at the end (or at the checkpoint); text is stored
 //! as received (names are untrusted: escape when printing).
 //!
+//! Version 2 adds `flow_day`, the per-day rollup `flowtop history
+//! --summary` reads instead of every row: the writer keeps it up to date
+//! with each final row, in the same transaction.
+//!
 //! A change of shape bumps [`VERSION`] and adds a step to [`MIGRATIONS`];
 //! a reader refuses a journal whose version is newer than it knows, and a
 //! file whose `application_id` is not [`APPLICATION_ID`] is not a journal.
@@ -23,9 +27,13 @@
 pub const APPLICATION_ID: i32 = 0x666c_6f77;
 
 /// `PRAGMA user_version` of the shape below.
-pub const VERSION: i32 = 1;
+pub const VERSION: i32 = 2;
 
-/// Creates schema version 1 on an empty database (in one transaction).
+/// Milliseconds per rollup day (UTC days: `end_ms / DAY_MS`).
+pub const DAY_MS: i64 = 86_400_000;
+
+/// Creates schema version 1 on an empty database; a new journal then runs
+/// every step of [`MIGRATIONS`] (in one transaction).
 pub const CREATE_V1: &str = "
 CREATE TABLE exe (
     id      INTEGER PRIMARY KEY,
@@ -93,10 +101,69 @@ CREATE INDEX flow_exe ON flow(exe, dst, dport, proto);
 /// final row is written.
 pub const DELETE_CHECKPOINT: &str = "DELETE FROM flow WHERE ct_id = ?1 AND start_ms = ?2 AND end_ms IS NULL";
 
-/// Steps from version N to N+1, index N-1 (none yet: version 1 is the
-/// first). A writer opening an older journal runs the missing steps in one
-/// transaction and sets `user_version`.
-pub const MIGRATIONS: &[&str] = &[];
+/// Version 1 to 2: the per-day rollup of ended flows, one row per (UTC day
+/// the flow ended, executable, destination, port, protocol), filled from
+/// the rows already there.
+///
+/// The key has no NULLs (SQLite's UNIQUE treats NULLs as distinct, which
+/// would defeat the writer's upsert): `exe` 0 stands for "no executable"
+/// (row ids start at 1) and `dport` -1 for "no port". The latest flow
+/// counted (`last_flow`, the highest row id, as the summary over rows
+/// takes it) lends the group its owner, names and country; they are copied
+/// here because retention may delete that row before the day goes.
+pub const V1_TO_V2: &str = "
+CREATE TABLE flow_day (
+    day         INTEGER NOT NULL,   -- end_ms / 86400000
+    exe         INTEGER NOT NULL,   -- exe(id); 0: none known
+    dst         INTEGER NOT NULL,   -- addr(id)
+    dport       INTEGER NOT NULL,   -- -1: a protocol without ports
+    proto       INTEGER NOT NULL,
+    flows       INTEGER NOT NULL,
+    orig_bytes  INTEGER NOT NULL,
+    reply_bytes INTEGER NOT NULL,
+    first_ms    INTEGER NOT NULL,   -- the earliest start
+    last_ms     INTEGER NOT NULL,   -- the latest end
+    last_flow   INTEGER NOT NULL,   -- flow(id) of the latest row counted
+    process     INTEGER,            -- ... and its owner, names and country
+    dst_name    INTEGER,
+    dst_host    INTEGER,
+    dst_country TEXT,
+    PRIMARY KEY (day, exe, dst, dport, proto)
+) WITHOUT ROWID;
+INSERT INTO flow_day (day, exe, dst, dport, proto, flows, orig_bytes, reply_bytes, first_ms, last_ms, last_flow)
+    SELECT end_ms / 86400000, coalesce(exe, 0), dst, coalesce(dport, -1), proto, count(*),
+           sum(max(coalesce(orig_bytes, 0), 0)), sum(max(coalesce(reply_bytes, 0), 0)),
+           min(start_ms), max(end_ms), max(id)
+    FROM flow WHERE end_ms IS NOT NULL GROUP BY 1, 2, 3, 4, 5;
+UPDATE flow_day SET process = f.process, dst_name = f.dst_name, dst_host = f.dst_host,
+       dst_country = f.dst_country
+    FROM flow f WHERE f.id = flow_day.last_flow;
+";
+
+/// Counts one final row (`?1`..`?14`: end_ms, exe or 0, dst, dport or -1,
+/// proto, orig_bytes, reply_bytes, start_ms, end_ms, flow id, process,
+/// dst_name, dst_host, dst_country) into its day of `flow_day`.
+pub const UPSERT_DAY: &str = "
+INSERT INTO flow_day (day, exe, dst, dport, proto, flows, orig_bytes, reply_bytes, first_ms, last_ms,
+                      last_flow, process, dst_name, dst_host, dst_country)
+    VALUES (?1 / 86400000, ?2, ?3, ?4, ?5, 1, max(coalesce(?6, 0), 0), max(coalesce(?7, 0), 0), ?8, ?9,
+            ?10, ?11, ?12, ?13, ?14)
+ON CONFLICT (day, exe, dst, dport, proto) DO UPDATE SET
+    flows = flows + 1,
+    orig_bytes = orig_bytes + excluded.orig_bytes,
+    reply_bytes = reply_bytes + excluded.reply_bytes,
+    first_ms = min(first_ms, excluded.first_ms),
+    last_ms = max(last_ms, excluded.last_ms),
+    last_flow = excluded.last_flow,
+    process = excluded.process,
+    dst_name = excluded.dst_name,
+    dst_host = excluded.dst_host,
+    dst_country = excluded.dst_country";
+
+/// Steps from version N to N+1, index N-1. A writer opening an older
+/// journal runs the missing steps in one transaction and sets
+/// `user_version`; a new journal runs them all after [`CREATE_V1`].
+pub const MIGRATIONS: &[&str] = &[V1_TO_V2];
 
 #[cfg(test)]
 mod tests {

@@ -653,3 +653,201 @@ fn bytes_per_row() {
         used.as_secs_f64() * 1e6 / f64::from(n)
     );
 }
+
+/// A journal the writer filled with `n` varied flows: four owners (one
+/// none), three destinations (one IPv6), two ports, ends spread over five
+/// UTC days, one flow in ten still open (a checkpoint).
+fn varied_journal(path: &Path, n: u32, now: i64) {
+    let owners = [
+        Some(owner(1, "curl", "/usr/bin/curl")),
+        Some(owner(2, "ssh", "/usr/bin/ssh")),
+        Some(owner(3, "app", "/opt/app")),
+        None,
+    ];
+    let dsts = ["192.0.2.7", "198.51.100.9", "2001:db8::5"];
+    let w = spawn(path, options());
+    for id in 0..n {
+        let dst = dsts[(id % 3) as usize];
+        let src = if dst.contains(':') {
+            "2001:db8::1"
+        } else {
+            "10.0.0.1"
+        };
+        let dport = if id % 5 == 0 { 53 } else { 443 };
+        let o = owners[(id % 4) as usize].clone();
+        let end = now - i64::from(id) * 5 * 86_400_000 / i64::from(n);
+        let mut r = FlowRecord::of(
+            &entry(flow(id, src, 40000 + (id % 1000) as u16, dst, dport), o),
+            0,
+            (id % 10 != 0).then_some(end),
+            None,
+        );
+        r.start_ms = end - i64::from(id % 7) * 1000;
+        if let Some(c) = r.counters.as_mut() {
+            c.orig_bytes = u64::from(id) * 3;
+            c.reply_bytes = u64::from(id) * 11;
+        }
+        w.send(r);
+    }
+    assert_eq!(w.finish().written, u64::from(n));
+}
+
+fn sorted(mut s: Vec<super::query::Summary>) -> Vec<super::query::Summary> {
+    s.sort_by(|a, b| (&a.exe, a.dst, a.dport, a.proto).cmp(&(&b.exe, b.dst, b.dport, b.proto)));
+    s
+}
+
+/// `--summary` over the per-day rollup (whole days) and the rows (partial
+/// days, open flows) gives exactly what the rows alone give, for bounds on
+/// and off day boundaries and every filter the rollup answers.
+#[test]
+fn the_rollup_gives_the_summary_the_rows_give() {
+    use super::query::{Dst, Filter, Journal};
+    let dir = TempDir::new("rollup");
+    let path = dir.join("j.sqlite");
+    let now = unix_ms(SystemTime::now());
+    varied_journal(&path, 3000, now);
+    let j = Journal::open(&path).unwrap();
+    let day = super::schema::DAY_MS;
+    let midnight = now.div_euclid(day) * day;
+    let bounds = [
+        (None, None),
+        (Some(now - 2 * day - 3_600_000), None),
+        (Some(midnight - 2 * day), None),
+        (None, Some(now - day - 1)),
+        (None, Some(midnight - day)),
+        (Some(now - 4 * day + 17), Some(now - day + 5)),
+        (Some(midnight - 3 * day + 1000), Some(midnight - 3 * day + 9000)),
+        (Some(now + day), None),
+    ];
+    let filters = [
+        Filter::default(),
+        Filter {
+            exe: Some("/usr/bin/curl".into()),
+            ..Filter::default()
+        },
+        Filter {
+            port: Some(53),
+            ..Filter::default()
+        },
+        Filter {
+            dst: Some(Dst::Addr(ip("198.51.100.9"))),
+            ..Filter::default()
+        },
+        Filter {
+            family: Some(6),
+            ..Filter::default()
+        },
+        Filter {
+            protos: Some(vec![6]),
+            ..Filter::default()
+        },
+    ];
+    let mut nonempty = 0;
+    for f in &filters {
+        for (since_ms, until_ms) in bounds {
+            let f = Filter {
+                since_ms,
+                until_ms,
+                ..f.clone()
+            };
+            let rows = sorted(j.summary_by(&f, false).unwrap());
+            let rolled = sorted(j.summary_by(&f, true).unwrap());
+            assert_eq!(rolled, rows, "{f:?}");
+            nonempty += usize::from(!rows.is_empty());
+        }
+    }
+    assert!(nonempty > 30, "the cases select flows: {nonempty}");
+    // The rollup counts every ended row once.
+    let db = Connection::open(&path).unwrap();
+    assert_eq!(
+        count(&db, "SELECT sum(flows) FROM flow_day"),
+        count(&db, "SELECT count(*) FROM flow WHERE end_ms IS NOT NULL")
+    );
+}
+
+/// A journal written as version 1 is migrated when a writer opens it: the
+/// rollup is built from its rows, the same as the writer would have kept.
+#[test]
+fn a_version_1_journal_is_migrated_and_its_rollup_built() {
+    let dir = TempDir::new("migrate");
+    let (kept, migrated) = (dir.join("kept.sqlite"), dir.join("v1.sqlite"));
+    let now = unix_ms(SystemTime::now());
+    varied_journal(&kept, 500, now);
+    varied_journal(&migrated, 500, now);
+    {
+        // Back to version 1: no rollup.
+        let db = Connection::open(&migrated).unwrap();
+        db.execute_batch("DROP TABLE flow_day; PRAGMA user_version = 1;")
+            .unwrap();
+    }
+    spawn(&migrated, options()).finish();
+    let days = |p: &Path| -> Vec<(i64, i64, i64, i64, i64, i64, i64)> {
+        let db = Connection::open(p).unwrap();
+        let mut s = db
+            .prepare(
+                "SELECT day, exe, dst, dport, flows, orig_bytes, last_flow FROM flow_day ORDER BY 1, 2, 3, 4",
+            )
+            .unwrap();
+        s.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    };
+    let db = Connection::open(&migrated).unwrap();
+    assert_eq!(count(&db, "PRAGMA user_version"), i64::from(VERSION));
+    assert!(!days(&kept).is_empty());
+    assert_eq!(days(&migrated), days(&kept));
+}
+
+/// Retention by age takes its flows out of the rollup too.
+#[test]
+fn retention_removes_the_rollup_days_of_removed_flows() {
+    let dir = TempDir::new("rollup-age");
+    let path = dir.join("j.sqlite");
+    let now = unix_ms(SystemTime::now());
+    varied_journal(&path, 1000, now);
+    let w = spawn(
+        &path,
+        WriterOptions {
+            retention: Some(Retention {
+                age: Duration::from_secs(86_400),
+                size: 1 << 40,
+            }),
+            ..options()
+        },
+    );
+    let stats = w.stats().clone();
+    wait_for("retention", || stats.counts().removed > 0);
+    std::thread::sleep(Duration::from_millis(300));
+    w.finish();
+    let db = Connection::open(&path).unwrap();
+    let left = count(&db, "SELECT count(*) FROM flow WHERE end_ms IS NOT NULL");
+    assert!(left > 0 && left < 900, "{left} ended flows left");
+    // The rollup adds up exactly the rows left, and no emptied group stays.
+    assert_eq!(count(&db, "SELECT sum(flows) FROM flow_day"), left);
+    assert_eq!(
+        count(&db, "SELECT sum(orig_bytes) FROM flow_day"),
+        count(&db, "SELECT sum(orig_bytes) FROM flow WHERE end_ms IS NOT NULL")
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM flow_day WHERE flows <= 0"), 0);
+    let oldest_day =
+        count(&db, "SELECT min(end_ms) FROM flow WHERE end_ms IS NOT NULL") / super::schema::DAY_MS;
+    assert_eq!(
+        count(
+            &db,
+            &format!("SELECT count(*) FROM flow_day WHERE day < {oldest_day}")
+        ),
+        0
+    );
+}

@@ -217,8 +217,10 @@ fn not_a_database(e: &rusqlite::Error) -> bool {
 /// file system with `incremental_vacuum`.
 fn create(db: &Connection) -> rusqlite::Result<()> {
     db.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")?;
+    let steps = MIGRATIONS.join(";");
     db.execute_batch(&format!(
-        "BEGIN; {CREATE_V1}; PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {VERSION}; COMMIT;"
+        "BEGIN; {CREATE_V1}; {steps}; PRAGMA application_id = {APPLICATION_ID}; \
+         PRAGMA user_version = {VERSION}; COMMIT;"
     ))
 }
 
@@ -870,5 +872,25 @@ fn insert_flow(db: &Connection, caches: &mut Caches, r: &FlowRecord) -> rusqlite
         r.src_country.as_deref(),
         r.dst_country.as_deref(),
     ])?;
+    if let Some(end_ms) = r.end_ms {
+        // The day's rollup, in the batch's transaction: `--summary` never
+        // sees a row that its day does not count.
+        db.prepare_cached(super::schema::UPSERT_DAY)?.execute(params![
+            end_ms,
+            exe.unwrap_or(0),
+            dst,
+            r.orig.dport.map_or(-1, i64::from),
+            r.proto,
+            opt_i64(c.map(|c| c.orig_bytes)),
+            opt_i64(c.map(|c| c.reply_bytes)),
+            r.start_ms,
+            end_ms,
+            db.last_insert_rowid(),
+            process,
+            dst_name,
+            dst_host,
+            r.dst_country.as_deref(),
+        ])?;
+    }
     Ok(())
 }

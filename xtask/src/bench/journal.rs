@@ -5,11 +5,10 @@
 //!    (prepared statements, one transaction per 10 000 rows, WAL, as a
 //!    recorder writes) and the file size is divided by the rows; SQLite's
 //!    `dbstat` splits it per table and index.
-//! 2. `flowtop history --summary` over 10 million rows: wall time of the
-//!    real binary (release), with the schema's indexes, then with a
-//!    covering index the bench adds (`flow_summary`), then what a per-day
-//!    rollup table kept by the writer would give (`journal_fill rollup`):
-//!    neither is in schema version 1, they are measured to choose.
+//! 2. `flowtop history` over 10 million rows: wall time of the real binary
+//!    (release) on the same journal twice: as schema version 1 (rows only,
+//!    the peer) and after the migration to version 2, whose per-day rollup
+//!    `flow_day` answers `--summary` for whole days.
 //! 3. Recording 10 000 flow ends per second for 60 s: `flowtop record` and
 //!    `flowtop --json > /dev/null` side by side in a namespace while
 //!    `ct_churn.py` creates and destroys 10 000 UDP entries per second;
@@ -39,9 +38,9 @@ pub(crate) const USAGE: &str = "\
 usage: cargo xtask bench journal [--rows N] [--query-rows N] [--runs N] [--skip-record]
 
   The journal (issue 14): bytes on disk per recorded flow over N realistic
-  rows (default 1M); `flowtop history --summary` (and with --exe) over
-  --query-rows rows (default 10M), with schema version 1's indexes, with a
-  covering index and over a per-day rollup (best of --runs, default 3); and
+  rows (default 1M); `flowtop history --summary` (and with --exe, --since)
+  over --query-rows rows (default 10M), as schema version 1 (rows only) and
+  version 2 (per-day rollup) (best of --runs, default 3); and
   `flowtop record` at 10 000 flow ends/s for 60 s against `flowtop --json`
   (root, and a flowtop with the writer; else reported as not measured).
   Writes bench/journal.md.";
@@ -157,13 +156,15 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let size_db = tmp.0.join("size.sqlite");
     log(format!("filling {} rows for the size", o.rows));
     let f = fill(&tool, &["fill", &size_db.to_string_lossy(), &o.rows.to_string()])?;
-    let bytes = num(&f, "bytes")?;
+    // With the rollup the writer keeps (schema version 2).
+    let bytes = num(&fill(&tool, &["migrate", &size_db.to_string_lossy()])?, "bytes")?;
     let per_row = bytes / o.rows as f64;
     let stats = fill(&tool, &["stats", &size_db.to_string_lossy()])?;
     let _ = writeln!(
         md,
         "\n## Bytes on disk per recorded flow\n\n{} rows written by `journal_fill` (300 executables, 20 000 \
-         processes, 50 000 addresses, 20 000 names; WAL, one transaction per 10 000 rows) in {:.1} s: \
+         processes, 50 000 addresses, 20 000 names; WAL, one transaction per 10 000 rows; then the per-day \
+         rollup of schema version 2) in {:.1} s: \
          **{} for the file, {per_row:.0} B per flow** (target < 150 B: {}).\n",
         o.rows,
         num(&f, "seconds")?,
@@ -203,11 +204,15 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         num(&f, "seconds")?,
         o.runs
     );
-    let queries: [(&str, &[&str]); 3] = [
+    let queries: [(&str, &[&str]); 4] = [
         ("--summary --json", &["--summary", "--json"]),
         (
             "--summary --json --exe /usr/bin/app001",
             &["--summary", "--json", "--exe", "/usr/bin/app001"],
+        ),
+        (
+            "--summary --json --since 3d",
+            &["--summary", "--json", "--since", "3d"],
         ),
         (
             "--json --exe /usr/bin/app001 --since 1d",
@@ -215,32 +220,36 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         ),
     ];
     let mut t = Table::new(&[
-        ("indexes", "---"),
+        ("schema", "---"),
         ("history", "---"),
         ("lines", "---:"),
         ("wall (best)", "---:"),
         ("runs", "---"),
     ]);
-    let mut summary_best = Vec::new();
-    for (label, extra) in [("schema v1", false), ("schema v1 + covering flow_summary", true)] {
-        if extra {
-            log("adding the covering index");
-            let ix = fill(&tool, &["index", &q.to_string_lossy()])?;
+    // Best wall time per query, per schema.
+    let mut best_of: Vec<Vec<f64>> = Vec::new();
+    let mut lines_of: Vec<Vec<u64>> = Vec::new();
+    for (label, migrate) in [("v1 (rows)", false), ("v2 (per-day rollup)", true)] {
+        if migrate {
+            log("migrating to schema version 2 (building the per-day rollup)");
+            let m = fill(&tool, &["migrate", &q.to_string_lossy()])?;
             let _ = writeln!(
                 md,
-                "The covering index `flow_summary (exe, dst, dport, proto, start_ms, end_ms, orig_bytes, \
-                 reply_bytes)` took {:.0} s to build and makes the file {} ({:.0} B per flow).\n",
-                num(&ix, "seconds")?,
-                bytes_mb(num(&ix, "bytes")?),
-                num(&ix, "bytes")? / o.query_rows as f64
+                "The migration to version 2 built `flow_day` ({} rows for {} flows) in {:.0} s; the file is \
+                 then {} ({:.0} B per flow).\n",
+                num(&m, "day_rows")?,
+                o.query_rows,
+                num(&m, "seconds")?,
+                bytes_mb(num(&m, "bytes")?),
+                num(&m, "bytes")? / o.query_rows as f64
             );
         }
-        for (i, (name, a)) in queries.iter().enumerate() {
+        let (mut bests, mut counts) = (Vec::new(), Vec::new());
+        for (name, a) in &queries {
             log(format!("{label}: history {name}"));
             let (best, all, lines) = time_history(&flowtop, &q, a, o.runs)?;
-            if i == 0 {
-                summary_best.push(best);
-            }
+            bests.push(best);
+            counts.push(lines);
             t.row([
                 label.to_owned(),
                 format!("`{name}`"),
@@ -249,35 +258,25 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 all.iter().map(|&v| secs3(v)).collect::<Vec<_>>().join(", "),
             ]);
         }
+        best_of.push(bests);
+        lines_of.push(counts);
     }
     t.render(&mut md);
-    log("building a per-day rollup");
-    let r = fill(&tool, &["rollup", &q.to_string_lossy()])?;
-    let _ = writeln!(
-        md,
-        "\nA per-day rollup (`flow_day`: one row per exe, destination, port, protocol and day, which the \
-         writer would keep up to date; not in schema version 1): {} rows for {} flows ({} more on disk, \
-         built in {:.0} s); the summary's GROUP BY over it, {} groups: **{}** (in `journal_fill`, the same \
-         SQLite: the GROUP BY alone, without flowtop's start-up and the naming of the rows).\n",
-        num(&r, "rows")?,
-        o.query_rows,
-        bytes_mb(num(&r, "bytes_added")?),
-        num(&r, "build_seconds")?,
-        num(&r, "groups")?,
-        secs3(num(&r, "query_seconds")?)
-    );
     let verdict = |v: f64| if v < 1.0 { "PASS" } else { "FAIL" };
+    let (v1, v2) = (&best_of[0], &best_of[1]);
     let _ = writeln!(
         md,
-        "`history --summary` over {} rows, target < 1 s: schema v1 {} ({}), with the covering index {} \
-         ({}), over a per-day rollup {} ({}).\n",
+        "\n`history --summary` over {} rows, target < 1 s: **{} ({})** with the rollup, against {} over the \
+         rows in the same run ({:.1}x faster; with --exe {:.1}x, with --since 3d {:.1}x). Same lines both \
+         ways: {}.\n",
         o.query_rows,
-        secs3(summary_best[0]),
-        verdict(summary_best[0]),
-        secs3(summary_best[1]),
-        verdict(summary_best[1]),
-        secs3(num(&r, "query_seconds")?),
-        verdict(num(&r, "query_seconds")?)
+        secs3(v2[0]),
+        verdict(v2[0]),
+        secs3(v1[0]),
+        v1[0] / v2[0],
+        v1[1] / v2[1],
+        v1[2] / v2[2],
+        if lines_of[0] == lines_of[1] { "yes" } else { "NO" }
     );
     let _ = fs::remove_file(&q);
 
