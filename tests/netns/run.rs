@@ -133,6 +133,12 @@ impl Fixture {
     /// `flowtop run ARGS -- sh -c SCRIPT` in the client namespace; its
     /// exit status and stderr.
     fn run(&self, args: &[&str], script: &str) -> (i32, String) {
+        let (code, _, stderr) = self.run_env(args, script, &[]);
+        (code, stderr)
+    }
+
+    /// [`Fixture::run`] with environment variables set; also its stdout.
+    fn run_env(&self, args: &[&str], script: &str, env: &[(&str, &str)]) -> (i32, String, String) {
         let mut cmd = self.client.cmd(flowtop_bin());
         cmd.arg("run")
             .args(["-n", "-G", "-t", "1"])
@@ -140,6 +146,7 @@ impl Fixture {
             .args(["--", "sh", "-c", script])
             .env_remove("SUDO_UID")
             .env_remove("SUDO_GID")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -147,7 +154,8 @@ impl Fixture {
         let st = wait_timeout(&mut child, Duration::from_secs(60)).expect("flowtop run ends");
         let out = child.wait_with_output().expect("its output");
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        (st.code().unwrap_or(-1), stderr)
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        (st.code().unwrap_or(-1), stdout, stderr)
     }
 
     /// The script: a TCP exchange (curl, asking for `run.example` in its
@@ -317,4 +325,31 @@ fn run_passes_the_exit_status_through() {
     let m: Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stderr}"));
     assert_eq!(m["exit_code"], 128 + libc::SIGTERM, "{m}");
     assert_eq!(m["destinations"], json!([]), "{m}");
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn run_starts_cmd_as_the_invoking_user_with_its_output_untouched() {
+    let Some(fx) = fixture() else {
+        return;
+    };
+    let ids = "id -u; id -g; echo to-stderr >&2";
+    // sudo's variables.
+    let (code, stdout, stderr) = fx.run_env(&[], ids, &[("SUDO_UID", "65534"), ("SUDO_GID", "65533")]);
+    assert_eq!(code, 0, "stderr:\n{stderr}");
+    assert_eq!(
+        stdout, "65534\n65533\n",
+        "CMD's stdout, and only it: stderr:\n{stderr}"
+    );
+    assert!(stderr.lines().any(|l| l == "to-stderr"), "{stderr}");
+    // --user wins over them; a bare uid without a passwd entry keeps it as gid.
+    let (code, stdout, stderr) = fx.run_env(&["--user", "54321"], ids, &[("SUDO_UID", "65534")]);
+    assert_eq!(code, 0, "stderr:\n{stderr}");
+    assert_eq!(stdout, "54321\n54321\n", "stderr:\n{stderr}");
+    // Neither: flowtop's own user.
+    let (code, stdout, stderr) = fx.run_env(&[], "id -u", &[]);
+    assert_eq!((code, stdout.as_str()), (0, "0\n"), "stderr:\n{stderr}");
+    // An unknown user is a usage error before anything runs.
+    let (code, stdout, stderr) = fx.run_env(&["--user", "no-such-user-ftr"], "echo ran", &[]);
+    assert_eq!((code, stdout.as_str()), (2, ""), "stderr:\n{stderr}");
 }
