@@ -272,6 +272,17 @@ fn thread_comm() -> Vec<u8> {
     comm.strip_suffix(b"\n").unwrap_or(&comm).to_vec()
 }
 
+/// The cgroup v2 id of this process: the inode number of its cgroup's
+/// directory (`0::/path` in /proc/self/cgroup, under the cgroup2 mount).
+fn own_cgroup_id() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let root = cgroup2_root()?;
+    let lines = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = lines.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let dir = root.join(path.trim_start_matches('/'));
+    Some(std::fs::metadata(dir).ok()?.ino())
+}
+
 fn is_created(e: &SockEvent) -> bool {
     e.kind == flowtop_common::SOCK_EVENT_CREATED
 }
@@ -309,6 +320,9 @@ fn sock_events_attribute_a_tcp_connection_to_this_process() {
     assert_eq!((created.protocol, created.family), (6, 2), "{created:?}");
     if let Some(netns) = own_netns_cookie() {
         assert_eq!(created.netns_cookie, netns, "{created:?}");
+    }
+    if let Some(cgroup) = own_cgroup_id() {
+        assert_eq!(created.cgroup_id, cgroup, "{created:?}");
     }
 
     let tuple = events.wait_for("TUPLE", |e| is_tuple(e) && e.cookie == cookie);
