@@ -349,6 +349,16 @@ fn spawn_remover(dir: &Path) -> Result<(libc::pid_t, std::fs::File), RunError> {
             for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGTERM] {
                 libc::signal(sig, libc::SIG_IGN);
             }
+            // It must not keep a reader of flowtop's (CMD's) stdout waiting;
+            // stderr stays for its one warning.
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            if null >= 0 {
+                libc::dup2(null, 0);
+                libc::dup2(null, 1);
+                if null > 2 {
+                    libc::close(null);
+                }
+            }
             let mut byte = 0u8;
             while libc::read(rd, (&mut byte as *mut u8).cast(), 1) != 0
                 && *libc::__errno_location() == libc::EINTR
