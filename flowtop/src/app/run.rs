@@ -110,7 +110,7 @@ fn run(config: &Config) -> Result<u8, RunError> {
     let (start, _) = crate::output::json::now_ts();
     let pid = child.pid;
     let exited = child.go()?;
-    let mut seen = Collector::new(cgroup.id);
+    let mut seen = Collector::new(&cgroup);
     // `_attribution` keeps the eBPF programs attached while this runs.
     let status = runtime.block_on(engine::run_command(
         inputs,
@@ -582,14 +582,37 @@ type FlowId = (u32, u8, IpAddr, Option<u16>, IpAddr, Option<u16>);
 /// The flows whose owner made its socket in the run's cgroup.
 struct Collector {
     cgroup: u64,
+    /// The cgroup as /proc/PID/cgroup names it (`0::/flowtop-run-N`).
+    cgroup_line: String,
+    /// Owners found by a /proc scan (no cgroup id: the scan can win the race
+    /// with the eBPF event of a socket): whether the process was in the
+    /// run's cgroup, read once per pid from /proc/PID/cgroup.
+    procfs_members: HashMap<u32, bool>,
     flows: HashMap<FlowId, Seen>,
 }
 
 impl Collector {
-    fn new(cgroup: u64) -> Self {
+    fn new(cgroup: &RunCgroup) -> Self {
+        let name = cgroup.dir.file_name().unwrap_or_default().to_string_lossy();
         Collector {
-            cgroup,
+            cgroup: cgroup.id,
+            cgroup_line: format!("0::/{name}"),
+            procfs_members: HashMap::new(),
             flows: HashMap::new(),
+        }
+    }
+
+    /// Whether `owner` made its socket in the run's cgroup.
+    fn in_cgroup(&mut self, owner: &attribution::Owner) -> bool {
+        match owner.cgroup_id {
+            Some(id) => id == self.cgroup,
+            None => {
+                let line = &self.cgroup_line;
+                *self.procfs_members.entry(owner.pid).or_insert_with(|| {
+                    std::fs::read_to_string(format!("/proc/{}/cgroup", owner.pid))
+                        .is_ok_and(|s| s.lines().any(|l| l == line))
+                })
+            }
         }
     }
 
@@ -597,7 +620,7 @@ impl Collector {
         let Some(owner) = e.owner.as_deref() else {
             return;
         };
-        if owner.cgroup_id != Some(self.cgroup) {
+        if !self.in_cgroup(owner) {
             return;
         }
         let f = &e.flow;
@@ -905,6 +928,33 @@ mod tests {
         let text = render_text(&m, true);
         assert!(text.lines().any(|l| l.starts_with("+ 198.51.100.1")), "{text}");
         assert!(text.lines().any(|l| l.starts_with("- 192.0.2.9")), "{text}");
+    }
+
+    #[test]
+    fn owners_without_a_cgroup_id_are_checked_in_proc() {
+        let own = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
+        let Some(line) = own.lines().find(|l| l.starts_with("0::")) else {
+            return; // no cgroup v2 here
+        };
+        let mut c = Collector {
+            cgroup: 77,
+            cgroup_line: line.to_owned(),
+            procfs_members: HashMap::new(),
+            flows: HashMap::new(),
+        };
+        let me = attribution::Owner {
+            pid: std::process::id(),
+            ..Default::default()
+        };
+        assert!(c.in_cgroup(&me));
+        let other = attribution::Owner {
+            cgroup_id: Some(78),
+            ..me.clone()
+        };
+        assert!(!c.in_cgroup(&other), "an eBPF owner's id decides");
+        c.cgroup_line = "0::/flowtop-run-no-such".into();
+        c.procfs_members.clear();
+        assert!(!c.in_cgroup(&me));
     }
 
     #[test]
