@@ -70,7 +70,7 @@ pub const IPPROTO_UDPLITE: u16 = 136;
 ///
 /// Valid fields per kind:
 /// - both: `kind`, `cookie`, `protocol`, `family`.
-/// - [`SOCK_EVENT_CREATED`]: `tgid`, `uid`, `comm` (of the process calling
+/// - [`SOCK_EVENT_CREATED`]: `tgid`, `uid`, `comm`, `cgroup_id` (of the process calling
 ///   socket(2)), `netns_cookie`. The tuple fields are zero.
 /// - [`SOCK_EVENT_TUPLE`]: `local_*`, `remote_*`, and `uid` = the socket's
 ///   owner uid (`sk_uid`). `tgid`, `comm` and `netns_cookie` are zero: the
@@ -110,9 +110,12 @@ pub struct SockEvent {
     pub local_addr: [u8; 16],
     /// Network byte order; IPv4 in the first 4 bytes, the rest zero (TUPLE).
     pub remote_addr: [u8; 16],
+    /// cgroup v2 id (`bpf_get_current_cgroup_id`, the inode number of the
+    /// cgroup's directory) of the creating task (CREATED; 0 otherwise).
+    pub cgroup_id: u64,
 }
 
-const _: () = assert!(size_of::<SockEvent>() == 88);
+const _: () = assert!(size_of::<SockEvent>() == 96);
 const _: () = assert!(core::mem::align_of::<SockEvent>() == 8);
 
 /// Byte offsets of [`SockEvent`] (a layout check for both sides).
@@ -132,11 +135,12 @@ pub mod sock_event_offsets {
     pub const REMOTE_PORT: usize = offset_of!(E, remote_port);
     pub const LOCAL_ADDR: usize = offset_of!(E, local_addr);
     pub const REMOTE_ADDR: usize = offset_of!(E, remote_addr);
+    pub const CGROUP_ID: usize = offset_of!(E, cgroup_id);
 
     const _: () = assert!(KIND == 0 && TGID == 4 && UID == 8 && PROTOCOL == 12 && FAMILY == 14);
     const _: () = assert!(COOKIE == 16 && NETNS_COOKIE == 24 && COMM == 32);
     const _: () = assert!(LOCAL_PORT == 48 && REMOTE_PORT == 50);
-    const _: () = assert!(LOCAL_ADDR == 56 && REMOTE_ADDR == 72);
+    const _: () = assert!(LOCAL_ADDR == 56 && REMOTE_ADDR == 72 && CGROUP_ID == 88);
 }
 
 impl SockEvent {

@@ -20,7 +20,8 @@ use core::ptr::{addr_of, read_volatile};
 use aya_ebpf::{
     bindings::BPF_ANY,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_probe_read_kernel,
     },
     macros::{kprobe, kretprobe, map},
     maps::{LruHashMap, PerCpuArray},
@@ -178,6 +179,8 @@ fn emit(sk: *const u8, t: &SockTuple, dedupe: bool) {
         remote_port: t.remote_port,
         local_addr: t.local_addr,
         remote_addr: t.remote_addr,
+        // SAFETY: no arguments; the current task's cgroup v2 id.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         ..SockEvent::default()
     });
     entry.submit(wakeup_flags());

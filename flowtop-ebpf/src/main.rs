@@ -36,7 +36,7 @@ use aya_ebpf::{
     bindings::{bpf_sock, BPF_ANY},
     btf_maps::SkStorage,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_sk_fullsock, bpf_sk_storage_get},
     },
     macros::{btf_map, cgroup_skb, cgroup_sock, map},
@@ -146,6 +146,8 @@ fn on_sock_create(ctx: &SockContext) {
         cookie,
         netns_cookie,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        // SAFETY: no arguments; the current task's cgroup v2 id.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         ..SockEvent::default()
     });
     entry.submit(wakeup_flags());

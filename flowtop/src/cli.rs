@@ -126,6 +126,29 @@ pub enum Command {
     /// Query the journal: the flows that ended, as a table, as JSON lines (--json), or per
     /// executable and destination (--summary)
     History(HistoryArgs),
+    /// Run CMD in a cgroup of its own and, when it exits, print a manifest of every destination its
+    /// process tree contacted (to stderr, or --manifest FILE); exits with CMD's status
+    Run(RunArgs),
+}
+
+/// `flowtop run`.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Run")]
+pub struct RunArgs {
+    /// Write the manifest to FILE instead of stderr
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+    /// Compare with an earlier manifest (written with --json): mark destinations new (+) or
+    /// gone (-)
+    #[arg(long, value_name = "OLD")]
+    pub diff: Option<PathBuf>,
+    /// Run CMD as this user (name or uid; default: the user sudo was called by, SUDO_UID and
+    /// SUDO_GID, else flowtop's own)
+    #[arg(long, value_name = "NAME|UID")]
+    pub user: Option<String>,
+    /// The command and its arguments (after --)
+    #[arg(required = true, last = true, value_name = "CMD")]
+    pub cmd: Vec<std::ffi::OsString>,
 }
 
 /// `flowtop record`.

@@ -25,6 +25,8 @@ pub enum RunMode {
     Record,
     /// `flowtop history`: reads the journal and exits.
     History,
+    /// `flowtop run -- CMD`: runs a command and prints its manifest.
+    Run,
 }
 
 impl RunMode {
@@ -111,6 +113,7 @@ impl Config {
             match command {
                 Command::Record(_) => RunMode::Record,
                 Command::History(_) => RunMode::History,
+                Command::Run(_) => RunMode::Run,
             }
         } else if args.once {
             if args.attribution == attribution::Mode::Ebpf {

@@ -14,6 +14,7 @@ mod dumps;
 mod journal_record;
 mod names;
 mod rates;
+mod run;
 mod scorecard;
 mod services;
 mod snapshot;

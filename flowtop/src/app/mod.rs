@@ -5,6 +5,7 @@
 pub mod history;
 pub mod once;
 pub mod record;
+pub mod run;
 pub mod screen;
 pub mod start;
 pub mod stream;
@@ -42,6 +43,10 @@ pub fn run(config: &Config) -> ExitCode {
         screen_malloc_threshold();
     }
     install_panic_hook();
+    if config.mode == RunMode::Run {
+        // The command's exit status is flowtop's.
+        return run::main(config);
+    }
     exit_code(run_mode(config))
 }
 
@@ -81,6 +86,8 @@ fn run_mode(config: &Config) -> Result<(), RunError> {
         RunMode::Screen => screen::run(config),
         RunMode::Record => record::run(config),
         RunMode::History => history::run(config),
+        // Dispatched in `run` (its exit status is the command's).
+        RunMode::Run => unreachable!("flowtop run is dispatched before run_mode"),
     }
 }
 

@@ -123,6 +123,7 @@ fn owner_of(ev: &SockEvent, info: ProcInfo, process: Option<&ProcessInfo>) -> Ow
         ppid: process.and_then(|p| p.ppid),
         parent_comm: process.and_then(|p| p.parent_comm.clone()),
         exe_sha256,
+        cgroup_id: (ev.cgroup_id != 0).then_some(ev.cgroup_id),
     }
 }
 

@@ -74,6 +74,7 @@ impl SocketIndex {
                         ppid: p.ppid,
                         parent_comm: p.parent_comm.clone(),
                         exe_sha256: super::exe_hash::digest(Some(pid), p.exe.as_deref()),
+                        cgroup_id: None,
                     })
                 })
                 .clone();

@@ -101,7 +101,7 @@ fn the_embedded_object_holds_the_socket_programs_and_maps() {
 #[test]
 fn the_sock_event_layout_is_fixed() {
     use flowtop_common::sock_event_offsets as off;
-    assert_eq!(std::mem::size_of::<SockEvent>(), 88);
+    assert_eq!(std::mem::size_of::<SockEvent>(), 96);
     assert_eq!(std::mem::align_of::<SockEvent>(), 8);
     assert_eq!(std::mem::size_of::<flowtop_common::SockTuple>(), 40);
     assert_eq!(std::mem::size_of::<flowtop_common::SockTupleKey>(), 48);
@@ -120,12 +120,12 @@ fn the_sock_event_layout_is_fixed() {
         [off::NETNS_COOKIE, off::COMM, off::LOCAL_PORT, off::REMOTE_PORT],
         [24, 32, 48, 50]
     );
-    assert_eq!([off::LOCAL_ADDR, off::REMOTE_ADDR], [56, 72]);
+    assert_eq!([off::LOCAL_ADDR, off::REMOTE_ADDR, off::CGROUP_ID], [56, 72, 88]);
 }
 
 #[test]
 fn a_ring_buffer_record_decodes_little_endian_fields() {
-    let mut rec = vec![0u8; 88];
+    let mut rec = vec![0u8; 96];
     rec[0..4].copy_from_slice(&2u32.to_le_bytes());
     rec[4..8].copy_from_slice(&4242u32.to_le_bytes());
     rec[12..14].copy_from_slice(&17u16.to_le_bytes());
@@ -136,6 +136,7 @@ fn a_ring_buffer_record_decodes_little_endian_fields() {
     rec[50..52].copy_from_slice(&53u16.to_le_bytes());
     rec[56..60].copy_from_slice(&[127, 0, 0, 1]);
     rec[72..76].copy_from_slice(&[192, 0, 2, 7]);
+    rec[88..96].copy_from_slice(&0x1234u64.to_le_bytes());
     // An odd start: the decoder must not assume alignment.
     let mut shifted = vec![0u8];
     shifted.extend_from_slice(&rec);
@@ -147,7 +148,8 @@ fn a_ring_buffer_record_decodes_little_endian_fields() {
     assert_eq!((ev.local_port, ev.remote_port), (5353, 53));
     assert_eq!(ev.local_addr[..4], [127, 0, 0, 1]);
     assert_eq!(ev.remote_addr[..4], [192, 0, 2, 7]);
-    assert_eq!(parse_sock_event(&rec[..87]), None);
+    assert_eq!(ev.cgroup_id, 0x1234);
+    assert_eq!(parse_sock_event(&rec[..95]), None);
 }
 
 #[test]
@@ -270,6 +272,17 @@ fn thread_comm() -> Vec<u8> {
     comm.strip_suffix(b"\n").unwrap_or(&comm).to_vec()
 }
 
+/// The cgroup v2 id of this process: the inode number of its cgroup's
+/// directory (`0::/path` in /proc/self/cgroup, under the cgroup2 mount).
+fn own_cgroup_id() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let root = cgroup2_root()?;
+    let lines = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = lines.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let dir = root.join(path.trim_start_matches('/'));
+    Some(std::fs::metadata(dir).ok()?.ino())
+}
+
 fn is_created(e: &SockEvent) -> bool {
     e.kind == flowtop_common::SOCK_EVENT_CREATED
 }
@@ -307,6 +320,9 @@ fn sock_events_attribute_a_tcp_connection_to_this_process() {
     assert_eq!((created.protocol, created.family), (6, 2), "{created:?}");
     if let Some(netns) = own_netns_cookie() {
         assert_eq!(created.netns_cookie, netns, "{created:?}");
+    }
+    if let Some(cgroup) = own_cgroup_id() {
+        assert_eq!(created.cgroup_id, cgroup, "{created:?}");
     }
 
     let tuple = events.wait_for("TUPLE", |e| is_tuple(e) && e.cookie == cookie);

@@ -306,6 +306,9 @@ pub struct Owner {
     pub parent_comm: Option<String>,
     /// SHA-256 of the executable, filled in by a background thread.
     pub exe_sha256: ExeDigest,
+    /// The cgroup v2 id of the task that created the socket (eBPF only):
+    /// what `flowtop run` selects its command's flows by.
+    pub cgroup_id: Option<u64>,
 }
 
 impl Default for Owner {
@@ -320,6 +323,7 @@ impl Default for Owner {
             ppid: None,
             parent_comm: None,
             exe_sha256: ExeDigest::default(),
+            cgroup_id: None,
         }
     }
 }

@@ -629,6 +629,7 @@ mod tests {
                     d.set("ab".repeat(32));
                     d
                 },
+                cgroup_id: None,
             }),
         );
         let join = crate::attribution::join::OwnerJoin::with_index(
