@@ -8,35 +8,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flowtop_testkit::names::{self as fx, Proc, Scratch};
+use flowtop_testkit::names::{self as fx, Scratch};
 use rusqlite::{Connection, OpenFlags};
 
 use super::*;
 
 const HTTP_PORT: u16 = 8080;
 const UDP_PORT: u16 = 5353;
-
-/// A TCP (HTTP) server and a UDP echo server, printing "ready".
-const SERVERS_PY: &str = r#"
-import http.server, socket, sys, threading
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b"hello journal\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-srv = http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H)
-threading.Thread(target=srv.serve_forever, daemon=True).start()
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-u.bind((sys.argv[1], int(sys.argv[3])))
-print("ready", flush=True)
-while True:
-    data, peer = u.recvfrom(2048)
-    u.sendto(data, peer)
-"#;
 
 /// Sends one datagram, waits for the echo, prints its local port.
 const UDP_CLIENT_PY: &str = r#"
@@ -248,12 +226,7 @@ fn record_writes_ended_tcp_and_udp_flows_with_their_programs() {
     let (client, server) = Netns::pair();
     let tmp = Scratch::new("ft-journal").expect("scratch");
     let journal = tmp.path().join("state/journal.sqlite");
-    let mut servers = server.cmd(python());
-    servers
-        .args(["-c", SERVERS_PY, SERVER_V4])
-        .args([HTTP_PORT, UDP_PORT].map(|p| p.to_string()));
-    let mut servers = Proc::spawn(servers).expect("the servers");
-    assert_eq!(servers.line(WAIT).expect("the servers start"), "ready");
+    let _servers = http_and_udp_echo(&server, HTTP_PORT, UDP_PORT);
 
     let mut rec = Recorder::start(&client, &journal, &[]);
     rec.wait_ready(&client);

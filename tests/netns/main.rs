@@ -51,3 +51,34 @@ fn run_printing_port(mut cmd: std::process::Command, what: &str) -> (u32, u16) {
         .unwrap_or_else(|_| panic!("{what} printed no local port"));
     (pid, port)
 }
+
+/// An HTTP server (TCP `http`, answering "hello") and a UDP echo server
+/// (`udp`) on SERVER_V4 in `server`, started and ready.
+fn http_and_udp_echo(server: &Netns, http: u16, udp: u16) -> flowtop_testkit::names::Proc {
+    const SERVERS_PY: &str = r#"
+import http.server, socket, sys, threading
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"hello\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+srv = http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H)
+threading.Thread(target=srv.serve_forever, daemon=True).start()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind((sys.argv[1], int(sys.argv[3])))
+print("ready", flush=True)
+while True:
+    data, peer = u.recvfrom(2048)
+    u.sendto(data, peer)
+"#;
+    let mut cmd = server.cmd(python());
+    cmd.args(["-c", SERVERS_PY, SERVER_V4])
+        .args([http, udp].map(|p| p.to_string()));
+    let mut servers = flowtop_testkit::names::Proc::spawn(cmd).expect("the servers");
+    assert_eq!(servers.line(WAIT).expect("the servers start"), "ready");
+    servers
+}

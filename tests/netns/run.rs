@@ -19,28 +19,6 @@ const UDP_PORT: u16 = 5353;
 /// Nothing listens there: the datagram still makes a conntrack entry.
 const OTHER_UDP_PORT: u16 = 5354;
 
-/// A TCP (HTTP) server and a UDP echo server, printing "ready".
-const SERVERS_PY: &str = r#"
-import http.server, socket, sys, threading
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b"hello run\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-srv = http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H)
-threading.Thread(target=srv.serve_forever, daemon=True).start()
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-u.bind((sys.argv[1], int(sys.argv[3])))
-print("ready", flush=True)
-while True:
-    data, peer = u.recvfrom(2048)
-    u.sendto(data, peer)
-"#;
-
 /// Sends one datagram to argv[1]:argv[2]; waits for an echo when argv[3]
 /// is "echo".
 const UDP_CLIENT_PY: &str = r#"
@@ -100,12 +78,7 @@ fn fixture() -> Option<Fixture> {
     }
     let (client, server) = Netns::pair();
     let tmp = Scratch::new("ft-run").expect("scratch");
-    let mut servers = server.cmd(python());
-    servers
-        .args(["-c", SERVERS_PY, SERVER_V4])
-        .args([HTTP_PORT, UDP_PORT].map(|p| p.to_string()));
-    let mut servers = Proc::spawn(servers).expect("the servers");
-    assert_eq!(servers.line(WAIT).expect("the servers start"), "ready");
+    let servers = http_and_udp_echo(&server, HTTP_PORT, UDP_PORT);
     std::fs::write(tmp.path().join("udp_client.py"), UDP_CLIENT_PY).expect("the UDP client");
     let pid = std::process::id();
     let copy = |src: &str, name: &str| {
