@@ -286,10 +286,11 @@ pub struct FlowTable {
     ended_from: Option<Instant>,
 }
 
-/// Flows that left the table (destroyed, swept, expired) with bytes no
-/// rate counted: moved since their last measured reading. The screen adds
-/// them to the interval they ended in (header total, Processes tab), so
-/// that a flow shorter than an interval is not missing from the totals.
+/// Flows that left the table (destroyed, swept, expired), each with the
+/// bytes no rate counted: moved since its last measured reading (zero for
+/// an idle one). The screen adds those to the interval they ended in
+/// (header total, Processes tab), so that a flow shorter than an interval
+/// is not missing from the totals, and shows the flows dimmed a while.
 #[derive(Debug, Clone, Default)]
 pub struct EndedFlows {
     /// Each flow as it left, with its bytes since its rate's base reading.
@@ -413,14 +414,19 @@ impl FlowTable {
 
     /// Notes the bytes `e` (leaving the table) moved since `base`, its
     /// rate's base reading, when the screen collects them.
+    ///
+    /// Every flow that leaves is listed, an idle one too (an expired UDP
+    /// flow, a flow without counters) with nothing moved: the screen shows
+    /// it dimmed for a while like any ended flow, and adds nothing for it.
     fn note_ended(ended: &mut Option<EndedFlows>, e: &Entry, base: Option<Counters>) {
-        let (Some(ended), Some(base), Some(c)) = (ended, base, e.flow.counters) else {
+        let Some(ended) = ended else {
             return;
         };
-        let moved = moved_since(base, c);
-        if moved.orig_bytes + moved.reply_bytes > 0 {
-            ended.push(e, moved);
-        }
+        let moved = match (base, e.flow.counters) {
+            (Some(base), Some(c)) => moved_since(base, c),
+            _ => Counters::default(),
+        };
+        ended.push(e, moved);
     }
 
     pub fn len(&self) -> usize {
@@ -1602,6 +1608,16 @@ mod tests {
             &mut NoOwners,
             &mut |_, _| {},
         );
+        // An idle flow that expires: listed (the screen dims it), nothing moved.
+        let idle = hflow(4);
+        t.apply_event(
+            Change::Seen,
+            idle.clone(),
+            at(8_600),
+            &mut NoOwners,
+            &mut |_, _| {},
+        );
+        t.apply_event(Change::Gone, idle, at(8_700), &mut NoOwners, &mut |_, _| {});
         let prev = t.snapshot();
         let snap = t.snapshot_for_screen(&prev, at(9_000));
         assert_eq!(snap.ended.span, Duration::from_millis(9_000));
@@ -1611,7 +1627,7 @@ mod tests {
             .iter()
             .map(|(e, c)| (e.flow.id, c.orig_bytes, c.reply_bytes))
             .collect();
-        assert_eq!(moved, vec![(3, 700, 300), (2, 400_000, 0)]);
+        assert_eq!(moved, vec![(3, 700, 300), (2, 400_000, 0), (4, 0, 0)]);
         let next = t.snapshot_for_screen(&snap, at(10_000));
         assert!(next.ended.flows.is_empty(), "each interval's own");
         assert_eq!(next.ended.span, Duration::from_millis(1_000));

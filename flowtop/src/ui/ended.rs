@@ -4,9 +4,8 @@
 //! [`CAP`] of them (the oldest dropped first).
 //!
 //! They are the snapshot's [`EndedFlows`](crate::flow::table::EndedFlows):
-//! flows that left the table (destroyed, swept, expired) having moved bytes
-//! since their last rate reading. A flow idle through its last interval
-//! (an expired UDP flow) is not among them.
+//! every flow that left the table (destroyed, swept, expired), an idle one
+//! (an expired UDP flow) too.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};

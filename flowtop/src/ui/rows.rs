@@ -391,6 +391,10 @@ impl ProcTable {
     }
 
     pub fn add_ended(&mut self, e: &Entry, moved: Counters, span: std::time::Duration) {
+        // An idle flow that ended adds nothing, and no row of its own.
+        if moved.orig_bytes + moved.reply_bytes == 0 {
+            return;
+        }
         let peer = self.peer_of(e);
         let one_row = e.peer.is_some() && peer.is_none();
         self.row(e.owner.as_ref()).totals.add_ended(e, moved, span, false);
