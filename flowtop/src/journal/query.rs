@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use rusqlite::{types::Value, Connection, OpenFlags, Row as SqlRow};
 
@@ -136,12 +137,14 @@ pub struct Flow {
 /// destination, port and protocol.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
-    pub exe: Option<String>,
+    // Shared text (`Arc<str>`): groups repeat the same executables, names
+    // and countries, and a summary can have hundreds of thousands of rows.
+    pub exe: Option<Arc<str>>,
     /// The latest flow's process name.
-    pub comm: Option<String>,
+    pub comm: Option<Arc<str>>,
     pub dst: Option<IpAddr>,
     /// The latest flow's asked-for name, else its reverse-DNS name.
-    pub dst_name: Option<String>,
+    pub dst_name: Option<Arc<str>>,
     pub dport: Option<u16>,
     pub proto: u8,
     pub flows: u64,
@@ -152,7 +155,7 @@ pub struct Summary {
     /// Latest end (None when every flow is still open).
     pub last_ms: Option<i64>,
     /// The latest flow's destination country.
-    pub country: Option<String>,
+    pub country: Option<Arc<str>>,
 }
 
 /// An open journal, read-only.
@@ -400,7 +403,7 @@ impl Journal {
             }
             // Flows still open end after any --since, never before an --until.
             if until.is_none() {
-                self.add_rows(filter, &["f.end_ms IS NULL".to_owned()], &mut acc)?;
+                self.add_open_rows(filter, &mut acc)?;
             }
         } else {
             let mut bounds = Vec::new();
@@ -415,8 +418,30 @@ impl Journal {
         self.name_groups(acc)
     }
 
+    /// Adds the flows still open (checkpoint rows) `filter` selects to
+    /// `acc`, read through their partial index `flow_live`: with `--exe`
+    /// SQLite would otherwise walk all of that executable's rows.
+    fn add_open_rows(&self, filter: &Filter, acc: &mut Groups) -> anyhow::Result<()> {
+        self.add_rows_from(
+            "flow f INDEXED BY flow_live",
+            filter,
+            &["f.end_ms IS NULL".to_owned()],
+            acc,
+        )
+    }
+
     /// Adds the flow rows `filter` and `bounds` select to `acc`.
     fn add_rows(&self, filter: &Filter, bounds: &[String], acc: &mut Groups) -> anyhow::Result<()> {
+        self.add_rows_from("flow f", filter, bounds, acc)
+    }
+
+    fn add_rows_from(
+        &self,
+        from: &str,
+        filter: &Filter,
+        bounds: &[String],
+        acc: &mut Groups,
+    ) -> anyhow::Result<()> {
         let (mut conds, params) = conditions(filter);
         conds.extend(bounds.iter().cloned());
         // Aggregated here rather than by SQLite's GROUP BY: without a
@@ -426,7 +451,7 @@ impl Journal {
         // picks the index that narrows the rows.
         let sql = format!(
             "SELECT f.exe, f.dst, f.dport, f.proto, f.orig_bytes, f.reply_bytes, f.start_ms, f.end_ms, \
-             f.id, f.process, f.dst_name, f.dst_host, f.dst_country FROM flow f {} {}",
+             f.id, f.process, f.dst_name, f.dst_host, f.dst_country FROM {from} {} {}",
             family_join(filter),
             where_clause(&conds)
         );
@@ -493,19 +518,20 @@ impl Journal {
         let mut name = self.db.prepare_cached("SELECT name FROM name WHERE id = ?1")?;
         type Cache<T> = HashMap<i64, Option<T>, foldhash::fast::RandomState>;
         let (mut exes, mut addrs, mut comms, mut names): (
-            Cache<String>,
+            Cache<Arc<str>>,
             Cache<IpAddr>,
-            Cache<String>,
-            Cache<String>,
+            Cache<Arc<str>>,
+            Cache<Arc<str>>,
         ) = Default::default();
         let text_of =
-            |cache: &mut Cache<String>, stmt: &mut rusqlite::CachedStatement<'_>, id: Option<i64>| {
+            |cache: &mut Cache<Arc<str>>, stmt: &mut rusqlite::CachedStatement<'_>, id: Option<i64>| {
                 let id = id?;
                 cache
                     .entry(id)
-                    .or_insert_with(|| stmt.query_row([id], |r| text(r, 0)).ok().flatten())
+                    .or_insert_with(|| stmt.query_row([id], |r| text(r, 0)).ok().flatten().map(Arc::from))
                     .clone()
             };
+        let mut countries: HashMap<Box<str>, Arc<str>, foldhash::fast::RandomState> = HashMap::default();
         let mut out = Vec::with_capacity(acc.len());
         for ((exe, dst, dport, proto), a) in acc {
             out.push(Summary {
@@ -525,7 +551,10 @@ impl Journal {
                 reply_bytes: a.reply,
                 first_ms: a.first,
                 last_ms: a.last,
-                country: a.latest.country.map(String::from),
+                country: a
+                    .latest
+                    .country
+                    .map(|c| countries.entry(c).or_insert_with_key(|c| Arc::from(&**c)).clone()),
             });
         }
         out.sort_by(|a, b| {

@@ -204,19 +204,32 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         num(&f, "seconds")?,
         o.runs
     );
-    let queries: [(&str, &[&str]); 4] = [
-        ("--summary --json", &["--summary", "--json"]),
+    // The time bounds as fixed RFC 3339 times, taken once: both schemas
+    // then answer over the very same flows (a relative `3d` moves between
+    // the runs).
+    let ago = |days: u64| -> Result<String> {
+        let out = run_cmd(Command::new("date").args([
+            "-u",
+            "-d",
+            &format!("{days} days ago"),
+            "+%Y-%m-%dT%H:%M:%SZ",
+        ]))?;
+        Ok(out.trim().to_owned())
+    };
+    let (since3, since1) = (ago(3)?, ago(1)?);
+    let queries: [(&str, Vec<&str>); 4] = [
+        ("--summary --json", vec!["--summary", "--json"]),
         (
             "--summary --json --exe /usr/bin/app001",
-            &["--summary", "--json", "--exe", "/usr/bin/app001"],
+            vec!["--summary", "--json", "--exe", "/usr/bin/app001"],
         ),
         (
-            "--summary --json --since 3d",
-            &["--summary", "--json", "--since", "3d"],
+            "--summary --json --since 3d (fixed)",
+            vec!["--summary", "--json", "--since", &since3],
         ),
         (
-            "--json --exe /usr/bin/app001 --since 1d",
-            &["--json", "--exe", "/usr/bin/app001", "--since", "1d"],
+            "--json --exe /usr/bin/app001 --since 1d (fixed)",
+            vec!["--json", "--exe", "/usr/bin/app001", "--since", &since1],
         ),
     ];
     let mut t = Table::new(&[
