@@ -517,12 +517,10 @@ impl Journal {
         let mut comm = self.db.prepare_cached("SELECT comm FROM process WHERE id = ?1")?;
         let mut name = self.db.prepare_cached("SELECT name FROM name WHERE id = ?1")?;
         type Cache<T> = HashMap<i64, Option<T>, foldhash::fast::RandomState>;
-        let (mut exes, mut addrs, mut comms, mut names): (
-            Cache<Arc<str>>,
-            Cache<IpAddr>,
-            Cache<Arc<str>>,
-            Cache<Arc<str>>,
-        ) = Default::default();
+        let mut exes: Cache<Arc<str>> = Cache::default();
+        let mut addrs: Cache<IpAddr> = Cache::default();
+        let mut comms: Cache<Arc<str>> = Cache::default();
+        let mut names: Cache<Arc<str>> = Cache::default();
         let text_of =
             |cache: &mut Cache<Arc<str>>, stmt: &mut rusqlite::CachedStatement<'_>, id: Option<i64>| {
                 let id = id?;
