@@ -20,6 +20,7 @@ pub mod procinfo;
 pub mod render;
 pub mod rows;
 pub mod sort;
+pub mod spark;
 pub mod term;
 
 #[cfg(test)]
