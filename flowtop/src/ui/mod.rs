@@ -11,6 +11,7 @@
 //! guard), [`procinfo`] (command lines read in the background).
 
 pub mod app;
+pub mod charts;
 pub mod derive;
 pub mod ended;
 pub mod filter;
@@ -97,6 +98,7 @@ pub fn run(mut input: ScreenInput) -> io::Result<()> {
         procs,
     );
     app.asked_names = Arc::clone(&input.asked_names);
+    app.glyphs = spark::Glyphs::from_env();
     let _guard = term::TerminalGuard::enter()?;
     let (wake, woken) = mpsc::channel::<Wake>();
     spawn_input(wake.clone())?;

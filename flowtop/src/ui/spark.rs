@@ -147,7 +147,9 @@ impl Series {
         let n = n.min(SAMPLES) as u64;
         let from = (now + 1).saturating_sub(n);
         let pad = n - (now + 1 - from);
-        (0..pad).map(|_| None).chain((from..=now).map(move |r| self.at(r)))
+        (0..pad)
+            .map(|_| None)
+            .chain((from..=now).map(move |r| self.at(r)))
     }
 }
 
@@ -160,10 +162,9 @@ pub fn sum_sparkline(s: &Series, now: u64, width: usize, g: Glyphs) -> String {
         return String::new();
     }
     let samples = s.last_n(now, n);
-    let (sent, received) = samples
-        .clone()
-        .flatten()
-        .fold((0f64, 0f64), |(a, b), (s, r)| (a + f64::from(s), b + f64::from(r)));
+    let (sent, received) = samples.clone().flatten().fold((0f64, 0f64), |(a, b), (s, r)| {
+        (a + f64::from(s), b + f64::from(r))
+    });
     let (up, down) = g.up_down();
     let mark = if sent + received == 0.0 {
         ' '
@@ -176,6 +177,30 @@ pub fn sum_sparkline(s: &Series, now: u64, width: usize, g: Glyphs) -> String {
     out.push(mark);
     out.push_str(&g.sparkline(samples.map(|v| v.map(|(s, r)| s + r))));
     out
+}
+
+/// Columns of the Processes tab's TREND column on a terminal `width`
+/// wide: what is left after the fixed columns and 32 of the command, up
+/// to the whole window; none below 6 (a narrow terminal keeps the
+/// numbers).
+pub fn trend_width(width: u16) -> usize {
+    /// The columns before COMMAND, with their separators.
+    const FIXED: usize = 78 + 1;
+    let w = usize::from(width).saturating_sub(FIXED + 32).min(SAMPLES + 1);
+    if w < 6 {
+        0
+    } else {
+        w
+    }
+}
+
+/// The header graph's samples on a terminal `width` wide (0: none).
+pub fn meter_width(width: u16) -> usize {
+    match width {
+        0..=119 => 0,
+        120..=159 => 10,
+        _ => 20,
+    }
 }
 
 /// The rate histories of the Processes groups, by row key.
@@ -203,7 +228,7 @@ impl RateHistory {
             }
         }
         self.round += 1;
-        if self.round % SWEEP_EVERY == 0 {
+        if self.round.is_multiple_of(SWEEP_EVERY) {
             self.sweep();
         }
     }
@@ -211,8 +236,7 @@ impl RateHistory {
     /// Drops the groups with no sample in the last window.
     pub fn sweep(&mut self) {
         let now = self.now();
-        self.groups
-            .retain(|_, s| s.last + (SAMPLES as u64) > now);
+        self.groups.retain(|_, s| s.last + (SAMPLES as u64) > now);
     }
 
     /// The current round (the last one recorded).
@@ -282,8 +306,10 @@ impl Totals {
         self.round
     }
 
-    /// Sparklines of the last `n` rounds, out (sent) and in (received).
+    /// Sparklines of the last `n` rounds, out (sent) and in (received);
+    /// shorter while fewer were taken.
     pub fn sparklines(&self, n: usize, g: Glyphs) -> (String, String) {
+        let n = n.min(self.round as usize);
         let now = self.round.saturating_sub(1);
         let s = self.series.last_n(now, n);
         (
@@ -323,8 +349,14 @@ mod tests {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
             move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())
         };
-        assert_eq!(Glyphs::from_locale(env(&[("LANG", "en_US.UTF-8")])), Glyphs::Unicode);
-        assert_eq!(Glyphs::from_locale(env(&[("LANG", "de_DE.utf8")])), Glyphs::Unicode);
+        assert_eq!(
+            Glyphs::from_locale(env(&[("LANG", "en_US.UTF-8")])),
+            Glyphs::Unicode
+        );
+        assert_eq!(
+            Glyphs::from_locale(env(&[("LANG", "de_DE.utf8")])),
+            Glyphs::Unicode
+        );
         assert_eq!(Glyphs::from_locale(env(&[])), Glyphs::Ascii);
         assert_eq!(Glyphs::from_locale(env(&[("LANG", "C")])), Glyphs::Ascii);
         // LC_ALL wins over LANG, LC_CTYPE too; an empty one is skipped.
@@ -405,7 +437,9 @@ mod tests {
     #[test]
     fn a_group_costs_under_a_kibibyte() {
         let mut h = RateHistory::default();
-        let keys: Vec<ProcKey> = (0..5000).map(|i| prog(&format!("/usr/bin/program-{i}"))).collect();
+        let keys: Vec<ProcKey> = (0..5000)
+            .map(|i| prog(&format!("/usr/bin/program-{i}")))
+            .collect();
         for _ in 0..SAMPLES {
             h.record(keys.iter().map(|k| (k, 1.0, 2.0)));
         }
