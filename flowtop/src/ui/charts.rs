@@ -1,12 +1,12 @@
 //! The pictures bigger than a sparkline: the open flow's rate chart
 //! (ratatui's [`Chart`]) and the timeline of a program's recorded flows
 //! (History tab). Both read only; under an ASCII locale every character
-//! they drew is mapped to plain ASCII ([`asciify`]).
+//! of the frame is mapped to plain ASCII at the end ([`asciify`]).
 
 use std::collections::HashMap;
 
 use ratatui::buffer::Buffer;
-use ratatui::layout::Rect;
+use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Color, Style};
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
@@ -93,6 +93,8 @@ pub fn draw_flow_chart(
     ];
     let chart = Chart::new(datasets)
         .block(block)
+        // The legend shows unless it would hide half the chart.
+        .hidden_legend_constraints((Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)))
         .x_axis(Axis::default().bounds([0.0, span]).labels(vec![
             Span::raw(at(t0)),
             Span::raw(at(t0 + span / 2.0)),
@@ -104,9 +106,6 @@ pub fn draw_flow_chart(
             Span::raw(rate_text(top, bits)),
         ]));
     frame.render_widget(chart, area);
-    if glyphs == Glyphs::Ascii {
-        asciify(frame.buffer_mut(), area);
-    }
 }
 
 /// Replaces every character in `area` that is not ASCII by its nearest
@@ -125,11 +124,21 @@ pub fn asciify(buf: &mut Buffer, area: Rect) {
             }
             let c = sym.chars().next().unwrap_or(' ');
             let to = match c {
-                '│' | '┃' | '║' | '▏' | '▕' => "|",
+                '│' | '┃' | '║' | '▏' | '▕' | '¦' => "|",
                 '─' | '━' | '═' => "-",
                 '┌' | '┐' | '└' | '┘' | '├' | '┤' | '┬' | '┴' | '┼' => "+",
-                '•' | '·' => "*",
-                '█' | '▀' | '▄' | '▌' | '▐' => "#",
+                '•' => "*",
+                '·' => "-",
+                '█' | '▀' | '▌' | '▐' => "#",
+                '▁' => ".",
+                '▂' => ",",
+                '▃' => ":",
+                '▄' => "-",
+                '▅' => "=",
+                '▆' => "+",
+                '▇' => "*",
+                '▼' | '↓' => "v",
+                '▲' | '↑' => "^",
                 '…' => ".",
                 '→' => ">",
                 '←' => "<",
@@ -239,7 +248,8 @@ pub fn timeline_lines<'a>(
         time_text(ms_ns(start)),
         time_text(ms_ns(end)),
     ));
-    let room = height.saturating_sub(3);
+    // Lines left for destinations under the summary and above the axis.
+    let room = height.saturating_sub(2);
     let shown = if order.len() > room {
         room.saturating_sub(1)
     } else {
@@ -320,7 +330,4 @@ pub fn draw_timeline(frame: &mut Frame<'_>, app: &super::app::App, of: &Timeline
     let block = Block::default().borders(Borders::TOP).title(title);
     let lines: Vec<Line<'_>> = lines.into_iter().map(Line::raw).collect();
     frame.render_widget(Paragraph::new(lines).block(block), area);
-    if app.glyphs == Glyphs::Ascii {
-        asciify(frame.buffer_mut(), area);
-    }
 }

@@ -171,6 +171,11 @@ pub fn draw(frame: &mut Frame<'_>, app: &App, now: SystemTime) {
     if app.help {
         draw_help(frame, area);
     }
+    // Without UTF-8 in the locale the terminal shows no box drawing,
+    // arrows or blocks: every cell in plain ASCII.
+    if app.glyphs == super::spark::Glyphs::Ascii {
+        super::charts::asciify(frame.buffer_mut(), area);
+    }
 }
 
 fn title_line(app: &App, width: u16) -> String {
@@ -223,13 +228,17 @@ fn title_line(app: &App, width: u16) -> String {
     }
     // The graphs, once there are two intervals to draw, only where they
     // push nothing off the line (`m` hides them).
-    let n = spark::meter_width(width);
-    if app.meter && n > 0 && app.totals_history.rounds() >= 2 {
-        let (g_out, g_in) = app.totals_history.sparklines(n, app.glyphs);
-        let with = format!(" │ in {inn} {g_in} out {out} {g_out}");
-        let cols = s.chars().count() - s[figures_from..figures_to].chars().count() + with.chars().count();
-        if cols <= usize::from(width) {
-            s.replace_range(figures_from..figures_to, &with);
+    let most = spark::meter_width(width);
+    if app.meter && most > 0 && app.totals_history.rounds() >= 2 {
+        let without = s.chars().count() - s[figures_from..figures_to].chars().count();
+        // The widest graphs that fit, down to 5 intervals.
+        for n in [most, 10, 5].into_iter().filter(|&n| n <= most) {
+            let (g_out, g_in) = app.totals_history.sparklines(n, app.glyphs);
+            let with = format!(" │ in {inn} {g_in} out {out} {g_out}");
+            if without + with.chars().count() <= usize::from(width) {
+                s.replace_range(figures_from..figures_to, &with);
+                break;
+            }
         }
     }
     s
