@@ -225,6 +225,9 @@ pub struct App {
     pub rate_history: RateHistory,
     pub totals_history: TotalsHistory,
     pub meter: bool,
+    /// Whether the Processes tab keeps and shows its TREND column (off
+    /// only for the peer run of `xtask bench ui --processes`).
+    pub trend: bool,
     /// Blocks or ASCII, from the locale.
     pub glyphs: Glyphs,
     /// The snapshot the histories last took a sample of.
@@ -311,6 +314,7 @@ impl App {
             rate_history: RateHistory::default(),
             totals_history: TotalsHistory::default(),
             meter: true,
+            trend: true,
             glyphs: Glyphs::Unicode,
             sampled: Weak::new(),
             wall: SystemTime::now,
@@ -629,7 +633,7 @@ impl App {
         self.sampled = Arc::downgrade(&self.shown);
         let t = self.counts.throughput;
         self.totals_history.record(t.sent, t.received);
-        if processes {
+        if processes && self.trend {
             self.rate_history.record(
                 self.proc_rows
                     .iter()

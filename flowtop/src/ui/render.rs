@@ -569,7 +569,7 @@ fn table_text(app: &App, width: u16, now: SystemTime) -> (String, Vec<String>) {
                 .enumerate()
                 .map(|(i, &c)| (col(i), title(c)))
                 .collect();
-            let trend = spark::trend_width(width);
+            let trend = if app.trend { spark::trend_width(width) } else { 0 };
             with_trend(&mut head, trend, || "TREND".to_owned());
             let lines = app.proc_rows[visible]
                 .iter()
