@@ -166,6 +166,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("Esc", "close the view, or clear the filter"),
     ("Space", "pause the view (data keeps flowing)"),
     ("Enter", "flow details; process names, flows; country flows"),
+    ("Enter, Enter", "History: a flow, then its program's timeline"),
     ("b", "rates in bits or bytes per second"),
     ("m", "show or hide the throughput graph in the header"),
     ("a", "active flows only (traffic in the last interval)"),
