@@ -154,6 +154,7 @@ fn frames_of_the_trend_column() {
     let mut a = processes_after(24, 120, 10);
     ascii(&mut a);
     let s = screen(&a, 120, 10);
+    assert!(s.is_ascii(), "{s}");
     insta::assert_snapshot!("trend_ascii_no_color_120x10", s);
     // Narrow: the numbers stay, the column goes.
     let a = processes_after(24, 80, 10);
@@ -241,6 +242,7 @@ fn frames_of_the_detail_chart() {
     let mut a = detail_with_trace(100, 44);
     ascii(&mut a);
     let s = screen(&a, 100, 44);
+    assert!(s.is_ascii(), "{s}");
     insta::assert_snapshot!("chart_ascii_no_color_100x44", s);
     // A small terminal keeps the lines and draws no chart.
     let s = screen(&detail_with_trace(100, 24), 100, 24);
@@ -353,6 +355,29 @@ fn frames_of_the_timeline() {
     let mut a = timeline(120, 12);
     ascii(&mut a);
     insta::assert_snapshot!("timeline_ascii_no_color_120x12", screen(&a, 120, 12));
+}
+
+#[test]
+fn widths_of_the_trend_and_the_meter_follow_the_terminal() {
+    use super::spark::{meter_width, trend_width, SAMPLES};
+    assert_eq!(trend_width(80), 0);
+    assert_eq!(trend_width(115), 0, "below 6 columns: none");
+    assert_eq!(trend_width(120), 9);
+    assert_eq!(trend_width(300), SAMPLES + 1);
+    assert_eq!(meter_width(100), 0);
+    assert!(meter_width(120) > 0 && meter_width(120) < meter_width(200));
+}
+
+#[test]
+fn asciify_maps_what_the_widgets_draw() {
+    use ratatui::buffer::Buffer;
+    use ratatui::layout::Rect;
+    let area = Rect::new(0, 0, 12, 1);
+    let mut buf = Buffer::empty(area);
+    buf.set_string(0, 0, "│─└•█▁▼↑→⠁é", ratatui::style::Style::default());
+    super::charts::asciify(&mut buf, area);
+    let line: String = (0..12).map(|x| buf[(x, 0)].symbol().to_owned()).collect();
+    assert_eq!(line, "|-+*#.v^>.? ");
 }
 
 #[test]
