@@ -127,8 +127,14 @@ fn line_with<'a>(screen: &'a str, text: &str) -> Option<(usize, &'a str)> {
 /// The shell line: flowtop, then its exit status and the terminal modes
 /// once it is gone.
 fn pane_command(ns: &Netns, args: &str) -> String {
+    pane_command_in(ns, args, "C.UTF-8")
+}
+
+/// The same in a locale (`LC_ALL`): the screen draws blocks and lines
+/// only in a UTF-8 one, plain ASCII otherwise.
+fn pane_command_in(ns: &Netns, args: &str, locale: &str) -> String {
     format!(
-        "ip netns exec {} {} {args}; echo FLOWTOP-EXIT=$?; stty -a | tr ' ' '\\n' | grep -x -e -icanon -e icanon -e echo -e -echo | tr '\\n' ' '; echo; sleep 600",
+        "LC_ALL={locale} ip netns exec {} {} {args}; echo FLOWTOP-EXIT=$?; stty -a | tr ' ' '\\n' | grep -x -e -icanon -e icanon -e echo -e -echo | tr '\\n' ' '; echo; sleep 600",
         ns.name,
         flowtop_bin()
     )
@@ -421,4 +427,90 @@ fn closing_the_terminal_ends_flowtop_and_restores_the_sysctls() {
         "flowtop {flowtop} still runs after its terminal closed"
     );
     assert_eq!(ns.acct_ts(), before, "sysctls not restored");
+}
+
+/// The TREND cell of the Processes row that contains `row_text`: the
+/// columns under the TREND title, up to the EXECUTABLE one.
+fn trend_cell(screen: &str, row_text: &str) -> Option<String> {
+    let (_, head) = line_with(screen, "TREND")?;
+    let head: Vec<char> = head.chars().collect();
+    let at = |word: &str| {
+        let w: Vec<char> = word.chars().collect();
+        head.windows(w.len()).position(|x| x == w.as_slice())
+    };
+    let (from, to) = (at("TREND")?, at("EXECUTABLE")?);
+    let (_, row) = line_with(screen, row_text)?;
+    Some(row.chars().skip(from).take(to - from).collect())
+}
+
+/// The bursts a sparkline shows: runs of samples at half its height or
+/// more, each after quiet ones (at most an eighth). `levels` lists its
+/// characters from empty to full.
+fn bursts(cell: &str, levels: &[char]) -> usize {
+    let level = |c: char| levels.iter().position(|l| *l == c);
+    let mut runs = 0;
+    let mut quiet = false;
+    // The first column is the direction mark.
+    for c in cell.chars().skip(1) {
+        match level(c) {
+            Some(l) if l >= levels.len() / 2 => {
+                if quiet {
+                    runs += 1;
+                }
+                quiet = false;
+            }
+            Some(l) if l <= 1 => quiet = true,
+            _ => {}
+        }
+    }
+    runs
+}
+
+/// A program that sends in bursts, three seconds apart: its row of the
+/// Processes tab shows each burst in the TREND sparkline, in blocks in a
+/// UTF-8 locale and in ASCII in the C locale, with the header's graph.
+#[test]
+#[ignore = "needs root, network namespaces and tmux: run by `cargo xtask test` as root"]
+fn the_processes_trend_shows_a_programs_bursts() {
+    if !require_root() {
+        return;
+    }
+    if !require_tool("tmux") {
+        return;
+    }
+    let (client, server) = Netns::pair();
+    let before = sysctls_off(&client);
+    let _srv = Agent::server(&server, 7102);
+    for (locale, levels, mark) in [
+        ("C.UTF-8", &[' ', '▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'][..], '↑'),
+        ("C", &[' ', '.', ',', ':', '-', '=', '+', '*', '#'][..], '^'),
+    ] {
+        let t = Tmux::start(&pane_command_in(&client, "", locale), 200, 16);
+        t.wait_text("PROCESS");
+        // Connected once flowtop runs: its counters are on from the start.
+        let mut cl = Agent::client(&client);
+        let (idx, _) = cl.tcp_connect(SERVER_V4, 7102);
+        t.keys(&["Tab"]);
+        t.wait_for("the agent on the Processes tab", |s| {
+            s.contains("TREND") && line_with(s, "python3").is_some()
+        });
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_secs(3));
+            cl.tcp_send(idx, 4_000_000);
+        }
+        let s = t.wait_for("three bursts in the agent's sparkline", |s| {
+            trend_cell(s, "python3").is_some_and(|c| bursts(&c, levels) >= 3)
+        });
+        let cell = trend_cell(&s, "python3").expect("the TREND cell");
+        assert!(cell.starts_with(mark), "sent more than received: {cell:?}\n{s}");
+        if locale == "C" {
+            assert!(s.is_ascii(), "plain ASCII in the C locale:\n{s}");
+            assert!(s.contains(" | in "), "{s}");
+        } else {
+            assert!(s.contains(" │ in "), "{s}");
+        }
+        cl.tcp_close(idx);
+        t.keys(&["q"]);
+        assert_restored(&t, &client, &before);
+    }
 }

@@ -6,8 +6,8 @@
 //! the visible slice.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::enrich::book::AddressBook;
 use crate::enrich::services::Services;
@@ -23,6 +23,7 @@ use super::keys::{Action, Mode};
 use super::procinfo::{ProcInfos, Users};
 use super::rows::{CountryRow, ProcKey, ProcRow, ProcSort, RowCtx, Throughput};
 use super::sort::{Ordered, SortSpec};
+use super::spark::{Glyphs, RateHistory, Totals as TotalsHistory, Trace};
 
 /// What the header says about the run, fixed at start.
 #[derive(Debug, Clone)]
@@ -94,6 +95,22 @@ pub struct Detail {
     pub entry: Entry,
     /// The flow left the table since the view opened.
     pub ended: bool,
+    /// Its rates since the view opened (the chart), and the snapshot
+    /// sampled last (one sample per snapshot).
+    pub trace: Trace,
+    traced: Weak<Snapshot>,
+}
+
+impl Detail {
+    fn new(entry: Entry, ended: bool) -> Detail {
+        Detail {
+            key: entry.flow.key(),
+            entry,
+            ended,
+            trace: Trace::default(),
+            traced: Weak::new(),
+        }
+    }
 }
 
 /// The open names view of a Processes row: the names its processes asked
@@ -203,6 +220,23 @@ pub struct App {
     pub clock: fn() -> Instant,
     /// History tab: the recorded flow whose details are open (Enter).
     pub history_detail: Option<Box<crate::journal::query::Flow>>,
+    /// Rates per Processes group over the last intervals (the TREND
+    /// column), and of the header's totals (its graph, `m` hides it).
+    pub rate_history: RateHistory,
+    pub totals_history: TotalsHistory,
+    pub meter: bool,
+    /// Whether the Processes tab keeps and shows its TREND column (off
+    /// only for the peer run of `xtask bench ui --processes`).
+    pub trend: bool,
+    /// Blocks or ASCII, from the locale.
+    pub glyphs: Glyphs,
+    /// The snapshot the histories last took a sample of.
+    sampled: Weak<Snapshot>,
+    /// The wall clock the flow chart's samples are stamped with (tests fix it).
+    pub wall: fn() -> SystemTime,
+    /// History tab: the timeline of a program's recorded flows (Enter in
+    /// a recorded flow's details).
+    pub timeline: Option<super::charts::TimelineOf>,
 }
 
 fn empty_snapshot() -> Arc<Snapshot> {
@@ -277,6 +311,14 @@ impl App {
             ended_rows: Vec::new(),
             clock: Instant::now,
             history_detail: None,
+            rate_history: RateHistory::default(),
+            totals_history: TotalsHistory::default(),
+            meter: true,
+            trend: true,
+            glyphs: Glyphs::Unicode,
+            sampled: Weak::new(),
+            wall: SystemTime::now,
+            timeline: None,
         }
     }
 
@@ -306,8 +348,10 @@ impl App {
             Mode::EditingFilter
         } else if self.help {
             Mode::Help
-        } else if self.detail.is_some() || self.history_detail.is_some() {
+        } else if self.detail.is_some() || self.timeline.is_some() {
             Mode::Detail
+        } else if self.history_detail.is_some() {
+            Mode::Recorded
         } else if self.proc_names.is_some() {
             Mode::Names
         } else {
@@ -485,6 +529,9 @@ impl App {
             // timeout come from the new snapshot.
             let old = std::mem::replace(&mut self.shown, Arc::clone(&self.latest));
             self.garbage.push(old);
+            // The rows and their rates stand: sampled again as they are.
+            let fresh_processes = self.fresh[Tab::Processes.index()];
+            self.sample(fresh_processes);
             self.refresh_detail();
             return None;
         }
@@ -571,7 +618,28 @@ impl App {
         self.cursor = self.cursor.min(self.len().saturating_sub(1));
         self.scroll_into_view();
         self.selected = self.selected_at(self.cursor);
+        let fresh_processes = self.fresh[Tab::Processes.index()];
+        self.sample(fresh_processes);
         old
+    }
+
+    /// Takes one sample of the rates for the histories, once per snapshot
+    /// (rows built again for a key take none): the header's totals, and
+    /// the Processes groups when their rows are of this snapshot.
+    fn sample(&mut self, processes: bool) {
+        if std::ptr::eq(self.sampled.as_ptr(), Arc::as_ptr(&self.shown)) {
+            return;
+        }
+        self.sampled = Arc::downgrade(&self.shown);
+        let t = self.counts.throughput;
+        self.totals_history.record(t.sent, t.received);
+        if processes && self.trend {
+            self.rate_history.record(
+                self.proc_rows
+                    .iter()
+                    .map(|r| (&r.key, r.totals.sent_rate, r.totals.received_rate)),
+            );
+        }
     }
 
     /// A new sort: the Flows rows reordered from the filtered flows, no
@@ -669,6 +737,16 @@ impl App {
             Some(e) => d.entry = e,
             None => d.ended = true,
         }
+        // One point of the chart per snapshot while the flow lives.
+        if !d.ended && !std::ptr::eq(d.traced.as_ptr(), Arc::as_ptr(&self.shown)) {
+            d.traced = Arc::downgrade(&self.shown);
+            if let Some(r) = d.entry.rate.measured_rates() {
+                let at = (self.wall)()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |t| t.as_secs_f64());
+                d.trace.push(at, r.orig_bytes, r.reply_bytes);
+            }
+        }
     }
 
     fn set_filter(&mut self, text: String) {
@@ -700,6 +778,13 @@ impl App {
     }
 
     fn open(&mut self) {
+        // From a recorded flow's details on to its program's timeline.
+        if let Some(f) = &self.history_detail {
+            if self.timeline.is_none() {
+                self.timeline = super::charts::TimelineOf::of(f);
+            }
+            return;
+        }
         // From a process's names on to its flows.
         if let Some(names) = self.proc_names.take() {
             if let Some(f) = names.flows {
@@ -710,11 +795,7 @@ impl App {
         match self.tab {
             Tab::Flows => {
                 if let Some(entry) = self.ended_at(self.cursor).cloned() {
-                    self.detail = Some(Detail {
-                        key: entry.flow.key(),
-                        entry,
-                        ended: true,
-                    });
+                    self.detail = Some(Detail::new(entry, true));
                     return;
                 }
                 let slot = self.flow_rows.get(self.cursor);
@@ -725,11 +806,8 @@ impl App {
                             self.procs.request_ancestors(ppid);
                         }
                     }
-                    self.detail = Some(Detail {
-                        key: entry.flow.key(),
-                        entry,
-                        ended: false,
-                    });
+                    self.detail = Some(Detail::new(entry, false));
+                    self.refresh_detail();
                 }
             }
             // "Where does this process connect": the names it asked
@@ -794,6 +872,7 @@ impl App {
             Action::Left => self.hscroll = self.hscroll.saturating_sub(HSCROLL_STEP),
             Action::Right => self.hscroll = self.hscroll.saturating_add(HSCROLL_STEP).min(400),
             Action::ToggleBits => self.bits = !self.bits,
+            Action::ToggleMeter => self.meter = !self.meter,
             Action::ToggleActive => {
                 self.active_only = !self.active_only;
                 self.derive();
@@ -890,6 +969,8 @@ impl App {
                     self.help = false;
                 } else if self.detail.is_some() {
                     self.detail = None;
+                } else if self.timeline.is_some() {
+                    self.timeline = None;
                 } else if self.history_detail.is_some() {
                     self.history_detail = None;
                 } else if self.proc_names.is_some() {

@@ -16,6 +16,8 @@ pub enum Action {
     Left,
     Right,
     ToggleBits,
+    /// `m`: show or hide the header's throughput graph.
+    ToggleMeter,
     ToggleActive,
     ToggleSource,
     /// `t`: show or hide the flows that ended lately (Flows tab).
@@ -57,6 +59,9 @@ pub enum Mode {
     Detail,
     /// A process's names (Enter on the Processes tab).
     Names,
+    /// A recorded flow's details (History tab): Enter goes on to the
+    /// timeline of its program.
+    Recorded,
 }
 
 /// The action of a key in `mode`, if any.
@@ -90,8 +95,8 @@ pub fn action(key: KeyEvent, mode: Mode) -> Option<Action> {
             KeyCode::Char('?') => Some(Action::Help),
             _ => None,
         },
-        // Enter goes on to the process's flows.
-        Mode::Names => match key.code {
+        // Enter goes on to the process's flows, or the program's timeline.
+        Mode::Names | Mode::Recorded => match key.code {
             KeyCode::Char('q') => Some(Action::Quit),
             KeyCode::Enter => Some(Action::Open),
             KeyCode::Esc | KeyCode::Backspace | KeyCode::Left | KeyCode::Char('h') => Some(Action::Back),
@@ -115,6 +120,7 @@ fn normal(code: KeyCode) -> Option<Action> {
         KeyCode::Char('g') => Action::Group,
         KeyCode::End | KeyCode::Char('G') => Action::End,
         KeyCode::Char('b') => Action::ToggleBits,
+        KeyCode::Char('m') => Action::ToggleMeter,
         KeyCode::Char('a') => Action::ToggleActive,
         KeyCode::Char('s') => Action::ToggleSource,
         KeyCode::Char('t') => Action::ToggleEnded,
@@ -160,7 +166,9 @@ pub const HELP: &[(&str, &str)] = &[
     ("Esc", "close the view, or clear the filter"),
     ("Space", "pause the view (data keeps flowing)"),
     ("Enter", "flow details; process names, flows; country flows"),
+    ("Enter, Enter", "History: a flow, then its program's timeline"),
     ("b", "rates in bits or bytes per second"),
+    ("m", "show or hide the throughput graph in the header"),
     ("a", "active flows only (traffic in the last interval)"),
     ("s", "show the source address and port"),
     ("t", "show or hide flows that ended lately (dimmed)"),

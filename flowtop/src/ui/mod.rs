@@ -11,6 +11,7 @@
 //! guard), [`procinfo`] (command lines read in the background).
 
 pub mod app;
+pub mod charts;
 pub mod derive;
 pub mod ended;
 pub mod filter;
@@ -20,10 +21,13 @@ pub mod procinfo;
 pub mod render;
 pub mod rows;
 pub mod sort;
+pub mod spark;
 pub mod term;
 
 #[cfg(test)]
 mod fixture;
+#[cfg(test)]
+mod pictures_tests;
 #[cfg(test)]
 mod tests;
 
@@ -61,7 +65,8 @@ pub struct ScreenInput {
     pub asked_names: crate::names::tracker::BookSlot,
     /// `FLOWTOP_FRAME_LOG`: a file that gets one line per frame with the
     /// microseconds spent on rows on the screen's thread, drawing, and on
-    /// rows on the deriver thread (for `xtask bench ui`).
+    /// rows on the deriver thread, then the Processes rate histories'
+    /// groups and bytes (for `xtask bench ui`).
     pub frame_log: Option<std::fs::File>,
     /// The journal the History tab reads (`--journal`).
     pub journal: std::path::PathBuf,
@@ -96,6 +101,9 @@ pub fn run(mut input: ScreenInput) -> io::Result<()> {
         procs,
     );
     app.asked_names = Arc::clone(&input.asked_names);
+    app.glyphs = spark::Glyphs::from_env();
+    // `xtask bench ui --processes`: its peer run keeps no rate history.
+    app.trend = std::env::var_os("FLOWTOP_BENCH_NO_TREND").is_none();
     let _guard = term::TerminalGuard::enter()?;
     let (wake, woken) = mpsc::channel::<Wake>();
     spawn_input(wake.clone())?;
@@ -146,7 +154,14 @@ pub fn run(mut input: ScreenInput) -> io::Result<()> {
             let t0 = Instant::now();
             terminal.draw(|f| render::draw(f, &app, SystemTime::now()))?;
             if let Some(log) = &mut input.frame_log {
-                let _ = writeln!(log, "{built_here} {} {built_there}", t0.elapsed().as_micros());
+                // Then the Processes histories: groups and bytes held.
+                let _ = writeln!(
+                    log,
+                    "{built_here} {} {built_there} {} {}",
+                    t0.elapsed().as_micros(),
+                    app.rate_history.len(),
+                    app.rate_history.heap_bytes()
+                );
             }
             built_here = 0;
             built_there = 0;

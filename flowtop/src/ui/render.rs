@@ -17,6 +17,7 @@ use super::keys::{FILTER_HELP, HELP};
 use super::procinfo::ProcInfo;
 use super::rows::{self, ProcColumn, RowCtx, Totals};
 use super::sort::Column;
+use super::spark;
 use crate::flow::model::{Owner, Tuple};
 use crate::output::ends;
 use crate::output::format::{age_secs, human_age, human_bytes};
@@ -146,12 +147,20 @@ pub fn draw(frame: &mut Frame<'_>, app: &App, now: SystemTime) {
         return;
     }
     let row = |y: u16, h: u16| Rect::new(area.x, area.y + y, area.width, h);
-    frame.render_widget(Paragraph::new(title_line(app)).style(theme.bar()), row(0, 1));
+    frame.render_widget(
+        Paragraph::new(title_line(app, area.width)).style(theme.bar()),
+        row(0, 1),
+    );
     frame.render_widget(Paragraph::new(tab_line(app, &theme)), row(1, 1));
     let body_h = area.height - TABLE_TOP - 1;
     let body = Rect::new(area.x, area.y + 2, area.width, body_h + 1);
     match &app.detail {
         Some(d) => draw_detail(frame, app, d, body, now, &theme),
+        None if app.timeline.is_some() => {
+            if let Some(of) = &app.timeline {
+                super::charts::draw_timeline(frame, app, of, body);
+            }
+        }
         None if app.history_detail.is_some() => draw_recorded(frame, app, body, &theme),
         None => match &app.proc_names {
             Some(p) => draw_names(frame, app, p, body, &theme),
@@ -162,9 +171,14 @@ pub fn draw(frame: &mut Frame<'_>, app: &App, now: SystemTime) {
     if app.help {
         draw_help(frame, area);
     }
+    // Without UTF-8 in the locale the terminal shows no box drawing,
+    // arrows or blocks: every cell in plain ASCII.
+    if app.glyphs == super::spark::Glyphs::Ascii {
+        super::charts::asciify(frame.buffer_mut(), area);
+    }
 }
 
-fn title_line(app: &App) -> String {
+fn title_line(app: &App, width: u16) -> String {
     let mut s = format!(" flowtop {} │ {} flows", app.header.version, app.counts.flows);
     if !app.counts.by_proto.is_empty() {
         let parts: Vec<String> = app
@@ -192,12 +206,14 @@ fn title_line(app: &App) -> String {
     let _ = write!(s, " │ {}", shown.join(" "));
     // What the shown flows move, with those that ended in the interval.
     let t = app.counts.throughput;
-    let _ = write!(
-        s,
-        " │ in {} out {}",
+    let (inn, out) = (
         rows::rate_text(t.received, app.bits),
-        rows::rate_text(t.sent, app.bits)
+        rows::rate_text(t.sent, app.bits),
     );
+    // The figures' place: a graph of the last intervals may go beside each.
+    let figures_from = s.len();
+    let _ = write!(s, " │ in {inn} out {out}");
+    let figures_to = s.len();
     // Least important last: a narrow terminal cuts the end.
     let st = app.shown().stats;
     let _ = write!(s, " │ lost {} resync {}", st.overruns, st.resyncs);
@@ -209,6 +225,21 @@ fn title_line(app: &App) -> String {
     );
     if !app.header.inspect {
         s.push_str(" │ inspect off");
+    }
+    // The graphs, once there are two intervals to draw, only where they
+    // push nothing off the line (`m` hides them).
+    let most = spark::meter_width(width);
+    if app.meter && most > 0 && app.totals_history.rounds() >= 2 {
+        let without = s.chars().count() - s[figures_from..figures_to].chars().count();
+        // The widest graphs that fit, down to 5 intervals.
+        for n in [most, 10, 5].into_iter().filter(|&n| n <= most) {
+            let (g_out, g_in) = app.totals_history.sparklines(n, app.glyphs);
+            let with = format!(" │ in {inn} {g_in} out {out} {g_out}");
+            if without + with.chars().count() <= usize::from(width) {
+                s.replace_range(figures_from..figures_to, &with);
+                break;
+            }
+        }
     }
     s
 }
@@ -287,8 +318,10 @@ fn footer<'a>(app: &App, theme: &Theme) -> Paragraph<'a> {
             return Paragraph::new(format!(" {}", terminal_safe(first))).style(theme.warn());
         }
     }
-    let hints = if app.detail.is_some() || app.history_detail.is_some() {
+    let hints = if app.detail.is_some() || app.timeline.is_some() {
         " Esc back  ? help  q quit"
+    } else if app.history_detail.is_some() {
+        " Enter timeline of its program  Esc back  ? help  q quit"
     } else if app.proc_names.is_some() {
         " Enter its flows  Esc back  ? help  q quit"
     } else {
@@ -449,6 +482,16 @@ fn command_text(app: &App, r: &rows::ProcRow) -> String {
     }
 }
 
+/// Puts the TREND cell (`width` columns, none when 0) before the last
+/// cell of a Processes line (COMMAND).
+fn with_trend(cells: &mut Vec<(Col, String)>, width: usize, text: impl FnOnce() -> String) {
+    if width == 0 {
+        return;
+    }
+    let at = cells.len().saturating_sub(1);
+    cells.insert(at, (Col { width, right: false }, text()));
+}
+
 fn totals_cells(t: &Totals, bits: bool) -> Vec<(Col, String)> {
     let n = |width| Col { width, right: true };
     vec![
@@ -521,16 +564,18 @@ fn table_text(app: &App, width: u16, now: SystemTime) -> (String, Vec<String>) {
                 width: widths[i].0,
                 right: widths[i].1,
             };
-            let head: Vec<(Col, String)> = ProcColumn::ALL
+            let mut head: Vec<(Col, String)> = ProcColumn::ALL
                 .iter()
                 .enumerate()
                 .map(|(i, &c)| (col(i), title(c)))
                 .collect();
+            let trend = if app.trend { spark::trend_width(width) } else { 0 };
+            with_trend(&mut head, trend, || "TREND".to_owned());
             let lines = app.proc_rows[visible]
                 .iter()
                 .map(|r| {
                     let t = &r.totals;
-                    let cells = vec![
+                    let mut cells = vec![
                         (col(0), r.comm.clone()),
                         (col(1), r.uid.map_or_else(|| "-".into(), |u| app.user_name(u))),
                         (col(2), pids_text(r)),
@@ -541,6 +586,11 @@ fn table_text(app: &App, width: u16, now: SystemTime) -> (String, Vec<String>) {
                         (col(7), rows::rate_text(t.received_rate, app.bits)),
                         (col(8), command_text(app, r)),
                     ];
+                    with_trend(&mut cells, trend, || {
+                        app.rate_history
+                            .sparkline(&r.key, trend, app.glyphs)
+                            .unwrap_or_default()
+                    });
                     line_of(&cells)
                 })
                 .collect();
@@ -928,13 +978,49 @@ fn parent_chain(app: &App, o: &Owner) -> String {
 }
 
 fn draw_detail(frame: &mut Frame<'_>, app: &App, d: &Detail, area: Rect, now: SystemTime, theme: &Theme) {
-    draw_key_values(
-        frame,
-        detail_lines(app, d, now),
-        " Flow details (Esc back) ",
-        area,
-        theme,
-    );
+    let lines = detail_lines(app, d, now);
+    let (text, chart) = detail_layout(area, &lines);
+    draw_key_values(frame, lines, " Flow details (Esc back) ", text, theme);
+    if let Some(c) = chart {
+        super::charts::draw_flow_chart(frame, c, &d.trace, app.bits, app.glyphs, app.color, app.time_text);
+    }
+}
+
+/// Where the details' lines and their rate chart go: the chart beside the
+/// lines on a wide terminal, under them when rows are left over, else
+/// nowhere (a small terminal keeps every line).
+fn detail_layout(area: Rect, lines: &[(String, String)]) -> (Rect, Option<Rect>) {
+    use super::charts::CHART_MIN;
+    const TALL: u16 = 16;
+    if area.width >= 150 {
+        let left = area.width * 3 / 5;
+        let right = Rect::new(
+            area.x + left,
+            area.y,
+            area.width - left,
+            area.height.min(TALL + 2),
+        );
+        return (Rect { width: left, ..area }, Some(right));
+    }
+    // The rows the lines take, wrapped (keys are 15 columns wide).
+    let w = usize::from(area.width.max(1));
+    let used: usize = 1 + lines
+        .iter()
+        .map(|(_, v)| (15 + v.chars().count()).div_ceil(w).max(1))
+        .sum::<usize>();
+    let left_over = usize::from(area.height).saturating_sub(used);
+    if left_over >= usize::from(CHART_MIN.1) && area.width >= CHART_MIN.0 {
+        let h = (left_over as u16).min(TALL);
+        let chart = Rect::new(area.x, area.y + area.height - h, area.width, h);
+        return (
+            Rect {
+                height: area.height - h,
+                ..area
+            },
+            Some(chart),
+        );
+    }
+    (area, None)
 }
 
 /// The details of a recorded flow (Enter on the History tab): what the

@@ -926,8 +926,11 @@ fn the_header_total_counts_flows_that_ended_in_the_interval() {
     // its initiator (500 KB); sent: 1000 + 10 000 + 2000 bytes.
     assert_eq!(t.received, 3_500_000.0);
     assert_eq!(t.sent, 13_000.0);
+    // The header has room for its graphs at 140 columns: `m` hides them.
+    a.apply(Action::ToggleMeter);
     let s = screen(&a, 140, 24);
     assert!(s.contains("in 3.3MB/s out 13KB/s"), "{s}");
+    a.apply(Action::ToggleMeter);
     type_filter(&mut a, "pid:502");
     // The ended flow is no live row; it stays a while after them (dimmed).
     assert_eq!(a.flow_rows.len(), 0, "the ended flow is no live row");
@@ -1682,7 +1685,7 @@ mod history {
         let mut a = on_history(120, 30, history::load(&journal(&dir.0), 10));
         a.move_for_test(3);
         a.apply(Action::Open);
-        assert_eq!(a.mode(), Mode::Detail);
+        assert_eq!(a.mode(), Mode::Recorded);
         insta::assert_snapshot!("history_detail_120x30", screen(&a, 120, 30));
         a.apply(Action::Back);
         assert!(a.history_detail.is_none());

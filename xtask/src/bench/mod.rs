@@ -26,6 +26,7 @@ mod soak;
 pub(crate) mod stream;
 pub(crate) mod table;
 pub(crate) mod ui;
+mod ui_trend;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -43,6 +44,8 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
     match name {
         "dump" => dump::run(args),
         "attribution" => attribution_cost(),
+        // With --processes: the TREND sparklines at N program groups.
+        "ui" if args.iter().any(|a| a == "--processes") => ui_trend::run(args),
         "ui" => ui::run(&ui::Opts::parse(args)?),
         "enrich" => enrich::run(args),
         "soak" => soak::run(args),
@@ -53,11 +56,12 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
         "journal" => journal::run(args),
         "help" | "--help" | "-h" => {
             println!(
-                "{}\n\n{ATTRIBUTION_USAGE}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}",
+                "{}\n\n{ATTRIBUTION_USAGE}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}",
                 dump::USAGE,
                 report::USAGE,
                 enrich::USAGE,
                 ui::USAGE,
+                ui_trend::USAGE,
                 soak::USAGE,
                 screen_mem::USAGE,
                 scorecard::USAGE,

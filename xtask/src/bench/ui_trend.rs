@@ -1,0 +1,319 @@
+//! `cargo xtask bench ui --processes N`: the Processes tab's TREND
+//! sparklines at N program groups, against the same screen with them off
+//! (`FLOWTOP_BENCH_NO_TREND=1`: no history kept, no column drawn), in the
+//! same run.
+//!
+//! A private namespace gets N processes, each under a uid of its own (so
+//! that each is a program group of the Processes tab: executable and user),
+//! each sending UDP datagrams in bursts of its own rhythm to a test host.
+//! flowtop runs in a 200x50 tmux pane on the Processes tab with a short
+//! interval, while the selection moves down a row every 100 ms (a frame
+//! each); the rounds alternate on and off. Reported from
+//! `FLOWTOP_FRAME_LOG`: frame time (screen thread: rows taken and drawn)
+//! p50/p99/max per mode, the deriver thread's rows per snapshot, and the
+//! rate histories' groups and bytes (per group: under 1 KiB is the target).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+
+use super::guards::{check_interrupted, sleep_checked, ProcGuard, SysctlGuard};
+use super::markdown::{header, ms, ratio};
+use super::measure::percentile;
+use super::netns::Netns;
+use super::table::setup_namespace;
+use super::ui::{shown_flows, Pane};
+use super::{log, parse_count, require_root, require_tools};
+use super::{prepare, write_report, Prepared};
+
+pub const USAGE: &str = "\
+usage: cargo xtask bench ui --processes N [--secs S] [--rounds R] [--interval T]
+
+  --processes  sending processes, each a program group of its own (uid), default 5000
+  --secs       measuring window per round in seconds, default 30
+  --rounds     rounds per mode (TREND on, off), alternating, default 2
+  --interval   flowtop's -t in seconds, default 0.5
+
+Needs root, python3 and tmux. Writes bench/ui-trend.md.";
+
+#[derive(Debug, Clone)]
+pub struct Opts {
+    processes: u64,
+    secs: f64,
+    rounds: usize,
+    interval: f64,
+}
+
+impl Opts {
+    pub fn parse(args: &[String]) -> Result<Opts> {
+        let mut o = Opts {
+            processes: 5000,
+            secs: 30.0,
+            rounds: 2,
+            interval: 0.5,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut val = || it.next().with_context(|| format!("{a} needs a value\n\n{USAGE}"));
+            match a.as_str() {
+                "--processes" => o.processes = parse_count(val()?)?,
+                "--secs" => o.secs = val()?.parse().context("--secs")?,
+                "--rounds" => o.rounds = val()?.parse().context("--rounds")?,
+                "--interval" => o.interval = val()?.parse().context("--interval")?,
+                other => bail!("unknown option {other}\n\n{USAGE}"),
+            }
+        }
+        if o.processes == 0 || o.secs <= 0.0 || o.rounds == 0 || o.interval < 0.1 {
+            bail!("--processes, --secs and --rounds must be positive, --interval at least 0.1\n\n{USAGE}");
+        }
+        Ok(o)
+    }
+}
+
+/// First uid of the senders: far above the users of a normal system.
+const FIRST_UID: u64 = 200_000;
+
+/// Forks N senders, each under uid FIRST_UID + i, each sending bursts of
+/// datagrams at its own rhythm from a socket of its own; they die with it
+/// (PR_SET_PDEATHSIG). Prints "ready" once all are started.
+const SENDERS_PY: &str = r#"
+import ctypes, gc, os, random, signal, socket, sys, time
+n, uid0 = int(sys.argv[1]), int(sys.argv[2])
+libc = ctypes.CDLL(None, use_errno=True)
+gc.disable()
+gc.freeze()
+for i in range(n):
+    if os.fork() == 0:
+        try:
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            os.setgroups([])
+            os.setgid(uid0 + i)
+            os.setuid(uid0 + i)
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("198.51.100.1", 0))
+            s.connect(("198.51.100.%d" % (2 + i % 250), 1000 + i))
+            r = random.Random(i)
+            buf = b"x" * 1000
+            while True:
+                for _ in range(r.randint(1, 30)):
+                    try:
+                        s.send(buf)
+                    except OSError:
+                        pass
+                time.sleep(r.uniform(0.2, 3.0))
+        finally:
+            os._exit(0)
+print("ready", flush=True)
+while True:
+    time.sleep(3600)
+"#;
+
+/// One round's frames: (screen thread µs + draw µs, deriver µs, groups,
+/// bytes) per line.
+type Frame = (f64, f64, f64, f64);
+
+fn frames(log: &Path, skip: usize) -> Result<Vec<Frame>> {
+    let text = std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
+    Ok(text
+        .lines()
+        .skip(skip)
+        .filter_map(|l| {
+            let v: Vec<f64> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            (v.len() >= 5).then(|| (v[0] + v[1], v[2], v[3], v[4]))
+        })
+        .collect())
+}
+
+/// Runs flowtop in a pane (TREND on or off) for one round; its frames.
+fn round(opts: &Opts, ns: &Netns, flowtop: &Path, log_path: &Path, on: bool) -> Result<Vec<Frame>> {
+    let _ = std::fs::remove_file(log_path);
+    let cmd = format!(
+        "exec env LC_ALL=C.UTF-8 FLOWTOP_FRAME_LOG={} {} ip netns exec {} {} -4U --no-sysctl -n -G -t {}",
+        log_path.display(),
+        if on { "" } else { "FLOWTOP_BENCH_NO_TREND=1" },
+        ns.name,
+        flowtop.display(),
+        opts.interval
+    );
+    let pane = Pane::start(if on { "on" } else { "off" }, &cmd)?;
+    let want = opts.processes * 9 / 10;
+    if pane
+        .wait(Duration::from_secs(120), |s| {
+            shown_flows(s).is_some_and(|n| n >= want)
+        })?
+        .is_none()
+    {
+        bail!(
+            "the {want}+ flows were not on screen after 120 s: {}",
+            pane.screen()?.lines().next().unwrap_or_default()
+        );
+    }
+    pane.key("Tab")?;
+    let mark = if on { "TREND" } else { "EXECUTABLE" };
+    if pane
+        .wait(Duration::from_secs(20), |s| s.contains(mark))?
+        .is_none()
+    {
+        bail!("the Processes tab did not show {mark}");
+    }
+    // Let the histories fill a while before measuring.
+    sleep_checked(Duration::from_secs_f64(opts.interval * 10.0))?;
+    let skip = frames(log_path, 0)?.len();
+    let t0 = Instant::now();
+    let mut presses = 0u32;
+    while t0.elapsed().as_secs_f64() < opts.secs {
+        check_interrupted()?;
+        // Down 30 rows, then up again: a frame per press.
+        pane.key(if (presses / 30).is_multiple_of(2) {
+            "Down"
+        } else {
+            "Up"
+        })?;
+        presses += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = frames(log_path, skip)?;
+    drop(pane);
+    Ok(out)
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let opts = Opts::parse(args)?;
+    require_root("bench ui --processes", "network namespaces, uids, sysctls")?;
+    require_tools(&["ip", "nft", "python3", "tmux"])?;
+    let Prepared {
+        root,
+        flowtop,
+        tmp,
+        started,
+    } = prepare()?;
+    let mut sysctls = SysctlGuard::new();
+    let changed = sysctls.raise_for_entries(opts.processes * 2)?;
+    let ns = Netns::create(&format!("ftbench-trend-{}", std::process::id()))?;
+    setup_namespace(&ns)?;
+    log(format!("starting {} senders, uids {FIRST_UID}..", opts.processes));
+    let mut child = ns
+        .cmd("python3")
+        .args([
+            "-c",
+            SENDERS_PY,
+            &opts.processes.to_string(),
+            &FIRST_UID.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start the senders")?;
+    let stdout = child.stdout.take().context("senders' stdout")?;
+    let senders = ProcGuard::new(child, "senders");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+    if line.trim() != "ready" {
+        bail!("the senders did not start ({line:?})");
+    }
+    let log_path = tmp.0.join("frames.log");
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for r in 0..opts.rounds {
+        for trend in [true, false] {
+            log(format!(
+                "round {}: TREND {}",
+                r + 1,
+                if trend { "on" } else { "off" }
+            ));
+            let f = round(&opts, &ns, &flowtop, &log_path, trend)?;
+            if trend { &mut on } else { &mut off }.extend(f);
+        }
+    }
+    drop(senders);
+    drop(ns);
+    drop(sysctls);
+    let report = render(&opts, &root, &changed, &on, &off, started.elapsed());
+    write_report(&root, "ui-trend.md", &report)
+}
+
+fn render(
+    opts: &Opts,
+    root: &Path,
+    changed: &[String],
+    on: &[Frame],
+    off: &[Frame],
+    took: Duration,
+) -> String {
+    let command = format!(
+        "cargo xtask bench ui --processes {} --secs {} --rounds {} --interval {}",
+        opts.processes, opts.secs, opts.rounds, opts.interval
+    );
+    let mut s = header("flowtop TREND sparklines benchmark", root, &command, took);
+    for c in changed {
+        let _ = writeln!(s, "- raised for the run: {c}");
+    }
+    let _ = writeln!(
+        s,
+        "\nSetup: a fresh network namespace with {} processes, each under a uid of its own (so \
+         each is a program group of the Processes tab), each sending UDP bursts of its own rhythm \
+         from a socket of its own. flowtop (`-4U --no-sysctl -n -G -t {}`) runs in a 200x50 tmux \
+         pane on the Processes tab while the selection moves a row every 100 ms; rounds alternate \
+         TREND on and off (`FLOWTOP_BENCH_NO_TREND=1`: no history kept, no column), {} rounds of \
+         {} s each. Frame: the screen thread's work (rows taken from the deriver, the histories' \
+         sample, the selection) plus the draw, per frame, from `FLOWTOP_FRAME_LOG`.\n",
+        opts.processes, opts.interval, opts.rounds, opts.secs
+    );
+    let _ = writeln!(
+        s,
+        "| TREND | metric | p50 | p99 | max | n |\n|---|---|---:|---:|---:|---:|"
+    );
+    let row = |s: &mut String, mode: &str, metric: &str, v: &[f64]| {
+        let max = v.iter().copied().fold(f64::NAN, f64::max);
+        let _ = writeln!(
+            s,
+            "| {mode} | {metric} | {} | {} | {} | {} |",
+            ms(percentile(v, 50.0)),
+            ms(percentile(v, 99.0)),
+            ms(max),
+            v.len()
+        );
+    };
+    let frame = |f: &[Frame]| f.iter().map(|x| x.0 / 1e3).collect::<Vec<_>>();
+    let deriver = |f: &[Frame]| {
+        f.iter()
+            .filter(|x| x.1 > 0.0)
+            .map(|x| x.1 / 1e3)
+            .collect::<Vec<_>>()
+    };
+    row(&mut s, "on", "frame: screen thread + draw", &frame(on));
+    row(&mut s, "off", "frame: screen thread + draw", &frame(off));
+    row(&mut s, "on", "rows per snapshot (deriver thread)", &deriver(on));
+    row(&mut s, "off", "rows per snapshot (deriver thread)", &deriver(off));
+    let (p99_on, p99_off) = (percentile(&frame(on), 99.0), percentile(&frame(off), 99.0));
+    let _ = writeln!(
+        s,
+        "\nFrame p99, on / off (same run): {} / {} = {} (target: on under 16 ms).",
+        ms(p99_on),
+        ms(p99_off),
+        ratio(p99_on, p99_off)
+    );
+    // The histories as the last frame of the on rounds saw them.
+    match on.iter().rev().find(|f| f.2 > 0.0) {
+        Some(&(_, _, groups, bytes)) => {
+            let _ = writeln!(
+                s,
+                "\nRate histories: {groups:.0} groups, {bytes:.0} bytes, {:.0} bytes per group \
+                 (target: under 1024; two arrays of 60 f32, the table slot and the key's text). \
+                 With TREND off: {} groups.",
+                bytes / groups,
+                off.iter().map(|f| f.2).fold(0.0, f64::max)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "\nRate histories: no group recorded (attribution found no process?)."
+            );
+        }
+    }
+    s
+}
