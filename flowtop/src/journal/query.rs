@@ -363,7 +363,8 @@ impl Journal {
 
     /// [`Self::summary`], with (`rollup`) or without the per-day rollup.
     pub(super) fn summary_by(&self, filter: &Filter, rollup: bool) -> anyhow::Result<Vec<Summary>> {
-        let mut acc: Groups = HashMap::default();
+        // Sized for a large summary up front: growing it moved every entry.
+        let mut acc: Groups = HashMap::with_capacity_and_hasher(1 << 16, Default::default());
         let (since, until) = (filter.since_ms, filter.until_ms);
         // The whole days inside the bounds: [first_day, end_day).
         let first_day = since.map_or(i64::MIN, |s| {
@@ -555,7 +556,11 @@ impl Journal {
                     .map(|c| countries.entry(c).or_insert_with_key(|c| Arc::from(&**c)).clone()),
             });
         }
-        out.sort_by(|a, b| {
+        // Sorted through an index: a row is about 150 bytes, and moving
+        // 200 000 of them around in the sort was a fifth of the summary.
+        let mut order: Vec<u32> = (0..u32::try_from(out.len()).unwrap_or(u32::MAX)).collect();
+        order.sort_unstable_by(|&i, &j| {
+            let (a, b) = (&out[i as usize], &out[j as usize]);
             (a.exe.is_none(), &a.exe)
                 .cmp(&(b.exe.is_none(), &b.exe))
                 .then(b.flows.cmp(&a.flows))
@@ -563,7 +568,11 @@ impl Journal {
                 .then(a.dport.cmp(&b.dport))
                 .then(a.proto.cmp(&b.proto))
         });
-        Ok(out)
+        let mut slots: Vec<Option<Summary>> = out.into_iter().map(Some).collect();
+        Ok(order
+            .into_iter()
+            .filter_map(|i| slots[i as usize].take())
+            .collect())
     }
 }
 
