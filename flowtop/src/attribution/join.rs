@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 
 use super::ebpf_owners::{Generational, OwnedSocket};
 use super::index::{local_ends, normalise, unspecified_like, SocketIndex};
+use super::netns::NetnsRoutes;
 use crate::flow::clock::Clock;
-use crate::flow::model::{Attributed, Direction, Flow, FlowKey, Owner};
+use crate::flow::model::{Attributed, Direction, Flow, FlowKey, How, Owner};
 use crate::flow::table::{FlowTable, OwnerLookup};
 
 /// How long (at least) a flow that appeared without an owner is tried
@@ -52,7 +53,17 @@ pub struct OwnerJoin {
     /// This namespace's addresses (from the latest /proc index, or given at
     /// start): which ends of a flow are local. Empty: not known yet.
     local_addrs: HashSet<IpAddr, foldhash::fast::RandomState>,
+    /// Sockets of other network namespaces by (namespace inode, ends):
+    /// candidates for forwarded flows of namespaces behind this host only
+    /// (issue 15), never consulted for this namespace's flows.
+    netns_sockets: Generational<NetnsKey, Arc<Owner>>,
+    /// Which namespaces are behind which interface (rtnetlink); a mutex
+    /// because lookups take `&self` and it caches.
+    netns_routes: std::sync::Mutex<NetnsRoutes>,
 }
+
+/// A socket of another namespace: its inode, protocol, local and remote end.
+type NetnsKey = (u64, u8, SocketAddr, SocketAddr);
 
 impl OwnerJoin {
     /// An empty join; `now` starts its clock.
@@ -63,6 +74,8 @@ impl OwnerJoin {
             recent_unowned: VecDeque::new(),
             clock: Clock::new(now.checked_sub(Duration::from_secs(60)).unwrap_or(now)),
             local_addrs: HashSet::default(),
+            netns_sockets: Generational::new(EBPF_SOCKETS_HALF / 4),
+            netns_routes: std::sync::Mutex::new(NetnsRoutes::new()),
         }
     }
 
@@ -121,7 +134,18 @@ impl OwnerJoin {
             return Found::new();
         }
         for (p, local, remote, owner) in sockets {
-            self.ebpf_sockets.insert((p, local, remote), owner);
+            match (owner.how, owner.netns) {
+                (How::Netns, Some(ns)) => {
+                    self.routes().note_member(ns, owner.pid);
+                    self.netns_sockets.insert((ns, p, local, remote), owner);
+                }
+                // Another namespace's socket whose namespace is unknown
+                // can never be routed: dropped.
+                (How::Netns, None) => {}
+                _ => {
+                    self.ebpf_sockets.insert((p, local, remote), owner);
+                }
+            }
         }
         self.retry_recent(table, now)
     }
@@ -147,7 +171,14 @@ impl OwnerJoin {
         self.recent_unowned
             .iter()
             .filter_map(|(_, key)| {
-                let flow = table.unsettled_flow(key)?;
+                // A forwarded flow is settled for the table, but one whose
+                // ends are behind a local namespace waits for its socket.
+                let flow = table.unsettled_flow(key).or_else(|| {
+                    table
+                        .get(*key)
+                        .filter(|e| e.owner.is_none() && e.direction == Some(Direction::Forward))
+                        .map(|e| &e.flow)
+                })?;
                 let found = self.lookup(flow);
                 (found.owner.is_some() || found.direction.is_some()).then_some((*key, found))
             })
@@ -203,13 +234,56 @@ impl OwnerJoin {
             Direction::Out => (initiator, None),
             Direction::In => (acceptor, None),
             Direction::Local => (initiator, acceptor),
-            Direction::Forward => (None, None),
+            Direction::Forward => (self.netns_owner(flow), None),
         };
         Attributed {
             owner,
             peer,
             direction: Some(direction),
         }
+    }
+
+    fn routes(&self) -> std::sync::MutexGuard<'_, NetnsRoutes> {
+        self.netns_routes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The owner of a forwarded flow in a namespace behind this host: the
+    /// socket at the original tuple's source (a client inside, masquerade)
+    /// in a namespace behind the interface the route to that source leaves
+    /// through, else the socket at the reply tuple's source (a server
+    /// inside a published port, DNAT) likewise. A namespace not behind
+    /// such an interface is never asked, whatever sockets it holds.
+    fn netns_owner(&self, flow: &Flow) -> Option<Arc<Owner>> {
+        if self.netns_sockets.is_empty() {
+            return None;
+        }
+        let p = flow.proto;
+        let now = Instant::now();
+        let mut routes = self.routes();
+        for (src, end) in [flow.orig.src, flow.reply.src].into_iter().zip(local_ends(flow)) {
+            let Some((local, remote)) = end else { continue };
+            let any_remote = SocketAddr::new(unspecified_like(remote.ip()), 0);
+            for &ns in routes.behind(normalise(src), now) {
+                for key in [(ns, p, local, remote), (ns, p, local, any_remote)] {
+                    if let Some(o) = self.netns_sockets.get(&key) {
+                        return Some(o.clone());
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether a forwarded flow has an end behind a namespace this host
+    /// routes to (and so may still get its owner).
+    fn behind_a_namespace(&self, flow: &Flow) -> bool {
+        if self.netns_sockets.is_empty() {
+            return false;
+        }
+        let now = Instant::now();
+        let mut routes = self.routes();
+        !routes.behind(normalise(flow.orig.src), now).is_empty()
+            || !routes.behind(normalise(flow.reply.src), now).is_empty()
     }
 
     /// The process holding the socket at one end of a flow.
@@ -239,7 +313,10 @@ impl OwnerJoin {
 impl OwnerLookup for OwnerJoin {
     fn attribute(&mut self, flow: &Flow, now: Instant) -> Attributed {
         let found = self.lookup(flow);
-        if !found.settled() {
+        let waits_for_netns = found.owner.is_none()
+            && found.direction == Some(Direction::Forward)
+            && self.behind_a_namespace(flow);
+        if !found.settled() || waits_for_netns {
             self.note_unowned(flow.key(), now);
         }
         found

@@ -64,6 +64,10 @@ pub struct ProcessInfo {
     pub ppid: Option<u32>,
     /// /proc/PPID/comm.
     pub parent_comm: Option<String>,
+    /// The `0::` path of /proc/PID/cgroup (issue 15).
+    pub cgroup: Option<String>,
+    /// The inode of /proc/PID/ns/net.
+    pub netns: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -318,6 +322,7 @@ fn read_process(proc_root: &Path, pid: u32) -> Option<ProcessInfo> {
     let parent_comm = ppid
         .filter(|&p| p != 0)
         .and_then(|p| processes::read_comm(&proc_root.join(p.to_string())));
+    let (cgroup, netns) = super::identity::read_proc(&dir);
     Some(ProcessInfo {
         pid,
         comm: String::from_utf8_lossy(&comm).into_owned(),
@@ -326,6 +331,8 @@ fn read_process(proc_root: &Path, pid: u32) -> Option<ProcessInfo> {
         cmdline: processes::read_cmdline(&dir),
         ppid,
         parent_comm,
+        cgroup,
+        netns,
     })
 }
 
@@ -908,6 +915,8 @@ garbage
                 cmdline: None,
                 ppid: Some(1),
                 parent_comm: None,
+                cgroup: None,
+                netns: None,
             }
         );
         // 999's fd directory and 1000's comm.
