@@ -159,6 +159,8 @@ pub struct EbpfOwners {
     netns_inodes: Generational<u64, u64>,
     /// This namespace's inode.
     own_inode: Option<u64>,
+    /// The last process of each other namespace the join was told of.
+    members_noted: Generational<u64, u32>,
     /// Identities by cgroup id.
     pub identities: identity::Identities,
     proc_root: std::path::PathBuf,
@@ -179,6 +181,7 @@ impl EbpfOwners {
             created: Generational::new(capacity / 2),
             foreign: Generational::new(FOREIGN_HALF),
             netns_inodes: Generational::new(1 << 10),
+            members_noted: Generational::new(1 << 10),
             own_inode: std::fs::read_link("/proc/self/ns/net")
                 .ok()
                 .and_then(|l| identity::netns_inode(&l.to_string_lossy())),
@@ -231,7 +234,9 @@ impl EbpfOwners {
     }
 
     /// Applies one event; a TUPLE joined to its owner, or a kprobe event
-    /// (owner and tuple in one), is returned.
+    /// (owner and tuple in one), is returned; so is a CREATED event of a
+    /// process of another namespace not noted before, as a membership note
+    /// (`How::Netns`, protocol 0, unspecified ends: it matches no flow).
     /// `proc_of(pid)` reads what the kernel event lacks while the process
     /// lives: its executable path and its main thread's command name (the
     /// event carries the name of the thread that made the socket).
@@ -259,11 +264,22 @@ impl EbpfOwners {
                 let mut owner = owner_of(ev, proc_of(ev.tgid), process.as_deref(), who);
                 if ours {
                     self.created.insert(ev.cookie, Arc::new(owner));
-                } else {
-                    owner.how = How::Netns;
-                    self.foreign.insert(ev.cookie, Arc::new(owner));
+                    return None;
                 }
-                None
+                owner.how = How::Netns;
+                let owner = Arc::new(owner);
+                self.foreign.insert(ev.cookie, owner.clone());
+                // A process of that namespace, once per (namespace, pid):
+                // a membership note (no ends) so that the join can find the
+                // namespace and scan it, even when its sockets never send
+                // (a server's listener behind a published port).
+                let inode = owner.netns?;
+                if self.members_noted.get(&inode) == Some(&ev.tgid) {
+                    return None;
+                }
+                self.members_noted.insert(inode, ev.tgid);
+                let none = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+                Some((0, none, none, owner))
             }
             SOCK_EVENT_TUPLE => {
                 // Sockets of other namespaces are kept apart: their owners

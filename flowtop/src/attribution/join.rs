@@ -14,7 +14,7 @@
 //! table (`FlowTable::set_owners`). The join reads the table only through
 //! its public view of unowned flows and never changes it.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,7 +60,18 @@ pub struct OwnerJoin {
     /// Which namespaces are behind which interface (rtnetlink); a mutex
     /// because lookups take `&self` and it caches.
     netns_routes: std::sync::Mutex<NetnsRoutes>,
+    /// /proc scans of namespaces behind this host, by (namespace, the
+    /// address asked about), at most one per [`super::netns::REFRESH`]:
+    /// the sockets eBPF cannot join (accepted ones have no CREATED event,
+    /// older ones none at all), e.g. the server behind a published port.
+    netns_scans: std::sync::Mutex<HashMap<(u64, IpAddr), NetnsScan>>,
 }
+
+/// A namespace's sockets from /proc, and when they were read.
+type NetnsScan = (Instant, Arc<SocketIndex>);
+
+/// Namespace scans remembered at most.
+const NETNS_SCANS_MAX: usize = 256;
 
 /// A socket of another namespace: its inode, protocol, local and remote end.
 type NetnsKey = (u64, u8, SocketAddr, SocketAddr);
@@ -76,6 +87,7 @@ impl OwnerJoin {
             local_addrs: HashSet::default(),
             netns_sockets: Generational::new(EBPF_SOCKETS_HALF / 4),
             netns_routes: std::sync::Mutex::new(NetnsRoutes::new()),
+            netns_scans: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -136,8 +148,18 @@ impl OwnerJoin {
         for (p, local, remote, owner) in sockets {
             match (owner.how, owner.netns) {
                 (How::Netns, Some(ns)) => {
-                    self.routes().note_member(ns, owner.pid);
-                    self.netns_sockets.insert((ns, p, local, remote), owner);
+                    if self.routes().note_member(ns, owner.pid) {
+                        // A process new there: the namespace's sockets
+                        // changed since it was last scanned.
+                        self.netns_scans
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .retain(|&(n, _), _| n != ns);
+                    }
+                    // A membership note has no ends: nothing to store.
+                    if p != 0 || local.port() != 0 || !local.ip().is_unspecified() {
+                        self.netns_sockets.insert((ns, p, local, remote), owner);
+                    }
                 }
                 // Another namespace's socket whose namespace is unknown
                 // can never be routed: dropped.
@@ -234,7 +256,12 @@ impl OwnerJoin {
             Direction::Out => (initiator, None),
             Direction::In => (acceptor, None),
             Direction::Local => (initiator, acceptor),
-            Direction::Forward => (self.netns_owner(flow), None),
+            // Both ends in namespaces behind this host: the initiator owns
+            // it, the acceptor is its peer (as for a local flow).
+            Direction::Forward => match self.netns_ends(flow) {
+                [Some(i), a] => (Some(i), a),
+                [None, a] => (a, None),
+            },
         };
         Attributed {
             owner,
@@ -247,43 +274,86 @@ impl OwnerJoin {
         self.netns_routes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The owner of a forwarded flow in a namespace behind this host: the
-    /// socket at the original tuple's source (a client inside, masquerade)
-    /// in a namespace behind the interface the route to that source leaves
-    /// through, else the socket at the reply tuple's source (a server
-    /// inside a published port, DNAT) likewise. A namespace not behind
-    /// such an interface is never asked, whatever sockets it holds.
-    fn netns_owner(&self, flow: &Flow) -> Option<Arc<Owner>> {
-        if self.netns_sockets.is_empty() {
-            return None;
+    /// The processes at a forwarded flow's ends in namespaces behind this
+    /// host: [initiator, acceptor]. The initiator is the socket at the
+    /// original tuple's source (a client inside: masquerade), the acceptor
+    /// the socket at the reply tuple's source (a server inside a published
+    /// port: DNAT), each looked for only in the namespaces behind the
+    /// interface the route to that address leaves through. A namespace not
+    /// behind such an interface is never asked, whatever sockets it holds.
+    fn netns_ends(&self, flow: &Flow) -> [Option<Arc<Owner>>; 2] {
+        let mut routes = self.routes();
+        if !routes.has_members() {
+            return [None, None];
         }
         let p = flow.proto;
         let now = Instant::now();
-        let mut routes = self.routes();
-        for (src, end) in [flow.orig.src, flow.reply.src].into_iter().zip(local_ends(flow)) {
-            let Some((local, remote)) = end else { continue };
+        let [orig_end, reply_end] = local_ends(flow);
+        [(flow.orig.src, orig_end), (flow.reply.src, reply_end)].map(|(src, end)| {
+            let (local, remote) = end?;
+            let behind = routes.behind(normalise(src), now).to_vec();
+            // Sockets eBPF saw first (exact), then a /proc scan of the namespace.
             let any_remote = SocketAddr::new(unspecified_like(remote.ip()), 0);
-            for &ns in routes.behind(normalise(src), now) {
+            for &ns in &behind {
                 for key in [(ns, p, local, remote), (ns, p, local, any_remote)] {
                     if let Some(o) = self.netns_sockets.get(&key) {
                         return Some(o.clone());
                     }
                 }
             }
+            for &ns in &behind {
+                let Some(pid) = routes.member(ns) else { continue };
+                let index = self.netns_scan(ns, pid, local.ip(), now);
+                let found = index
+                    .socket_at(p, local, remote)
+                    .or_else(|| index.listener_at(p, local));
+                if let Some(o) = found {
+                    return Some(Arc::new(Owner {
+                        how: How::Netns,
+                        netns: Some(ns),
+                        ..(*o).clone()
+                    }));
+                }
+            }
+            None
+        })
+    }
+
+    /// The sockets of namespace `ns` (through `/proc/PID/net` of its member
+    /// `pid`), with `addr` as its address for wildcard-bound sockets.
+    fn netns_scan(&self, ns: u64, pid: u32, addr: IpAddr, now: Instant) -> Arc<SocketIndex> {
+        let mut scans = self.netns_scans.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((t, idx)) = scans.get(&(ns, addr)) {
+            if now.duration_since(*t) < super::netns::REFRESH {
+                return idx.clone();
+            }
         }
-        None
+        let root = std::path::Path::new("/proc");
+        let net = root.join(pid.to_string()).join("net");
+        // The member may have left the namespace: only its own namespace's
+        // tables are read.
+        let same = std::fs::metadata(root.join(pid.to_string()).join("ns/net"))
+            .is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == ns);
+        let scan = if same {
+            super::procfs::scan_net(root, &net)
+        } else {
+            super::procfs::ProcScan::default()
+        };
+        let idx = Arc::new(SocketIndex::from_procfs(&scan, [addr]));
+        if scans.len() >= NETNS_SCANS_MAX {
+            scans.clear();
+        }
+        scans.insert((ns, addr), (now, idx.clone()));
+        idx
     }
 
     /// Whether a forwarded flow has an end behind a namespace this host
     /// routes to (and so may still get its owner).
     fn behind_a_namespace(&self, flow: &Flow) -> bool {
-        if self.netns_sockets.is_empty() {
-            return false;
-        }
         let now = Instant::now();
         let mut routes = self.routes();
-        !routes.behind(normalise(flow.orig.src), now).is_empty()
-            || !routes.behind(normalise(flow.reply.src), now).is_empty()
+        routes.leads_to_a_namespace(normalise(flow.orig.src), now)
+            || routes.leads_to_a_namespace(normalise(flow.reply.src), now)
     }
 
     /// The process holding the socket at one end of a flow.

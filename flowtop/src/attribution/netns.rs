@@ -41,6 +41,8 @@ pub const REFRESH: Duration = Duration::from_secs(2);
 const ROUTES_MAX: usize = 1 << 12;
 /// Namespaces remembered at most (with one process of each).
 const MEMBERS_MAX: usize = 1 << 12;
+/// Processes remembered per namespace (any live one will do).
+const PIDS_PER_MEMBER: usize = 4;
 
 /// A link: its index, the id of the namespace its other end is in (veth
 /// and the like), the bridge it is a port of.
@@ -185,9 +187,13 @@ pub struct NetnsRoutes {
     pub unavailable: Option<String>,
     /// Interface index -> inodes of the namespaces behind it.
     behind: HashMap<u32, Vec<u64>>,
+    /// Interfaces whose other end is in another namespace, and the
+    /// bridges they are ports of.
+    peer_ifaces: std::collections::HashSet<u32>,
     refreshed: Option<Instant>,
     /// Namespace inode -> a process seen making a socket in it.
-    members: HashMap<u64, u32>,
+    /// (the latest few, newest last).
+    members: HashMap<u64, Vec<u32>>,
     routes: HashMap<IpAddr, (Instant, Option<u32>)>,
 }
 
@@ -213,6 +219,7 @@ impl NetnsRoutes {
             rtnl: None,
             unavailable: None,
             behind: HashMap::new(),
+            peer_ifaces: Default::default(),
             refreshed: None,
             members: HashMap::new(),
             routes: HashMap::new(),
@@ -220,12 +227,30 @@ impl NetnsRoutes {
     }
 
     /// Remembers that `pid` made a socket in the namespace `inode`: how
-    /// that namespace's id is found.
-    pub fn note_member(&mut self, inode: u64, pid: u32) {
+    /// that namespace's id is found. Whether the pid is new there.
+    pub fn note_member(&mut self, inode: u64, pid: u32) -> bool {
         if self.members.len() >= MEMBERS_MAX && !self.members.contains_key(&inode) {
             self.members.clear();
         }
-        self.members.insert(inode, pid);
+        let pids = self.members.entry(inode).or_default();
+        if pids.is_empty() {
+            // A namespace not seen before: learn where it is at once.
+            self.refreshed = None;
+        }
+        if pids.last() == Some(&pid) {
+            return false;
+        }
+        pids.retain(|&p| p != pid);
+        if pids.len() >= PIDS_PER_MEMBER {
+            pids.remove(0);
+        }
+        pids.push(pid);
+        true
+    }
+
+    /// A process seen in the namespace `inode` (the latest).
+    pub fn member(&self, inode: u64) -> Option<u32> {
+        self.members.get(&inode).and_then(|p| p.last().copied())
     }
 
     /// Whether any namespace was seen at all.
@@ -251,33 +276,43 @@ impl NetnsRoutes {
         self.refreshed = Some(now);
         self.routes.clear();
         self.behind.clear();
-        let members: Vec<(u64, u32)> = self.members.iter().map(|(&i, &p)| (i, p)).collect();
+        self.peer_ifaces.clear();
         let Some(rtnl) = self.rtnl() else { return };
         let Ok(links) = rtnl.links() else { return };
-        if links.iter().all(|l| l.1.is_none()) {
+        let mut peers = std::collections::HashSet::new();
+        for &(index, nsid, master) in &links {
+            if nsid.is_some() {
+                peers.insert(index);
+                peers.extend(master);
+            }
+        }
+        if peers.is_empty() {
             return;
         }
         // Namespace id (as this namespace numbers it) -> inode.
         let mut by_nsid: HashMap<i32, u64> = HashMap::new();
-        let mut gone = Vec::new();
-        for (inode, pid) in members {
-            let Ok(f) = std::fs::File::open(format!("/proc/{pid}/ns/net")) else {
-                gone.push(inode);
-                continue;
-            };
-            // The process may have moved on: ask only about the namespace
-            // it was seen in.
-            if f.metadata().map(|m| m.ino()).ok() != Some(inode) {
-                gone.push(inode);
-                continue;
-            }
-            if let Ok(Some(id)) = rtnl.nsid_of_fd(f.as_raw_fd() as u32) {
-                by_nsid.insert(id, inode);
+        let Some(rtnl) = self.rtnl.as_mut() else { return };
+        let members = &mut self.members;
+        for (&inode, pids) in members.iter_mut() {
+            // Newest first; a process that exited or moved to another
+            // namespace is forgotten (only the namespace it was seen in is
+            // asked about).
+            while let Some(&pid) = pids.last() {
+                let f = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+                    .ok()
+                    .filter(|f| f.metadata().map(|m| m.ino()).ok() == Some(inode));
+                let Some(f) = f else {
+                    pids.pop();
+                    continue;
+                };
+                if let Ok(Some(id)) = rtnl.nsid_of_fd(f.as_raw_fd() as u32) {
+                    by_nsid.insert(id, inode);
+                }
+                break;
             }
         }
-        for inode in gone {
-            self.members.remove(&inode);
-        }
+        members.retain(|_, pids| !pids.is_empty());
+        self.peer_ifaces = peers;
         for (index, nsid, master) in links {
             let Some(inode) = nsid.and_then(|n| by_nsid.get(&n).copied()) else {
                 continue;
@@ -291,15 +326,13 @@ impl NetnsRoutes {
         }
     }
 
-    /// The namespaces behind the interface the route to `ip` leaves
-    /// through (empty: none, or not known).
-    pub fn behind(&mut self, ip: IpAddr, now: Instant) -> &[u64] {
-        if !self.has_members() {
-            return &[];
-        }
+    /// The interface the route to `ip` leaves through, when it is one
+    /// another namespace is behind (a veth of one, or a bridge with such
+    /// ports): cached.
+    fn peer_route(&mut self, ip: IpAddr, now: Instant) -> Option<u32> {
         self.refresh(now);
-        if self.behind.is_empty() {
-            return &[];
+        if self.peer_ifaces.is_empty() {
+            return None;
         }
         let fresh = self
             .routes
@@ -317,7 +350,23 @@ impl NetnsRoutes {
                 oif
             }
         };
-        oif.and_then(|i| self.behind.get(&i)).map_or(&[], Vec::as_slice)
+        oif.filter(|i| self.peer_ifaces.contains(i))
+    }
+
+    /// Whether the route to `ip` leads to another namespace (whether or
+    /// not a process of it was seen yet): a forwarded flow from or to it
+    /// may still get an owner when its socket is reported.
+    pub fn leads_to_a_namespace(&mut self, ip: IpAddr, now: Instant) -> bool {
+        self.peer_route(ip, now).is_some()
+    }
+
+    /// The namespaces behind the interface the route to `ip` leaves
+    /// through (empty: none, or not known).
+    pub fn behind(&mut self, ip: IpAddr, now: Instant) -> &[u64] {
+        match self.peer_route(ip, now) {
+            Some(oif) => self.behind.get(&oif).map_or(&[], Vec::as_slice),
+            None => &[],
+        }
     }
 }
 

@@ -97,8 +97,13 @@ const TABLES: &[(&str, u8, bool, bool)] = &[
 /// flowtop's flows), then one walk of `<proc_root>/[0-9]*/fd/*` matching
 /// `socket:[INODE]` links to those inodes. Never per flow.
 pub fn scan(proc_root: &Path) -> ProcScan {
+    scan_net(proc_root, &proc_root.join("self").join("net"))
+}
+
+/// [`scan`] of another namespace's tables: `net` is `/proc/PID/net` of a
+/// process in it (issue 15: the server behind a published port).
+pub fn scan_net(proc_root: &Path, net: &Path) -> ProcScan {
     let mut out = ProcScan::default();
-    let net = proc_root.join("self").join("net");
     // One large buffer: the kernel walks a table's whole hash (tens of
     // thousands of buckets for TCP) again for every read() that resumes it,
     // so the fewer reads the better.
