@@ -25,6 +25,8 @@ pub mod term;
 #[cfg(test)]
 mod fixture;
 #[cfg(test)]
+mod identity_tests;
+#[cfg(test)]
 mod tests;
 
 use std::io::{self, Write as _};
