@@ -194,6 +194,11 @@ pub struct NetnsRoutes {
     /// Namespace inode -> a process seen making a socket in it.
     /// (the latest few, newest last).
     members: HashMap<u64, Vec<u32>>,
+    /// The id this namespace gives each namespace seen (inode -> id),
+    /// learnt while one of its processes lived; forgotten when no link
+    /// carries the id any more (the namespace is gone, the id may be
+    /// reused).
+    nsids: HashMap<u64, i32>,
     routes: HashMap<IpAddr, (Instant, Option<u32>)>,
 }
 
@@ -222,6 +227,7 @@ impl NetnsRoutes {
             peer_ifaces: Default::default(),
             refreshed: None,
             members: HashMap::new(),
+            nsids: HashMap::new(),
             routes: HashMap::new(),
         }
     }
@@ -233,10 +239,6 @@ impl NetnsRoutes {
             self.members.clear();
         }
         let pids = self.members.entry(inode).or_default();
-        if pids.is_empty() {
-            // A namespace not seen before: learn where it is at once.
-            self.refreshed = None;
-        }
         if pids.last() == Some(&pid) {
             return false;
         }
@@ -245,6 +247,12 @@ impl NetnsRoutes {
             pids.remove(0);
         }
         pids.push(pid);
+        if !self.nsids.contains_key(&inode) {
+            // A namespace not placed yet: now, while its process (maybe
+            // short-lived) is there to open its namespace.
+            self.refreshed = None;
+            self.refresh(Instant::now());
+        }
         true
     }
 
@@ -255,7 +263,7 @@ impl NetnsRoutes {
 
     /// Whether any namespace was seen at all.
     pub fn has_members(&self) -> bool {
-        !self.members.is_empty()
+        !self.members.is_empty() || !self.nsids.is_empty()
     }
 
     fn rtnl(&mut self) -> Option<&mut Rtnl> {
@@ -289,10 +297,10 @@ impl NetnsRoutes {
         if peers.is_empty() {
             return;
         }
-        // Namespace id (as this namespace numbers it) -> inode.
-        let mut by_nsid: HashMap<i32, u64> = HashMap::new();
+        let on_links: std::collections::HashSet<i32> = links.iter().filter_map(|l| l.1).collect();
         let Some(rtnl) = self.rtnl.as_mut() else { return };
-        let members = &mut self.members;
+        let (members, nsids) = (&mut self.members, &mut self.nsids);
+        nsids.retain(|_, id| on_links.contains(id));
         for (&inode, pids) in members.iter_mut() {
             // Newest first; a process that exited or moved to another
             // namespace is forgotten (only the namespace it was seen in is
@@ -306,12 +314,14 @@ impl NetnsRoutes {
                     continue;
                 };
                 if let Ok(Some(id)) = rtnl.nsid_of_fd(f.as_raw_fd() as u32) {
-                    by_nsid.insert(id, inode);
+                    nsids.insert(inode, id);
                 }
                 break;
             }
         }
-        members.retain(|_, pids| !pids.is_empty());
+        members.retain(|inode, pids| !pids.is_empty() || nsids.contains_key(inode));
+        // Namespace id (as this namespace numbers it) -> inode.
+        let by_nsid: HashMap<i32, u64> = nsids.iter().map(|(&i, &id)| (id, i)).collect();
         self.peer_ifaces = peers;
         for (index, nsid, master) in links {
             let Some(inode) = nsid.and_then(|n| by_nsid.get(&n).copied()) else {
