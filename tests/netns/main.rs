@@ -9,6 +9,7 @@ mod attribution_ebpf;
 mod attribution_ends;
 mod attribution_exec;
 mod attribution_procfs;
+mod containers;
 mod counters;
 mod dumps;
 mod journal_record;

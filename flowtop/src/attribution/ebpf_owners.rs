@@ -16,7 +16,7 @@ use flowtop_common::{SockEvent, SOCK_EVENT_CREATED, SOCK_EVENT_KPROBE, SOCK_EVEN
 
 use super::index::normalise;
 use super::processes::{ProcessBook, ProcessInfo};
-use super::{exe_hash, How, Owner};
+use super::{exe_hash, identity, How, Owner};
 use crate::ebpf::ProcEvent;
 
 type Fast = foldhash::fast::RandomState;
@@ -98,7 +98,7 @@ pub fn proc_info(pid: u32) -> ProcInfo {
 /// The owner of an event's socket: the process as the book recorded it
 /// when it started (exe, arguments, parent: known even once it exited),
 /// /proc for what the book lacks.
-fn owner_of(ev: &SockEvent, info: ProcInfo, process: Option<&ProcessInfo>) -> Owner {
+fn owner_of(ev: &SockEvent, info: ProcInfo, process: Option<&ProcessInfo>, who: Who) -> Owner {
     let exe = process.and_then(|p| p.exe.clone()).or(info.exe);
     let hash = || exe_hash::digest(Some(ev.tgid), exe.as_deref());
     let exe_sha256 = match process {
@@ -124,8 +124,22 @@ fn owner_of(ev: &SockEvent, info: ProcInfo, process: Option<&ProcessInfo>) -> Ow
         parent_comm: process.and_then(|p| p.parent_comm.clone()),
         exe_sha256,
         cgroup_id: (ev.cgroup_id != 0).then_some(ev.cgroup_id),
+        identity: who.identity,
+        netns: who.netns,
     }
 }
+
+/// What [`identity`] tells of an event's process.
+#[derive(Default)]
+struct Who {
+    identity: Option<Arc<identity::Identity>>,
+    netns: Option<u64>,
+}
+
+/// Sockets of other network namespaces remembered (two generations of
+/// half this): the candidates for forwarded flows of namespaces behind
+/// this host (issue 15).
+const FOREIGN_HALF: usize = 1 << 15;
 
 /// Processes the book remembers: two generations of half this. A process
 /// that fell out is read from /proc again while it lives.
@@ -136,6 +150,20 @@ const PROCESSES: usize = 1 << 14;
 pub struct EbpfOwners {
     netns_cookie: Option<u64>,
     created: Generational<u64, Arc<Owner>>,
+    /// Sockets of other namespaces by cookie; their owners are
+    /// `How::Netns` with the namespace's inode, and only ever reach the
+    /// join's per-namespace store (never this namespace's sockets).
+    foreign: Generational<u64, Arc<Owner>>,
+    /// Network namespace inodes by netns cookie (read from the first
+    /// process seen in each).
+    netns_inodes: Generational<u64, u64>,
+    /// This namespace's inode.
+    own_inode: Option<u64>,
+    /// The last process of each other namespace the join was told of.
+    members_noted: Generational<u64, u32>,
+    /// Identities by cgroup id.
+    pub identities: identity::Identities,
+    proc_root: std::path::PathBuf,
     /// What each process is, from the exec/fork records (and /proc).
     pub processes: ProcessBook,
     /// Tuples that arrived before their CREATED event (rare: the two come
@@ -151,6 +179,14 @@ impl EbpfOwners {
         EbpfOwners {
             netns_cookie,
             created: Generational::new(capacity / 2),
+            foreign: Generational::new(FOREIGN_HALF),
+            netns_inodes: Generational::new(1 << 10),
+            members_noted: Generational::new(1 << 10),
+            own_inode: std::fs::read_link("/proc/self/ns/net")
+                .ok()
+                .and_then(|l| identity::netns_inode(&l.to_string_lossy())),
+            identities: identity::Identities::host(),
+            proc_root: "/proc".into(),
             processes: ProcessBook::new(PROCESSES),
             unmatched: 0,
         }
@@ -170,6 +206,26 @@ impl EbpfOwners {
             .is_none_or(|own| ev.netns_cookie == 0 || ev.netns_cookie == own)
     }
 
+    /// The identity and namespace of an event's process: by cgroup id
+    /// (cached), and this namespace's inode or the one its netns cookie
+    /// maps to (read from /proc/PID/ns/net at first sight of the cookie).
+    fn who(&mut self, ev: &SockEvent, ours: bool) -> Who {
+        let identity = self.identities.of_event(ev.tgid, ev.cgroup_id, &self.proc_root);
+        let netns = if ours {
+            self.own_inode
+        } else if let Some(&i) = self.netns_inodes.get(&ev.netns_cookie) {
+            Some(i)
+        } else {
+            let dir = self.proc_root.join(ev.tgid.to_string());
+            let inode = identity::read_proc(&dir).1;
+            if let Some(i) = inode {
+                self.netns_inodes.insert(ev.netns_cookie, i);
+            }
+            inode
+        };
+        Who { identity, netns }
+    }
+
     /// The owner of the socket with this cookie, when its CREATED event (of
     /// flowtop's namespace) is remembered: for name captures, which carry
     /// the cookie of their local socket.
@@ -178,7 +234,9 @@ impl EbpfOwners {
     }
 
     /// Applies one event; a TUPLE joined to its owner, or a kprobe event
-    /// (owner and tuple in one), is returned.
+    /// (owner and tuple in one), is returned; so is a CREATED event of a
+    /// process of another namespace not noted before, as a membership note
+    /// (`How::Netns`, protocol 0, unspecified ends: it matches no flow).
     /// `proc_of(pid)` reads what the kernel event lacks while the process
     /// lives: its executable path and its main thread's command name (the
     /// event carries the name of the thread that made the socket).
@@ -189,23 +247,49 @@ impl EbpfOwners {
                     return None;
                 }
                 let process = self.processes.get_or_read(ev.tgid);
-                let owner = Arc::new(owner_of(ev, proc_of(ev.tgid), process.as_deref()));
+                let who = self.who(ev, true);
+                let owner = Arc::new(owner_of(ev, proc_of(ev.tgid), process.as_deref(), who));
                 let local = SocketAddr::new(addr_of(ev.family, &ev.local_addr)?, ev.local_port);
                 let remote = SocketAddr::new(addr_of(ev.family, &ev.remote_addr)?, ev.remote_port);
                 Some((u8::try_from(ev.protocol).ok()?, local, remote, owner))
             }
             SOCK_EVENT_CREATED => {
-                if !self.ours(ev) {
+                let ours = self.ours(ev);
+                let who = self.who(ev, ours);
+                if !ours && who.netns.is_none() {
+                    // Its namespace is unknown: it could never be routed.
                     return None;
                 }
                 let process = self.processes.get_or_read(ev.tgid);
-                let owner = owner_of(ev, proc_of(ev.tgid), process.as_deref());
-                self.created.insert(ev.cookie, Arc::new(owner));
-                None
+                let mut owner = owner_of(ev, proc_of(ev.tgid), process.as_deref(), who);
+                if ours {
+                    self.created.insert(ev.cookie, Arc::new(owner));
+                    return None;
+                }
+                owner.how = How::Netns;
+                let owner = Arc::new(owner);
+                self.foreign.insert(ev.cookie, owner.clone());
+                // A process of that namespace, once per (namespace, pid):
+                // a membership note (no ends) so that the join can find the
+                // namespace and scan it, even when its sockets never send
+                // (a server's listener behind a published port).
+                let inode = owner.netns?;
+                if self.members_noted.get(&inode) == Some(&ev.tgid) {
+                    return None;
+                }
+                self.members_noted.insert(inode, ev.tgid);
+                let none = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+                Some((0, none, none, owner))
             }
             SOCK_EVENT_TUPLE => {
-                // Sockets of other namespaces never had their CREATED kept.
-                let Some(owner) = self.created.get(&ev.cookie).cloned() else {
+                // Sockets of other namespaces are kept apart: their owners
+                // say `How::Netns`, which the join stores per namespace.
+                let Some(owner) = self
+                    .created
+                    .get(&ev.cookie)
+                    .or_else(|| self.foreign.get(&ev.cookie))
+                    .cloned()
+                else {
                     self.unmatched += 1;
                     return None;
                 };
@@ -227,6 +311,8 @@ mod tests {
     fn owners(capacity: usize) -> EbpfOwners {
         let mut o = EbpfOwners::new(Some(7), capacity);
         o.processes = ProcessBook::with_proc_root(PROCESSES, "/nonexistent/proc");
+        o.proc_root = "/nonexistent/proc".into();
+        o.identities = identity::Identities::new(identity::StateRoots::default(), None);
         o
     }
 

@@ -75,6 +75,8 @@ impl SocketIndex {
                         parent_comm: p.parent_comm.clone(),
                         exe_sha256: super::exe_hash::digest(Some(pid), p.exe.as_deref()),
                         cgroup_id: None,
+                        identity: p.cgroup.as_deref().map(super::identity::of_path),
+                        netns: p.netns,
                     })
                 })
                 .clone();

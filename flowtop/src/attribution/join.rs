@@ -14,15 +14,16 @@
 //! table (`FlowTable::set_owners`). The join reads the table only through
 //! its public view of unowned flows and never changes it.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ebpf_owners::{Generational, OwnedSocket};
 use super::index::{local_ends, normalise, unspecified_like, SocketIndex};
+use super::netns::NetnsRoutes;
 use crate::flow::clock::Clock;
-use crate::flow::model::{Attributed, Direction, Flow, FlowKey, Owner};
+use crate::flow::model::{Attributed, Direction, Flow, FlowKey, How, Owner};
 use crate::flow::table::{FlowTable, OwnerLookup};
 
 /// How long (at least) a flow that appeared without an owner is tried
@@ -52,7 +53,28 @@ pub struct OwnerJoin {
     /// This namespace's addresses (from the latest /proc index, or given at
     /// start): which ends of a flow are local. Empty: not known yet.
     local_addrs: HashSet<IpAddr, foldhash::fast::RandomState>,
+    /// Sockets of other network namespaces by (namespace inode, ends):
+    /// candidates for forwarded flows of namespaces behind this host only
+    /// (issue 15), never consulted for this namespace's flows.
+    netns_sockets: Generational<NetnsKey, Arc<Owner>>,
+    /// Which namespaces are behind which interface (rtnetlink); a mutex
+    /// because lookups take `&self` and it caches.
+    netns_routes: std::sync::Mutex<NetnsRoutes>,
+    /// /proc scans of namespaces behind this host, by (namespace, the
+    /// address asked about), at most one per [`super::netns::REFRESH`]:
+    /// the sockets eBPF cannot join (accepted ones have no CREATED event,
+    /// older ones none at all), e.g. the server behind a published port.
+    netns_scans: std::sync::Mutex<HashMap<(u64, IpAddr), NetnsScan>>,
 }
+
+/// A namespace's sockets from /proc, and when they were read.
+type NetnsScan = (Instant, Arc<SocketIndex>);
+
+/// Namespace scans remembered at most.
+const NETNS_SCANS_MAX: usize = 256;
+
+/// A socket of another namespace: its inode, protocol, local and remote end.
+type NetnsKey = (u64, u8, SocketAddr, SocketAddr);
 
 impl OwnerJoin {
     /// An empty join; `now` starts its clock.
@@ -63,6 +85,9 @@ impl OwnerJoin {
             recent_unowned: VecDeque::new(),
             clock: Clock::new(now.checked_sub(Duration::from_secs(60)).unwrap_or(now)),
             local_addrs: HashSet::default(),
+            netns_sockets: Generational::new(EBPF_SOCKETS_HALF / 4),
+            netns_routes: std::sync::Mutex::new(NetnsRoutes::new()),
+            netns_scans: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -121,7 +146,28 @@ impl OwnerJoin {
             return Found::new();
         }
         for (p, local, remote, owner) in sockets {
-            self.ebpf_sockets.insert((p, local, remote), owner);
+            match (owner.how, owner.netns) {
+                (How::Netns, Some(ns)) => {
+                    if self.routes().note_member(ns, owner.pid) {
+                        // A process new there: the namespace's sockets
+                        // changed since it was last scanned.
+                        self.netns_scans
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .retain(|&(n, _), _| n != ns);
+                    }
+                    // A membership note has no ends: nothing to store.
+                    if p != 0 || local.port() != 0 || !local.ip().is_unspecified() {
+                        self.netns_sockets.insert((ns, p, local, remote), owner);
+                    }
+                }
+                // Another namespace's socket whose namespace is unknown
+                // can never be routed: dropped.
+                (How::Netns, None) => {}
+                _ => {
+                    self.ebpf_sockets.insert((p, local, remote), owner);
+                }
+            }
         }
         self.retry_recent(table, now)
     }
@@ -147,7 +193,14 @@ impl OwnerJoin {
         self.recent_unowned
             .iter()
             .filter_map(|(_, key)| {
-                let flow = table.unsettled_flow(key)?;
+                // A forwarded flow is settled for the table, but one whose
+                // ends are behind a local namespace waits for its socket.
+                let flow = table.unsettled_flow(key).or_else(|| {
+                    table
+                        .get(*key)
+                        .filter(|e| e.owner.is_none() && e.direction == Some(Direction::Forward))
+                        .map(|e| &e.flow)
+                })?;
                 let found = self.lookup(flow);
                 (found.owner.is_some() || found.direction.is_some()).then_some((*key, found))
             })
@@ -203,13 +256,104 @@ impl OwnerJoin {
             Direction::Out => (initiator, None),
             Direction::In => (acceptor, None),
             Direction::Local => (initiator, acceptor),
-            Direction::Forward => (None, None),
+            // Both ends in namespaces behind this host: the initiator owns
+            // it, the acceptor is its peer (as for a local flow).
+            Direction::Forward => match self.netns_ends(flow) {
+                [Some(i), a] => (Some(i), a),
+                [None, a] => (a, None),
+            },
         };
         Attributed {
             owner,
             peer,
             direction: Some(direction),
         }
+    }
+
+    fn routes(&self) -> std::sync::MutexGuard<'_, NetnsRoutes> {
+        self.netns_routes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The processes at a forwarded flow's ends in namespaces behind this
+    /// host: [initiator, acceptor]. The initiator is the socket at the
+    /// original tuple's source (a client inside: masquerade), the acceptor
+    /// the socket at the reply tuple's source (a server inside a published
+    /// port: DNAT), each looked for only in the namespaces behind the
+    /// interface the route to that address leaves through. A namespace not
+    /// behind such an interface is never asked, whatever sockets it holds.
+    fn netns_ends(&self, flow: &Flow) -> [Option<Arc<Owner>>; 2] {
+        let mut routes = self.routes();
+        if !routes.has_members() {
+            return [None, None];
+        }
+        let p = flow.proto;
+        let now = Instant::now();
+        let [orig_end, reply_end] = local_ends(flow);
+        [(flow.orig.src, orig_end), (flow.reply.src, reply_end)].map(|(src, end)| {
+            let (local, remote) = end?;
+            let behind = routes.behind(normalise(src), now).to_vec();
+            // Sockets eBPF saw first (exact), then a /proc scan of the namespace.
+            let any_remote = SocketAddr::new(unspecified_like(remote.ip()), 0);
+            for &ns in &behind {
+                for key in [(ns, p, local, remote), (ns, p, local, any_remote)] {
+                    if let Some(o) = self.netns_sockets.get(&key) {
+                        return Some(o.clone());
+                    }
+                }
+            }
+            for &ns in &behind {
+                let Some(pid) = routes.member(ns) else { continue };
+                let index = self.netns_scan(ns, pid, local.ip(), now);
+                let found = index
+                    .socket_at(p, local, remote)
+                    .or_else(|| index.listener_at(p, local));
+                if let Some(o) = found {
+                    return Some(Arc::new(Owner {
+                        how: How::Netns,
+                        netns: Some(ns),
+                        ..(*o).clone()
+                    }));
+                }
+            }
+            None
+        })
+    }
+
+    /// The sockets of namespace `ns` (through `/proc/PID/net` of its member
+    /// `pid`), with `addr` as its address for wildcard-bound sockets.
+    fn netns_scan(&self, ns: u64, pid: u32, addr: IpAddr, now: Instant) -> Arc<SocketIndex> {
+        let mut scans = self.netns_scans.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((t, idx)) = scans.get(&(ns, addr)) {
+            if now.duration_since(*t) < super::netns::REFRESH {
+                return idx.clone();
+            }
+        }
+        let root = std::path::Path::new("/proc");
+        let net = root.join(pid.to_string()).join("net");
+        // The member may have left the namespace: only its own namespace's
+        // tables are read.
+        let same = std::fs::metadata(root.join(pid.to_string()).join("ns/net"))
+            .is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == ns);
+        let scan = if same {
+            super::procfs::scan_net(root, &net)
+        } else {
+            super::procfs::ProcScan::default()
+        };
+        let idx = Arc::new(SocketIndex::from_procfs(&scan, [addr]));
+        if scans.len() >= NETNS_SCANS_MAX {
+            scans.clear();
+        }
+        scans.insert((ns, addr), (now, idx.clone()));
+        idx
+    }
+
+    /// Whether a forwarded flow has an end behind a namespace this host
+    /// routes to (and so may still get its owner).
+    fn behind_a_namespace(&self, flow: &Flow) -> bool {
+        let now = Instant::now();
+        let mut routes = self.routes();
+        routes.leads_to_a_namespace(normalise(flow.orig.src), now)
+            || routes.leads_to_a_namespace(normalise(flow.reply.src), now)
     }
 
     /// The process holding the socket at one end of a flow.
@@ -239,7 +383,10 @@ impl OwnerJoin {
 impl OwnerLookup for OwnerJoin {
     fn attribute(&mut self, flow: &Flow, now: Instant) -> Attributed {
         let found = self.lookup(flow);
-        if !found.settled() {
+        let waits_for_netns = found.owner.is_none()
+            && found.direction == Some(Direction::Forward)
+            && self.behind_a_namespace(flow);
+        if !found.settled() || waits_for_netns {
             self.note_unowned(flow.key(), now);
         }
         found

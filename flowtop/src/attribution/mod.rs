@@ -14,8 +14,10 @@
 
 pub mod ebpf_owners;
 pub mod exe_hash;
+pub mod identity;
 pub mod index;
 pub mod join;
+pub mod netns;
 pub mod processes;
 pub mod procfs;
 

@@ -64,6 +64,10 @@ pub struct ProcessInfo {
     pub ppid: Option<u32>,
     /// /proc/PPID/comm.
     pub parent_comm: Option<String>,
+    /// The `0::` path of /proc/PID/cgroup (issue 15).
+    pub cgroup: Option<String>,
+    /// The inode of /proc/PID/ns/net.
+    pub netns: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -93,8 +97,13 @@ const TABLES: &[(&str, u8, bool, bool)] = &[
 /// flowtop's flows), then one walk of `<proc_root>/[0-9]*/fd/*` matching
 /// `socket:[INODE]` links to those inodes. Never per flow.
 pub fn scan(proc_root: &Path) -> ProcScan {
+    scan_net(proc_root, &proc_root.join("self").join("net"))
+}
+
+/// [`scan`] of another namespace's tables: `net` is `/proc/PID/net` of a
+/// process in it (issue 15: the server behind a published port).
+pub fn scan_net(proc_root: &Path, net: &Path) -> ProcScan {
     let mut out = ProcScan::default();
-    let net = proc_root.join("self").join("net");
     // One large buffer: the kernel walks a table's whole hash (tens of
     // thousands of buckets for TCP) again for every read() that resumes it,
     // so the fewer reads the better.
@@ -318,6 +327,7 @@ fn read_process(proc_root: &Path, pid: u32) -> Option<ProcessInfo> {
     let parent_comm = ppid
         .filter(|&p| p != 0)
         .and_then(|p| processes::read_comm(&proc_root.join(p.to_string())));
+    let (cgroup, netns) = super::identity::read_proc(&dir);
     Some(ProcessInfo {
         pid,
         comm: String::from_utf8_lossy(&comm).into_owned(),
@@ -326,6 +336,8 @@ fn read_process(proc_root: &Path, pid: u32) -> Option<ProcessInfo> {
         cmdline: processes::read_cmdline(&dir),
         ppid,
         parent_comm,
+        cgroup,
+        netns,
     })
 }
 
@@ -908,6 +920,8 @@ garbage
                 cmdline: None,
                 ppid: Some(1),
                 parent_comm: None,
+                cgroup: None,
+                netns: None,
             }
         );
         // 999's fd directory and 1000's comm.

@@ -275,6 +275,9 @@ pub enum How {
     Listener,
     /// From a /proc scan.
     Procfs,
+    /// A forwarded flow's socket in a network namespace behind this host
+    /// (a container's): issue 15.
+    Netns,
 }
 
 impl How {
@@ -283,6 +286,7 @@ impl How {
             How::Ebpf => "ebpf",
             How::Listener => "listener",
             How::Procfs => "procfs",
+            How::Netns => "netns",
         }
     }
 }
@@ -309,6 +313,10 @@ pub struct Owner {
     /// The cgroup v2 id of the task that created the socket (eBPF only):
     /// what `flowtop run` selects its command's flows by.
     pub cgroup_id: Option<u64>,
+    /// Its cgroup and what that says: unit, container, app (issue 15).
+    pub identity: Option<std::sync::Arc<crate::attribution::identity::Identity>>,
+    /// Its network namespace's inode (`/proc/PID/ns/net`).
+    pub netns: Option<u64>,
 }
 
 impl Default for Owner {
@@ -324,6 +332,8 @@ impl Default for Owner {
             parent_comm: None,
             exe_sha256: ExeDigest::default(),
             cgroup_id: None,
+            identity: None,
+            netns: None,
         }
     }
 }

@@ -324,6 +324,19 @@ pub fn write_flow(buf: &mut Vec<u8>, kind: EventKind, line: &Line<'_>, ts: &str,
     w.opt_plain_str(who.name.map(|n| n.source.as_str()));
     w.key("dst_name_ech");
     w.bool(who.name.is_some_and(|n| n.ech_outer));
+    // Issue 15: who the owner is beyond its pid. Cgroup paths and
+    // container names are chosen by whoever made them: escaped.
+    let id = owner.and_then(|o| o.identity.as_deref());
+    opt_escaped(&mut w, "cgroup", id.map(|i| i.cgroup.as_str()));
+    opt_escaped(&mut w, "unit", id.and_then(|i| i.unit.as_deref()));
+    let ctr = id.and_then(|i| i.container.as_ref());
+    opt_escaped(&mut w, "container", ctr.map(|c| c.id.as_str()));
+    opt_escaped(&mut w, "container_name", ctr.and_then(|c| c.name.as_deref()));
+    w.key("container_runtime");
+    w.opt_plain_str(ctr.map(|c| c.runtime));
+    opt_escaped(&mut w, "app", id.and_then(|i| i.app.as_deref()));
+    w.key("netns");
+    w.opt_uint(owner.and_then(|o| o.netns));
     w.end_line();
 }
 
@@ -427,6 +440,13 @@ mod tests {
         dst_name: Option<&'a str>,
         dst_name_source: Option<&'static str>,
         dst_name_ech: bool,
+        cgroup: Option<&'a str>,
+        unit: Option<&'a str>,
+        container: Option<&'a str>,
+        container_name: Option<&'a str>,
+        container_runtime: Option<&'static str>,
+        app: Option<&'a str>,
+        netns: Option<u64>,
     }
 
     /// The reference serialization: the documented fields through serde.
@@ -444,6 +464,8 @@ mod tests {
         let icmp = f.orig.icmp;
         let c = f.counters;
         let rates = e.rate.measured_rates();
+        let id = e.owner.as_ref().and_then(|o| o.identity.as_deref());
+        let ctr = id.and_then(|i| i.container.as_ref());
         let line = FlowLine {
             event: kind.name(),
             ts,
@@ -503,6 +525,13 @@ mod tests {
             dst_name: e.name.as_ref().map(|n| &*n.name),
             dst_name_source: e.name.as_ref().map(|n| n.source.as_str()),
             dst_name_ech: e.name.as_ref().is_some_and(|n| n.ech_outer),
+            cgroup: id.map(|i| i.cgroup.as_str()),
+            unit: id.and_then(|i| i.unit.as_deref()),
+            container: ctr.map(|c| c.id.as_str()),
+            container_name: ctr.and_then(|c| c.name.as_deref()),
+            container_runtime: ctr.map(|c| c.runtime),
+            app: id.and_then(|i| i.app.as_deref()),
+            netns: e.owner.as_ref().and_then(|o| o.netns),
         };
         serde_json::to_value(&line).expect("serializes")
     }
@@ -630,6 +659,10 @@ mod tests {
                     d
                 },
                 cgroup_id: None,
+                identity: Some(std::sync::Arc::new(crate::attribution::identity::Identity::parse(
+                    "/system.slice/docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope/ev\"il\u{1b}",
+                ))),
+                netns: Some(4_026_531_840),
             }),
         );
         let join = crate::attribution::join::OwnerJoin::with_index(

@@ -154,6 +154,11 @@ pub struct App {
     /// rather than per program and user.
     pub proc_sort: ProcSort,
     pub per_pid: bool,
+    /// The Processes tab grouped by container, app or unit (`g`'s third
+    /// step, issue 15).
+    pub group_identity: bool,
+    /// The CONTAINER/UNIT column on the Flows tab (`c`).
+    pub show_identity: bool,
     /// The filter as typed, and what it parsed to (the last valid one).
     pub filter_text: String,
     pub filter: Filter,
@@ -270,6 +275,8 @@ impl App {
             sort: SortSpec::default(),
             proc_sort: ProcSort::default(),
             per_pid: false,
+            group_identity: false,
+            show_identity: false,
             filter_text: String::new(),
             filter: Filter::default(),
             filter_error: None,
@@ -480,6 +487,7 @@ impl App {
             view_sel: self.view_sel.clone(),
             windowed_from: self.windowed_from,
             per_pid: self.per_pid,
+            group_identity: self.group_identity,
             proc_sort: self.proc_sort,
         }
     }
@@ -826,6 +834,17 @@ impl App {
                         (None, Some(exe)) => exe.split(' ').next_back().map(|x| format!("exe:{x}")),
                         (None, None) => Some(format!("comm:{}", r.comm)),
                     },
+                    ProcKey::Identity(label) => {
+                        // The term that selects the row's flows (a term ends
+                        // at a space: the label's last word).
+                        let id = r.owner.as_ref().and_then(|o| o.identity.as_deref());
+                        let prefix = match id {
+                            Some(i) if i.container.is_some() => "ctr",
+                            Some(i) if i.app.is_some() => "app",
+                            _ => "unit",
+                        };
+                        label.split(' ').next_back().map(|l| format!("{prefix}:{l}"))
+                    }
                     ProcKey::Unattributed => None,
                 });
                 if row.key == ProcKey::Unattributed {
@@ -882,6 +901,7 @@ impl App {
                 self.refresh_ended_rows();
                 self.move_to(self.cursor);
             }
+            Action::ToggleIdentity => self.show_identity = !self.show_identity,
             Action::ToggleSource => {
                 self.show_src = !self.show_src;
                 // The source column only shows; sorting by it stops with it.
@@ -943,7 +963,12 @@ impl App {
             },
             Action::Group => {
                 if self.tab == Tab::Processes {
-                    self.per_pid = !self.per_pid;
+                    // exe -> pid -> container/unit -> exe.
+                    (self.per_pid, self.group_identity) = match (self.per_pid, self.group_identity) {
+                        (false, false) => (true, false),
+                        (true, false) => (false, true),
+                        _ => (false, false),
+                    };
                     self.selected = None;
                     self.derive();
                 } else {

@@ -26,6 +26,8 @@ pub struct ViewParams {
     pub windowed_from: usize,
     /// The Processes tab: one row per pid (`g`) rather than per program.
     pub per_pid: bool,
+    /// The Processes tab: one row per container, app or unit (`g` again).
+    pub group_identity: bool,
     pub proc_sort: ProcSort,
 }
 
@@ -116,7 +118,7 @@ pub fn derive_rows(
         ordered
     });
     let processes = wanted(Tab::Processes).then(|| {
-        let mut table = ProcTable::new(params.per_pid);
+        let mut table = ProcTable::new(params.per_pid).by_identity(params.group_identity);
         for &i in buffer.iter() {
             table.add(&flows[i], flows.measured_rates(i));
         }

@@ -1,7 +1,9 @@
 //! The `/` filter: whitespace-separated terms that must all match.
 //!
 //! A term is `pid:N`, `comm:TEXT`, `exe:TEXT`, `port:N|NAME`, `host:TEXT`,
-//! `cc:CODE`, `state:TEXT`, `proto:NAME|N`, or free text matched
+//! `cc:CODE`, `state:TEXT`, `proto:NAME|N`, `ctr:TEXT` (container id,
+//! name or runtime), `unit:TEXT` (systemd unit), `app:TEXT` (flatpak or
+//! snap application id), or free text matched
 //! (case-insensitively) against the process, addresses, names, ports,
 //! services, country and state. Only these prefixes are prefixes:
 //! `2001:db8::1` is free text. Process terms match either local end of a
@@ -29,6 +31,10 @@ pub enum Term {
     Country(String),
     State(String),
     Proto(u8),
+    /// Issue 15: the owner's container, unit and application.
+    Container(String),
+    Unit(String),
+    App(String),
     Text(String),
 }
 
@@ -69,7 +75,9 @@ impl Filter {
         for word in text.split_whitespace() {
             let term = match word.split_once(':') {
                 Some((prefix, value)) => {
-                    let known = ["pid", "comm", "exe", "port", "host", "cc", "state", "proto"];
+                    let known = [
+                        "pid", "comm", "exe", "port", "host", "cc", "state", "proto", "ctr", "unit", "app",
+                    ];
                     match known.iter().find(|k| k.eq_ignore_ascii_case(prefix)) {
                         Some(&k) if value.is_empty() => return Err(FilterError::Empty(k)),
                         Some(&"pid") => Term::Pid(value.parse().map_err(|_| FilterError::Pid(value.into()))?),
@@ -85,6 +93,9 @@ impl Filter {
                         Some(&"proto") => {
                             Term::Proto(proto_by_name(value).ok_or_else(|| FilterError::Proto(value.into()))?)
                         }
+                        Some(&"ctr") => Term::Container(value.to_lowercase()),
+                        Some(&"unit") => Term::Unit(value.to_lowercase()),
+                        Some(&"app") => Term::App(value.to_lowercase()),
                         _ => Term::Text(word.to_lowercase()),
                     }
                 }
@@ -157,9 +168,27 @@ impl Matcher<'_> {
             Term::Country(_) => any_end(),
             Term::State(s) => f.state.is_some_and(|st| contains(st.name(), s)),
             Term::Proto(p) => f.proto == *p,
+            Term::Container(_) | Term::Unit(_) | Term::App(_) => identity_matches(e, t),
             Term::Text(s) => text_matches(e, s, &self.ctx) || name_matches(e, s) || any_end(),
         }
     }
+}
+
+/// `ctr:`, `unit:` and `app:` against the identity of either local end's
+/// process (a container matches by id, name or runtime).
+fn identity_matches(e: &Entry, t: &Term) -> bool {
+    processes(e)
+        .filter_map(|o| o.identity.as_deref())
+        .any(|id| match t {
+            Term::Container(s) => id.container.as_ref().is_some_and(|c| {
+                contains(&c.id, s)
+                    || c.name.as_deref().is_some_and(|n| contains(n, s))
+                    || contains(c.runtime, s)
+            }),
+            Term::Unit(s) => id.unit.as_deref().is_some_and(|u| contains(u, s)),
+            Term::App(s) => id.app.as_deref().is_some_and(|a| contains(a, s)),
+            _ => false,
+        })
 }
 
 /// Whether `hay` contains `needle` (lowercase) regardless of case; without

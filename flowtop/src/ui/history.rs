@@ -429,6 +429,8 @@ fn term_matches(t: &Term, f: &Flow, ctx: &RowCtx<'_>) -> bool {
             .any(|c| c.as_deref().is_some_and(|c| c.eq_ignore_ascii_case(cc))),
         Term::State(s) => has(f.state.as_deref(), s),
         Term::Proto(p) => f.proto == *p,
+        // The journal does not record identities (yet): nothing matches.
+        Term::Container(_) | Term::Unit(_) | Term::App(_) => false,
         Term::Text(s) => {
             let number = s.parse::<u32>().ok();
             has(f.comm.as_deref(), s)

@@ -20,6 +20,8 @@ pub enum Action {
     ToggleMeter,
     ToggleActive,
     ToggleSource,
+    /// `c`: the CONTAINER/UNIT column (issue 15).
+    ToggleIdentity,
     /// `t`: show or hide the flows that ended lately (Flows tab).
     ToggleEnded,
     /// `T U D I S`: show or hide a protocol (by its key letter).
@@ -123,6 +125,7 @@ fn normal(code: KeyCode) -> Option<Action> {
         KeyCode::Char('m') => Action::ToggleMeter,
         KeyCode::Char('a') => Action::ToggleActive,
         KeyCode::Char('s') => Action::ToggleSource,
+        KeyCode::Char('c') => Action::ToggleIdentity,
         KeyCode::Char('t') => Action::ToggleEnded,
         KeyCode::Char(c @ ('T' | 'U' | 'D' | 'I' | 'S')) => Action::ToggleProto(c),
         KeyCode::Tab => Action::NextTab,
@@ -157,7 +160,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("q, Ctrl-C", "quit"),
     ("Up/k/u, Down/j/d", "move the selection"),
     ("PgUp/PgDn, Home/End", "move by a page, to the first or last row"),
-    ("g", "Processes: a row per pid / per program and user"),
+    ("g", "Processes: rows per program, pid, container/unit"),
     ("Left/h, Right/l", "scroll the table left or right"),
     ("Tab, Shift-Tab", "tabs: Flows, Processes, Countries, History"),
     ("< >", "sort by the previous or next column (also Processes)"),
@@ -170,7 +173,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("b", "rates in bits or bytes per second"),
     ("m", "show or hide the throughput graph in the header"),
     ("a", "active flows only (traffic in the last interval)"),
-    ("s", "show the source address and port"),
+    ("s, c", "show the source; the CONTAINER/UNIT column"),
     ("t", "show or hide flows that ended lately (dimmed)"),
     ("T U D I S", "show or hide TCP, UDP, DCCP, ICMP, SCTP"),
     ("?", "this help"),
@@ -184,5 +187,5 @@ pub const HELP: &[(&str, &str)] = &[
 /// The filter syntax, for the help overlay.
 pub const FILTER_HELP: &[&str] = &[
     "filter terms (all must match): pid:N comm:NAME port:N|NAME host:TEXT",
-    "  cc:CODE state:NAME proto:NAME exe:PATH, or any text",
+    "  cc:CODE state:NAME proto:NAME exe:PATH ctr: unit: app:, or any text",
 ];

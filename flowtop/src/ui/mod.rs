@@ -27,6 +27,8 @@ pub mod term;
 #[cfg(test)]
 mod fixture;
 #[cfg(test)]
+mod identity_tests;
+#[cfg(test)]
 mod pictures_tests;
 #[cfg(test)]
 mod tests;

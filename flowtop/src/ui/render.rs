@@ -272,7 +272,11 @@ fn tab_line<'a>(app: &'a App, theme: &Theme) -> Line<'a> {
         Tab::Processes => {
             let arrow = if app.proc_sort.desc { "▼" } else { "▲" };
             let title = app.proc_sort.column.title(app.per_pid);
-            let by = if app.per_pid { "per pid" } else { "per program" };
+            let by = match (app.per_pid, app.group_identity) {
+                (_, true) => "per container/unit",
+                (true, _) => "per pid",
+                _ => "per program",
+            };
             spans.push(Span::raw(format!(" sort {title}{arrow}  {by}")));
         }
         Tab::History => {
@@ -355,6 +359,7 @@ fn bounds(c: Column) -> (usize, usize, bool) {
         Column::Bytes => (5, 15, true),
         Column::Rate => (4, 19, true),
         Column::Source | Column::Address => (16, 60, false),
+        Column::Identity => (14, 24, false),
     }
 }
 
@@ -362,8 +367,13 @@ fn bounds(c: Column) -> (usize, usize, bool) {
 /// terminal `width` wide: each column fits its content within its bounds;
 /// when that is too wide, the addresses give up columns first (down to
 /// their minimum), then the rest is scrolled to (Left/Right).
-fn flow_columns(width: u16, show_src: bool, titles: &[String], cells: &[Vec<String>]) -> Vec<(Column, Col)> {
-    let cols: Vec<Column> = Column::visible(show_src).collect();
+fn flow_columns(
+    width: u16,
+    shown: &[Column],
+    titles: &[String],
+    cells: &[Vec<String>],
+) -> Vec<(Column, Col)> {
+    let cols: Vec<Column> = shown.to_vec();
     let mut widths: Vec<usize> = cols
         .iter()
         .enumerate()
@@ -450,6 +460,9 @@ fn flow_cells(app: &App, i: usize, cols: &[Column], now: SystemTime) -> Vec<Stri
             ),
             Column::Port => ctx.port(f.proto, ends.service_port),
             Column::Geo => ctx.geo_of(ends.remote.0).unwrap_or_else(|| "-".into()),
+            Column::Identity => {
+                super::sort::identity_label(e).map_or_else(|| "-".into(), |l| terminal_safe(l).into_owned())
+            }
             Column::Bytes => rows::bytes_pair(e),
             Column::Rate => rows::rate_pair(e, app.rates_at(i), app.bits),
         })
@@ -520,7 +533,7 @@ fn table_text(app: &App, width: u16, now: SystemTime) -> (String, Vec<String>) {
     };
     match app.tab {
         Tab::Flows => {
-            let names: Vec<Column> = Column::visible(app.show_src).collect();
+            let names: Vec<Column> = Column::shown(app.show_src, app.show_identity).collect();
             let titles: Vec<String> = names
                 .iter()
                 .map(|&c| {
@@ -532,7 +545,7 @@ fn table_text(app: &App, width: u16, now: SystemTime) -> (String, Vec<String>) {
                 })
                 .collect();
             let cells: Vec<Vec<String>> = visible.map(|i| flow_cells(app, i, &names, now)).collect();
-            let cols = flow_columns(width, app.show_src, &titles, &cells);
+            let cols = flow_columns(width, &names, &titles, &cells);
             let with = |texts: Vec<String>| -> Vec<(Col, String)> {
                 cols.iter().map(|(_, c)| *c).zip(texts).collect()
             };

@@ -257,6 +257,8 @@ pub enum ProcKey {
     Pid(u32),
     /// The executable (the comm when it is not known) and the uid.
     Program(String, u32),
+    /// The container, app or unit (issue 15).
+    Identity(String),
 }
 
 /// One row of the Processes tab.
@@ -295,9 +297,12 @@ pub fn owner_cmdline(owner: &Owner) -> Option<String> {
 }
 
 /// The key of `owner`'s row: per pid, or per program and user.
-fn proc_key(owner: Option<&Arc<Owner>>, per_pid: bool) -> ProcKey {
+fn proc_key(owner: Option<&Arc<Owner>>, per_pid: bool, by_identity: bool) -> ProcKey {
+    let label = |o: &Owner| o.identity.as_deref().and_then(|i| i.label()).map(str::to_owned);
     match owner {
         None => ProcKey::Unattributed,
+        // A process with no container, app or unit keeps its program row.
+        Some(o) if by_identity && label(o).is_some() => ProcKey::Identity(label(o).unwrap_or_default()),
         Some(o) if per_pid => ProcKey::Pid(o.pid),
         Some(o) => ProcKey::Program(o.exe.clone().unwrap_or_else(|| o.comm.clone()), o.uid),
     }
@@ -311,6 +316,7 @@ fn proc_key(owner: Option<&Arc<Owner>>, per_pid: bool) -> ProcKey {
 #[derive(Default)]
 pub struct ProcTable {
     per_pid: bool,
+    by_identity: bool,
     rows: Vec<ProcRow>,
     by_key: HashMap<ProcKey, usize>,
     /// The row of each owner record seen, by address: the flows of one
@@ -327,21 +333,29 @@ impl ProcTable {
         }
     }
 
+    /// Rows per container, app or unit instead (`g`'s third step).
+    pub fn by_identity(mut self, on: bool) -> ProcTable {
+        self.by_identity = on;
+        self
+    }
+
     /// The index of `owner`'s row, made when new.
     fn index(&mut self, owner: Option<&Arc<Owner>>) -> usize {
         let at = owner.map(|o| Arc::as_ptr(o) as usize);
         if let Some(i) = at.and_then(|a| self.by_owner.get(&a)) {
             return *i;
         }
-        let key = proc_key(owner, self.per_pid);
+        let key = proc_key(owner, self.per_pid, self.by_identity);
         let rows = &mut self.rows;
         let i = *self.by_key.entry(key.clone()).or_insert_with(|| {
+            let comm = match (&key, owner) {
+                (ProcKey::Identity(label), _) => terminal_safe(label).into_owned(),
+                (_, Some(o)) => terminal_safe(&o.comm).into_owned(),
+                (_, None) => "(unattributed)".to_owned(),
+            };
             rows.push(ProcRow {
                 key,
-                comm: owner.map_or_else(
-                    || "(unattributed)".to_owned(),
-                    |o| terminal_safe(&o.comm).into_owned(),
-                ),
+                comm,
                 uid: owner.map(|o| o.uid),
                 exe: owner.and_then(|o| o.exe.as_deref().map(|x| terminal_safe(x).into_owned())),
                 pids: Vec::new(),

@@ -27,10 +27,12 @@ pub enum Column {
     Geo,
     Bytes,
     Rate,
+    /// The owner's container, app or unit: shown with `c` (issue 15).
+    Identity,
 }
 
 impl Column {
-    pub const ALL: [Column; 11] = [
+    pub const ALL: [Column; 12] = [
         Column::Process,
         Column::Pid,
         Column::Proto,
@@ -42,6 +44,7 @@ impl Column {
         Column::Geo,
         Column::Bytes,
         Column::Rate,
+        Column::Identity,
     ];
 
     pub fn title(self) -> &'static str {
@@ -57,14 +60,22 @@ impl Column {
             Column::Geo => "GEO",
             Column::Bytes => "BYTES",
             Column::Rate => "RATE",
+            Column::Identity => "CONTAINER/UNIT",
         }
     }
 
     /// The columns shown, with or without the source side (`-s`).
     pub fn visible(show_src: bool) -> impl Iterator<Item = Column> {
+        Column::shown(show_src, false)
+    }
+
+    /// The columns shown, with or without the source side (`-s`) and the
+    /// CONTAINER/UNIT column (`c`).
+    pub fn shown(show_src: bool, show_identity: bool) -> impl Iterator<Item = Column> {
         Column::ALL
             .into_iter()
             .filter(move |c| show_src || *c != Column::Source)
+            .filter(move |c| show_identity || *c != Column::Identity)
     }
 
     /// The direction a column sorts in when first chosen: numbers that mean
@@ -103,6 +114,11 @@ impl SortSpec {
             desc: column.default_desc(),
         }
     }
+}
+
+/// What the CONTAINER/UNIT column shows of a flow's owner.
+pub fn identity_label(e: &crate::flow::table::Entry) -> Option<&str> {
+    e.owner.as_ref()?.identity.as_deref()?.label()
 }
 
 /// A row's value in the sort column packed for fast comparison: (tag,
@@ -152,6 +168,8 @@ enum Keyer {
     Plain(Column),
     /// Process names by rank.
     Comm(HashMap<String, u128>),
+    /// Container, app or unit labels by rank.
+    Identity(HashMap<String, u128>),
     /// State names by rank.
     State(HashMap<&'static str, u128>),
     /// Per destination address: its place among the geography texts.
@@ -165,6 +183,10 @@ impl Keyer {
             Column::Process => {
                 let r = ranks(each().filter_map(|e| e.owner.as_ref().map(|o| o.comm.as_str())));
                 Keyer::Comm(r.into_iter().map(|(t, v)| (t.to_owned(), v)).collect())
+            }
+            Column::Identity => {
+                let r = ranks(each().filter_map(|e| identity_label(e)));
+                Keyer::Identity(r.into_iter().map(|(t, v)| (t.to_owned(), v)).collect())
             }
             Column::State => Keyer::State(ranks(each().filter_map(|e| e.flow.state.map(|s| s.name())))),
             Column::Geo => {
@@ -191,6 +213,7 @@ impl Keyer {
         match self {
             Keyer::Comm(r) => e.owner.as_ref().map_or(MISSING, |o| (1, r[o.comm.as_str()])),
             Keyer::State(r) => e.flow.state.map_or(MISSING, |s| (1, r[s.name()])),
+            Keyer::Identity(r) => identity_label(e).map_or(MISSING, |l| (1, r[l])),
             Keyer::Geo(by_ip) => by_ip.get(&e.flow.orig.dst).copied().unwrap_or(MISSING),
             Keyer::Plain(col) => match col {
                 Column::Pid => num(e.owner.as_ref().map(|o| f64::from(o.pid))),
@@ -202,7 +225,7 @@ impl Keyer {
                 Column::Port => num(e.flow.orig.dport.map(f64::from)),
                 Column::Bytes => num(e.flow.counters.map(|c| (c.orig_bytes + c.reply_bytes) as f64)),
                 Column::Rate => num(flows.measured_rates(slot).map(|r| r.orig_bytes + r.reply_bytes)),
-                Column::Process | Column::State | Column::Geo => MISSING,
+                Column::Process | Column::State | Column::Geo | Column::Identity => MISSING,
             },
         }
     }

@@ -1,0 +1,407 @@
+//! Which network namespaces sit behind which of this namespace's
+//! interfaces, and which interface the route to an address leaves through
+//! (issue 15): what lets a forwarded flow be attributed to a socket of a
+//! container without ever borrowing a process from a namespace this host
+//! does not route to.
+//!
+//! All of it over rtnetlink (NETLINK_ROUTE):
+//! - `RTM_GETLINK` dump: veth (and similar) links whose other end is in
+//!   another namespace carry `IFLA_LINK_NETNSID`, that namespace's id *as
+//!   this namespace numbers it*; a link enslaved to a bridge names it in
+//!   `IFLA_MASTER`, so the namespaces behind a bridge's ports are behind the
+//!   bridge too (docker0, podman's cni bridges, lxcbr0).
+//! - `RTM_GETNSID` with `NETNSA_FD` (an fd of `/proc/PID/ns/net` of a
+//!   process seen making a socket in that namespace): the id this namespace
+//!   gives that namespace, which joins the two. The fd is checked to be the
+//!   namespace (its inode) before it is asked about.
+//! - `RTM_GETROUTE` for one address (the kernel's own FIB lookup, policy
+//!   routing included): the interface it leaves through.
+//!
+//! Lookups are cached (links for [`REFRESH`], routes per address for as
+//! long) and made only when sockets of other namespaces are known, so a
+//! router with no local namespaces pays nothing.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::time::{Duration, Instant};
+
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
+
+/// How long a view of the links, and a route, is trusted.
+pub const REFRESH: Duration = Duration::from_secs(2);
+/// Addresses whose route is cached at most (the cache is emptied beyond).
+const ROUTES_MAX: usize = 1 << 12;
+/// Namespaces remembered at most (with one process of each).
+const MEMBERS_MAX: usize = 1 << 12;
+/// Processes remembered per namespace (any live one will do).
+const PIDS_PER_MEMBER: usize = 4;
+
+/// A link: its index, the id of the namespace its other end is in (veth
+/// and the like), the bridge it is a port of.
+type Link = (u32, Option<i32>, Option<u32>);
+
+/// One rtnetlink socket, used synchronously.
+struct Rtnl {
+    sock: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Rtnl {
+    fn open() -> io::Result<Rtnl> {
+        let mut sock = Socket::new(NETLINK_ROUTE)?;
+        sock.bind_auto()?;
+        Ok(Rtnl {
+            sock,
+            seq: 0,
+            buf: vec![0; 1 << 16],
+        })
+    }
+
+    /// Sends one request and collects the answers (all of a dump's).
+    fn ask(&mut self, msg: RouteNetlinkMessage, dump: bool) -> io::Result<Vec<RouteNetlinkMessage>> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { 0 };
+        header.sequence_number = self.seq;
+        let mut req = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
+        req.finalize();
+        let mut out = vec![0; req.buffer_len()];
+        req.serialize(&mut out);
+        self.sock.send(&out, 0)?;
+        let mut answers = Vec::new();
+        loop {
+            let mut slice = &mut self.buf[..];
+            let n = self.sock.recv(&mut slice, 0)?.min(self.buf.len());
+            let mut off = 0;
+            while off + 16 <= n {
+                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..n])
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                let len = msg.header.length as usize;
+                let seq = msg.header.sequence_number;
+                off += len.max(16).next_multiple_of(4);
+                if seq != self.seq {
+                    continue; // an answer to an earlier, abandoned request
+                }
+                match msg.payload {
+                    NetlinkPayload::Done(_) => return Ok(answers),
+                    NetlinkPayload::Error(e) => match e.code {
+                        Some(code) => return Err(io::Error::from_raw_os_error(-code.get())),
+                        None => return Ok(answers),
+                    },
+                    NetlinkPayload::InnerMessage(m) => {
+                        answers.push(m);
+                        if !dump {
+                            return Ok(answers);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Every link.
+    fn links(&mut self) -> io::Result<Vec<Link>> {
+        let answers = self.ask(RouteNetlinkMessage::GetLink(LinkMessage::default()), true)?;
+        Ok(answers
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => {
+                    let mut nsid = None;
+                    let mut master = None;
+                    for a in &l.attributes {
+                        match a {
+                            LinkAttribute::LinkNetNsId(id) => nsid = Some(*id),
+                            LinkAttribute::Controller(m) => master = Some(*m),
+                            _ => {}
+                        }
+                    }
+                    Some((l.header.index, nsid, master))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The id this namespace gives the namespace of `fd` (None: none yet).
+    fn nsid_of_fd(&mut self, fd: u32) -> io::Result<Option<i32>> {
+        let mut m = NsidMessage::default();
+        m.header.family = AddressFamily::Unspec;
+        m.attributes.push(NsidAttribute::Fd(fd));
+        let answers = self.ask(RouteNetlinkMessage::GetNsId(m), false)?;
+        Ok(answers.into_iter().find_map(|a| match a {
+            RouteNetlinkMessage::NewNsId(m) => m.attributes.iter().find_map(|a| match a {
+                NsidAttribute::Id(id) if *id >= 0 => Some(*id),
+                _ => None,
+            }),
+            _ => None,
+        }))
+    }
+
+    /// The interface the route to `ip` leaves through.
+    fn route_oif(&mut self, ip: IpAddr) -> io::Result<Option<u32>> {
+        let mut m = RouteMessage::default();
+        m.header = RouteHeader {
+            address_family: match ip {
+                IpAddr::V4(_) => AddressFamily::Inet,
+                IpAddr::V6(_) => AddressFamily::Inet6,
+            },
+            destination_prefix_length: if ip.is_ipv4() { 32 } else { 128 },
+            ..m.header
+        };
+        m.attributes.push(RouteAttribute::Destination(match ip {
+            IpAddr::V4(a) => RouteAddress::Inet(a),
+            IpAddr::V6(a) => RouteAddress::Inet6(a),
+        }));
+        let answers = match self.ask(RouteNetlinkMessage::GetRoute(m), false) {
+            Ok(a) => a,
+            // No route to it: not behind anything.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENETUNREACH | libc::EHOSTUNREACH)) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(answers.into_iter().find_map(|a| match a {
+            RouteNetlinkMessage::NewRoute(r) => r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            }),
+            _ => None,
+        }))
+    }
+}
+
+/// The namespaces behind this one's interfaces.
+pub struct NetnsRoutes {
+    rtnl: Option<Rtnl>,
+    /// Why rtnetlink is unusable (said once).
+    pub unavailable: Option<String>,
+    /// Interface index -> inodes of the namespaces behind it.
+    behind: HashMap<u32, Vec<u64>>,
+    /// Interfaces whose other end is in another namespace, and the
+    /// bridges they are ports of.
+    peer_ifaces: std::collections::HashSet<u32>,
+    refreshed: Option<Instant>,
+    /// Namespace inode -> a process seen making a socket in it.
+    /// (the latest few, newest last).
+    members: HashMap<u64, Vec<u32>>,
+    /// The id this namespace gives each namespace seen (inode -> id),
+    /// learnt while one of its processes lived; forgotten when no link
+    /// carries the id any more (the namespace is gone, the id may be
+    /// reused).
+    nsids: HashMap<u64, i32>,
+    routes: HashMap<IpAddr, (Instant, Option<u32>)>,
+}
+
+impl std::fmt::Debug for NetnsRoutes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetnsRoutes")
+            .field("behind", &self.behind)
+            .field("members", &self.members.len())
+            .finish()
+    }
+}
+
+impl Default for NetnsRoutes {
+    fn default() -> Self {
+        NetnsRoutes::new()
+    }
+}
+
+impl NetnsRoutes {
+    /// A view that opens its rtnetlink socket on first use.
+    pub fn new() -> Self {
+        NetnsRoutes {
+            rtnl: None,
+            unavailable: None,
+            behind: HashMap::new(),
+            peer_ifaces: Default::default(),
+            refreshed: None,
+            members: HashMap::new(),
+            nsids: HashMap::new(),
+            routes: HashMap::new(),
+        }
+    }
+
+    /// Remembers that `pid` made a socket in the namespace `inode`: how
+    /// that namespace's id is found. Whether the pid is new there.
+    pub fn note_member(&mut self, inode: u64, pid: u32) -> bool {
+        if self.members.len() >= MEMBERS_MAX && !self.members.contains_key(&inode) {
+            self.members.clear();
+        }
+        let pids = self.members.entry(inode).or_default();
+        if pids.last() == Some(&pid) {
+            return false;
+        }
+        pids.retain(|&p| p != pid);
+        if pids.len() >= PIDS_PER_MEMBER {
+            pids.remove(0);
+        }
+        pids.push(pid);
+        if !self.nsids.contains_key(&inode) {
+            // A namespace not placed yet: now, while its process (maybe
+            // short-lived) is there to open its namespace.
+            self.refreshed = None;
+            self.refresh(Instant::now());
+        }
+        true
+    }
+
+    /// A process seen in the namespace `inode` (the latest).
+    pub fn member(&self, inode: u64) -> Option<u32> {
+        self.members.get(&inode).and_then(|p| p.last().copied())
+    }
+
+    /// Whether any namespace was seen at all.
+    pub fn has_members(&self) -> bool {
+        !self.members.is_empty() || !self.nsids.is_empty()
+    }
+
+    fn rtnl(&mut self) -> Option<&mut Rtnl> {
+        if self.rtnl.is_none() && self.unavailable.is_none() {
+            match Rtnl::open() {
+                Ok(r) => self.rtnl = Some(r),
+                Err(e) => self.unavailable = Some(format!("rtnetlink: {e}")),
+            }
+        }
+        self.rtnl.as_mut()
+    }
+
+    /// Relearns which namespaces are behind which interfaces.
+    fn refresh(&mut self, now: Instant) {
+        if self.refreshed.is_some_and(|t| now.duration_since(t) < REFRESH) {
+            return;
+        }
+        self.refreshed = Some(now);
+        self.routes.clear();
+        self.behind.clear();
+        self.peer_ifaces.clear();
+        let Some(rtnl) = self.rtnl() else { return };
+        let Ok(links) = rtnl.links() else { return };
+        let mut peers = std::collections::HashSet::new();
+        for &(index, nsid, master) in &links {
+            if nsid.is_some() {
+                peers.insert(index);
+                peers.extend(master);
+            }
+        }
+        if peers.is_empty() {
+            return;
+        }
+        let on_links: std::collections::HashSet<i32> = links.iter().filter_map(|l| l.1).collect();
+        let Some(rtnl) = self.rtnl.as_mut() else { return };
+        let (members, nsids) = (&mut self.members, &mut self.nsids);
+        nsids.retain(|_, id| on_links.contains(id));
+        for (&inode, pids) in members.iter_mut() {
+            // Newest first; a process that exited or moved to another
+            // namespace is forgotten (only the namespace it was seen in is
+            // asked about).
+            while let Some(&pid) = pids.last() {
+                let f = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+                    .ok()
+                    .filter(|f| f.metadata().map(|m| m.ino()).ok() == Some(inode));
+                let Some(f) = f else {
+                    pids.pop();
+                    continue;
+                };
+                if let Ok(Some(id)) = rtnl.nsid_of_fd(f.as_raw_fd() as u32) {
+                    nsids.insert(inode, id);
+                }
+                break;
+            }
+        }
+        members.retain(|inode, pids| !pids.is_empty() || nsids.contains_key(inode));
+        // Namespace id (as this namespace numbers it) -> inode.
+        let by_nsid: HashMap<i32, u64> = nsids.iter().map(|(&i, &id)| (id, i)).collect();
+        self.peer_ifaces = peers;
+        for (index, nsid, master) in links {
+            let Some(inode) = nsid.and_then(|n| by_nsid.get(&n).copied()) else {
+                continue;
+            };
+            for at in std::iter::once(index).chain(master) {
+                let v = self.behind.entry(at).or_default();
+                if !v.contains(&inode) {
+                    v.push(inode);
+                }
+            }
+        }
+    }
+
+    /// The interface the route to `ip` leaves through, when it is one
+    /// another namespace is behind (a veth of one, or a bridge with such
+    /// ports): cached.
+    fn peer_route(&mut self, ip: IpAddr, now: Instant) -> Option<u32> {
+        self.refresh(now);
+        if self.peer_ifaces.is_empty() {
+            return None;
+        }
+        let fresh = self
+            .routes
+            .get(&ip)
+            .filter(|(t, _)| now.duration_since(*t) < REFRESH)
+            .map(|&(_, oif)| oif);
+        let oif = match fresh {
+            Some(oif) => oif,
+            None => {
+                let oif = self.rtnl().and_then(|r| r.route_oif(ip).ok().flatten());
+                if self.routes.len() >= ROUTES_MAX {
+                    self.routes.clear();
+                }
+                self.routes.insert(ip, (now, oif));
+                oif
+            }
+        };
+        oif.filter(|i| self.peer_ifaces.contains(i))
+    }
+
+    /// Whether the route to `ip` leads to another namespace (whether or
+    /// not a process of it was seen yet): a forwarded flow from or to it
+    /// may still get an owner when its socket is reported.
+    pub fn leads_to_a_namespace(&mut self, ip: IpAddr, now: Instant) -> bool {
+        self.peer_route(ip, now).is_some()
+    }
+
+    /// The namespaces behind the interface the route to `ip` leaves
+    /// through (empty: none, or not known).
+    pub fn behind(&mut self, ip: IpAddr, now: Instant) -> &[u64] {
+        match self.peer_route(ip, now) {
+            Some(oif) => self.behind.get(&oif).map_or(&[], Vec::as_slice),
+            None => &[],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This namespace's loopback route: a real rtnetlink round trip (no
+    /// privileges needed), and no namespace is behind `lo`.
+    #[test]
+    fn the_route_to_loopback_leaves_through_lo_and_nothing_is_behind_it() {
+        let mut r = Rtnl::open().expect("rtnetlink");
+        let links = r.links().expect("links");
+        let lo = links.first().map(|l| l.0);
+        assert!(lo.is_some(), "{links:?}");
+        let oif = r.route_oif(IpAddr::from([127, 0, 0, 1])).expect("route");
+        assert_eq!(oif, Some(1), "lo is index 1");
+        let mut view = NetnsRoutes::new();
+        assert!(view
+            .behind(IpAddr::from([127, 0, 0, 1]), Instant::now())
+            .is_empty());
+        // A namespace that is not behind any interface lends nothing.
+        view.note_member(1, std::process::id());
+        assert!(view
+            .behind(IpAddr::from([127, 0, 0, 1]), Instant::now())
+            .is_empty());
+    }
+}
