@@ -170,14 +170,28 @@ impl Config {
                 show_src: args.show_src,
                 bits: args.bits,
             },
+            // A user other than root gets XDG defaults (user_dirs.rs);
+            // root's are unchanged.
             paths: Paths {
                 conf_dir: args.conf_dir.clone(),
-                geoip_dir: args.geoip_dir.clone(),
-                state_dir: args.state_dir.clone(),
+                geoip_dir: args.geoip_dir.clone().or_else(|| {
+                    crate::user_dirs::applies()
+                        .then(crate::user_dirs::geoip_dir)
+                        .flatten()
+                }),
+                state_dir: crate::user_dirs::or_user_default(
+                    &args.state_dir,
+                    crate::sysctl::DEFAULT_STATE_DIR,
+                    crate::user_dirs::state_dir(),
+                ),
             },
             no_sysctl: args.no_sysctl,
             rcvbuf: args.rcvbuf,
-            journal: args.journal.clone(),
+            journal: crate::user_dirs::or_user_default(
+                &args.journal,
+                crate::cli::DEFAULT_JOURNAL,
+                crate::user_dirs::journal(),
+            ),
             command: args.command.clone(),
         })
     }
