@@ -103,6 +103,24 @@ pub struct Config {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// `dir` must be a directory the caller may list (`must_exist`: and be
+/// there at all).
+fn readable_dir(flag: &str, dir: &std::path::Path, must_exist: bool) -> Result<(), UsageError> {
+    let why = match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => "not a directory".to_owned(),
+        Ok(_) => match std::fs::read_dir(dir) {
+            Ok(_) => return Ok(()),
+            Err(e) => e.to_string(),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => return Ok(()),
+        Err(e) => e.to_string(),
+    };
+    Err(UsageError(format!(
+        "{flag} {}: {why}",
+        crate::output::safe::terminal_safe(&dir.display().to_string())
+    )))
+}
+
 impl Config {
     /// Types and checks the parsed command line.
     pub fn from_args(args: &Args) -> Result<Config, UsageError> {
@@ -133,18 +151,15 @@ impl Config {
             RunMode::Screen
         };
         // A directory to read from that is not there is a typo: said now,
-        // rather than silently searching the default places only.
+        // rather than silently searching the default places only. One the
+        // user may not read (run with file capabilities, a user's rights
+        // are all flowtop has for paths it is given) is said now too.
         if let Some(dir) = &args.conf_dir {
-            if !dir.is_dir() {
-                let why = match std::fs::metadata(dir) {
-                    Ok(_) => "not a directory".to_owned(),
-                    Err(e) => e.to_string(),
-                };
-                return Err(UsageError(format!(
-                    "--conf-dir {}: {why}",
-                    crate::output::safe::terminal_safe(&dir.display().to_string())
-                )));
-            }
+            readable_dir("--conf-dir", dir, true)?;
+        }
+        if let Some(dir) = &args.geoip_dir {
+            // `-u` creates a missing one.
+            readable_dir("--geoip-dir", dir, !args.update)?;
         }
         Ok(Config {
             mode,

@@ -1,4 +1,4 @@
-//! `cargo xtask deb [--out DIR]`: the Debian package,
+//! `cargo xtask deb [--bin FLOWTOP] [--out DIR]`: the Debian package,
 //! `DIR/flowtop_VERSION-1_ARCH.deb` (DIR defaults to `target/deb`).
 //!
 //! Built with `dpkg-deb --build` from a staged tree rather than cargo-deb:
@@ -52,12 +52,23 @@ const DIVERSIONS: [(&str, &str); 2] = [
 ];
 
 pub fn run(args: &[String]) -> Result<()> {
-    let out_dir = match args {
-        [] => cmd::root_dir().join("target").join("deb"),
-        [flag, d] if flag == "--out" => PathBuf::from(d),
-        _ => bail!("usage: cargo xtask deb [--out DIR]"),
+    let mut out_dir = cmd::root_dir().join("target").join("deb");
+    let mut given_bin = None;
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let value = rest.next();
+        match (flag.as_str(), value) {
+            ("--out", Some(d)) => out_dir = PathBuf::from(d),
+            ("--bin", Some(b)) => given_bin = Some(PathBuf::from(b)),
+            _ => bail!("usage: cargo xtask deb [--bin FLOWTOP] [--out DIR]"),
+        }
+    }
+    // --bin: package a flowtop already built (the root tests package the
+    // binary they test); by default the release build.
+    let bin = match given_bin {
+        Some(b) => b,
+        None => dist::build_release()?,
     };
-    let bin = dist::build_release()?;
     let version = dist::version_of(&bin)?;
     let arch = cmd::stdout_of(Command::new("dpkg").arg("--print-architecture"))
         .context("dpkg --print-architecture failed: building the package needs dpkg")?
@@ -103,6 +114,13 @@ fn stage_files(bin: &Path, stage: &Path) -> Result<()> {
     let put = |rel: &str| stage.join(rel);
     dist::copy(bin, &put("usr/bin/flowtop"))?;
     set_mode(&put("usr/bin/flowtop"), 0o755)?;
+    // As Debian's dh_strip does: the debug information (hundreds of MB in a
+    // debug build) is not for the installed binary.
+    cmd::run(
+        Command::new("strip")
+            .arg("--strip-debug")
+            .arg(put("usr/bin/flowtop")),
+    )?;
     let gen = stage.join("generated");
     for (what, path) in dist::GENERATED {
         dist::generate(bin, what, &gen.join(path))?;

@@ -33,7 +33,8 @@ commands:
   dist [DIR]         the release tree in DIR (default target/dist): bin/flowtop (release,
                      eBPF embedded), man8/flowtop.8, bash/zsh/fish completions, conf/,
                      systemd/, README.md; and its tarball target/flowtop-VERSION-ARCH-linux.tar.gz
-  deb [--out DIR]    the Debian package DIR/flowtop_VERSION-1_ARCH.deb (default target/deb):
+  deb [--bin FLOWTOP] [--out DIR]
+                     the Debian package DIR/flowtop_VERSION-1_ARCH.deb (default target/deb):
                      group flowtop, file capabilities, conffiles, diverts netsniff-ng's flowtop
   fuzz [--secs N] [--libfuzzer] [TARGET...]
                      fuzz every parser of untrusted input N s each (default 30) from the
