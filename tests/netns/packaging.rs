@@ -522,3 +522,66 @@ fn a_member_gets_only_their_own_rights_on_paths_they_name() {
     let _ = std::fs::remove_dir_all(&conf);
     drop(pkg);
 }
+
+#[test]
+#[ignore = "needs root: installs the Debian package, adds a user, network namespaces"]
+fn a_member_records_to_a_journal_under_their_xdg_state_home() {
+    if !require_root() {
+        return;
+    }
+    let mut pkg = Installed::new();
+    pkg.user(MEMBER, true);
+    let (client, server) = Netns::pair();
+    let _far = Agent::server(&server, 7402);
+    let mut rec = as_user(&client, MEMBER, BIN, &["record", "-4T", "-n", "-G", "-t", "0.5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("flowtop record as a member");
+    std::thread::sleep(Duration::from_secs(2));
+    let mut cl = Agent::client(&client);
+    let (idx, port) = cl.tcp_connect(SERVER_V4, 7402);
+    cl.tcp_send(idx, 1000);
+    let journal = PathBuf::from(format!("/home/{MEMBER}/.local/state/flowtop/journal.sqlite"));
+    // SIGTERM ends the recording: live flows get a last checkpoint.
+    std::thread::sleep(Duration::from_secs(2));
+    if let Some(pid) = child_of(rec.id()) {
+        send_signal(pid, libc::SIGTERM);
+    }
+    let status = wait_timeout(&mut rec, WAIT);
+    let mut err = String::new();
+    if let Some(mut e) = rec.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "record's exit: {status:?} {err}"
+    );
+    let out = run(&mut as_user(
+        &client,
+        MEMBER,
+        BIN,
+        &["history", "--json", "--port", "7402"],
+    ));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "history as the member: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!(":{port}")),
+        "the flow is not in the member's journal: {text} {err}"
+    );
+    let uid: u32 = ok(Command::new("id").args(["-u", MEMBER]))
+        .trim()
+        .parse()
+        .expect("uid");
+    let m = std::fs::metadata(&journal).expect("the journal under ~/.local/state/flowtop");
+    assert_eq!(m.uid(), uid, "the journal belongs to the member");
+    assert!(
+        !Path::new("/var/lib/flowtop/journal.sqlite").exists(),
+        "root's journal untouched"
+    );
+    drop(pkg);
+}
