@@ -196,7 +196,7 @@ fn control(version: &str, arch: &str, installed_kib: u64) -> String {
          Architecture: {arch}\n\
          Maintainer: flowtop developers <flowtop@localhost>\n\
          Installed-Size: {installed_kib}\n\
-         Depends: libc6 (>= 2.36), libcap2-bin, passwd\n\
+         Depends: libc6 (>= 2.34), libgcc-s1, libcap2-bin, passwd\n\
          Recommends: conntrack, nftables\n\
          Section: net\n\
          Priority: optional\n\

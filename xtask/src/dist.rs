@@ -9,8 +9,8 @@
 //! - `conf/` (the service-name tables and geoip.conf), `systemd/` (the unit
 //!   of `flowtop record`), `README.md`.
 //!
-//! The binary links glibc dynamically and nothing else beyond it, so it runs
-//! on any Debian 12 (bookworm's glibc 2.36 or newer): no Rust needed there.
+//! The binary links glibc (2.34 or newer) and libgcc_s dynamically, both
+//! in every Debian 12 (bookworm has glibc 2.36): no Rust needed there.
 //! `cargo xtask deb` stages the Debian package from the same pieces.
 
 use std::fs;
@@ -51,6 +51,9 @@ pub fn run(args: &[String]) -> Result<()> {
         fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     copy(&bin, &dir.join("bin/flowtop"))?;
+    // The release profile keeps debug information (for profiling); the
+    // shipped binary does not need it (a third of the size).
+    cmd::run(Command::new("strip").arg("--strip-debug").arg(dir.join("bin/flowtop")))?;
     for (what, path) in GENERATED {
         generate(&bin, what, &dir.join(path))?;
     }
