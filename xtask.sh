@@ -23,8 +23,21 @@ if ! command -v cargo >/dev/null 2>&1; then
         apt-get update -q
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends curl ca-certificates
     fi
-    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |
-        sh -s -- -y --profile default --default-toolchain "$TOOLCHAIN"
+    # Downloaded first, so that a failed download stops here with a message
+    # (in `curl | sh` the pipeline's status would be sh's).
+    installer=$(mktemp)
+    if ! curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs -o "$installer"; then
+        rm -f "$installer"
+        echo "xtask.sh: could not download rustup's installer from https://sh.rustup.rs" >&2
+        exit 1
+    fi
+    status=0
+    sh "$installer" -y --profile default --default-toolchain "$TOOLCHAIN" || status=$?
+    rm -f "$installer"
+    if [ "$status" -ne 0 ]; then
+        echo "xtask.sh: rustup's installer failed (status $status)" >&2
+        exit 1
+    fi
     . "$cargo_home/env"
     if ! command -v cargo >/dev/null 2>&1; then
         echo "xtask.sh: rustup installed, but cargo is still not on PATH" >&2

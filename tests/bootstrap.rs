@@ -56,7 +56,9 @@ fn without_cargo_the_script_installs_the_pinned_toolchain_then_runs_xtask() {
             r#"#!/bin/sh
 echo "curl $*" >> {log}
 case "$*" in *https://sh.rustup.rs*) ;; *) echo "unexpected URL: $*" >&2; exit 22;; esac
-cat <<'INSTALLER'
+[ -n "$FAIL_DOWNLOAD" ] && {{ echo "curl: (6) Could not resolve host: sh.rustup.rs" >&2; exit 6; }}
+for out; do :; done
+cat > "$out" <<'INSTALLER'
 echo "installer $*" >> {log}
 case "$*" in *"-y"*"--default-toolchain 1.95.0"*) ;; *) echo "installer: unexpected arguments: $*" >&2; exit 3;; esac
 mkdir -p "$CARGO_HOME/bin" "$RUSTUP_HOME/toolchains/1.95.0-x86_64-unknown-linux-gnu"
@@ -68,7 +70,7 @@ INSTALLER
             log = log.display()
         ),
     );
-    let run = |args: &[&str]| {
+    let run_with = |args: &[&str], fail_download: &str| {
         Command::new("sh")
             .arg(script())
             .args(args)
@@ -77,9 +79,23 @@ INSTALLER
             .env("CARGO_HOME", &cargo_home)
             .env("RUSTUP_HOME", &rustup_home)
             .env("PATH", path_without_cargo(&fake))
+            .env("FAIL_DOWNLOAD", fail_download)
             .output()
             .expect("sh runs")
     };
+    let run = |args: &[&str]| run_with(args, "");
+    // No network: a clear message, status 1, and nothing run.
+    let out = run_with(&["test"], "yes");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("could not download rustup's installer"),
+        "{stderr}"
+    );
+    assert!(!cargo_home.join("bin/cargo").exists());
+    assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 1, "curl only");
+    fs::remove_file(&log).unwrap();
+
     let out = run(&["test"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "xtask.sh test failed: {stderr}");
