@@ -23,19 +23,22 @@ if ! command -v cargo >/dev/null 2>&1; then
         apt-get update -q
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends curl ca-certificates
     fi
-    # Downloaded first, so that a failed download stops here with a message
-    # (in `curl | sh` the pipeline's status would be sh's).
+    # rustup-init itself, from the address the https://sh.rustup.rs script
+    # downloads it from (no shell script piped into sh): downloaded first, so
+    # that a failed download stops here with a message.
+    url="https://static.rust-lang.org/rustup/dist/$(uname -m)-unknown-linux-gnu/rustup-init"
     installer=$(mktemp)
-    if ! curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs -o "$installer"; then
+    if ! curl --proto '=https' --tlsv1.2 -sSf "$url" -o "$installer"; then
         rm -f "$installer"
-        echo "xtask.sh: could not download rustup's installer from https://sh.rustup.rs" >&2
+        echo "xtask.sh: could not download rustup-init from $url" >&2
         exit 1
     fi
+    chmod +x "$installer"
     status=0
-    sh "$installer" -y --profile default --default-toolchain "$TOOLCHAIN" || status=$?
+    "$installer" -y --profile default --default-toolchain "$TOOLCHAIN" || status=$?
     rm -f "$installer"
     if [ "$status" -ne 0 ]; then
-        echo "xtask.sh: rustup's installer failed (status $status)" >&2
+        echo "xtask.sh: rustup-init failed (status $status)" >&2
         exit 1
     fi
     . "$cargo_home/env"

@@ -1,10 +1,10 @@
 //! `./xtask.sh`, the quick start's entry point on a machine with no Rust:
 //! with `HOME`, `CARGO_HOME` and `RUSTUP_HOME` at empty directories and no
-//! cargo on PATH, it must fetch rustup's installer and run it for the pinned
+//! cargo on PATH, it must fetch rustup-init and run it for the pinned
 //! toolchain, then run `cargo xtask ARGS` with the cargo it installed.
 //!
 //! The network side is replaced by stand-ins on PATH: a `curl` that checks
-//! it is asked for https://sh.rustup.rs and prints an installer, which checks
+//! it is asked for rustup-init and writes an installer, which checks
 //! its arguments (`-y`, `--default-toolchain 1.95.0`) and installs a `cargo`
 //! that records how it was called. A real download of the toolchain and a
 //! full build are too slow for every test run (see the README, "Install").
@@ -55,10 +55,10 @@ fn without_cargo_the_script_installs_the_pinned_toolchain_then_runs_xtask() {
         &format!(
             r#"#!/bin/sh
 echo "curl $*" >> {log}
-case "$*" in *https://sh.rustup.rs*) ;; *) echo "unexpected URL: $*" >&2; exit 22;; esac
-[ -n "$FAIL_DOWNLOAD" ] && {{ echo "curl: (6) Could not resolve host: sh.rustup.rs" >&2; exit 6; }}
+case "$*" in *https://static.rust-lang.org/rustup/dist/*-unknown-linux-gnu/rustup-init*) ;; *) echo "unexpected URL: $*" >&2; exit 22;; esac
+[ -n "$FAIL_DOWNLOAD" ] && {{ echo "curl: (6) Could not resolve host: static.rust-lang.org" >&2; exit 6; }}
 for out; do :; done
-cat > "$out" <<'INSTALLER'
+{{ echo '#!/bin/sh'; cat; }} > "$out" <<'INSTALLER'
 echo "installer $*" >> {log}
 case "$*" in *"-y"*"--default-toolchain 1.95.0"*) ;; *) echo "installer: unexpected arguments: $*" >&2; exit 3;; esac
 mkdir -p "$CARGO_HOME/bin" "$RUSTUP_HOME/toolchains/1.95.0-x86_64-unknown-linux-gnu"
@@ -88,10 +88,7 @@ INSTALLER
     let out = run_with(&["test"], "yes");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("could not download rustup's installer"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("could not download rustup-init"), "{stderr}");
     assert!(!cargo_home.join("bin/cargo").exists());
     assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 1, "curl only");
     fs::remove_file(&log).unwrap();
@@ -107,7 +104,7 @@ INSTALLER
     let lines: Vec<&str> = first.lines().collect();
     assert_eq!(lines.len(), 3, "{first}");
     assert!(
-        lines[0].starts_with("curl ") && lines[0].contains("https://sh.rustup.rs"),
+        lines[0].starts_with("curl ") && lines[0].contains("https://static.rust-lang.org/rustup/dist/"),
         "{first}"
     );
     assert!(lines[1].contains("--default-toolchain 1.95.0"), "{first}");
