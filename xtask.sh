@@ -27,16 +27,18 @@ if ! command -v cargo >/dev/null 2>&1; then
     # downloads it from (no shell script piped into sh): downloaded first, so
     # that a failed download stops here with a message.
     url="https://static.rust-lang.org/rustup/dist/$(uname -m)-unknown-linux-gnu/rustup-init"
-    installer=$(mktemp)
+    # (rustup-init chooses what it does from its own file name: keep it.)
+    tmp=$(mktemp -d)
+    installer="$tmp/rustup-init"
     if ! curl --proto '=https' --tlsv1.2 -sSf "$url" -o "$installer"; then
-        rm -f "$installer"
+        rm -rf "$tmp"
         echo "xtask.sh: could not download rustup-init from $url" >&2
         exit 1
     fi
     chmod +x "$installer"
     status=0
     "$installer" -y --profile default --default-toolchain "$TOOLCHAIN" || status=$?
-    rm -f "$installer"
+    rm -rf "$tmp"
     if [ "$status" -ne 0 ]; then
         echo "xtask.sh: rustup-init failed (status $status)" >&2
         exit 1
