@@ -158,8 +158,9 @@ impl Config {
             readable_dir("--conf-dir", dir, true)?;
         }
         if let Some(dir) = &args.geoip_dir {
-            // `-u` creates a missing one.
-            readable_dir("--geoip-dir", dir, !args.update)?;
+            // A missing one is searched in vain, as before (and `-u`
+            // creates it); one that is there must be readable.
+            readable_dir("--geoip-dir", dir, false)?;
         }
         Ok(Config {
             mode,

@@ -39,6 +39,13 @@
 //! The drop, in the calling thread: the bounding set is cut to the kept
 //! set, the ambient set is cleared, `PR_SET_NO_NEW_PRIVS` is set, and the
 //! effective and permitted sets are set to the kept set (inheritable empty).
+//!
+//! Started by a user with file capabilities instead of as root (the Debian
+//! package: `/usr/bin/flowtop` `root:flowtop 0750` with `cap_net_admin`,
+//! `cap_bpf`, `cap_perfmon`, `cap_sys_ptrace`), the same drop applies, after
+//! [`confine_file_access`] has first removed, for good, every capability
+//! that bypasses file permissions: every path the user names is then opened
+//! with the user's own rights.
 
 pub const CAP_DAC_READ_SEARCH: u32 = 2;
 pub const CAP_SETPCAP: u32 = 8;
