@@ -53,7 +53,11 @@ pub fn run(args: &[String]) -> Result<()> {
     copy(&bin, &dir.join("bin/flowtop"))?;
     // The release profile keeps debug information (for profiling); the
     // shipped binary does not need it (a third of the size).
-    cmd::run(Command::new("strip").arg("--strip-debug").arg(dir.join("bin/flowtop")))?;
+    cmd::run(
+        Command::new("strip")
+            .arg("--strip-debug")
+            .arg(dir.join("bin/flowtop")),
+    )?;
     for (what, path) in GENERATED {
         generate(&bin, what, &dir.join(path))?;
     }
