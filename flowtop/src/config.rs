@@ -103,6 +103,24 @@ pub struct Config {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// `dir` must be a directory the caller may list (`must_exist`: and be
+/// there at all).
+fn readable_dir(flag: &str, dir: &std::path::Path, must_exist: bool) -> Result<(), UsageError> {
+    let why = match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => "not a directory".to_owned(),
+        Ok(_) => match std::fs::read_dir(dir) {
+            Ok(_) => return Ok(()),
+            Err(e) => e.to_string(),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => return Ok(()),
+        Err(e) => e.to_string(),
+    };
+    Err(UsageError(format!(
+        "{flag} {}: {why}",
+        crate::output::safe::terminal_safe(&dir.display().to_string())
+    )))
+}
+
 impl Config {
     /// Types and checks the parsed command line.
     pub fn from_args(args: &Args) -> Result<Config, UsageError> {
@@ -133,18 +151,16 @@ impl Config {
             RunMode::Screen
         };
         // A directory to read from that is not there is a typo: said now,
-        // rather than silently searching the default places only.
+        // rather than silently searching the default places only. One the
+        // user may not read (run with file capabilities, a user's rights
+        // are all flowtop has for paths it is given) is said now too.
         if let Some(dir) = &args.conf_dir {
-            if !dir.is_dir() {
-                let why = match std::fs::metadata(dir) {
-                    Ok(_) => "not a directory".to_owned(),
-                    Err(e) => e.to_string(),
-                };
-                return Err(UsageError(format!(
-                    "--conf-dir {}: {why}",
-                    crate::output::safe::terminal_safe(&dir.display().to_string())
-                )));
-            }
+            readable_dir("--conf-dir", dir, true)?;
+        }
+        if let Some(dir) = &args.geoip_dir {
+            // A missing one is searched in vain, as before (and `-u`
+            // creates it); one that is there must be readable.
+            readable_dir("--geoip-dir", dir, false)?;
         }
         Ok(Config {
             mode,
@@ -170,14 +186,28 @@ impl Config {
                 show_src: args.show_src,
                 bits: args.bits,
             },
+            // A user other than root gets XDG defaults (user_dirs.rs);
+            // root's are unchanged.
             paths: Paths {
                 conf_dir: args.conf_dir.clone(),
-                geoip_dir: args.geoip_dir.clone(),
-                state_dir: args.state_dir.clone(),
+                geoip_dir: args.geoip_dir.clone().or_else(|| {
+                    crate::user_dirs::applies()
+                        .then(crate::user_dirs::geoip_dir)
+                        .flatten()
+                }),
+                state_dir: crate::user_dirs::or_user_default(
+                    &args.state_dir,
+                    crate::sysctl::DEFAULT_STATE_DIR,
+                    crate::user_dirs::state_dir(),
+                ),
             },
             no_sysctl: args.no_sysctl,
             rcvbuf: args.rcvbuf,
-            journal: args.journal.clone(),
+            journal: crate::user_dirs::or_user_default(
+                &args.journal,
+                crate::cli::DEFAULT_JOURNAL,
+                crate::user_dirs::journal(),
+            ),
             command: args.command.clone(),
         })
     }

@@ -24,6 +24,7 @@ pub mod privileges;
 pub mod sysctl;
 pub mod ui;
 pub mod update;
+pub mod user_dirs;
 
 /// flowtop's version, as `-v` prints it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -39,6 +39,13 @@
 //! The drop, in the calling thread: the bounding set is cut to the kept
 //! set, the ambient set is cleared, `PR_SET_NO_NEW_PRIVS` is set, and the
 //! effective and permitted sets are set to the kept set (inheritable empty).
+//!
+//! Started by a user with file capabilities instead of as root (the Debian
+//! package: `/usr/bin/flowtop` `root:flowtop 0750` with `cap_net_admin`,
+//! `cap_bpf`, `cap_perfmon`, `cap_sys_ptrace`), the same drop applies, after
+//! [`confine_file_access`] has first removed, for good, every capability
+//! that bypasses file permissions: every path the user names is then opened
+//! with the user's own rights.
 
 pub const CAP_DAC_READ_SEARCH: u32 = 2;
 pub const CAP_SETPCAP: u32 = 8;
@@ -231,6 +238,95 @@ pub fn drop_after_startup(keep: Keep) -> Result<Dropped, String> {
     })
 }
 
+/// Capabilities that let file-system access bypass the caller's own
+/// rights: owner, mode and permission checks (CHOWN, DAC_OVERRIDE,
+/// DAC_READ_SEARCH, FOWNER, FSETID), immutable flags (LINUX_IMMUTABLE),
+/// device nodes (MKNOD) and the catch-all (SYS_ADMIN).
+pub const FILE_ACCESS_BYPASS: u64 =
+    (1 << 0) | (1 << 1) | (1 << CAP_DAC_READ_SEARCH) | (1 << 3) | (1 << 4) | (1 << 9) | (1 << 21) | (1 << 27);
+
+/// Whether this process runs as a user other than root with capabilities
+/// (file capabilities, e.g. the package's `/usr/bin/flowtop` run by a member
+/// of the `flowtop` group). Root, and a user without capabilities, are not.
+pub fn running_with_capabilities_as_user() -> bool {
+    // SAFETY: getuid/geteuid have no preconditions and cannot fail.
+    let (uid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
+    uid != 0 && euid != 0 && permitted_now().is_ok_and(|p| p != 0)
+}
+
+/// When run with capabilities as a user (not root): removes every
+/// capability that bypasses file permissions from the effective, permitted
+/// and inheritable sets, for good and before anything is opened. Every path
+/// the user can name (`--conf-dir`, `--geoip-dir`, `--journal`,
+/// `--manifest`, `--state-dir`, `--diff`, `-u`'s target) is then opened with
+/// the user's own rights only, wherever in the code it is opened, and no
+/// later step can make such a capability effective again. The package's
+/// file capabilities hold none of them; this makes that a property of the
+/// binary, not of one `setcap` line (a wider set given by hand, e.g.
+/// `cap_dac_read_search`, is cut here too).
+///
+/// Root is unchanged: it returns `Ok(0)` without doing anything. Otherwise
+/// the removed set (0 when there was nothing to remove). Call it first
+/// thing in `main`, while the process has one thread.
+pub fn confine_file_access() -> Result<u64, String> {
+    if !running_with_capabilities_as_user() {
+        return Ok(0);
+    }
+    remove_from_this_thread(FILE_ACCESS_BYPASS)
+}
+
+/// Removes `mask` from the calling thread's effective, permitted and
+/// inheritable sets; returns what was removed.
+fn remove_from_this_thread(mask: u64) -> Result<u64, String> {
+    let mut hdr = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget with a valid header and two data structs (version 3).
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut CapHeader, data.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(format!(
+            "reading capabilities: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let permitted = u64::from(data[0].permitted) | (u64::from(data[1].permitted) << 32);
+    let removed = permitted & mask;
+    for (i, d) in data.iter_mut().enumerate() {
+        let keep = !((mask >> (32 * i)) as u32);
+        d.effective &= keep;
+        d.permitted &= keep;
+        d.inheritable &= keep;
+    }
+    // SAFETY: capset with a valid header and two data structs (version 3);
+    // lowering sets needs no privilege.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) } != 0 {
+        return Err(format!(
+            "dropping capabilities: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // A capability still in the ambient set would come back in a child
+    // (`flowtop run`'s command): clear those too.
+    for cap in 0..64u32 {
+        if mask & (1u64 << cap) != 0 {
+            // SAFETY: prctl with integer arguments; EINVAL for caps the
+            // kernel does not know is fine.
+            let _ = unsafe {
+                libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_LOWER as libc::c_ulong,
+                    cap as libc::c_ulong,
+                    0,
+                    0,
+                )
+            };
+        }
+    }
+    Ok(removed)
+}
+
 /// Names of capability numbers, for messages.
 pub fn names(mask: u64) -> Vec<&'static str> {
     const NAMES: &[(u32, &str)] = &[
@@ -313,6 +409,60 @@ mod tests {
             }
         });
         assert_eq!(code, 0, "10: the single-thread drop failed, 12: two threads were accepted, 13: the error did not name the thread");
+    }
+
+    /// After the file-access capabilities are removed, a file of another
+    /// user with mode 0600 cannot be opened, even by root's uid (the owner
+    /// check is then the only one left): what a user-named path gets when
+    /// flowtop runs with file capabilities. Needs a process that has the
+    /// capabilities to lose (root); otherwise it says so and checks nothing
+    /// beyond the call succeeding.
+    #[test]
+    fn removing_the_file_access_capabilities_leaves_the_owner_check_only() {
+        let dir = std::env::temp_dir().join(format!("flowtop-confine-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "not for you").unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let have_caps = permitted_now().is_ok_and(|p| p & (1 << 1) != 0);
+        if !have_caps {
+            eprintln!(
+                "SKIP removing_the_file_access_capabilities...: no CAP_DAC_OVERRIDE to remove (not root)"
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+            return;
+        }
+        // Owned by nobody (65534): only the capabilities let root open it.
+        let c = std::ffi::CString::new(secret.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: chown with a valid C string.
+        assert_eq!(unsafe { libc::chown(c.as_ptr(), 65534, 65534) }, 0);
+        assert!(
+            std::fs::read(&secret).is_ok(),
+            "root with its capabilities reads it"
+        );
+        static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+        let _ = PATH.set(secret.clone());
+        let code = in_forked_child(|| {
+            let Ok(removed) = remove_from_this_thread(FILE_ACCESS_BYPASS) else {
+                return 10;
+            };
+            if removed & (1 << 1) == 0 {
+                return 11;
+            }
+            let Some(p) = PATH.get() else { return 12 };
+            match std::fs::read(p) {
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+                _ => return 13,
+            }
+            // CAP_NET_ADMIN is not a file-access capability: it stays.
+            if !effective_has(CAP_NET_ADMIN) {
+                return 14;
+            }
+            0
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(code, 0, "10: capset failed, 11: DAC_OVERRIDE not removed, 13: the file was readable, 14: CAP_NET_ADMIN lost");
     }
 
     #[test]

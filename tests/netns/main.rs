@@ -14,6 +14,7 @@ mod counters;
 mod dumps;
 mod journal_record;
 mod names;
+mod packaging;
 mod rates;
 mod run;
 mod scorecard;

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_attr;
 mod cmd;
+mod deb;
 mod degrade;
 mod dist;
 mod fuzz;
@@ -29,9 +30,12 @@ commands:
                      eBPF reported unavailable (part of `test`)
   bench NAME [ARGS]  run the benchmark NAME: report (all of them, bench/REPORT.md), dump,
                      ui, enrich, attribution, soak; `bench help` lists their options
-  dist [DIR]         generate the man page (DIR/man8/flowtop.8) and bash, zsh and fish
-                     completions (DIR/completions/) from flowtop's flags; DIR defaults
-                     to target/dist
+  dist [DIR]         the release tree in DIR (default target/dist): bin/flowtop (release,
+                     eBPF embedded), man8/flowtop.8, bash/zsh/fish completions, conf/,
+                     systemd/, README.md; and its tarball target/flowtop-VERSION-ARCH-linux.tar.gz
+  deb [--bin FLOWTOP] [--out DIR]
+                     the Debian package DIR/flowtop_VERSION-1_ARCH.deb (default target/deb):
+                     group flowtop, file capabilities, conffiles, diverts netsniff-ng's flowtop
   fuzz [--secs N] [--libfuzzer] [TARGET...]
                      fuzz every parser of untrusted input N s each (default 30) from the
                      committed corpus: stable mutation runner, or cargo-fuzz/libFuzzer
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
         "test" => test(),
         "check-degraded" => degrade::check(),
         "dist" => dist::run(rest),
+        "deb" => deb::run(rest),
         "fuzz" => fuzz::run(rest),
         "bench" => match rest.split_first() {
             Some((name, bench_args)) => bench::run(name, bench_args),

@@ -225,6 +225,9 @@ pub fn run(conf_dir: Option<&Path>, geoip_dir: Option<&Path>) -> Result<(), Upda
     }
     let target = geoip_dir.unwrap_or(Path::new(DATA_DIR));
     install::ensure_dir(target).map_err(UpdateError::Failed)?;
+    // Checked before downloading anything: with the real user's rights
+    // (access(2)), which are the only ones flowtop uses for this directory.
+    writable_dir(target).map_err(UpdateError::Failed)?;
     let agent = fetch::agent();
     let progress = Progress::stderr();
     let now = SystemTime::now();
@@ -253,6 +256,22 @@ pub fn run(conf_dir: Option<&Path>, geoip_dir: Option<&Path>) -> Result<(), Upda
             target.display()
         )))
     }
+}
+
+/// An error unless the real user may create files in `dir`.
+fn writable_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| format!("{} contains a NUL byte", dir.display()))?;
+    // SAFETY: access with a valid C string.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        return Err(format!(
+            "-u/--update: cannot write to {}: {}",
+            crate::output::safe::terminal_safe(&dir.display().to_string()),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
