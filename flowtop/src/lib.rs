@@ -17,6 +17,7 @@ pub mod ebpf;
 pub mod engine;
 pub mod enrich;
 pub mod flow;
+pub mod export;
 pub mod journal;
 pub mod names;
 pub mod output;

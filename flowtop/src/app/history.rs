@@ -161,6 +161,8 @@ struct FlowLine<'a> {
     dst_name_source: Option<&'a str>,
     container: Option<&'a str>,
     unit: Option<&'a str>,
+    /// Derived from the stored tuple when written (the journal has no column for it).
+    community_id: Option<String>,
 }
 
 fn flow_line(f: &query::Flow) -> FlowLine<'_> {
@@ -207,7 +209,21 @@ fn flow_line(f: &query::Flow) -> FlowLine<'_> {
         dst_name_source: f.dst_name_source.as_deref(),
         container: f.container.as_deref(),
         unit: f.unit.as_deref(),
+        community_id: community_id(f),
     }
+}
+
+/// The Community ID of a recorded flow, from its stored original tuple
+/// (null when the tuple is incomplete; ICMP's type and code are not stored).
+fn community_id(f: &query::Flow) -> Option<String> {
+    let tuple = crate::flow::model::Tuple {
+        src: f.src?,
+        dst: f.dst?,
+        sport: f.sport,
+        dport: f.dport,
+        icmp: None,
+    };
+    crate::export::community_id::community_id(f.proto, &tuple)
 }
 
 /// Untrusted text for the terminal, `-` when absent.

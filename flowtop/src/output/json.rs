@@ -324,6 +324,9 @@ pub fn write_flow(buf: &mut Vec<u8>, kind: EventKind, line: &Line<'_>, ts: &str,
     w.opt_plain_str(who.name.map(|n| n.source.as_str()));
     w.key("dst_name_ech");
     w.bool(who.name.is_some_and(|n| n.ech_outer));
+    // Issue 16: the Community ID (v1) of the original tuple, base64: plain.
+    w.key("community_id");
+    w.opt_plain_str(crate::export::community_id::community_id(f.proto, &f.orig).as_deref());
     w.end_line();
 }
 
@@ -427,6 +430,7 @@ mod tests {
         dst_name: Option<&'a str>,
         dst_name_source: Option<&'static str>,
         dst_name_ech: bool,
+        community_id: Option<String>,
     }
 
     /// The reference serialization: the documented fields through serde.
@@ -503,6 +507,7 @@ mod tests {
             dst_name: e.name.as_ref().map(|n| &*n.name),
             dst_name_source: e.name.as_ref().map(|n| n.source.as_str()),
             dst_name_ech: e.name.as_ref().is_some_and(|n| n.ech_outer),
+            community_id: crate::export::community_id::community_id(f.proto, &f.orig),
         };
         serde_json::to_value(&line).expect("serializes")
     }
