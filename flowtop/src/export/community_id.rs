@@ -18,12 +18,25 @@ pub const DEFAULT_SEED: u16 = 0;
 /// Two-way ICMP types and their counterparts (echo and its reply, ...):
 /// these count as one flow in both directions. Any other type is one-way.
 const ICMP4_PAIRS: &[(u8, u8)] = &[(8, 0), (13, 14), (15, 16), (10, 9), (17, 18)];
-const ICMP6_PAIRS: &[(u8, u8)] = &[(128, 129), (130, 131), (133, 134), (135, 136), (139, 140), (144, 145)];
+const ICMP6_PAIRS: &[(u8, u8)] = &[
+    (128, 129),
+    (130, 131),
+    (133, 134),
+    (135, 136),
+    (139, 140),
+    (144, 145),
+];
 
 fn counterpart(pairs: &[(u8, u8)], t: u8) -> Option<u8> {
-    pairs
-        .iter()
-        .find_map(|&(a, b)| if a == t { Some(b) } else if b == t { Some(a) } else { None })
+    pairs.iter().find_map(|&(a, b)| {
+        if a == t {
+            Some(b)
+        } else if b == t {
+            Some(a)
+        } else {
+            None
+        }
+    })
 }
 
 /// The Community ID of a flow from its original tuple, or `None` when the
@@ -140,8 +153,14 @@ mod tests {
     #[test]
     fn tcp_both_directions() {
         let want = Some("1:LQU9qZlK+B5F3KDmev6m5PMibrg=".to_string());
-        assert_eq!(community_id(proto::TCP, &ports("128.232.110.120", 34855, "66.35.250.204", 80)), want);
-        assert_eq!(community_id(proto::TCP, &ports("66.35.250.204", 80, "128.232.110.120", 34855)), want);
+        assert_eq!(
+            community_id(proto::TCP, &ports("128.232.110.120", 34855, "66.35.250.204", 80)),
+            want
+        );
+        assert_eq!(
+            community_id(proto::TCP, &ports("66.35.250.204", 80, "128.232.110.120", 34855)),
+            want
+        );
     }
 
     #[test]
@@ -172,8 +191,14 @@ mod tests {
     #[test]
     fn icmp_two_way_and_one_way() {
         let want = Some("1:X0snYXpgwiv9TZtqg64sgzUn6Dk=".to_string());
-        assert_eq!(community_id(proto::ICMP, &icmp("192.168.0.89", "192.168.0.1", 8, 0)), want);
-        assert_eq!(community_id(proto::ICMP, &icmp("192.168.0.1", "192.168.0.89", 0, 0)), want);
+        assert_eq!(
+            community_id(proto::ICMP, &icmp("192.168.0.89", "192.168.0.1", 8, 0)),
+            want
+        );
+        assert_eq!(
+            community_id(proto::ICMP, &icmp("192.168.0.1", "192.168.0.89", 0, 0)),
+            want
+        );
         // Destination unreachable is one-way: not reordered, code as port.
         assert_eq!(
             community_id(proto::ICMP, &icmp("10.0.0.2", "10.0.0.1", 3, 1)).as_deref(),
@@ -194,7 +219,10 @@ mod tests {
             dport: None,
             icmp: None,
         };
-        assert_eq!(community_id(47, &t).as_deref(), Some("1:+KlEHDT0vJgzs/eNmzHq0aSpRYw="));
+        assert_eq!(
+            community_id(47, &t).as_deref(),
+            Some("1:+KlEHDT0vJgzs/eNmzHq0aSpRYw=")
+        );
         // TCP without ports cannot be hashed.
         assert_eq!(community_id(proto::TCP, &t), None);
     }

@@ -7,3 +7,88 @@
 //! interval and finishes it at exit.
 
 pub mod community_id;
+pub mod ipfix;
+
+use std::time::{Duration, SystemTime};
+
+use crate::flow::table::{Entry, EventKind, FlowTable};
+
+/// `--ipfix-active`'s default: a long-lived flow gets a record this often.
+pub const DEFAULT_ACTIVE: Duration = Duration::from_secs(60);
+
+/// What the command line asks to export.
+#[derive(Debug, Clone, Default)]
+pub struct ExportConfig {
+    /// `--ipfix`: the collector.
+    pub ipfix: Option<ipfix::exporter::Target>,
+    /// `--ipfix-active`: the active timeout.
+    pub active: Option<Duration>,
+}
+
+impl ExportConfig {
+    pub fn is_empty(&self) -> bool {
+        self.ipfix.is_none()
+    }
+}
+
+/// The IPFIX half: the per-flow deltas (engine thread) and the sender.
+struct Ipfix {
+    deltas: ipfix::delta::Deltas,
+    exporter: ipfix::exporter::Exporter,
+}
+
+/// Every exporter a run has (none by default): the engine's loops call
+/// [`change`](Exporters::change) for each change of the table,
+/// [`tick`](Exporters::tick) once per interval and
+/// [`finish`](Exporters::finish) at exit.
+#[derive(Default)]
+pub struct Exporters {
+    ipfix: Option<Ipfix>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Exporters {
+    /// Starts the exporters `cfg` asks for (their threads and sockets).
+    pub fn start(cfg: &ExportConfig) -> anyhow::Result<Exporters> {
+        let ipfix = match &cfg.ipfix {
+            Some(target) => Some(Ipfix {
+                deltas: ipfix::delta::Deltas::new(cfg.active.unwrap_or(DEFAULT_ACTIVE)),
+                exporter: ipfix::exporter::Exporter::start(target.clone())
+                    .map_err(|e| anyhow::anyhow!("--ipfix: {e}"))?,
+            }),
+            None => None,
+        };
+        Ok(Exporters { ipfix })
+    }
+
+    /// One change of the flow table.
+    pub fn change(&mut self, kind: EventKind, e: &Entry) {
+        if let Some(x) = &mut self.ipfix {
+            let ex = &x.exporter;
+            x.deltas.change(kind, e, now_ms(), &mut |r| ex.send(r));
+        }
+    }
+
+    /// Once per interval: the active timeouts due.
+    pub fn tick(&mut self, table: &FlowTable) {
+        if let Some(x) = &mut self.ipfix {
+            let ex = &x.exporter;
+            x.deltas.tick(|k| table.get(k), now_ms(), &mut |r| ex.send(r));
+        }
+    }
+
+    /// At exit: the last records of the flows still live, then everything
+    /// queued is sent.
+    pub fn finish(&mut self, table: &FlowTable) {
+        if let Some(mut x) = self.ipfix.take() {
+            let ex = &x.exporter;
+            x.deltas.finish(table.iter(), now_ms(), &mut |r| ex.send(r));
+            x.exporter.finish();
+        }
+    }
+}
