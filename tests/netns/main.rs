@@ -11,6 +11,7 @@ mod attribution_exec;
 mod attribution_procfs;
 mod counters;
 mod dumps;
+mod export;
 mod journal_record;
 mod names;
 mod rates;

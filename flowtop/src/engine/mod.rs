@@ -69,6 +69,9 @@ pub struct Inputs {
     pub signals: Signals,
     pub inbox: InboxChannel,
     pub enricher: Option<Enricher>,
+    /// IPFIX and metrics (none by default); the mode loops take it out
+    /// before starting the engine and feed it every change.
+    pub export: crate::export::Exporters,
 }
 
 /// Why the stream ended without an error.
@@ -505,6 +508,7 @@ impl Engine {
             signals,
             inbox: (tx, rx),
             enricher,
+            export: _,
         } = inputs;
         let (dump_tx, dump_rx) = std_mpsc::channel::<DumpRequest>();
         let rcvbuf = events.kernel_rcvbuf().unwrap_or(0);

@@ -23,11 +23,42 @@ pub struct ExportConfig {
     pub ipfix: Option<ipfix::exporter::Target>,
     /// `--ipfix-active`: the active timeout.
     pub active: Option<Duration>,
+    /// `--metrics`: where to serve /metrics.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl ExportConfig {
     pub fn is_empty(&self) -> bool {
-        self.ipfix.is_none()
+        self.ipfix.is_none() && self.metrics.is_none()
+    }
+
+    /// From the command line; the flags only make sense in the live modes.
+    pub fn from_args(args: &crate::cli::Args, mode: crate::config::RunMode) -> Result<ExportConfig, String> {
+        use crate::config::RunMode;
+        let ipfix = args
+            .ipfix
+            .as_deref()
+            .map(ipfix::exporter::Target::parse)
+            .transpose()?;
+        let metrics = args
+            .metrics
+            .as_deref()
+            .map(|s| {
+                std::net::ToSocketAddrs::to_socket_addrs(s)
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| format!("--metrics {s}: not ADDR:PORT"))
+            })
+            .transpose()?;
+        let cfg = ExportConfig {
+            ipfix,
+            active: Some(Duration::from_secs_f64(args.ipfix_active)),
+            metrics,
+        };
+        if !cfg.is_empty() && !matches!(mode, RunMode::Screen | RunMode::JsonStream | RunMode::Record) {
+            return Err("--ipfix and --metrics work with the screen, --json and record (not --once, -u, history or run)".into());
+        }
+        Ok(cfg)
     }
 }
 
