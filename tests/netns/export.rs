@@ -319,3 +319,91 @@ fn ipfixdump_decodes_and_a_late_collector_gets_the_rest() {
     assert!(text.contains("35632"), "no ntop enterprise element: {text}");
     ft.stop();
 }
+
+/// `promtool check metrics` on `page`: its complaints, if any.
+fn promtool(page: &str) -> Result<(), String> {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool starts");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), page.as_bytes()).expect("write");
+    let out = child.wait_with_output().expect("promtool runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && said.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(said)
+    }
+}
+
+#[test]
+#[ignore = "needs root, network namespaces, curl and promtool (prometheus): run by `cargo xtask test` as root"]
+fn metrics_pass_promtool_and_count_the_process() {
+    if !require_root() || !require_tool("promtool") || !require_tool("curl") {
+        return;
+    }
+    let (client, server) = Netns::pair();
+    let _srv = Agent::server(&server, 5010);
+    let mut ft = Flowtop::start(
+        &client,
+        &[
+            "--json",
+            "-T",
+            "-t",
+            "1",
+            "--metrics",
+            "127.0.0.1:9464",
+            "--ipfix",
+            "127.0.0.1:4741",
+        ],
+    );
+    let mut cl = Agent::client(&client);
+    let (c, _) = cl.tcp_connect(SERVER_V4, 5010);
+    cl.tcp_send(c, 30_000);
+    let comm = comm_of(cl.pid());
+    let scrape = || {
+        client.run(
+            "curl",
+            &["-sS", "--max-time", "5", "http://127.0.0.1:9464/metrics"],
+        )
+    };
+    let sent = format!("flowtop_process_bytes_total{{comm=\"{comm}\",");
+    let page = poll_until(Duration::from_secs(15), Duration::from_millis(500), || {
+        let page = scrape();
+        page.lines()
+            .any(|l| {
+                l.starts_with(&sent)
+                    && l.contains("direction=\"sent\"")
+                    && l.rsplit(' ')
+                        .next()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .is_some_and(|v| v >= 30_000)
+            })
+            .then_some(page)
+    });
+    let Some(page) = page else {
+        ft.fail(&format!(
+            "no sent bytes >= 30000 for {comm} in the metrics:\n{}",
+            scrape()
+        ));
+    };
+    if let Err(e) = promtool(&page) {
+        ft.fail(&format!("promtool check metrics: {e}\n{page}"));
+    }
+    for name in [
+        "flowtop_flows{",
+        "flowtop_conntrack_limit ",
+        "flowtop_ipfix_records_total ",
+        "flowtop_lost_events_total ",
+    ] {
+        assert!(page.contains(name), "{name} missing:\n{page}");
+    }
+    ft.stop();
+}

@@ -8,6 +8,7 @@
 
 pub mod community_id;
 pub mod ipfix;
+pub mod metrics;
 
 use std::time::{Duration, SystemTime};
 
@@ -75,6 +76,7 @@ struct Ipfix {
 #[derive(Default)]
 pub struct Exporters {
     ipfix: Option<Ipfix>,
+    metrics: Option<metrics::Metrics>,
 }
 
 fn now_ms() -> u64 {
@@ -94,11 +96,20 @@ impl Exporters {
             }),
             None => None,
         };
-        Ok(Exporters { ipfix })
+        let metrics = match cfg.metrics {
+            Some(addr) => {
+                Some(metrics::Metrics::start(addr).map_err(|e| anyhow::anyhow!("--metrics {addr}: {e}"))?)
+            }
+            None => None,
+        };
+        Ok(Exporters { ipfix, metrics })
     }
 
     /// One change of the flow table.
     pub fn change(&mut self, kind: EventKind, e: &Entry) {
+        if let Some(m) = &mut self.metrics {
+            m.change(kind, e);
+        }
         if let Some(x) = &mut self.ipfix {
             let ex = &x.exporter;
             x.deltas.change(kind, e, now_ms(), &mut |r| ex.send(r));
@@ -110,6 +121,20 @@ impl Exporters {
         if let Some(x) = &mut self.ipfix {
             let ex = &x.exporter;
             x.deltas.tick(|k| table.get(k), now_ms(), &mut |r| ex.send(r));
+        }
+        if let Some(m) = &mut self.metrics {
+            let ipfix = self.ipfix.as_ref().map(|x| {
+                use std::sync::atomic::Ordering::Relaxed;
+                let s = &x.exporter.stats;
+                metrics::IpfixCounts {
+                    records: s.records.load(Relaxed),
+                    sent: s.sent.load(Relaxed),
+                    dropped: s.dropped.load(Relaxed),
+                    messages: s.messages.load(Relaxed),
+                    send_errors: s.send_errors.load(Relaxed),
+                }
+            });
+            m.tick(table, metrics::Extra { ipfix });
         }
     }
 
