@@ -12,6 +12,7 @@
 
 mod dump;
 pub(crate) mod enrich;
+mod export;
 pub(crate) mod guards;
 mod journal;
 pub(crate) mod markdown;
@@ -51,9 +52,10 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
         "scorecard" => scorecard::run(args),
         "names" => names::run(args),
         "journal" => journal::run(args),
+        "export" => export::run(args),
         "help" | "--help" | "-h" => {
             println!(
-                "{}\n\n{ATTRIBUTION_USAGE}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}",
+                "{}\n\n{ATTRIBUTION_USAGE}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}",
                 dump::USAGE,
                 report::USAGE,
                 enrich::USAGE,
@@ -62,13 +64,14 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
                 screen_mem::USAGE,
                 scorecard::USAGE,
                 names::USAGE,
-                journal::USAGE
+                journal::USAGE,
+                export::USAGE
             );
             Ok(())
         }
         other => {
             bail!(
-                "unknown benchmark '{other}'; available: report, dump, attribution, enrich, ui, soak, screen-mem, scorecard, names, journal\n\n{}",
+                "unknown benchmark '{other}'; available: report, dump, attribution, enrich, ui, soak, screen-mem, scorecard, names, journal, export\n\n{}",
                 dump::USAGE
             )
         }
