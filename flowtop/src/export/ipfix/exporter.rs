@@ -377,6 +377,73 @@ mod tests {
         assert!(Target::parse("tcp://127.0.0.1").is_err());
     }
 
+    /// Over TCP to a collector that is not there yet: the records wait in
+    /// the backlog and arrive, after the templates, once it listens.
+    #[test]
+    fn tcp_collector_down_then_up() {
+        use std::io::Read;
+        // A free port: bind, note it, close.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let to: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut ex = Exporter::start(Target::Tcp(to)).expect("start");
+        for _ in 0..30 {
+            ex.send(record());
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(ex.stats.sent.load(Relaxed), 0);
+        let listener = std::net::TcpListener::bind(to).expect("listen");
+        let (mut conn, _) = listener.accept().expect("the exporter reconnects");
+        conn.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        // Messages: the templates first, then the 30 records (sequence 0).
+        let mut read_msg = || {
+            let mut head = [0u8; 16];
+            conn.read_exact(&mut head).expect("a message header");
+            let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+            let mut rest = vec![0u8; len - 16];
+            conn.read_exact(&mut rest).expect("the message");
+            (head, rest)
+        };
+        let (_, first) = read_msg();
+        assert_eq!(&first[0..2], &[0, 2], "templates first");
+        let (head, data) = read_msg();
+        assert_eq!(u32::from_be_bytes([head[8], head[9], head[10], head[11]]), 0);
+        assert_eq!(
+            u16::from_be_bytes([data[0], data[1]]),
+            super::super::encode::TEMPLATE_V4
+        );
+        ex.finish();
+        assert_eq!(ex.stats.sent.load(Relaxed), 30);
+        assert_eq!(ex.stats.dropped.load(Relaxed), 0);
+        assert_eq!(ex.stats.connects.load(Relaxed), 1);
+    }
+
+    fn record() -> super::super::Record {
+        super::super::Record {
+            src: "127.0.0.1".parse().expect("ip"),
+            dst: "127.0.0.2".parse().expect("ip"),
+            sport: 1,
+            dport: 2,
+            proto: 17,
+            icmp_type_code: 0,
+            octets: 10,
+            packets: 1,
+            start_ms: 0,
+            end_ms: 1,
+            end_reason: 1,
+            post_src: "127.0.0.1".parse().expect("ip"),
+            post_dst: "127.0.0.2".parse().expect("ip"),
+            post_sport: 1,
+            post_dport: 2,
+            src_proc: None,
+            dst_proc: None,
+            name: None,
+        }
+    }
+
     /// Records sent over UDP arrive as messages whose sequence numbers
     /// count the records before them, templates in the first.
     #[test]
