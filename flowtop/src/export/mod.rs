@@ -148,3 +148,32 @@ impl Exporters {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, RunMode};
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> Result<Config, String> {
+        let args = crate::cli::Args::try_parse_from(std::iter::once("flowtop").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        Config::from_args(&args).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn flags_in_the_live_modes_and_refused_elsewhere() {
+        let c = config(&["--json", "--ipfix", "127.0.0.1:4739", "--ipfix-active", "5"]).expect("json");
+        assert_eq!(c.mode, RunMode::JsonStream);
+        assert!(c.export.ipfix.is_some());
+        assert_eq!(c.export.active, Some(std::time::Duration::from_secs(5)));
+        assert!(config(&["record", "--metrics", "127.0.0.1:9464"]).is_ok());
+        assert!(config(&["--metrics", "127.0.0.1:9464"]).is_ok(), "the screen");
+        let e = config(&["--once", "--ipfix", "127.0.0.1:4739"]).expect_err("once");
+        assert!(e.contains("--ipfix and --metrics work with"), "{e}");
+        assert!(config(&["history", "--metrics", "127.0.0.1:9464"]).is_err());
+        let e = config(&["--json", "--ipfix", "no-port"]).expect_err("bad target");
+        assert!(e.starts_with("--ipfix no-port"), "{e}");
+        assert!(config(&["--json", "--metrics", "nowhere"]).is_err());
+        assert!(config(&["--json", "--ipfix-active", "0"]).is_err());
+    }
+}
