@@ -376,3 +376,29 @@ fn summary(journal: &Journal, filter: &Filter, json: bool, mut out: impl Write) 
     out.flush()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod community_id_tests {
+    use super::*;
+
+    /// Derived from the stored tuple; the value is the reference Python
+    /// package's (`communityid` 1.5.0) for this TCP tuple.
+    #[test]
+    fn history_lines_carry_the_community_id() {
+        let f = query::Flow {
+            proto: 6,
+            src: Some("66.35.250.204".parse().expect("ip")),
+            dst: Some("128.232.110.120".parse().expect("ip")),
+            sport: Some(80),
+            dport: Some(34855),
+            ..query::Flow::default()
+        };
+        let v = serde_json::to_value(flow_line(&f)).expect("serializes");
+        assert_eq!(v["community_id"], "1:LQU9qZlK+B5F3KDmev6m5PMibrg=");
+        let none = query::Flow {
+            proto: 6,
+            ..query::Flow::default()
+        };
+        assert!(serde_json::to_value(flow_line(&none)).expect("serializes")["community_id"].is_null());
+    }
+}
