@@ -402,6 +402,8 @@ fn metrics_pass_promtool_and_count_the_process() {
         "flowtop_conntrack_limit ",
         "flowtop_ipfix_records_total ",
         "flowtop_lost_events_total ",
+        "flowtop_address_book_entries ",
+        "flowtop_dns_answers_kept ",
     ] {
         assert!(page.contains(name), "{name} missing:\n{page}");
     }

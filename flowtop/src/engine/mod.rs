@@ -469,6 +469,19 @@ impl Engine {
         }
     }
 
+    /// The caches' figures for `--metrics`.
+    fn caches(&self) -> crate::export::metrics::Caches {
+        let names = self.names.as_ref();
+        crate::export::metrics::Caches {
+            address_book: self.enricher.as_ref().map(|en| en.book().len() as u64),
+            dns_answers_kept: names.map(|n| n.book().len() as u64),
+            dns_messages: names.map(|n| n.stats.dns_messages),
+            dns_errors: names.map(|n| n.stats.dns_errors),
+            conn_names: names.map(|n| n.stats.conn_names),
+            names_memory_bytes: names.map(|n| n.memory_bytes() as u64),
+        }
+    }
+
     /// Once per interval: expire timed-out entries, start a re-dump.
     fn tick(&mut self, now: Instant, sink: &mut impl FnMut(EventKind, &Entry)) -> anyhow::Result<()> {
         let notices = match &mut self.enricher {

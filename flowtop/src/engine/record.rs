@@ -38,7 +38,7 @@ pub async fn run_record(mut inputs: Inputs, mut rec: Recorder) -> anyhow::Result
             _ = tick.tick() => {
                 let now_ms = unix_ms(SystemTime::now());
                 engine.tick(Instant::now(), &mut |k, e| { export.change(k, e); rec.change(k, e, now_ms) })?;
-                export.tick(&engine.table);
+                export.tick(&engine.table, engine.caches());
                 // Rows read the address book when written: the addresses
                 // whose names arrived need no `update` here.
                 if let Some(en) = &engine.enricher {

@@ -60,7 +60,7 @@ pub async fn run_screen(mut inputs: Inputs, mut sink: ScreenSink) -> anyhow::Res
             }
             _ = tick.tick() => {
                 engine.tick(Instant::now(), &mut |k: EventKind, e: &Entry| export.change(k, e))?;
-                export.tick(&engine.table);
+                export.tick(&engine.table, engine.caches());
                 // The screen reads names from the address book as it draws:
                 // the list of addresses whose name arrived is not needed.
                 if let Some(en) = &engine.enricher {

@@ -87,7 +87,7 @@ pub async fn run_stream<W: Write>(mut inputs: Inputs, out: &mut JsonWriter<W>) -
                 }
                 let mut em = Emitter::new(out);
                 engine.tick(Instant::now(), &mut |k, e| { export.change(k, e); em.emit(k, e) })?;
-                export.tick(&engine.table);
+                export.tick(&engine.table, engine.caches());
                 em.finish()
             }
             _ = names_tick.tick(), if engine.enricher.as_ref().is_some_and(Enricher::dns_on) => {

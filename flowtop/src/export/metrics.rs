@@ -74,6 +74,20 @@ struct Page {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Extra {
     pub ipfix: Option<IpfixCounts>,
+    pub caches: Caches,
+}
+
+/// The name caches' figures (None: that part is off).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Caches {
+    /// Addresses with reverse DNS names and GeoIP locations looked up.
+    pub address_book: Option<u64>,
+    /// DNS answers kept for asked-for names.
+    pub dns_answers_kept: Option<u64>,
+    pub dns_messages: Option<u64>,
+    pub dns_errors: Option<u64>,
+    pub conn_names: Option<u64>,
+    pub names_memory_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -382,6 +396,49 @@ impl Metrics {
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        }
+        let c = extra.caches;
+        for (name, help, kind, v) in [
+            (
+                "flowtop_address_book_entries",
+                "Addresses whose reverse DNS name and GeoIP location are cached.",
+                "gauge",
+                c.address_book,
+            ),
+            (
+                "flowtop_dns_answers_kept",
+                "DNS answers kept to name flows (asked-for names).",
+                "gauge",
+                c.dns_answers_kept,
+            ),
+            (
+                "flowtop_dns_messages_total",
+                "DNS messages parsed for asked-for names.",
+                "counter",
+                c.dns_messages,
+            ),
+            (
+                "flowtop_dns_errors_total",
+                "DNS messages that did not parse.",
+                "counter",
+                c.dns_errors,
+            ),
+            (
+                "flowtop_connection_names_total",
+                "Names connections gave (TLS SNI, HTTP Host, QUIC).",
+                "counter",
+                c.conn_names,
+            ),
+            (
+                "flowtop_names_memory_bytes",
+                "Estimated memory of the name tracker.",
+                "gauge",
+                c.names_memory_bytes,
+            ),
+        ] {
+            if let Some(v) = v {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            }
         }
         if let Some(x) = extra.ipfix {
             for (name, help, v) in [

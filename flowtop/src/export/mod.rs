@@ -117,7 +117,7 @@ impl Exporters {
     }
 
     /// Once per interval: the active timeouts due.
-    pub fn tick(&mut self, table: &FlowTable) {
+    pub fn tick(&mut self, table: &FlowTable, caches: metrics::Caches) {
         if let Some(x) = &mut self.ipfix {
             let ex = &x.exporter;
             x.deltas.tick(|k| table.get(k), now_ms(), &mut |r| ex.send(r));
@@ -134,7 +134,7 @@ impl Exporters {
                     send_errors: s.send_errors.load(Relaxed),
                 }
             });
-            m.tick(table, metrics::Extra { ipfix });
+            m.tick(table, metrics::Extra { ipfix, caches });
         }
     }
 
