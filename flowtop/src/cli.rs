@@ -110,6 +110,17 @@ pub struct Args {
     /// The journal of ended flows (SQLite) that `record` writes and `history` reads
     #[arg(global = true, long, value_name = "PATH", default_value = DEFAULT_JOURNAL)]
     pub journal: PathBuf,
+    /// Export every flow as IPFIX records (two per flow, with the process) to a collector:
+    /// HOST:PORT over UDP, or tcp://HOST:PORT (screen, --json and record)
+    #[arg(global = true, long, value_name = "HOST:PORT")]
+    pub ipfix: Option<String>,
+    /// With --ipfix: a flow that lasts gets a record of what it did every SECONDS (active timeout)
+    #[arg(global = true, long = "ipfix-active", value_name = "SECONDS", default_value = "60", value_parser = parse_interval)]
+    pub ipfix_active: f64,
+    /// Serve Prometheus metrics (per-process bytes, flow counts, flowtop's own counters) at
+    /// http://ADDR:PORT/metrics (screen, --json and record)
+    #[arg(global = true, long, value_name = "ADDR:PORT")]
+    pub metrics: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

@@ -96,6 +96,8 @@ pub struct Config {
     pub journal: PathBuf,
     /// The subcommand's own arguments (`record`, `history`).
     pub command: Option<Command>,
+    /// `--ipfix`, `--ipfix-active`, `--metrics`.
+    pub export: crate::export::ExportConfig,
 }
 
 /// A command line that parses but asks for something impossible.
@@ -162,7 +164,9 @@ impl Config {
             // creates it); one that is there must be readable.
             readable_dir("--geoip-dir", dir, false)?;
         }
+        let export = crate::export::ExportConfig::from_args(args, mode).map_err(UsageError)?;
         Ok(Config {
+            export,
             mode,
             selection: args.selection(),
             selection_given: args.ipv4

@@ -16,6 +16,7 @@ pub mod docs;
 pub mod ebpf;
 pub mod engine;
 pub mod enrich;
+pub mod export;
 pub mod flow;
 pub mod journal;
 pub mod names;

@@ -12,6 +12,7 @@ mod attribution_procfs;
 mod containers;
 mod counters;
 mod dumps;
+mod export;
 mod journal_record;
 mod names;
 mod packaging;

@@ -46,6 +46,12 @@ const TEST_PACKAGES: &[&str] = &[
     "dnsmasq-base",
     "openssl",
     "curl",
+    // The export tests (tests/netns/export.rs): stock collectors and
+    // decoders, never flowtop's own: pmacct's nfacctd, libfixbuf's
+    // ipfixDump, and promtool (in the prometheus package) for --metrics.
+    "pmacct",
+    "libfixbuf-tools",
+    "prometheus",
 ];
 
 /// What the caller needs.

@@ -120,6 +120,8 @@ pub const FLOW_KEYS: &[&str] = &[
     "service",
     "src_scope",
     "dst_scope",
+    // Issue 16.
+    "community_id",
 ];
 
 /// Keys of [`FLOW_KEYS`] (plus `icmp_*` for icmp/icmpv6) that `v` lacks.

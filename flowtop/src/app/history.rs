@@ -161,6 +161,8 @@ struct FlowLine<'a> {
     dst_name_source: Option<&'a str>,
     container: Option<&'a str>,
     unit: Option<&'a str>,
+    /// Derived from the stored tuple when written (the journal has no column for it).
+    community_id: Option<String>,
 }
 
 fn flow_line(f: &query::Flow) -> FlowLine<'_> {
@@ -207,7 +209,21 @@ fn flow_line(f: &query::Flow) -> FlowLine<'_> {
         dst_name_source: f.dst_name_source.as_deref(),
         container: f.container.as_deref(),
         unit: f.unit.as_deref(),
+        community_id: community_id(f),
     }
+}
+
+/// The Community ID of a recorded flow, from its stored original tuple
+/// (null when the tuple is incomplete; ICMP's type and code are not stored).
+fn community_id(f: &query::Flow) -> Option<String> {
+    let tuple = crate::flow::model::Tuple {
+        src: f.src?,
+        dst: f.dst?,
+        sport: f.sport,
+        dport: f.dport,
+        icmp: None,
+    };
+    crate::export::community_id::community_id(f.proto, &tuple)
 }
 
 /// Untrusted text for the terminal, `-` when absent.
@@ -359,4 +375,30 @@ fn summary(journal: &Journal, filter: &Filter, json: bool, mut out: impl Write) 
     }
     out.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod community_id_tests {
+    use super::*;
+
+    /// Derived from the stored tuple; the value is the reference Python
+    /// package's (`communityid` 1.5.0) for this TCP tuple.
+    #[test]
+    fn history_lines_carry_the_community_id() {
+        let f = query::Flow {
+            proto: 6,
+            src: Some("66.35.250.204".parse().expect("ip")),
+            dst: Some("128.232.110.120".parse().expect("ip")),
+            sport: Some(80),
+            dport: Some(34855),
+            ..query::Flow::default()
+        };
+        let v = serde_json::to_value(flow_line(&f)).expect("serializes");
+        assert_eq!(v["community_id"], "1:LQU9qZlK+B5F3KDmev6m5PMibrg=");
+        let none = query::Flow {
+            proto: 6,
+            ..query::Flow::default()
+        };
+        assert!(serde_json::to_value(flow_line(&none)).expect("serializes")["community_id"].is_null());
+    }
 }

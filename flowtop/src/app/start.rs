@@ -101,6 +101,7 @@ impl Live {
                 signals,
                 inbox,
                 enricher: Some(enricher),
+                export: crate::export::Exporters::start(&config.export).map_err(RunError::Other)?,
             },
             attribution,
             dns,

@@ -69,6 +69,9 @@ pub struct Inputs {
     pub signals: Signals,
     pub inbox: InboxChannel,
     pub enricher: Option<Enricher>,
+    /// IPFIX and metrics (none by default); the mode loops take it out
+    /// before starting the engine and feed it every change.
+    pub export: crate::export::Exporters,
 }
 
 /// Why the stream ended without an error.
@@ -466,6 +469,19 @@ impl Engine {
         }
     }
 
+    /// The caches' figures for `--metrics`.
+    fn caches(&self) -> crate::export::metrics::Caches {
+        let names = self.names.as_ref();
+        crate::export::metrics::Caches {
+            address_book: self.enricher.as_ref().map(|en| en.book().len() as u64),
+            dns_answers_kept: names.map(|n| n.book().len() as u64),
+            dns_messages: names.map(|n| n.stats.dns_messages),
+            dns_errors: names.map(|n| n.stats.dns_errors),
+            conn_names: names.map(|n| n.stats.conn_names),
+            names_memory_bytes: names.map(|n| n.memory_bytes() as u64),
+        }
+    }
+
     /// Once per interval: expire timed-out entries, start a re-dump.
     fn tick(&mut self, now: Instant, sink: &mut impl FnMut(EventKind, &Entry)) -> anyhow::Result<()> {
         let notices = match &mut self.enricher {
@@ -505,6 +521,7 @@ impl Engine {
             signals,
             inbox: (tx, rx),
             enricher,
+            export: _,
         } = inputs;
         let (dump_tx, dump_rx) = std_mpsc::channel::<DumpRequest>();
         let rcvbuf = events.kernel_rcvbuf().unwrap_or(0);

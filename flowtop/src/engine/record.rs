@@ -15,8 +15,9 @@ use crate::journal::writer::Counts;
 
 /// Records until a signal or a fatal error; the writer's counters at the
 /// end. SIGUSR1 prints them on stderr.
-pub async fn run_record(inputs: Inputs, mut rec: Recorder) -> anyhow::Result<(Stop, Counts)> {
+pub async fn run_record(mut inputs: Inputs, mut rec: Recorder) -> anyhow::Result<(Stop, Counts)> {
     let interval = inputs.cfg.interval;
+    let mut export = std::mem::take(&mut inputs.export);
     let (mut engine, mut signals, mut rx) = Engine::start(inputs, None)?;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -32,11 +33,12 @@ pub async fn run_record(inputs: Inputs, mut rec: Recorder) -> anyhow::Result<(St
                     anyhow::bail!("the conntrack sources stopped");
                 };
                 let now_ms = unix_ms(SystemTime::now());
-                engine.handle(msg, Instant::now(), &mut |k, e| rec.change(k, e, now_ms))?;
+                engine.handle(msg, Instant::now(), &mut |k, e| { export.change(k, e); rec.change(k, e, now_ms) })?;
             }
             _ = tick.tick() => {
                 let now_ms = unix_ms(SystemTime::now());
-                engine.tick(Instant::now(), &mut |k, e| rec.change(k, e, now_ms))?;
+                engine.tick(Instant::now(), &mut |k, e| { export.change(k, e); rec.change(k, e, now_ms) })?;
+                export.tick(&engine.table, engine.caches());
                 // Rows read the address book when written: the addresses
                 // whose names arrived need no `update` here.
                 if let Some(en) = &engine.enricher {
@@ -54,7 +56,11 @@ pub async fn run_record(inputs: Inputs, mut rec: Recorder) -> anyhow::Result<(St
     };
     // Destroys held for their socket events end now, with the others.
     let now_ms = unix_ms(SystemTime::now());
-    engine.release_destroys(None, &mut |k, e| rec.change(k, e, now_ms));
+    engine.release_destroys(None, &mut |k, e| {
+        export.change(k, e);
+        rec.change(k, e, now_ms)
+    });
+    export.finish(&engine.table);
     let counts = rec.finish(engine.table.iter(), now_ms);
     Ok((stop, counts))
 }

@@ -35,8 +35,9 @@ impl ScreenSink {
 /// fatal error. Rows are not written per change: the screen draws from the
 /// snapshots, and dropping the snapshot sender on return tells it the run
 /// is over.
-pub async fn run_screen(inputs: Inputs, mut sink: ScreenSink) -> anyhow::Result<Stop> {
+pub async fn run_screen(mut inputs: Inputs, mut sink: ScreenSink) -> anyhow::Result<Stop> {
     let interval = inputs.cfg.interval;
+    let mut export = std::mem::take(&mut inputs.export);
     let (mut engine, mut signals, mut rx) = Engine::start(inputs, Some(sink.notes.clone()))?;
     if let Some(names) = &engine.names {
         let _ = sink.asked_names.set(names.share_book());
@@ -45,7 +46,6 @@ pub async fn run_screen(inputs: Inputs, mut sink: ScreenSink) -> anyhow::Result<
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     engine.table.collect_ended(Instant::now());
-    let mut ignore = |_: EventKind, _: &Entry| {};
     loop {
         tokio::select! {
             msg = rx.recv() => {
@@ -53,13 +53,14 @@ pub async fn run_screen(inputs: Inputs, mut sink: ScreenSink) -> anyhow::Result<
                     anyhow::bail!("the conntrack sources stopped");
                 };
                 let first_dump_done = matches!(msg, Inbox::Conntrack(CtMsg::DumpDone { gen: 1, .. }));
-                engine.handle(msg, Instant::now(), &mut ignore)?;
+                engine.handle(msg, Instant::now(), &mut |k: EventKind, e: &Entry| export.change(k, e))?;
                 if first_dump_done {
                     sink.publish(&mut engine.table, Instant::now());
                 }
             }
             _ = tick.tick() => {
-                engine.tick(Instant::now(), &mut ignore)?;
+                engine.tick(Instant::now(), &mut |k: EventKind, e: &Entry| export.change(k, e))?;
+                export.tick(&engine.table, engine.caches());
                 // The screen reads names from the address book as it draws:
                 // the list of addresses whose name arrived is not needed.
                 if let Some(en) = &engine.enricher {
@@ -68,8 +69,14 @@ pub async fn run_screen(inputs: Inputs, mut sink: ScreenSink) -> anyhow::Result<
                 sink.publish(&mut engine.table, Instant::now());
             }
             // Either a change or the screen going away (its sender dropped).
-            _ = sink.quit.changed() => return Ok(Stop::Quit),
-            name = signals.recv() => return Ok(Stop::Signal(name)),
+            _ = sink.quit.changed() => {
+                export.finish(&engine.table);
+                return Ok(Stop::Quit);
+            }
+            name = signals.recv() => {
+                export.finish(&engine.table);
+                return Ok(Stop::Signal(name));
+            }
         }
     }
 }

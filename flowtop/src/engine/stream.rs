@@ -48,8 +48,9 @@ impl<'a, W: Write> Emitter<'a, W> {
 
 /// Streams flow events as JSON lines until a signal or a fatal error. The
 /// caller has printed the meta line.
-pub async fn run_stream<W: Write>(inputs: Inputs, out: &mut JsonWriter<W>) -> anyhow::Result<Stop> {
+pub async fn run_stream<W: Write>(mut inputs: Inputs, out: &mut JsonWriter<W>) -> anyhow::Result<Stop> {
     let interval = inputs.cfg.interval;
+    let mut export = std::mem::take(&mut inputs.export);
     let (mut engine, mut signals, mut rx) = Engine::start(inputs, None)?;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -70,7 +71,7 @@ pub async fn run_stream<W: Write>(inputs: Inputs, out: &mut JsonWriter<W>) -> an
                 };
                 // Time is taken when the message is handled, not when waiting began.
                 let mut em = Emitter::new(out);
-                let stats_due = engine.handle(msg, Instant::now(), &mut |k, e| em.emit(k, e))?;
+                let stats_due = engine.handle(msg, Instant::now(), &mut |k, e| { export.change(k, e); em.emit(k, e) })?;
                 if stats_due && em.error.is_none() {
                     let t = &engine.table;
                     em.error = em.out.stats(&em.ts, t.len(), &t.stats, engine.rcvbuf, engine.names.as_ref()).err();
@@ -81,10 +82,12 @@ pub async fn run_stream<W: Write>(inputs: Inputs, out: &mut JsonWriter<W>) -> an
                 // Nothing may be written for a long time on a quiet table:
                 // notice a reader that went away without waiting for a write.
                 if stdout_reader_gone() {
+                    export.finish(&engine.table);
                     return Ok(Stop::OutputClosed);
                 }
                 let mut em = Emitter::new(out);
-                engine.tick(Instant::now(), &mut |k, e| em.emit(k, e))?;
+                engine.tick(Instant::now(), &mut |k, e| { export.change(k, e); em.emit(k, e) })?;
+                export.tick(&engine.table, engine.caches());
                 em.finish()
             }
             _ = names_tick.tick(), if engine.enricher.as_ref().is_some_and(Enricher::dns_on) => {
@@ -96,11 +99,17 @@ pub async fn run_stream<W: Write>(inputs: Inputs, out: &mut JsonWriter<W>) -> an
                 let t = &engine.table;
                 out.stats(&now_ts().0, t.len(), &t.stats, engine.rcvbuf, engine.names.as_ref()).and_then(|()| out.flush())
             }
-            name = signals.recv() => return finish(out, Stop::Signal(name)),
+            name = signals.recv() => {
+                export.finish(&engine.table);
+                return finish(out, Stop::Signal(name));
+            }
         };
         match written {
             Ok(()) => {}
-            Err(e) if is_broken_pipe(&e) => return Ok(Stop::OutputClosed),
+            Err(e) if is_broken_pipe(&e) => {
+                export.finish(&engine.table);
+                return Ok(Stop::OutputClosed);
+            }
             Err(e) => return Err(e.into()),
         }
     }

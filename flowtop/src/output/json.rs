@@ -337,6 +337,9 @@ pub fn write_flow(buf: &mut Vec<u8>, kind: EventKind, line: &Line<'_>, ts: &str,
     opt_escaped(&mut w, "app", id.and_then(|i| i.app.as_deref()));
     w.key("netns");
     w.opt_uint(owner.and_then(|o| o.netns));
+    // Issue 16: the Community ID (v1) of the original tuple, base64: plain.
+    w.key("community_id");
+    w.opt_plain_str(crate::export::community_id::community_id(f.proto, &f.orig).as_deref());
     w.end_line();
 }
 
@@ -447,6 +450,7 @@ mod tests {
         container_runtime: Option<&'static str>,
         app: Option<&'a str>,
         netns: Option<u64>,
+        community_id: Option<String>,
     }
 
     /// The reference serialization: the documented fields through serde.
@@ -532,6 +536,7 @@ mod tests {
             container_runtime: ctr.map(|c| c.runtime),
             app: id.and_then(|i| i.app.as_deref()),
             netns: e.owner.as_ref().and_then(|o| o.netns),
+            community_id: crate::export::community_id::community_id(f.proto, &f.orig),
         };
         serde_json::to_value(&line).expect("serializes")
     }

@@ -12,6 +12,7 @@
 
 mod dump;
 pub(crate) mod enrich;
+mod export;
 pub(crate) mod guards;
 mod journal;
 pub(crate) mod markdown;
@@ -54,6 +55,7 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
         "scorecard" => scorecard::run(args),
         "names" => names::run(args),
         "journal" => journal::run(args),
+        "export" => export::run(args),
         "help" | "--help" | "-h" => {
             println!(
                 "{}\n\n{ATTRIBUTION_USAGE}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}",
@@ -66,13 +68,14 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
                 screen_mem::USAGE,
                 scorecard::USAGE,
                 names::USAGE,
-                journal::USAGE
+                journal::USAGE,
+                export::USAGE
             );
             Ok(())
         }
         other => {
             bail!(
-                "unknown benchmark '{other}'; available: report, dump, attribution, enrich, ui, soak, screen-mem, scorecard, names, journal\n\n{}",
+                "unknown benchmark '{other}'; available: report, dump, attribution, enrich, ui, soak, screen-mem, scorecard, names, journal, export\n\n{}",
                 dump::USAGE
             )
         }
