@@ -217,18 +217,90 @@ fn the_detail_chart_takes_a_point_per_snapshot() {
         .expect("steady");
     a.move_for_test(i);
     a.apply(Action::Open);
-    // A point when it opens, one per new snapshot, none for a redraw.
-    assert_eq!(a.detail.as_ref().map(|d| d.trace.points.len()), Some(1));
+    // Opened on the flow's kept history (one sample so far), then a
+    // point per new snapshot, none for a redraw.
+    let d = a.detail.as_ref().expect("open");
+    assert_eq!((d.trace.past.len(), d.trace.points.len()), (1, 0));
     a.on_snapshot(round(2));
     a.on_snapshot(round(3));
     let _ = screen(&a, 160, 30);
     let d = a.detail.as_ref().expect("open");
-    assert_eq!(d.trace.points.len(), 3);
+    assert_eq!(d.trace.points.len(), 2);
     assert!(d.trace.points.iter().all(|p| p.1 == 50_000.0), "{:?}", d.trace);
-    // Closed and opened again: a new chart.
+    // Closed and opened again: the chart starts from the flow's history,
+    // the three snapshots it moved in (quantised: within 5 %).
     a.apply(Action::Back);
     a.apply(Action::Open);
-    assert_eq!(a.detail.as_ref().map(|d| d.trace.points.len()), Some(1));
+    let d = a.detail.as_ref().expect("open");
+    assert_eq!((d.trace.past.len(), d.trace.points.len()), (3, 0));
+    assert!(
+        d.trace
+            .past
+            .iter()
+            .all(|p| (p.1 - 50_000.0).abs() < 2_500.0 && p.2 == 0.0),
+        "{:?}",
+        d.trace
+    );
+}
+
+/// The wall clock of [`chart_opened_late`]: a second per snapshot.
+static CLOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn test_clock() -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(CLOCK.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// The Flows tab after 200 snapshots a second apart, with the details of
+/// the bursty flow opened then, and 10 more snapshots since.
+fn chart_opened_late(w: u16, h: u16) -> App {
+    let mut a = app(w, h);
+    a.wall = test_clock;
+    // From the flow's start (22:13:30 UTC).
+    let t0 = 1_700_000_010;
+    for r in 0..200 {
+        CLOCK.store(t0 + r, std::sync::atomic::Ordering::Relaxed);
+        a.on_snapshot(round(r));
+    }
+    let i = (0..a.len())
+        .find(|&i| a.flow_at(i).is_some_and(|e| e.flow.id == 1))
+        .expect("the burst flow");
+    a.move_for_test(i);
+    a.apply(Action::Open);
+    for r in 200..210 {
+        CLOCK.store(t0 + r, std::sync::atomic::Ordering::Relaxed);
+        a.on_snapshot(round(r));
+    }
+    a
+}
+
+#[test]
+fn the_detail_chart_starts_when_the_flow_first_moved() {
+    let a = chart_opened_late(100, 44);
+    let d = a.detail.as_ref().expect("open");
+    // The past: 200 rounds in at most 40 buckets, the open one and the
+    // last 32 one by one; then the 10 live points.
+    assert!(d.trace.past.len() <= 40 + 1 + 32, "{}", d.trace.past.len());
+    assert_eq!(d.trace.points.len(), 10);
+    assert_eq!(d.trace.past.first().map(|p| p.0), Some(1_700_000_010.0));
+    assert_eq!(d.trace.points.back().map(|p| p.0), Some(1_700_000_219.0));
+    // Times only grow, past into live.
+    let t: Vec<f64> = d.trace.all().map(|p| p.0).collect();
+    assert!(t.windows(2).all(|w| w[0] < w[1]), "{t:?}");
+    // The burst's peaks (800 KB in an interval one in four) survive in
+    // the recent part; older buckets average them.
+    let recent_max = d
+        .trace
+        .past
+        .iter()
+        .rev()
+        .take(32)
+        .map(|p| p.1)
+        .fold(0.0, f64::max);
+    let old_max = d.trace.past.iter().take(20).map(|p| p.1).fold(0.0, f64::max);
+    assert!(old_max < recent_max, "{old_max} vs {recent_max}");
+    let s = screen(&a, 100, 44);
+    assert!(s.contains("Rate since 22:13:30"), "{s}");
+    insta::assert_snapshot!("chart_opened_late_100x44", s);
 }
 
 #[test]
