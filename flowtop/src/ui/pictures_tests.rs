@@ -29,6 +29,11 @@ fn screen(app: &App, w: u16, h: u16) -> String {
 /// sends 400 KB/s one interval in four and nothing in between, `steady`
 /// 50 KB/s always, `sink` receives 20 KB/s growing.
 fn round(r: u64) -> Arc<Snapshot> {
+    round_with(r, true)
+}
+
+/// [`round`], without the bursty flow when `burst` is false (it left).
+fn round_with(r: u64, with_burst: bool) -> Arc<Snapshot> {
     let burst = owner(700, "burst", "/usr/local/bin/burst", How::Ebpf);
     let steady = owner(701, "steady", "/usr/bin/steady", How::Ebpf);
     let sink = owner(702, "sink", "/usr/bin/sink", How::Ebpf);
@@ -53,6 +58,7 @@ fn round(r: u64) -> Arc<Snapshot> {
             Some(sink),
         ),
     ];
+    let specs = specs.into_iter().filter(|s| with_burst || s.0.id != 1).collect();
     fixture::snapshot(specs)
 }
 
@@ -241,6 +247,62 @@ fn the_detail_chart_takes_a_point_per_snapshot() {
         "{:?}",
         d.trace
     );
+}
+
+/// Every flow that moves gets a history whatever the tab; a flow that
+/// left loses it at the next sweep, unless it is still shown dimmed or
+/// its details are open.
+#[test]
+fn flow_histories_follow_the_flows_of_the_table() {
+    let mut a = processes_after(5, 160, 30);
+    let s0 = round(0);
+    let key = |id: u32| {
+        s0.flows
+            .slots()
+            .find(|(_, e)| e.flow.id == id)
+            .map(|(_, e)| e.flow.key())
+            .expect("flow")
+    };
+    let (burst, steady) = (key(1), key(2));
+    assert!(a.flow_history.get(&burst).is_some() && a.flow_history.get(&steady).is_some());
+    // The burst flow leaves; shown dimmed for now: kept through a sweep.
+    let entry = s0
+        .flows
+        .slots()
+        .find(|(_, e)| e.flow.id == 1)
+        .map(|(_, e)| e.clone())
+        .expect("burst");
+    a.recent_ended.push(std::time::Instant::now(), [&entry]);
+    for r in 5..25 {
+        a.on_snapshot(round_with(r, false));
+    }
+    assert!(a.flow_history.get(&burst).is_some(), "kept while shown dimmed");
+    // No longer shown: gone at the next sweep; the flows still there stay.
+    a.recent_ended = Default::default();
+    for r in 25..45 {
+        a.on_snapshot(round_with(r, false));
+    }
+    assert!(a.flow_history.get(&burst).is_none(), "dropped once gone");
+    assert!(a.flow_history.get(&steady).is_some());
+    assert_eq!(a.flow_history.len(), 2);
+    // The open flow keeps its history after it left, and the chart its
+    // past (no zeros added once it ended).
+    a.apply(Action::PrevTab);
+    let i = (0..a.len())
+        .find(|&i| a.flow_at(i).is_some_and(|e| e.flow.id == 2))
+        .expect("steady");
+    a.move_for_test(i);
+    a.apply(Action::Open);
+    for _ in 0..20 {
+        a.on_snapshot(fixture::snapshot(Vec::new()));
+    }
+    let d = a.detail.as_ref().expect("open");
+    assert!(d.ended);
+    assert!(
+        a.flow_history.get(&steady).is_some(),
+        "kept while its details are open"
+    );
+    assert_eq!(a.flow_history.len(), 1);
 }
 
 /// The wall clock of [`chart_opened_late`]: a second per snapshot.
