@@ -234,6 +234,10 @@ pub struct App {
     /// ui`).
     pub flow_history: FlowHistory,
     pub keep_flow_history: bool,
+    /// Flows that left since the last sweep of their histories (from the
+    /// snapshots' ended lists), and whether some may have left unlisted.
+    flows_gone: Vec<FlowKey>,
+    flows_unlisted: bool,
     pub meter: bool,
     /// Whether the Processes tab keeps and shows its TREND column (off
     /// only for the peer run of `xtask bench ui --processes`).
@@ -325,6 +329,8 @@ impl App {
             totals_history: TotalsHistory::default(),
             flow_history: FlowHistory::default(),
             keep_flow_history: true,
+            flows_gone: Vec::new(),
+            flows_unlisted: false,
             meter: true,
             trend: true,
             glyphs: Glyphs::Unicode,
@@ -411,6 +417,19 @@ impl App {
         let latest = Arc::clone(&self.latest);
         self.recent_ended
             .push(now, latest.ended.flows.iter().map(|(e, _)| e));
+        if self.keep_flow_history {
+            // Their histories go at the next sweep once no longer shown.
+            self.flows_gone
+                .extend(latest.ended.flows.iter().map(|(e, _)| e.flow.key()));
+            // A list at its bound may leave flows out (and a long pause
+            // piles them up): the next sweep looks at the whole table.
+            if latest.ended.flows.len() >= crate::flow::table::ENDED_KEPT
+                || self.flows_gone.len() > super::spark::flows::MAX_FLOWS
+            {
+                self.flows_gone.clear();
+                self.flows_unlisted = true;
+            }
+        }
     }
 
     /// The ended flows the Flows tab shows: of the shown families and
@@ -660,7 +679,10 @@ impl App {
     /// One round of every flow's history: the flows that moved bytes
     /// (whatever the view shows); every [`FLOW_SWEEP_EVERY`] rounds the
     /// histories of flows gone are dropped, but for the ended flows still
-    /// shown and the one whose details are open.
+    /// shown and the one whose details are open. The flows gone are those
+    /// the snapshots listed as ended, so a sweep costs what ended, not the
+    /// table; only when a list may have left flows out is the whole table
+    /// looked at.
     fn sample_flows(&mut self) {
         let secs = self.wall_secs();
         let flows = &self.shown.flows;
@@ -679,8 +701,19 @@ impl App {
                 .map(|e| e.flow.key())
                 .chain(self.detail.as_ref().map(|d| d.key))
                 .collect();
-            self.flow_history
-                .sweep(flows.slots().map(|(_, e)| e.flow.key()), |k| shown.contains(k));
+            if std::mem::take(&mut self.flows_unlisted) {
+                self.flow_history
+                    .sweep(flows.slots().map(|(_, e)| e.flow.key()), |k| shown.contains(k));
+            } else {
+                let history = &mut self.flow_history;
+                self.flows_gone.retain(|k| {
+                    if shown.contains(k) {
+                        return true;
+                    }
+                    history.remove(k);
+                    false
+                });
+            }
         }
     }
 

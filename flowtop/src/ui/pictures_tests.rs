@@ -249,9 +249,26 @@ fn the_detail_chart_takes_a_point_per_snapshot() {
     );
 }
 
-/// Every flow that moves gets a history whatever the tab; a flow that
-/// left loses it at the next sweep, unless it is still shown dimmed or
-/// its details are open.
+/// `snap` with the flows `ids` of [`round`] listed as ended in it.
+fn with_ended(snap: Arc<Snapshot>, ids: &[u32]) -> Arc<Snapshot> {
+    let mut s = Arc::try_unwrap(snap).expect("a fresh snapshot");
+    let s0 = round(0);
+    let flows = s0
+        .flows
+        .slots()
+        .filter(|(_, e)| ids.contains(&e.flow.id))
+        .map(|(_, e)| (e.clone(), Default::default()))
+        .collect();
+    s.ended = Arc::new(crate::flow::table::EndedFlows {
+        flows,
+        ..Default::default()
+    });
+    Arc::new(s)
+}
+
+/// Every flow that moves gets a history whatever the tab; a flow listed
+/// as ended loses it at the next sweep, unless it is still shown dimmed
+/// or its details are open.
 #[test]
 fn flow_histories_follow_the_flows_of_the_table() {
     let mut a = processes_after(5, 160, 30);
@@ -263,17 +280,14 @@ fn flow_histories_follow_the_flows_of_the_table() {
             .map(|(_, e)| e.flow.key())
             .expect("flow")
     };
-    let (burst, steady) = (key(1), key(2));
-    assert!(a.flow_history.get(&burst).is_some() && a.flow_history.get(&steady).is_some());
+    let (burst, steady, sink) = (key(1), key(2), key(3));
+    assert!([burst, steady, sink]
+        .iter()
+        .all(|k| a.flow_history.get(k).is_some()));
     // The burst flow leaves; shown dimmed for now: kept through a sweep.
-    let entry = s0
-        .flows
-        .slots()
-        .find(|(_, e)| e.flow.id == 1)
-        .map(|(_, e)| e.clone())
-        .expect("burst");
-    a.recent_ended.push(std::time::Instant::now(), [&entry]);
-    for r in 5..25 {
+    a.on_snapshot(with_ended(round_with(5, false), &[1]));
+    assert_eq!(a.recent_ended.len(), 1);
+    for r in 6..25 {
         a.on_snapshot(round_with(r, false));
     }
     assert!(a.flow_history.get(&burst).is_some(), "kept while shown dimmed");
@@ -283,16 +297,16 @@ fn flow_histories_follow_the_flows_of_the_table() {
         a.on_snapshot(round_with(r, false));
     }
     assert!(a.flow_history.get(&burst).is_none(), "dropped once gone");
-    assert!(a.flow_history.get(&steady).is_some());
-    assert_eq!(a.flow_history.len(), 2);
-    // The open flow keeps its history after it left, and the chart its
-    // past (no zeros added once it ended).
+    assert!(a.flow_history.get(&steady).is_some() && a.flow_history.get(&sink).is_some());
+    // The open flow keeps its history after it left.
     a.apply(Action::PrevTab);
     let i = (0..a.len())
         .find(|&i| a.flow_at(i).is_some_and(|e| e.flow.id == 2))
         .expect("steady");
     a.move_for_test(i);
     a.apply(Action::Open);
+    a.on_snapshot(with_ended(fixture::snapshot(Vec::new()), &[2, 3]));
+    a.recent_ended = Default::default();
     for _ in 0..20 {
         a.on_snapshot(fixture::snapshot(Vec::new()));
     }
@@ -302,7 +316,13 @@ fn flow_histories_follow_the_flows_of_the_table() {
         a.flow_history.get(&steady).is_some(),
         "kept while its details are open"
     );
-    assert_eq!(a.flow_history.len(), 1);
+    assert!(a.flow_history.get(&sink).is_none(), "the other one went");
+    // Closed: gone at the next sweep.
+    a.apply(Action::Back);
+    for _ in 0..20 {
+        a.on_snapshot(fixture::snapshot(Vec::new()));
+    }
+    assert!(a.flow_history.get(&steady).is_none());
 }
 
 /// The wall clock of [`chart_opened_late`]: a second per snapshot.

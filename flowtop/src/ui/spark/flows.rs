@@ -13,8 +13,9 @@
 //! Costs: a flow that never moved a byte has no entry; one that went
 //! idle is not touched until it moves again (its idle rounds are zeros
 //! filled in then, in bulk). Entries of flows that left the table are
-//! dropped by [`FlowHistory::sweep`]; at most [`MAX_FLOWS`] are kept, the
-//! idlest going first.
+//! dropped by [`FlowHistory::remove`] (the screen knows them from the
+//! snapshots' ended lists) or [`FlowHistory::sweep`] (against the whole
+//! table); at most [`MAX_FLOWS`] are kept, the idlest going first.
 
 use std::collections::HashMap;
 
@@ -272,6 +273,11 @@ impl FlowHistory {
             }
         }
         self.flows.retain(|k, f| f.seen == round || keep(k));
+    }
+
+    /// Drops `key`'s history (its flow left).
+    pub fn remove(&mut self, key: &FlowKey) {
+        self.flows.remove(key);
     }
 
     /// The current round (the last one recorded).
