@@ -97,7 +97,8 @@ const FIRST_UID: u64 = 200_000;
 
 /// Forks N senders, each under uid FIRST_UID + i, each sending bursts of
 /// datagrams at its own rhythm from a socket of its own; they die with it
-/// (PR_SET_PDEATHSIG). Prints "ready" once all are started.
+/// (PR_SET_PDEATHSIG, set after the uid change, which clears it). Prints
+/// "ready" once all are started.
 const SENDERS_PY: &str = r#"
 import ctypes, gc, os, random, signal, socket, sys, time
 n, uid0 = int(sys.argv[1]), int(sys.argv[2])
@@ -107,10 +108,14 @@ gc.freeze()
 for i in range(n):
     if os.fork() == 0:
         try:
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
             os.setgroups([])
             os.setgid(uid0 + i)
             os.setuid(uid0 + i)
+            # After setuid, which clears the parent-death signal: set
+            # before, it left 5000 senders running after the bench.
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            if os.getppid() == 1:
+                os._exit(0)
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.bind(("198.51.100.1", 0))
             s.connect(("198.51.100.%d" % (2 + i % 250), 1000 + i))
