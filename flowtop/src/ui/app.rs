@@ -23,6 +23,7 @@ use super::keys::{Action, Mode};
 use super::procinfo::{ProcInfos, Users};
 use super::rows::{CountryRow, ProcKey, ProcRow, ProcSort, RowCtx, Throughput};
 use super::sort::{Ordered, SortSpec};
+use super::spark::flows::FlowHistory;
 use super::spark::{Glyphs, RateHistory, Totals as TotalsHistory, Trace};
 
 /// What the header says about the run, fixed at start.
@@ -134,6 +135,10 @@ pub struct Counts {
     pub by_proto: BTreeMap<String, usize>,
 }
 
+/// Rounds between two sweeps of the flow histories: a flow's history
+/// outlives it (or its dimmed row) by at most this many intervals.
+const FLOW_SWEEP_EVERY: u32 = 16;
+
 /// Rows of the header, the tab line and the column titles above the table.
 pub const TABLE_TOP: u16 = 3;
 /// Rows below the table (the footer).
@@ -229,6 +234,15 @@ pub struct App {
     /// column), and of the header's totals (its graph, `m` hides it).
     pub rate_history: RateHistory,
     pub totals_history: TotalsHistory,
+    /// Every flow's rates since it first moved (the detail chart's past),
+    /// and whether it is kept (off only for the peer run of `xtask bench
+    /// ui`).
+    pub flow_history: FlowHistory,
+    pub keep_flow_history: bool,
+    /// Flows that left since the last sweep of their histories (from the
+    /// snapshots' ended lists), and whether some may have left unlisted.
+    flows_gone: Vec<FlowKey>,
+    flows_unlisted: bool,
     pub meter: bool,
     /// Whether the Processes tab keeps and shows its TREND column (off
     /// only for the peer run of `xtask bench ui --processes`).
@@ -320,6 +334,10 @@ impl App {
             history_detail: None,
             rate_history: RateHistory::default(),
             totals_history: TotalsHistory::default(),
+            flow_history: FlowHistory::default(),
+            keep_flow_history: true,
+            flows_gone: Vec::new(),
+            flows_unlisted: false,
             meter: true,
             trend: true,
             glyphs: Glyphs::Unicode,
@@ -406,6 +424,19 @@ impl App {
         let latest = Arc::clone(&self.latest);
         self.recent_ended
             .push(now, latest.ended.flows.iter().map(|(e, _)| e));
+        if self.keep_flow_history {
+            // Their histories go at the next sweep once no longer shown.
+            self.flows_gone
+                .extend(latest.ended.flows.iter().map(|(e, _)| e.flow.key()));
+            // A list at its bound may leave flows out (and a long pause
+            // piles them up): the next sweep looks at the whole table.
+            if latest.ended.flows.len() >= crate::flow::table::ENDED_KEPT
+                || self.flows_gone.len() > super::spark::flows::MAX_FLOWS
+            {
+                self.flows_gone.clear();
+                self.flows_unlisted = true;
+            }
+        }
     }
 
     /// The ended flows the Flows tab shows: of the shown families and
@@ -648,6 +679,68 @@ impl App {
                     .map(|r| (&r.key, r.totals.sent_rate, r.totals.received_rate)),
             );
         }
+        if self.keep_flow_history {
+            self.sample_flows();
+        }
+    }
+
+    /// One round of every flow's history: the flows that moved bytes
+    /// (whatever the view shows); every [`FLOW_SWEEP_EVERY`] rounds the
+    /// histories of flows gone are dropped, but for the ended flows still
+    /// shown and the one whose details are open. The flows gone are those
+    /// the snapshots listed as ended, so a sweep costs what ended, not the
+    /// table; only when a list may have left flows out is the whole table
+    /// looked at.
+    fn sample_flows(&mut self) {
+        let secs = self.wall_secs();
+        let flows = &self.shown.flows;
+        self.flow_history.record(
+            secs,
+            flows.slots().filter_map(|(i, e)| {
+                let r = flows.measured_rates(i)?;
+                (r.orig_bytes > 0.0 || r.reply_bytes > 0.0)
+                    .then(|| (e.flow.key(), r.orig_bytes, r.reply_bytes))
+            }),
+        );
+        if self.flow_history.now().is_multiple_of(FLOW_SWEEP_EVERY) {
+            let shown: std::collections::HashSet<FlowKey> = self
+                .recent_ended
+                .newest_first()
+                .map(|e| e.flow.key())
+                .chain(self.detail.as_ref().map(|d| d.key))
+                .collect();
+            if std::mem::take(&mut self.flows_unlisted) {
+                self.flow_history
+                    .sweep(flows.slots().map(|(_, e)| e.flow.key()), |k| shown.contains(k));
+            } else {
+                let history = &mut self.flow_history;
+                self.flows_gone.retain(|k| {
+                    if shown.contains(k) {
+                        return true;
+                    }
+                    history.remove(k);
+                    false
+                });
+            }
+        }
+    }
+
+    /// The wall clock in seconds since the epoch.
+    fn wall_secs(&self) -> f64 {
+        (self.wall)()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |t| t.as_secs_f64())
+    }
+
+    /// A detail view of `entry` whose chart starts with the flow's kept
+    /// history; the snapshot that history ends with gives no live point.
+    fn open_detail(&mut self, entry: Entry, ended: bool) -> Detail {
+        let mut d = Detail::new(entry, ended);
+        if let Some(past) = self.flow_history.points(&d.key, ended) {
+            d.trace.past = past;
+            d.traced = Arc::downgrade(&self.shown);
+        }
+        d
     }
 
     /// A new sort: the Flows rows reordered from the filtered flows, no
@@ -803,7 +896,7 @@ impl App {
         match self.tab {
             Tab::Flows => {
                 if let Some(entry) = self.ended_at(self.cursor).cloned() {
-                    self.detail = Some(Detail::new(entry, true));
+                    self.detail = Some(self.open_detail(entry, true));
                     return;
                 }
                 let slot = self.flow_rows.get(self.cursor);
@@ -814,7 +907,7 @@ impl App {
                             self.procs.request_ancestors(ppid);
                         }
                     }
-                    self.detail = Some(Detail::new(entry, false));
+                    self.detail = Some(self.open_detail(entry, false));
                     self.refresh_detail();
                 }
             }

@@ -27,8 +27,9 @@ fn clock_part(full: &str) -> String {
     full.split_whitespace().nth(1).unwrap_or(full).to_owned()
 }
 
-/// Draws the open flow's rates both ways since its details opened: time
-/// on x (local time), bytes (or bits) per second on y.
+/// Draws the open flow's rates both ways since flowtop first saw it move
+/// (its kept history, then a point per interval since the details
+/// opened): time on x (local time), bytes (or bits) per second on y.
 #[allow(clippy::too_many_arguments)]
 pub fn draw_flow_chart(
     frame: &mut Frame<'_>,
@@ -39,25 +40,29 @@ pub fn draw_flow_chart(
     color: bool,
     time_text: fn(u64) -> String,
 ) {
-    let block = Block::default()
-        .borders(Borders::TOP)
-        .title(" Rate since the details opened ");
-    // A line needs two points: one per interval.
-    let (Some(&(t0, _, _)), true) = (trace.points.front(), trace.points.len() >= 2) else {
+    let at = |secs: f64| clock_part(&time_text((secs.max(0.0) * 1e9) as u64));
+    // A line needs two points at two times: one per interval.
+    let t0 = trace.all().next().map(|p| p.0);
+    let t1 = trace.points.back().or(trace.past.last()).map(|p| p.0);
+    let (Some(t0), Some(t1)) = (t0, t1.filter(|&t1| t0.is_some_and(|t0| t1 > t0))) else {
+        let block = Block::default()
+            .borders(Borders::TOP)
+            .title(" Rate since the flow first moved ");
         frame.render_widget(
             Paragraph::new(" the chart starts after two intervals (a point per interval)").block(block),
             area,
         );
         return;
     };
-    let t1 = trace.points.back().map_or(t0, |p| p.0);
-    let orig: Vec<(f64, f64)> = trace.points.iter().map(|p| (p.0 - t0, p.1)).collect();
-    let reply: Vec<(f64, f64)> = trace.points.iter().map(|p| (p.0 - t0, p.2)).collect();
-    let max = trace.points.iter().flat_map(|p| [p.1, p.2]).fold(0f64, f64::max);
+    let block = Block::default()
+        .borders(Borders::TOP)
+        .title(format!(" Rate since {} ", at(t0)));
+    let orig: Vec<(f64, f64)> = trace.all().map(|p| (p.0 - t0, p.1)).collect();
+    let reply: Vec<(f64, f64)> = trace.all().map(|p| (p.0 - t0, p.2)).collect();
+    let max = trace.all().flat_map(|p| [p.1, p.2]).fold(0f64, f64::max);
     // A flat line at zero still gets a scale of 1 B/s.
     let top = if max > 0.0 { max * 1.1 } else { 1.0 };
     let span = (t1 - t0).max(1.0);
-    let at = |secs: f64| clock_part(&time_text((secs.max(0.0) * 1e9) as u64));
     // Colour tells the two lines apart where there is colour; otherwise
     // their markers do.
     let (m_orig, m_reply) = if color && glyphs == Glyphs::Unicode {

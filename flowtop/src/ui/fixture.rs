@@ -278,6 +278,8 @@ pub fn app_with(selection: Selection, w: u16, h: u16) -> App {
     );
     // Fixed, whatever the machine's zone and users.
     app.users = crate::ui::procinfo::Users::new(None);
+    // The flow chart's clock too.
+    app.wall = now;
     app.time_text = crate::output::format::utc_time;
     app.resize(w, h);
     app.on_snapshot(flows());

@@ -68,7 +68,8 @@ pub struct ScreenInput {
     /// `FLOWTOP_FRAME_LOG`: a file that gets one line per frame with the
     /// microseconds spent on rows on the screen's thread, drawing, and on
     /// rows on the deriver thread, then the Processes rate histories'
-    /// groups and bytes (for `xtask bench ui`).
+    /// groups and bytes, then the flow histories' flows and bytes (for
+    /// `xtask bench ui`).
     pub frame_log: Option<std::fs::File>,
     /// The journal the History tab reads (`--journal`).
     pub journal: std::path::PathBuf,
@@ -106,6 +107,8 @@ pub fn run(mut input: ScreenInput) -> io::Result<()> {
     app.glyphs = spark::Glyphs::from_env();
     // `xtask bench ui --processes`: its peer run keeps no rate history.
     app.trend = std::env::var_os("FLOWTOP_BENCH_NO_TREND").is_none();
+    // Its peer run for the flow histories (the detail chart's past).
+    app.keep_flow_history = std::env::var_os("FLOWTOP_BENCH_NO_FLOW_HISTORY").is_none();
     let _guard = term::TerminalGuard::enter()?;
     let (wake, woken) = mpsc::channel::<Wake>();
     spawn_input(wake.clone())?;
@@ -159,10 +162,12 @@ pub fn run(mut input: ScreenInput) -> io::Result<()> {
                 // Then the Processes histories: groups and bytes held.
                 let _ = writeln!(
                     log,
-                    "{built_here} {} {built_there} {} {}",
+                    "{built_here} {} {built_there} {} {} {} {}",
                     t0.elapsed().as_micros(),
                     app.rate_history.len(),
-                    app.rate_history.heap_bytes()
+                    app.rate_history.heap_bytes(),
+                    app.flow_history.len(),
+                    app.flow_history.heap_bytes()
                 );
             }
             built_here = 0;

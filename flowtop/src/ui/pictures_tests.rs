@@ -29,6 +29,11 @@ fn screen(app: &App, w: u16, h: u16) -> String {
 /// sends 400 KB/s one interval in four and nothing in between, `steady`
 /// 50 KB/s always, `sink` receives 20 KB/s growing.
 fn round(r: u64) -> Arc<Snapshot> {
+    round_with(r, true)
+}
+
+/// [`round`], without the bursty flow when `burst` is false (it left).
+fn round_with(r: u64, with_burst: bool) -> Arc<Snapshot> {
     let burst = owner(700, "burst", "/usr/local/bin/burst", How::Ebpf);
     let steady = owner(701, "steady", "/usr/bin/steady", How::Ebpf);
     let sink = owner(702, "sink", "/usr/bin/sink", How::Ebpf);
@@ -53,6 +58,7 @@ fn round(r: u64) -> Arc<Snapshot> {
             Some(sink),
         ),
     ];
+    let specs = specs.into_iter().filter(|s| with_burst || s.0.id != 1).collect();
     fixture::snapshot(specs)
 }
 
@@ -217,18 +223,166 @@ fn the_detail_chart_takes_a_point_per_snapshot() {
         .expect("steady");
     a.move_for_test(i);
     a.apply(Action::Open);
-    // A point when it opens, one per new snapshot, none for a redraw.
-    assert_eq!(a.detail.as_ref().map(|d| d.trace.points.len()), Some(1));
+    // Opened on the flow's kept history (one sample so far), then a
+    // point per new snapshot, none for a redraw.
+    let d = a.detail.as_ref().expect("open");
+    assert_eq!((d.trace.past.len(), d.trace.points.len()), (1, 0));
     a.on_snapshot(round(2));
     a.on_snapshot(round(3));
     let _ = screen(&a, 160, 30);
     let d = a.detail.as_ref().expect("open");
-    assert_eq!(d.trace.points.len(), 3);
+    assert_eq!(d.trace.points.len(), 2);
     assert!(d.trace.points.iter().all(|p| p.1 == 50_000.0), "{:?}", d.trace);
-    // Closed and opened again: a new chart.
+    // Closed and opened again: the chart starts from the flow's history,
+    // the three snapshots it moved in (quantised: within 5 %).
     a.apply(Action::Back);
     a.apply(Action::Open);
-    assert_eq!(a.detail.as_ref().map(|d| d.trace.points.len()), Some(1));
+    let d = a.detail.as_ref().expect("open");
+    assert_eq!((d.trace.past.len(), d.trace.points.len()), (3, 0));
+    assert!(
+        d.trace
+            .past
+            .iter()
+            .all(|p| (p.1 - 50_000.0).abs() < 2_500.0 && p.2 == 0.0),
+        "{:?}",
+        d.trace
+    );
+}
+
+/// `snap` with the flows `ids` of [`round`] listed as ended in it.
+fn with_ended(snap: Arc<Snapshot>, ids: &[u32]) -> Arc<Snapshot> {
+    let mut s = Arc::try_unwrap(snap).expect("a fresh snapshot");
+    let s0 = round(0);
+    let flows = s0
+        .flows
+        .slots()
+        .filter(|(_, e)| ids.contains(&e.flow.id))
+        .map(|(_, e)| (e.clone(), Default::default()))
+        .collect();
+    s.ended = Arc::new(crate::flow::table::EndedFlows {
+        flows,
+        ..Default::default()
+    });
+    Arc::new(s)
+}
+
+/// Every flow that moves gets a history whatever the tab; a flow listed
+/// as ended loses it at the next sweep, unless it is still shown dimmed
+/// or its details are open.
+#[test]
+fn flow_histories_follow_the_flows_of_the_table() {
+    let mut a = processes_after(5, 160, 30);
+    let s0 = round(0);
+    let key = |id: u32| {
+        s0.flows
+            .slots()
+            .find(|(_, e)| e.flow.id == id)
+            .map(|(_, e)| e.flow.key())
+            .expect("flow")
+    };
+    let (burst, steady, sink) = (key(1), key(2), key(3));
+    assert!([burst, steady, sink]
+        .iter()
+        .all(|k| a.flow_history.get(k).is_some()));
+    // The burst flow leaves; shown dimmed for now: kept through a sweep.
+    a.on_snapshot(with_ended(round_with(5, false), &[1]));
+    assert_eq!(a.recent_ended.len(), 1);
+    for r in 6..25 {
+        a.on_snapshot(round_with(r, false));
+    }
+    assert!(a.flow_history.get(&burst).is_some(), "kept while shown dimmed");
+    // No longer shown: gone at the next sweep; the flows still there stay.
+    a.recent_ended = Default::default();
+    for r in 25..45 {
+        a.on_snapshot(round_with(r, false));
+    }
+    assert!(a.flow_history.get(&burst).is_none(), "dropped once gone");
+    assert!(a.flow_history.get(&steady).is_some() && a.flow_history.get(&sink).is_some());
+    // The open flow keeps its history after it left.
+    a.apply(Action::PrevTab);
+    let i = (0..a.len())
+        .find(|&i| a.flow_at(i).is_some_and(|e| e.flow.id == 2))
+        .expect("steady");
+    a.move_for_test(i);
+    a.apply(Action::Open);
+    a.on_snapshot(with_ended(fixture::snapshot(Vec::new()), &[2, 3]));
+    a.recent_ended = Default::default();
+    for _ in 0..20 {
+        a.on_snapshot(fixture::snapshot(Vec::new()));
+    }
+    let d = a.detail.as_ref().expect("open");
+    assert!(d.ended);
+    assert!(
+        a.flow_history.get(&steady).is_some(),
+        "kept while its details are open"
+    );
+    assert!(a.flow_history.get(&sink).is_none(), "the other one went");
+    // Closed: gone at the next sweep.
+    a.apply(Action::Back);
+    for _ in 0..20 {
+        a.on_snapshot(fixture::snapshot(Vec::new()));
+    }
+    assert!(a.flow_history.get(&steady).is_none());
+}
+
+/// The wall clock of [`chart_opened_late`]: a second per snapshot.
+static CLOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn test_clock() -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(CLOCK.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// The Flows tab after 200 snapshots a second apart, with the details of
+/// the bursty flow opened then, and 10 more snapshots since.
+fn chart_opened_late(w: u16, h: u16) -> App {
+    let mut a = app(w, h);
+    a.wall = test_clock;
+    // From the flow's start (22:13:30 UTC).
+    let t0 = 1_700_000_010;
+    for r in 0..200 {
+        CLOCK.store(t0 + r, std::sync::atomic::Ordering::Relaxed);
+        a.on_snapshot(round(r));
+    }
+    let i = (0..a.len())
+        .find(|&i| a.flow_at(i).is_some_and(|e| e.flow.id == 1))
+        .expect("the burst flow");
+    a.move_for_test(i);
+    a.apply(Action::Open);
+    for r in 200..210 {
+        CLOCK.store(t0 + r, std::sync::atomic::Ordering::Relaxed);
+        a.on_snapshot(round(r));
+    }
+    a
+}
+
+#[test]
+fn the_detail_chart_starts_when_the_flow_first_moved() {
+    let a = chart_opened_late(100, 44);
+    let d = a.detail.as_ref().expect("open");
+    // The past: 200 rounds in at most 40 buckets, the open one and the
+    // last 32 one by one; then the 10 live points.
+    assert!(d.trace.past.len() <= 40 + 1 + 32, "{}", d.trace.past.len());
+    assert_eq!(d.trace.points.len(), 10);
+    assert_eq!(d.trace.past.first().map(|p| p.0), Some(1_700_000_010.0));
+    assert_eq!(d.trace.points.back().map(|p| p.0), Some(1_700_000_219.0));
+    // Times only grow, past into live.
+    let t: Vec<f64> = d.trace.all().map(|p| p.0).collect();
+    assert!(t.windows(2).all(|w| w[0] < w[1]), "{t:?}");
+    // The burst's peaks (800 KB in an interval one in four) survive in
+    // the recent part; older buckets average them.
+    let recent_max = d
+        .trace
+        .past
+        .iter()
+        .rev()
+        .take(32)
+        .map(|p| p.1)
+        .fold(0.0, f64::max);
+    let old_max = d.trace.past.iter().take(20).map(|p| p.1).fold(0.0, f64::max);
+    assert!(old_max < recent_max, "{old_max} vs {recent_max}");
+    let s = screen(&a, 100, 44);
+    assert!(s.contains("Rate since 22:13:30"), "{s}");
+    insta::assert_snapshot!("chart_opened_late_100x44", s);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Rates over time, kept on the screen's side: the last [`SAMPLES`]
 //! intervals per Processes group (the sparkline column), of the header's
-//! totals (its graph), and of the flow whose details are open (its chart).
+//! totals (its graph), of every flow since it first moved ([`flows`],
+//! compressed) and of the flow whose details are open (its chart).
 //!
 //! One sample is taken per snapshot the rows were built for, never per
 //! key or frame. Memory is bounded: a group holds two fixed arrays (under
@@ -12,6 +13,8 @@ use std::collections::HashMap;
 use std::collections::VecDeque;
 
 use super::rows::ProcKey;
+
+pub mod flows;
 
 /// Samples kept per group: the sparkline's window, in intervals.
 pub const SAMPLES: usize = 60;
@@ -319,11 +322,14 @@ impl Totals {
     }
 }
 
-/// The rates of the flow whose details are open, since they opened:
-/// (seconds since the epoch, original direction, reply direction), the
-/// newest [`TRACE_SAMPLES`] kept.
+/// The rates of the flow whose details are open: (seconds since the
+/// epoch, original direction, reply direction). `past` is the flow's kept
+/// history when the details opened ([`flows::FlowHistory::points`],
+/// coarser the older), `points` one per interval since, the newest
+/// [`TRACE_SAMPLES`] kept.
 #[derive(Debug, Clone, Default)]
 pub struct Trace {
+    pub past: Vec<(f64, f64, f64)>,
     pub points: VecDeque<(f64, f64, f64)>,
 }
 
@@ -333,6 +339,19 @@ impl Trace {
             self.points.pop_front();
         }
         self.points.push_back((at_secs, orig, reply));
+    }
+
+    /// Every point, the past then the live ones, oldest first.
+    pub fn all(&self) -> impl Iterator<Item = &(f64, f64, f64)> + Clone {
+        self.past.iter().chain(self.points.iter())
+    }
+
+    pub fn len(&self) -> usize {
+        self.past.len() + self.points.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -1,7 +1,13 @@
-//! `cargo xtask bench ui --processes N`: the Processes tab's TREND
-//! sparklines at N program groups, against the same screen with them off
-//! (`FLOWTOP_BENCH_NO_TREND=1`: no history kept, no column drawn), in the
-//! same run.
+//! `cargo xtask bench ui --processes N [--flows M]`: the Processes tab's
+//! TREND sparklines at N program groups, against the same screen with them
+//! off (`FLOWTOP_BENCH_NO_TREND=1`: no history kept, no column drawn), and
+//! the per-flow rate histories (the detail chart's past) at N + M flows
+//! against the same screen without them (`FLOWTOP_BENCH_NO_FLOW_HISTORY=1`),
+//! in the same run.
+//!
+//! `--flows M` adds M more UDP flows that each move a datagram every
+//! `--cycle` seconds (one sender going round them), so that every flow of
+//! the table has a history: a router's many mostly idle flows.
 //!
 //! A private namespace gets N processes, each under a uid of its own (so
 //! that each is a program group of the Processes tab: executable and user),
@@ -10,8 +16,9 @@
 //! interval, while the selection moves down a row every 100 ms (a frame
 //! each); the rounds alternate on and off. Reported from
 //! `FLOWTOP_FRAME_LOG`: frame time (screen thread: rows taken and drawn)
-//! p50/p99/max per mode, the deriver thread's rows per snapshot, and the
-//! rate histories' groups and bytes (per group: under 1 KiB is the target).
+//! p50/p99/max per mode, the deriver thread's rows per snapshot, the
+//! rate histories' groups and bytes (per group: under 1 KiB is the target)
+//! and the flow histories' flows and bytes (per flow: 256 B the target).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -30,11 +37,13 @@ use super::{log, parse_count, require_root, require_tools};
 use super::{prepare, write_report, Prepared};
 
 pub const USAGE: &str = "\
-usage: cargo xtask bench ui --processes N [--secs S] [--rounds R] [--interval T]
+usage: cargo xtask bench ui --processes N [--flows M] [--cycle C] [--secs S] [--rounds R] [--interval T]
 
   --processes  sending processes, each a program group of its own (uid), default 5000
+  --flows      more UDP flows, each moving a datagram every C seconds, default 0
+  --cycle      seconds for the one sender of --flows to go round them, default 20
   --secs       measuring window per round in seconds, default 30
-  --rounds     rounds per mode (TREND on, off), alternating, default 2
+  --rounds     rounds per mode (all on, TREND off, flow histories off), alternating, default 2
   --interval   flowtop's -t in seconds, default 0.5
 
 Needs root, python3 and tmux. Writes bench/ui-trend.md.";
@@ -42,6 +51,8 @@ Needs root, python3 and tmux. Writes bench/ui-trend.md.";
 #[derive(Debug, Clone)]
 pub struct Opts {
     processes: u64,
+    flows: u64,
+    cycle: f64,
     secs: f64,
     rounds: usize,
     interval: f64,
@@ -51,6 +62,8 @@ impl Opts {
     pub fn parse(args: &[String]) -> Result<Opts> {
         let mut o = Opts {
             processes: 5000,
+            flows: 0,
+            cycle: 20.0,
             secs: 30.0,
             rounds: 2,
             interval: 0.5,
@@ -60,6 +73,8 @@ impl Opts {
             let mut val = || it.next().with_context(|| format!("{a} needs a value\n\n{USAGE}"));
             match a.as_str() {
                 "--processes" => o.processes = parse_count(val()?)?,
+                "--flows" => o.flows = parse_count(val()?)?,
+                "--cycle" => o.cycle = val()?.parse().context("--cycle")?,
                 "--secs" => o.secs = val()?.parse().context("--secs")?,
                 "--rounds" => o.rounds = val()?.parse().context("--rounds")?,
                 "--interval" => o.interval = val()?.parse().context("--interval")?,
@@ -68,6 +83,10 @@ impl Opts {
         }
         if o.processes == 0 || o.secs <= 0.0 || o.rounds == 0 || o.interval < 0.1 {
             bail!("--processes, --secs and --rounds must be positive, --interval at least 0.1\n\n{USAGE}");
+        }
+        // Under the UDP timeout (30 s), so the flows stay in the table.
+        if !(1.0..=25.0).contains(&o.cycle) {
+            bail!("--cycle must be between 1 and 25 seconds\n\n{USAGE}");
         }
         Ok(o)
     }
@@ -78,7 +97,8 @@ const FIRST_UID: u64 = 200_000;
 
 /// Forks N senders, each under uid FIRST_UID + i, each sending bursts of
 /// datagrams at its own rhythm from a socket of its own; they die with it
-/// (PR_SET_PDEATHSIG). Prints "ready" once all are started.
+/// (PR_SET_PDEATHSIG, set after the uid change, which clears it). Prints
+/// "ready" once all are started.
 const SENDERS_PY: &str = r#"
 import ctypes, gc, os, random, signal, socket, sys, time
 n, uid0 = int(sys.argv[1]), int(sys.argv[2])
@@ -88,10 +108,14 @@ gc.freeze()
 for i in range(n):
     if os.fork() == 0:
         try:
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
             os.setgroups([])
             os.setgid(uid0 + i)
             os.setuid(uid0 + i)
+            # After setuid, which clears the parent-death signal: set
+            # before, it left 5000 senders running after the bench.
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            if os.getppid() == 1:
+                os._exit(0)
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.bind(("198.51.100.1", 0))
             s.connect(("198.51.100.%d" % (2 + i % 250), 1000 + i))
@@ -111,9 +135,45 @@ while True:
     time.sleep(3600)
 "#;
 
-/// One round's frames: (screen thread µs + draw µs, deriver µs, groups,
-/// bytes) per line.
-type Frame = (f64, f64, f64, f64);
+/// The one sender of `--flows`: M flows from ports of its own to
+/// 198.51.100.2..254, a datagram each every `cycle` seconds, in slices
+/// of a tenth of a second. Prints "ready" after the first round.
+const TRICKLE_PY: &str = r#"
+import socket, sys, time
+n, cycle = int(sys.argv[1]), float(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("198.51.100.1", 0))
+dests = [("198.51.100.%d" % (2 + i % 253), 20000 + i // 253) for i in range(n)]
+slices = max(1, int(cycle * 10))
+first = True
+while True:
+    t0 = time.monotonic()
+    for k in range(slices):
+        for d in dests[k * n // slices:(k + 1) * n // slices]:
+            try:
+                s.sendto(b"x", d)
+            except OSError:
+                pass
+        left = t0 + (k + 1) * cycle / slices - time.monotonic()
+        if left > 0:
+            time.sleep(left)
+    if first:
+        print("ready", flush=True)
+        first = False
+"#;
+
+/// One line of the frame log: screen thread µs + draw µs, deriver µs,
+/// groups and bytes of the TREND histories, flows and bytes of the flow
+/// histories (0 from a flowtop without them).
+#[derive(Debug, Clone, Copy)]
+struct Frame {
+    frame: f64,
+    deriver: f64,
+    groups: f64,
+    group_bytes: f64,
+    flows: f64,
+    flow_bytes: f64,
+}
 
 fn frames(log: &Path, skip: usize) -> Result<Vec<Frame>> {
     let text = std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
@@ -122,23 +182,66 @@ fn frames(log: &Path, skip: usize) -> Result<Vec<Frame>> {
         .skip(skip)
         .filter_map(|l| {
             let v: Vec<f64> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-            (v.len() >= 5).then(|| (v[0] + v[1], v[2], v[3], v[4]))
+            (v.len() >= 5).then(|| Frame {
+                frame: v[0] + v[1],
+                deriver: v[2],
+                groups: v[3],
+                group_bytes: v[4],
+                flows: v.get(5).copied().unwrap_or(0.0),
+                flow_bytes: v.get(6).copied().unwrap_or(0.0),
+            })
         })
         .collect())
 }
 
-/// Runs flowtop in a pane (TREND on or off) for one round; its frames.
-fn round(opts: &Opts, ns: &Netns, flowtop: &Path, log_path: &Path, on: bool) -> Result<Vec<Frame>> {
+/// What a round turns off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    AllOn,
+    NoTrend,
+    NoFlowHistory,
+}
+
+impl Mode {
+    const ALL: [Mode; 3] = [Mode::AllOn, Mode::NoTrend, Mode::NoFlowHistory];
+
+    fn env(self) -> &'static str {
+        match self {
+            Mode::AllOn => "",
+            Mode::NoTrend => "FLOWTOP_BENCH_NO_TREND=1",
+            Mode::NoFlowHistory => "FLOWTOP_BENCH_NO_FLOW_HISTORY=1",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::AllOn => "all on",
+            Mode::NoTrend => "TREND off",
+            Mode::NoFlowHistory => "flow histories off",
+        }
+    }
+}
+
+/// Runs flowtop in a pane in `mode` for one round; its frames.
+fn round(opts: &Opts, ns: &Netns, flowtop: &Path, log_path: &Path, mode: Mode) -> Result<Vec<Frame>> {
     let _ = std::fs::remove_file(log_path);
+    let on = mode != Mode::NoTrend;
     let cmd = format!(
         "exec env LC_ALL=C.UTF-8 FLOWTOP_FRAME_LOG={} {} ip netns exec {} {} -4U --no-sysctl -n -G -t {}",
         log_path.display(),
-        if on { "" } else { "FLOWTOP_BENCH_NO_TREND=1" },
+        mode.env(),
         ns.name,
         flowtop.display(),
         opts.interval
     );
-    let pane = Pane::start(if on { "on" } else { "off" }, &cmd)?;
+    let pane = Pane::start(
+        match mode {
+            Mode::AllOn => "on",
+            Mode::NoTrend => "off",
+            Mode::NoFlowHistory => "noflows",
+        },
+        &cmd,
+    )?;
     let want = opts.processes * 9 / 10;
     if pane
         .wait(Duration::from_secs(120), |s| {
@@ -191,7 +294,7 @@ pub fn run(args: &[String]) -> Result<()> {
         started,
     } = prepare()?;
     let mut sysctls = SysctlGuard::new();
-    let changed = sysctls.raise_for_entries(opts.processes * 2)?;
+    let changed = sysctls.raise_for_entries(opts.processes * 2 + opts.flows)?;
     let ns = Netns::create(&format!("ftbench-trend-{}", std::process::id()))?;
     setup_namespace(&ns)?;
     log(format!("starting {} senders, uids {FIRST_UID}..", opts.processes));
@@ -215,39 +318,59 @@ pub fn run(args: &[String]) -> Result<()> {
     if line.trim() != "ready" {
         bail!("the senders did not start ({line:?})");
     }
+    let trickle = if opts.flows > 0 {
+        log(format!(
+            "starting the sender of {} more flows, a datagram each every {} s",
+            opts.flows, opts.cycle
+        ));
+        let mut child = ns
+            .cmd("python3")
+            .args(["-c", TRICKLE_PY, &opts.flows.to_string(), &opts.cycle.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start the sender of --flows")?;
+        let stdout = child.stdout.take().context("trickle's stdout")?;
+        let guard = ProcGuard::new(child, "trickle");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        if line.trim() != "ready" {
+            bail!("the sender of --flows did not go round ({line:?})");
+        }
+        Some(guard)
+    } else {
+        None
+    };
     let log_path = tmp.0.join("frames.log");
-    let (mut on, mut off) = (Vec::new(), Vec::new());
+    let mut by_mode: [Vec<Frame>; 3] = Default::default();
     for r in 0..opts.rounds {
-        for trend in [true, false] {
-            log(format!(
-                "round {}: TREND {}",
-                r + 1,
-                if trend { "on" } else { "off" }
-            ));
-            let f = round(&opts, &ns, &flowtop, &log_path, trend)?;
-            if trend { &mut on } else { &mut off }.extend(f);
+        for (i, mode) in Mode::ALL.into_iter().enumerate() {
+            log(format!("round {}: {}", r + 1, mode.name()));
+            let f = round(&opts, &ns, &flowtop, &log_path, mode)?;
+            by_mode[i].extend(f);
         }
     }
+    drop(trickle);
     drop(senders);
     drop(ns);
     drop(sysctls);
-    let report = render(&opts, &root, &changed, &on, &off, started.elapsed());
+    let report = render(&opts, &root, &changed, &by_mode, started.elapsed());
     write_report(&root, "ui-trend.md", &report)
 }
 
-fn render(
-    opts: &Opts,
-    root: &Path,
-    changed: &[String],
-    on: &[Frame],
-    off: &[Frame],
-    took: Duration,
-) -> String {
+fn render(opts: &Opts, root: &Path, changed: &[String], by_mode: &[Vec<Frame>; 3], took: Duration) -> String {
+    let [on, off, no_flows] = by_mode;
     let command = format!(
-        "cargo xtask bench ui --processes {} --secs {} --rounds {} --interval {}",
-        opts.processes, opts.secs, opts.rounds, opts.interval
+        "cargo xtask bench ui --processes {} --flows {} --cycle {} --secs {} --rounds {} --interval {}",
+        opts.processes, opts.flows, opts.cycle, opts.secs, opts.rounds, opts.interval
     );
-    let mut s = header("flowtop TREND sparklines benchmark", root, &command, took);
+    let mut s = header(
+        "flowtop TREND sparklines and flow histories benchmark",
+        root,
+        &command,
+        took,
+    );
     for c in changed {
         let _ = writeln!(s, "- raised for the run: {c}");
     }
@@ -255,16 +378,18 @@ fn render(
         s,
         "\nSetup: a fresh network namespace with {} processes, each under a uid of its own (so \
          each is a program group of the Processes tab), each sending UDP bursts of its own rhythm \
-         from a socket of its own. flowtop (`-4U --no-sysctl -n -G -t {}`) runs in a 200x50 tmux \
+         from a socket of its own, and {} more UDP flows each moving a datagram every {} s (one \
+         sender going round them). flowtop (`-4U --no-sysctl -n -G -t {}`) runs in a 200x50 tmux \
          pane on the Processes tab while the selection moves a row every 100 ms; rounds alternate \
-         TREND on and off (`FLOWTOP_BENCH_NO_TREND=1`: no history kept, no column), {} rounds of \
-         {} s each. Frame: the screen thread's work (rows taken from the deriver, the histories' \
-         sample, the selection) plus the draw, per frame, from `FLOWTOP_FRAME_LOG`.\n",
-        opts.processes, opts.interval, opts.rounds, opts.secs
+         all on, TREND off (`FLOWTOP_BENCH_NO_TREND=1`: no group history kept, no column) and \
+         flow histories off (`FLOWTOP_BENCH_NO_FLOW_HISTORY=1`: no per-flow history kept), {} \
+         rounds of {} s each. Frame: the screen thread's work (rows taken from the deriver, the \
+         histories' sample, the selection) plus the draw, per frame, from `FLOWTOP_FRAME_LOG`.\n",
+        opts.processes, opts.flows, opts.cycle, opts.interval, opts.rounds, opts.secs
     );
     let _ = writeln!(
         s,
-        "| TREND | metric | p50 | p99 | max | n |\n|---|---|---:|---:|---:|---:|"
+        "| mode | metric | p50 | p99 | max | n |\n|---|---|---:|---:|---:|---:|"
     );
     let row = |s: &mut String, mode: &str, metric: &str, v: &[f64]| {
         let max = v.iter().copied().fold(f64::NAN, f64::max);
@@ -277,35 +402,51 @@ fn render(
             v.len()
         );
     };
-    let frame = |f: &[Frame]| f.iter().map(|x| x.0 / 1e3).collect::<Vec<_>>();
+    let frame = |f: &[Frame]| f.iter().map(|x| x.frame / 1e3).collect::<Vec<_>>();
     let deriver = |f: &[Frame]| {
         f.iter()
-            .filter(|x| x.1 > 0.0)
-            .map(|x| x.1 / 1e3)
+            .filter(|x| x.deriver > 0.0)
+            .map(|x| x.deriver / 1e3)
             .collect::<Vec<_>>()
     };
-    row(&mut s, "on", "frame: screen thread + draw", &frame(on));
-    row(&mut s, "off", "frame: screen thread + draw", &frame(off));
-    row(&mut s, "on", "rows per snapshot (deriver thread)", &deriver(on));
-    row(&mut s, "off", "rows per snapshot (deriver thread)", &deriver(off));
-    let (p99_on, p99_off) = (percentile(&frame(on), 99.0), percentile(&frame(off), 99.0));
+    let modes = [
+        ("all on", on),
+        ("TREND off", off),
+        ("flow histories off", no_flows),
+    ];
+    for (name, f) in modes {
+        row(&mut s, name, "frame: screen thread + draw", &frame(f));
+    }
+    for (name, f) in modes {
+        row(&mut s, name, "rows per snapshot (deriver thread)", &deriver(f));
+    }
+    let p99 = |f: &[Frame]| percentile(&frame(f), 99.0);
     let _ = writeln!(
         s,
-        "\nFrame p99, on / off (same run): {} / {} = {} (target: on under 16 ms).",
-        ms(p99_on),
-        ms(p99_off),
-        ratio(p99_on, p99_off)
+        "\nFrame p99, all on / TREND off (same run): {} / {} = {} (target: on under 16 ms).",
+        ms(p99(on)),
+        ms(p99(off)),
+        ratio(p99(on), p99(off))
+    );
+    let _ = writeln!(
+        s,
+        "Frame p99, all on / flow histories off (same run): {} / {} = {}.",
+        ms(p99(on)),
+        ms(p99(no_flows)),
+        ratio(p99(on), p99(no_flows))
     );
     // The histories as the last frame of the on rounds saw them.
-    match on.iter().rev().find(|f| f.2 > 0.0) {
-        Some(&(_, _, groups, bytes)) => {
+    match on.iter().rev().find(|f| f.groups > 0.0) {
+        Some(f) => {
             let _ = writeln!(
                 s,
-                "\nRate histories: {groups:.0} groups, {bytes:.0} bytes, {:.0} bytes per group \
+                "\nRate histories: {:.0} groups, {:.0} bytes, {:.0} bytes per group \
                  (target: under 1024; two arrays of 60 f32, the table slot and the key's text). \
                  With TREND off: {} groups.",
-                bytes / groups,
-                off.iter().map(|f| f.2).fold(0.0, f64::max)
+                f.groups,
+                f.group_bytes,
+                f.group_bytes / f.groups,
+                off.iter().map(|f| f.groups).fold(0.0, f64::max)
             );
         }
         None => {
@@ -313,6 +454,23 @@ fn render(
                 s,
                 "\nRate histories: no group recorded (attribution found no process?)."
             );
+        }
+    }
+    match on.iter().rev().find(|f| f.flows > 0.0) {
+        Some(f) => {
+            let _ = writeln!(
+                s,
+                "\nFlow histories: {:.0} flows, {:.0} bytes, {:.0} bytes per flow (target: 256 \
+                 or less; the boxed history as the allocator rounds it and the map's slot). With \
+                 them off: {} flows.",
+                f.flows,
+                f.flow_bytes,
+                f.flow_bytes / f.flows,
+                no_flows.iter().map(|f| f.flows).fold(0.0, f64::max)
+            );
+        }
+        None => {
+            let _ = writeln!(s, "\nFlow histories: no flow recorded.");
         }
     }
     s
