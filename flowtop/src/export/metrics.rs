@@ -39,6 +39,10 @@ struct ProcKey {
     comm: String,
     exe: String,
     user: String,
+    /// The container (its name, else its id) and the systemd unit, when
+    /// the process has them (issue 15); empty: no such label.
+    container: String,
+    unit: String,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -211,10 +215,16 @@ impl Metrics {
                 name
             }
         };
+        let id = o.identity.as_deref();
+        let container = id.and_then(|i| i.container.as_ref());
         let key = ProcKey {
             comm: o.comm.clone(),
             exe: o.exe.clone().unwrap_or_default(),
             user,
+            container: container
+                .map(|c| c.name.clone().unwrap_or_else(|| c.id.clone()))
+                .unwrap_or_default(),
+            unit: id.and_then(|i| i.unit.clone()).unwrap_or_default(),
         };
         if let Some(p) = self.procs.get_mut(&key) {
             p.add(t);
@@ -275,15 +285,26 @@ impl Metrics {
             comm: "other".into(),
             exe: String::new(),
             user: String::new(),
+            container: String::new(),
+            unit: String::new(),
         };
         rows.push((&other_key, &other));
         let labels = |k: &ProcKey, dir: &str| {
-            format!(
-                "comm=\"{}\",exe=\"{}\",user=\"{}\",direction=\"{dir}\"",
+            let mut l = format!(
+                "comm=\"{}\",exe=\"{}\",user=\"{}\"",
                 escape(&k.comm),
                 escape(&k.exe),
                 escape(&k.user)
-            )
+            );
+            // Only when known: an empty label is the same as none to
+            // Prometheus, and the line stays as short as before.
+            for (name, v) in [("container", &k.container), ("unit", &k.unit)] {
+                if !v.is_empty() {
+                    let _ = write!(l, ",{name}=\"{}\"", escape(v));
+                }
+            }
+            let _ = write!(l, ",direction=\"{dir}\"");
+            l
         };
         for (name, help, bytes) in [
             (
@@ -648,6 +669,40 @@ mod tests {
         assert_eq!(value(&text, sent), Some(150), "{text}");
         let recv = sent.replace("\"sent\"", "\"received\"");
         assert_eq!(value(&text, &recv), Some(300), "{text}");
+    }
+
+    /// A process in a container or a unit gets those labels; the others
+    /// keep the short label set.
+    #[test]
+    fn container_and_unit_are_labels_when_known() {
+        use crate::attribution::identity::Identity;
+        let mut m = metrics();
+        let table = FlowTable::new(Default::default(), Instant::now());
+        let c = Counters {
+            orig_packets: 1,
+            orig_bytes: 70,
+            ..Counters::default()
+        };
+        let mut boxed = entry(1, 40_001, "nginx", c);
+        let id = Identity::parse(
+            "/system.slice/docker-4f3c2b1a0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b.scope",
+        );
+        let mut o = (**boxed.owner.as_ref().expect("owner")).clone();
+        o.identity = Some(Arc::new(id.clone()));
+        boxed.owner = Some(Arc::new(o));
+        m.change(EventKind::New, &boxed);
+        m.change(EventKind::New, &entry(2, 40_002, "curl", c));
+        let text = m.render(&table, Extra::default());
+        let ctr = id.container.as_ref().expect("a docker container");
+        let labelled = format!(
+            "flowtop_process_bytes_total{{comm=\"nginx\",exe=\"/usr/bin/nginx\",user=\"0\",container=\"{}\",unit=\"{}\",direction=\"sent\"}}",
+            ctr.name.clone().unwrap_or_else(|| ctr.id.clone()),
+            id.unit.as_deref().expect("the scope is the unit")
+        );
+        assert_eq!(value(&text, &labelled), Some(70), "{text}");
+        let plain =
+            "flowtop_process_bytes_total{comm=\"curl\",exe=\"/usr/bin/curl\",user=\"0\",direction=\"sent\"}";
+        assert_eq!(value(&text, plain), Some(70), "{text}");
     }
 
     /// The responder answers a scrape with the page the engine renders,
