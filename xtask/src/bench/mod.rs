@@ -58,7 +58,7 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
         "export" => export::run(args),
         "help" | "--help" | "-h" => {
             println!(
-                "{}\n\n{ATTRIBUTION_USAGE}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}",
+                "{}\n\n{ATTRIBUTION_USAGE}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}",
                 dump::USAGE,
                 report::USAGE,
                 enrich::USAGE,
