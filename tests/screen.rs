@@ -298,6 +298,11 @@ fn screen_shows_flows_and_obeys_its_keys() {
         line_with(&s, "python3 -c").is_some_and(|(_, l)| l.starts_with("python3 ")),
         "the agent's command line:\n{s}"
     );
+    // g again: a row per container or unit (a process with neither keeps
+    // its program row), then back to a row per program.
+    t.keys(&["g"]);
+    let s = t.wait_text("per container/unit");
+    assert!(s.contains("python3"), "{s}");
     t.keys(&["g"]);
     t.wait_text("per program");
     t.keys(&["Tab"]);

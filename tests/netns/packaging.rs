@@ -186,6 +186,8 @@ fn package_installs_upgrades_removes_and_purges_cleanly() {
         "/usr/share/fish/vendor_completions.d/flowtop.fish",
         "/usr/share/doc/flowtop/README.md",
         "/usr/share/doc/flowtop/copyright",
+        "/usr/share/doc/flowtop/examples/pmacct/flowtop.primitives",
+        "/usr/share/doc/flowtop/examples/pmacct/nfacctd-flowtop.conf",
     ] {
         assert!(Path::new(f).is_file(), "{f} installed");
     }

@@ -15,7 +15,8 @@
 //! - `/usr/share/man/man8/flowtop.8.gz`, completions for bash, zsh, fish;
 //! - `/etc/flowtop/*.conf` (conffiles);
 //! - `/lib/systemd/system/flowtop-record.service`, not enabled;
-//! - `/usr/share/doc/flowtop/` (README, the conf/ notes, copyright).
+//! - `/usr/share/doc/flowtop/` (README, the conf/ notes, copyright, and the
+//!   pmacct examples under `examples/pmacct/`).
 //!
 //! Coexistence with Debian's netsniff-ng, which ships `/usr/sbin/flowtop`
 //! and `/usr/share/man/man8/flowtop.8.gz`: both of its paths are diverted
@@ -167,6 +168,14 @@ fn stage_files(bin: &Path, stage: &Path) -> Result<()> {
         &root.join("conf/README.md"),
         &put("usr/share/doc/flowtop/conf.md"),
     )?;
+    // The IPFIX collector examples (pmacct's primitives for the process
+    // fields, an nfacctd configuration), as README's export section names them.
+    for f in ["flowtop.primitives", "nfacctd-flowtop.conf"] {
+        dist::copy(
+            &root.join("conf/pmacct").join(f),
+            &put(&format!("usr/share/doc/flowtop/examples/pmacct/{f}")),
+        )?;
+    }
     let license = cmd::stdout_of(cmd::cargo().args(["metadata", "--no-deps", "--format-version=1"]))
         .and_then(|m| {
             let v: serde_json::Value = serde_json::from_str(&m).ok()?;
