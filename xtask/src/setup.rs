@@ -52,6 +52,11 @@ const TEST_PACKAGES: &[&str] = &[
     "pmacct",
     "libfixbuf-tools",
     "prometheus",
+    // The package tests (tests/netns/packaging.rs): `man -w flowtop`, and
+    // the package's own dependency for its file capabilities (setcap), which
+    // `dpkg -i` does not install; both are absent from minimal images.
+    "man-db",
+    "libcap2-bin",
 ];
 
 /// What the caller needs.
