@@ -572,7 +572,6 @@ mod tests {
     use std::time::Instant;
 
     fn entry(id: u32, sport: u16, comm: &str, c: Counters) -> Entry {
-        let mut table = FlowTable::new(Default::default(), Instant::now());
         let mut f = Flow::test_tcp(
             id,
             "192.0.2.1".parse::<IpAddr>().expect("ip"),
@@ -580,15 +579,7 @@ mod tests {
             sport,
         );
         f.counters = Some(c);
-        let mut got = None;
-        table.apply_event(
-            crate::flow::table::Change::Seen,
-            f,
-            Instant::now(),
-            &mut crate::flow::table::NoOwners,
-            &mut |_, e: &Entry| got = Some(e.clone()),
-        );
-        let mut e = got.expect("entry");
+        let mut e = Entry::of_new_flow(f);
         e.direction = Some(Direction::Out);
         e.owner = Some(Arc::new(Owner {
             pid: id,

@@ -116,6 +116,21 @@ pub struct Entry {
     moved_secs: u32,
 }
 
+#[cfg(test)]
+impl Entry {
+    /// The entry the table makes for `flow` on its NEW event, without an
+    /// owner: for the tests of what consumes entries (exporters, metrics).
+    pub fn of_new_flow(flow: Flow) -> Entry {
+        let now = Instant::now();
+        let mut table = FlowTable::new(TableConfig::default(), now);
+        let mut got = None;
+        table.apply_event(Change::Seen, flow, now, &mut NoOwners, &mut |_, e: &Entry| {
+            got = Some(e.clone())
+        });
+        got.expect("a NEW event makes an entry")
+    }
+}
+
 impl Entry {
     /// What attribution said about this flow so far.
     pub fn attributed(&self) -> Attributed {

@@ -182,14 +182,11 @@ fn emit(e: &Entry, sent: Sent, now_ms: u64, reason: u8, last: bool, out: &mut im
 mod tests {
     use super::*;
     use crate::flow::model::Owner;
-    use crate::flow::table::FlowTable;
     use proptest::prelude::*;
     use std::net::IpAddr;
     use std::sync::Arc;
-    use std::time::Instant;
 
     fn entry_with(counters: Counters, direction: Option<Direction>) -> Entry {
-        let mut table = FlowTable::new(Default::default(), Instant::now());
         let mut f = Flow::test_tcp(
             9,
             "192.0.2.1".parse::<IpAddr>().expect("ip"),
@@ -197,15 +194,7 @@ mod tests {
             40000,
         );
         f.counters = Some(counters);
-        let mut got = None;
-        table.apply_event(
-            crate::flow::table::Change::Seen,
-            f,
-            Instant::now(),
-            &mut crate::flow::table::NoOwners,
-            &mut |_, e: &Entry| got = Some(e.clone()),
-        );
-        let mut e = got.expect("an entry");
+        let mut e = Entry::of_new_flow(f);
         e.direction = direction;
         e.owner = Some(Arc::new(Owner {
             pid: 77,

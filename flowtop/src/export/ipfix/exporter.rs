@@ -452,26 +452,7 @@ mod tests {
         rx.set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
         let mut ex = Exporter::start(Target::Udp(rx.local_addr().expect("addr"))).expect("start");
-        let r = super::super::Record {
-            src: "127.0.0.1".parse().expect("ip"),
-            dst: "127.0.0.2".parse().expect("ip"),
-            sport: 1,
-            dport: 2,
-            proto: 17,
-            icmp_type_code: 0,
-            octets: 10,
-            packets: 1,
-            start_ms: 0,
-            end_ms: 1,
-            end_reason: 1,
-            post_src: "127.0.0.1".parse().expect("ip"),
-            post_dst: "127.0.0.2".parse().expect("ip"),
-            post_sport: 1,
-            post_dport: 2,
-            src_proc: None,
-            dst_proc: None,
-            name: None,
-        };
+        let r = record();
         for _ in 0..50 {
             ex.send(r.clone());
         }
