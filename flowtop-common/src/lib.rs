@@ -27,7 +27,14 @@ pub const PROG_SOCK_CREATE: &str = "flowtop_sock_create";
 /// every other TCP packet is passed on one load of the socket's state. Other sockets cost one socket-local storage lookup
 /// ([`MAP_SOCK_STATE`]) per packet while they repeat their latest tuple.
 pub const PROG_SOCK_EGRESS: &str = "flowtop_sock_egress";
-/// Ring buffer of [`SockEvent`]s written by both programs.
+/// `cgroup/post_bind4` and `cgroup/post_bind6` programs: one [`SockEvent`]
+/// of kind [`SOCK_EVENT_BOUND`] per bind(2) of an AF_INET/AF_INET6 socket,
+/// with the bound address and port. Userspace keeps those of other network
+/// namespaces only: the listener behind a container's published port, still
+/// known when its process is gone before a `/proc` scan could see it.
+pub const PROG_SOCK_POST_BIND4: &str = "flowtop_post_bind4";
+pub const PROG_SOCK_POST_BIND6: &str = "flowtop_post_bind6";
+/// Ring buffer of [`SockEvent`]s written by the socket programs.
 pub const MAP_SOCK_EVENTS: &str = "SOCK_EVENTS";
 /// Size of [`MAP_SOCK_EVENTS`] in bytes (a power-of-two multiple of the page
 /// size): about 11 900 events.
@@ -55,6 +62,10 @@ pub const SOCK_EVENT_CREATED: u32 = 1;
 /// [`SockEvent::kind`]: a socket sent a packet with an address tuple not
 /// reported for it before.
 pub const SOCK_EVENT_TUPLE: u32 = 2;
+/// [`SockEvent::kind`]: a socket was bound (bind(2)): `local_addr` and
+/// `local_port` are set (the address may be the wildcard), the remote end
+/// is zero.
+pub const SOCK_EVENT_BOUND: u32 = 4;
 
 /// IP protocol numbers as they appear in [`SockEvent::protocol`].
 pub const IPPROTO_ICMP: u16 = 1;
@@ -104,8 +115,11 @@ pub struct SockEvent {
     pub local_port: u16,
     /// Host byte order (TUPLE). 0 for protocols without ports.
     pub remote_port: u16,
-    /// Explicit padding; always zero.
-    pub _pad: u32,
+    /// Inode number of the creating task's network namespace (CREATED; 0
+    /// when the kernel's BTF did not give the offsets to read it): names
+    /// another namespace's socket even after its process is gone, when
+    /// /proc can no longer say.
+    pub netns_inode: u32,
     /// Network byte order; IPv4 in the first 4 bytes, the rest zero (TUPLE).
     pub local_addr: [u8; 16],
     /// Network byte order; IPv4 in the first 4 bytes, the rest zero (TUPLE).
@@ -136,6 +150,7 @@ pub mod sock_event_offsets {
     pub const LOCAL_ADDR: usize = offset_of!(E, local_addr);
     pub const REMOTE_ADDR: usize = offset_of!(E, remote_addr);
     pub const CGROUP_ID: usize = offset_of!(E, cgroup_id);
+    pub const NETNS_INODE: usize = offset_of!(E, netns_inode);
 
     const _: () = assert!(KIND == 0 && TGID == 4 && UID == 8 && PROTOCOL == 12 && FAMILY == 14);
     const _: () = assert!(COOKIE == 16 && NETNS_COOKIE == 24 && COMM == 32);
@@ -582,11 +597,18 @@ pub struct TaskOffsets {
     pub filename: u32,
     /// `linux_binprm.interp` (pointer to the path of what runs).
     pub interp: u32,
+    /// `task_struct.nsproxy` (pointer), for the socket programs' namespace
+    /// inode (with the next two).
+    pub nsproxy: u32,
+    /// `nsproxy.net_ns` (pointer to `struct net`).
+    pub net_ns: u32,
+    /// `net.ns.inum` (unsigned int: the namespace's inode number).
+    pub ns_inum: u32,
     /// Explicit padding; always zero.
     pub _pad: u32,
 }
 
-const _: () = assert!(size_of::<TaskOffsets>() == 48);
+const _: () = assert!(size_of::<TaskOffsets>() == 60);
 
 impl TaskOffsets {
     /// Every offset absent (the value compiled into the eBPF object).
@@ -602,6 +624,9 @@ impl TaskOffsets {
         arg_end: OFFSET_ABSENT,
         filename: OFFSET_ABSENT,
         interp: OFFSET_ABSENT,
+        nsproxy: OFFSET_ABSENT,
+        net_ns: OFFSET_ABSENT,
+        ns_inum: OFFSET_ABSENT,
         _pad: 0,
     };
 }

@@ -22,7 +22,7 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile};
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
-        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user},
+        generated::{bpf_get_current_task, bpf_probe_read_kernel_str, bpf_probe_read_user},
     },
     macros::{map, raw_tracepoint},
     maps::{PerCpuArray, RingBuf},
@@ -81,6 +81,21 @@ fn read_at<T>(base: *const u8, offset: u32) -> Option<T> {
 
 /// The comm of `task`'s thread group leader (the process's name), zeros if
 /// unreadable.
+/// The inode number of the current task's network namespace
+/// (`current->nsproxy->net_ns->ns.inum`), 0 when an offset is absent or a
+/// read fails. For the socket programs: a socket is made in its creator's
+/// namespace, and the number still names it once the process is gone.
+#[inline(always)]
+pub(crate) fn current_netns_inode() -> u32 {
+    // SAFETY: no arguments; the current task's address, only ever read
+    // through bpf_probe_read_kernel.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let nsproxy: Option<u64> = read_at(task, offset!(nsproxy));
+    let net: Option<u64> = nsproxy.and_then(|p| read_at(p as *const u8, offset!(net_ns)));
+    net.and_then(|n| read_at::<u32>(n as *const u8, offset!(ns_inum)))
+        .unwrap_or(0)
+}
+
 #[inline(always)]
 fn leader_comm(task: *const u8) -> [u8; 16] {
     let leader: *const u8 = read_at(task, offset!(group_leader)).unwrap_or(task);

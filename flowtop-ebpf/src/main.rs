@@ -46,8 +46,8 @@ use aya_ebpf::{
 };
 use flowtop_common::{
     SockEvent, SockState, SockTuple, SockTupleKey, AF_INET, AF_INET6, IPPROTO_ICMP, IPPROTO_ICMPV6,
-    IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, SOCK_EVENTS_BYTES, SOCK_EVENT_CREATED, SOCK_EVENT_TUPLE,
-    SOCK_SEEN_ENTRIES,
+    IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, SOCK_EVENTS_BYTES, SOCK_EVENT_BOUND, SOCK_EVENT_CREATED,
+    SOCK_EVENT_TUPLE, SOCK_SEEN_ENTRIES,
 };
 
 // ---------------------------------------------------------------------------
@@ -125,6 +125,26 @@ fn on_sock_create(ctx: &SockContext) {
         return;
     }
     let protocol = ctx_read!(sk, protocol);
+    send_sock_event(
+        ctx,
+        SockEvent {
+            kind: SOCK_EVENT_CREATED,
+            protocol: protocol as u16,
+            family: family as u16,
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+            // SAFETY: no arguments; the current task's cgroup v2 id.
+            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+            netns_inode: exec::current_netns_inode(),
+            ..SockEvent::default()
+        },
+    );
+}
+
+/// Sends `ev` for the socket of `ctx`, made or bound by the current task:
+/// its cookie, its namespace's cookie, and the task's pid and uid are
+/// filled in here.
+#[inline(always)]
+fn send_sock_event(ctx: &SockContext, ev: SockEvent) {
     let Some(mut entry) = SOCK_EVENTS.reserve::<SockEvent>(0) else {
         count_lost();
         return;
@@ -138,19 +158,65 @@ fn on_sock_create(ctx: &SockContext) {
         )
     };
     entry.write(SockEvent {
-        kind: SOCK_EVENT_CREATED,
         tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
         uid: bpf_get_current_uid_gid() as u32,
-        protocol: protocol as u16,
-        family: family as u16,
         cookie,
         netns_cookie,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        // SAFETY: no arguments; the current task's cgroup v2 id.
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        ..SockEvent::default()
+        ..ev
     });
     entry.submit(wakeup_flags());
+}
+
+/// `cgroup/post_bind4`: runs in bind(2) of an AF_INET socket, once the
+/// address is bound. Name must match `flowtop_common::PROG_SOCK_POST_BIND4`.
+/// Always allows the bind.
+#[cgroup_sock(post_bind4)]
+pub fn flowtop_post_bind4(ctx: SockContext) -> i32 {
+    on_post_bind(&ctx, false);
+    1
+}
+
+/// `cgroup/post_bind6`: as [`flowtop_post_bind4`] for AF_INET6 sockets.
+/// Name must match `flowtop_common::PROG_SOCK_POST_BIND6`.
+#[cgroup_sock(post_bind6)]
+pub fn flowtop_post_bind6(ctx: SockContext) -> i32 {
+    on_post_bind(&ctx, true);
+    1
+}
+
+/// A BOUND event: the socket's cookie and its bound address and port (the
+/// owner is the CREATED event's, joined by cookie in userspace).
+#[inline(always)]
+fn on_post_bind(ctx: &SockContext, v6: bool) {
+    let sk: *mut bpf_sock = ctx.sock;
+    let protocol = ctx_read!(sk, protocol);
+    let port = ctx_read!(sk, src_port);
+    let mut local_addr = [0u8; 16];
+    if v6 {
+        let words = [
+            ctx_read!(sk, src_ip6[0]),
+            ctx_read!(sk, src_ip6[1]),
+            ctx_read!(sk, src_ip6[2]),
+            ctx_read!(sk, src_ip6[3]),
+        ];
+        for (i, w) in words.iter().enumerate() {
+            // Network byte order in memory, as the field holds it.
+            local_addr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+    } else {
+        local_addr[..4].copy_from_slice(&ctx_read!(sk, src_ip4).to_ne_bytes());
+    }
+    send_sock_event(
+        ctx,
+        SockEvent {
+            kind: SOCK_EVENT_BOUND,
+            protocol: protocol as u16,
+            family: if v6 { AF_INET6 } else { AF_INET },
+            local_port: port as u16,
+            local_addr,
+            ..SockEvent::default()
+        },
+    );
 }
 
 /// `cgroup_skb/egress`: every packet a socket sends. Name must match

@@ -12,9 +12,9 @@ use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use flowtop_common::{SockEvent, SOCK_EVENT_CREATED, SOCK_EVENT_KPROBE, SOCK_EVENT_TUPLE};
+use flowtop_common::{SockEvent, SOCK_EVENT_BOUND, SOCK_EVENT_CREATED, SOCK_EVENT_KPROBE, SOCK_EVENT_TUPLE};
 
-use super::index::normalise;
+use super::index::{normalise, unspecified_like};
 use super::processes::{ProcessBook, ProcessInfo};
 use super::{exe_hash, identity, How, Owner};
 use crate::ebpf::ProcEvent;
@@ -215,6 +215,12 @@ impl EbpfOwners {
             self.own_inode
         } else if let Some(&i) = self.netns_inodes.get(&ev.netns_cookie) {
             Some(i)
+        } else if ev.netns_inode != 0 {
+            // The kernel said (read at socket(2)): right even when the
+            // process is gone by now, as short-lived ones are.
+            let i = u64::from(ev.netns_inode);
+            self.netns_inodes.insert(ev.netns_cookie, i);
+            Some(i)
         } else {
             let dir = self.proc_root.join(ev.tgid.to_string());
             let inode = identity::read_proc(&dir).1;
@@ -280,6 +286,23 @@ impl EbpfOwners {
                 self.members_noted.insert(inode, ev.tgid);
                 let none = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
                 Some((0, none, none, owner))
+            }
+            // A bind of another namespace's socket: its bound end (the
+            // wildcard, often), for the listener behind a published port.
+            // This namespace's are left out: an accepted connection here is
+            // its acceptor's (the /proc holder), the listener only a last
+            // resort the /proc index already gives.
+            // (Marked `How::Listener`: the join keeps it apart from the
+            // sockets' own ends.)
+            SOCK_EVENT_BOUND => {
+                let owner = self.foreign.get(&ev.cookie)?;
+                let owner = Arc::new(Owner {
+                    how: How::Listener,
+                    ..(**owner).clone()
+                });
+                let local = SocketAddr::new(addr_of(ev.family, &ev.local_addr)?, ev.local_port);
+                let none = SocketAddr::new(unspecified_like(local.ip()), 0);
+                Some((u8::try_from(ev.protocol).ok()?, local, none, owner))
             }
             SOCK_EVENT_TUPLE => {
                 // Sockets of other namespaces are kept apart: their owners
@@ -396,6 +419,59 @@ mod tests {
             })
             .is_none());
         assert_eq!(o.unmatched, 1);
+    }
+
+    /// A process of another namespace that is gone before its events are
+    /// read (no /proc here): the namespace inode the kernel put in the
+    /// CREATED event still places its socket.
+    #[test]
+    fn another_namespace_is_known_from_the_event_after_its_process_is_gone() {
+        let mut o = owners(16);
+        let mut ev = created(1, 8, 4242, "curl");
+        ev.netns_inode = 4_026_532_999;
+        let (p, _, _, note) = o.apply(&ev, |_| ProcInfo::default()).expect("membership note");
+        assert_eq!((p, note.how, note.netns), (0, How::Netns, Some(4_026_532_999)));
+        let (_, _, _, owner) = o
+            .apply(&tuple(1, [198, 51, 100, 2], 40000, [192, 0, 2, 2], 443), |_| {
+                ProcInfo::default()
+            })
+            .expect("owned");
+        assert_eq!(
+            (owner.pid, owner.how, owner.netns),
+            (4242, How::Netns, Some(4_026_532_999))
+        );
+        assert_eq!(owner.comm, "curl");
+        // Later sockets of that namespace (same cookie) need nothing else.
+        let mut ev = created(2, 8, 4243, "wget");
+        ev.netns_inode = 0;
+        let (_, _, _, note) = o.apply(&ev, |_| ProcInfo::default()).expect("membership note");
+        assert_eq!(note.netns, Some(4_026_532_999));
+    }
+
+    /// bind(2) events: another namespace's give its socket's bound end,
+    /// marked for the join's store of listeners; this namespace's none.
+    #[test]
+    fn binds_of_another_namespace_are_kept_and_this_ones_are_not() {
+        let mut o = owners(16);
+        let mut ev = created(1, 8, 4242, "nginx");
+        ev.netns_inode = 4_026_532_999;
+        o.apply(&ev, |_| ProcInfo::default());
+        let mut bound = tuple(1, [0, 0, 0, 0], 8080, [0, 0, 0, 0], 0);
+        bound.kind = SOCK_EVENT_BOUND;
+        let (p, local, remote, owner) = o.apply(&bound, |_| ProcInfo::default()).expect("kept");
+        assert_eq!(
+            (p, local.to_string(), remote.to_string()),
+            (6, "0.0.0.0:8080".into(), "0.0.0.0:0".into())
+        );
+        assert_eq!(
+            (owner.pid, owner.how, owner.netns),
+            (4242, How::Listener, Some(4_026_532_999))
+        );
+
+        o.apply(&created(2, 7, 99, "local"), |_| ProcInfo::default());
+        let mut own = tuple(2, [0, 0, 0, 0], 80, [0, 0, 0, 0], 0);
+        own.kind = SOCK_EVENT_BOUND;
+        assert!(o.apply(&own, |_| ProcInfo::default()).is_none());
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub struct OwnerJoin {
     /// candidates for forwarded flows of namespaces behind this host only
     /// (issue 15), never consulted for this namespace's flows.
     netns_sockets: Generational<NetnsKey, Arc<Owner>>,
+    /// Sockets of other namespaces by their bound end (from bind(2): the
+    /// address often the wildcard), the last resort for a forwarded flow's
+    /// end there: the listener behind a published port.
+    netns_bound: Generational<NetnsKey, Arc<Owner>>,
     /// Which namespaces are behind which interface (rtnetlink); a mutex
     /// because lookups take `&self` and it caches.
     netns_routes: std::sync::Mutex<NetnsRoutes>,
@@ -86,6 +90,7 @@ impl OwnerJoin {
             clock: Clock::new(now.checked_sub(Duration::from_secs(60)).unwrap_or(now)),
             local_addrs: HashSet::default(),
             netns_sockets: Generational::new(EBPF_SOCKETS_HALF / 4),
+            netns_bound: Generational::new(EBPF_SOCKETS_HALF / 16),
             netns_routes: std::sync::Mutex::new(NetnsRoutes::new()),
             netns_scans: std::sync::Mutex::new(HashMap::new()),
         }
@@ -161,9 +166,17 @@ impl OwnerJoin {
                         self.netns_sockets.insert((ns, p, local, remote), owner);
                     }
                 }
+                // A bind(2) there (see EbpfOwners::apply).
+                (How::Listener, Some(ns)) => {
+                    let owner = Arc::new(Owner {
+                        how: How::Netns,
+                        ..(*owner).clone()
+                    });
+                    self.netns_bound.insert((ns, p, local, remote), owner);
+                }
                 // Another namespace's socket whose namespace is unknown
                 // can never be routed: dropped.
-                (How::Netns, None) => {}
+                (How::Netns | How::Listener, None) => {}
                 _ => {
                     self.ebpf_sockets.insert((p, local, remote), owner);
                 }
@@ -301,21 +314,35 @@ impl OwnerJoin {
                     }
                 }
             }
-            for &ns in &behind {
-                let Some(pid) = routes.member(ns) else { continue };
+            let found = behind.iter().find_map(|&ns| {
+                let pid = routes.member(ns)?;
                 let index = self.netns_scan(ns, pid, local.ip(), now);
                 let found = index
                     .socket_at(p, local, remote)
                     .or_else(|| index.listener_at(p, local));
-                if let Some(o) = found {
-                    return Some(Arc::new(Owner {
+                found.map(|o| {
+                    Arc::new(Owner {
                         how: How::Netns,
                         netns: Some(ns),
                         ..(*o).clone()
-                    }));
-                }
-            }
-            None
+                    })
+                })
+            });
+            // Last, a socket bound there to the end (its address or any,
+            // IPv4 or dual-stack IPv6), from its bind(2) event: a listener,
+            // what still names the server of a published port whose process
+            // was gone before the scan could see it.
+            found.or_else(|| {
+                let port = local.port();
+                let v4_any = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), port);
+                let v6_any = SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), port);
+                behind.iter().find_map(|&ns| {
+                    [local, v4_any, v6_any].iter().find_map(|&at| {
+                        let none = SocketAddr::new(unspecified_like(at.ip()), 0);
+                        self.netns_bound.get(&(ns, p, at, none)).cloned()
+                    })
+                })
+            })
         })
     }
 

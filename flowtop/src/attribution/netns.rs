@@ -180,6 +180,44 @@ impl Rtnl {
     }
 }
 
+/// Opens `path` when it is the network namespace `inode`.
+fn open_netns(path: &str, inode: u64) -> Option<std::fs::File> {
+    std::fs::File::open(path)
+        .ok()
+        .filter(|f| f.metadata().map(|m| m.ino()).ok() == Some(inode))
+}
+
+/// Where runtimes keep a namespace open without a process: `ip netns`
+/// (and CNI plugins) under /run/netns, docker under /run/docker/netns.
+const NETNS_MOUNT_DIRS: [&str; 2] = ["/run/netns", "/run/docker/netns"];
+
+/// Something holding the namespace `inode` open: a bind mount of it (no
+/// process), else any process in it (a container's init or pause process
+/// lives as long as its namespace is in use). One `stat` per mount and per
+/// process; only for namespaces whose own processes were all gone.
+fn find_holder(inode: u64) -> Option<(std::fs::File, Option<u32>)> {
+    for dir in NETNS_MOUNT_DIRS {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if let Some(f) = open_netns(&e.path().to_string_lossy(), inode) {
+                return Some((f, None));
+            }
+        }
+    }
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let path = format!("/proc/{pid}/ns/net");
+        // stat first: opening every process's namespace costs more.
+        if std::fs::metadata(&path).is_ok_and(|m| m.ino() == inode) {
+            if let Some(f) = open_netns(&path, inode) {
+                return Some((f, Some(pid)));
+            }
+        }
+    }
+    None
+}
+
 /// The namespaces behind this one's interfaces.
 pub struct NetnsRoutes {
     rtnl: Option<Rtnl>,
@@ -200,6 +238,8 @@ pub struct NetnsRoutes {
     /// reused).
     nsids: HashMap<u64, i32>,
     routes: HashMap<IpAddr, (Instant, Option<u32>)>,
+    /// Namespaces whose holder was looked for lately (see [`find_holder`]).
+    searched: HashMap<u64, Instant>,
 }
 
 impl std::fmt::Debug for NetnsRoutes {
@@ -229,6 +269,7 @@ impl NetnsRoutes {
             members: HashMap::new(),
             nsids: HashMap::new(),
             routes: HashMap::new(),
+            searched: HashMap::new(),
         }
     }
 
@@ -301,22 +342,41 @@ impl NetnsRoutes {
         let Some(rtnl) = self.rtnl.as_mut() else { return };
         let (members, nsids) = (&mut self.members, &mut self.nsids);
         nsids.retain(|_, id| on_links.contains(id));
+        let searched = &mut self.searched;
+        searched.retain(|_, t| now.duration_since(*t) < REFRESH);
         for (&inode, pids) in members.iter_mut() {
             // Newest first; a process that exited or moved to another
             // namespace is forgotten (only the namespace it was seen in is
             // asked about).
+            let mut open = None;
             while let Some(&pid) = pids.last() {
-                let f = std::fs::File::open(format!("/proc/{pid}/ns/net"))
-                    .ok()
-                    .filter(|f| f.metadata().map(|m| m.ino()).ok() == Some(inode));
-                let Some(f) = f else {
-                    pids.pop();
-                    continue;
-                };
+                match open_netns(&format!("/proc/{pid}/ns/net"), inode) {
+                    Some(f) => {
+                        open = Some(f);
+                        break;
+                    }
+                    None => {
+                        pids.pop();
+                    }
+                }
+            }
+            // Every process seen there is gone (short-lived ones, e.g. a
+            // `docker exec curl`): the namespace is found through another
+            // holder, once per REFRESH at most, while it is not placed.
+            if open.is_none() && !nsids.contains_key(&inode) && !searched.contains_key(&inode) {
+                searched.insert(inode, now);
+                if searched.len() > MEMBERS_MAX {
+                    searched.clear();
+                }
+                open = find_holder(inode).map(|(f, pid)| {
+                    pids.extend(pid);
+                    f
+                });
+            }
+            if let Some(f) = open {
                 if let Ok(Some(id)) = rtnl.nsid_of_fd(f.as_raw_fd() as u32) {
                     nsids.insert(inode, id);
                 }
-                break;
             }
         }
         members.retain(|inode, pids| !pids.is_empty() || nsids.contains_key(inode));
@@ -403,5 +463,57 @@ mod tests {
         assert!(view
             .behind(IpAddr::from([127, 0, 0, 1]), Instant::now())
             .is_empty());
+    }
+
+    /// A namespace whose own processes are gone is found through what
+    /// still holds it: a process in it (lxc, nspawn: no mount), or its
+    /// bind mount (`ip netns`, docker, podman) with no process at all.
+    #[test]
+    #[ignore = "needs root: run by cargo xtask test"]
+    fn a_namespace_is_found_through_a_process_in_it_or_its_mount() {
+        use flowtop_testkit::skip::{require_root, require_tool};
+        if !require_root() || !require_tool("unshare") || !require_tool("ip") {
+            return;
+        }
+        let own = std::fs::metadata("/proc/self/ns/net").expect("own netns").ino();
+        let mut child = std::process::Command::new("unshare")
+            .args(["-n", "sleep", "30"])
+            .spawn()
+            .expect("unshare -n sleep");
+        let path = format!("/proc/{}/ns/net", child.id());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let inode = loop {
+            let ino = std::fs::metadata(&path).expect("the child's netns").ino();
+            if ino != own {
+                break ino;
+            }
+            assert!(Instant::now() < deadline, "unshare -n did not switch namespaces");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let found = find_holder(inode).map(|(f, pid)| (f.metadata().map(|m| m.ino()).ok(), pid));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(found, Some((Some(inode), Some(child.id()))));
+
+        let name = format!("ft-holder-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let ok = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "ip {args:?}");
+        };
+        ip(&["netns", "add", &name]);
+        let inode = std::fs::metadata(format!("/run/netns/{name}")).map(|m| m.ino());
+        let found = inode
+            .as_ref()
+            .ok()
+            .and_then(|&i| find_holder(i))
+            .map(|(f, pid)| (f.metadata().map(|m| m.ino()).ok(), pid));
+        ip(&["netns", "del", &name]);
+        let inode = inode.expect("the mount's inode");
+        assert_eq!(found, Some((Some(inode), None)));
+        // Gone with its mount: nothing holds it.
+        assert!(find_holder(inode).is_none());
     }
 }

@@ -314,6 +314,9 @@ impl KernelBtf {
             arg_end: optional(self.offset_sized("mm_struct.arg_end", 8)),
             filename: optional(self.offset_sized("linux_binprm.filename", 8)),
             interp: optional(self.offset_sized("linux_binprm.interp", 8)),
+            nsproxy: optional(task("nsproxy", 8)),
+            net_ns: optional(self.offset_sized("nsproxy.net_ns", 8)),
+            ns_inum: optional(self.offset_sized("net.ns.inum", 4)),
             _pad: 0,
         })
     }

@@ -7,7 +7,9 @@
 
 use super::*;
 use crate::names::capture::{parse_name_event, NameCapture};
-use flowtop_common::{MAP_NAME_EVENTS, MAP_NAME_EVENTS_LOST, PROG_NAME_INGRESS};
+use flowtop_common::{
+    MAP_NAME_EVENTS, MAP_NAME_EVENTS_LOST, PROG_NAME_INGRESS, PROG_SOCK_POST_BIND4, PROG_SOCK_POST_BIND6,
+};
 
 // ---------------------------------------------------------------------------
 // Socket ownership events
@@ -505,20 +507,28 @@ fn attach_sock_programs(
         .map_err(|e| format!("opening the cgroup2 root {} failed: {e}", cgroup.display()))?;
     let mode = cgroup_attach_mode();
 
-    let create: &mut CgroupSock = ebpf
-        .program_mut(PROG_SOCK_CREATE)
-        .ok_or_else(|| format!("the eBPF object has no program {PROG_SOCK_CREATE}"))?
-        .try_into()
-        .map_err(|e| format!("{PROG_SOCK_CREATE} is not a cgroup/sock program: {e:?}"))?;
-    create
-        .load()
-        .map_err(|e| format!("loading program {PROG_SOCK_CREATE} failed: {e:?}"))?;
-    create.attach(&cgroup_dir, mode).map_err(|e| {
-        format!(
-            "attaching {PROG_SOCK_CREATE} (cgroup/sock_create) to {} failed: {e:?}",
-            cgroup.display()
-        )
-    })?;
+    // socket(2), then bind(2) of IPv4 and IPv6 sockets: the listeners of
+    // other namespaces (see PROG_SOCK_POST_BIND4).
+    for (name, section) in [
+        (PROG_SOCK_CREATE, "cgroup/sock_create"),
+        (PROG_SOCK_POST_BIND4, "cgroup/post_bind4"),
+        (PROG_SOCK_POST_BIND6, "cgroup/post_bind6"),
+    ] {
+        let program: &mut CgroupSock = ebpf
+            .program_mut(name)
+            .ok_or_else(|| format!("the eBPF object has no program {name}"))?
+            .try_into()
+            .map_err(|e| format!("{name} is not a cgroup/sock program: {e:?}"))?;
+        program
+            .load()
+            .map_err(|e| format!("loading program {name} failed: {e:?}"))?;
+        program.attach(&cgroup_dir, mode).map_err(|e| {
+            format!(
+                "attaching {name} ({section}) to {} failed: {e:?}",
+                cgroup.display()
+            )
+        })?;
+    }
 
     let egress: &mut CgroupSkb = ebpf
         .program_mut(PROG_SOCK_EGRESS)
@@ -536,7 +546,12 @@ fn attach_sock_programs(
                 cgroup.display()
             )
         })?;
-    let mut programs = vec!["cgroup/sock_create".to_owned(), "cgroup_skb/egress".to_owned()];
+    let mut programs = vec![
+        "cgroup/sock_create".to_owned(),
+        "cgroup/post_bind4".to_owned(),
+        "cgroup/post_bind6".to_owned(),
+        "cgroup_skb/egress".to_owned(),
+    ];
     if names.inspect {
         attach_name_ingress(&mut ebpf, &cgroup_dir, cgroup)?;
         programs.push(PROGRAM_NAME_INGRESS.to_owned());

@@ -72,8 +72,12 @@ fn the_embedded_object_holds_the_socket_programs_and_maps() {
     let contains = |needle: &[u8]| OBJECT.windows(needle.len()).any(|w| w == needle);
     for needle in [
         "cgroup/sock_create",
+        "cgroup/post_bind4",
+        "cgroup/post_bind6",
         "cgroup_skb/egress",
         PROG_SOCK_CREATE,
+        flowtop_common::PROG_SOCK_POST_BIND4,
+        flowtop_common::PROG_SOCK_POST_BIND6,
         PROG_SOCK_EGRESS,
         MAP_SOCK_EVENTS,
         MAP_SOCK_SEEN,
@@ -205,6 +209,8 @@ impl Events {
             handle.programs(),
             [
                 "cgroup/sock_create",
+                "cgroup/post_bind4",
+                "cgroup/post_bind6",
                 "cgroup_skb/egress",
                 "cgroup_skb/ingress",
                 "raw_tp/sched_process_exec",
@@ -324,11 +330,35 @@ fn sock_events_attribute_a_tcp_connection_to_this_process() {
     if let Some(cgroup) = own_cgroup_id() {
         assert_eq!(created.cgroup_id, cgroup, "{created:?}");
     }
+    // The creator's namespace, read by the kernel (what names another
+    // namespace's socket once its process is gone).
+    let own_ns = std::fs::metadata("/proc/self/ns/net").expect("own netns");
+    assert_eq!(
+        u64::from(created.netns_inode),
+        std::os::unix::fs::MetadataExt::ino(&own_ns),
+        "{created:?}"
+    );
 
     let tuple = events.wait_for("TUPLE", |e| is_tuple(e) && e.cookie == cookie);
     assert_eq!((tuple.local_port, tuple.remote_port), (client_port, addr.port()));
     assert_eq!((tuple.protocol, tuple.family), (6, 2), "{tuple:?}");
     assert_eq!((tuple.local_addr, tuple.remote_addr), (LOOPBACK4, LOOPBACK4));
+
+    // The listener's bind(2): its address and port (post_bind4).
+    let listener_cookie = socket_cookie(&listener);
+    let bound = events.wait_for("BOUND", |e| {
+        e.kind == flowtop_common::SOCK_EVENT_BOUND && e.cookie == listener_cookie
+    });
+    assert_eq!(
+        (bound.local_addr, bound.local_port),
+        (LOOPBACK4, addr.port()),
+        "{bound:?}"
+    );
+    assert_eq!(
+        (bound.protocol, bound.family, bound.remote_port),
+        (6, 2, 0),
+        "{bound:?}"
+    );
 
     // The accepted socket reports nothing: it sends no SYN (TCP tuples
     // come from SYNs only) and was not made by socket(2); userspace
@@ -377,6 +407,15 @@ fn sock_events_report_ipv6_tuples() {
     assert_eq!(tuple.remote_port, addr.port());
     let created = events.wait_for("CREATED", |e| is_created(e) && e.cookie == cookie);
     assert_eq!((created.tgid, created.family), (std::process::id(), 10));
+    // The listener's bind(2) (post_bind6).
+    let listener_cookie = socket_cookie(&listener);
+    let bound = events.wait_for("BOUND", |e| {
+        e.kind == flowtop_common::SOCK_EVENT_BOUND && e.cookie == listener_cookie
+    });
+    assert_eq!(
+        (bound.local_addr, bound.local_port, bound.family),
+        (lo6, addr.port(), 10)
+    );
 }
 
 #[test]
@@ -668,6 +707,8 @@ fn every_kprobe_program_loads_and_the_fallback_is_reported() {
             handle.programs(),
             [
                 "cgroup/sock_create",
+                "cgroup/post_bind4",
+                "cgroup/post_bind6",
                 "cgroup_skb/egress",
                 "cgroup_skb/ingress",
                 "raw_tp/sched_process_exec",
@@ -748,6 +789,9 @@ fn kernel_btf_gives_task_offsets() {
         ("arg_end", o.arg_end),
         ("filename", o.filename),
         ("interp", o.interp),
+        ("nsproxy", o.nsproxy),
+        ("net_ns", o.net_ns),
+        ("ns_inum", o.ns_inum),
     ] {
         assert_ne!(v, flowtop_common::OFFSET_ABSENT, "{name} absent: {o:?}");
     }
