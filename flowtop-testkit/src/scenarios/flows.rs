@@ -11,6 +11,8 @@ pub struct Merged {
     pub json: Value,
     /// The latest owner shown: (pid, comm).
     pub owner: Option<(u32, String)>,
+    /// How that owner was found (`attribution`: `ebpf`, `netns`, ...).
+    pub attribution: Option<String>,
     /// The largest orig + reply byte count shown (counters only grow; the
     /// destroy event carries the final ones).
     pub bytes: u64,
@@ -38,6 +40,7 @@ pub fn merge(stdout: &str) -> Vec<Merged> {
         let m = by_id.entry(id).or_insert_with(|| Merged {
             json: Value::Null,
             owner: None,
+            attribution: None,
             bytes: 0,
             events: Vec::new(),
         });
@@ -46,6 +49,7 @@ pub fn merge(stdout: &str) -> Vec<Merged> {
         m.bytes = m.bytes.max(bytes);
         if owner.is_some() {
             m.owner = owner;
+            m.attribution = v.get("attribution").and_then(Value::as_str).map(str::to_owned);
         }
         m.json = v;
     }
@@ -60,13 +64,14 @@ mod tests {
     fn the_owner_and_the_largest_counters_survive_later_lines() {
         let stream = r#"{"event":"meta"}
 {"event":"new","id":7,"proto":"tcp","pid":null,"comm":null,"orig_bytes":null,"reply_bytes":null}
-{"event":"update","id":7,"proto":"tcp","pid":42,"comm":"sc-x","orig_bytes":100,"reply_bytes":50}
+{"event":"update","id":7,"proto":"tcp","pid":42,"comm":"sc-x","attribution":"netns","orig_bytes":100,"reply_bytes":50}
 {"event":"destroy","id":7,"proto":"tcp","pid":null,"comm":null,"orig_bytes":120,"reply_bytes":60}
 not json
 {"event":"new","id":8,"proto":"udp","pid":1,"comm":"other","orig_bytes":5,"reply_bytes":0}"#;
         let m = merge(stream);
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].owner, Some((42, "sc-x".into())));
+        assert_eq!(m[0].attribution.as_deref(), Some("netns"));
         assert_eq!(m[0].bytes, 180);
         assert_eq!(m[1].bytes, 5);
         assert_eq!(m[0].events, ["new", "update", "destroy"]);

@@ -13,6 +13,22 @@ pub enum Path {
     Peer6,
     /// 127.0.0.1 inside flowtop's namespace.
     Loopback,
+    /// From a container behind flowtop's namespace (a namespace on a veth,
+    /// masqueraded) to the peer, IPv4: a forwarded flow.
+    Container4,
+    /// The same over IPv6.
+    Container6,
+    /// To a server in the container through a port flowtop's namespace
+    /// publishes (DNAT), from a host behind the peer (the peer routes).
+    Published,
+}
+
+impl Path {
+    /// Whether the scenario's processes run in the container, so that its
+    /// flows are forwarded ones, attributed `"netns"`.
+    pub fn in_container(self) -> bool {
+        matches!(self, Path::Container4 | Path::Container6 | Path::Published)
+    }
 }
 
 /// One scenario.
@@ -44,7 +60,7 @@ pub fn icmp_id(port: u16) -> u16 {
 impl Scenario {
     /// Whether the peer serves the port (`false`: it refuses).
     pub fn served(&self) -> bool {
-        self.mode != "refused"
+        self.mode != "refused" && self.path != Path::Published
     }
 
     /// The executable's name.
@@ -52,12 +68,14 @@ impl Scenario {
         format!("sc-{}", self.name)
     }
 
-    /// The peer address the flows go to.
+    /// The address the flows go to (their original destination): the
+    /// peer's `v4` or `v6`, loopback, or flowtop's own for a published port.
     pub fn dst(&self, v4: &str, v6: &str) -> String {
         match self.path {
-            Path::Peer4 => v4.to_owned(),
-            Path::Peer6 => v6.to_owned(),
+            Path::Peer4 | Path::Container4 => v4.to_owned(),
+            Path::Peer6 | Path::Container6 => v6.to_owned(),
             Path::Loopback => "127.0.0.1".to_owned(),
+            Path::Published => crate::netns::CLIENT_V4.to_owned(),
         }
     }
 
@@ -89,7 +107,7 @@ impl Scenario {
 pub fn all() -> Vec<Scenario> {
     // (name, what, mode, proto, path, flows, visible)
     #[rustfmt::skip]
-    let table: [(&str, &str, &str, &str, Path, usize, bool); 28] = [
+    let table: [(&str, &str, &str, &str, Path, usize, bool); 32] = [
         ("tcp-down", "TCP bulk download, 4 MiB", "tcp-down", "tcp", Path::Peer4, 1, true),
         ("tcp-up", "TCP bulk upload, 4 MiB", "tcp-up", "tcp", Path::Peer4, 1, true),
         ("tcp-duplex", "TCP echo, 2 MiB each way", "tcp-duplex", "tcp", Path::Peer4, 1, true),
@@ -118,6 +136,11 @@ pub fn all() -> Vec<Scenario> {
         ("sequential", "60 sequential TCP connections", "sequential", "tcp", Path::Peer4, 60, true),
         ("concurrent", "30 concurrent TCP connections", "concurrent", "tcp", Path::Peer4, 30, true),
         ("tcp-refused", "TCP connect refused by the peer (RST)", "refused", "tcp", Path::Peer4, 1, true),
+        // Containers (issue 15): processes in a namespace behind flowtop's.
+        ("ctr-tcp", "container, masquerade: TCP upload, 4 MiB", "tcp-up", "tcp", Path::Container4, 1, true),
+        ("ctr-udp6", "container, IPv6 masquerade: UDP echo, 100 x 1000 B", "udp6", "udp", Path::Container6, 1, true),
+        ("ctr-short", "container: 20 short-lived processes, one TCP upload each", "short-lived", "tcp", Path::Container4, 20, true),
+        ("ctr-publish", "container: server on a published port (DNAT), 4 MiB in", "tcp-sink", "tcp", Path::Published, 1, true),
     ];
     table
         .iter()

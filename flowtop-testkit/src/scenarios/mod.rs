@@ -162,10 +162,15 @@ pub fn run(flowtop: &Path, log: &dyn Fn(&str)) -> io::Result<Report> {
             let dst = sc.dst(SERVER_V4, SERVER_V6);
             let mine: Vec<&flows::Merged> = merged.iter().filter(|f| sc.owns_flow(&f.json, &dst)).collect();
             let exe = sc.exe();
+            // A container's flows are forwarded ones: found through its
+            // namespace, never by luck through a socket of flowtop's own.
+            let how_ok =
+                |f: &flows::Merged| !sc.path.in_container() || f.attribution.as_deref() == Some("netns");
             let ours = |f: &flows::Merged| {
-                f.owner
-                    .as_ref()
-                    .is_some_and(|(pid, comm)| ran.pids.contains(pid) && *comm == exe)
+                how_ok(f)
+                    && f.owner
+                        .as_ref()
+                        .is_some_and(|(pid, comm)| ran.pids.contains(pid) && *comm == exe)
             };
             Score {
                 seen: mine.len(),
@@ -178,6 +183,10 @@ pub fn run(flowtop: &Path, log: &dyn Fn(&str)) -> io::Result<Report> {
                         // The scenario's process under another name (e.g.
                         // the thread that made the socket, once the
                         // process is gone and /proc cannot name it).
+                        Some((p, c)) if ran.pids.contains(p) && *c == exe => format!(
+                            "right process, attribution {}",
+                            f.attribution.as_deref().unwrap_or("null")
+                        ),
                         Some((p, c)) if ran.pids.contains(p) => format!("right pid {p}, comm {c}"),
                         Some((p, c)) => format!("pid {p} comm {c}"),
                     })

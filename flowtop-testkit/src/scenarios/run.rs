@@ -20,6 +20,8 @@ const SC_SOURCES: [(&str, &str); 4] = [
     ("uring.c", include_str!("uring.c")),
 ];
 const PEER_PY: &str = include_str!("peer.py");
+/// The executable name of the published-port scenarios' outside client.
+const REMOTE_EXE: &str = "sc-remote";
 
 /// The peer's byte counter: every packet between the client's addresses
 /// and the peer, both ways, at the peer's input and output hooks (L3
@@ -42,8 +44,111 @@ fn peer_rules() -> String {
         }
         r.push_str("  }\n");
     }
+    // What the peer forwards between a host behind it and flowtop's
+    // namespace (the published-port scenario's traffic).
+    r.push_str(&format!(
+        "  chain through {{\n    type filter hook forward priority -10;\n    \
+         ip saddr {CLIENT_V4} counter name \"seen\"\n    ip daddr {CLIENT_V4} counter name \"seen\"\n  }}\n"
+    ));
     r.push_str("}\n");
     r
+}
+
+/// The container's addresses, flowtop's namespace's on the container's
+/// link, and the host behind the peer that reaches the published port.
+const CTR_V4: &str = "198.51.100.2";
+const CTR_V6: &str = "2001:db8:c::2";
+const HOST_CTR_V4: &str = "198.51.100.1";
+const HOST_CTR_V6: &str = "2001:db8:c::1";
+const REMOTE_V4: &str = "203.0.113.2";
+const PEER_REMOTE_V4: &str = "203.0.113.1";
+
+/// Flowtop's namespace as a container host: masquerade for the container's
+/// addresses out of the peer link, and every port of the published-port
+/// scenarios forwarded (DNAT) from the peer link to the container.
+fn host_rules(published: &[u16]) -> String {
+    let mut r = format!(
+        "table inet scnat {{\n  chain post {{\n    type nat hook postrouting priority 100;\n    \
+         oifname \"vc\" ip saddr {CTR_V4}/24 masquerade\n    \
+         oifname \"vc\" ip6 saddr {CTR_V6}/64 masquerade\n  }}\n  \
+         chain pre {{\n    type nat hook prerouting priority -100;\n"
+    );
+    for p in published {
+        r.push_str(&format!(
+            "    iifname \"vc\" meta nfproto ipv4 tcp dport {p} dnat ip to {CTR_V4}:{p}\n"
+        ));
+    }
+    r.push_str("  }\n}\n");
+    r
+}
+
+/// The container behind flowtop's namespace and the host behind the peer.
+struct Behind {
+    ctr: Netns,
+    remote: Netns,
+    /// The container's long-lived process (what a runtime's init or pause
+    /// process is): its short-lived processes come and go beside it.
+    _pause: Kill,
+}
+
+/// A container (`ftsc-<pid>-k`: 198.51.100.2, 2001:db8:c::2) on a veth
+/// `vk` of flowtop's namespace, which forwards and masquerades for it and
+/// publishes the `published` ports to it; and a host (`-r`, 203.0.113.2)
+/// behind the peer, which routes for it, so that the host is not a
+/// namespace flowtop's namespace is directly joined to (as the internet is
+/// not).
+fn behind(client: &Netns, server: &Netns, dir: &Path, published: &[u16]) -> io::Result<Behind> {
+    let id = std::process::id();
+    let ctr = Netns::create(&format!("{NETNS_PREFIX}{id}-k"))?;
+    let remote = Netns::create(&format!("{NETNS_PREFIX}{id}-r"))?;
+    let ip = |ns: &Netns, args: String| {
+        try_output(
+            Command::new("ip")
+                .arg("-n")
+                .arg(&ns.name)
+                .args(args.split_whitespace()),
+        )
+        .map(|_| ())
+    };
+    ip(
+        client,
+        format!("link add vk type veth peer name eth0 netns {}", ctr.name),
+    )?;
+    ip(client, format!("addr add {HOST_CTR_V4}/24 dev vk"))?;
+    ip(client, format!("addr add {HOST_CTR_V6}/64 dev vk nodad"))?;
+    ip(client, "link set vk up".into())?;
+    ip(&ctr, format!("addr add {CTR_V4}/24 dev eth0"))?;
+    ip(&ctr, format!("addr add {CTR_V6}/64 dev eth0 nodad"))?;
+    ip(&ctr, "link set eth0 up".into())?;
+    ip(&ctr, format!("route add default via {HOST_CTR_V4}"))?;
+    ip(&ctr, format!("-6 route add default via {HOST_CTR_V6}"))?;
+    ip(
+        server,
+        format!("link add vr type veth peer name eth0 netns {}", remote.name),
+    )?;
+    ip(server, format!("addr add {PEER_REMOTE_V4}/24 dev vr"))?;
+    ip(server, "link set vr up".into())?;
+    ip(&remote, format!("addr add {REMOTE_V4}/24 dev eth0"))?;
+    ip(&remote, "link set eth0 up".into())?;
+    ip(&remote, format!("route add default via {PEER_REMOTE_V4}"))?;
+    ip(client, format!("route add 203.0.113.0/24 via {SERVER_V4}"))?;
+    for key in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"] {
+        client.sysctl(key, "1")?;
+    }
+    server.sysctl("net.ipv4.ip_forward", "1")?;
+    nft_file(client, dir, "host.nft", &host_rules(published))?;
+    let pause = Kill(
+        ctr.cmd("sleep")
+            .arg("3600")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    Ok(Behind {
+        ctr,
+        remote,
+        _pause: pause,
+    })
 }
 
 /// The loopback scenario's counter, in flowtop's namespace: each loopback
@@ -163,6 +268,8 @@ fn build(dir: &Path, scenarios: &[Scenario]) -> io::Result<()> {
     for s in scenarios {
         fs::copy(&bin, dir.join(s.exe()))?;
     }
+    // The published-port scenarios' client, outside: never an owner.
+    fs::copy(&bin, dir.join(REMOTE_EXE))?;
     Ok(())
 }
 
@@ -189,6 +296,12 @@ pub fn run(flowtop: &Path, scenarios: &[Scenario], log: &dyn Fn(&str)) -> io::Re
     fs::create_dir_all(&dir.0)?;
     build(&dir.0, scenarios)?;
     let (client, server) = pair()?;
+    let published: Vec<u16> = scenarios
+        .iter()
+        .filter(|s| s.path == Via::Published)
+        .map(|s| s.port)
+        .collect();
+    let behind = behind(&client, &server, &dir.0, &published)?;
     nft_file(&server, &dir.0, "peer.nft", &peer_rules())?;
     nft_file(&client, &dir.0, "lo.nft", LOOPBACK_RULES)?;
     // setns does not remount /sys: the address from `ip link`.
@@ -267,7 +380,15 @@ pub fn run(flowtop: &Path, scenarios: &[Scenario], log: &dyn Fn(&str)) -> io::Re
             _ => {}
         }
         let started = Instant::now();
-        let out = cmd.stdin(Stdio::null()).output()?;
+        let out = match s.path {
+            Via::Container4 | Via::Container6 => {
+                let mut c = behind.ctr.cmd(&dir.0.join(s.exe()).to_string_lossy());
+                c.args([s.mode, SERVER_V4, SERVER_V6, &s.port.to_string()]);
+                c.stdin(Stdio::null()).output()?
+            }
+            Via::Published => published_port(&behind, &dir.0, s)?,
+            _ => cmd.stdin(Stdio::null()).output()?,
+        };
         // Trailing packets (the last ACKs) land before the counter is read.
         sleep(Duration::from_millis(200));
         let table = if s.path == Via::Loopback {
@@ -318,6 +439,58 @@ pub fn run(flowtop: &Path, scenarios: &[Scenario], log: &dyn Fn(&str)) -> io::Re
         flowtop_stdout: fs::read_to_string(&ft_out)?,
         flowtop_stderr: fs::read_to_string(&ft_err)?,
     })
+}
+
+/// A published-port scenario: its program serves inside the container
+/// (`tcp-sink`), and `sc-remote` uploads 4 MiB to flowtop's namespace's
+/// published port from the host behind the peer. The server's output, with
+/// the client's failure added to its status and stderr.
+fn published_port(behind: &Behind, dir: &Path, s: &Scenario) -> io::Result<std::process::Output> {
+    use std::io::{BufRead as _, BufReader};
+    let port = s.port.to_string();
+    let mut server = behind
+        .ctr
+        .cmd(&dir.join(s.exe()).to_string_lossy())
+        .args([s.mode, SERVER_V4, SERVER_V6, &port])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdout = String::new();
+    let mut lines = BufReader::new(server.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    while lines.read_line(&mut line)? > 0 {
+        stdout.push_str(&line);
+        if line.trim() == "listening" {
+            break;
+        }
+        line.clear();
+    }
+    let client = behind
+        .remote
+        .cmd(&dir.join(REMOTE_EXE).to_string_lossy())
+        .args(["tcp-up", CLIENT_V4, CLIENT_V6, &port])
+        .stdin(Stdio::null())
+        .output();
+    let _ = std::io::Read::read_to_string(lines.get_mut(), &mut stdout);
+    let mut out = server.wait_with_output()?;
+    out.stdout = stdout.into_bytes();
+    match client {
+        Ok(c) if c.status.success() => {}
+        Ok(c) => {
+            out.stdout.clear(); // no "ok": the scenario failed
+            out.stderr.extend_from_slice(
+                format!(
+                    "; the outside client: {}: {}",
+                    c.status,
+                    String::from_utf8_lossy(&c.stderr).trim()
+                )
+                .as_bytes(),
+            );
+        }
+        Err(e) => return Err(other(format!("the outside client: {e}"))),
+    }
+    Ok(out)
 }
 
 fn python() -> String {

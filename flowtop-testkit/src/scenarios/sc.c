@@ -5,7 +5,8 @@
  *
  *   sc MODE SERVER4 SERVER6 PORT [ARG]
  *
- * Prints "pid N" for itself and for every process it forks that makes a
+ * SERVER4 is the address to connect to (for tcp-sink: unused, it listens on
+ * PORT). Prints "pid N" for itself and for every process it forks that makes a
  * flow, then "ok" when done. The peer (peer.py) serves TCP: first byte 'd'
  * + 8-byte count: it sends that many bytes and closes; 'u': reads to EOF;
  * 'e': echoes to EOF. UDP: 'D' + 4-byte count + 2-byte size: it sends that
@@ -367,6 +368,28 @@ static void refused(void)
 	close(fd);
 }
 
+/* A server on `port` (inside a container, behind a published port): says
+ * "listening" once it listens, accepts one connection and reads it to EOF.
+ * The client is another program (run by the suite from the outside). */
+static void tcp_sink(void)
+{
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
+	int one = 1;
+	setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (bind(l, (struct sockaddr *)&a, sizeof a) || listen(l, 4))
+		die("bind/listen");
+	timeout(l, 10000); /* accept(2) honours SO_RCVTIMEO */
+	printf("listening\n");
+	fflush(stdout);
+	int c = accept(l, NULL, NULL);
+	if (c < 0)
+		die("accept");
+	read_to_eof(c);
+	close(c);
+	close(l);
+}
+
 /* `n` processes, each making one connection and exiting at once. */
 static void short_lived(int n, size_t bytes)
 {
@@ -456,6 +479,8 @@ int main(int argc, char **argv)
 		refused();
 	else if (!strcmp(mode, "concurrent"))
 		concurrent(30, 8192);
+	else if (!strcmp(mode, "tcp-sink"))
+		tcp_sink();
 	else {
 		fprintf(stderr, "sc: unknown mode %s\n", mode);
 		return 2;
