@@ -19,7 +19,9 @@
 //!   (rootless); cgroupfs: `/libpod_parent/libpod-<id>`. `libpod-conmon-<id>`
 //!   is the monitor, not the container. Name: `names` of the entry with
 //!   this `id` in `/var/lib/containers/storage/overlay-containers/containers.json`
-//!   (root's store only).
+//!   (root), or for a rootless container (`user@UID.service` in the path) in
+//!   `~/.local/share/containers/storage/overlay-containers/containers.json`
+//!   of that user (home from /etc/passwd: local users only).
 //! - containerd (CRI): `.../cri-containerd-<64 hex>.scope`; cri-o:
 //!   `.../crio-<64 hex>.scope` (`crio-conmon-<id>` is the monitor);
 //!   kubelet's cgroupfs driver: `/kubepods/<qos>/pod<uid>/<64 hex>`. No name
@@ -238,7 +240,10 @@ pub fn read_proc(dir: &Path) -> (Option<String>, Option<u64>) {
 #[derive(Debug, Clone)]
 pub struct StateRoots {
     pub docker: PathBuf,
+    /// Root's podman store.
     pub podman: PathBuf,
+    /// Where rootless podman users' homes are found.
+    pub passwd: PathBuf,
 }
 
 impl Default for StateRoots {
@@ -246,8 +251,30 @@ impl Default for StateRoots {
         StateRoots {
             docker: "/var/lib/docker/containers".into(),
             podman: "/var/lib/containers/storage/overlay-containers/containers.json".into(),
+            passwd: "/etc/passwd".into(),
         }
     }
+}
+
+/// A rootless podman user's store, under their home.
+const ROOTLESS_PODMAN_STORE: &str = ".local/share/containers/storage/overlay-containers/containers.json";
+
+/// The uid of the user manager a cgroup path runs under (`user@UID.service`):
+/// the owner of a rootless container.
+fn user_manager_uid(cgroup: &str) -> Option<u32> {
+    cgroup
+        .split('/')
+        .find_map(|part| part.strip_prefix("user@")?.strip_suffix(".service")?.parse().ok())
+}
+
+/// The home directory `passwd` (the file) gives `uid`: local users only,
+/// NSS (LDAP, ...) is not asked.
+fn home_of(passwd: &Path, uid: u32) -> Option<PathBuf> {
+    let text = fs::read_to_string(passwd).ok()?;
+    text.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() >= 7 && f[2].parse() == Ok(uid) && f[5].starts_with('/')).then(|| PathBuf::from(f[5]))
+    })
 }
 
 /// The name docker's state gives a container (`Name`, without its `/`).
@@ -322,7 +349,11 @@ impl Identities {
         if let Some(c) = id.container.as_mut() {
             c.name = c.name.take().or_else(|| match c.runtime {
                 "docker" => docker_name(&self.roots.docker, &c.id),
-                "podman" => podman_name(&self.roots.podman, &c.id),
+                "podman" => match user_manager_uid(cgroup) {
+                    Some(uid) => home_of(&self.roots.passwd, uid)
+                        .and_then(|home| podman_name(&home.join(ROOTLESS_PODMAN_STORE), &c.id)),
+                    None => podman_name(&self.roots.podman, &c.id),
+                },
                 _ => None,
             });
         }
@@ -566,10 +597,25 @@ mod tests {
             format!(r#"[{{"id":"{ID}","names":["db"],"image":"i"}}]"#),
         )
         .expect("write");
+        // A rootless podman user (uid 1234) and their own store.
+        let home = dir.join("home-u");
+        let store = home.join(ROOTLESS_PODMAN_STORE);
+        fs::create_dir_all(store.parent().expect("dir")).expect("mkdir");
+        fs::write(&store, format!(r#"[{{"id":"{ID}","names":["mine"]}}]"#)).expect("write");
+        let passwd = dir.join("passwd");
+        fs::write(
+            &passwd,
+            format!(
+                "root:x:0:0:root:/root:/bin/sh\nu:x:1234:1234::{}:/bin/sh\n",
+                home.display()
+            ),
+        )
+        .expect("write");
         let mut ids = Identities::new(
             StateRoots {
                 docker: docker.clone(),
                 podman: podman.clone(),
+                passwd: passwd.clone(),
             },
             None,
         );
@@ -580,9 +626,28 @@ mod tests {
         );
         let p = ids.of_path(&format!("/machine.slice/libpod-{ID}.scope"));
         assert_eq!(p.container.as_ref().and_then(|c| c.name.as_deref()), Some("db"));
+        let rootless = ids.of_path(&format!(
+            "/user.slice/user-1234.slice/user@1234.service/user.slice/libpod-{ID}.scope"
+        ));
+        assert_eq!(
+            rootless.container.as_ref().and_then(|c| c.name.as_deref()),
+            Some("mine")
+        );
+        // A user /etc/passwd does not know: the id alone.
+        let unknown = ids.of_path(&format!(
+            "/user.slice/user-999.slice/user@999.service/user.slice/libpod-{ID}.scope"
+        ));
+        assert_eq!(unknown.container.as_ref().map(|c| c.name.is_none()), Some(true));
         // Unknown or unreadable state: the id alone.
         fs::write(&podman, "not json").expect("write");
-        let mut fresh = Identities::new(StateRoots { docker, podman }, None);
+        let mut fresh = Identities::new(
+            StateRoots {
+                docker,
+                podman,
+                passwd,
+            },
+            None,
+        );
         let p = fresh.of_path(&format!("/machine.slice/libpod-{ID}.scope"));
         assert_eq!(p.container.as_ref().map(|c| c.name.is_none()), Some(true));
         let _ = fs::remove_dir_all(&dir);
