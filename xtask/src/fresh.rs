@@ -49,9 +49,67 @@ pub fn nested() -> bool {
     std::env::var_os(NESTED_ENV).is_some()
 }
 
+/// What the nested run downloads from: rustup-init and the toolchain, and
+/// the crates. Probed first: without them the check cannot run here, which
+/// is a skip (listed), not a failure of the quick start.
+fn needed_urls() -> [String; 2] {
+    [
+        format!(
+            "https://static.rust-lang.org/rustup/dist/{}-unknown-linux-gnu/rustup-init",
+            std::env::consts::ARCH
+        ),
+        "https://index.crates.io/config.json".to_owned(),
+    ]
+}
+
+/// `git` for a repository whoever owns it (CI checkouts may belong to
+/// another user than the root running the tests).
+fn git() -> Command {
+    let mut c = Command::new("git");
+    c.args(["-c", "safe.directory=*"]);
+    c
+}
+
+/// Why one of `urls` cannot be fetched (None: all answer, or there is no
+/// curl to ask with, in which case the run itself will say).
+fn first_unreachable(urls: &[String]) -> Option<String> {
+    urls.iter().find_map(|url| {
+        let out = Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "--max-time", "30", "-I", url])
+            .output()
+            .ok()?;
+        (!out.status.success()).then(|| format!("{url}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+    })
+}
+
+/// Records a skip of the whole check in the run's skip log (the summary
+/// lists it) and says so.
+fn skip(reason: &str) {
+    let line = format!("the quick start on a machine with no Rust (xtask/src/fresh.rs): {reason}");
+    eprintln!("{}{line}", flowtop_testkit::skip::PREFIX);
+    if let Some(log) = std::env::var_os(flowtop_testkit::skip::LOG_ENV) {
+        use std::io::Write as _;
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+        if let Err(e) = written {
+            eprintln!(
+                "warning: cannot append the skip to {}: {e}",
+                log.to_string_lossy()
+            );
+        }
+    }
+}
+
 /// Runs the quick start's test command in a clone of HEAD on an empty
 /// Rust environment.
 pub fn check() -> Result<()> {
+    if let Some(why) = first_unreachable(&needed_urls()) {
+        skip(&format!("cannot reach what it downloads ({why})"));
+        return Ok(());
+    }
     let root = cmd::root_dir();
     for dir in SYSTEM_PATH.split(':') {
         let cargo = Path::new(dir).join("cargo");
@@ -99,7 +157,7 @@ pub fn check() -> Result<()> {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
     cmd::run(
-        Command::new("git")
+        git()
             .args(["clone", "--quiet", "--no-hardlinks"])
             .arg(&root)
             .arg(&repo),
@@ -124,4 +182,23 @@ pub fn check() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host that cannot resolve is reported with its URL (and the check
+    /// is then skipped, not failed); no curl: nothing to say.
+    #[test]
+    fn an_unreachable_download_host_is_named() {
+        let have_curl = Command::new("curl").arg("--version").output().is_ok();
+        let why = first_unreachable(&["https://flowtop-fresh-check.invalid/".to_owned()]);
+        if have_curl {
+            let why = why.expect("an .invalid host must not resolve");
+            assert!(why.starts_with("https://flowtop-fresh-check.invalid/: "), "{why}");
+        } else {
+            assert_eq!(why, None);
+        }
+    }
 }
