@@ -128,3 +128,36 @@ INSTALLER
     );
     let _ = fs::remove_dir_all(&tmp);
 }
+
+/// The README's quick start has exactly two commands, each with its own
+/// comment; `.ci/run` runs the second (the test command) verbatim, and
+/// both go through `./xtask.sh`.
+#[test]
+fn ci_runs_the_readme_test_command_verbatim() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = fs::read_to_string(root.join("README.md")).unwrap();
+    let start = readme
+        .find("On a fresh Debian 12 machine")
+        .expect("the quick start's opening line");
+    let block = readme[start..]
+        .split("```")
+        .nth(1)
+        .expect("the quick start's code block");
+    let commands: Vec<&str> = block
+        .lines()
+        .skip(1) // the fence's language tag
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(commands.len(), 2, "{commands:?}");
+    assert!(
+        commands.iter().all(|c| c.starts_with("./xtask.sh ")),
+        "{commands:?}"
+    );
+    let ci = fs::read_to_string(root.join(".ci/run")).unwrap();
+    assert!(
+        ci.lines().any(|l| l.trim() == commands[1]),
+        ".ci/run does not run `{}` verbatim:\n{ci}",
+        commands[1]
+    );
+}
