@@ -107,7 +107,7 @@ impl Scenario {
 pub fn all() -> Vec<Scenario> {
     // (name, what, mode, proto, path, flows, visible)
     #[rustfmt::skip]
-    let table: [(&str, &str, &str, &str, Path, usize, bool); 32] = [
+    let table: [(&str, &str, &str, &str, Path, usize, bool); 34] = [
         ("tcp-down", "TCP bulk download, 4 MiB", "tcp-down", "tcp", Path::Peer4, 1, true),
         ("tcp-up", "TCP bulk upload, 4 MiB", "tcp-up", "tcp", Path::Peer4, 1, true),
         ("tcp-duplex", "TCP echo, 2 MiB each way", "tcp-duplex", "tcp", Path::Peer4, 1, true),
@@ -141,6 +141,8 @@ pub fn all() -> Vec<Scenario> {
         ("ctr-udp6", "container, IPv6 masquerade: UDP echo, 100 x 1000 B", "udp6", "udp", Path::Container6, 1, true),
         ("ctr-short", "container: 20 short-lived processes, one TCP upload each", "short-lived", "tcp", Path::Container4, 20, true),
         ("ctr-publish", "container: server on a published port (DNAT), 4 MiB in", "tcp-sink", "tcp", Path::Published, 1, true),
+        ("ctr-icmp", "container, masquerade: ICMP echo, raw socket, 5 x 1000 B", "icmp-echo", "icmp", Path::Container4, 1, true),
+        ("ctr-sendto", "container, masquerade: unconnected UDP (sendto), 2000 x 40 B", "udp-flood", "udp", Path::Container4, 1, true),
     ];
     table
         .iter()

@@ -11,15 +11,16 @@ use flowtop_testkit::scenarios::{self, BYTES_TOLERANCE_PCT};
 pub(crate) const USAGE: &str = "\
 usage: cargo xtask bench scorecard [--peer PATH]
 
-  The attribution scenario suite: 32 real programs (one C program compiled
+  The attribution scenario suite: 34 real programs (one C program compiled
   with gcc, copied as sc-<scenario>) talking from flowtop's namespace to a
   peer namespace or over loopback: TCP bulk, UDP, ICMP and ICMPv6 echo from
   raw sockets, SCTP and protocol 253 from raw sockets, AF_PACKET, io_uring,
   sendfile, splice, sendmmsg/recvmmsg, short-lived processes, many
   connections, and a container behind flowtop's namespace (masquerade out
-  over IPv4 and IPv6, short-lived processes inside, a server on a
-  published port: attributed \"netns\"). Each is scored on attribution (flowtop --json in eBPF mode
-  shows its flows with its pid and comm) and on conntrack's bytes against
+  over IPv4 and IPv6, ICMP, sendto, short-lived processes inside, a server
+  on a published port: attributed \"netns\"). Each is scored on
+  attribution (flowtop --json in eBPF mode shows its flows with its pid
+  and comm) and on conntrack's bytes against
   an nft counter in the peer (within 10%). Needs root, gcc, nft, python3.
   Writes bench/scorecard.md.
 
