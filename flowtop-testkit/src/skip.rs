@@ -65,6 +65,12 @@ pub fn skip(reason: impl Display) {
     );
 }
 
+/// Records a skip of `what` (a check that is not a libtest test, e.g. a
+/// step of `cargo xtask test`), as [`skip`] does for the running test.
+pub fn skip_named(what: &str, reason: impl Display) {
+    record(&format!("{what}: {reason}"), std::env::var_os(LOG_ENV).as_deref());
+}
+
 fn record(line: &str, log: Option<&std::ffi::OsStr>) {
     eprintln!("{PREFIX}{line}");
     if let Some(path) = log {

@@ -16,12 +16,13 @@
 //! crates.io. The scratch directory (about 5 GB with its build) is removed
 //! afterwards, also when the run fails.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 
+use crate::bench::guards::TempDir;
 use crate::cmd;
 
 /// Set for the nested `cargo xtask test`: stop after the workspace's tests.
@@ -34,15 +35,6 @@ pub const NESTED_STEPS: usize = 5;
 
 /// PATH on a Debian machine with nothing installed by hand.
 const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// A directory removed when dropped.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Whether the nested run is this process.
 pub fn nested() -> bool {
@@ -85,22 +77,10 @@ fn first_unreachable(urls: &[String]) -> Option<String> {
 /// Records a skip of the whole check in the run's skip log (the summary
 /// lists it) and says so.
 fn skip(reason: &str) {
-    let line = format!("the quick start on a machine with no Rust (xtask/src/fresh.rs): {reason}");
-    eprintln!("{}{line}", flowtop_testkit::skip::PREFIX);
-    if let Some(log) = std::env::var_os(flowtop_testkit::skip::LOG_ENV) {
-        use std::io::Write as _;
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
-        if let Err(e) = written {
-            eprintln!(
-                "warning: cannot append the skip to {}: {e}",
-                log.to_string_lossy()
-            );
-        }
-    }
+    flowtop_testkit::skip::skip_named(
+        "the quick start on a machine with no Rust (xtask/src/fresh.rs)",
+        reason,
+    );
 }
 
 /// Runs the quick start's test command in a clone of HEAD on an empty
@@ -147,8 +127,7 @@ pub fn check() -> Result<()> {
             ""
         }
     );
-    let scratch = Scratch(std::env::temp_dir().join(format!("flowtop-fresh-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&scratch.0);
+    let scratch = TempDir::named("flowtop-fresh")?;
     let repo = scratch.0.join("repo");
     let (home, cargo_home, rustup_home) = (
         scratch.0.join("home"),

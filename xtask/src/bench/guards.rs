@@ -273,12 +273,20 @@ impl Drop for ProcGuard {
     }
 }
 
-/// A scratch directory for stderr files, removed on drop.
+/// A scratch directory (`<tmp>/<prefix>-<pid>`), removed on drop.
 pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
+    /// The benchmarks' (`ftbench-<pid>`), for stderr files.
     pub(crate) fn new() -> Result<Self> {
-        let p = std::env::temp_dir().join(format!("ftbench-{}", std::process::id()));
+        Self::named("ftbench")
+    }
+
+    /// `<tmp>/<prefix>-<pid>`, emptied first (a killed run with this pid
+    /// may have left it).
+    pub(crate) fn named(prefix: &str) -> Result<Self> {
+        let p = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
         fs::create_dir_all(&p)?;
         Ok(TempDir(p))
     }
