@@ -141,8 +141,7 @@ impl Netns {
     /// addresses [`Netns::pair`] gives them, both links up; created
     /// directly inside the namespaces (no names in the host namespace).
     pub fn join(client: &Netns, server: &Netns) -> io::Result<()> {
-        let ip =
-            |ns: &Netns, args: &[&str]| try_output(Command::new("ip").arg("-n").arg(&ns.name).args(args));
+        let ip = |ns: &Netns, args: &[&str]| ns.try_ip(args);
         ip(
             client,
             &[
@@ -208,6 +207,11 @@ impl Netns {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.name, prog]).args(args);
         c
+    }
+
+    /// `ip -n NAME args...`; its stdout, or an error with its output.
+    pub fn try_ip(&self, args: &[&str]) -> io::Result<String> {
+        try_output(Command::new("ip").arg("-n").arg(&self.name).args(args))
     }
 
     /// `ip -n NAME args...`, must succeed; returns stdout.

@@ -102,13 +102,8 @@ fn behind(client: &Netns, server: &Netns, dir: &Path, published: &[u16]) -> io::
     let ctr = Netns::create(&format!("{NETNS_PREFIX}{id}-k"))?;
     let remote = Netns::create(&format!("{NETNS_PREFIX}{id}-r"))?;
     let ip = |ns: &Netns, args: String| {
-        try_output(
-            Command::new("ip")
-                .arg("-n")
-                .arg(&ns.name)
-                .args(args.split_whitespace()),
-        )
-        .map(|_| ())
+        ns.try_ip(&args.split_whitespace().collect::<Vec<_>>())
+            .map(|_| ())
     };
     ip(
         client,
@@ -305,7 +300,7 @@ pub fn run(flowtop: &Path, scenarios: &[Scenario], log: &dyn Fn(&str)) -> io::Re
     nft_file(&server, &dir.0, "peer.nft", &peer_rules())?;
     nft_file(&client, &dir.0, "lo.nft", LOOPBACK_RULES)?;
     // setns does not remount /sys: the address from `ip link`.
-    let link = try_output(Command::new("ip").args(["-n", &server.name, "-o", "link", "show", "vs"]))?;
+    let link = server.try_ip(&["-o", "link", "show", "vs"])?;
     let peer_mac = link
         .split_whitespace()
         .skip_while(|w| *w != "link/ether")
