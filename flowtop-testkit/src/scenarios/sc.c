@@ -295,15 +295,22 @@ static void do_recvmmsg(int count, int size)
 	close(fd);
 }
 
-/* A local server in a child process, the client here: both ends are ours. */
-static void loopback(size_t bytes)
+/* A TCP listener on `addr`:`p` (SO_REUSEADDR: reruns on the same port). */
+static int tcp_listener(const char *addr, int p)
 {
 	int l = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = sin4("127.0.0.1", port);
+	struct sockaddr_in a = sin4(addr, p);
 	int one = 1;
 	setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
 	if (bind(l, (struct sockaddr *)&a, sizeof a) || listen(l, 4))
-		die("bind/listen loopback");
+		die("bind/listen");
+	return l;
+}
+
+/* A local server in a child process, the client here: both ends are ours. */
+static void loopback(size_t bytes)
+{
+	int l = tcp_listener("127.0.0.1", port);
 	fflush(stdout);
 	pid_t child = fork();
 	if (child == 0) {
@@ -373,12 +380,7 @@ static void refused(void)
  * The client is another program (run by the suite from the outside). */
 static void tcp_sink(void)
 {
-	int l = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
-	int one = 1;
-	setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	if (bind(l, (struct sockaddr *)&a, sizeof a) || listen(l, 4))
-		die("bind/listen");
+	int l = tcp_listener("0.0.0.0", port);
 	timeout(l, 10000); /* accept(2) honours SO_RCVTIMEO */
 	printf("listening\n");
 	fflush(stdout);
