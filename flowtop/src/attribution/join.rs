@@ -359,9 +359,7 @@ impl OwnerJoin {
         let net = root.join(pid.to_string()).join("net");
         // The member may have left the namespace: only its own namespace's
         // tables are read.
-        let same = std::fs::metadata(root.join(pid.to_string()).join("ns/net"))
-            .is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == ns);
-        let scan = if same {
+        let scan = if super::netns::process_in(pid, ns) {
             super::procfs::scan_net(root, &net)
         } else {
             super::procfs::ProcScan::default()

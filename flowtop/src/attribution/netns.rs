@@ -187,6 +187,11 @@ fn open_netns(path: &str, inode: u64) -> Option<std::fs::File> {
         .filter(|f| f.metadata().map(|m| m.ino()).ok() == Some(inode))
 }
 
+/// Whether process `pid` is in the network namespace `inode` (one `stat`).
+pub fn process_in(pid: u32, inode: u64) -> bool {
+    std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == inode)
+}
+
 /// Where runtimes keep a namespace open without a process: `ip netns`
 /// (and CNI plugins) under /run/netns, docker under /run/docker/netns.
 const NETNS_MOUNT_DIRS: [&str; 2] = ["/run/netns", "/run/docker/netns"];
@@ -207,10 +212,9 @@ fn find_holder(inode: u64) -> Option<(std::fs::File, Option<u32>)> {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
-        let path = format!("/proc/{pid}/ns/net");
         // stat first: opening every process's namespace costs more.
-        if std::fs::metadata(&path).is_ok_and(|m| m.ino() == inode) {
-            if let Some(f) = open_netns(&path, inode) {
+        if process_in(pid, inode) {
+            if let Some(f) = open_netns(&format!("/proc/{pid}/ns/net"), inode) {
                 return Some((f, Some(pid)));
             }
         }
