@@ -184,14 +184,33 @@ fn owned_line(ft: &mut Flowtop, what: &str, (src, sport, dst, dport): (&str, u16
     })
 }
 
+/// flowtop's arguments for an attribution mode: eBPF needs no rescans (its
+/// sockets come as events); /proc scans come every interval.
+fn live_args(mode: &str) -> Vec<&str> {
+    let interval = if mode == "procfs" { "0.5" } else { "30" };
+    vec!["--json", "-t", interval, "-T", "--attribution", mode]
+}
+
 #[test]
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
 fn a_container_behind_the_host_owns_its_masqueraded_and_published_flows() {
+    container_owns_its_masqueraded_and_published_flows("ebpf");
+}
+
+/// Without eBPF (no socket events name the container's namespace) the
+/// namespace is found from the processes in it.
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn with_procfs_attribution_a_container_owns_its_masqueraded_and_published_flows() {
+    container_owns_its_masqueraded_and_published_flows("procfs");
+}
+
+fn container_owns_its_masqueraded_and_published_flows(mode: &str) {
     if !require_root() {
         return;
     }
     let t = topology();
-    let mut ft = Flowtop::start(&t.host, &["--json", "-t", "30", "-T", "--attribution", "ebpf"]);
+    let mut ft = Flowtop::start(&t.host, &live_args(mode));
     for (family, ctr, world, sport) in [("v4", CTR_V4, WORLD_V4, 40123), ("v6", CTR_V6, WORLD_V6, 40124)] {
         // The look-alike first: a socket with exactly the tuple the
         // container's client will have, in a namespace behind nothing.
@@ -233,11 +252,23 @@ fn a_container_behind_the_host_owns_its_masqueraded_and_published_flows() {
 #[test]
 #[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
 fn a_lookalike_namespace_not_routed_through_the_host_never_lends_its_process() {
+    lookalike_never_lends_its_process("ebpf");
+}
+
+/// The same when every namespace with a process is looked at (/proc mode
+/// finds the look-alike too, and must still not ask it).
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn with_procfs_attribution_a_lookalike_namespace_never_lends_its_process() {
+    lookalike_never_lends_its_process("procfs");
+}
+
+fn lookalike_never_lends_its_process(mode: &str) {
     if !require_root() {
         return;
     }
     let t = topology();
-    let mut ft = Flowtop::start(&t.host, &["--json", "-t", "30", "-T", "--attribution", "ebpf"]);
+    let mut ft = Flowtop::start(&t.host, &live_args(mode));
     // The container is there and known (it made a socket), so the host
     // routes to a namespace with sockets; the look-alike holds the tuple.
     let _known = held_client(&t.ctr, CTR_V4, 40200, WORLD_V4, WORLD_PORT);
@@ -266,6 +297,40 @@ fn a_lookalike_namespace_not_routed_through_the_host_never_lends_its_process() {
         twin.1
     );
     drop(t.world);
+}
+
+/// A container's connection made before flowtop started has no socket
+/// event: its namespace is found from the process in it, by a live eBPF
+/// run (from its initial dump) and by `--once` (one /proc scan).
+#[test]
+#[ignore = "needs root and network namespaces: run by `cargo xtask test` as root"]
+fn a_container_connected_before_flowtop_started_owns_its_flow() {
+    if !require_root() {
+        return;
+    }
+    let t = topology();
+    let tuple = (CTR_V4, 40300, WORLD_V4, WORLD_PORT);
+    let inside = held_client(&t.ctr, CTR_V4, 40300, WORLD_V4, WORLD_PORT);
+    // The look-alike holds the same tuple, as in the test above.
+    let _twin = held_client(&t.lookalike, CTR_V4, 40300, WORLD_V4, WORLD_PORT);
+    let check = |line: &Value, how: &str| {
+        assert_eq!(ju64(line, "pid"), Some(u64::from(inside.1)), "{how}: {line}");
+        assert_eq!(jstr(line, "attribution"), Some("netns"), "{how}: {line}");
+        assert_eq!(ju64(line, "netns"), Some(t.ctr.inode()), "{how}: {line}");
+    };
+    let mut ft = Flowtop::start(&t.host, &live_args("ebpf"));
+    let line = owned_line(&mut ft, "the older flow with an owner (live, eBPF)", tuple);
+    check(&line, "live, eBPF");
+    ft.stop();
+
+    let once = flowtop_once(&t.host, &["--once", "--json", "-T"]);
+    once.assert_ok("--once");
+    let flows = once.flows();
+    let line = flows
+        .iter()
+        .find(|v| has_tuple(v, "tcp", tuple.0, tuple.1, tuple.2, tuple.3))
+        .unwrap_or_else(|| panic!("--once did not show the flow: {flows:?}"));
+    check(line, "--once");
 }
 
 // -- identity from cgroups ----------------------------------------------------

@@ -295,12 +295,38 @@ impl OwnerJoin {
     /// interface the route to that address leaves through. A namespace not
     /// behind such an interface is never asked, whatever sockets it holds.
     fn netns_ends(&self, flow: &Flow) -> [Option<Arc<Owner>>; 2] {
-        let mut routes = self.routes();
-        if !routes.has_members() {
-            return [None, None];
-        }
-        let p = flow.proto;
         let now = Instant::now();
+        let mut routes = self.routes();
+        let mut ends = if routes.has_members() {
+            self.netns_ends_known(&mut routes, flow, now)
+        } else {
+            [None, None]
+        };
+        // An end routed to a namespace none of the known ones owns: maybe
+        // one that no socket event named (sockets older than flowtop, or
+        // no eBPF at all). Look at every process's namespace (rarely, see
+        // NetnsRoutes::discover) and ask again when that found one.
+        let [orig_end, reply_end] = local_ends(flow);
+        let wanted = [
+            (flow.orig.src, orig_end.is_some() && ends[0].is_none()),
+            (flow.reply.src, reply_end.is_some() && ends[1].is_none()),
+        ]
+        .into_iter()
+        .any(|(src, unowned)| unowned && routes.leads_to_a_namespace(normalise(src), now));
+        if wanted && routes.discover(now) {
+            ends = self.netns_ends_known(&mut routes, flow, now);
+        }
+        ends
+    }
+
+    /// [`Self::netns_ends`] among the namespaces already known.
+    fn netns_ends_known(
+        &self,
+        routes: &mut NetnsRoutes,
+        flow: &Flow,
+        now: Instant,
+    ) -> [Option<Arc<Owner>>; 2] {
+        let p = flow.proto;
         let [orig_end, reply_end] = local_ends(flow);
         [(flow.orig.src, orig_end), (flow.reply.src, reply_end)].map(|(src, end)| {
             let (local, remote) = end?;

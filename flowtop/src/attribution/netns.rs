@@ -222,6 +222,30 @@ fn find_holder(inode: u64) -> Option<(std::fs::File, Option<u32>)> {
     None
 }
 
+/// One process of each network namespace other than `own` that has a
+/// process, lowest pid first (a container's init or pause process is
+/// usually its lowest and longest-lived): one `stat` of
+/// `<proc_root>/PID/ns/net` per process.
+fn namespaces_with_processes(proc_root: &std::path::Path, own: u64) -> HashMap<u64, u32> {
+    let mut pids: Vec<u32> = std::fs::read_dir(proc_root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    let mut found = HashMap::new();
+    for pid in pids {
+        let path = proc_root.join(pid.to_string()).join("ns").join("net");
+        if let Ok(ino) = std::fs::metadata(path).map(|m| m.ino()) {
+            if ino != own {
+                found.entry(ino).or_insert(pid);
+            }
+        }
+    }
+    found
+}
+
 /// The namespaces behind this one's interfaces.
 pub struct NetnsRoutes {
     rtnl: Option<Rtnl>,
@@ -244,6 +268,9 @@ pub struct NetnsRoutes {
     routes: HashMap<IpAddr, (Instant, Option<u32>)>,
     /// Namespaces whose holder was looked for lately (see [`find_holder`]).
     searched: HashMap<u64, Instant>,
+    /// When every process's namespace was last looked at (see
+    /// [`Self::discover`]).
+    discovered: Option<Instant>,
 }
 
 impl std::fmt::Debug for NetnsRoutes {
@@ -274,6 +301,7 @@ impl NetnsRoutes {
             nsids: HashMap::new(),
             routes: HashMap::new(),
             searched: HashMap::new(),
+            discovered: None,
         }
     }
 
@@ -299,6 +327,41 @@ impl NetnsRoutes {
             self.refresh(Instant::now());
         }
         true
+    }
+
+    /// Learns the namespaces no socket event named, from the processes in
+    /// them: those whose sockets were all made before flowtop started (a
+    /// container up before it), and every namespace when there are no
+    /// socket events at all (`--attribution procfs`, `--once`). At most
+    /// once per [`REFRESH`], and only asked when a forwarded flow's end is
+    /// routed through an interface another namespace is behind and no
+    /// known namespace there owns it. Whether a namespace new to this view
+    /// was found.
+    pub fn discover(&mut self, now: Instant) -> bool {
+        if self.discovered.is_some_and(|t| now.duration_since(t) < REFRESH) {
+            return false;
+        }
+        self.discovered = Some(now);
+        let Ok(own) = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()) else {
+            return false;
+        };
+        let mut new = false;
+        for (inode, pid) in namespaces_with_processes(std::path::Path::new("/proc"), own) {
+            if self.members.len() >= MEMBERS_MAX {
+                break;
+            }
+            let pids = self.members.entry(inode).or_default();
+            if pids.is_empty() {
+                pids.push(pid);
+                new = true;
+            }
+        }
+        if new {
+            // Place them now (one links dump for all).
+            self.refreshed = None;
+            self.refresh(now);
+        }
+        new
     }
 
     /// A process seen in the namespace `inode` (the latest).
@@ -467,6 +530,32 @@ mod tests {
         assert!(view
             .behind(IpAddr::from([127, 0, 0, 1]), Instant::now())
             .is_empty());
+    }
+
+    /// One process per namespace, the lowest pid, and never this
+    /// namespace: over a stand-in /proc whose `ns/net` entries are hard
+    /// links (one inode per namespace, as nsfs gives).
+    #[test]
+    fn each_other_namespace_is_found_once_through_its_lowest_pid() {
+        let tmp = flowtop_testkit::names::Scratch::new("flowtop-netns-discover").expect("scratch");
+        let root = tmp.path();
+        let ns_file = |pid: &str| {
+            let dir = root.join(pid).join("ns");
+            std::fs::create_dir_all(&dir).expect("ns dir");
+            dir.join("net")
+        };
+        let (own, a, b) = (root.join("own"), root.join("a"), root.join("b"));
+        for f in [&own, &a, &b] {
+            std::fs::write(f, "").expect("namespace stand-in");
+        }
+        // pid -> namespace; "self" and a pid with no ns entry are skipped.
+        for (pid, ns) in [("12", &a), ("5", &a), ("40", &b), ("3", &own), ("self", &b)] {
+            std::fs::hard_link(ns, ns_file(pid)).expect("link");
+        }
+        std::fs::create_dir_all(root.join("7")).expect("a process with no ns entry");
+        let ino = |p: &std::path::Path| std::fs::metadata(p).expect("stat").ino();
+        let found = namespaces_with_processes(root, ino(&own));
+        assert_eq!(found, HashMap::from([(ino(&a), 5), (ino(&b), 40)]));
     }
 
     /// A namespace whose own processes are gone is found through what
