@@ -207,11 +207,14 @@ impl OwnerJoin {
             .iter()
             .filter_map(|(_, key)| {
                 // A forwarded flow is settled for the table, but one whose
-                // ends are behind a local namespace waits for its socket.
+                // ends are behind a local namespace waits for its socket
+                // (none yet, or its acceptor standing in: no peer).
                 let flow = table.unsettled_flow(key).or_else(|| {
                     table
                         .get(*key)
-                        .filter(|e| e.owner.is_none() && e.direction == Some(Direction::Forward))
+                        .filter(|e| {
+                            e.direction == Some(Direction::Forward) && (e.owner.is_none() || e.peer.is_none())
+                        })
                         .map(|e| &e.flow)
                 })?;
                 let found = self.lookup(flow);
@@ -245,6 +248,12 @@ impl OwnerJoin {
     /// Before this namespace's addresses are known, both ends are tried and
     /// the first process found is the owner, with no direction.
     pub fn lookup(&self, flow: &Flow) -> Attributed {
+        self.lookup_noting_stand_in(flow).0
+    }
+
+    /// [`Self::lookup`], and whether the owner is a forwarded flow's
+    /// acceptor standing in for an initiator not found (yet).
+    fn lookup_noting_stand_in(&self, flow: &Flow) -> (Attributed, bool) {
         let p = flow.proto;
         let [orig_end, reply_end] = local_ends(flow);
         let known = !self.local_addrs.is_empty();
@@ -258,29 +267,38 @@ impl OwnerJoin {
                 .or_else(|| self.index.as_ref()?.listener_at(p, local))
         });
         if !known {
-            return Attributed {
+            let found = Attributed {
                 owner: initiator.or(acceptor),
                 peer: None,
                 direction: None,
             };
+            return (found, false);
         }
         let direction = Direction::of(initiator_local, acceptor_local);
+        let mut stand_in = false;
         let (owner, peer) = match direction {
             Direction::Out => (initiator, None),
             Direction::In => (acceptor, None),
             Direction::Local => (initiator, acceptor),
             // Both ends in namespaces behind this host: the initiator owns
-            // it, the acceptor is its peer (as for a local flow).
+            // it, the acceptor is its peer (as for a local flow). Only the
+            // acceptor (a published port's server, whose client is
+            // outside; or an initiator not reported yet): the acceptor,
+            // until an initiator is found (Attributed::improve).
             Direction::Forward => match self.netns_ends(flow) {
                 [Some(i), a] => (Some(i), a),
-                [None, a] => (a, None),
+                [None, a] => {
+                    stand_in = a.is_some();
+                    (a, None)
+                }
             },
         };
-        Attributed {
+        let found = Attributed {
             owner,
             peer,
             direction: Some(direction),
-        }
+        };
+        (found, stand_in)
     }
 
     fn routes(&self) -> std::sync::MutexGuard<'_, NetnsRoutes> {
@@ -433,8 +451,8 @@ impl OwnerJoin {
 /// not settled is remembered for the retries.
 impl OwnerLookup for OwnerJoin {
     fn attribute(&mut self, flow: &Flow, now: Instant) -> Attributed {
-        let found = self.lookup(flow);
-        let waits_for_netns = found.owner.is_none()
+        let (found, stand_in) = self.lookup_noting_stand_in(flow);
+        let waits_for_netns = (found.owner.is_none() || stand_in)
             && found.direction == Some(Direction::Forward)
             && self.behind_a_namespace(flow);
         if !found.settled() || waits_for_netns {

@@ -446,6 +446,22 @@ impl Attributed {
             }
             replace
         }
+        // A forwarded flow between two namespaces behind this host whose
+        // acceptor stood in as its owner until the initiator's socket was
+        // known (its event comes up to 100 ms after the flow): the
+        // initiator takes over and the acceptor becomes its peer.
+        let same = |a: &Owner, b: &Owner| a.pid == b.pid && a.netns == b.netns;
+        if self.direction == Some(Direction::Forward) && self.peer.is_none() {
+            if let (Some(stand_in), Some(initiator), Some(acceptor)) =
+                (&self.owner, &newer.owner, &newer.peer)
+            {
+                if same(stand_in, acceptor) && !same(stand_in, initiator) {
+                    self.owner = newer.owner;
+                    self.peer = newer.peer;
+                    return true;
+                }
+            }
+        }
         let mut changed = false;
         if self.direction.is_none() && newer.direction.is_some() {
             self.direction = newer.direction;
@@ -521,5 +537,61 @@ impl Flow {
             counters: Some(Counters::default()),
             start_ns: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn netns_owner(pid: u32, ns: u64) -> Option<Arc<Owner>> {
+        Some(Arc::new(Owner {
+            pid,
+            how: How::Netns,
+            netns: Some(ns),
+            ..Owner::default()
+        }))
+    }
+
+    fn forward(owner: Option<Arc<Owner>>, peer: Option<Arc<Owner>>) -> Attributed {
+        Attributed {
+            owner,
+            peer,
+            direction: Some(Direction::Forward),
+        }
+    }
+
+    /// A forwarded flow's acceptor stands in as owner until the initiator
+    /// is found; then the initiator owns it and the acceptor is its peer.
+    /// Nothing else replaces an owner that holds its socket.
+    #[test]
+    fn an_acceptor_standing_in_gives_way_to_the_initiator_once() {
+        let (server, client, other) = (netns_owner(10, 1), netns_owner(20, 2), netns_owner(30, 2));
+        let mut a = forward(server.clone(), None);
+        // The same answer again: no change.
+        assert!(!a.improve(forward(server.clone(), None)));
+        // The initiator found, with the stand-in as its acceptor.
+        assert!(a.improve(forward(client.clone(), server.clone())));
+        assert_eq!(
+            (a.owner.as_ref(), a.peer.as_ref()),
+            (client.as_ref(), server.as_ref())
+        );
+        // Settled now: another pair does not take over.
+        assert!(!a.improve(forward(other.clone(), server.clone())));
+        assert_eq!(a.owner, client);
+
+        // Not a forwarded flow: an owner that holds its socket sticks.
+        let mut out = Attributed {
+            owner: server.clone(),
+            peer: None,
+            direction: Some(Direction::Out),
+        };
+        out.improve(Attributed {
+            owner: client,
+            peer: server.clone(),
+            direction: Some(Direction::Out),
+        });
+        assert_eq!(out.owner, server);
     }
 }
