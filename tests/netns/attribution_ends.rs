@@ -170,10 +170,32 @@ fn a_refused_connection_keeps_its_owner() {
     if !require_root() {
         return;
     }
-    let (client, _server) = Netns::pair();
+    let (client, server) = Netns::pair();
     // -t 30: no /proc scan can catch the process; only eBPF, and the held
     // DESTROY, can.
     let mut ft = Flowtop::start(&client, &["--json", "-t", "30", "-4T", "--attribution", "ebpf"]);
+    // Other sockets keep being made and used on the machine (here in the
+    // peer's namespace, whose socket events flowtop sees too), so socket
+    // batches keep coming: one drained just before a DESTROY arrived but
+    // handed over after it must not let that DESTROY go without its
+    // owner. Without the churn the race is rare; with it, it was certain.
+    server.ip(&["link", "set", "lo", "up"]);
+    let mut churn = Churn(spawn_python(
+        &server,
+        "import socket, time\n\
+         end = time.time() + 60\n\
+         while time.time() < end:\n\
+         \x20   s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         \x20   s.sendto(b'x', ('127.0.0.1', 9))\n\
+         \x20   s.close()\n",
+    ));
+    struct Churn(std::process::Child);
+    impl Drop for Churn {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut refused = Vec::new();
     for _ in 0..5 {
         let script = format!(
@@ -191,6 +213,10 @@ fn a_refused_connection_keeps_its_owner() {
             .collect();
         refused.push((w[0], w[1] as u16));
     }
+    assert!(
+        churn.0.try_wait().is_ok_and(|st| st.is_none()),
+        "the socket churn stopped early"
+    );
     for (pid, port) in refused {
         let v = ft.wait_for("the refused connection's destroy", WAIT, |v| {
             jstr(v, "event") == Some("destroy") && has_tuple(v, "tcp", CLIENT_V4, port, SERVER_V4, 7199)

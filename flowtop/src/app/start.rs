@@ -255,7 +255,10 @@ fn start_ebpf_reader(
             if !names.is_empty() && tx.blocking_send(Inbox::Names(names)).is_err() {
                 return false;
             }
-            sockets.is_empty() || tx.blocking_send(Inbox::EbpfSockets(sockets)).is_ok()
+            sockets.is_empty()
+                || tx
+                    .blocking_send(Inbox::EbpfSockets(sockets, batch.drained_from))
+                    .is_ok()
         })
         .map_err(|e| RunError::Other(anyhow::anyhow!(e)))
 }

@@ -239,6 +239,11 @@ pub struct ReaderBatch {
     pub processes: Vec<ProcEvent>,
     pub sockets: Vec<SockEvent>,
     pub names: Vec<NameCapture>,
+    /// When draining the socket ring for this batch began, if the drain
+    /// emptied it: every socket event submitted before then is in this
+    /// batch or an earlier one (what lets held DESTROYs go, see
+    /// `engine::held`). None when the batch was cut at its size limit.
+    pub drained_from: Option<std::time::Instant>,
 }
 
 impl ReaderBatch {
@@ -596,6 +601,7 @@ fn read_sock_events(
             return;
         }
         loop {
+            let drain_began = std::time::Instant::now();
             while batch.len() < SOCK_EVENTS_BATCH {
                 let Some(item) = ring.next() else { break };
                 if let Some(event) = parse_sock_event(&item) {
@@ -623,10 +629,12 @@ fn read_sock_events(
                     }
                 }
             }
+            let emptied = batch.len() < SOCK_EVENTS_BATCH;
             let out = ReaderBatch {
                 processes: std::mem::take(&mut processes),
                 sockets: std::mem::take(&mut batch),
                 names: std::mem::take(&mut names),
+                drained_from: emptied.then_some(drain_began),
             };
             if out.is_empty() {
                 break;

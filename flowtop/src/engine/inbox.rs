@@ -19,8 +19,11 @@ pub enum Inbox {
     Conntrack(CtMsg),
     /// A new socket index from a /proc scan.
     Sockets(Arc<SocketIndex>),
-    /// Sockets the eBPF programs saw, joined to their owners.
-    EbpfSockets(Vec<OwnedSocket>),
+    /// Sockets the eBPF programs saw, joined to their owners, and when
+    /// the reader began draining the ring buffer for them if it emptied it
+    /// (every event submitted before then is in this batch or an earlier
+    /// one; None: the batch was cut at its size limit).
+    EbpfSockets(Vec<OwnedSocket>, Option<std::time::Instant>),
     /// Name captures (DNS answers, first bytes of flows), each with the
     /// owner of its local socket when the eBPF events know it.
     Names(Vec<OwnedCapture>),

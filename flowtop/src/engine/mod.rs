@@ -5,6 +5,7 @@
 //! The table has exactly one owner (this loop); sources run in their own
 //! threads and hand over owned data through one bounded channel.
 
+mod held;
 mod inbox;
 mod naming;
 mod notice;
@@ -30,12 +31,7 @@ use crate::flow::table::{Change, Entry, EventKind, FlowTable, TableConfig};
 use crate::flow::Selection;
 use crate::names::tracker::NameTracker;
 
-/// The longest a DESTROY of a flow without an owner waits for the socket
-/// events already in the eBPF ring buffer (its reader drains the buffer at
-/// least every 100 ms): a connection refused or reset before its socket
-/// event was merged keeps its process.
-const DESTROY_HOLD: Duration = Duration::from_millis(250);
-
+use held::{HeldDestroys, Release};
 pub use inbox::{channel, Inbox, InboxChannel};
 pub use notice::{Notes, Notice, EMPTY_TABLE_HINT};
 use pacing::RefreshPacing;
@@ -143,9 +139,9 @@ struct Engine {
     /// Names and geography for the flows, when enrichment is on.
     enricher: Option<Enricher>,
     own_queries: OwnQueries,
-    /// DESTROY events held for [`DESTROY_HOLD`] (when they arrived, the
-    /// flow's final reading), oldest first.
-    held_destroys: VecDeque<(Instant, Flow)>,
+    /// DESTROY events of flows without an owner, held for the socket
+    /// events that may name them (see [`held`]).
+    held_destroys: HeldDestroys,
     /// eBPF socket events feed the inbox.
     socket_events: bool,
     /// Asked-for names; None with `--no-inspect`.
@@ -223,14 +219,16 @@ impl Engine {
                 }
                 return Ok(false);
             }
-            Inbox::EbpfSockets(sockets) => {
+            Inbox::EbpfSockets(sockets, drained_from) => {
                 if let Some(join) = &mut self.owners {
                     let found = join.take_sockets(sockets, &self.table, now);
                     self.set_owners(found, now, out);
                 }
-                // The batch holds what the ring buffer had when the held
-                // destroys arrived (it is drained after them).
-                self.release_destroys(None, out);
+                // The held destroys this batch's draining began after have
+                // their flows' socket events in it, or in an earlier batch.
+                if let Some(t) = drained_from {
+                    self.release_destroys(Release::DrainedFrom(t), out);
+                }
                 return Ok(false);
             }
             Inbox::Names(captures) => {
@@ -244,7 +242,7 @@ impl Engine {
                 return Ok(false);
             }
         };
-        self.release_destroys(Some(now), out);
+        self.release_destroys(Release::Due(now), out);
         let table = &mut self.table;
         let owners = &mut naming::Lookups {
             owners: &mut self.owners,
@@ -271,7 +269,7 @@ impl Engine {
                     }
                     if kind == CtEventKind::Destroy && self.socket_events && awaits_socket_event(table, &flow)
                     {
-                        self.held_destroys.push_back((now, flow));
+                        self.held_destroys.hold(now, flow);
                         continue;
                     }
                     table.apply_event(change_of(kind), flow, now, owners, &mut sink);
@@ -288,7 +286,7 @@ impl Engine {
                 test_panic_point("engine");
                 // Before the sweep, which would take a held flow for one
                 // whose DESTROY was lost.
-                for (at, flow) in self.held_destroys.drain(..) {
+                for (at, flow) in self.held_destroys.release(Release::All) {
                     table.apply_event(Change::Gone, flow, at, owners, &mut sink);
                 }
                 table.end_dump(gen, &mut sink);
@@ -406,16 +404,9 @@ impl Engine {
         Some(naming::Recheck::Owned(found.iter().map(|(k, _)| *k).collect()))
     }
 
-    /// Applies the held destroys: all of them (`None`), or those held
-    /// for [`DESTROY_HOLD`] by `now`.
-    fn release_destroys(&mut self, now: Option<Instant>, out: &mut impl FnMut(EventKind, &Entry)) {
-        while let Some((at, _)) = self.held_destroys.front() {
-            if now.is_some_and(|now| now.saturating_duration_since(*at) < DESTROY_HOLD) {
-                break;
-            }
-            let Some((at, flow)) = self.held_destroys.pop_front() else {
-                break;
-            };
+    /// Applies the held destroys that `release` lets go.
+    fn release_destroys(&mut self, release: Release, out: &mut impl FnMut(EventKind, &Entry)) {
+        for (at, flow) in self.held_destroys.release(release) {
             self.table
                 .apply_event(Change::Gone, flow, at, &mut self.owners, out);
         }
@@ -494,7 +485,7 @@ impl Engine {
         for notice in notices {
             self.warn(Notice::Enrichment(notice));
         }
-        self.release_destroys(Some(now), sink);
+        self.release_destroys(Release::Due(now), sink);
         self.table.expire(now, sink);
         if let Some(names) = &mut self.names {
             if now.saturating_duration_since(self.names_expired) >= naming::EXPIRY_EVERY {
@@ -560,7 +551,7 @@ impl Engine {
             names_expired: now,
             enricher,
             notes,
-            held_destroys: VecDeque::new(),
+            held_destroys: HeldDestroys::default(),
         };
         engine.start_dump(false)?;
         Ok((engine, signals, rx))

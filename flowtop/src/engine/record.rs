@@ -56,7 +56,7 @@ pub async fn run_record(mut inputs: Inputs, mut rec: Recorder) -> anyhow::Result
     };
     // Destroys held for their socket events end now, with the others.
     let now_ms = unix_ms(SystemTime::now());
-    engine.release_destroys(None, &mut |k, e| {
+    engine.release_destroys(super::Release::All, &mut |k, e| {
         export.change(k, e);
         rec.change(k, e, now_ms)
     });

@@ -53,7 +53,7 @@ pub async fn run_command<T>(
     }
     // The destroys held for socket events, then the live flows as last read
     // (hot flows are re-read every interval, so within the grace period).
-    engine.release_destroys(None, sink);
+    engine.release_destroys(super::Release::All, sink);
     for e in engine.table.iter() {
         sink(EventKind::Update, e);
     }
