@@ -18,8 +18,13 @@
 //!   routing included): the interface it leaves through.
 //!
 //! Lookups are cached (links for [`REFRESH`], routes per address for as
-//! long) and made only when sockets of other namespaces are known, so a
-//! router with no local namespaces pays nothing.
+//! long) and made only for forwarded flows: a router with no namespace
+//! behind its interfaces pays one links dump per [`REFRESH`] while such
+//! flows come, and never a route lookup or a look at processes.
+//!
+//! Namespaces are known from the socket events of their processes, and
+//! (see [`NetnsRoutes::discover`]) from a look at every process's
+//! namespace when a flow is routed to one no event named.
 
 use std::collections::HashMap;
 use std::io;
