@@ -615,11 +615,14 @@ impl Sink {
             0 => String::new(),
             n => format!(" ({n} more errors since the last warning)"),
         };
-        eprintln!(
-            "flowtop: journal {}: {}{more}; recording goes on, further errors are reported at most once a minute",
+        // One write for the whole line: stderr is unbuffered, and a line
+        // written in pieces can interleave with other threads' warnings.
+        let line = format!(
+            "flowtop: journal {}: {}{more}; recording goes on, further errors are reported at most once a minute\n",
             shown(&self.path),
             crate::output::safe::terminal_safe(what),
         );
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
         *warned = Some(now);
     }
 
