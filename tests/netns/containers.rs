@@ -310,9 +310,10 @@ fn a_container_connected_before_flowtop_started_owns_its_flow() {
     }
     let t = topology();
     let tuple = (CTR_V4, 40300, WORLD_V4, WORLD_PORT);
-    let inside = held_client(&t.ctr, CTR_V4, 40300, WORLD_V4, WORLD_PORT);
+    let (src, sport, dst, dport) = tuple;
+    let inside = held_client(&t.ctr, src, sport, dst, dport);
     // The look-alike holds the same tuple, as in the test above.
-    let _twin = held_client(&t.lookalike, CTR_V4, 40300, WORLD_V4, WORLD_PORT);
+    let _twin = held_client(&t.lookalike, src, sport, dst, dport);
     let check = |line: &Value, how: &str| {
         assert_eq!(ju64(line, "pid"), Some(u64::from(inside.1)), "{how}: {line}");
         assert_eq!(jstr(line, "attribution"), Some("netns"), "{how}: {line}");

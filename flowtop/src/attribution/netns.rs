@@ -31,6 +31,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::MetadataExt as _;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
@@ -39,6 +40,8 @@ use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
+
+use super::processes::pids;
 
 /// How long a view of the links, and a route, is trusted.
 pub const REFRESH: Duration = Duration::from_secs(2);
@@ -192,9 +195,17 @@ fn open_netns(path: &str, inode: u64) -> Option<std::fs::File> {
         .filter(|f| f.metadata().map(|m| m.ino()).ok() == Some(inode))
 }
 
+/// The inode of process `pid`'s network namespace (one `stat` of
+/// `<proc_root>/PID/ns/net`).
+fn netns_inode_at(proc_root: &Path, pid: u32) -> Option<u64> {
+    std::fs::metadata(proc_root.join(pid.to_string()).join("ns").join("net"))
+        .ok()
+        .map(|m| m.ino())
+}
+
 /// Whether process `pid` is in the network namespace `inode` (one `stat`).
 pub fn process_in(pid: u32, inode: u64) -> bool {
-    std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == inode)
+    netns_inode_at(Path::new("/proc"), pid) == Some(inode)
 }
 
 /// Where runtimes keep a namespace open without a process: `ip netns`
@@ -213,10 +224,7 @@ fn find_holder(inode: u64) -> Option<(std::fs::File, Option<u32>)> {
             }
         }
     }
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
+    for pid in pids(Path::new("/proc")) {
         // stat first: opening every process's namespace costs more.
         if process_in(pid, inode) {
             if let Some(f) = open_netns(&format!("/proc/{pid}/ns/net"), inode) {
@@ -231,21 +239,16 @@ fn find_holder(inode: u64) -> Option<(std::fs::File, Option<u32>)> {
 /// process, lowest pid first (a container's init or pause process is
 /// usually its lowest and longest-lived): one `stat` of
 /// `<proc_root>/PID/ns/net` per process.
-fn namespaces_with_processes(proc_root: &std::path::Path, own: u64) -> HashMap<u64, u32> {
-    let mut pids: Vec<u32> = std::fs::read_dir(proc_root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect();
+fn namespaces_with_processes(proc_root: &Path, own: u64) -> HashMap<u64, u32> {
+    let mut pids: Vec<u32> = pids(proc_root).collect();
     pids.sort_unstable();
     let mut found = HashMap::new();
     for pid in pids {
-        let path = proc_root.join(pid.to_string()).join("ns").join("net");
-        if let Ok(ino) = std::fs::metadata(path).map(|m| m.ino()) {
-            if ino != own {
+        match netns_inode_at(proc_root, pid) {
+            Some(ino) if ino != own => {
                 found.entry(ino).or_insert(pid);
             }
+            _ => {}
         }
     }
     found
@@ -351,7 +354,7 @@ impl NetnsRoutes {
             return false;
         };
         let mut new = false;
-        for (inode, pid) in namespaces_with_processes(std::path::Path::new("/proc"), own) {
+        for (inode, pid) in namespaces_with_processes(Path::new("/proc"), own) {
             if self.members.len() >= MEMBERS_MAX {
                 break;
             }

@@ -94,6 +94,16 @@ fn clock_ticks() -> u64 {
     u64::try_from(t).ok().filter(|&t| t > 0).unwrap_or(100)
 }
 
+/// The pids of the processes under `proc_root` (its numeric entries;
+/// none when it cannot be read).
+pub fn pids(proc_root: &Path) -> impl Iterator<Item = u32> {
+    std::fs::read_dir(proc_root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+}
+
 /// What /proc tells of a live process (None when it is gone).
 pub fn read_proc(proc_root: &Path, pid: u32) -> Option<ProcessInfo> {
     let dir = proc_root.join(pid.to_string());
@@ -142,13 +152,7 @@ impl ProcessBook {
     /// exec records). Processes already in the book are kept: their
     /// records are newer than this reading.
     pub fn bootstrap(&mut self, proc_root: &Path) {
-        let Ok(dir) = std::fs::read_dir(proc_root) else {
-            return;
-        };
-        for entry in dir.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
+        for pid in pids(proc_root) {
             if self.procs.get(&pid).is_some() {
                 continue;
             }
